@@ -1,0 +1,51 @@
+"""Experiment file -> RLlib PPOConfig, with the supervisor wired in.
+
+Checks that need RLlib (is every ``config:`` key a PPOConfig parameter,
+does RLlib accept the values) happen here and raise ``InputError``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from supervisor.config import Experiment
+from supervisor.errors import InputError
+
+from actors.callback import CONFIG_KEY, SupervisorCallback
+
+
+def resolve_env(env: str):
+    if ":" in env:
+        mod, _, cls = env.partition(":")
+        return getattr(importlib.import_module(mod), cls)
+    return env
+
+
+def build_config(exp: Experiment, source: str, supervisor_info: dict | None = None,
+                 config_overrides: dict | None = None):
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+    from actors.learner import use_supervised_learner
+
+    cfg = PPOConfig()
+    params = {**exp.config, **(config_overrides or {})}
+    for key in params:
+        if key.startswith("_") or not hasattr(cfg, key) or callable(getattr(cfg, key)):
+            raise InputError(source, f"config.{key}", "unknown PPOConfig parameter")
+    cfg.environment(resolve_env(exp.env), env_config=dict(exp.env_config))
+    try:
+        cfg.update_from_dict(params)
+    except Exception as e:
+        raise InputError(source, "config", f"{e.__class__.__name__}: {str(e).splitlines()[0]}")
+    if exp.seed is not None:
+        cfg.debugging(seed=exp.seed)
+    if supervisor_info is not None and exp.supervisor.enabled:
+        cfg.callbacks(SupervisorCallback)
+        cfg.learners(learner_config_dict={CONFIG_KEY: supervisor_info})
+        use_supervised_learner(cfg)
+    try:
+        cfg.validate()
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise InputError(source, "config", msg)
+    return cfg

@@ -1,0 +1,179 @@
+"""The RLlib callback that puts a trial under supervision.
+
+``on_train_result`` normalizes the result, sends it to the supervisor, and
+applies the verdict's interventions to the algorithm *before the next
+iteration* (this hook runs inside ``Algorithm.train()``, after the update).
+What it applied travels with the next report, which also shows whether the
+change took effect.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import ray
+from ray.rllib.callbacks.callbacks import RLlibCallback
+
+from actors import interventions as iv
+from actors.client import SupervisorClient
+from supervisor.metrics import normalize_result
+
+log = logging.getLogger(__name__)
+CONFIG_KEY = "supervisor"  # in AlgorithmConfig.learner_config_dict
+
+
+class RestartRequested(RuntimeError):
+    """Raised from the callback to make Tune restart the trial from its latest checkpoint."""
+
+
+class StopRequested(Exception):
+    pass
+
+
+def supervisor_info(algorithm) -> dict | None:
+    return (getattr(algorithm.config, "learner_config_dict", None) or {}).get(CONFIG_KEY)
+
+
+class SupervisorCallback(RLlibCallback):
+    def __init__(self):
+        super().__init__()
+        self.client: SupervisorClient | None = None
+        self.info: dict = {}
+        self.trial_id = "default"
+        self.seq = 0
+        self.applied: list[dict] = []
+        self.stop_requested = False
+        self.restart_requested = False
+        self.last_verdict: dict | None = None
+        self.checkpoints: list[str] = []
+
+    # ------------------------------------------------------------------ setup
+    def on_algorithm_init(self, *, algorithm, metrics_logger=None, **kwargs) -> None:
+        info = supervisor_info(algorithm)
+        if not info:
+            return
+        self.info = info
+        self.trial_id = info.get("trial_id") or _tune_trial_id() or "default"
+        self.client = SupervisorClient(info["run_id"], info["run_info"], info.get("timeout_s", 2.0))
+        reg = self.client.register(self.trial_id, _node_id(), info.get("trial_config"))
+        if reg is None:
+            return
+        self.seq = reg["next_seq"]
+        if reg.get("overrides"):  # a restarted trial re-applies what the supervisor changed
+            self.applied.append({"id": None, "action": "overrides",
+                                 "after": iv.set_hparams(algorithm, reg["overrides"]), "ok": True})
+        if reg.get("checkpoint") is None:
+            # The starting point is the first known-good state: rollback always has a target.
+            self._checkpoint(algorithm, iteration=0)
+
+    # ------------------------------------------------------------------ every iteration
+    def on_train_result(self, *, algorithm, metrics_logger=None, result: dict, **kwargs) -> None:
+        if self.client is None:
+            return
+        report = normalize_result(result, self.trial_id, _node_id())
+        report["seq"], report["applied"], self.applied = self.seq, self.applied, []
+        t0 = time.perf_counter()
+        verdict = self.client.report(report)
+        self.seq += 1
+        sup = {"reported": verdict is not None, "buffered": len(self.client.buffer),
+               "call_ms": round(1000 * (time.perf_counter() - t0), 3)}
+        if verdict is not None and not verdict.get("duplicate"):
+            self.last_verdict = verdict
+            sup.update(health_score=verdict["health"]["score"], worst_severity=verdict["health"]["worst_severity"],
+                       findings=[f"{f['detector']}:{f['severity']}" for f in verdict.get("findings", [])],
+                       actions=[a["action"] for a in verdict["actions"]])
+            self._apply(algorithm, verdict, report["iteration"])
+            if verdict.get("checkpoint") and not verdict["actions"]:
+                self._checkpoint(algorithm, report["iteration"], seq=report["seq"])
+        sup["stop"] = self.stop_requested
+        result["supervisor"] = sup  # reaches Tune's loggers and stoppers
+        if self.restart_requested:
+            raise RestartRequested(f"supervisor asked to restart trial {self.trial_id}")
+
+    def _apply(self, algorithm, verdict: dict, iteration: int) -> None:
+        for a in verdict["actions"]:
+            name, params = a["action"], a.get("params") or {}
+            entry = {"id": a.get("id"), "action": name, "ok": True}
+            try:
+                if name == "stop_trial":
+                    self.stop_requested = True
+                elif name == "restart_trial":
+                    self.restart_requested = True
+                elif name == "alert":
+                    log.warning("supervisor alert on %s: %s", self.trial_id, a.get("reason"))
+                elif name == "rollback":
+                    entry.update(iv.rollback(algorithm, params["checkpoint"], params.get("hparams")))
+                    entry["verified"] = _rollback_reached_runners(algorithm)
+                else:
+                    entry.update(iv.apply_action(algorithm, name, params))
+            except Exception as e:  # an action that cannot apply is reported, never fatal
+                log.exception("could not apply %s", name)
+                entry.update(ok=False, error=f"{e.__class__.__name__}: {e}")
+            self.applied.append(entry)
+
+    def _checkpoint(self, algorithm, iteration: int, seq: int = -1) -> None:
+        root = Path(self.info["run_info"]["run_dir"]) / "checkpoints" / _safe(self.trial_id)
+        path = root / f"seq_{seq + 1:06d}"
+        try:
+            iv.save_checkpoint(algorithm, str(path))
+        except Exception:
+            log.exception("checkpoint failed; training continues")
+            return
+        self.client.call("record_checkpoint", self.info["run_id"], self.trial_id, seq, iteration, str(path),
+                         iv.current_hparams(algorithm))
+        self.checkpoints.append(str(path))
+        keep = int(self.info.get("keep_checkpoints", 3))
+        while len(self.checkpoints) > keep:
+            shutil.rmtree(self.checkpoints.pop(0), ignore_errors=True)
+
+    def on_trial_end(self, status: str) -> str | None:
+        """Called by our runner (not RLlib) when the trial ends; returns the final status."""
+        if self.client is None:
+            return None
+        return self.client.call("finish_trial", self.info["run_id"], self.trial_id, status, self.applied)
+
+
+def find_callback(algorithm) -> SupervisorCallback | None:
+    cbs = getattr(algorithm, "callbacks", None)
+    for cb in cbs if isinstance(cbs, (list, tuple)) else [cbs]:
+        if isinstance(cb, SupervisorCallback):
+            return cb
+    return None
+
+
+def _rollback_reached_runners(algorithm) -> bool:
+    """True when every env runner holds exactly the learner's (restored, finite) weights."""
+    import numpy as np
+
+    learner = iv.module_weights(algorithm)
+    if not iv.weights_finite(algorithm):
+        return False
+    runners = iv.env_runner_weights(algorithm)
+    for runner in runners.values():
+        shared = [k for k in runner if k in learner]
+        if not shared or any(not np.array_equal(runner[k], learner[k]) for k in shared):
+            return False
+    return bool(runners)
+
+
+def _node_id() -> str | None:
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:
+        return None
+
+
+def _tune_trial_id() -> str | None:
+    try:
+        from ray import tune
+
+        return tune.get_context().get_trial_id()
+    except Exception:
+        return None
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -1,0 +1,120 @@
+"""The supervisor actor: one named, detached actor per cluster, on the head node.
+
+A thin Ray wrapper around ``supervisor.engine.Engine``; it can serve several
+runs at once (each with its own SQLite store in its own run folder). Ray
+restarts it if it dies (``max_restarts=-1``); it then rebuilds each trial's
+state from the store when the trial next registers or reports.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from supervisor.config import SupervisorConfig
+from supervisor.engine import Engine
+from supervisor.store import Store
+
+NAMESPACE = "rl_supervisor"
+ACTOR_NAME = "supervisor"
+
+
+class SupervisorService:
+    def __init__(self):
+        self.runs: dict[str, Engine] = {}
+        self.run_of: dict[str, str] = {}  # trial_id -> run_id
+        self.specs: dict[str, dict] = {}
+        self.started = time.time()
+
+    def open_run(self, run_id: str, run_dir: str, name: str, kind: str, settings: dict | None = None,
+                 spec: dict | None = None, profile: dict | None = None) -> dict:
+        """Attach a run (idempotent; the driver calls it again after an actor restart)."""
+        if run_id not in self.runs:
+            store = Store(Path(run_dir) / "supervisor.db")
+            store.upsert_run(run_id, name, kind, "running", spec)
+            self.runs[run_id] = Engine(store, SupervisorConfig.model_validate(settings or {}), profile)
+            self.specs[run_id] = {"run_dir": run_dir, "name": name, "kind": kind, "settings": settings or {},
+                                  "spec": spec, "profile": profile}
+        return {"run_id": run_id, "pid": _pid()}
+
+    def close_run(self, run_id: str, status: str) -> None:
+        eng = self.runs.get(run_id)
+        if eng is not None:
+            spec = self.specs[run_id]
+            eng.store.upsert_run(run_id, spec["name"], spec["kind"], status, ended=time.time())
+
+    def _engine(self, trial_id: str, run_id: str | None = None) -> Engine | None:
+        run_id = run_id or self.run_of.get(trial_id)
+        return self.runs.get(run_id) if run_id else None
+
+    def register_trial(self, trial_id: str, run_id: str, node_id: str | None = None,
+                       config: dict | None = None, run_info: dict | None = None) -> dict:
+        if run_id not in self.runs and run_info:  # the actor restarted: trials carry what it needs to reopen
+            self.open_run(run_id, **run_info)
+        eng = self.runs[run_id]
+        self.run_of[trial_id] = run_id
+        return eng.register_trial(trial_id, run_id, node_id, config)
+
+    def report(self, run_id: str, report: dict) -> dict:
+        eng = self.runs.get(run_id)
+        if eng is None:
+            return {"unknown_run": True, "actions": [], "checkpoint": False, "stop": False}
+        self.run_of.setdefault(str(report.get("trial_id")), run_id)
+        return eng.observe(report)
+
+    def record_checkpoint(self, run_id: str, trial_id: str, seq: int, iteration: int, path: str,
+                          hparams: dict | None) -> None:
+        eng = self.runs.get(run_id)
+        if eng is not None:
+            eng.record_checkpoint(trial_id, seq, iteration, path, hparams)
+
+    def finish_trial(self, run_id: str, trial_id: str, status: str, applied: list | None = None) -> str:
+        eng = self.runs.get(run_id)
+        return eng.finish_trial(trial_id, status, applied) if eng is not None else status
+
+    def trial_overrides(self, run_id: str, trial_id: str) -> dict:
+        eng = self.runs.get(run_id)
+        st = eng.trials.get(trial_id) if eng else None
+        return dict(st.overrides) if st else {}
+
+    def ping(self) -> dict:
+        return {"pid": _pid(), "runs": list(self.runs), "uptime_s": time.time() - self.started}
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+SupervisorActor = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1)(SupervisorService)
+
+
+def head_node_id() -> str | None:
+    for n in ray.nodes():
+        if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {}):
+            return n["NodeID"]
+    return None
+
+
+def get_or_create_supervisor():
+    """Find the cluster's supervisor actor, or start it pinned to the head node."""
+    try:
+        return ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+    except ValueError:
+        pass
+    head = head_node_id()
+    opts = dict(name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
+    if head:
+        opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=head, soft=True)
+    return SupervisorActor.options(**opts).remote()
+
+
+def find_supervisor():
+    try:
+        return ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return None

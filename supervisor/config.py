@@ -1,0 +1,260 @@
+"""Experiment and sweep files: load, apply ``--set`` overrides, validate.
+
+Every problem becomes one ``InputError`` naming the file, the dotted key and
+what is wrong. RLlib-specific checks (is this a PPOConfig key?) live on the
+Ray side, in ``actors/trainable.py``, because this package does not import Ray.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from supervisor.errors import InputError
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+class StopConfig(BaseModel):
+    model_config = _STRICT
+    iterations: int | None = Field(None, gt=0)
+    timesteps: int | None = Field(None, gt=0)
+    episode_return_mean: float | None = None
+    time_s: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _at_least_one(self):
+        if all(v is None for v in self.model_dump().values()):
+            raise ValueError("give at least one of iterations, timesteps, episode_return_mean, time_s")
+        return self
+
+
+ACTIONS = ("alert", "reduce_lr", "increase_lr", "boost_entropy", "raise_kl_coeff",
+           "tighten_grad_clip", "rollback", "restart_trial", "stop_trial")
+
+
+class SupervisorConfig(BaseModel):
+    """The ``supervisor:`` section. Every key has a default."""
+
+    model_config = _STRICT
+    enabled: bool = True
+    checkpoint_every: int = Field(5, gt=0, description="health-gated checkpoint every N iterations")
+    keep_checkpoints: int = Field(3, gt=0)
+    history: int = Field(256, ge=16, description="iterations of in-memory history per trial")
+    report_timeout_s: float = Field(2.0, gt=0, description="a trial waits at most this long for a verdict")
+    cooldown: int = Field(2, ge=0, description="iterations after an action before another for the same finding")
+    outcome_window: int = Field(3, gt=0, description="iterations after which an action's outcome is judged")
+    max_interventions: int = Field(4, gt=0, description="intensity limit: at most N interventions ...")
+    intensity_window: int = Field(20, gt=0, description="... in K iterations, then escalate to stop_trial")
+    ladders: dict[str, list[list[str]]] = Field(default_factory=dict,
+                                                description="per detector: ordered steps, each a list of actions")
+    action_params: dict[str, dict[str, float]] = Field(default_factory=dict)
+    detectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    profile: str | None = None
+
+    @field_validator("ladders")
+    @classmethod
+    def _known_actions(cls, v):
+        for det, steps in v.items():
+            for step in steps:
+                for a in step:
+                    if a not in ACTIONS:
+                        raise ValueError(f"unknown action {a!r} in ladder of {det!r} (known: {', '.join(ACTIONS)})")
+        return v
+
+    @field_validator("action_params")
+    @classmethod
+    def _known_param_actions(cls, v):
+        for a in v:
+            if a not in ACTIONS:
+                raise ValueError(f"unknown action {a!r} (known: {', '.join(ACTIONS)})")
+        return v
+
+
+# Range checks on the PPOConfig keys people set most; the Ray side then
+# checks that every key exists on PPOConfig at all.
+_POSITIVE = {"lr", "train_batch_size_per_learner", "train_batch_size", "minibatch_size", "num_epochs",
+             "clip_param", "vf_clip_param", "grad_clip", "rollout_fragment_length"}
+_NON_NEGATIVE = {"num_env_runners", "num_learners", "num_envs_per_env_runner", "entropy_coeff",
+                 "kl_coeff", "kl_target", "vf_loss_coeff", "num_cpus_per_env_runner", "num_gpus_per_learner"}
+_UNIT = {"gamma", "lambda_"}
+
+
+def _check_config_values(config: dict[str, Any]) -> None:
+    for key, val in config.items():
+        num = isinstance(val, (int, float)) and not isinstance(val, bool)
+        if key in _POSITIVE | _NON_NEGATIVE | _UNIT and not num and not (key == "lr" and isinstance(val, list)):
+            if not (key == "grad_clip" and val is None):
+                raise ValueError(f"config.{key}: must be a number (got {val!r})")
+        if not num:
+            continue
+        if key in _POSITIVE and not val > 0:
+            raise ValueError(f"config.{key}: must be > 0 (got {val})")
+        if key in _NON_NEGATIVE and val < 0:
+            raise ValueError(f"config.{key}: must be >= 0 (got {val})")
+        if key in _UNIT and not 0 <= val <= 1:
+            raise ValueError(f"config.{key}: must be between 0 and 1 (got {val})")
+
+
+class Experiment(BaseModel):
+    model_config = _STRICT
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    env: str = Field(min_length=1)
+    env_config: dict[str, Any] = Field(default_factory=dict)
+    algorithm: Literal["PPO"] = "PPO"
+    config: dict[str, Any] = Field(default_factory=dict)
+    stop: StopConfig
+    supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
+    seed: int | None = None
+
+    @field_validator("algorithm", mode="before")
+    @classmethod
+    def _algorithm(cls, v):
+        if v != "PPO":
+            raise ValueError(f"unknown algorithm {v!r} (supported: PPO)")
+        return v
+
+    @field_validator("config")
+    @classmethod
+    def _config(cls, v):
+        _check_config_values(v)
+        return v
+
+
+_SEARCH_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
+
+
+class Sweep(Experiment):
+    search: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    num_samples: int = Field(1, gt=0)
+    scheduler: Literal["none", "asha"] = "none"
+    max_concurrent: int | None = Field(None, gt=0)
+    max_failures: int = Field(2, ge=0)
+
+    @field_validator("search")
+    @classmethod
+    def _search(cls, v):
+        for key, spec in v.items():
+            if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in _SEARCH_KINDS:
+                raise ValueError(f"{key}: give exactly one of {', '.join(_SEARCH_KINDS)}")
+            kind, arg = next(iter(spec.items()))
+            if kind in ("grid", "choice") and not (isinstance(arg, list) and arg):
+                raise ValueError(f"{key}.{kind}: must be a non-empty list")
+            if kind in ("uniform", "loguniform", "randint"):
+                if not (isinstance(arg, list) and len(arg) == 2 and all(isinstance(a, (int, float)) for a in arg)
+                        and arg[0] < arg[1]):
+                    raise ValueError(f"{key}.{kind}: must be [low, high] with low < high")
+                if kind == "loguniform" and arg[0] <= 0:
+                    raise ValueError(f"{key}.{kind}: bounds must be > 0")
+        return v
+
+
+def _parse_set(item: str, source: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise InputError("--set", item, "expected KEY=VALUE")
+    key, raw = item.split("=", 1)
+    if not key:
+        raise InputError("--set", item, "empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, sets: list[str], source: str) -> dict:
+    data = copy.deepcopy(data)
+    for item in sets or ():
+        path, value = _parse_set(item, source)
+        node = data
+        for part in path[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise InputError(source, ".".join(path), f"cannot set inside {part!r}, which is not a mapping")
+            node = nxt
+        node[path[-1]] = value
+    return data
+
+
+def _first_error(exc: ValidationError, source: str) -> InputError:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or None
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+        # our own validators already name a nested key ("config.lr: ...")
+        if ": " in msg and msg.split(": ", 1)[0].startswith(("config.", key or "\0")):
+            key, msg = msg.split(": ", 1)
+        elif ": " in msg and key in ("search",):
+            sub, msg = msg.split(": ", 1)
+            key = f"{key}.{sub}"
+    if "input" in err and err["type"] not in ("missing", "extra_forbidden") and "got" not in msg:
+        inp = err["input"]
+        if not isinstance(inp, (dict, list)) and repr(inp) not in msg:
+            msg = f"{msg} (got {inp!r})"
+    return InputError(source, key, msg)
+
+
+def read_yaml(path: str | Path) -> dict:
+    source = str(path)
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(source, None, "no such file" if not p.exists() else "not a file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(source, None, f"cannot read: {e.__class__.__name__}")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "malformed YAML"
+        raise InputError(source, None, f"malformed YAML{where}: {problem}")
+    if not isinstance(data, dict):
+        raise InputError(source, None, "expected a mapping of keys at the top level")
+    return data
+
+
+def check_env(env: str, source: str) -> None:
+    """A registered gymnasium id, or an importable ``package.module:ClassName``."""
+    if ":" in env:
+        mod, _, cls = env.partition(":")
+        try:
+            module = importlib.import_module(mod)
+        except Exception as e:  # any import failure is the user's env, not our crash
+            raise InputError(source, "env", f"cannot import module {mod!r} ({e.__class__.__name__}: {e})")
+        if not hasattr(module, cls):
+            raise InputError(source, "env", f"module {mod!r} has no {cls!r}")
+        return
+    import gymnasium
+
+    try:
+        gymnasium.spec(env)
+    except Exception:
+        raise InputError(source, "env", f"unknown environment {env!r} (not a registered gymnasium id, "
+                                        "nor package.module:ClassName)")
+
+
+def load_experiment(path: str | Path, sets: list[str] | None = None, model: type[Experiment] = Experiment) -> Experiment:
+    source = str(path)
+    data = apply_overrides(read_yaml(path), sets or [], source)
+    try:
+        exp = model.model_validate(data)
+    except ValidationError as e:
+        raise _first_error(e, source) from None
+    check_env(exp.env, source)
+    return exp
+
+
+def load_sweep(path: str | Path, sets: list[str] | None = None) -> Sweep:
+    return load_experiment(path, sets, Sweep)  # type: ignore[return-value]

@@ -1,0 +1,432 @@
+"""Shared pieces of the training detectors (no detector lives here).
+
+* :func:`value_of` reads one metric of the current iteration, or ``None`` when
+  it is absent or not a finite number (``non_finite`` reports those).
+* :func:`reference` is "what is normal for this metric": the robust center
+  and scale of the run's own recent history, or, while that history is still
+  shorter than the warm-up, of a band learned from healthy runs (calibration).
+* :class:`Alarm` wraps :class:`~supervisor.detectors.base.Latch` so that a
+  persisting fault is reported at entry, every ``repeat`` iterations after,
+  and at once when it escalates (warning -> critical).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+from supervisor.detectors.base import Detector, Latch
+from supervisor.findings import Finding, severity_rank
+from supervisor.history import History
+from supervisor.stats import MAD_TO_SIGMA
+
+# A learned band [low, high] is read as median +- BAND_SIGMAS sigma.
+BAND_SIGMAS = 2.0
+# Floor for log-space values: log(0) would be -inf.
+LOG_EPS = 1e-12
+# Floor for a log-space scale (5 % multiplicative noise at least).
+LOG_SCALE_FLOOR = 0.05
+LOG_LOG_EPS = math.log(LOG_EPS)
+
+Band = Mapping[str, float]
+
+
+def value_of(metrics: Mapping[str, float], name: str) -> float | None:
+    """The current value of ``name`` as a float, or None if absent, non-numeric or non-finite."""
+    v = metrics.get(name)
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def band_for(band, metric: str) -> Band | None:
+    """``band`` is either one band (``{"low", "high", "median"}``) or ``{metric: band}``."""
+    if not band:
+        return None
+    if "median" in band and not isinstance(band.get("median"), Mapping):
+        return band
+    b = band.get(metric)
+    return b if isinstance(b, Mapping) else None
+
+
+def check_band(band, where: str) -> None:
+    """Raise ValueError unless ``band`` is None, one band, or ``{metric: band}``."""
+    if band is None:
+        return
+    if not isinstance(band, Mapping):
+        raise ValueError(f"{where}: band must be a mapping, got {type(band).__name__}")
+    bands = [band] if "median" in band and not isinstance(band.get("median"), Mapping) else list(band.values())
+    for b in bands:
+        if not isinstance(b, Mapping) or not all(k in b for k in ("low", "high", "median")):
+            raise ValueError(f"{where}: a band needs numeric 'low', 'high' and 'median', got {b!r}")
+        try:
+            lo, hi, med = float(b["low"]), float(b["high"]), float(b["median"])
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: a band needs numeric 'low', 'high' and 'median', got {b!r}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(med)) or lo > hi:
+            raise ValueError(f"{where}: a band needs finite low <= high, got {b!r}")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What is normal for a metric: center and scale (log space if ``log``), and where they came from."""
+
+    center: float
+    scale: float
+    magnitude: float  # typical |x| in linear units (for ratio floors)
+    n: int
+    source: str  # "history" | "profile"
+    log: bool
+
+    @property
+    def typical(self) -> float:
+        """The center in linear units."""
+        return math.exp(self.center) if self.log else self.center
+
+    def z(self, value: float) -> float:
+        v = math.log(max(value, LOG_EPS)) if self.log else value
+        return (v - self.center) / self.scale
+
+
+def median(xs) -> float:
+    """Median of a non-empty sequence (pure Python: for the short windows detectors use it is
+    tens of times faster than numpy's)."""
+    s = sorted(xs)
+    n = len(s)
+    h = n // 2
+    return s[h] if n % 2 else 0.5 * (s[h - 1] + s[h])
+
+
+def center_scale(xs, rel_floor: float = 0.05, abs_floor: float = 1e-12) -> tuple[float, float]:
+    """Median and MAD-based sigma (as :func:`supervisor.stats.robust_center_scale`), floored."""
+    med = median(xs)
+    mad = median([abs(v - med) for v in xs]) * MAD_TO_SIGMA
+    return med, max(mad, rel_floor * abs(med), abs_floor)
+
+
+def noise_scale(xs) -> float:
+    """Per-iteration noise sigma from successive differences (robust to trends):
+    1.4826 MAD(diff) / sqrt 2. 0 for fewer than 3 values."""
+    if len(xs) < 3:
+        return 0.0
+    d = [b - a for a, b in zip(xs[:-1], xs[1:])]
+    md = median(d)
+    return median([abs(v - md) for v in d]) * MAD_TO_SIGMA / math.sqrt(2.0)
+
+
+def lslope(xs) -> float:
+    """Least-squares slope per step (as :func:`supervisor.stats.slope`); 0 for fewer than 2 values."""
+    n = len(xs)
+    if n < 2:
+        return 0.0
+    tm = (n - 1) / 2.0
+    xm = sum(xs) / n
+    num = sum((i - tm) * (v - xm) for i, v in enumerate(xs))
+    return num / (n * (n * n - 1) / 12.0)
+
+
+def _transform(v: float, log) -> float:
+    """``log``: False (as is), True (log, floored at LOG_EPS), or "abs"."""
+    if not log:
+        return v
+    if log == "abs":
+        return abs(v)
+    return math.log(v) if v > LOG_EPS else LOG_LOG_EPS
+
+
+def window_of(values, window: int, exclude_last: int = 0):
+    """The reference window: the last ``window`` values before the last ``exclude_last``."""
+    n = len(values)
+    e = min(exclude_last, n)
+    return values[max(n - window - e, 0): n - e]
+
+
+def reference_from(values, metric: str, *, window: int, warmup: int, band=None, log: bool = False,
+                   exclude_last: int = 0, rel_floor: float = 0.05, band_at: str = "median") -> Reference | None:
+    """As :func:`reference`, from the metric's stored history values (already in log space when
+    ``log``), oldest first."""
+    x = window_of(values, window, exclude_last)
+    if log:
+        # exact zeros (a frozen policy's KL, a dead gradient) say nothing about the normal scale
+        x = [v for v in x if v > LOG_LOG_EPS]
+    if len(x) >= max(warmup, 1):
+        if log:
+            c, s = center_scale(x, 0.0, LOG_SCALE_FLOOR)
+            mag = math.exp(c)
+        else:
+            c, s = center_scale(x, rel_floor, 1e-12)
+            mag = max(abs(c), median([abs(v) for v in x]), 1e-12)
+        return Reference(c, s, mag, len(x), "history", log)
+    b = band_for(band, metric)
+    if b is None:
+        return None
+    lo, hi = float(b["low"]), float(b["high"])
+    at = float(b[band_at])
+    if log:
+        if at <= 0:
+            return None
+        c = math.log(at)
+        s = max((math.log(max(hi, LOG_EPS)) - math.log(max(lo, LOG_EPS))) / (2 * BAND_SIGMAS), LOG_SCALE_FLOOR)
+        return Reference(c, s, at, 0, "profile", log)
+    s = max((hi - lo) / (2 * BAND_SIGMAS), rel_floor * abs(at), 1e-12)
+    return Reference(at, s, max(abs(at), 1e-12), 0, "profile", log)
+
+
+def reference(history: History, metric: str, *, window: int, warmup: int, band=None, log: bool = False,
+              exclude_last: int = 0, rel_floor: float = 0.05, band_at: str = "median") -> Reference | None:
+    """Robust reference of ``metric``: its last ``window`` values in history (minus the last
+    ``exclude_last``, the ones already judged anomalous), once there are at least ``warmup``;
+    before that the learned ``band`` if there is one (centred on its ``band_at``: "median" for
+    rules that look for values far above normal, "low" for rules that look for values far below
+    it, since a band spans a whole healthy run, trends included); else None (too early)."""
+    x = history.series(metric, last=window + exclude_last).tolist()
+    if log:
+        x = [_transform(v, True) for v in x]
+    return reference_from(x, metric, window=window, warmup=warmup, band=band, log=log,
+                          exclude_last=exclude_last, rel_floor=rel_floor, band_at=band_at)
+
+
+class _Synced:
+    """Detector-side state derived from one metric's history, updated incrementally.
+
+    Detectors are called once per iteration with the history before that
+    iteration is appended. When the history has grown by exactly one
+    iteration since the last call (same History object), the only possible
+    new value of the metric is the one this object was shown last time (if
+    History stored it); otherwise everything is rebuilt from the history.
+    """
+
+    def __init__(self, metric: str):
+        self.metric = metric
+        self.reset()
+
+    def reset(self) -> None:
+        self._iters: int | None = None
+        self._pending: float | None = None
+        self._hist_id: int | None = None
+        self._rebuild_needed = True
+
+    def _sync(self, history: History, metrics: Mapping[str, float]) -> None:
+        incremental = (not self._rebuild_needed and self._hist_id == id(history)
+                       and history.iterations == self._iters + 1)
+        if incremental:
+            if self._pending is not None:
+                self._add(self._pending, history)
+            incremental = self._consistent(history)
+        if not incremental:
+            self._rebuild(history)
+        self._rebuild_needed = False
+        self._iters, self._hist_id = history.iterations, id(history)
+        v = metrics.get(self.metric)
+        self._pending = float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+    def _add(self, v: float, history: History) -> None:
+        raise NotImplementedError
+
+    def _consistent(self, history: History) -> bool:
+        raise NotImplementedError
+
+    def _rebuild(self, history: History) -> None:
+        raise NotImplementedError
+
+
+class Mirror(_Synced):
+    """The metric's stored history values, oldest first: as stored, or log-transformed when ``log``
+    is True, or absolute values when ``log`` is "abs"."""
+
+    def __init__(self, metric: str, log: bool | str = False):
+        self.log = log
+        super().__init__(metric)
+
+    def reset(self) -> None:
+        super().reset()
+        self._vals: list[float] = []
+
+    def values(self, history: History, metrics: Mapping[str, float]) -> list[float]:
+        self._sync(history, metrics)
+        return self._vals
+
+    def _add(self, v, history):
+        self._vals.append(_transform(v, self.log))
+        excess = len(self._vals) - history.count(self.metric)
+        if excess > 0:
+            del self._vals[:excess]
+
+    def _consistent(self, history):
+        return len(self._vals) == history.count(self.metric)
+
+    def _rebuild(self, history):
+        self._vals = [_transform(v, self.log) for v in history.series(self.metric).tolist()]
+
+
+class RollingMedian(_Synced):
+    """Rolling medians (width ``width``) of the metric's stored history: the medians of every full
+    window, oldest first (``count - width + 1`` of them)."""
+
+    def __init__(self, metric: str, width: int):
+        self.width = width
+        super().__init__(metric)
+
+    def reset(self) -> None:
+        super().reset()
+        self._sm: list[float] = []
+
+    def update(self, history: History, metrics: Mapping[str, float]) -> list[float]:
+        self._sync(history, metrics)
+        return self._sm
+
+    def _want(self, history):
+        return max(history.count(self.metric) - self.width + 1, 0)
+
+    def _add(self, v, history):
+        if history.count(self.metric) >= self.width:
+            self._sm.append(median(history.series(self.metric, last=self.width).tolist()))
+        excess = len(self._sm) - self._want(history)
+        if excess > 0:
+            del self._sm[:excess]
+
+    def _consistent(self, history):
+        return len(self._sm) == self._want(history)
+
+    def _rebuild(self, history):
+        x = history.series(self.metric).tolist()
+        w = self.width
+        self._sm = [median(x[i:i + w]) for i in range(self._want(history))]
+
+
+class Alarm:
+    """A Latch that also re-reports at once when the severity rises while it is on."""
+
+    def __init__(self, enter: int = 1, exit: int = 3, repeat: int = 10):
+        self.latch = Latch(enter, exit, repeat)
+        self.reported: str | None = None
+
+    def reset(self) -> None:
+        self.latch.reset()
+        self.reported = None
+
+    @property
+    def on(self) -> bool:
+        return self.latch.on
+
+    def update(self, triggered: bool, severity: str = "warning") -> bool:
+        """Feed one iteration (with the severity it would have); True when a finding is due now."""
+        due = self.latch.update(triggered)
+        if not self.latch.on:
+            self.reported = None
+            return False
+        if due:
+            self.reported = severity if self.reported is None else max(
+                self.reported, severity, key=severity_rank)
+            return True
+        if triggered and self.reported is not None and severity_rank(severity) > severity_rank(self.reported):
+            self.reported = severity
+            return True
+        return False
+
+
+def fmt(x: float | None) -> str:
+    """Compact number for messages."""
+    if x is None:
+        return "n/a"
+    if x == 0 or (1e-3 <= abs(x) < 1e5):
+        return f"{x:.4g}"
+    return f"{x:.3e}"
+
+
+# --- a shared "far above its own history" rule ---------------------------------------------
+
+
+class SpikeDetector(Detector):
+    """Base of loss_explosion, gradient_explosion and kl_spike: a value far above its robust history.
+
+    For each watched metric present and finite this iteration, against the
+    reference of :func:`reference` (its last ``window`` values, not counting
+    the ones already judged anomalous, so a persisting explosion does not
+    become the new normal), it triggers when BOTH
+
+    * robust z = (value - median) / (1.4826 * MAD) >= ``z`` (log space when
+      ``log``), and
+    * ratio >= ``ratio``, where ratio = value / median in log mode, and
+      1 + (value - median) / typical|x| otherwise (how many typical
+      magnitudes above; works for losses that cross zero).
+
+    The ratio floor keeps a near-constant history (tiny MAD) from firing on a
+    harmless wiggle. Severity warning, critical when ratio >= ``critical_ratio``.
+    """
+
+    log: bool = False
+    default_metrics: tuple[str, ...] = ()
+    what: str = "value"
+
+    def __init__(self, metrics=None, z: float = 8.0, ratio: float = 5.0, critical_ratio: float = 100.0,
+                 window: int = 30, warmup: int = 10, enter: int = 1, exit: int = 3, repeat: int = 10,
+                 band=None, min_value: float | None = None):
+        super().__init__(warmup)
+        check_band(band, self.name)
+        if ratio <= 1 or critical_ratio < ratio or z <= 0 or window < 2:
+            raise ValueError(f"{self.name}: need z > 0, 1 < ratio <= critical_ratio, window >= 2")
+        self.metrics = tuple(metrics) if metrics is not None else self.default_metrics
+        self.z, self.ratio, self.critical_ratio = z, ratio, critical_ratio
+        self.window, self.band, self.min_value = window, band, min_value
+        self._latch_args = (enter, exit, repeat)
+        self._log_ratio = math.log(ratio)
+        self.reset()
+
+    def reset(self) -> None:
+        self._alarms = {m: Alarm(*self._latch_args) for m in self.metrics}
+        self._streak = {m: 0 for m in self.metrics}
+        self._mirrors = {m: Mirror(m, self.log) for m in self.metrics}
+
+    def _ratio(self, v: float, ref: Reference) -> float:
+        if ref.log:
+            return v / ref.typical if ref.typical > 0 else math.inf
+        return 1.0 + (v - ref.center) / ref.magnitude
+
+    def _threshold(self, ref: Reference, ratio: float) -> float:
+        """The smallest value that would trigger at this ``ratio``."""
+        if ref.log:
+            return max(math.exp(ref.center + self.z * ref.scale), ratio * ref.typical, self.min_value or 0.0)
+        return max(ref.center + self.z * ref.scale, ref.center + (ratio - 1.0) * ref.magnitude)
+
+    def __call__(self, iteration, metrics, history) -> list[Finding]:
+        out = []
+        for m in self.metrics:
+            vals = self._mirrors[m].values(history, metrics)
+            v = value_of(metrics, m)
+            if v is None:
+                continue
+            if self.log:
+                w = window_of(vals, self.window, self._streak[m])
+                if len(w) >= max(self.warmup, 1) and _transform(v, True) - min(w) < self._log_ratio:
+                    # below `ratio` x the window's minimum, so below `ratio` x its median: no need
+                    # for the robust statistics (the outcome is the same, only cheaper)
+                    self._streak[m] = 0
+                    self._alarms[m].update(False)
+                    continue
+            ref = reference_from(vals, m, window=self.window, warmup=self.warmup, band=self.band,
+                                 log=self.log, exclude_last=self._streak[m])
+            triggered, sev, z, r = False, "warning", 0.0, 1.0
+            if ref is not None:
+                z, r = ref.z(v), self._ratio(v, ref)
+                triggered = z >= self.z and r >= self.ratio and (self.min_value is None or v >= self.min_value)
+                sev = "critical" if r >= self.critical_ratio else "warning"
+            self._streak[m] = self._streak[m] + 1 if triggered else 0
+            if self._alarms[m].update(triggered, sev):
+                thr = self._threshold(ref, self.critical_ratio if sev == "critical" else self.ratio)
+                src = "learned profile band" if ref.source == "profile" else f"last {ref.n} iterations"
+                how = (f"{fmt(r)}x its median {fmt(ref.typical)}" if ref.log else
+                       f"{fmt(r)} typical magnitudes ({fmt(ref.magnitude)}) above its median {fmt(ref.typical)}")
+                out.append(self.finding(
+                    iteration, sev, m, v,
+                    f"{self.what}: {m}={fmt(v)} is {how} ({src}); "
+                    f"robust z={fmt(z)} (needs z>={fmt(self.z)} and ratio>={fmt(self.ratio)}; "
+                    f"critical at ratio>={fmt(self.critical_ratio)})",
+                    thr, z=z, ratio=r, center=ref.typical, scale=ref.scale, source=ref.source,
+                    log_space=ref.log))
+        return out

@@ -1,0 +1,74 @@
+"""The detector base class: a small class with one stated rule and one ``__call__``.
+
+A detector is a pure function of a trial's metric stream (plus its own
+hysteresis state): ``detector(iteration, metrics, history) -> [Finding]``.
+``metrics`` is the current iteration's normalized metrics; ``history`` is the
+run's own past, not including the current iteration. No Ray, no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Mapping
+
+from supervisor.findings import Finding
+from supervisor.history import History
+
+
+class Latch:
+    """Hysteresis: on after ``enter`` consecutive triggers, off after ``exit`` consecutive clears.
+
+    While on, ``due()`` is true at entry and then every ``repeat`` iterations,
+    so a persisting fault is reported again without flapping every iteration.
+    """
+
+    def __init__(self, enter: int = 1, exit: int = 3, repeat: int = 10):
+        self.enter, self.exit, self.repeat = enter, exit, repeat
+        self.reset()
+
+    def reset(self) -> None:
+        self.on = False
+        self._hits = 0
+        self._clears = 0
+        self._since = 0
+
+    def update(self, triggered: bool) -> bool:
+        """Feed one iteration; return True when a finding is due now."""
+        if triggered:
+            self._hits += 1
+            self._clears = 0
+        else:
+            self._hits = 0
+            self._clears += 1
+        if not self.on:
+            if self._hits >= self.enter:
+                self.on, self._since = True, 0
+                return True
+            return False
+        if self._clears >= self.exit:
+            self.on = False
+            return False
+        self._since += 1
+        return triggered and self._since % self.repeat == 0
+
+
+class Detector:
+    """Base class. Subclasses set ``name`` and implement ``__call__``.
+
+    Args:
+        warmup: iterations of a metric's history needed before judging it.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, warmup: int = 5):
+        self.warmup = warmup
+
+    def __call__(self, iteration: int, metrics: Mapping[str, float], history: History) -> list[Finding]:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget hysteresis state (after a rollback the stream starts over)."""
+
+    def finding(self, iteration: int, severity: str, metric: str | None, value: float | None,
+                message: str, threshold: float | None = None, **details) -> Finding:
+        return Finding(self.name, severity, metric, value, message, threshold, iteration, details)

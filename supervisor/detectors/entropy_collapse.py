@@ -1,0 +1,92 @@
+"""entropy_collapse: the policy entropy falling to a small fraction of its early level, or to 0."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from supervisor.detectors._common import Alarm, band_for, median, check_band, fmt, value_of
+from supervisor.detectors.base import Detector
+from supervisor.findings import Finding
+
+
+class EntropyCollapse(Detector):
+    """Warn when the policy entropy collapses; critical when it reaches ~0.
+
+    Rule: the early reference is the median of the first ``warmup`` entropy
+    values of the run (or, before there are that many, the learned band's
+    ``high``, i.e. the entropy of a healthy run's start). Warning when the
+    entropy is below ``fraction`` x reference on ``patience`` consecutive
+    iterations; critical when it is at most ``zero`` on ``patience``
+    consecutive iterations (no reference needed: a diverged PPO reports
+    entropy exactly 0 from its second iteration).
+
+    A healthy CartPole PPO run declines gradually from 0.69 to about 0.5-0.2
+    while solving (0.3-0.7 x reference), well above the default fraction.
+    Entropy of a continuous (Gaussian) policy may be negative and has no
+    natural 0: once the run has reported a negative entropy, the detector
+    stays silent for the rest of the run.
+
+    Args:
+        fraction: fraction of the early reference below which entropy has
+            collapsed. Default 0.1.
+        zero: entropy at or below which the policy is deterministic.
+            Default 1e-3.
+        patience: consecutive iterations needed. Default 2.
+        warmup: values in the early reference. Default 5.
+        exit, repeat: Latch hysteresis (enter is ``patience``). Default 3, 10.
+        band: learned healthy band for ``entropy`` ({"low", "high",
+            "median"}); its ``high`` is the reference until ``warmup``
+            values exist. Default None.
+    """
+
+    name = "entropy_collapse"
+    band_metrics = ("entropy",)
+
+    def __init__(self, fraction: float = 0.1, zero: float = 1e-3, patience: int = 2, warmup: int = 5,
+                 exit: int = 3, repeat: int = 10, band=None):
+        super().__init__(warmup)
+        check_band(band, self.name)
+        if not 0 < fraction < 1 or patience < 1 or zero < 0:
+            raise ValueError(f"{self.name}: need 0 < fraction < 1, zero >= 0, patience >= 1")
+        self.fraction, self.zero, self.patience, self.band = fraction, zero, patience, band
+        self._latch_args = (patience, exit, repeat)
+        self.reset()
+
+    def reset(self) -> None:
+        self._alarm = Alarm(*self._latch_args)
+        self._ref = None
+        self._continuous = None  # unknown until the first call looks at the history
+        self._streak = 0
+
+    def _reference(self, history) -> tuple[float | None, str]:
+        if self._ref is None and history.count("entropy") >= max(self.warmup, 1):
+            self._ref = median(history.series("entropy")[: max(self.warmup, 1)].tolist())
+        if self._ref is not None:
+            return self._ref, f"median of the first {max(self.warmup, 1)} iterations"
+        b = band_for(self.band, "entropy")
+        return (float(b["high"]), "learned profile band high") if b else (None, "")
+
+    def __call__(self, iteration, metrics, history) -> list[Finding]:
+        e = value_of(metrics, "entropy")
+        if e is None:
+            return []
+        if e < 0 or (self._continuous is None and bool(np.any(history.series("entropy") < 0))):
+            self._continuous = True
+        if self._continuous:
+            return []
+        self._continuous = False
+        ref, src = self._reference(history)
+        dead = e <= self.zero
+        low = ref is not None and ref > 0 and e < self.fraction * ref
+        triggered = dead or low
+        self._streak = self._streak + 1 if triggered else 0
+        sev = "critical" if dead else "warning"
+        if not self._alarm.update(triggered, sev):
+            return []
+        ref_txt = f"{fmt(e / ref)}x its early reference {fmt(ref)} ({src})" if ref else "no reference yet"
+        what = f"~0 (<= {fmt(self.zero)}): the policy is deterministic" if dead else \
+            f"below {fmt(self.fraction)}x its early reference"
+        return [self.finding(
+            iteration, sev, "entropy", e,
+            f"entropy collapse: entropy={fmt(e)} is {what} for {self._streak} iterations; {ref_txt}",
+            self.zero if dead else self.fraction * ref, reference=ref, iterations=self._streak)]

@@ -1,0 +1,114 @@
+"""kl_controller_stuck: RLlib's adaptive KL coefficient running away in one direction."""
+
+from __future__ import annotations
+
+from supervisor.detectors._common import Alarm, band_for, median, check_band, fmt, value_of
+from supervisor.detectors.base import Detector
+from supervisor.findings import Finding
+
+
+class KLControllerStuck(Detector):
+    """Warn when the adaptive KL coefficient moves the same way for many iterations.
+
+    RLlib's PPO multiplies ``kl_coeff`` by 1.5 when KL > 2 x kl_target and by
+    0.5 when KL < kl_target / 2. A healthy run wanders around target; a stuck
+    one halves (or grows) every iteration. After a PPO divergence the policy
+    is frozen and deterministic, KL is 0 and ``curr_kl_coeff`` halves every
+    iteration.
+
+    Rule: a move is a change of ``kl_coeff`` by more than ``min_step``
+    (relative) from the previous iteration; when ``kl_target`` is given and
+    ``kl`` is reported, a move only counts while KL is off target (outside
+    [target/2, 2 x target]). Warning after ``patience`` consecutive moves in
+    the same direction. Critical when, in that state, the coefficient has
+    also left [``collapse_ratio``, ``explode_ratio``] x its early reference
+    (median of the first ``warmup`` values, or the learned band's median), or
+    it is falling while KL is ~0 (<= ``kl_zero``).
+
+    Args:
+        patience: consecutive same-direction moves needed. Default 10.
+        min_step: relative change that counts as a move. Default 0.05.
+        kl_target: the run's kl_target, if known. Default None.
+        collapse_ratio: coefficient / reference below which it collapsed.
+            Default 1e-3.
+        explode_ratio: coefficient / reference above which it exploded.
+            Default 1e3.
+        kl_zero: KL at or below which the policy has stopped moving.
+            Default 1e-7.
+        warmup: values in the early reference. Default 5.
+        exit, repeat: Latch hysteresis (enter 1, the streak is the patience).
+            Default 3, 10.
+        band: learned healthy band for ``kl_coeff`` ({"low", "high",
+            "median"}), the reference until ``warmup`` values exist.
+            Default None.
+    """
+
+    name = "kl_controller_stuck"
+    band_metrics = ("kl_coeff",)
+
+    def __init__(self, patience: int = 10, min_step: float = 0.05, kl_target: float | None = None,
+                 collapse_ratio: float = 1e-3, explode_ratio: float = 1e3, kl_zero: float = 1e-7,
+                 warmup: int = 5, exit: int = 3, repeat: int = 10, band=None):
+        super().__init__(warmup)
+        check_band(band, self.name)
+        if patience < 2 or not 0 < min_step < 1 or not 0 < collapse_ratio < 1 < explode_ratio:
+            raise ValueError(f"{self.name}: need patience >= 2, 0 < min_step < 1, "
+                             "0 < collapse_ratio < 1 < explode_ratio")
+        self.patience, self.min_step, self.kl_target = patience, min_step, kl_target
+        self.collapse_ratio, self.explode_ratio, self.kl_zero = collapse_ratio, explode_ratio, kl_zero
+        self.band = band
+        self._latch_args = (1, exit, repeat)
+        self.reset()
+
+    def reset(self) -> None:
+        self._alarm = Alarm(*self._latch_args)
+        self._dir, self._streak, self._start = 0, 0, None
+        self._ref = None
+
+    def _reference(self, history) -> float | None:
+        if self._ref is None and history.count("kl_coeff") >= max(self.warmup, 1):
+            first = history.series("kl_coeff")[: max(self.warmup, 1)]
+            self._ref = median(first.tolist())
+        if self._ref is not None:
+            return self._ref
+        b = band_for(self.band, "kl_coeff")
+        return float(b["median"]) if b else None
+
+    def __call__(self, iteration, metrics, history) -> list[Finding]:
+        c = value_of(metrics, "kl_coeff")
+        if c is None:
+            return []
+        prev = history.series("kl_coeff", last=1)
+        kl = value_of(metrics, "kl")
+        d = 0
+        if len(prev) and prev[0] > 0:
+            p = float(prev[0])
+            d = 1 if c > p * (1 + self.min_step) else -1 if c < p * (1 - self.min_step) else 0
+            if d and self.kl_target and kl is not None and 0.5 * self.kl_target <= kl <= 2 * self.kl_target:
+                d = 0  # the controller moved but KL is on target: not stuck
+            if d and d == self._dir:
+                self._streak += 1
+            elif d:
+                self._dir, self._streak, self._start = d, 1, p
+            else:
+                self._dir, self._streak, self._start = 0, 0, None
+        triggered = self._streak >= self.patience
+        ref = self._reference(history)
+        rel = c / ref if ref else None
+        critical = triggered and (
+            (rel is not None and (rel < self.collapse_ratio or rel > self.explode_ratio))
+            or (self._dir < 0 and kl is not None and kl <= self.kl_zero))
+        sev = "critical" if critical else "warning"
+        if not self._alarm.update(triggered, sev):
+            return []
+        verb = "fallen" if self._dir < 0 else "risen"
+        kl_txt = f"kl={fmt(kl)}" if kl is not None else "kl not reported"
+        if self.kl_target:
+            kl_txt += f" (target {fmt(self.kl_target)})"
+        ref_txt = f", {fmt(rel)}x its early reference {fmt(ref)}" if rel is not None else ""
+        return [self.finding(
+            iteration, sev, "kl_coeff", c,
+            f"KL controller stuck: kl_coeff has {verb} on {self._streak} consecutive iterations "
+            f"(needs {self.patience}), {fmt(self._start)} -> {fmt(c)}{ref_txt}; {kl_txt}; critical when "
+            f"outside [{fmt(self.collapse_ratio)}, {fmt(self.explode_ratio)}]x reference or KL <= {fmt(self.kl_zero)}",
+            float(self.patience), streak=self._streak, direction=self._dir, reference=ref, kl=kl)]

@@ -1,0 +1,43 @@
+"""kl_spike: the policy KL jumping far above the run's own robust history."""
+
+from __future__ import annotations
+
+from supervisor.detectors._common import SpikeDetector
+
+
+class KLSpike(SpikeDetector):
+    """Warn when the KL between successive policies jumps far above its history.
+
+    Rule: for ``kl`` (RLlib's mean_kl_loss) and ``approx_kl`` (instrumented
+    learner), in log space, against the median and MAD of the last
+    ``window`` log-values (values already judged spiking are left out), fire
+    when the robust z-score is at least ``z`` AND the value is at least
+    ``ratio`` times the median AND at least ``min_value`` (a KL that small
+    cannot hurt, whatever its history, e.g. right after a near-zero stretch).
+    Severity warning; critical at ``critical_ratio`` times the median.
+
+    Args:
+        metrics: KL metrics to watch. Default ("kl", "approx_kl").
+        z: robust z-score of log(KL) needed. Default 5.
+        ratio: times the median needed. Default 10.
+        critical_ratio: times the median for critical. Default 100.
+        min_value: absolute KL needed. Default 1e-3.
+        window: iterations of history in the reference. Default 30.
+        warmup: history values needed before judging. Default 10.
+        enter, exit, repeat: Latch hysteresis. Default 1, 3, 10.
+        band: learned healthy band ({"low", "high", "median"}, or
+            {metric: band}) used while the history is shorter than warmup.
+            Default None.
+    """
+
+    name = "kl_spike"
+    what = "KL spike"
+    log = True
+    default_metrics = ("kl", "approx_kl")
+    band_metrics = default_metrics
+
+    def __init__(self, metrics=None, z: float = 5.0, ratio: float = 10.0, critical_ratio: float = 100.0,
+                 min_value: float = 1e-3, window: int = 30, warmup: int = 10, enter: int = 1, exit: int = 3,
+                 repeat: int = 10, band=None):
+        super().__init__(metrics, z, ratio, critical_ratio, window, warmup, enter, exit, repeat, band,
+                         min_value=min_value)

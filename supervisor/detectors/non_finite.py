@@ -1,0 +1,30 @@
+import math
+from typing import Mapping
+
+from supervisor.detectors.base import Detector
+from supervisor.findings import Finding
+from supervisor.history import History
+
+
+class NonFinite(Detector):
+    """Critical when any reported metric is NaN or infinite, in that same iteration.
+
+    No warm-up and no hysteresis: a NaN is never noise. One finding per
+    iteration, naming every non-finite metric (the first is ``metric``).
+    PPO divergence on RLlib usually shows first as ``total_loss=inf`` rather
+    than NaN, so infinities count too.
+    """
+
+    name = "non_finite"
+
+    def __init__(self, warmup: int = 0):
+        super().__init__(warmup)
+
+    def __call__(self, iteration: int, metrics: Mapping[str, float], history: History) -> list[Finding]:
+        bad = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)}
+        if not bad:
+            return []
+        first = next(iter(bad))
+        names = ", ".join(f"{k}={v}" for k, v in bad.items())
+        return [self.finding(iteration, "critical", first, bad[first], f"non-finite values: {names}",
+                             metrics=sorted(bad))]

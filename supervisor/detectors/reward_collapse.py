@@ -1,0 +1,106 @@
+"""reward_collapse: the return falling far below the level the run had reached, and staying there."""
+
+from __future__ import annotations
+
+import math
+
+from supervisor.detectors._common import Alarm, RollingMedian, band_for, check_band, fmt, noise_scale, value_of
+from supervisor.detectors.base import Detector
+from supervisor.findings import Finding
+
+
+class RewardCollapse(Detector):
+    """Warn when ``episode_return_mean`` collapses far below the level the run had reached.
+
+    Rule: over the run's history (leaving out the iterations already judged
+    collapsed), ``best`` is the highest rolling median (width ``smooth``) of
+    the return, ``base`` the lowest (the run's starting level), progress =
+    best - base, and sigma the per-iteration noise (MAD of successive
+    differences over the last ``window`` iterations; at least 1 % of |best|).
+    Fire when the return is below best - max(``drop_fraction`` x progress,
+    ``z`` x sigma), on ``patience`` consecutive iterations, provided the run
+    has made real progress: progress >= ``z`` x sigma and >= ``min_progress``
+    x max(|best|, |base|) (a run that never improved cannot collapse; this
+    also keeps noise in the first iterations from counting as progress). Warning; critical when the return
+    is back within (1 - ``critical_fraction``) x progress of the base or
+    below it (the run lost nearly everything it learned, e.g. a diverged
+    PPO whose return falls to the environment's minimum).
+
+    Args:
+        drop_fraction: fraction of the progress lost needed. Default 0.5.
+        z: noise sigmas the drop and the progress must exceed. Default 4.
+        min_progress: progress needed, relative to the return's level.
+            Default 0.2.
+        critical_fraction: fraction of the progress lost for critical.
+            Default 0.9.
+        patience: consecutive iterations needed. Default 3.
+        smooth: rolling-median width for best and base. Default 5.
+        window: recent iterations the noise is measured on. Default 30.
+        warmup: history values needed. Default 10.
+        exit, repeat: Latch hysteresis (enter is ``patience``). Default 3, 10.
+        band: learned healthy band for ``episode_return_mean``; while the
+            history is short its ``low`` stands in for the base. Default None.
+    """
+
+    name = "reward_collapse"
+    band_metrics = ("episode_return_mean",)
+
+    def __init__(self, drop_fraction: float = 0.5, z: float = 4.0, min_progress: float = 0.2,
+                 critical_fraction: float = 0.9, patience: int = 3, smooth: int = 5, window: int = 30, warmup: int = 10, exit: int = 3,
+                 repeat: int = 10, band=None):
+        super().__init__(warmup)
+        check_band(band, self.name)
+        if not 0 < drop_fraction < critical_fraction <= 1 or patience < 1 or smooth < 1 or z <= 0:
+            raise ValueError(f"{self.name}: need 0 < drop_fraction < critical_fraction <= 1, patience >= 1, "
+                             "smooth >= 1, z > 0")
+        self.drop_fraction, self.z, self.critical_fraction = drop_fraction, z, critical_fraction
+        self.min_progress = min_progress
+        self.patience, self.smooth, self.window, self.band = patience, smooth, window, band
+        self._latch_args = (patience, exit, repeat)
+        self.reset()
+
+    def reset(self) -> None:
+        self._alarm = Alarm(*self._latch_args)
+        self._streak = 0
+        self._rolling = RollingMedian("episode_return_mean", self.smooth)
+
+    def __call__(self, iteration, metrics, history) -> list[Finding]:
+        v = value_of(metrics, "episode_return_mean")
+        if v is None:
+            return []
+        sm = self._rolling.update(history, metrics)
+        n = history.count("episode_return_mean") - self._streak  # leave out the values judged collapsed
+        sm = sm[: max(len(sm) - self._streak, 0)]
+        triggered, sev = False, "warning"
+        best = base = thr = sigma = None
+        if n >= max(self.warmup, self.smooth, 3) and sm:
+            best, base = max(sm), min(sm)
+            b = band_for(self.band, "episode_return_mean")
+            if b is not None and n < 2 * max(self.warmup, self.smooth):
+                base = min(base, float(b["low"]))
+            progress = best - base
+            if v >= best - self.drop_fraction * progress:  # cannot trigger: skip the noise estimate
+                self._streak = 0
+                self._alarm.update(False)
+                return []
+            recent = history.series("episode_return_mean", last=self.window + self._streak).tolist()
+            recent = recent[: len(recent) - self._streak]
+            sigma = max(noise_scale(recent), 0.01 * abs(best), 1e-8)
+            thr = best - max(self.drop_fraction * progress, self.z * sigma)
+            real = progress >= max(self.z * sigma, self.min_progress * max(abs(best), abs(base)))
+            triggered = real and v < thr
+            if v <= base + (1 - self.critical_fraction) * progress:
+                sev = "critical"
+        self._streak = self._streak + 1 if triggered else 0
+        if not self._alarm.update(triggered, sev):
+            return []
+        progress = best - base
+        lost = (best - v) / progress if progress > 0 else math.inf
+        return [self.finding(
+            iteration, sev, "episode_return_mean", v,
+            f"reward collapse: episode_return_mean={fmt(v)} for {self._streak} iterations, below {fmt(thr)} "
+            f"(best level {fmt(best)}, start level {fmt(base)}: lost {fmt(100 * lost)}% of the progress, "
+            f"noise sigma {fmt(sigma)}; needs {fmt(100 * self.drop_fraction)}% and {fmt(self.z)} sigma, "
+            f"critical at {fmt(100 * self.critical_fraction)}%)",
+            base + (1 - self.critical_fraction) * progress if sev == "critical" else thr,
+            best=best, base=base, sigma=sigma, lost_fraction=lost, iterations=self._streak)]

@@ -1,0 +1,124 @@
+"""value_collapse: the value function stops explaining the returns."""
+
+from __future__ import annotations
+
+from supervisor.detectors._common import Alarm, check_band, fmt, reference, value_of
+from supervisor.detectors.base import Detector
+from supervisor.findings import Finding
+
+
+class ValueCollapse(Detector):
+    """Warn when the value function collapses.
+
+    Two rules, each with its own hysteresis:
+
+    * explained variance collapse: ``explained_variance`` below ``ev_floor``
+      AND more than ``drop`` below its recent level (median of its last
+      ``window`` values, leaving out those already judged collapsed; before
+      ``warmup`` values exist, the learned band's ``low``: early explained
+      variance is near 0 and the band spans whole runs), on ``patience``
+      consecutive iterations. Warning; critical at or below ``critical_ev``
+      (predictions much worse than a constant).
+    * vf_loss pinned: the last ``pin_window`` values of ``vf_loss`` (this one
+      included) all equal within ``pin_tol`` (relative), while explained
+      variance is within ``ev_zero`` of 0 (or, when it is not reported, the
+      pinned value is ``vf_clip``). RLlib clips the value loss elementwise
+      at vf_clip_param; a loss sitting exactly on the clip means every sample
+      is clipped and the critic gets no gradient, as after a PPO divergence
+      (vf_loss pinned at 10.0). When ``vf_clip`` is given, only a loss pinned
+      at it counts. Critical.
+
+    Args:
+        ev_floor: explained variance below which it can have collapsed.
+            Default 0.0.
+        drop: fall below the recent level needed. Default 0.5.
+        critical_ev: explained variance for critical. Default -1.0.
+        patience: consecutive iterations for the EV rule. Default 3.
+        window: iterations of EV history in the recent level. Default 20.
+        warmup: EV history values needed. Default 10.
+        pin_window: identical vf_loss values needed. Default 5.
+        pin_tol: relative spread still counted as identical. Default 1e-3.
+        ev_zero: |explained variance| counted as ~0. Default 0.1.
+        vf_clip: the run's vf_clip_param, if known. Default None.
+        exit, repeat: Latch hysteresis. Default 3, 10.
+        band: learned healthy band for ``explained_variance`` (its ``low`` is
+            the recent level until ``warmup`` values exist). Default None.
+    """
+
+    name = "value_collapse"
+    band_metrics = ("explained_variance",)
+
+    def __init__(self, ev_floor: float = 0.0, drop: float = 0.5, critical_ev: float = -1.0, patience: int = 3,
+                 window: int = 20, warmup: int = 10, pin_window: int = 5, pin_tol: float = 1e-3,
+                 ev_zero: float = 0.1, vf_clip: float | None = None, exit: int = 3, repeat: int = 10,
+                 band=None):
+        super().__init__(warmup)
+        check_band(band, self.name)
+        if drop <= 0 or patience < 1 or pin_window < 2 or pin_tol < 0 or critical_ev > ev_floor:
+            raise ValueError(f"{self.name}: need drop > 0, patience >= 1, pin_window >= 2, pin_tol >= 0, "
+                             "critical_ev <= ev_floor")
+        self.ev_floor, self.drop, self.critical_ev, self.patience = ev_floor, drop, critical_ev, patience
+        self.window, self.pin_window, self.pin_tol, self.ev_zero = window, pin_window, pin_tol, ev_zero
+        self.vf_clip, self.band = vf_clip, band
+        self._latch_args = (exit, repeat)
+        self.reset()
+
+    def reset(self) -> None:
+        exit, repeat = self._latch_args
+        self._ev_alarm = Alarm(self.patience, exit, repeat)
+        self._pin_alarm = Alarm(1, exit, repeat)
+        self._ev_streak = 0
+
+    def _ev_rule(self, iteration, ev, history) -> list[Finding]:
+        if ev >= self.ev_floor:  # cannot trigger: skip the reference
+            self._ev_streak = 0
+            self._ev_alarm.update(False)
+            return []
+        ref = reference(history, "explained_variance", window=self.window, warmup=self.warmup, band=self.band,
+                        exclude_last=self._ev_streak, rel_floor=0.0, band_at="low")
+        triggered = ref is not None and ev < self.ev_floor and ev < ref.center - self.drop
+        self._ev_streak = self._ev_streak + 1 if triggered else 0
+        sev = "critical" if ev <= self.critical_ev else "warning"
+        if not self._ev_alarm.update(triggered, sev):
+            return []
+        src = "learned profile band" if ref.source == "profile" else f"median of the last {ref.n} iterations"
+        return [self.finding(
+            iteration, sev, "explained_variance", ev,
+            f"value collapse: explained_variance={fmt(ev)} for {self._ev_streak} iterations, below "
+            f"{fmt(self.ev_floor)} and more than {fmt(self.drop)} below its recent level {fmt(ref.center)} "
+            f"({src}); critical at <= {fmt(self.critical_ev)}",
+            self.critical_ev if sev == "critical" else min(self.ev_floor, ref.center - self.drop),
+            recent=ref.center, source=ref.source, iterations=self._ev_streak)]
+
+    def _pin_rule(self, iteration, vf, ev, history) -> list[Finding]:
+        past = history.series("vf_loss", last=self.pin_window - 1).tolist()
+        triggered = False
+        if len(past) == self.pin_window - 1 and vf > 0:
+            xs = past + [vf]
+            pinned = max(xs) - min(xs) <= self.pin_tol * abs(vf)
+            at_clip = self.vf_clip is not None and abs(vf - self.vf_clip) <= self.pin_tol * abs(self.vf_clip)
+            if self.vf_clip is not None and not at_clip:
+                pinned = False
+            ev_dead = abs(ev) <= self.ev_zero if ev is not None else at_clip
+            triggered = pinned and ev_dead
+        if not self._pin_alarm.update(triggered, "critical"):
+            return []
+        ev_txt = f"explained_variance={fmt(ev)} (|ev| <= {fmt(self.ev_zero)})" if ev is not None else \
+            "explained_variance not reported"
+        clip_txt = f" = vf_clip {fmt(self.vf_clip)}" if self.vf_clip is not None else " (likely the vf clip)"
+        return [self.finding(
+            iteration, "critical", "vf_loss", vf,
+            f"value collapse: vf_loss pinned at {fmt(vf)}{clip_txt} for {self.pin_window} iterations "
+            f"(spread <= {fmt(self.pin_tol)} relative) with {ev_txt}: every sample is clipped, the critic "
+            f"gets no gradient",
+            self.pin_tol, pinned_at=vf, explained_variance=ev, window=self.pin_window)]
+
+    def __call__(self, iteration, metrics, history) -> list[Finding]:
+        out: list[Finding] = []
+        ev = value_of(metrics, "explained_variance")
+        vf = value_of(metrics, "vf_loss")
+        if ev is not None:
+            out += self._ev_rule(iteration, ev, history)
+        if vf is not None:
+            out += self._pin_rule(iteration, vf, ev, history)
+        return out

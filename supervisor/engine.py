@@ -1,0 +1,332 @@
+"""The supervisor's brain, Ray-free: reports in, verdicts out, everything stored.
+
+``Engine.observe(report)`` runs every detector on one trial's iteration,
+asks the escalation policy what to do, records the report, findings and
+decided interventions in one transaction, and only then answers: a verdict
+saying which actions to apply before the next iteration and whether this
+iteration is healthy enough to checkpoint. The actor in ``actors/`` is a thin
+Ray wrapper around this class.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from supervisor.config import SupervisorConfig
+from supervisor.detectors import build_detectors
+from supervisor.findings import Finding, severity_rank
+from supervisor.health import HealthScore
+from supervisor.history import History
+from supervisor.policy import DEFAULT_PARAMS, EscalationPolicy, PolicyState
+from supervisor.store import Store
+
+HPARAM_METRICS = {"lr": "lr", "entropy_coeff": "entropy_coeff", "kl_coeff": "kl_coeff"}
+TRAINING_ACTIONS = {"reduce_lr", "increase_lr", "boost_entropy", "raise_kl_coeff", "tighten_grad_clip", "rollback"}
+
+
+def sanitize_metrics(raw: Any) -> dict[str, float]:
+    """Keep what is a number (NaN/inf included: they are evidence); drop the rest quietly."""
+    out: dict[str, float] = {}
+    if not isinstance(raw, dict):
+        return out
+    for k, v in raw.items():
+        if not isinstance(k, str) or isinstance(v, bool):
+            continue
+        if isinstance(v, (int, float)):
+            out[k] = float(v)
+        elif isinstance(v, str) and v in ("nan", "inf", "-inf"):
+            out[k] = float(v)
+    return out
+
+
+@dataclass
+class Pending:
+    """An intervention waiting for verification and for its outcome."""
+    id: int
+    seq: int
+    action: str
+    detector: str
+    target: dict = field(default_factory=dict)  # hparams it should produce, once applied
+    verified: bool | None = None
+
+
+@dataclass
+class TrialState:
+    trial_id: str
+    run_id: str
+    history: History
+    detectors: list
+    policy: PolicyState = field(default_factory=PolicyState)
+    health: HealthScore = field(default_factory=HealthScore)
+    last_seq: int = -1
+    last_iteration: int = 0
+    last_metrics: dict = field(default_factory=dict)
+    last_trouble_seq: int = -10**9  # newest warning/critical finding
+    pending: list[Pending] = field(default_factory=list)
+    checkpoint: dict | None = None  # newest healthy checkpoint
+    history_at_checkpoint: History | None = None
+    overrides: dict = field(default_factory=dict)  # hparams the supervisor changed; a restarted trial re-applies them
+    status: str = "running"
+    had_effective: bool = False
+
+
+class Engine:
+    def __init__(self, store: Store, settings: SupervisorConfig | None = None, profile: dict | None = None):
+        self.store = store
+        self.settings = settings or SupervisorConfig()
+        self.profile = profile
+        s = self.settings
+        self.policy = EscalationPolicy(s.ladders, s.cooldown, s.max_interventions, s.intensity_window)
+        self.params = {a: {**DEFAULT_PARAMS.get(a, {}), **s.action_params.get(a, {})}
+                       for a in set(DEFAULT_PARAMS) | set(s.action_params)}
+        self.trials: dict[str, TrialState] = {}
+
+    # ------------------------------------------------------------------ trials
+    def _new_state(self, trial_id: str, run_id: str) -> TrialState:
+        return TrialState(trial_id, run_id, History(self.settings.history),
+                          build_detectors(self.settings.detectors, self.profile))
+
+    def register_trial(self, trial_id: str, run_id: str, node_id: str | None = None,
+                       config: dict | None = None) -> dict:
+        """Start or resume a trial. Returns what a (re)started trial needs: its next seq,
+        the hyperparameter overrides to re-apply, and its newest healthy checkpoint."""
+        state = self.trials.get(trial_id)
+        if state is None:
+            state = self._rebuild(trial_id, run_id) or self._new_state(trial_id, run_id)
+            self.trials[trial_id] = state
+            self.store.upsert_trial(trial_id, run_id, "running", node_id, config)
+        else:
+            self.store.set_trial(trial_id, status="running", **({"node_id": node_id} if node_id else {}))
+        state.status = "running"
+        return {"next_seq": state.last_seq + 1, "overrides": dict(state.overrides), "checkpoint": state.checkpoint}
+
+    def _rebuild(self, trial_id: str, run_id: str) -> TrialState | None:
+        """Rebuild a trial's state from the store (after the actor restarted or the trial was restarted)."""
+        row = self.store.trial(trial_id)
+        if row is None:
+            return None
+        state = self._new_state(trial_id, row["run_id"] or run_id)
+        reports = self.store.reports(trial_id)
+        for r in reports[-self.settings.history:]:
+            state.history.append(r["metrics"])
+        if reports:
+            state.last_seq = reports[-1]["seq"]
+            state.last_iteration = reports[-1]["iteration"]
+            state.last_metrics = reports[-1]["metrics"]
+        for f in self.store.findings(trial_id):
+            if f["seq"] is not None:
+                state.health.observe(f["seq"], [Finding(f["detector"], f["severity"], f["metric"], f["value"],
+                                                        f["message"])])
+                if severity_rank(f["severity"]) >= severity_rank("warning"):
+                    state.last_trouble_seq = max(state.last_trouble_seq, f["seq"])
+        steps = set()
+        for iv in self.store.interventions(trial_id):
+            if iv["action"] != "alert" and iv["seq"] not in state.policy.action_seqs:
+                state.policy.action_seqs.append(iv["seq"])
+                state.policy.last_action_seq = iv["seq"]
+            if iv["detector"] and (iv["detector"], iv["seq"]) not in steps:  # one rung per decision
+                steps.add((iv["detector"], iv["seq"]))
+                state.policy.rungs[iv["detector"]] = state.policy.rungs.get(iv["detector"], 0) + 1
+            if iv["outcome"] == "pending":
+                state.pending.append(Pending(iv["id"], iv["seq"], iv["action"], iv["detector"] or ""))
+            elif iv["outcome"] == "ineffective" and iv["action"] not in ("rollback", "stop_trial"):
+                state.policy.ineffective.add(iv["action"])
+            elif iv["outcome"] == "effective":
+                state.had_effective = True
+        cps = self.store.checkpoints(trial_id)
+        if cps:
+            c = cps[-1]
+            state.checkpoint = {"path": c["path"], "seq": c["seq"], "iteration": c["iteration"],
+                                "hparams": c["hparams"]}
+        state.overrides = (json_or_empty(row.get("overrides")))
+        return state
+
+    # ------------------------------------------------------------------ the hot path
+    def observe(self, report: dict) -> dict:
+        trial_id = str(report.get("trial_id") or "default")
+        state = self.trials.get(trial_id)
+        if state is None:
+            self.register_trial(trial_id, str(report.get("run_id") or "run"), report.get("node_id"))
+            state = self.trials[trial_id]
+        seq = report.get("seq")
+        seq = int(seq) if isinstance(seq, (int, float)) and not isinstance(seq, bool) and math.isfinite(seq) \
+            else state.last_seq + 1
+        if seq <= state.last_seq:
+            return {"seq": seq, "duplicate": True, "actions": [], "checkpoint": False, "stop": False,
+                    "health": state.health.snapshot(state.last_seq)}
+        it = report.get("iteration")
+        iteration = int(it) if isinstance(it, (int, float)) and not isinstance(it, bool) and math.isfinite(it) else seq
+        metrics = sanitize_metrics(report.get("metrics"))
+        norm = {"trial_id": trial_id, "iteration": iteration, "time": report.get("time") or time.time(),
+                "node_id": report.get("node_id") if isinstance(report.get("node_id"), str) else None,
+                "metrics": metrics}
+
+        self._take_applied(state, report.get("applied"))
+        self._verify(state, metrics)
+
+        findings: list[Finding] = []
+        for det in state.detectors:
+            try:
+                findings.extend(det(iteration, metrics, state.history))
+            except Exception as e:  # a detector bug must never take the supervisor down
+                findings.append(Finding(det.name, "info", None, None, f"detector error: {e.__class__.__name__}: {e}",
+                                        iteration=iteration))
+        trouble = [f for f in findings if severity_rank(f.severity) >= severity_rank("warning")]
+        if trouble:
+            state.last_trouble_seq = seq
+        self._judge(state, seq, findings)
+
+        decision = self.policy.decide(state.policy, seq, findings)
+        actions = self._materialize(state, decision, iteration) if decision else []
+        state.history.append(metrics)
+        state.health.observe(seq, findings)
+        if any(a["action"] == "rollback" for a in actions):
+            self._rewind(state)
+
+        every = self.settings.checkpoint_every
+        checkpoint = (not actions and seq - state.last_trouble_seq >= every and (seq + 1) % every == 0
+                      and all(math.isfinite(v) for v in metrics.values()))
+        stop = any(a["action"] == "stop_trial" for a in actions)
+        restart = any(a["action"] == "restart_trial" for a in actions)
+        health = state.health.snapshot(seq)
+        state.last_seq, state.last_iteration, state.last_metrics = seq, iteration, metrics
+        cols = {"iterations": iteration, "last_seq": seq, "health_score": health["score"],
+                "worst_severity": health["worst_severity"], "health": health,
+                "final": {k: metrics.get(k) for k in ("episode_return_mean", "env_steps_lifetime", "time_total_s")}}
+        if norm["node_id"]:
+            cols["node_id"] = norm["node_id"]
+        ids = self.store.record_iteration(norm, seq, [f.to_dict() for f in findings], actions, cols)
+        for a, iv_id in zip(actions, ids):
+            a["id"] = iv_id
+            state.pending.append(Pending(iv_id, seq, a["action"], a.get("detector") or ""))
+        return {"seq": seq, "actions": actions, "checkpoint": checkpoint, "stop": stop, "restart": restart,
+                "health": health, "findings": [f.to_dict() for f in findings]}
+
+    # ------------------------------------------------------------------ helpers
+    def _materialize(self, state: TrialState, decision, iteration: int) -> list[dict]:
+        f = decision.finding
+        why = f"{f.detector} ({f.severity}): {f.message}"
+        if decision.escalated:
+            why = (f"intensity limit: {self.settings.max_interventions} interventions within "
+                   f"{self.settings.intensity_window} iterations; last trouble: {why}")
+        out = []
+        for action in decision.actions:
+            params: dict[str, Any] = dict(self.params.get(action, {}))
+            if action == "rollback":
+                if state.checkpoint is None:
+                    why += "; no healthy checkpoint to roll back to"
+                    continue
+                params.update(checkpoint=state.checkpoint["path"], to_iteration=state.checkpoint["iteration"],
+                              hparams={**(state.checkpoint.get("hparams") or {}), **state.overrides})
+            out.append({"action": action, "params": params, "reason": why, "detector": f.detector,
+                        "iteration": iteration, "rung": decision.rung})
+        if decision.actions and not out:  # e.g. rollback without a checkpoint and nothing else: escalate
+            out.append({"action": "stop_trial", "params": {}, "reason": why, "detector": f.detector,
+                        "iteration": iteration, "rung": decision.rung})
+        return out
+
+    def _rewind(self, state: TrialState) -> None:
+        """After a rollback the trial is back at its checkpoint: so is the history detectors judge against."""
+        if state.history_at_checkpoint is not None:
+            state.history = copy.deepcopy(state.history_at_checkpoint)
+        for det in state.detectors:
+            det.reset()
+
+    def _take_applied(self, state: TrialState, applied: Any) -> None:
+        """The trial tells what it applied since its last report: before/after hyperparameters, errors."""
+        if not isinstance(applied, list):
+            return
+        by_id = {p.id: p for p in state.pending}
+        for item in applied:
+            if not isinstance(item, dict) or item.get("id") not in by_id:
+                continue
+            p = by_id[item["id"]]
+            after = item.get("after") if isinstance(item.get("after"), dict) else {}
+            p.target = {k: v for k, v in after.items() if k in HPARAM_METRICS and isinstance(v, (int, float))}
+            state.overrides.update({k: v for k, v in after.items() if isinstance(v, (int, float))})
+            cols: dict[str, Any] = {"applied": item}
+            if not item.get("ok", True):
+                cols.update(verified=0, outcome="ineffective")
+                state.pending.remove(p)
+            elif "verified" in item:  # rollback: the trial compared weights itself
+                cols["verified"] = int(bool(item["verified"]))
+                p.verified = bool(item["verified"])
+            self.store.set_intervention(p.id, **cols)
+        if state.overrides:
+            self.store.set_trial(state.trial_id, overrides=state.overrides)
+
+    def _verify(self, state: TrialState, metrics: dict) -> None:
+        """An hparam change is verified by the next report showing the new value."""
+        for p in state.pending:
+            if p.verified is not None or not p.target:
+                continue
+            ok = True
+            for k, want in p.target.items():
+                got = metrics.get(HPARAM_METRICS[k])
+                if got is None:
+                    continue
+                # RLlib's KL controller adapts kl_coeff after each update (x1.5 or x0.5).
+                tol = 0.51 if k == "kl_coeff" else 1e-6
+                ok &= abs(got - want) <= tol * max(abs(want), 1e-12) + 1e-12
+            p.verified = ok
+            self.store.set_intervention(p.id, verified=int(ok))
+
+    def _judge(self, state: TrialState, seq: int, findings: list[Finding]) -> None:
+        """Effective: the triggering signal stayed clean for ``outcome_window`` iterations."""
+        fired = {f.detector for f in findings if severity_rank(f.severity) >= severity_rank("warning")}
+        window = self.settings.outcome_window
+        for p in list(state.pending):
+            if p.action in ("stop_trial", "restart_trial"):
+                continue
+            if seq <= p.seq:
+                continue
+            if p.detector in fired or "non_finite" in fired:
+                outcome = "ineffective"
+            elif seq - p.seq >= window:
+                outcome = "effective"
+            else:
+                continue
+            state.pending.remove(p)
+            self.store.set_intervention(p.id, outcome=outcome, judged_seq=seq)
+            if outcome == "ineffective" and p.action not in ("rollback", "stop_trial", "alert"):
+                state.policy.ineffective.add(p.action)
+            if outcome == "effective" and p.action != "alert":
+                state.had_effective = True
+
+    def record_checkpoint(self, trial_id: str, seq: int, iteration: int, path: str, hparams: dict | None) -> None:
+        state = self.trials.get(trial_id)
+        if state is None:
+            return
+        self.store.record_checkpoint(trial_id, seq, iteration, path, hparams)
+        state.checkpoint = {"path": path, "seq": seq, "iteration": iteration, "hparams": hparams or {}}
+        state.history_at_checkpoint = copy.deepcopy(state.history)
+
+    def finish_trial(self, trial_id: str, status: str, applied: Any = None) -> str:
+        """Close a trial. ``completed`` becomes ``recovered`` when an intervention helped it."""
+        state = self.trials.get(trial_id)
+        if state is None:
+            return status
+        self._take_applied(state, applied)
+        for p in list(state.pending):
+            if p.action in ("stop_trial", "restart_trial"):
+                self.store.set_intervention(p.id, outcome="effective", judged_seq=state.last_seq)
+                state.pending.remove(p)
+        if status == "completed" and state.had_effective:
+            status = "recovered"
+        state.status = status
+        self.store.set_trial(trial_id, status=status, ended=time.time())
+        return status
+
+
+def json_or_empty(s: Any) -> dict:
+    from supervisor.store import loads
+
+    try:
+        v = loads(s) if isinstance(s, str) else s
+    except ValueError:
+        return {}
+    return v if isinstance(v, dict) else {}

@@ -1,0 +1,31 @@
+"""What detectors return: a finding, with the severity and the threshold it used."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+SEVERITIES = ("ok", "info", "warning", "critical")
+_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+def severity_rank(severity: str) -> int:
+    return _RANK[severity]
+
+
+def worst(severities) -> str:
+    return max(severities, key=severity_rank, default="ok")
+
+
+@dataclass(frozen=True)
+class Finding:
+    detector: str
+    severity: str  # info | warning | critical
+    metric: str | None
+    value: float | None
+    message: str
+    threshold: float | None = None
+    iteration: int = -1
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,38 @@
+"""A per-trial health score in 0..1 with named components.
+
+Each detector is a component; its penalty is the weight of its newest
+finding's severity, decaying by ``decay`` per iteration since. The score is
+the product of (1 - penalty) over components, so one critical finding alone
+takes it to 0 and health recovers as the trial stays clean.
+"""
+
+from __future__ import annotations
+
+from supervisor.findings import worst
+
+WEIGHTS = {"info": 0.05, "warning": 0.4, "critical": 1.0}
+
+
+class HealthScore:
+    def __init__(self, decay: float = 0.85):
+        self.decay = decay
+        self.last: dict[str, tuple[int, str]] = {}  # detector -> (seq, severity)
+        self.worst_ever = "ok"
+
+    def observe(self, seq: int, findings) -> None:
+        for f in findings:
+            self.last[f.detector] = (seq, f.severity)
+            self.worst_ever = worst((self.worst_ever, f.severity))
+
+    def components(self, seq: int) -> dict[str, float]:
+        return {d: round(WEIGHTS.get(sev, 0.0) * self.decay ** max(0, seq - s), 4) for d, (s, sev) in self.last.items()}
+
+    def score(self, seq: int) -> float:
+        out = 1.0
+        for p in self.components(seq).values():
+            out *= 1.0 - min(1.0, p)
+        return round(out, 4)
+
+    def snapshot(self, seq: int) -> dict:
+        return {"score": self.score(seq), "worst_severity": self.worst_ever,
+                "components": self.components(seq)}

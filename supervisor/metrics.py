@@ -1,0 +1,112 @@
+"""The normalized per-iteration report, built from RLlib's result dict.
+
+Detectors, the store and the report read these stable names, never RLlib's
+nested keys, so an RLlib rename touches one table here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Mapping
+
+# normalized name -> path in RLlib's (new API stack) result dict.
+# "{m}" is the module id (single-agent: "default_policy").
+RESULT_PATHS: dict[str, str] = {
+    "episode_return_mean": "env_runners/episode_return_mean",
+    "episode_return_max": "env_runners/episode_return_max",
+    "episode_return_min": "env_runners/episode_return_min",
+    "episode_len_mean": "env_runners/episode_len_mean",
+    "num_episodes": "env_runners/num_episodes",
+    "policy_loss": "learners/{m}/policy_loss",
+    "vf_loss": "learners/{m}/vf_loss",
+    "vf_loss_unclipped": "learners/{m}/vf_loss_unclipped",
+    "total_loss": "learners/{m}/total_loss",
+    "entropy": "learners/{m}/entropy",
+    "kl": "learners/{m}/mean_kl_loss",
+    "kl_coeff": "learners/{m}/curr_kl_coeff",
+    "entropy_coeff": "learners/{m}/curr_entropy_coeff",
+    "lr": "learners/{m}/default_optimizer_learning_rate",
+    "grad_norm": "learners/{m}/gradients_default_optimizer_global_norm",
+    "explained_variance": "learners/{m}/vf_explained_var",
+    # Written by the instrumented learner (actors/learner.py).
+    "grad_norm_max": "learners/{m}/sup_grad_norm_max",
+    "grad_norm_mean": "learners/{m}/sup_grad_norm_mean",
+    "grad_norm_policy": "learners/{m}/sup_grad_norm_policy",
+    "grad_norm_value": "learners/{m}/sup_grad_norm_value",
+    "grad_norm_ratio": "learners/{m}/sup_grad_norm_ratio",
+    "approx_kl": "learners/{m}/sup_approx_kl",
+    "clip_fraction": "learners/{m}/sup_clip_fraction",
+    "advantage_mean": "learners/{m}/sup_advantage_mean",
+    "advantage_std": "learners/{m}/sup_advantage_std",
+    "advantage_skew": "learners/{m}/sup_advantage_skew",
+    "advantage_kurtosis": "learners/{m}/sup_advantage_kurtosis",
+    "value_target_scale": "learners/{m}/sup_value_target_scale",
+    "time_this_iter_s": "time_this_iter_s",
+    "time_total_s": "time_total_s",
+    "sample_time_s": "timers/env_runner_sampling_timer",
+    "learn_time_s": "timers/learner_update_timer",
+    "env_steps": "env_runners/num_env_steps_sampled",
+    "env_steps_lifetime": "num_env_steps_sampled_lifetime",
+    "healthy_env_runners": "fault_tolerance/num_healthy_workers",
+    "env_runner_restarts": "fault_tolerance/num_remote_worker_restarts",
+    "env_runners_dropped": "fault_tolerance/num_env_runners_dropped_lifetime",
+}
+
+# Metrics a run is judged on; the rest (timings, counters) are context.
+TRAINING_METRICS = (
+    "episode_return_mean", "policy_loss", "vf_loss", "total_loss", "entropy", "kl",
+    "kl_coeff", "lr", "grad_norm", "explained_variance",
+)
+
+
+def _get(result: Mapping[str, Any], path: str) -> Any:
+    node: Any = result
+    for part in path.split("/"):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _to_float(x: Any) -> float | None:
+    """A number as float (NaN and inf kept, they are evidence); anything else None."""
+    if isinstance(x, bool) or x is None:
+        return None
+    try:
+        return float(x)  # numpy scalars, 0-d tensors, ints
+    except (TypeError, ValueError):
+        return None
+
+
+def module_id_of(result: Mapping[str, Any]) -> str:
+    learners = result.get("learners") if isinstance(result, Mapping) else None
+    if isinstance(learners, Mapping):
+        for mid in learners:
+            if mid != "__all_modules__":
+                return mid
+    return "default_policy"
+
+
+def normalize_result(result: Mapping[str, Any], trial_id: str, node_id: str | None = None) -> dict:
+    """RLlib result dict -> ``{"trial_id", "iteration", "time", "node_id", "metrics": {name: float}}``.
+
+    A metric RLlib did not report is absent (not NaN): absence is "no data",
+    NaN is "the run produced NaN".
+    """
+    m = module_id_of(result)
+    metrics: dict[str, float] = {}
+    for name, path in RESULT_PATHS.items():
+        v = _to_float(_get(result, path.format(m=m)))
+        if v is not None:
+            metrics[name] = v
+    if "episode_return_mean" in metrics and math.isnan(metrics["episode_return_mean"]) and not metrics.get("num_episodes"):
+        # RLlib reports NaN returns when no episode finished: no data, not a fault.
+        del metrics["episode_return_mean"]
+    return {
+        "trial_id": trial_id,
+        "iteration": int(_to_float(result.get("training_iteration")) or 0),
+        "time": time.time(),
+        "node_id": node_id,
+        "metrics": metrics,
+    }

@@ -1,0 +1,118 @@
+"""Escalation policy, in the spirit of an Erlang/OTP supervisor.
+
+Per detector, an ordered ladder of steps (each step one or more actions).
+Each time a detector's finding calls for action the trial climbs one rung of
+that detector's ladder. Explicit limits instead of ad-hoc retries:
+
+- cooldown: after any action, wait this many iterations so its effect shows
+  before acting again;
+- intensity: at most ``max_interventions`` in ``intensity_window``
+  iterations; past that, escalate straight to ``stop_trial``;
+- an action judged ineffective on a trial is not tried on it again (the
+  ladder skips it);
+- ``info`` findings never trigger actions.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from supervisor.findings import Finding, severity_rank
+
+ROLLBACK_REDUCE = ["rollback", "reduce_lr"]
+DEFAULT_LADDERS: dict[str, list[list[str]]] = {
+    "non_finite": [ROLLBACK_REDUCE, ROLLBACK_REDUCE, ["stop_trial"]],
+    "loss_explosion": [["reduce_lr"], ROLLBACK_REDUCE, ["stop_trial"]],
+    "gradient_explosion": [["tighten_grad_clip"], ["reduce_lr"], ROLLBACK_REDUCE, ["restart_trial"], ["stop_trial"]],
+    "gradient_vanishing": [ROLLBACK_REDUCE, ["stop_trial"]],
+    "kl_spike": [["raise_kl_coeff"], ["reduce_lr"], ROLLBACK_REDUCE, ["stop_trial"]],
+    "kl_controller_stuck": [["alert"], ROLLBACK_REDUCE, ["stop_trial"]],
+    "entropy_collapse": [["boost_entropy"], ["rollback", "boost_entropy"], ["stop_trial"]],
+    "value_collapse": [["reduce_lr"], ROLLBACK_REDUCE, ["stop_trial"]],
+    "advantage_anomaly": [["alert"]],
+    "reward_collapse": [ROLLBACK_REDUCE, ROLLBACK_REDUCE, ["stop_trial"]],
+    "plateau": [["alert"]],
+    "worker_fault": [["alert"]],
+    "straggler": [["alert"]],
+    "node_down": [["alert"]],
+    "memory_pressure": [["alert"]],
+    "gpu_fault": [["alert"]],
+}
+# When several detectors fire at once, act on the root cause first.
+PRIORITY = ["non_finite", "loss_explosion", "gradient_explosion", "kl_spike", "value_collapse",
+            "gradient_vanishing", "entropy_collapse", "reward_collapse", "kl_controller_stuck",
+            "advantage_anomaly", "worker_fault", "straggler", "memory_pressure", "gpu_fault", "node_down", "plateau"]
+DEFAULT_PARAMS: dict[str, dict[str, float]] = {
+    "reduce_lr": {"factor": 0.1},
+    "increase_lr": {"factor": 2.0},
+    "boost_entropy": {"factor": 2.0, "value": 0.01},
+    "raise_kl_coeff": {"factor": 2.0},
+    "tighten_grad_clip": {"factor": 0.5, "value": 1.0},
+}
+
+
+@dataclass
+class Decision:
+    actions: list[str]
+    finding: Finding
+    escalated: bool = False  # chosen by the intensity limit, not the ladder
+    rung: int = 0
+
+
+@dataclass
+class PolicyState:
+    rungs: dict[str, int] = field(default_factory=dict)
+    action_seqs: deque = field(default_factory=deque)
+    last_action_seq: int | None = None
+    ineffective: set = field(default_factory=set)
+
+
+class EscalationPolicy:
+    """Decides what to do about one iteration's findings for one trial.
+
+    Args:
+        ladders: per detector, ordered steps (lists of action ids); merged over DEFAULT_LADDERS.
+        cooldown: iterations to wait after an action before the next.
+        max_interventions, intensity_window: at most N interventions in K iterations, then stop_trial.
+    """
+
+    def __init__(self, ladders: dict[str, list[list[str]]] | None = None, cooldown: int = 2,
+                 max_interventions: int = 4, intensity_window: int = 20):
+        self.ladders = {**DEFAULT_LADDERS, **(ladders or {})}
+        self.cooldown = cooldown
+        self.max_interventions = max_interventions
+        self.intensity_window = intensity_window
+
+    def decide(self, state: PolicyState, seq: int, findings: list[Finding]) -> Decision | None:
+        actionable = [f for f in findings if severity_rank(f.severity) >= severity_rank("warning")]
+        if not actionable:
+            return None
+        if state.last_action_seq is not None and seq - state.last_action_seq <= self.cooldown:
+            return None
+        order = {d: i for i, d in enumerate(PRIORITY)}
+        actionable.sort(key=lambda f: (-severity_rank(f.severity), order.get(f.detector, len(order))))
+        finding = actionable[0]
+        while state.action_seqs and state.action_seqs[0] <= seq - self.intensity_window:
+            state.action_seqs.popleft()
+        if len(state.action_seqs) >= self.max_interventions:
+            return self._commit(state, seq, Decision(["stop_trial"], finding, escalated=True))
+        ladder = self.ladders.get(finding.detector, [["alert"]])
+        rung = state.rungs.get(finding.detector, 0)
+        while rung < len(ladder):
+            step = [a for a in ladder[rung] if a not in state.ineffective or a in ("rollback", "stop_trial")]
+            if step and step != ["rollback"]:
+                break
+            rung += 1
+        else:
+            step = ["stop_trial"]  # the ladder is exhausted: give up cleanly
+            rung = len(ladder)
+        state.rungs[finding.detector] = rung + 1
+        return self._commit(state, seq, Decision(step, finding, rung=rung))
+
+    @staticmethod
+    def _commit(state: PolicyState, seq: int, d: Decision) -> Decision:
+        if d.actions != ["alert"]:  # alerts are free: they don't count against the intensity limit
+            state.action_seqs.append(seq)
+            state.last_action_seq = seq
+        return d

@@ -1,0 +1,243 @@
+"""SQLite store (WAL): everything the supervisor sees and does.
+
+One writer (the supervisor actor); any number of readers (``supervise
+report`` while the run is going). Reports are keyed by (trial_id, seq), a
+per-trial counter the trial assigns, so a replayed report is stored once.
+All SQL is parameterized.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
+    started REAL NOT NULL, ended REAL, spec TEXT);
+CREATE TABLE IF NOT EXISTS trials (
+    trial_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, status TEXT NOT NULL, node_id TEXT,
+    started REAL NOT NULL, ended REAL, iterations INTEGER NOT NULL DEFAULT 0, last_seq INTEGER NOT NULL DEFAULT -1,
+    health_score REAL NOT NULL DEFAULT 1.0, worst_severity TEXT NOT NULL DEFAULT 'ok',
+    health TEXT, final TEXT, config TEXT, overrides TEXT);
+CREATE TABLE IF NOT EXISTS reports (
+    trial_id TEXT NOT NULL, seq INTEGER NOT NULL, iteration INTEGER NOT NULL, time REAL NOT NULL,
+    node_id TEXT, metrics TEXT NOT NULL, PRIMARY KEY (trial_id, seq));
+CREATE TABLE IF NOT EXISTS findings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, trial_id TEXT, seq INTEGER, iteration INTEGER,
+    detector TEXT NOT NULL, severity TEXT NOT NULL, metric TEXT, value REAL, threshold REAL,
+    message TEXT NOT NULL, details TEXT, time REAL NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS findings_once ON findings (trial_id, seq, detector);
+CREATE TABLE IF NOT EXISTS interventions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, trial_id TEXT NOT NULL, seq INTEGER NOT NULL, iteration INTEGER NOT NULL,
+    action TEXT NOT NULL, params TEXT NOT NULL, reason TEXT NOT NULL, detector TEXT,
+    outcome TEXT NOT NULL DEFAULT 'pending', applied TEXT, verified INTEGER, judged_seq INTEGER, time REAL NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS interventions_once ON interventions (trial_id, seq, action);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    trial_id TEXT NOT NULL, seq INTEGER NOT NULL, iteration INTEGER NOT NULL, path TEXT NOT NULL,
+    hparams TEXT, time REAL NOT NULL, PRIMARY KEY (trial_id, seq));
+CREATE TABLE IF NOT EXISTS nodes (
+    node_id TEXT PRIMARY KEY, address TEXT, alive INTEGER NOT NULL, last_seen REAL NOT NULL, info TEXT);
+"""
+
+
+def _num(x: Any) -> float | None:
+    """Floats for SQL; non-finite values stored as NULL here (the JSON keeps them as strings)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def dumps(obj: Any) -> str:
+    """JSON that survives NaN/inf (as strings), so stored evidence is never lost."""
+    def fix(o):
+        if isinstance(o, float) and not math.isfinite(o):
+            return str(o)
+        if isinstance(o, dict):
+            return {str(k): fix(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [fix(v) for v in o]
+        return o
+    return json.dumps(fix(obj), allow_nan=False, default=str)
+
+
+def loads(s: str | None) -> Any:
+    if s is None:
+        return None
+    def fix(o):
+        if isinstance(o, str) and o in ("nan", "inf", "-inf"):
+            return float(o)
+        if isinstance(o, dict):
+            return {k: fix(v) for k, v in o.items()}
+        if isinstance(o, list):
+            return [fix(v) for v in o]
+        return o
+    return fix(json.loads(s))
+
+
+class Store:
+    def __init__(self, path: str | Path, readonly: bool = False):
+        self.path = str(path)
+        if readonly:
+            uri = Path(self.path).resolve().as_uri() + "?mode=ro"
+            self.db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10)
+        else:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        self.db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---- writes (one transaction per call: written before the caller is answered)
+    def upsert_run(self, run_id: str, name: str, kind: str, status: str, spec: dict | None = None,
+                   started: float | None = None, ended: float | None = None) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT INTO runs (run_id, name, kind, status, started, ended, spec) VALUES (?,?,?,?,?,?,?) "
+                "ON CONFLICT(run_id) DO UPDATE SET status=excluded.status, ended=excluded.ended",
+                (run_id, name, kind, status, started or time.time(), ended, dumps(spec) if spec else None))
+
+    def upsert_trial(self, trial_id: str, run_id: str, status: str, node_id: str | None = None,
+                     config: dict | None = None) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT INTO trials (trial_id, run_id, status, node_id, started, config) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT(trial_id) DO UPDATE SET status=excluded.status, "
+                "node_id=COALESCE(excluded.node_id, trials.node_id)",
+                (trial_id, run_id, status, node_id, time.time(), dumps(config) if config else None))
+
+    def set_trial(self, trial_id: str, **cols: Any) -> None:
+        allowed = {"status", "node_id", "ended", "iterations", "last_seq", "health_score", "worst_severity",
+                   "health", "final", "overrides"}
+        bad = set(cols) - allowed
+        if bad:
+            raise ValueError(f"unknown trial columns {sorted(bad)}")
+        vals = [dumps(v) if isinstance(v, (dict, list)) else v for v in cols.values()]
+        with self.db:
+            self.db.execute(f"UPDATE trials SET {', '.join(f'{c}=?' for c in cols)} WHERE trial_id=?",
+                            (*vals, trial_id))
+
+    def record_iteration(self, report: dict, seq: int, findings: Iterable[dict], interventions: Iterable[dict],
+                         trial_cols: dict) -> list[int]:
+        """Store one report with its findings and decided interventions atomically; return intervention ids."""
+        tid = report["trial_id"]
+        ids = []
+        with self.db:
+            cur = self.db.execute(
+                "INSERT OR IGNORE INTO reports (trial_id, seq, iteration, time, node_id, metrics) VALUES (?,?,?,?,?,?)",
+                (tid, seq, report["iteration"], report.get("time") or time.time(), report.get("node_id"),
+                 dumps(report["metrics"])))
+            if cur.rowcount == 0:
+                return []  # a replay of a report already stored
+            for f in findings:
+                self.db.execute(
+                    "INSERT OR IGNORE INTO findings (trial_id, seq, iteration, detector, severity, metric, value, "
+                    "threshold, message, details, time) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (tid, seq, f["iteration"], f["detector"], f["severity"], f.get("metric"), _num(f.get("value")),
+                     _num(f.get("threshold")), f["message"], dumps(f.get("details") or {}), time.time()))
+            for iv in interventions:
+                c = self.db.execute(
+                    "INSERT OR IGNORE INTO interventions (trial_id, seq, iteration, action, params, reason, detector, "
+                    "time) VALUES (?,?,?,?,?,?,?,?)",
+                    (tid, seq, iv["iteration"], iv["action"], dumps(iv.get("params") or {}), iv["reason"],
+                     iv.get("detector"), time.time()))
+                ids.append(c.lastrowid)
+            if trial_cols:
+                vals = [dumps(v) if isinstance(v, (dict, list)) else v for v in trial_cols.values()]
+                self.db.execute(f"UPDATE trials SET {', '.join(f'{c}=?' for c in trial_cols)} WHERE trial_id=?",
+                                (*vals, tid))
+        return ids
+
+    def record_finding(self, trial_id: str | None, f: dict, seq: int | None = None) -> None:
+        """A finding outside the per-iteration path (node_down, gpu_fault, ...)."""
+        with self.db:
+            self.db.execute(
+                "INSERT OR IGNORE INTO findings (trial_id, seq, iteration, detector, severity, metric, value, threshold,"
+                " message, details, time) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (trial_id, seq, f.get("iteration", -1), f["detector"], f["severity"], f.get("metric"),
+                 _num(f.get("value")), _num(f.get("threshold")), f["message"], dumps(f.get("details") or {}),
+                 time.time()))
+
+    def set_intervention(self, iv_id: int, **cols: Any) -> None:
+        allowed = {"outcome", "applied", "verified", "judged_seq"}
+        bad = set(cols) - allowed
+        if bad:
+            raise ValueError(f"unknown intervention columns {sorted(bad)}")
+        vals = [dumps(v) if isinstance(v, (dict, list)) else v for v in cols.values()]
+        with self.db:
+            self.db.execute(f"UPDATE interventions SET {', '.join(f'{c}=?' for c in cols)} WHERE id=?",
+                            (*vals, iv_id))
+
+    def record_checkpoint(self, trial_id: str, seq: int, iteration: int, path: str, hparams: dict | None) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO checkpoints (trial_id, seq, iteration, path, hparams, time) VALUES (?,?,?,?,?,?)",
+                (trial_id, seq, iteration, path, dumps(hparams or {}), time.time()))
+
+    def upsert_node(self, node_id: str, address: str | None, alive: bool, info: dict) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT INTO nodes (node_id, address, alive, last_seen, info) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(node_id) DO UPDATE SET address=excluded.address, alive=excluded.alive, "
+                "last_seen=excluded.last_seen, info=excluded.info",
+                (node_id, address, int(alive), time.time(), dumps(info)))
+
+    # ---- reads
+    def _rows(self, sql: str, args: tuple = ()) -> list[dict]:
+        return [dict(r) for r in self.db.execute(sql, args).fetchall()]
+
+    def runs(self) -> list[dict]:
+        return self._rows("SELECT * FROM runs ORDER BY started")
+
+    def trials(self) -> list[dict]:
+        return self._rows("SELECT * FROM trials ORDER BY started, trial_id")
+
+    def trial(self, trial_id: str) -> dict | None:
+        rows = self._rows("SELECT * FROM trials WHERE trial_id=?", (trial_id,))
+        return rows[0] if rows else None
+
+    def reports(self, trial_id: str, since_seq: int = -1) -> list[dict]:
+        rows = self._rows("SELECT * FROM reports WHERE trial_id=? AND seq>? ORDER BY seq", (trial_id, since_seq))
+        for r in rows:
+            r["metrics"] = loads(r["metrics"])
+        return rows
+
+    def findings(self, trial_id: str | None = None) -> list[dict]:
+        if trial_id is None:
+            rows = self._rows("SELECT * FROM findings ORDER BY time, id")
+        else:
+            rows = self._rows("SELECT * FROM findings WHERE trial_id=? ORDER BY seq, id", (trial_id,))
+        for r in rows:
+            r["details"] = loads(r["details"])
+        return rows
+
+    def interventions(self, trial_id: str | None = None) -> list[dict]:
+        if trial_id is None:
+            rows = self._rows("SELECT * FROM interventions ORDER BY time, id")
+        else:
+            rows = self._rows("SELECT * FROM interventions WHERE trial_id=? ORDER BY seq, id", (trial_id,))
+        for r in rows:
+            r["params"] = loads(r["params"])
+            r["applied"] = loads(r["applied"])
+        return rows
+
+    def checkpoints(self, trial_id: str) -> list[dict]:
+        rows = self._rows("SELECT * FROM checkpoints WHERE trial_id=? ORDER BY seq", (trial_id,))
+        for r in rows:
+            r["hparams"] = loads(r["hparams"])
+        return rows
+
+    def nodes(self) -> list[dict]:
+        rows = self._rows("SELECT * FROM nodes ORDER BY node_id")
+        for r in rows:
+            r["info"] = loads(r["info"])
+        return rows

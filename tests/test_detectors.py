@@ -1,0 +1,336 @@
+"""Detectors against synthetic PPO streams with known fault onsets, and healthy runs.
+
+Latency conventions (``ONSET`` is the first iteration that shows the fault):
+
+* abrupt faults must be reported at or within 2 iterations after the onset
+  (0 for NaN/inf), except where the rule itself needs a run of iterations:
+  kl_controller_stuck needs ``patience`` (10) same-way moves, so its first
+  possible report is onset + 9; a pinned vf_loss needs ``pin_window`` (5)
+  identical values, so onset + 4; a plateau needs ``window`` (50) iterations
+  without improvement.
+* gradual faults grow over ``RAMP`` iterations (full strength at onset +
+  RAMP - 1) and must be reported within the abrupt latency after that.
+* no detector may report a warning or critical before the onset.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from supervisor.detectors import DETECTORS, build_detectors, detector_options
+from supervisor.detectors._common import Alarm, fmt
+from supervisor.detectors.base import Latch
+from supervisor.detectors.gradient_explosion import GradientExplosion
+from supervisor.detectors.plateau import Plateau
+from supervisor.detectors.synthetic import FAULTS, faulty_stream, healthy_stream, run_detectors
+from supervisor.findings import SEVERITIES
+from supervisor.history import History
+
+N, ONSET, RAMP = 150, 80, 8
+CAP = 500.0
+
+# (fault, mode, magnitude, detector, severity expected within the latency (None: warning or critical),
+#  abrupt latency)
+CASES = [
+    ("loss_explosion", "explode", None, "loss_explosion", "critical", 2),
+    ("loss_explosion", "explode", 30.0, "loss_explosion", "warning", 2),
+    ("gradient_explosion", "explode", None, "gradient_explosion", "critical", 2),
+    ("gradient_explosion", "explode", 30.0, "gradient_explosion", "warning", 2),
+    ("gradient_vanishing", "vanish", None, "gradient_vanishing", "warning", 2),
+    ("gradient_vanishing", "zero", None, "gradient_vanishing", "critical", 2),
+    ("kl_spike", "spike", None, "kl_spike", "critical", 2),
+    ("kl_spike", "spike", 30.0, "kl_spike", "warning", 2),
+    ("kl_controller_stuck", "down", None, "kl_controller_stuck", None, 9 + 2),
+    ("kl_controller_stuck", "up", None, "kl_controller_stuck", "warning", 9 + 2),
+    ("kl_controller_stuck", "zero", None, "kl_controller_stuck", "critical", 9 + 2),
+    ("entropy_collapse", "low", None, "entropy_collapse", "warning", 2),
+    ("entropy_collapse", "zero", None, "entropy_collapse", "critical", 2),
+    ("value_collapse", "ev", None, "value_collapse", "warning", 2),
+    ("value_collapse", "ev", -1.5, "value_collapse", "critical", 2),
+    ("value_collapse", "pinned", None, "value_collapse", "critical", 4),
+    ("advantage_anomaly", "std_collapse", None, "advantage_anomaly", "warning", 2),
+    ("advantage_anomaly", "std_zero", None, "advantage_anomaly", "critical", 2),
+    ("advantage_anomaly", "std_explosion", None, "advantage_anomaly", "critical", 2),
+    ("advantage_anomaly", "std_explosion", 30.0, "advantage_anomaly", "warning", 2),
+    ("advantage_anomaly", "bias", None, "advantage_anomaly", "warning", 2),
+    ("advantage_anomaly", "shape", None, "advantage_anomaly", "warning", 2),
+    ("reward_collapse", "min", None, "reward_collapse", "critical", 2),
+    ("reward_collapse", "partial", None, "reward_collapse", "warning", 2),
+    ("nan", "persistent", None, "non_finite", "critical", 0),
+    ("nan", "once", None, "non_finite", "critical", 0),
+    ("divergence", "ray", None, "non_finite", "critical", 0),
+]
+
+
+def _id(case):
+    fault, mode, mag, *_ = case
+    return f"{fault}-{mode}" + (f"-x{mag:g}" if mag is not None else "")
+
+
+def _check_findings(findings):
+    for f in findings:
+        assert f.severity in SEVERITIES[1:]
+        assert f.detector in DETECTORS
+        assert f.message
+        if f.detector != "non_finite":
+            assert f.threshold is not None and math.isfinite(f.threshold), f
+            assert f.metric and f.metric in f.message, f
+            assert fmt(f.value) in f.message, f
+
+
+@pytest.mark.parametrize("gradual", [False, True], ids=["abrupt", "gradual"])
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+def test_fault_detected_at_onset(case, gradual):
+    fault, mode, magnitude, detector, severity, latency = case
+    if gradual and fault in ("nan", "divergence"):
+        pytest.skip("no gradual form")
+    seed = 100 + CASES.index(case) + (1000 if gradual else 0)
+    stream = faulty_stream(fault, N, ONSET, seed, gradual=gradual, ramp=RAMP, mode=mode, magnitude=magnitude)
+    findings = run_detectors(build_detectors({"plateau": {"target": CAP}}), stream)
+    _check_findings(findings)
+
+    early = [f for f in findings if f.iteration < ONSET and f.severity != "info"]
+    assert not early, f"fired before the onset: {early[:3]}"
+
+    deadline = ONSET + latency + (RAMP - 1 if gradual else 0)
+    mine = [f for f in findings if f.detector == detector]
+    assert mine, f"{detector} never fired"
+    assert ONSET <= mine[0].iteration <= deadline, (mine[0].iteration, mine[0].message)
+    in_time = {f.severity for f in mine if f.iteration <= deadline}
+    if gradual or severity is None:
+        assert in_time & {"warning", "critical"}
+    else:
+        assert severity in in_time, (in_time, [f.message for f in mine[:3]])
+        if latency == 2 and severity == "warning":  # a warning-level fault does not claim critical
+            assert "critical" not in in_time
+
+
+@pytest.mark.parametrize("gradual", [False, True], ids=["abrupt", "gradual"])
+def test_plateau_reported_one_window_after_the_stall(gradual):
+    onset, window = 45, 50
+    for seed in (3, 4, 5):
+        # learning half done at the onset, then the return stalls short of the cap
+        stream = faulty_stream("plateau", N, onset, seed, gradual=gradual, mid=45.0, width=10.0)
+        findings = run_detectors(build_detectors({"plateau": {"target": CAP, "window": window}}), stream)
+        _check_findings(findings)
+        assert not [f for f in findings if f.severity != "info"]
+        plateau = [f for f in findings if f.detector == "plateau"]
+        assert plateau and all(f.severity == "info" for f in plateau)
+        extra = RAMP if gradual else 0
+        assert onset + window - 3 <= plateau[0].iteration <= onset + window + extra + 15, plateau[0].iteration
+
+
+def test_healthy_runs_raise_nothing():
+    """200 healthy noisy runs of 150 iterations: no finding at all from any detector.
+
+    ``plateau`` gets the run's known target (the CartPole cap); without one, see
+    test_plateau_without_target_only_marks_solved_runs.
+    """
+    bad = []
+    for seed in range(200):
+        stream = healthy_stream(N, seed)
+        findings = run_detectors(build_detectors({"plateau": {"target": CAP}}), stream)
+        bad += [(seed, f.iteration, f.detector, f.severity, f.message) for f in findings]
+    assert not bad, f"{len(bad)} findings on healthy runs, e.g. {bad[:3]}"
+
+
+def test_plateau_without_target_only_marks_solved_runs():
+    """Without a target, plateau (info) is allowed on a healthy run only once it has held its best
+    level for a whole window: a solved CartPole run sitting at the cap *is* a plateau, and only a
+    known target can tell 'done' from 'stuck'."""
+    for seed in range(20):
+        stream = healthy_stream(N, seed)
+        for f in run_detectors([Plateau()], stream):
+            assert f.severity == "info"
+            assert f.details["best_recent"] >= 0.9 * CAP, f.message
+
+
+def test_cartpole_entropy_decline_is_healthy():
+    """Entropy falling gradually from 0.69 to 0.2 while solving is not a collapse."""
+    stream = healthy_stream(N, 7, ent_end=0.15, ent_tau=25.0)
+    assert min(m["entropy"] for m in stream) < 0.25
+    assert not run_detectors(build_detectors({"plateau": {"target": CAP}}), stream)
+
+
+def test_ray_divergence_signature_from_the_start():
+    """shared/ray-notes.md: with a huge lr, iteration 1 reports total_loss=inf and mean_kl_loss=inf,
+    then entropy 0, grad norm 0, vf_loss pinned at 10, kl_coeff halving, return at the minimum."""
+    stream = faulty_stream("divergence", 40, onset=0, seed=11)
+    assert stream[1]["entropy"] == 0 and stream[1]["grad_norm"] == 0 and stream[1]["vf_loss"] == 10.0
+    findings = run_detectors(build_detectors(), stream)
+    _check_findings(findings)
+    first = {}
+    for f in findings:
+        if f.severity == "critical":
+            first.setdefault(f.detector, f.iteration)
+    assert first["non_finite"] == 0
+    assert first["gradient_vanishing"] <= 2
+    assert first["entropy_collapse"] <= 2
+    assert first["value_collapse"] <= 5
+    assert first["kl_controller_stuck"] <= 11
+
+
+def test_ray_divergence_signature_mid_run():
+    stream = faulty_stream("divergence", N, ONSET, seed=12)
+    findings = run_detectors(build_detectors(), stream)
+    crit = {}
+    for f in findings:
+        if f.severity == "critical":
+            crit.setdefault(f.detector, f.iteration - ONSET)
+    assert crit["non_finite"] == 0
+    assert crit["gradient_vanishing"] <= 2 and crit["entropy_collapse"] <= 2
+    assert crit["reward_collapse"] <= 4  # return collapses over ~2 iterations, then patience 3
+    assert crit["value_collapse"] <= 5 and crit["kl_controller_stuck"] <= 11
+    assert not [f for f in findings if f.iteration < ONSET]
+
+
+# --- hysteresis --------------------------------------------------------------------------------
+
+def test_latch_enter_exit_repeat():
+    latch = Latch(enter=2, exit=3, repeat=4)
+    seq = [1, 0, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, 0, 0, 1, 1]
+    due = [latch.update(bool(x)) for x in seq]
+    # on at the 2nd consecutive trigger (index 3); again 4 iterations later (index 7); a gap of
+    # 2 clears (indices 8, 9) does not turn it off; 3 clears (11-13) do; then 2 triggers re-enter.
+    assert [i for i, d in enumerate(due) if d] == [3, 7, 15]
+    latch.reset()
+    assert not latch.on and not latch.update(True) and latch.update(True)
+
+
+def test_alarm_escalates_at_once():
+    a = Alarm(enter=1, exit=3, repeat=10)
+    assert a.update(True, "warning")
+    assert not a.update(True, "warning")
+    assert a.update(True, "critical")   # escalation is reported without waiting for `repeat`
+    assert not a.update(True, "critical")
+    assert not a.update(True, "warning")  # de-escalation is not news
+    for _ in range(3):
+        a.update(False)
+    assert not a.on and a.update(True, "warning")
+
+
+def test_detector_does_not_flap():
+    """A metric hovering around the threshold yields a few findings, not one per trigger."""
+    det = GradientExplosion(metrics=("grad_norm",), warmup=10, window=30)
+    h = History()
+    findings = []
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        g = float(np.exp(rng.normal(0, 0.1)))
+        if i >= 20 and i % 2 == 0:
+            g *= 50.0  # every other iteration exploded
+        m = {"grad_norm": g}
+        findings += det(i, m, h)
+        h.append(m)
+    assert 1 <= len(findings) <= 5, [f.iteration for f in findings]
+    assert findings[0].iteration == 20
+
+
+def test_reset_forgets_state():
+    stream = faulty_stream("entropy_collapse", 60, 30, seed=5)
+    dets = build_detectors()
+    first = run_detectors(dets, stream)
+    for d in dets:
+        d.reset()
+    second = run_detectors(dets, stream)
+    assert [(f.detector, f.iteration, f.severity) for f in first] == \
+           [(f.detector, f.iteration, f.severity) for f in second]
+
+
+# --- registry, overrides, profile -----------------------------------------------------------------
+
+def test_registry_and_defaults():
+    dets = build_detectors()
+    assert [d.name for d in dets] == list(DETECTORS)
+    for name in ("non_finite", "loss_explosion", "gradient_explosion", "gradient_vanishing", "kl_spike",
+                 "kl_controller_stuck", "entropy_collapse", "value_collapse", "advantage_anomaly",
+                 "reward_collapse", "plateau"):
+        assert name in DETECTORS
+        cls = DETECTORS[name]
+        assert cls.__doc__ and "Default" in cls.__doc__ or name == "non_finite"
+        assert callable(getattr(cls, "reset"))
+
+
+def test_build_detectors_overrides():
+    dets = {d.name: d for d in build_detectors({"kl_spike": {"ratio": 20.0}, "plateau": {"enabled": False},
+                                                "entropy_collapse": {"enabled": True, "fraction": 0.2}})}
+    assert "plateau" not in dets and dets["kl_spike"].ratio == 20.0 and dets["entropy_collapse"].fraction == 0.2
+    assert "ratio" in detector_options("kl_spike")
+
+
+def test_build_detectors_rejects_unknown_names_and_options():
+    with pytest.raises(ValueError, match="no_such_detector"):
+        build_detectors({"no_such_detector": {}})
+    with pytest.raises(ValueError, match="kl_spike.*bogus_option"):
+        build_detectors({"kl_spike": {"bogus_option": 1}})
+    with pytest.raises(ValueError, match="enabled"):
+        build_detectors({"kl_spike": {"enabled": "no"}})
+    with pytest.raises(ValueError, match="ratio"):
+        build_detectors({"gradient_explosion": {"ratio": 0.5}})
+    with pytest.raises(ValueError, match="band"):
+        build_detectors(profile={"grad_norm": {"low": 1.0}})
+
+
+def _profile(seeds, n=N):
+    values: dict[str, list[float]] = {}
+    for seed in seeds:
+        for m in healthy_stream(n, seed):
+            for k, v in m.items():
+                values.setdefault(k, []).append(v)
+    return {k: {"low": float(np.percentile(v, 1)), "high": float(np.percentile(v, 99)),
+                "median": float(np.median(v))} for k, v in values.items()}
+
+
+def test_profile_band_judges_before_warmup():
+    profile = _profile(range(500, 510))
+    dets = {d.name: d for d in build_detectors(profile=profile)}
+    assert "grad_norm" in dets["gradient_explosion"].band
+    assert "episode_return_mean" in dets["plateau"].band and dets["plateau"].target == profile[
+        "episode_return_mean"]["high"]
+
+    stream = faulty_stream("gradient_explosion", 30, onset=3, seed=21)
+    seeded = [f for f in run_detectors(build_detectors(profile=profile), stream) if f.detector == "gradient_explosion"]
+    assert seeded and seeded[0].iteration == 3 and seeded[0].details["source"] == "profile"
+    unseeded = [f for f in run_detectors(build_detectors(), stream) if f.detector == "gradient_explosion"]
+    assert not unseeded or unseeded[0].iteration >= 10  # no history to judge against before warm-up
+
+    for seed in range(600, 620):  # a band from other healthy runs raises nothing on healthy runs
+        findings = run_detectors(build_detectors(profile=profile), healthy_stream(N, seed))
+        assert not [f for f in findings if f.severity != "info"], findings[:2]
+
+
+# --- robustness ------------------------------------------------------------------------------------
+
+_value = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 10),
+                   st.just(0.0), st.just(-1.0), st.text(max_size=3))
+_names = st.sampled_from(["episode_return_mean", "policy_loss", "vf_loss", "total_loss", "entropy", "kl",
+                          "approx_kl", "kl_coeff", "grad_norm", "grad_norm_max", "grad_norm_policy",
+                          "explained_variance", "advantage_mean", "advantage_std", "advantage_skew",
+                          "advantage_kurtosis", "vf_loss_unclipped"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.dictionaries(_names, _value, max_size=8), min_size=1, max_size=25))
+def test_detectors_survive_arbitrary_metrics(stream):
+    findings = run_detectors(build_detectors(), stream)
+    for f in findings:
+        assert f.severity in SEVERITIES[1:]
+
+
+def test_synthetic_api():
+    assert set(FAULTS) >= {"loss_explosion", "gradient_explosion", "gradient_vanishing", "kl_spike",
+                           "kl_controller_stuck", "entropy_collapse", "value_collapse", "advantage_anomaly",
+                           "reward_collapse", "plateau", "nan"}
+    a, b = healthy_stream(50, 1), healthy_stream(50, 1)
+    assert a == b and a != healthy_stream(50, 2)
+    f = faulty_stream("kl_spike", 50, 30, seed=1)
+    assert f[:30] == a[:30]  # healthy until the onset
+    with pytest.raises(ValueError):
+        faulty_stream("nope", 50, 30)
+    with pytest.raises(ValueError):
+        faulty_stream("kl_spike", 50, 30, mode="nope")

@@ -1,0 +1,167 @@
+"""The Ray-free core end to end: reports in, verdicts out, everything in SQLite."""
+
+import math
+
+import pytest
+
+from supervisor.config import SupervisorConfig
+from supervisor.engine import Engine
+from supervisor.findings import Finding
+from supervisor.policy import EscalationPolicy, PolicyState
+from supervisor.reporting import build_report, render_text
+from supervisor.store import Store
+
+
+def healthy(i):
+    # smooth, noisy-ish healthy PPO numbers
+    w = 1 + 0.05 * math.sin(i * 1.7)
+    return {"episode_return_mean": 20.0 + 4 * i * w, "total_loss": 5.0 * w, "policy_loss": -0.02 * w,
+            "vf_loss": 4.0 * w, "entropy": 0.69 - 0.002 * i, "kl": 0.01 * w, "kl_coeff": 0.2, "lr": 3e-4,
+            "grad_norm": 1.5 * w, "explained_variance": 0.3 * w, "env_steps_lifetime": 2000.0 * (i + 1)}
+
+
+def diverged():
+    return {"episode_return_mean": 9.0, "total_loss": math.inf, "policy_loss": 0.0, "vf_loss": 10.0,
+            "entropy": 0.0, "kl": math.inf, "kl_coeff": 0.1, "lr": 5.0, "grad_norm": 0.0,
+            "explained_variance": 0.0}
+
+
+@pytest.fixture
+def engine(tmp_path):
+    store = Store(tmp_path / "supervisor.db")
+    store.upsert_run("r", "r", "run", "running")
+    eng = Engine(store, SupervisorConfig(checkpoint_every=3, cooldown=1))
+    eng.register_trial("t", "r")
+    yield eng
+    store.close()
+
+
+def send(eng, seq, metrics, applied=None):
+    return eng.observe({"trial_id": "t", "seq": seq, "iteration": seq + 1, "metrics": metrics,
+                        "applied": applied or []})
+
+
+def test_healthy_stream_no_findings_and_regular_checkpoints(engine):
+    cps = []
+    for s in range(40):
+        v = send(engine, s, healthy(s))
+        assert v["actions"] == [] and v["findings"] == [], v
+        if v["checkpoint"]:
+            cps.append(s)
+            engine.record_checkpoint("t", s, s + 1, f"/ckpt/{s}", {"lr": 3e-4})
+    assert cps == [s for s in range(40) if (s + 1) % 3 == 0]
+
+
+def test_nan_is_critical_non_finite_in_the_same_iteration(engine):
+    for s in range(6):
+        send(engine, s, healthy(s))
+    m = healthy(6)
+    m["vf_loss"] = float("nan")
+    v = send(engine, 6, m)
+    nf = [f for f in v["findings"] if f["detector"] == "non_finite"]
+    assert nf and nf[0]["severity"] == "critical" and nf[0]["iteration"] == 7 and nf[0]["metric"] == "vf_loss"
+
+
+def test_divergence_rolls_back_then_escalates_to_stop(engine):
+    for s in range(6):
+        v = send(engine, s, healthy(s))
+        if v["checkpoint"]:
+            engine.record_checkpoint("t", s, s + 1, f"/ckpt/{s}", {"lr": 3e-4})
+    v = send(engine, 6, diverged())
+    acts = [a["action"] for a in v["actions"]]
+    assert acts == ["rollback", "reduce_lr"]
+    rb = v["actions"][0]["params"]
+    assert rb["checkpoint"] == "/ckpt/5" and rb["hparams"]["lr"] == 3e-4
+    applied = [{"id": v["actions"][0]["id"], "ok": True, "verified": True, "after": {"lr": 3e-4}},
+               {"id": v["actions"][1]["id"], "ok": True, "after": {"lr": 3e-5}}]
+    # the fix did not hold: trouble again after the rollback -> next rung, then stop
+    v = send(engine, 7, diverged(), applied)
+    assert v["actions"] == []  # cooldown: the iteration right after an action shows its effect
+    v = send(engine, 8, diverged())
+    v = send(engine, 9, diverged()) if not v["actions"] else v
+    actions = [a["action"] for a in v["actions"]]
+    assert actions in (["rollback"], ["stop_trial"], ["rollback", "reduce_lr"])
+    for s in range(10, 16):
+        v = send(engine, s, diverged())
+        if v["stop"]:
+            break
+    assert v["stop"], "repeated trouble after rollback must escalate to stop_trial"
+    ivs = engine.store.interventions("t")
+    assert ivs[0]["outcome"] == "ineffective" and ivs[0]["verified"] == 1
+    assert ivs[1]["verified"] == 0  # the next report showed lr=5.0, not 3e-5
+    assert engine.finish_trial("t", "stopped") == "stopped"
+
+
+def test_effective_intervention_marks_trial_recovered(engine):
+    for s in range(6):
+        v = send(engine, s, healthy(s))
+        if v["checkpoint"]:
+            engine.record_checkpoint("t", s, s + 1, f"/ckpt/{s}", {"lr": 3e-4})
+    v = send(engine, 6, diverged())
+    ids = [a["id"] for a in v["actions"]]
+    applied = [{"id": ids[0], "ok": True, "verified": True, "after": {"lr": 3e-4}},
+               {"id": ids[1], "ok": True, "after": {"lr": 3e-5}}]
+    for s in range(7, 12):
+        m = healthy(s - 2)
+        m["lr"] = 3e-5
+        v = send(engine, s, m, applied if s == 7 else None)
+        assert not [f for f in v["findings"] if f["severity"] != "info"], v["findings"]
+    ivs = engine.store.interventions("t")
+    assert [i["outcome"] for i in ivs] == ["effective", "effective"]
+    assert ivs[1]["verified"] == 1
+    assert engine.finish_trial("t", "completed") == "recovered"
+    rep = build_report(engine.store.path.rsplit("/", 1)[0])
+    t = rep["trials"][0]
+    assert t["status"] == "recovered" and len(t["interventions"]) == 2
+    assert any(f["detector"] == "non_finite" and f["value"] is None for f in t["findings"])
+    assert "rollback" in render_text(rep)
+
+
+def test_replayed_reports_are_stored_once_and_state_survives_a_restart(engine, tmp_path):
+    for s in range(5):
+        send(engine, s, healthy(s))
+    assert send(engine, 3, healthy(3)).get("duplicate")
+    assert len(engine.store.reports("t")) == 5
+    # a new engine on the same store (the actor was restarted) picks up where it left off
+    eng2 = Engine(engine.store, engine.settings)
+    reg = eng2.register_trial("t", "r")
+    assert reg["next_seq"] == 5
+    assert eng2.observe({"trial_id": "t", "seq": 4, "metrics": healthy(4)}).get("duplicate")
+    assert not eng2.observe({"trial_id": "t", "seq": 5, "metrics": healthy(5)}).get("duplicate")
+
+
+def test_malformed_reports_do_not_crash(engine):
+    for bad in [{}, {"trial_id": "t", "metrics": "nope"}, {"trial_id": "t", "seq": "x", "metrics": {"a": [1]}},
+                {"trial_id": "t", "metrics": {"entropy": "inf", "x": None, 3: 4}}]:
+        v = engine.observe(bad)
+        assert "actions" in v
+
+
+def _f(det, sev="critical"):
+    return Finding(det, sev, None, None, "m")
+
+
+def test_policy_intensity_limit_escalates():
+    pol = EscalationPolicy(cooldown=0, max_interventions=3, intensity_window=10,
+                           ladders={"kl_spike": [["raise_kl_coeff"]] * 10})
+    st = PolicyState()
+    got = [pol.decide(st, s, [_f("kl_spike", "warning")]).actions for s in range(4)]
+    assert got[:3] == [["raise_kl_coeff"]] * 3 and got[3] == ["stop_trial"]
+
+
+def test_policy_cooldown_info_and_ineffective_skip():
+    pol = EscalationPolicy(cooldown=2)
+    st = PolicyState()
+    assert pol.decide(st, 0, [_f("plateau", "info")]) is None
+    assert pol.decide(st, 0, [_f("gradient_explosion", "warning")]).actions == ["tighten_grad_clip"]
+    assert pol.decide(st, 1, [_f("gradient_explosion", "warning")]) is None
+    assert pol.decide(st, 2, [_f("gradient_explosion", "warning")]) is None
+    st.ineffective.add("reduce_lr")
+    # rung 2 is reduce_lr (ineffective: skipped), rung 3 rollback+reduce_lr -> rollback alone is skipped too
+    assert pol.decide(st, 3, [_f("gradient_explosion", "warning")]).actions == ["restart_trial"]
+
+
+def test_policy_worst_finding_first():
+    pol = EscalationPolicy()
+    d = pol.decide(PolicyState(), 0, [_f("entropy_collapse", "warning"), _f("non_finite", "critical")])
+    assert d.finding.detector == "non_finite" and d.actions == ["rollback", "reduce_lr"]

@@ -1,0 +1,220 @@
+"""SupervisedPPOTorchLearner on a real PPO (CartPole-v1), local and remote learner."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # plain `pytest` puts tests/, not the repo root, on sys.path
+    sys.path.insert(0, REPO)
+
+ray = pytest.importorskip("ray")
+torch = pytest.importorskip("torch")
+pytest.importorskip("ray.rllib")
+
+from ray.rllib.algorithms.ppo import PPOConfig  # noqa: E402
+from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner  # noqa: E402
+
+import actors.learner as sup_learner  # noqa: E402
+from actors.learner import (  # noqa: E402
+    SUP_KEYS,
+    SupervisedPPOTorchLearner,
+    _branch_of,
+    _moments,
+    use_supervised_learner,
+)
+
+MODULE = "default_policy"
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    # Remote learners must import actors.learner: give the workers the repo root.
+    pythonpath = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+    yield
+    ray.shutdown()
+
+
+def _config(num_learners: int = 0, seed: int | None = None) -> PPOConfig:
+    cfg = (
+        PPOConfig()
+        .environment("CartPole-v1")
+        .env_runners(num_env_runners=0)
+        .learners(num_learners=num_learners)
+        .training(train_batch_size_per_learner=500, minibatch_size=125, num_epochs=2)
+    )
+    if seed is not None:
+        cfg = cfg.debugging(seed=seed)
+    return cfg
+
+
+def _check_result(result) -> dict:
+    m = result["learners"][MODULE]
+    sup = {k: float(m[k]) for k in SUP_KEYS if k in m}
+    missing = set(SUP_KEYS) - set(sup)
+    assert not missing, f"missing keys: {sorted(missing)}"
+    for k, v in sup.items():
+        assert math.isfinite(v), (k, v)
+    assert sup["sup_grad_norm_max"] >= sup["sup_grad_norm_mean"] > 0
+    assert sup["sup_grad_norm_policy"] > 0 and sup["sup_grad_norm_value"] > 0
+    # The global norm covers both branches (mean of norms, so <= is loose but true).
+    assert sup["sup_grad_norm_mean"] >= max(sup["sup_grad_norm_policy"], sup["sup_grad_norm_value"]) * (1 - 1e-6)
+    assert sup["sup_grad_norm_ratio"] == pytest.approx(
+        sup["sup_grad_norm_policy"] / sup["sup_grad_norm_value"], rel=1e-6)
+    assert 0.0 <= sup["sup_clip_fraction"] <= 1.0
+    assert sup["sup_approx_kl"] >= 0.0
+    assert sup["sup_advantage_std"] > 0
+    assert sup["sup_advantage_standardized"] == 0.0  # raw (pre-standardization) stats
+    assert sup["sup_value_target_scale"] > 0 and sup["sup_value_target_std"] > 0
+    return sup
+
+
+def test_local_learner_metrics(ray_session, monkeypatch):
+    """num_learners=0: keys present and finite, reduces match per-minibatch values."""
+    # Record every minibatch's norms independently of the code under test, and the
+    # raw advantages as RLlib's GAE computes them (values, value targets) in numpy.
+    per_mb = []
+    orig_grad = SupervisedPPOTorchLearner._sup_grad_stats
+
+    def recording_grad_stats(self, grads):
+        orig_grad(self, grads)
+        params, _, counts = self._sup_groups()[MODULE]
+        g = [grads[p] for p in params]
+        a, b = counts[0], counts[0] + counts[1]
+        n = lambda xs: float(torch.linalg.vector_norm(torch.stack([x.norm() for x in xs])))  # noqa: E731
+        per_mb.append((n(g), n(g[:a]), n(g[a:b])))
+
+    monkeypatch.setattr(SupervisedPPOTorchLearner, "_sup_grad_stats", recording_grad_stats)
+
+    gae_calls = []
+    import ray.rllib.connectors.learner.general_advantage_estimation as gae_mod
+    orig_cvt = gae_mod.compute_value_targets
+
+    def recording_cvt(*, values, **kw):
+        vt = orig_cvt(values=values, **kw)
+        gae_calls.append((np.asarray(values, dtype=np.float64), np.asarray(vt, dtype=np.float64)))
+        return vt
+
+    monkeypatch.setattr(gae_mod, "compute_value_targets", recording_cvt)
+    seen = {}
+    orig_raw = sup_learner.SupervisedGeneralAdvantageEstimation._log_raw_stats
+
+    def recording_raw(self, batch, vf_preds, metrics):
+        seen["mask"] = batch[MODULE]["loss_mask"].numpy().astype(bool)
+        seen["adv"] = batch[MODULE]["advantages"].numpy().astype(np.float64)
+        return orig_raw(self, batch, vf_preds, metrics)
+
+    monkeypatch.setattr(sup_learner.SupervisedGeneralAdvantageEstimation, "_log_raw_stats", recording_raw)
+
+    algo = use_supervised_learner(_config()).build_algo()
+    try:
+        for _ in range(2):
+            per_mb.clear()
+            gae_calls.clear()
+            seen.clear()
+            sup = _check_result(algo.train())
+
+            # Max and mean over all minibatches of the iteration (not the last one).
+            assert len(per_mb) >= 8  # 2 epochs x >= 4 minibatches
+            tot = [t for t, _, _ in per_mb]
+            assert sup["sup_grad_norm_max"] == pytest.approx(max(tot), rel=1e-5)
+            assert sup["sup_grad_norm_mean"] == pytest.approx(np.mean(tot), rel=1e-5)
+            assert sup["sup_grad_norm_policy"] == pytest.approx(np.mean([p for _, p, _ in per_mb]), rel=1e-5)
+            assert sup["sup_grad_norm_value"] == pytest.approx(np.mean([v for _, _, v in per_mb]), rel=1e-5)
+
+            # Raw advantages = value targets - value predictions, on loss-masked rows.
+            (values, vt), = gae_calls
+            mask, std_adv = seen["mask"], seen["adv"]
+            raw = vt - values
+            # RLlib standardizes over all rows (incl. the artificial bootstrap step).
+            np.testing.assert_allclose(std_adv, (raw - raw.mean()) / max(1e-4, raw.std()), atol=1e-4)
+            r = raw[mask]
+            assert sup["sup_advantage_mean"] == pytest.approx(r.mean(), rel=1e-4, abs=1e-4)
+            assert sup["sup_advantage_std"] == pytest.approx(r.std(), rel=1e-4)
+            z = (r - r.mean()) / r.std()
+            assert sup["sup_advantage_skew"] == pytest.approx(np.mean(z ** 3), rel=1e-3, abs=1e-4)
+            assert sup["sup_advantage_kurtosis"] == pytest.approx(np.mean(z ** 4) - 3, rel=1e-3, abs=1e-4)
+            assert sup["sup_value_target_scale"] == pytest.approx(np.abs(vt[mask]).mean(), rel=1e-4)
+        # The instrumentation did not replace RLlib's own keys.
+        m = algo.train()["learners"][MODULE]
+        for k in ("policy_loss", "vf_loss", "entropy", "mean_kl_loss", "total_loss"):
+            assert k in m
+    finally:
+        algo.stop()
+
+
+def test_same_update_as_stock_learner(ray_session):
+    """Same seed, one iteration: identical weights with and without instrumentation."""
+    weights = []
+    for cfg in (_config(seed=7), use_supervised_learner(_config(seed=7))):
+        algo = cfg.build_algo()
+        try:
+            algo.train()
+            w = algo.learner_group.get_weights()[MODULE]
+            weights.append({k: np.asarray(v) for k, v in w.items()})
+        finally:
+            algo.stop()
+    assert weights[0].keys() == weights[1].keys()
+    for k in weights[0]:
+        np.testing.assert_allclose(weights[0][k], weights[1][k], rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+def test_remote_learner_metrics(ray_session):
+    """num_learners=1: the learner runs in its own actor; the keys still arrive."""
+    algo = use_supervised_learner(_config(num_learners=1)).build_algo()
+    try:
+        for _ in range(2):
+            _check_result(algo.train())
+    finally:
+        algo.stop()
+
+
+# ---- no Ray needed below ------------------------------------------------------------
+
+def test_use_supervised_learner_sets_class_and_is_idempotent():
+    cfg = use_supervised_learner(PPOConfig())
+    assert cfg.learner_class is SupervisedPPOTorchLearner
+    assert use_supervised_learner(cfg).learner_class is SupervisedPPOTorchLearner
+
+    class Mine(SupervisedPPOTorchLearner):
+        pass
+
+    cfg = PPOConfig().learners(learner_class=Mine)
+    assert use_supervised_learner(cfg).learner_class is Mine
+
+    class Foreign(PPOTorchLearner):
+        pass
+
+    with pytest.raises(ValueError, match="SupervisedPPOTorchLearner"):
+        use_supervised_learner(PPOConfig().learners(learner_class=Foreign))
+    with pytest.raises(ValueError):
+        use_supervised_learner(object())
+
+
+def test_branch_classification():
+    assert _branch_of("encoder.actor_encoder.net.mlp.0.weight") == 0
+    assert _branch_of("pi.net.mlp.0.bias") == 0
+    assert _branch_of("encoder.critic_encoder.net.mlp.2.weight") == 1
+    assert _branch_of("vf.net.mlp.0.weight") == 1
+    assert _branch_of("module._orig_mod.vf.net.mlp.0.weight") == 1  # DDP / compile wrappers
+    assert _branch_of("encoder.encoder.net.mlp.0.weight") == 2  # vf_share_layers=True
+
+
+def test_moments_match_numpy():
+    rng = np.random.default_rng(0)
+    x = rng.gamma(2.0, 3.0, size=5000)
+    mean, std, skew, kurt = (float(t) for t in _moments(torch.tensor(x, dtype=torch.float64)))
+    z = (x - x.mean()) / x.std()
+    assert mean == pytest.approx(x.mean(), rel=1e-6)
+    assert std == pytest.approx(x.std(), rel=1e-6)
+    assert skew == pytest.approx(np.mean(z ** 3), rel=1e-6)
+    assert kurt == pytest.approx(np.mean(z ** 4) - 3.0, rel=1e-6)
+    # A constant batch gives 0 spread and 0 (not NaN) shape statistics.
+    assert [float(t) for t in _moments(torch.ones(10))] == [1.0, 0.0, 0.0, 0.0]
