@@ -76,25 +76,31 @@ class SupervisorCallback(RLlibCallback):
         report = normalize_result(result, self.trial_id, _node_id())
         report["seq"], report["applied"], self.applied = self.seq, self.applied, []
         t0 = time.perf_counter()
-        verdict = self.client.report(report)
+        verdicts = self.client.report(report)
         self.seq += 1
-        sup = {"reported": verdict is not None, "buffered": len(self.client.buffer),
+        sup = {"reported": verdicts is not None, "buffered": len(self.client.buffer),
                "call_ms": round(1000 * (time.perf_counter() - t0), 3)}
-        if verdict is not None and not verdict.get("duplicate"):
-            self.last_verdict = verdict
-            sup.update(health_score=verdict["health"]["score"], worst_severity=verdict["health"]["worst_severity"],
-                       findings=[f"{f['detector']}:{f['severity']}" for f in verdict.get("findings", [])],
-                       actions=[a["action"] for a in verdict["actions"]])
-            self._apply(algorithm, verdict, report["iteration"])
-            if verdict.get("checkpoint") and not verdict["actions"]:
+        if verdicts:
+            # Verdicts for replayed reports may carry actions decided while we could not hear them:
+            # they still apply (stop is stop, a rollback target is still healthy).
+            actions = [a for v in verdicts for a in v.get("actions", [])]
+            verdict = verdicts[-1]
+            if "health" in verdict:
+                self.last_verdict = verdict
+                sup.update(health_score=verdict["health"]["score"],
+                           worst_severity=verdict["health"]["worst_severity"],
+                           findings=[f"{f['detector']}:{f['severity']}" for f in verdict.get("findings", [])],
+                           actions=[a["action"] for a in actions])
+            self._apply(algorithm, actions)
+            if verdict.get("checkpoint") and not actions:
                 self._checkpoint(algorithm, report["iteration"], seq=report["seq"])
         sup["stop"] = self.stop_requested
         result["supervisor"] = sup  # reaches Tune's loggers and stoppers
         if self.restart_requested:
             raise RestartRequested(f"supervisor asked to restart trial {self.trial_id}")
 
-    def _apply(self, algorithm, verdict: dict, iteration: int) -> None:
-        for a in verdict["actions"]:
+    def _apply(self, algorithm, actions: list[dict]) -> None:
+        for a in actions:
             name, params = a["action"], a.get("params") or {}
             entry = {"id": a.get("id"), "action": name, "ok": True}
             try:

@@ -27,6 +27,7 @@ class SupervisorClient:
         self.retry_after_s = retry_after_s
         self._handle = None
         self._down_since: float | None = None
+        self._inflight = None  # a call that timed out but may still be answered
         self.dropped = 0
 
     def _actor(self):
@@ -38,11 +39,23 @@ class SupervisorClient:
         """Call a supervisor method; None when it is unreachable (and remember that for a while)."""
         if self._down_since is not None and time.monotonic() - self._down_since < self.retry_after_s:
             return None
+        if self._inflight is not None:
+            # Backpressure: never more than one call in flight. A call that timed out earlier is
+            # still queued at the supervisor; until it is answered we send nothing more.
+            ready, _ = ray.wait([self._inflight], timeout=0)
+            if not ready:
+                return None
+            self._inflight = None
         try:
             actor = self._actor()
             if actor is None:
                 raise RuntimeError("no supervisor actor")
-            out = ray.get(getattr(actor, method).remote(*args), timeout=timeout_s or self.timeout_s)
+            ref = getattr(actor, method).remote(*args)
+            try:
+                out = ray.get(ref, timeout=timeout_s or self.timeout_s)
+            except ray.exceptions.GetTimeoutError:
+                self._inflight = ref
+                raise
             self._down_since = None
             return out
         except Exception as e:  # timeouts, a dead actor, a restarting actor: never the trial's problem
@@ -55,29 +68,33 @@ class SupervisorClient:
         return self.call("register_trial", trial_id, self.run_id, node_id, config, self.run_info,
                          timeout_s=max(self.timeout_s, 10.0))
 
-    def report(self, report: dict) -> dict | None:
-        """Send this report (after any buffered ones); return the verdict for this one, or None."""
-        if self.buffer:
-            pending = list(self.buffer)
-            for i, old in enumerate(pending):
-                if self.call("report", self.run_id, old) is None:
-                    self._keep(report)
-                    return None
-                self.buffer.popleft()
-        verdict = self.call("report", self.run_id, report)
-        if verdict is None:
-            self._keep(report)
-        elif verdict.get("unknown_run"):
+    def report(self, report: dict) -> list[dict] | None:
+        """Send this report, after any buffered ones, in one call. Returns one verdict per report
+        sent (oldest first; the last is this report's), or None when the supervisor did not answer."""
+        batch = [*self.buffer, report]
+        verdicts = self.call("report_batch", self.run_id, batch) if len(batch) > 1 else \
+            _listify(self.call("report", self.run_id, report))
+        if verdicts and verdicts[-1].get("unknown_run"):
             # the actor restarted and lost this run: reopen it, then resend
             if self.call("open_run", self.run_id, *self._run_args()) is not None:
-                verdict = self.call("report", self.run_id, report)
-        return verdict
+                verdicts = self.call("report_batch", self.run_id, batch)
+        if not verdicts or verdicts[-1].get("unknown_run"):
+            self._keep(report)
+            return None
+        self.buffer.clear()
+        return verdicts
 
     def _run_args(self) -> tuple:
         i = self.run_info
         return (i["run_dir"], i["name"], i["kind"], i.get("settings"), i.get("spec"), i.get("profile"))
 
     def _keep(self, report: dict) -> None:
+        if self.buffer and self.buffer[-1] is report:
+            return
         if len(self.buffer) == self.buffer.maxlen:
             self.dropped += 1
         self.buffer.append(report)
+
+
+def _listify(v):
+    return None if v is None else [v]

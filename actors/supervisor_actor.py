@@ -28,6 +28,7 @@ class SupervisorService:
         self.run_of: dict[str, str] = {}  # trial_id -> run_id
         self.specs: dict[str, dict] = {}
         self.started = time.time()
+        self._queue: list = []  # (run_id, report, future) awaiting the next batch
 
     def open_run(self, run_id: str, run_dir: str, name: str, kind: str, settings: dict | None = None,
                  spec: dict | None = None, profile: dict | None = None) -> dict:
@@ -58,12 +59,36 @@ class SupervisorService:
         self.run_of[trial_id] = run_id
         return eng.register_trial(trial_id, run_id, node_id, config)
 
-    def report(self, run_id: str, report: dict) -> dict:
+    async def report(self, run_id: str, report: dict) -> dict:
+        """One trial's iteration. Calls that arrive while a batch is being judged wait for the
+        next batch: under load they share one store transaction, with no added delay when idle."""
+        import asyncio
+
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append((run_id, report, fut))
+        if len(self._queue) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+        return await fut
+
+    def _flush(self) -> None:
+        items, self._queue = self._queue, []
+        by_run: dict[str, list] = {}
+        for run_id, rep, fut in items:
+            by_run.setdefault(run_id, []).append((rep, fut))
+        for run_id, group in by_run.items():
+            verdicts = self.report_batch(run_id, [r for r, _ in group])
+            for (_, fut), v in zip(group, verdicts):
+                if not fut.done():
+                    fut.set_result(v)
+
+    def report_batch(self, run_id: str, reports: list) -> list[dict]:
         eng = self.runs.get(run_id)
         if eng is None:
-            return {"unknown_run": True, "actions": [], "checkpoint": False, "stop": False}
-        self.run_of.setdefault(str(report.get("trial_id")), run_id)
-        return eng.observe(report)
+            return [{"unknown_run": True, "actions": [], "checkpoint": False, "stop": False} for _ in reports]
+        for r in reports:
+            if isinstance(r, dict):
+                self.run_of.setdefault(str(r.get("trial_id")), run_id)
+        return eng.observe_batch(reports)
 
     def record_checkpoint(self, run_id: str, trial_id: str, seq: int, iteration: int, path: str,
                           hparams: dict | None) -> None:
@@ -80,6 +105,17 @@ class SupervisorService:
         st = eng.trials.get(trial_id) if eng else None
         return dict(st.overrides) if st else {}
 
+    def request_action(self, trial_id: str, action: str, params: dict | None = None,
+                       reason: str = "manual request") -> bool:
+        eng = self._engine(trial_id)
+        return eng.request_action(trial_id, action, params, reason) if eng else False
+
+    def snapshot(self) -> dict:
+        """Runs and live trial state, for ``supervise status`` and the dashboard."""
+        return {"runs": [{"run_id": r, **{k: v for k, v in self.specs[r].items() if k in ("run_dir", "name", "kind")}}
+                         for r in self.runs],
+                "trials": [t for eng in self.runs.values() for t in eng.snapshot()]}
+
     def ping(self) -> dict:
         return {"pid": _pid(), "runs": list(self.runs), "uptime_s": time.time() - self.started}
 
@@ -90,7 +126,7 @@ def _pid() -> int:
     return os.getpid()
 
 
-SupervisorActor = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1)(SupervisorService)
+SupervisorActor = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1000)(SupervisorService)
 
 
 def head_node_id() -> str | None:

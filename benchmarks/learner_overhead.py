@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import math
 import os
 import statistics
 import sys
@@ -58,33 +57,37 @@ def build(learner_cls, args):
         .debugging(seed=args.seed)
     )
     algo = cfg.build_algo()
-    wall = []
+    times = []  # (wall, process cpu) per learner_group.update call
     orig = algo.learner_group.update
 
     @functools.wraps(orig)
     def timed_update(*a, **kw):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             return orig(*a, **kw)
         finally:
-            wall.append(time.perf_counter() - t0)
+            times.append((time.perf_counter() - t0, time.process_time() - c0))
 
     algo.learner_group.update = timed_update
-    return algo, wall
+    return algo, times
 
 
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-def geo_mean(xs):
-    return math.exp(statistics.fmean(math.log(x) for x in xs)) if xs else float("nan")
+def quantile(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
 
-def row(label, a, b, ratios):
+def row(label, stock, sup):
+    """One table row from paired samples (stock[i] and sup[i] ran back to back)."""
+    ratios = [b / a for a, b in zip(stock, sup)]
+    a, b = median(stock), median(sup)
     r = median(ratios)
     return (f"| {label} | {len(ratios)} | {a * 1e3:.1f} | {b * 1e3:.1f} | {r:.4f} | "
-            f"{geo_mean(ratios):.4f} | {b / a:.4f} | {100 * (r - 1):+.2f}% |")
+            f"{b / a:.4f} | {quantile(sup, 0.1) / quantile(stock, 0.1):.4f} | {100 * (r - 1):+.2f}% |")
 
 
 def main(argv=None) -> int:
@@ -118,7 +121,7 @@ def main(argv=None) -> int:
         # ---- A: full training iterations -------------------------------------------
         ema_prev = {k: None for k in algos}
         timer = {k: [] for k in algos}
-        wall_a = {k: [] for k in algos}
+        times_a = {k: [] for k in algos}
         for rep in range(args.warmup + args.reps_train):
             for name in (names if rep % 2 == 0 else names[::-1]):
                 algo, w = algos[name]
@@ -129,11 +132,11 @@ def main(argv=None) -> int:
                 ema_prev[name] = ema
                 if rep >= args.warmup:
                     timer[name].append((ema - (1.0 - EMA) * prev) / EMA)
-                    wall_a[name].extend(w[n_before:])
+                    times_a[name].extend(w[n_before:])
 
         # ---- B: same episodes to both learners ---------------------------------------
         sampler = algos["stock"][0].env_runner_group.local_env_runner
-        wall_b = {k: [] for k in algos}
+        times_b = {k: [] for k in algos}
         lifetime = 0
         for rep in range(args.warmup + args.reps_update):
             episodes = sampler.sample(num_timesteps=args.batch)
@@ -150,7 +153,7 @@ def main(argv=None) -> int:
                     shuffle_batch_per_epoch=True,
                 )
                 if rep >= args.warmup:
-                    wall_b[name].extend(w[n_before:])
+                    times_b[name].extend(w[n_before:])
 
         # ---- C: cost of the hooks --------------------------------------------------
         algo, w = algos["supervised"]
@@ -159,15 +162,16 @@ def main(argv=None) -> int:
 
         def timed(obj, attr, label):
             f = getattr(obj, attr)
-            hooks[label] = [0.0, 0]
+            hooks[label] = [0.0, 0.0, 0]  # wall, cpu of this thread, calls
 
             def g(*a, **kw):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 try:
                     return f(*a, **kw)
                 finally:
                     hooks[label][0] += time.perf_counter() - t0
-                    hooks[label][1] += 1
+                    hooks[label][1] += time.thread_time() - c0
+                    hooks[label][2] += 1
 
             setattr(obj, attr, g)
 
@@ -178,7 +182,8 @@ def main(argv=None) -> int:
         n0 = len(w)
         for _ in range(args.profile_iters):
             algo.train()
-        prof_update = sum(w[n0:])
+        prof_wall = sum(t for t, _ in w[n0:])
+        prof_cpu = sum(c for _, c in w[n0:])
 
         # ---- report --------------------------------------------------------------
         print()
@@ -188,33 +193,37 @@ def main(argv=None) -> int:
               f"load average at end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         print()
         print("| measure | pairs | stock median (ms) | supervised median (ms) | median paired ratio | "
-              "geo-mean paired ratio | ratio of medians | overhead (median paired) |")
+              "ratio of medians | ratio of 10th percentiles | overhead (median paired) |")
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        pairs = lambda d: [s / b for s, b in zip(d["supervised"], d["stock"])]  # noqa: E731
-        print(row("A: timers/learner_update_timer (de-EMA'd), train()", median(timer["stock"]),
-                  median(timer["supervised"]), pairs(timer)))
-        print(row("A: wall of learner_group.update, train()", median(wall_a["stock"]),
-                  median(wall_a["supervised"]), pairs(wall_a)))
-        print(row("B: wall of learner_group.update, same episodes", median(wall_b["stock"]),
-                  median(wall_b["supervised"]), pairs(wall_b)))
-        q = sorted(pairs(wall_b))
-        if q:
-            print()
-            print(f"B paired ratios: min {q[0]:.3f}, p10 {q[len(q) // 10]:.3f}, p25 {q[len(q) // 4]:.3f}, "
-                  f"median {median(q):.3f}, p75 {q[(3 * len(q)) // 4]:.3f}, p90 {q[(9 * len(q)) // 10]:.3f}, "
-                  f"max {q[-1]:.3f}")
+        col = lambda d, k, i: [x[i] for x in d[k]]  # noqa: E731
+        print(row("A: timers/learner_update_timer (de-EMA'd), train()", timer["stock"], timer["supervised"]))
+        print(row("A: wall of learner_group.update, train()", col(times_a, "stock", 0), col(times_a, "supervised", 0)))
+        print(row("A: process CPU of learner_group.update, train()", col(times_a, "stock", 1),
+                  col(times_a, "supervised", 1)))
+        print(row("B: wall of learner_group.update, same episodes", col(times_b, "stock", 0),
+                  col(times_b, "supervised", 0)))
+        print(row("B: process CPU of learner_group.update, same episodes", col(times_b, "stock", 1),
+                  col(times_b, "supervised", 1)))
+        for i, what in ((0, "wall"), (1, "CPU")):
+            q = sorted(b / a for a, b in zip(col(times_b, "stock", i), col(times_b, "supervised", i)))
+            if q:
+                print()
+                print(f"B paired {what} ratios: min {q[0]:.3f}, p10 {quantile(q, .1):.3f}, p25 {quantile(q, .25):.3f}, "
+                      f"median {median(q):.3f}, p75 {quantile(q, .75):.3f}, p90 {quantile(q, .9):.3f}, max {q[-1]:.3f}")
         print()
-        print(f"C: time inside the supervised hooks ({args.profile_iters} train() iterations, "
-              f"{prof_update * 1e3:.0f} ms of learner update time):")
+        print(f"C: time inside the supervised hooks ({args.profile_iters} train() iterations: "
+              f"{prof_wall * 1e3:.0f} ms wall, {prof_cpu * 1e3:.0f} ms process CPU of learner update):")
         print()
-        print("| hook | calls | total (ms) | per call (us) | share of update time |")
-        print("| --- | ---: | ---: | ---: | ---: |")
-        tot = 0.0
-        for label, (t, n) in hooks.items():
+        print("| hook | calls | wall total (ms) | wall per call (us) | CPU per call (us) | share of update wall | "
+              "share of update CPU |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        tw = tc = 0.0
+        for label, (t, c, n) in hooks.items():
             if n:
-                tot += t
-                print(f"| {label} | {n} | {t * 1e3:.2f} | {t / n * 1e6:.0f} | {100 * t / prof_update:.2f}% |")
-        print(f"| all hooks | | {tot * 1e3:.2f} | | {100 * tot / prof_update:.2f}% |")
+                tw, tc = tw + t, tc + c
+                print(f"| {label} | {n} | {t * 1e3:.2f} | {t / n * 1e6:.0f} | {c / n * 1e6:.0f} | "
+                      f"{100 * t / prof_wall:.2f}% | {100 * c / prof_cpu:.2f}% |")
+        print(f"| all hooks | | {tw * 1e3:.2f} | | | {100 * tw / prof_wall:.2f}% | {100 * tc / prof_cpu:.2f}% |")
         print()
         print("(C leaves out RLlib reducing the ~15 extra metric keys once per update.)")
         for algo, _ in algos.values():

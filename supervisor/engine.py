@@ -28,6 +28,15 @@ HPARAM_METRICS = {"lr": "lr", "entropy_coeff": "entropy_coeff", "kl_coeff": "kl_
 TRAINING_ACTIONS = {"reduce_lr", "increase_lr", "boost_entropy", "raise_kl_coeff", "tighten_grad_clip", "rollback"}
 
 
+MAX_SEQ_JUMP = 100_000
+
+
+def _int_in(x: Any, lo: int, hi: int, default: int) -> int:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or not lo <= x <= hi:
+        return default
+    return int(x)
+
+
 def sanitize_metrics(raw: Any) -> dict[str, float]:
     """Keep what is a number (NaN/inf included: they are evidence); drop the rest quietly."""
     out: dict[str, float] = {}
@@ -72,6 +81,7 @@ class TrialState:
     overrides: dict = field(default_factory=dict)  # hparams the supervisor changed; a restarted trial re-applies them
     status: str = "running"
     had_effective: bool = False
+    requested: list = field(default_factory=list)  # manual actions (dashboard), applied with the next verdict
 
 
 class Engine:
@@ -148,21 +158,21 @@ class Engine:
     # ------------------------------------------------------------------ the hot path
     def observe(self, report: dict) -> dict:
         trial_id = str(report.get("trial_id") or "default")
+        node_id = report.get("node_id") if isinstance(report.get("node_id"), str) else None
         state = self.trials.get(trial_id)
         if state is None:
-            self.register_trial(trial_id, str(report.get("run_id") or "run"), report.get("node_id"))
+            self.register_trial(trial_id, str(report.get("run_id") or "run"), node_id)
             state = self.trials[trial_id]
-        seq = report.get("seq")
-        seq = int(seq) if isinstance(seq, (int, float)) and not isinstance(seq, bool) and math.isfinite(seq) \
-            else state.last_seq + 1
+        # A seq far ahead of the last one is garbage, not a report from the future: accepting it
+        # would make every later report look like a replay.
+        seq = _int_in(report.get("seq"), 0, state.last_seq + MAX_SEQ_JUMP, state.last_seq + 1)
         if seq <= state.last_seq:
             return {"seq": seq, "duplicate": True, "actions": [], "checkpoint": False, "stop": False,
                     "health": state.health.snapshot(state.last_seq)}
-        it = report.get("iteration")
-        iteration = int(it) if isinstance(it, (int, float)) and not isinstance(it, bool) and math.isfinite(it) else seq
+        iteration = _int_in(report.get("iteration"), 0, 2**62, seq)
         metrics = sanitize_metrics(report.get("metrics"))
         norm = {"trial_id": trial_id, "iteration": iteration, "time": report.get("time") or time.time(),
-                "node_id": report.get("node_id") if isinstance(report.get("node_id"), str) else None,
+                "node_id": node_id,
                 "metrics": metrics}
 
         self._take_applied(state, report.get("applied"))
@@ -182,6 +192,10 @@ class Engine:
 
         decision = self.policy.decide(state.policy, seq, findings)
         actions = self._materialize(state, decision, iteration) if decision else []
+        if state.requested:
+            actions += [self._manual(state, a, iteration) for a in state.requested]
+            actions = [a for a in actions if a is not None]
+            state.requested = []
         state.history.append(metrics)
         state.health.observe(seq, findings)
         if any(a["action"] == "rollback" for a in actions):
@@ -206,6 +220,18 @@ class Engine:
         return {"seq": seq, "actions": actions, "checkpoint": checkpoint, "stop": stop, "restart": restart,
                 "health": health, "findings": [f.to_dict() for f in findings]}
 
+    def observe_batch(self, reports: list) -> list[dict]:
+        """Many reports (any trials) in one store transaction; one verdict each, in order."""
+        out = []
+        with self.store.transaction():
+            for r in reports if isinstance(reports, list) else []:
+                try:
+                    out.append(self.observe(r if isinstance(r, dict) else {}))
+                except Exception as e:  # one bad report never costs the others their verdicts
+                    out.append({"error": f"{e.__class__.__name__}: {e}", "actions": [], "checkpoint": False,
+                                "stop": False})
+        return out
+
     # ------------------------------------------------------------------ helpers
     def _materialize(self, state: TrialState, decision, iteration: int) -> list[dict]:
         f = decision.finding
@@ -228,6 +254,36 @@ class Engine:
             out.append({"action": "stop_trial", "params": {}, "reason": why, "detector": f.detector,
                         "iteration": iteration, "rung": decision.rung})
         return out
+
+    def request_action(self, trial_id: str, action: str, params: dict | None = None,
+                       reason: str = "manual request") -> bool:
+        """Queue an action by hand (dashboard); it goes out with the trial's next verdict."""
+        from supervisor.config import ACTIONS
+
+        state = self.trials.get(trial_id)
+        if state is None or action not in ACTIONS or state.status != "running":
+            return False
+        state.requested.append({"action": action, "params": dict(params or {}), "reason": reason})
+        return True
+
+    def _manual(self, state: TrialState, req: dict, iteration: int) -> dict | None:
+        params = {**self.params.get(req["action"], {}), **req["params"]}
+        if req["action"] == "rollback":
+            if state.checkpoint is None:
+                return None
+            params.update(checkpoint=state.checkpoint["path"], to_iteration=state.checkpoint["iteration"],
+                          hparams={**(state.checkpoint.get("hparams") or {}), **state.overrides})
+        return {"action": req["action"], "params": params, "reason": req["reason"], "detector": None,
+                "iteration": iteration, "rung": -1}
+
+    def snapshot(self) -> list[dict]:
+        """Live per-trial state for status views."""
+        return [{"trial_id": t.trial_id, "run_id": t.run_id, "status": t.status, "iteration": t.last_iteration,
+                 "seq": t.last_seq, "health": t.health.snapshot(t.last_seq),
+                 "node_id": (self.store.trial(t.trial_id) or {}).get("node_id"),
+                 "episode_return_mean": t.last_metrics.get("episode_return_mean"),
+                 "iteration_time_s": t.last_metrics.get("time_this_iter_s")}
+                for t in self.trials.values()]
 
     def _rewind(self, state: TrialState) -> None:
         """After a rollback the trial is back at its checkpoint: so is the history detectors judge against."""

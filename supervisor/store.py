@@ -12,6 +12,7 @@ import json
 import math
 import sqlite3
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -55,6 +56,11 @@ def _num(x: Any) -> float | None:
 
 def dumps(obj: Any) -> str:
     """JSON that survives NaN/inf (as strings), so stored evidence is never lost."""
+    try:  # the common case: nothing non-finite, one C-speed pass
+        return json.dumps(obj, allow_nan=False, default=str)
+    except ValueError:
+        pass
+
     def fix(o):
         if isinstance(o, float) and not math.isfinite(o):
             return str(o)
@@ -83,6 +89,7 @@ def loads(s: str | None) -> Any:
 class Store:
     def __init__(self, path: str | Path, readonly: bool = False):
         self.path = str(path)
+        self._depth = 0
         if readonly:
             uri = Path(self.path).resolve().as_uri() + "?mode=ro"
             self.db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10)
@@ -97,10 +104,24 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    @contextmanager
+    def transaction(self):
+        """One transaction, however deeply nested: only the outermost commits.
+        Batching many reports into one commit is what makes ingestion fast."""
+        self._depth += 1
+        try:
+            if self._depth == 1:
+                with self.db:
+                    yield
+            else:
+                yield
+        finally:
+            self._depth -= 1
+
     # ---- writes (one transaction per call: written before the caller is answered)
     def upsert_run(self, run_id: str, name: str, kind: str, status: str, spec: dict | None = None,
                    started: float | None = None, ended: float | None = None) -> None:
-        with self.db:
+        with self.transaction():
             self.db.execute(
                 "INSERT INTO runs (run_id, name, kind, status, started, ended, spec) VALUES (?,?,?,?,?,?,?) "
                 "ON CONFLICT(run_id) DO UPDATE SET status=excluded.status, ended=excluded.ended",
@@ -108,7 +129,7 @@ class Store:
 
     def upsert_trial(self, trial_id: str, run_id: str, status: str, node_id: str | None = None,
                      config: dict | None = None) -> None:
-        with self.db:
+        with self.transaction():
             self.db.execute(
                 "INSERT INTO trials (trial_id, run_id, status, node_id, started, config) VALUES (?,?,?,?,?,?) "
                 "ON CONFLICT(trial_id) DO UPDATE SET status=excluded.status, "
@@ -122,7 +143,7 @@ class Store:
         if bad:
             raise ValueError(f"unknown trial columns {sorted(bad)}")
         vals = [dumps(v) if isinstance(v, (dict, list)) else v for v in cols.values()]
-        with self.db:
+        with self.transaction():
             self.db.execute(f"UPDATE trials SET {', '.join(f'{c}=?' for c in cols)} WHERE trial_id=?",
                             (*vals, trial_id))
 
@@ -131,7 +152,7 @@ class Store:
         """Store one report with its findings and decided interventions atomically; return intervention ids."""
         tid = report["trial_id"]
         ids = []
-        with self.db:
+        with self.transaction():
             cur = self.db.execute(
                 "INSERT OR IGNORE INTO reports (trial_id, seq, iteration, time, node_id, metrics) VALUES (?,?,?,?,?,?)",
                 (tid, seq, report["iteration"], report.get("time") or time.time(), report.get("node_id"),
@@ -159,7 +180,7 @@ class Store:
 
     def record_finding(self, trial_id: str | None, f: dict, seq: int | None = None) -> None:
         """A finding outside the per-iteration path (node_down, gpu_fault, ...)."""
-        with self.db:
+        with self.transaction():
             self.db.execute(
                 "INSERT OR IGNORE INTO findings (trial_id, seq, iteration, detector, severity, metric, value, threshold,"
                 " message, details, time) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -173,18 +194,18 @@ class Store:
         if bad:
             raise ValueError(f"unknown intervention columns {sorted(bad)}")
         vals = [dumps(v) if isinstance(v, (dict, list)) else v for v in cols.values()]
-        with self.db:
+        with self.transaction():
             self.db.execute(f"UPDATE interventions SET {', '.join(f'{c}=?' for c in cols)} WHERE id=?",
                             (*vals, iv_id))
 
     def record_checkpoint(self, trial_id: str, seq: int, iteration: int, path: str, hparams: dict | None) -> None:
-        with self.db:
+        with self.transaction():
             self.db.execute(
                 "INSERT OR REPLACE INTO checkpoints (trial_id, seq, iteration, path, hparams, time) VALUES (?,?,?,?,?,?)",
                 (trial_id, seq, iteration, path, dumps(hparams or {}), time.time()))
 
     def upsert_node(self, node_id: str, address: str | None, alive: bool, info: dict) -> None:
-        with self.db:
+        with self.transaction():
             self.db.execute(
                 "INSERT INTO nodes (node_id, address, alive, last_seen, info) VALUES (?,?,?,?,?) "
                 "ON CONFLICT(node_id) DO UPDATE SET address=excluded.address, alive=excluded.alive, "

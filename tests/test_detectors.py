@@ -147,6 +147,7 @@ def test_plateau_without_target_only_marks_solved_runs():
         stream = healthy_stream(N, seed)
         for f in run_detectors([Plateau()], stream):
             assert f.severity == "info"
+            assert f.iteration >= Plateau().window  # never during the first window
             assert f.details["best_recent"] >= 0.9 * CAP, f.message
 
 
@@ -187,6 +188,56 @@ def test_ray_divergence_signature_mid_run():
     assert crit["reward_collapse"] <= 4  # return collapses over ~2 iterations, then patience 3
     assert crit["value_collapse"] <= 5 and crit["kl_controller_stuck"] <= 11
     assert not [f for f in findings if f.iteration < ONSET]
+
+
+def test_long_runs_outlive_the_history_ring():
+    """600 iterations: the History ring (256) forgets the early run; nothing may fire on a healthy
+    run, and a collapse late in a long run is still measured against the run's start level."""
+    for seed in (41, 42):
+        findings = run_detectors(build_detectors({"plateau": {"target": CAP}}), healthy_stream(600, seed))
+        assert not findings, findings[:2]
+    stream = faulty_stream("reward_collapse", 400, onset=350, seed=43)
+    mine = [f for f in run_detectors(build_detectors(), stream) if f.detector == "reward_collapse"]
+    assert mine and 350 <= mine[0].iteration <= 352 and mine[0].severity == "critical"
+    assert mine[0].details["base"] < 50  # the start level, long gone from the ring
+
+
+def test_incremental_state_matches_the_history():
+    """Mirror and RollingMedian (the detectors' incremental copies of a metric's history) stay equal
+    to the History through gaps, non-finite values and ring wrap-around."""
+    import random
+
+    from supervisor.detectors._common import Mirror, RollingMedian, median
+
+    h = History(capacity=20)
+    mirror, rolling = Mirror("a", log=True), RollingMedian("a", 5)
+    rng = random.Random(0)
+    for i in range(200):
+        r = rng.random()
+        m = {} if r < 0.1 else {"a": float("nan")} if r < 0.2 else {"a": rng.random() + 0.1}
+        got, sm = mirror.values(h, m), rolling.update(h, m)
+        ser = h.series("a").tolist()
+        assert got == [math.log(v) for v in ser], i
+        assert sm == [median(ser[j:j + 5]) for j in range(len(ser) - 4)], i
+        h.append(m)
+
+
+def test_entropy_of_continuous_policies_is_left_alone():
+    """Gaussian policies report negative entropies; there is no 'collapse to 0' to detect."""
+    entropies = np.linspace(1.4, -2.0, 60)
+    first_negative = int(np.argmax(entropies < 0))
+    for continuous in (True, None):
+        det = DETECTORS["entropy_collapse"](continuous=continuous)
+        h = History()
+        out = []
+        for i, e in enumerate(entropies):
+            m = {"entropy": float(e)}
+            out += det(i, m, h)
+            h.append(m)
+        if continuous:
+            assert not out
+        else:  # inferred from the first negative value: silent from then on
+            assert all(f.iteration < first_negative for f in out)
 
 
 # --- hysteresis --------------------------------------------------------------------------------

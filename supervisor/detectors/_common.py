@@ -275,6 +275,8 @@ class RollingMedian(_Synced):
     def reset(self) -> None:
         super().reset()
         self._sm: list[float] = []
+        self.rebuilds = 0  # times everything was recomputed
+        self.added = 0     # values taken in incrementally since the last rebuild
 
     def update(self, history: History, metrics: Mapping[str, float]) -> list[float]:
         self._sync(history, metrics)
@@ -284,6 +286,7 @@ class RollingMedian(_Synced):
         return max(history.count(self.metric) - self.width + 1, 0)
 
     def _add(self, v, history):
+        self.added += 1
         if history.count(self.metric) >= self.width:
             self._sm.append(median(history.series(self.metric, last=self.width).tolist()))
         excess = len(self._sm) - self._want(history)
@@ -294,6 +297,8 @@ class RollingMedian(_Synced):
         return len(self._sm) == self._want(history)
 
     def _rebuild(self, history):
+        self.rebuilds += 1
+        self.added = 0
         x = history.series(self.metric).tolist()
         w = self.width
         self._sm = [median(x[i:i + w]) for i in range(self._want(history))]
@@ -383,6 +388,18 @@ class SpikeDetector(Detector):
         self._streak = {m: 0 for m in self.metrics}
         self._mirrors = {m: Mirror(m, self.log) for m in self.metrics}
 
+    def _cannot_trigger(self, v: float, w) -> bool:
+        """A cheap exact shortcut (no sorting): True when ``v`` cannot reach ``ratio`` whatever the
+        window's median, so the robust statistics need not be computed."""
+        if self.log:  # ratio = v / median and median >= min(w)
+            return _transform(v, True) - min(w) < self._log_ratio
+        # ratio = 1 + (v - c) / mag with mag >= |c|: reaching it needs v >= c + (ratio - 1)|c|,
+        # which is >= 0 when ratio >= 2, and >= ratio * c >= ratio * min(w) when min(w) >= 0
+        if self.ratio >= 2 and v < 0:
+            return True
+        lo = min(w)
+        return lo >= 0 and v < self.ratio * lo
+
     def _ratio(self, v: float, ref: Reference) -> float:
         if ref.log:
             return v / ref.typical if ref.typical > 0 else math.inf
@@ -401,14 +418,11 @@ class SpikeDetector(Detector):
             v = value_of(metrics, m)
             if v is None:
                 continue
-            if self.log:
-                w = window_of(vals, self.window, self._streak[m])
-                if len(w) >= max(self.warmup, 1) and _transform(v, True) - min(w) < self._log_ratio:
-                    # below `ratio` x the window's minimum, so below `ratio` x its median: no need
-                    # for the robust statistics (the outcome is the same, only cheaper)
-                    self._streak[m] = 0
-                    self._alarms[m].update(False)
-                    continue
+            w = window_of(vals, self.window, self._streak[m])
+            if len(w) >= max(self.warmup, 1) and self._cannot_trigger(v, w):
+                self._streak[m] = 0
+                self._alarms[m].update(False)
+                continue
             ref = reference_from(vals, m, window=self.window, warmup=self.warmup, band=self.band,
                                  log=self.log, exclude_last=self._streak[m])
             triggered, sev, z, r = False, "warning", 0.0, 1.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from supervisor.detectors._common import Alarm, band_for, median, check_band, fmt, value_of
+from supervisor.detectors._common import Alarm, band_for, check_band, fmt, median, value_of
 from supervisor.detectors.base import Detector
 from supervisor.findings import Finding
 
@@ -23,8 +23,9 @@ class EntropyCollapse(Detector):
     A healthy CartPole PPO run declines gradually from 0.69 to about 0.5-0.2
     while solving (0.3-0.7 x reference), well above the default fraction.
     Entropy of a continuous (Gaussian) policy may be negative and has no
-    natural 0: once the run has reported a negative entropy, the detector
-    stays silent for the rest of the run.
+    natural 0: set ``continuous=True`` for such action spaces (the detector
+    is then silent); left at None, the detector takes the first negative
+    entropy it sees as proof and stays silent from then on.
 
     Args:
         fraction: fraction of the early reference below which entropy has
@@ -34,6 +35,8 @@ class EntropyCollapse(Detector):
         patience: consecutive iterations needed. Default 2.
         warmup: values in the early reference. Default 5.
         exit, repeat: Latch hysteresis (enter is ``patience``). Default 3, 10.
+        continuous: the action space is continuous (True), discrete (False)
+            or unknown (None). Default None.
         band: learned healthy band for ``entropy`` ({"low", "high",
             "median"}); its ``high`` is the reference until ``warmup``
             values exist. Default None.
@@ -43,19 +46,21 @@ class EntropyCollapse(Detector):
     band_metrics = ("entropy",)
 
     def __init__(self, fraction: float = 0.1, zero: float = 1e-3, patience: int = 2, warmup: int = 5,
-                 exit: int = 3, repeat: int = 10, band=None):
+                 exit: int = 3, repeat: int = 10, continuous: bool | None = None, band=None):
         super().__init__(warmup)
         check_band(band, self.name)
         if not 0 < fraction < 1 or patience < 1 or zero < 0:
             raise ValueError(f"{self.name}: need 0 < fraction < 1, zero >= 0, patience >= 1")
         self.fraction, self.zero, self.patience, self.band = fraction, zero, patience, band
+        self.continuous = continuous
         self._latch_args = (patience, exit, repeat)
         self.reset()
 
     def reset(self) -> None:
         self._alarm = Alarm(*self._latch_args)
         self._ref = None
-        self._continuous = None  # unknown until the first call looks at the history
+        self._continuous = self.continuous  # None: unknown until a negative entropy shows up
+        self._scanned = False
         self._streak = 0
 
     def _reference(self, history) -> tuple[float | None, str]:
@@ -70,11 +75,15 @@ class EntropyCollapse(Detector):
         e = value_of(metrics, "entropy")
         if e is None:
             return []
-        if e < 0 or (self._continuous is None and bool(np.any(history.series("entropy") < 0))):
-            self._continuous = True
+        if self._continuous is None:
+            if e < 0:
+                self._continuous = True
+            elif not self._scanned:  # once: the run may have reported negative entropies before
+                self._scanned = True
+                if bool(np.any(history.series("entropy") < 0)):
+                    self._continuous = True
         if self._continuous:
             return []
-        self._continuous = False
         ref, src = self._reference(history)
         dead = e <= self.zero
         low = ref is not None and ref > 0 and e < self.fraction * ref

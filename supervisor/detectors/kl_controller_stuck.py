@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from supervisor.detectors._common import Alarm, band_for, median, check_band, fmt, value_of
+from supervisor.detectors._common import Alarm, band_for, check_band, fmt, median, value_of
 from supervisor.detectors.base import Detector
 from supervisor.findings import Finding
 

@@ -12,9 +12,10 @@ from supervisor.findings import Finding
 class RewardCollapse(Detector):
     """Warn when ``episode_return_mean`` collapses far below the level the run had reached.
 
-    Rule: over the run's history (leaving out the iterations already judged
-    collapsed), ``best`` is the highest rolling median (width ``smooth``) of
-    the return, ``base`` the lowest (the run's starting level), progress =
+    Rule: over the whole run (remembered beyond the history ring; windows
+    holding iterations judged collapsed are left out), ``best`` is the
+    highest rolling median (width ``smooth``) of the return, ``base`` the
+    lowest (the run's starting level), progress =
     best - base, and sigma the per-iteration noise (MAD of successive
     differences over the last ``window`` iterations; at least 1 % of |best|).
     Fire when the return is below best - max(``drop_fraction`` x progress,
@@ -63,18 +64,39 @@ class RewardCollapse(Detector):
         self._alarm = Alarm(*self._latch_args)
         self._streak = 0
         self._rolling = RollingMedian("episode_return_mean", self.smooth)
+        # best and base are remembered over the whole run (the history ring forgets the early
+        # iterations of a long run, and with them its start level); windows holding a value judged
+        # collapsed are never folded in.
+        self._best = self._base = None
+        self._seen = (-1, 0)  # (rebuilds, added) of the rolling medians already folded
+        self._clean = 0       # values since the last one judged collapsed
+
+    def _fold(self, sm: list[float]) -> None:
+        r = self._rolling
+        if r.rebuilds != self._seen[0]:
+            valid = sm[: max(len(sm) - self._streak, 0)]
+            if valid:
+                self._best = max(valid) if self._best is None else max(self._best, max(valid))
+                self._base = min(valid) if self._base is None else min(self._base, min(valid))
+            self._clean = 0 if self._streak else self.smooth
+        else:
+            for _ in range(r.added - self._seen[1]):  # 0 or 1: the value appended since the last call
+                self._clean = 0 if self._streak else self._clean + 1
+                if self._clean >= self.smooth and sm:
+                    self._best = sm[-1] if self._best is None else max(self._best, sm[-1])
+                    self._base = sm[-1] if self._base is None else min(self._base, sm[-1])
+        self._seen = (r.rebuilds, r.added)
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:
         v = value_of(metrics, "episode_return_mean")
         if v is None:
             return []
-        sm = self._rolling.update(history, metrics)
+        self._fold(self._rolling.update(history, metrics))
         n = history.count("episode_return_mean") - self._streak  # leave out the values judged collapsed
-        sm = sm[: max(len(sm) - self._streak, 0)]
         triggered, sev = False, "warning"
         best = base = thr = sigma = None
-        if n >= max(self.warmup, self.smooth, 3) and sm:
-            best, base = max(sm), min(sm)
+        if n >= max(self.warmup, self.smooth, 3) and self._best is not None:
+            best, base = self._best, self._base
             b = band_for(self.band, "episode_return_mean")
             if b is not None and n < 2 * max(self.warmup, self.smooth):
                 base = min(base, float(b["low"]))

@@ -35,7 +35,7 @@ from supervisor.history import History
 
 LN2 = math.log(2.0)
 
-# fault -> (modes, default mode). The first mode is the default.
+# fault -> its modes (variants); the first is the default.
 FAULTS: dict[str, tuple[str, ...]] = {
     "loss_explosion": ("explode",),
     "gradient_explosion": ("explode",),

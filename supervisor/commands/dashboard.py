@@ -1,0 +1,86 @@
+"""``supervise dashboard``: the live web dashboard, from a run folder or a live supervisor."""
+
+import os
+
+NAME = "dashboard"
+HELP = "the live web dashboard"
+TOKEN_ENV = "SUPERVISOR_DASHBOARD_TOKEN"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    p.add_argument("--port", type=int, default=8266, help="port (default 8266; 0 picks a free one)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--run", metavar="RUN_DIR", help="read this run folder's supervisor.db (read-only, live-polled)")
+    src.add_argument("--address", metavar="ADDR",
+                     help="attach to the Ray cluster's live supervisor (default: RAY_ADDRESS)")
+    p.add_argument("--token", help=f"enable manual controls, guarded by this token (default: ${TOKEN_ENV}); "
+                                   "without one the dashboard is read-only")
+    p.add_argument("--poll", type=float, default=0.5, help="seconds between store polls (default 0.5)")
+
+
+def run(args) -> int:
+    import signal
+    import sys
+    from pathlib import Path
+
+    from supervisor.errors import InputError
+
+    if not 0 <= args.port <= 65535:
+        raise InputError("--port", None, f"must be 0..65535 (got {args.port})")
+    if not 0.05 <= args.poll <= 60:
+        raise InputError("--poll", None, f"must be 0.05..60 seconds (got {args.poll})")
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    if token is not None and not token.strip():
+        raise InputError("--token", None, "must not be empty")
+
+    from supervisor.dashboard.data import Hub, LiveLink, RunView
+    from supervisor.dashboard.server import is_loopback, serve
+
+    actor_call = None
+    if args.run:
+        p = Path(args.run)
+        if not p.exists():
+            raise InputError(args.run, None, "no such run folder")
+        if p.is_file() and p.suffix != ".db":
+            raise InputError(args.run, None, "not a run folder (give the folder holding supervisor.db)")
+        hub = Hub("run", str(p.resolve()), [RunView(p.resolve())], poll_s=args.poll)
+        where = f"run folder {p.resolve()} (read-only)"
+    else:
+        address = args.address or os.environ.get("RAY_ADDRESS")
+        if not address:
+            raise InputError("supervise dashboard", None,
+                             "give --run RUN_DIR, or --address ADDR (or set RAY_ADDRESS) for a live supervisor")
+        try:
+            live = LiveLink(address)
+        except Exception as e:
+            print(f"supervise dashboard: cannot attach to Ray at {address}: {e.__class__.__name__}: {e}",
+                  file=sys.stderr)
+            return 1
+        hub = Hub("live", address, live=live, poll_s=args.poll)
+        actor_call = live.request_action
+        where = f"live supervisor at {address}"
+    try:
+        srv = serve(hub, args.host, args.port, token, actor_call)
+    except OSError as e:
+        hub.stop()
+        raise InputError("--port", None, f"cannot listen on {args.host}:{args.port}: {e.strerror or e}")
+    controls = "controls on (token required)" if token else "read-only"
+    print(f"dashboard: {srv.url()}  [{where}; {controls}]", flush=True)
+    if token and not is_loopback(args.host):
+        print("warning: the token crosses the network in clear text over plain HTTP; "
+              "put a TLS proxy in front or bind to 127.0.0.1", file=sys.stderr, flush=True)
+
+    def _term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+    try:
+        srv.serve_forever(poll_interval=0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.stopping.set()
+        hub.stop()
+        srv.server_close()
+    return 0

@@ -1,0 +1,26 @@
+NAME = "run"
+HELP = "one supervised RLlib trial"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("experiment", help="experiment YAML file")
+    p.add_argument("--iterations", type=int, help="stop after N iterations (overrides stop.iterations)")
+    p.add_argument("--out", help="run folder (default runs/<name>-<timestamp>/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a dotted key")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
+    p.add_argument("--quiet", action="store_true", help="no per-iteration progress")
+
+
+def run(args) -> int:
+    from supervisor.config import load_experiment
+    from supervisor.errors import InputError
+
+    sets = list(args.set)
+    if args.iterations is not None:
+        if args.iterations <= 0:
+            raise InputError("--iterations", None, f"must be > 0 (got {args.iterations})")
+        sets.append(f"stop.iterations={args.iterations}")
+    exp = load_experiment(args.experiment, sets)
+    from actors.run import run_experiment  # Ray is imported only once the input is known to be good
+
+    return run_experiment(exp, args.experiment, args.out, args.address, args.quiet)
