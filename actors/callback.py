@@ -97,6 +97,11 @@ class SupervisorCallback(RLlibCallback):
         sup["stop"] = self.stop_requested
         result["supervisor"] = sup  # reaches Tune's loggers and stoppers
         if self.restart_requested:
+            # What was applied with the restart (e.g. reduce_lr) would otherwise die with this
+            # process: hand it to the supervisor now, so the restarted trial gets it as overrides.
+            if self.applied:
+                self.client.call("finish_trial", self.info["run_id"], self.trial_id, "running", self.applied)
+                self.applied = []
             raise RestartRequested(f"supervisor asked to restart trial {self.trial_id}")
 
     def _apply(self, algorithm, actions: list[dict]) -> None:

@@ -119,6 +119,35 @@ class SupervisorService:
     def ping(self) -> dict:
         return {"pid": _pid(), "runs": list(self.runs), "uptime_s": time.time() - self.started}
 
+    # ---- cluster health: node monitors, heartbeats, node findings, status (actors/node_monitor.py)
+    def ensure_cluster_monitoring(self, interval_s: float | None = None, monitors: bool = True) -> dict:
+        """Start the cluster watch (idempotent): a monitor on every node, a tick every second."""
+        return self._cluster_watch().ensure(interval_s, monitors)
+
+    def node_heartbeat(self, report: dict) -> None:
+        """A node monitor's heartbeat (fire-and-forget)."""
+        self._cluster_watch().heartbeat(report)
+
+    def cluster_tick(self) -> dict:
+        """Re-scan ray.nodes(), start monitors on new nodes, judge nodes and stragglers, export metrics."""
+        return self._cluster_watch().tick()
+
+    def cluster_status(self) -> dict:
+        """``{"nodes": [...], "trials": [...], "findings": [...]}`` for ``supervise status``."""
+        return self._cluster_watch().status()
+
+    def cluster_findings(self, since: float = 0.0) -> list:
+        """Node- and cluster-level findings (node_down, memory_pressure, gpu_fault, straggler) since a time."""
+        return self._cluster_watch().findings(since)
+
+    def _cluster_watch(self):
+        watch = getattr(self, "_watch", None)
+        if watch is None:
+            from actors.node_monitor import ClusterWatch
+
+            watch = self._watch = ClusterWatch(self)
+        return watch
+
 
 def _pid() -> int:
     import os
@@ -139,14 +168,28 @@ def head_node_id() -> str | None:
 def get_or_create_supervisor():
     """Find the cluster's supervisor actor, or start it pinned to the head node."""
     try:
-        return ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+        actor = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+        _start_cluster_watch(actor)
+        return actor
     except ValueError:
         pass
     head = head_node_id()
     opts = dict(name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
     if head:
         opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=head, soft=True)
-    return SupervisorActor.options(**opts).remote()
+    actor = SupervisorActor.options(**opts).remote()
+    _start_cluster_watch(actor)
+    return actor
+
+
+def _start_cluster_watch(actor) -> None:
+    """Fire-and-forget: node monitors on every node (RL_SUPERVISOR_NODE_MONITORS=0: the watch without them)."""
+    import os
+
+    try:
+        actor.ensure_cluster_monitoring.remote(None, os.environ.get("RL_SUPERVISOR_NODE_MONITORS", "1") != "0")
+    except Exception:
+        pass
 
 
 def find_supervisor():

@@ -16,6 +16,9 @@ Latency conventions (``ONSET`` is the first iteration that shows the fault):
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
@@ -125,17 +128,32 @@ def test_plateau_reported_one_window_after_the_stall(gradual):
         assert onset + window - 3 <= plateau[0].iteration <= onset + window + extra + 15, plateau[0].iteration
 
 
+def _healthy_findings(seeds):
+    bad = []
+    for seed in seeds:
+        stream = healthy_stream(N, seed)
+        findings = run_detectors(build_detectors({"plateau": {"target": CAP}}), stream)
+        bad += [(seed, f.iteration, f.detector, f.severity, f.message) for f in findings]
+    return bad
+
+
 def test_healthy_runs_raise_nothing():
     """200 healthy noisy runs of 150 iterations: no finding at all from any detector.
 
     ``plateau`` gets the run's known target (the CartPole cap); without one, see
-    test_plateau_without_target_only_marks_solved_runs.
+    test_plateau_without_target_only_marks_solved_runs. (Split over two processes
+    where fork is available: it is the slow test of this file.)
     """
-    bad = []
-    for seed in range(200):
-        stream = healthy_stream(N, seed)
-        findings = run_detectors(build_detectors({"plateau": {"target": CAP}}), stream)
-        bad += [(seed, f.iteration, f.detector, f.severity, f.message) for f in findings]
+    seeds = list(range(200))
+    try:
+        ctx = multiprocessing.get_context("fork")
+    except ValueError:
+        ctx = None
+    if ctx is not None and (os.cpu_count() or 1) > 1:
+        with ProcessPoolExecutor(max_workers=2, mp_context=ctx) as pool:
+            bad = [b for part in pool.map(_healthy_findings, [seeds[0::2], seeds[1::2]]) for b in part]
+    else:
+        bad = _healthy_findings(seeds)
     assert not bad, f"{len(bad)} findings on healthy runs, e.g. {bad[:3]}"
 
 

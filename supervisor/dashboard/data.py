@@ -471,7 +471,9 @@ class Hub:
     def state(self) -> dict:
         alerts: list[dict] = []
         for key, v in list(self.views.items()):
-            alerts.extend({**a, "run_dir": key} for a in v.alerts)
+            with v.lock:
+                items = list(v.alerts)
+            alerts.extend({**a, "run_dir": key} for a in items)
         alerts.sort(key=lambda a: (a.get("time") or 0, a["id"]))
         return {"mode": self.mode, "source": self.source, "runs": self._runs, "trials": list(self._trials.values()),
                 "nodes": self._nodes, "alerts": alerts[-ALERT_LIMIT:], "supervisor": self.supervisor_ok,

@@ -209,6 +209,8 @@ class Handler(BaseHTTPRequestHandler):
             after = hub.last_event_id()
         self._headers(200, "text/event-stream; charset=utf-8", None)
         self.close_connection = True
+        if self.command == "HEAD":
+            return
         w = self.wfile
         w.write(b"retry: 2000\n\n")
         w.flush()

@@ -28,10 +28,11 @@ from supervisor.detectors.non_finite import NonFinite
 from supervisor.detectors.plateau import Plateau
 from supervisor.detectors.reward_collapse import RewardCollapse
 from supervisor.detectors.value_collapse import ValueCollapse
+from supervisor.detectors.worker_fault import WorkerFault
 
 DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (
     NonFinite, LossExplosion, GradientExplosion, GradientVanishing, KLSpike, KLControllerStuck,
-    EntropyCollapse, ValueCollapse, AdvantageAnomaly, RewardCollapse, Plateau,
+    EntropyCollapse, ValueCollapse, AdvantageAnomaly, RewardCollapse, Plateau, WorkerFault,
 )}
 
 
@@ -99,4 +100,4 @@ def build_detectors(overrides: Mapping[str, Mapping] | None = None,
 __all__ = ["DETECTORS", "Detector", "Latch", "build_detectors", "detector_options",
            "AdvantageAnomaly", "EntropyCollapse", "GradientExplosion", "GradientVanishing",
            "KLControllerStuck", "KLSpike", "LossExplosion", "NonFinite", "Plateau", "RewardCollapse",
-           "ValueCollapse"]
+           "ValueCollapse", "WorkerFault"]

@@ -62,7 +62,8 @@ RLDK_KEYS = {  # flat RLDK-style names
     "kl": "kl", "kl_coef": "kl_coeff", "entropy": "entropy", "approx_kl": "approx_kl", "clipfrac": "clip_fraction",
     "explained_variance": "explained_variance", "grad_norm": "grad_norm", "grad_norm_policy": "grad_norm_policy",
     "grad_norm_value": "grad_norm_value", "advantage_mean": "advantage_mean", "advantage_std": "advantage_std",
-    "reward_mean": "episode_return_mean", "loss": "total_loss",
+    "reward_mean": "episode_return_mean", "loss": "total_loss", "policy_loss": "policy_loss",
+    "value_loss": "vf_loss",
 }
 
 

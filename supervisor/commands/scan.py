@@ -1,0 +1,28 @@
+import json
+
+NAME = "scan"
+HELP = "offline forensics of logs nobody supervised (Tune folder, result.json, progress.csv, JSONL)"
+FORMATS = ["text", "json"]
+
+
+def add_arguments(p) -> None:
+    p.add_argument("path", help="a Tune experiment folder, a result.json, a progress.csv or a JSONL metrics log")
+    p.add_argument("--format", choices=FORMATS, default="text")
+    p.add_argument("--profile", metavar="PROFILE.yaml",
+                   help="judge with bands learned by 'supervise calibrate' (as supervisor.profile does)")
+
+
+def run(args) -> int:
+    from supervisor.scan import render_text, scan
+
+    profile = None
+    if args.profile:
+        from supervisor.calibrate import load_profile
+
+        profile = load_profile(args.profile)
+    res = scan(args.path, profile=profile)
+    if args.format == "json":
+        print(json.dumps(res, indent=2, allow_nan=False))
+    else:
+        print(render_text(res), end="")
+    return 0  # findings are output, not failure

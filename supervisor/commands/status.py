@@ -1,0 +1,122 @@
+"""``supervise status``: live health of a running cluster: nodes, GPUs, trials.
+
+Attaches to the cluster at ``--address`` (else ``RAY_ADDRESS``, else the
+cluster this machine belongs to, as ``ray status`` finds it), finds the
+supervisor actor and asks it for its view; ``ray.nodes()`` adds every node
+the supervisor has no monitor on.
+
+Exit codes: 0 printed; 1 no cluster reachable at the address, or no
+supervisor running on it (one line on stderr); 2 a malformed address.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+NAME = "status"
+HELP = "live health of the cluster: nodes, GPUs, trials"
+FORMATS = ["text", "json"]
+NO_CLUSTER_EXIT = 1
+NO_SUPERVISOR_EXIT = 1
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--address", help="Ray cluster (GCS) address host:port (default: RAY_ADDRESS, else this "
+                                     "machine's cluster)")
+    p.add_argument("--format", choices=FORMATS, default="text")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the supervisor (default 10)")
+
+
+def _fail(msg: str, code: int) -> int:
+    print(f"supervise status: {msg}", file=sys.stderr)
+    return code
+
+
+def _reachable(address: str, timeout: float = 3.0) -> str | None:
+    """None when a TCP connection to host:port opens, else why not (fast fail before ray.init)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
+            return None
+    except (OSError, ValueError) as e:
+        return f"{e.__class__.__name__}: {e}"
+
+
+def _finite(o):
+    """JSON-safe: non-finite floats become null."""
+    import math
+
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
+
+
+def run(args) -> int:
+    from supervisor.errors import InputError
+
+    address = args.address or os.environ.get("RAY_ADDRESS") or "auto"
+    if address.startswith(("http://", "https://")):
+        raise InputError("--address", None, f"{address} is a dashboard (job) address; give the cluster's GCS "
+                                            "address host:port (e.g. 127.0.0.1:6379)")
+    direct = address not in ("auto", "local") and not address.startswith("ray://")
+    if direct:
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise InputError("--address", None, f"expected host:port, got {address!r}")
+        why = _reachable(address)
+        if why:
+            return _fail(f"no Ray cluster at {address} ({why})", NO_CLUSTER_EXIT)
+
+    import logging
+
+    import ray
+
+    from supervisor.cluster import build_status, render_status
+
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, namespace="rl_supervisor", log_to_driver=False,
+                     logging_level=logging.ERROR, configure_logging=False)
+        except Exception as e:
+            hint = ""
+            if os.environ.get("RAY_AUTH_MODE") != "token" and os.path.exists(os.path.expanduser("~/.ray/auth_token")):
+                hint = " (if the cluster uses token auth, export RAY_AUTH_MODE=token)"
+            first = (str(e).strip().splitlines() or [e.__class__.__name__])[0]
+            return _fail(f"cannot attach to a Ray cluster at {address}: {first}{hint}", NO_CLUSTER_EXIT)
+
+    from actors.supervisor_actor import find_supervisor
+
+    ray_nodes = ray.nodes()
+    sup = find_supervisor()
+    if sup is None:
+        return _fail(f"no supervisor running on the cluster at {address} (start one with `supervise run` or "
+                     "`supervise sweep` against it)", NO_SUPERVISOR_EXIT)
+    view: dict = {}
+    try:
+        view = ray.get(sup.cluster_status.remote(), timeout=args.timeout)
+    except AttributeError:  # an older supervisor without a cluster watch
+        pass
+    except Exception as e:
+        return _fail(f"the supervisor did not answer within {args.timeout:g} s ({e.__class__.__name__})",
+                     NO_SUPERVISOR_EXIT)
+    trials = view.get("trials")
+    if trials is None:
+        try:
+            trials = ray.get(sup.snapshot.remote(), timeout=args.timeout).get("trials", [])
+        except Exception:
+            trials = []
+    st = build_status(ray_nodes, view.get("nodes"), trials)
+    st["findings"] = view.get("findings", [])
+    if args.format == "json":
+        print(json.dumps(_finite(st), indent=2, default=str, allow_nan=False))
+    else:
+        print(render_status(st), end="")
+    return 0

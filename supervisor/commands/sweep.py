@@ -1,0 +1,32 @@
+"""``supervise sweep SWEEP.yaml``: a Ray Tune sweep of PPO trials, every trial supervised.
+
+Failing trials are stopped (``StabilityStopper``) or restarted from their last
+healthy checkpoint through Tune (``FailureConfig``). Exit codes: 0 the sweep
+finished, 3 the supervisor stopped every trial, 1 any other failure (a trial
+errored, Tune failed), 2 bad input.
+"""
+
+NAME = "sweep"
+HELP = "a Ray Tune sweep, every trial supervised"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("sweep", help="sweep YAML file (an experiment file plus search:, num_samples, scheduler)")
+    p.add_argument("--out", help="run folder (default runs/<name>-<timestamp>/)")
+    p.add_argument("--max-concurrent", type=int, dest="max_concurrent",
+                   help="at most N trials at once (overrides max_concurrent in the file)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a dotted key")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
+    p.add_argument("--quiet", action="store_true", help="no per-iteration progress")
+
+
+def run(args) -> int:
+    from supervisor.config import load_sweep
+    from supervisor.errors import InputError
+
+    if args.max_concurrent is not None and args.max_concurrent <= 0:
+        raise InputError("--max-concurrent", None, f"must be > 0 (got {args.max_concurrent})")
+    sweep = load_sweep(args.sweep, list(args.set))
+    from actors.tune import run_sweep  # Ray is imported only once the input is known to be good
+
+    return run_sweep(sweep, args.sweep, args.out, args.max_concurrent, args.address, args.quiet)

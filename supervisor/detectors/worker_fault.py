@@ -1,0 +1,92 @@
+"""worker_fault: RLlib's env-runner fault tolerance had to step in (restarts, dropped or missing runners)."""
+
+from __future__ import annotations
+
+from supervisor.detectors._common import Alarm, fmt, value_of
+from supervisor.detectors.base import Detector
+from supervisor.findings import Finding
+
+
+class WorkerFault(Detector):
+    """Flag env-runner faults from RLlib's fault-tolerance figures.
+
+    Reads the normalized metrics ``healthy_env_runners`` (remote env runners
+    RLlib counts healthy now), ``env_runner_restarts`` (restarts so far) and
+    ``env_runners_dropped`` (sample requests lost to dead or timed-out runners
+    so far). Rule, each iteration:
+
+    * restarts: ``env_runner_restarts`` rose since the previous iteration
+      (or is above 0 on a trial's first report): warning;
+    * dropped: ``env_runners_dropped`` rose: warning;
+    * missing: ``healthy_env_runners`` is below the most this trial has had
+      (its expected fleet): warning, critical when none is left, or when at
+      most ``critical_fraction`` of the fleet is.
+
+    A counter that goes down (a restarted trial starts counting again) is a
+    new baseline, not a fault. "missing" is a state and is latched (on at
+    once, off after ``exit`` clean iterations, re-reported every ``repeat``
+    iterations or when it worsens); restarts and drops are events, reported
+    each iteration they happen. No warm-up: the figures are counts.
+
+    Args:
+        critical_fraction: healthy share of the fleet at or below which a
+            shortfall is critical. Default 0.5.
+        exit: iterations without a shortfall before it clears. Default 3.
+        repeat: iterations between reports of a lasting shortfall. Default 10.
+    """
+
+    name = "worker_fault"
+    metrics = ("healthy_env_runners", "env_runner_restarts", "env_runners_dropped")
+
+    def __init__(self, critical_fraction: float = 0.5, exit: int = 3, repeat: int = 10):
+        super().__init__(0)
+        if not 0 <= critical_fraction < 1:
+            raise ValueError(f"{self.name}: need 0 <= critical_fraction < 1")
+        self.critical_fraction = critical_fraction
+        self._latch_args = (1, exit, repeat)
+        self.reset()
+
+    def reset(self) -> None:
+        self._alarm = Alarm(*self._latch_args)
+
+    @staticmethod
+    def _previous(history, metric: str) -> float | None:
+        s = history.series(metric, last=1)
+        return float(s[-1]) if len(s) else None
+
+    def __call__(self, iteration, metrics, history) -> list[Finding]:
+        healthy = value_of(metrics, "healthy_env_runners")
+        restarts = value_of(metrics, "env_runner_restarts")
+        dropped = value_of(metrics, "env_runners_dropped")
+        if healthy is None and restarts is None and dropped is None:
+            return []
+        out: list[Finding] = []
+        if restarts is not None:
+            prev = self._previous(history, "env_runner_restarts")
+            new = restarts - (prev if prev is not None and prev <= restarts else 0.0)
+            if new > 0:
+                out.append(self.finding(
+                    iteration, "warning", "env_runner_restarts", restarts,
+                    f"worker_fault: {fmt(new)} env runner restart(s) this iteration ({fmt(restarts)} so far); "
+                    "RLlib replaced crashed env runners", prev if prev is not None else 0.0, new=new))
+        if dropped is not None:
+            prev = self._previous(history, "env_runners_dropped")
+            if prev is not None and dropped > prev:
+                out.append(self.finding(
+                    iteration, "warning", "env_runners_dropped", dropped,
+                    f"worker_fault: {fmt(dropped - prev)} env runner request(s) dropped this iteration "
+                    f"({fmt(dropped)} so far): runners died or timed out while sampling", prev,
+                    new=dropped - prev))
+        if healthy is not None:
+            seen = history.series("healthy_env_runners")
+            fleet = max([healthy, *map(float, seen)]) if len(seen) else healthy
+            short = healthy < fleet
+            sev = "warning"
+            if short and (healthy <= 0 or healthy <= self.critical_fraction * fleet):
+                sev = "critical"
+            if self._alarm.update(short, sev):
+                out.append(self.finding(
+                    iteration, sev, "healthy_env_runners", healthy,
+                    f"worker_fault: {fmt(healthy)} of {fmt(fleet)} env runners healthy "
+                    f"(critical at <= {fmt(self.critical_fraction * fleet)} or none)", fleet, fleet=fleet))
+        return out
