@@ -48,30 +48,35 @@ the standardized advantages seen in the loss, per minibatch, and says so in
 ``sup_advantage_standardized``. Skew and kurtosis are unchanged by
 standardization, so only mean and std differ between the two.
 
-Aggregation. Per-minibatch values are pushed with ``reduce="mean"`` (or
-``"max"``) and a window larger than any realistic number of minibatches per
-update; RLlib clears a stats object's values when the learner reduces its
-metrics at the end of ``update()``, so each result holds exactly one
-iteration. (``window=None`` would not do: RLlib's "mean" then becomes a
-pairwise running mean that overweights the last minibatch.) Several learners
-are merged by RLlib as the mean of their means and the max of their maxes;
-their gradients are all-reduced before we read them, so they agree.
+Aggregation. Each minibatch appends one small tensor of its values to a
+per-module buffer (no host sync, no MetricsLogger call per minibatch); at the
+end of the update (``after_gradient_based_update``, which RLlib calls once per
+``update()``, before it reduces the learner's metrics) the buffer is reduced
+over all minibatches of all epochs (mean, or max for sup_grad_norm_max),
+moved to the host once, and logged with ``log_value(..., reduce="mean"`` or
+``"max", window=<large>)``. RLlib clears a stats object's values when the
+learner reduces its metrics at the end of ``update()``, so each result holds
+exactly one iteration; several updates between two reduces would give the
+mean of their means / max of their maxes. (Not ``window=None``: RLlib's
+"mean" is then a pairwise running mean that overweights the last value; not
+the default EMA either.) Several learners are merged by RLlib as the mean of
+their means and the max of their maxes; their gradients are all-reduced
+before we read them, so they agree.
 
-Non-finite gradients: RLlib's mean/max reducers skip NaN, so a NaN gradient
-norm is logged as +inf to stay visible. With a torch GradScaler (mixed
-precision) the norms are divided by the current scale, i.e. they are the
-unscaled norms. With ``vf_share_layers=True`` the shared encoder's gradient
-counts in the global norm and in sup_grad_norm_shared, not in the branch norms.
+Pushing every minibatch's values through ``MetricsLogger.log_value`` gives the
+same numbers but cost about 3x more (a log_value call is ~6 us on this CPU and
+reducing a key of tensor values ~70 us): see benchmarks/learner_overhead.py.
 
-Cost: the norms are one ``torch._foreach_norm`` over the module's gradients
-plus a handful of tensor ops per minibatch, under ``torch.no_grad()``, with no
-host synchronization until RLlib reduces the metrics once per update.
+Non-finite gradients propagate: a NaN gradient norm in any minibatch makes the
+iteration's mean and max NaN. With a torch GradScaler (mixed precision) the
+norms are divided by the current scale, i.e. they are the unscaled norms. With
+``vf_share_layers=True`` the shared encoder's gradient counts in the global
+norm and in sup_grad_norm_shared, not in the branch norms.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -79,13 +84,14 @@ import torch
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.connectors.learner import GeneralAdvantageEstimation
 from ray.rllib.core.columns import Columns
+from ray.rllib.core.distribution.torch.torch_distribution import TorchCategorical
 from ray.rllib.evaluation.postprocessing import Postprocessing
 
 logger = logging.getLogger(__name__)
 
-# Larger than the number of minibatches (times updates) between two metric
-# reduces of any sane config; RLlib empties the window at every reduce.
-_WINDOW = 1_000_000
+# Larger than the number of updates between two metric reduces of any sane
+# config; RLlib empties the window at every reduce.
+_WINDOW = 100_000
 
 POLICY_PREFIXES = ("encoder.actor_encoder.", "pi.")
 VALUE_PREFIXES = ("encoder.critic_encoder.", "vf.")
@@ -114,6 +120,8 @@ SUP_KEYS = (
     KEY_GRAD_NORM_RATIO, KEY_APPROX_KL, KEY_CLIP_FRACTION, KEY_ADV_MEAN, KEY_ADV_STD,
     KEY_ADV_SKEW, KEY_ADV_KURTOSIS, KEY_ADV_STANDARDIZED, KEY_VT_SCALE, KEY_VT_STD,
 )
+# Order of the per-batch statistics vector (_batch_stats).
+_BATCH_STAT_KEYS = (KEY_ADV_MEAN, KEY_ADV_STD, KEY_ADV_SKEW, KEY_ADV_KURTOSIS, KEY_VT_SCALE, KEY_VT_STD)
 
 
 def _branch_of(name: str) -> int:
@@ -151,8 +159,11 @@ def _moments(x: "torch.Tensor") -> List["torch.Tensor"]:
     return [mean, std, skew, kurt]
 
 
-def _log_mean(metrics, module_id, key, value) -> None:
-    metrics.log_value((module_id, key), value, reduce="mean", window=_WINDOW)
+def _batch_stats(adv: "torch.Tensor", vt: "torch.Tensor") -> "torch.Tensor":
+    """[adv mean, std, skew, kurtosis, mean |vt|, std vt] as one float tensor."""
+    vt = vt.reshape(-1).float()
+    m = _moments(adv.reshape(-1))
+    return torch.stack([*(t.float() for t in m), vt.abs().mean(), vt.std(correction=0)])
 
 
 class SupervisedGeneralAdvantageEstimation(GeneralAdvantageEstimation):
@@ -220,17 +231,12 @@ class SupervisedGeneralAdvantageEstimation(GeneralAdvantageEstimation):
             if isinstance(mask, torch.Tensor) and mask.shape == vt.shape:
                 mask = mask.bool()
                 raw_adv, vt = raw_adv[mask], vt[mask]
-            raw_adv, vt = raw_adv.reshape(-1), vt.reshape(-1).float()
             if raw_adv.numel() == 0:
                 continue
-            mean, std, skew, kurt = _moments(raw_adv)
-            _log_mean(metrics, module_id, KEY_ADV_MEAN, mean)
-            _log_mean(metrics, module_id, KEY_ADV_STD, std)
-            _log_mean(metrics, module_id, KEY_ADV_SKEW, skew)
-            _log_mean(metrics, module_id, KEY_ADV_KURTOSIS, kurt)
-            _log_mean(metrics, module_id, KEY_ADV_STANDARDIZED, 0.0)
-            _log_mean(metrics, module_id, KEY_VT_SCALE, vt.abs().mean())
-            _log_mean(metrics, module_id, KEY_VT_STD, vt.std(correction=0))
+            values = _batch_stats(raw_adv, vt).tolist()  # one host transfer
+            for key, v in zip(_BATCH_STAT_KEYS, values):
+                metrics.log_value((module_id, key), v, reduce="mean", window=_WINDOW)
+            metrics.log_value((module_id, KEY_ADV_STANDARDIZED), 0.0, reduce="mean", window=_WINDOW)
             self.logged_modules.add(module_id)
 
 
@@ -243,8 +249,11 @@ class SupervisedPPOTorchLearner(PPOTorchLearner):
 
     def build(self) -> None:
         super().build()
-        # module_id -> (params ordered policy, value, shared; grouping matrix [3, P])
+        # module_id -> (params ordered policy, value, shared; grouping matrix [3, P]; counts)
         self._sup_param_groups: Dict[str, tuple] = {}
+        # Per-minibatch buffers of this update, module_id -> list of 1-D tensors.
+        self._sup_grad_buf: Dict[str, list] = {}  # [total, policy, value, shared]
+        self._sup_loss_buf: Dict[str, list] = {}  # [clip_fraction, approx_kl, (+ batch stats)]
         self._sup_gae: Optional[SupervisedGeneralAdvantageEstimation] = None
         pipeline = getattr(self, "_learner_connector", None)
         pieces = getattr(pipeline, "connectors", None)
@@ -310,26 +319,58 @@ class SupervisedPPOTorchLearner(PPOTorchLearner):
 
     def before_gradient_based_update(self, *, timesteps: Dict[str, Any]) -> None:
         super().before_gradient_based_update(timesteps=timesteps)
+        self._sup_grad_buf.clear()
+        self._sup_loss_buf.clear()
         if self._sup_gae is not None:
             self._sup_gae.logged_modules.clear()
 
     def after_gradient_based_update(self, *, timesteps: Dict[str, Any]) -> None:
         super().after_gradient_based_update(timesteps=timesteps)
-        # Ratio of the iteration means (not a mean of per-minibatch ratios), so that
-        # sup_grad_norm_ratio == sup_grad_norm_policy / sup_grad_norm_value exactly.
-        for module_id in list(self._sup_param_groups):
-            kp, kv = (module_id, KEY_GRAD_NORM_POLICY), (module_id, KEY_GRAD_NORM_VALUE)
-            if kp not in self.metrics or kv not in self.metrics:
+        try:
+            self._sup_flush()
+        except Exception as e:  # never break training for a statistic
+            logger.warning("supervised learner: logging statistics failed: %r", e)
+        finally:
+            self._sup_grad_buf.clear()
+            self._sup_loss_buf.clear()
+
+    @torch.no_grad()
+    def _sup_flush(self) -> None:
+        """Reduce this update's minibatch buffers and log one value per key."""
+        log = self.metrics.log_value
+        for module_id in set(self._sup_grad_buf) | set(self._sup_loss_buf):
+            parts, names = [], []
+            gbuf = self._sup_grad_buf.get(module_id)
+            counts = self._sup_groups().get(module_id, (None, None, [1, 1, 0]))[2]
+            if gbuf:
+                g = torch.stack(gbuf)  # [minibatches, 4]
+                parts += [g.mean(0), g[:, 0].max().reshape(1)]
+                names += [KEY_GRAD_NORM_MEAN, KEY_GRAD_NORM_POLICY, KEY_GRAD_NORM_VALUE,
+                          KEY_GRAD_NORM_SHARED, KEY_GRAD_NORM_MAX]
+            lbuf = self._sup_loss_buf.get(module_id)
+            if lbuf:
+                lmean = torch.stack(lbuf).mean(0)
+                parts.append(lmean)
+                names += [KEY_CLIP_FRACTION, KEY_APPROX_KL]
+                if lmean.numel() > 2:  # fallback advantage statistics
+                    names += list(_BATCH_STAT_KEYS)
+            if not parts:
                 continue
-            try:
-                p = float(self.metrics.peek(kp))
-                v = float(self.metrics.peek(kv))
-            except Exception:  # pragma: no cover
-                continue
-            if math.isnan(p) or math.isnan(v):
-                continue  # no minibatch of this module in this update
-            ratio = p / v if v > 0 else (math.inf if p > 0 else 0.0)
-            self.metrics.log_value((module_id, KEY_GRAD_NORM_RATIO), ratio, window=1)
+            values = dict(zip(names, torch.cat(parts).tolist()))  # one host transfer
+            if gbuf:
+                for key, n in zip((KEY_GRAD_NORM_POLICY, KEY_GRAD_NORM_VALUE, KEY_GRAD_NORM_SHARED), counts):
+                    if not n:  # no parameters in that group: no key rather than a 0
+                        del values[key]
+                if counts[0] and counts[1]:
+                    p, v = values[KEY_GRAD_NORM_POLICY], values[KEY_GRAD_NORM_VALUE]
+                    # Ratio of the iteration means (not a mean of per-minibatch ratios),
+                    # so sup_grad_norm_ratio == sup_grad_norm_policy / sup_grad_norm_value.
+                    values[KEY_GRAD_NORM_RATIO] = p / v if v > 0 else (float("inf") if p > 0 else 0.0)
+            if lbuf and lmean.numel() > 2:
+                values[KEY_ADV_STANDARDIZED] = 1.0
+            for key, value in values.items():
+                log((module_id, key), value, reduce="max" if key == KEY_GRAD_NORM_MAX else "mean",
+                    window=_WINDOW)
 
     # ---- loss-side statistics ---------------------------------------------------
 
@@ -346,19 +387,24 @@ class SupervisedPPOTorchLearner(PPOTorchLearner):
     @torch.no_grad()
     def _sup_loss_stats(self, module_id, config, batch, fwd_out) -> None:
         module = self.module[module_id].unwrapped()
-        dist = module.get_train_action_dist_cls().from_logits(
-            fwd_out[Columns.ACTION_DIST_INPUTS].detach()
-        )
-        log_ratio = dist.logp(batch[Columns.ACTIONS]) - batch[Columns.ACTION_LOGP]
+        logits = fwd_out[Columns.ACTION_DIST_INPUTS].detach()
+        actions = batch[Columns.ACTIONS]
+        dist_cls = module.get_train_action_dist_cls()
+        if dist_cls is TorchCategorical:
+            # Same value as TorchCategorical.from_logits(logits).logp(actions), ~5x cheaper.
+            logp = torch.log_softmax(logits, dim=-1).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        else:
+            logp = dist_cls.from_logits(logits).logp(actions)
+        log_ratio = logp - batch[Columns.ACTION_LOGP]
+        ratio_m1 = torch.exp(log_ratio) - 1.0
+        # CleanRL: clipfrac = mean(|ratio - 1| > clip), approx_kl = mean((ratio - 1) - log ratio)
+        per_row = torch.stack([(ratio_m1.abs() > config.clip_param).to(log_ratio.dtype), ratio_m1 - log_ratio])
         mask = batch.get(Columns.LOSS_MASK)
         if mask is not None:
-            log_ratio = log_ratio[mask]
-        ratio_m1 = torch.exp(log_ratio) - 1.0
-        clip_fraction = (ratio_m1.abs() > config.clip_param).float().mean()
-        approx_kl = (ratio_m1 - log_ratio).mean()
-        _log_mean(self.metrics, module_id, KEY_CLIP_FRACTION, clip_fraction)
-        _log_mean(self.metrics, module_id, KEY_APPROX_KL, approx_kl)
-
+            m = mask.to(log_ratio.dtype)
+            vec = torch.mv(per_row, m) / m.sum()  # masked mean without a host sync
+        else:
+            vec = per_row.mean(1)
         gae = self._sup_gae
         if gae is None or module_id not in gae.logged_modules:
             # Fallback: the (standardized) advantages the loss reads, per minibatch.
@@ -366,15 +412,8 @@ class SupervisedPPOTorchLearner(PPOTorchLearner):
             vt = batch[Postprocessing.VALUE_TARGETS]
             if mask is not None:
                 adv, vt = adv[mask], vt[mask]
-            vt = vt.float()
-            mean, std, skew, kurt = _moments(adv.reshape(-1))
-            _log_mean(self.metrics, module_id, KEY_ADV_MEAN, mean)
-            _log_mean(self.metrics, module_id, KEY_ADV_STD, std)
-            _log_mean(self.metrics, module_id, KEY_ADV_SKEW, skew)
-            _log_mean(self.metrics, module_id, KEY_ADV_KURTOSIS, kurt)
-            _log_mean(self.metrics, module_id, KEY_ADV_STANDARDIZED, 1.0)
-            _log_mean(self.metrics, module_id, KEY_VT_SCALE, vt.abs().mean())
-            _log_mean(self.metrics, module_id, KEY_VT_STD, vt.std(correction=0))
+            vec = torch.cat([vec.float(), _batch_stats(adv, vt)])
+        self._sup_loss_buf.setdefault(module_id, []).append(vec.float())
 
     # ---- gradient-side statistics -------------------------------------------------
 
@@ -399,26 +438,15 @@ class SupervisedPPOTorchLearner(PPOTorchLearner):
                     continue
                 grad_list = [grad_list[i] for i in keep]
                 g = g[:, keep]
-            sq = torch.stack(torch._foreach_norm(grad_list))
-            sq = sq * sq
-            per_group = torch.mv(g, sq)  # [policy², value², shared²]
-            norms = torch.cat([per_group, per_group.sum().reshape(1)]).sqrt()
+            sq = torch.stack(torch._foreach_norm(grad_list)).float()
+            per_group = torch.mv(g, sq * sq)  # [policy², value², shared²]
+            norms = torch.cat([per_group.sum().reshape(1), per_group]).sqrt()  # [total, policy, value, shared]
             scaler = self._grad_scalers.get(module_id) if self._grad_scalers else None
             scale = getattr(scaler, "_scale", None)
             if isinstance(scale, torch.Tensor):
                 # Mixed precision: the gradients are still scaled here; report true norms.
                 norms = norms / scale.to(norms.dtype)
-            # RLlib's reducers skip NaN: make a NaN norm visible as +inf.
-            norms = torch.nan_to_num(norms, nan=float("inf"))
-            total = norms[3]
-            self.metrics.log_value((module_id, KEY_GRAD_NORM_MEAN), total, reduce="mean", window=_WINDOW)
-            self.metrics.log_value((module_id, KEY_GRAD_NORM_MAX), total, reduce="max", window=_WINDOW)
-            if counts[0]:
-                _log_mean(self.metrics, module_id, KEY_GRAD_NORM_POLICY, norms[0])
-            if counts[1]:
-                _log_mean(self.metrics, module_id, KEY_GRAD_NORM_VALUE, norms[1])
-            if counts[2]:
-                _log_mean(self.metrics, module_id, KEY_GRAD_NORM_SHARED, norms[2])
+            self._sup_grad_buf.setdefault(module_id, []).append(norms)
 
 
 def use_supervised_learner(config):

@@ -524,6 +524,11 @@ class ClusterWatch:
             return
         m = self._metrics
         try:
+            for r in self.state.node_rows(time.time()):
+                m.node(r)
+        except Exception as e:
+            log.warning("node metrics update failed: %s", e)
+        try:
             for run_id, eng in self.service.runs.items():
                 for t in eng.trials.values():
                     m.trial(run_id, t.trial_id, t.health.score(t.last_seq), t.last_metrics.get("time_this_iter_s"))
@@ -538,10 +543,8 @@ class ClusterWatch:
                     m.intervention(r["action"])
                 self._counted[run_id] = (rows_f[-1]["id"] if rows_f else last_f,
                                          rows_i[-1]["id"] if rows_i else last_i)
-            for r in self.state.node_rows(time.time()):
-                m.node(r)
         except Exception as e:
-            log.warning("metrics update failed: %s", e)
+            log.warning("trial metrics update failed: %s", e)
 
     # ------------------------------------------------------------------ views
     def status(self) -> dict:

@@ -182,7 +182,9 @@ def main() -> None:
     import ray
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    # address="local": always a private instance (ray.init() would join a cluster another process
+    # started on this machine, and refuse num_cpus)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     meta_path = out / "runs.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}

@@ -82,6 +82,7 @@ class TrialState:
     status: str = "running"
     had_effective: bool = False
     requested: list = field(default_factory=list)  # manual actions (dashboard), applied with the next verdict
+    known_ids: set = field(default_factory=set)  # ids of this trial's interventions
 
 
 class Engine:
@@ -135,6 +136,7 @@ class Engine:
                     state.last_trouble_seq = max(state.last_trouble_seq, f["seq"])
         steps = set()
         for iv in self.store.interventions(trial_id):
+            state.known_ids.add(iv["id"])
             if iv["action"] != "alert" and iv["seq"] not in state.policy.action_seqs:
                 state.policy.action_seqs.append(iv["seq"])
                 state.policy.last_action_seq = iv["seq"]
@@ -166,6 +168,9 @@ class Engine:
         # A seq far ahead of the last one is garbage, not a report from the future: accepting it
         # would make every later report look like a replay.
         seq = _int_in(report.get("seq"), 0, state.last_seq + MAX_SEQ_JUMP, state.last_seq + 1)
+        # What the trial applied counts even on a replayed report: the first copy may have been
+        # stored while its answer was lost.
+        self._take_applied(state, report.get("applied"))
         if seq <= state.last_seq:
             return {"seq": seq, "duplicate": True, "actions": [], "checkpoint": False, "stop": False,
                     "health": state.health.snapshot(state.last_seq)}
@@ -175,7 +180,6 @@ class Engine:
                 "node_id": node_id,
                 "metrics": metrics}
 
-        self._take_applied(state, report.get("applied"))
         self._verify(state, metrics)
 
         findings: list[Finding] = []
@@ -216,6 +220,7 @@ class Engine:
         ids = self.store.record_iteration(norm, seq, [f.to_dict() for f in findings], actions, cols)
         for a, iv_id in zip(actions, ids):
             a["id"] = iv_id
+            state.known_ids.add(iv_id)
             state.pending.append(Pending(iv_id, seq, a["action"], a.get("detector") or ""))
         return {"seq": seq, "actions": actions, "checkpoint": checkpoint, "stop": stop, "restart": restart,
                 "health": health, "findings": [f.to_dict() for f in findings]}
@@ -298,20 +303,26 @@ class Engine:
             return
         by_id = {p.id: p for p in state.pending}
         for item in applied:
-            if not isinstance(item, dict) or item.get("id") not in by_id:
+            if not isinstance(item, dict) or isinstance(item.get("id"), bool) or not isinstance(item.get("id"), int):
                 continue
-            p = by_id[item["id"]]
+            p = by_id.get(item["id"])
+            if p is None and item["id"] not in state.known_ids:
+                continue  # not one of this trial's interventions
             after = item.get("after") if isinstance(item.get("after"), dict) else {}
-            p.target = {k: v for k, v in after.items() if k in HPARAM_METRICS and isinstance(v, (int, float))}
-            state.overrides.update({k: v for k, v in after.items() if isinstance(v, (int, float))})
+            state.overrides.update({k: v for k, v in after.items()
+                                    if isinstance(v, (int, float)) and not isinstance(v, bool)})
             cols: dict[str, Any] = {"applied": item}
-            if not item.get("ok", True):
-                cols.update(verified=0, outcome="ineffective")
-                state.pending.remove(p)
-            elif "verified" in item:  # rollback: the trial compared weights itself
+            if p is not None:
+                p.target = {k: v for k, v in after.items() if k in HPARAM_METRICS and isinstance(v, (int, float))}
+                if not item.get("ok", True):
+                    cols.update(verified=0, outcome="ineffective")
+                    state.pending.remove(p)
+                elif "verified" in item:  # rollback: the trial compared weights itself
+                    cols["verified"] = int(bool(item["verified"]))
+                    p.verified = bool(item["verified"])
+            elif "verified" in item:
                 cols["verified"] = int(bool(item["verified"]))
-                p.verified = bool(item["verified"])
-            self.store.set_intervention(p.id, **cols)
+            self.store.set_intervention(item["id"], **cols)
         if state.overrides:
             self.store.set_trial(state.trial_id, overrides=state.overrides)
 

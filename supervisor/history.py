@@ -1,48 +1,90 @@
-"""Bounded per-trial metric history: one ring buffer per metric.
+"""Bounded per-trial metric history: the last ``capacity`` values of each metric.
 
 Memory is fixed by ``capacity`` whatever the run length, which is what keeps a
-long-running supervisor with many trials bounded.
+long-running supervisor with many trials bounded. Values are kept in compact
+``array('d')`` buffers (8 bytes a value), oldest first.
+
+This is on the supervisor's hot path (one ``append`` per report, ~30
+metrics; a dozen detectors read it per report), so besides the raw series it
+keeps, for the metrics detectors ask about:
+
+* derived views (``view(metric, "log" | "abs")``): the stored values
+  log-transformed or absolute, updated as values arrive instead of being
+  recomputed by every detector on every call;
+* rolling medians (``rolling_medians(metric, width)``);
+* a per-iteration memo (``memo``): statistics several detectors need in the
+  same iteration (e.g. the median and MAD of a metric's last 30 values) are
+  computed once; it is emptied by every ``append``.
+
+Views and rolling medians are created on first request and always agree with
+the raw series (they are copied along with the history by ``copy.deepcopy``).
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from typing import Iterable, Mapping
 
 import numpy as np
 
+# Floor for log-space values: log(0) would be -inf.
+LOG_EPS = 1e-12
+LOG_LOG_EPS = math.log(LOG_EPS)
 
-class Ring:
-    """A fixed-size float ring buffer; ``values()`` returns oldest first."""
 
-    __slots__ = ("_buf", "_n", "_i")
+def _median(xs) -> float:
+    s = sorted(xs)
+    n = len(s)
+    h = n // 2
+    return s[h] if n % 2 else 0.5 * (s[h - 1] + s[h])
 
-    def __init__(self, capacity: int):
-        self._buf = np.full(capacity, np.nan)
-        self._n = 0
-        self._i = 0
 
-    def append(self, x: float) -> None:
-        self._buf[self._i] = x
-        self._i = (self._i + 1) % len(self._buf)
-        self._n = min(self._n + 1, len(self._buf))
+class _TransformView:
+    """A metric's stored values, transformed: ``kind`` "log" (floored at LOG_EPS) or "abs"."""
 
-    def values(self, last: int | None = None) -> np.ndarray:
-        cap = len(self._buf)
-        if self._n < cap:
-            out = self._buf[: self._n]
+    __slots__ = ("kind", "out")
+
+    def __init__(self, kind: str, base: array):
+        self.kind = kind
+        self.out = array("d", (self.f(v) for v in base))
+
+    def f(self, v: float) -> float:
+        if self.kind == "abs":
+            return abs(v)
+        return math.log(v) if v > LOG_EPS else LOG_LOG_EPS
+
+    def push(self, x: float, base: array) -> None:
+        out = self.out
+        if self.kind == "log":
+            out.append(math.log(x) if x > LOG_EPS else LOG_LOG_EPS)
         else:
-            out = np.concatenate((self._buf[self._i :], self._buf[: self._i]))
-        if last is not None:
-            out = out[-last:] if last > 0 else out[:0]
-        return out.copy()
+            out.append(abs(x))
+        if len(out) > len(base):
+            del out[0]
 
-    def __len__(self) -> int:
-        return self._n
 
-    @property
-    def nbytes(self) -> int:
-        return self._buf.nbytes
+class _RollingView:
+    """Medians of every full window of ``width`` stored values, oldest first; ``pushed`` counts the
+    values taken in since the view was created (for readers that fold them incrementally)."""
+
+    __slots__ = ("width", "out", "pushed")
+
+    def __init__(self, width: int, base: array):
+        self.width = width
+        w = width
+        self.out = [_median(base[i:i + w]) for i in range(max(len(base) - w + 1, 0))]
+        self.pushed = len(base)
+
+    def push(self, x: float, base: array) -> None:
+        w = self.width
+        n = len(base)
+        self.pushed += 1
+        out = self.out
+        if n >= w:
+            out.append(_median(base[n - w:]))
+            if len(out) > n - w + 1:
+                del out[0]
 
 
 class History:
@@ -55,31 +97,108 @@ class History:
     """
 
     def __init__(self, capacity: int = 256):
+        if capacity < 1:
+            raise ValueError("history capacity must be >= 1")
         self.capacity = capacity
-        self._rings: dict[str, Ring] = {}
+        self._vals: dict[str, array] = {}
+        self._derived: dict[str, list] = {}  # metric -> views to update on append
+        self._views: dict[tuple, object] = {}  # (metric, kind or width) -> view
         self.iterations = 0
+        self.memo: dict = {}
 
     def append(self, metrics: Mapping[str, float | None]) -> None:
+        cap = self.capacity
+        vals = self._vals
+        derived = self._derived
         for name, x in metrics.items():
-            if x is None or not isinstance(x, (int, float)) or not math.isfinite(x):
+            if x.__class__ is float:
+                if x - x != 0.0:  # NaN or +-inf
+                    continue
+            elif x is None or not isinstance(x, (int, float)) or not math.isfinite(x):
                 continue
-            ring = self._rings.get(name)
-            if ring is None:
-                ring = self._rings[name] = Ring(self.capacity)
-            ring.append(float(x))
+            else:
+                x = float(x)
+            a = vals.get(name)
+            if a is None:
+                a = vals[name] = array("d")
+            a.append(x)
+            if len(a) > cap:
+                del a[0]
+            if name in derived:
+                for v in derived[name]:
+                    v.push(x, a)
         self.iterations += 1
+        if self.memo:
+            self.memo = {}
+
+    # ---- reading -----------------------------------------------------------------------------
+    def values(self, metric: str):
+        """The stored values of ``metric``, oldest first, as the live buffer (do not modify it)."""
+        a = self._vals.get(metric)
+        return a if a is not None else _EMPTY
+
+    def last(self, metric: str) -> float | None:
+        """The newest stored value of ``metric``, or None."""
+        a = self._vals.get(metric)
+        return a[-1] if a else None
 
     def series(self, metric: str, last: int | None = None) -> np.ndarray:
-        ring = self._rings.get(metric)
-        return ring.values(last) if ring is not None else np.empty(0)
+        """The stored values as a new numpy array, oldest first (the last ``last`` of them)."""
+        a = self._vals.get(metric)
+        if a is None:
+            return np.empty(0)
+        if last is not None:
+            a = a[-last:] if last > 0 else a[:0]
+        return np.array(a, dtype=float)
 
     def count(self, metric: str) -> int:
-        ring = self._rings.get(metric)
-        return len(ring) if ring is not None else 0
+        a = self._vals.get(metric)
+        return len(a) if a is not None else 0
 
     def metrics(self) -> Iterable[str]:
-        return self._rings.keys()
+        return self._vals.keys()
+
+    def view(self, metric: str, kind: str | bool | None = None):
+        """The stored values of ``metric`` as they are (``kind`` None/False), log-transformed and
+        floored at LOG_EPS (``"log"`` or True), or absolute (``"abs"``); a live buffer, oldest first."""
+        if not kind:
+            return self.values(metric)
+        if kind is True:
+            kind = "log"
+        v = self._views.get((metric, kind))
+        if v is None:
+            if kind not in ("log", "abs"):
+                raise ValueError(f"unknown view kind {kind!r}")
+            base = self._vals.get(metric)
+            if base is None:
+                return _EMPTY
+            v = self._views[(metric, kind)] = _TransformView(kind, base)
+            self._derived.setdefault(metric, []).append(v)
+        return v.out
+
+    def rolling(self, metric: str, width: int) -> _RollingView | None:
+        """The rolling-median view of ``metric`` (width ``width``), or None while nothing is stored."""
+        v = self._views.get((metric, width))
+        if v is None:
+            base = self._vals.get(metric)
+            if base is None:
+                return None
+            v = self._views[(metric, width)] = _RollingView(width, base)
+            self._derived.setdefault(metric, []).append(v)
+        return v
+
+    def rolling_medians(self, metric: str, width: int) -> list[float]:
+        """Medians of every full window of ``width`` stored values of ``metric``, oldest first."""
+        v = self.rolling(metric, width)
+        return v.out if v is not None else []
 
     @property
     def nbytes(self) -> int:
-        return sum(r.nbytes for r in self._rings.values())
+        """Bytes held by the stored values and their derived views."""
+        n = sum(a.itemsize * len(a) for a in self._vals.values())
+        for v in self._views.values():
+            n += v.out.itemsize * len(v.out) if isinstance(v.out, array) else 8 * len(v.out)
+        return n
+
+
+_EMPTY = array("d")

@@ -360,12 +360,16 @@ def render_html(rep: dict, series: Mapping[str, Mapping[str, list]] | None = Non
             png = None
             s = series.get(tid)
             if s:
-                png = plot_trial(s, t["findings"], t["interventions"])
+                try:
+                    png = plot_trial(s, t["findings"], t["interventions"])
+                except ImportError:  # matplotlib is optional: the tables still make a report
+                    out.append('<p class="muted">plots need matplotlib (pip install matplotlib)</p>')
+                    plots = False
             if png:
                 b64 = base64.b64encode(png).decode("ascii")
                 out.append(f'<img class="plot" alt="{_e("metrics of trial " + str(tid))}" '
                            f'src="data:image/png;base64,{b64}">')
-            else:
+            elif plots:
                 out.append('<p class="muted">no metrics reported yet</p>')
         out.append("<h3>Findings</h3>")
         if t["findings"]:

@@ -179,6 +179,14 @@ def test_worker_fault_reports_restarts_drops_and_a_shrinking_fleet():
 WORKER = {"num_cpus": 1}
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def cluster():
     import ray
@@ -187,8 +195,10 @@ def cluster():
     if ray.is_initialized():
         ray.shutdown()
     # head: no CPU, so the trial lands on a worker node; metrics flushed every second
+    # (the head's agent gets a free port, not Ray's default 52365, which other clusters on this machine hold)
     c = Cluster(initialize_head=True,
-                head_node_args={"num_cpus": 0, "_system_config": {"metrics_report_interval_ms": 1000}})
+                head_node_args={"num_cpus": 0, "dashboard_agent_listen_port": free_port(),
+                                "_system_config": {"metrics_report_interval_ms": 1000}})
     try:
         workers = [c.add_node(**WORKER) for _ in range(2)]
         c.wait_for_nodes()
@@ -324,14 +334,18 @@ def test_metrics_reach_the_head_nodes_prometheus_endpoint(cluster):
     head = next(n for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"])
     url = f"http://{head['NodeManagerAddress']}:{head['MetricsExportPort']}/metrics"
 
+    seen: set = set()
+
     def scrape():
         text = urllib.request.urlopen(url, timeout=10).read().decode()
         names = set(re.findall(r"^(ray_rl_supervisor_\w+)\{", text, re.M))
+        seen.update(names)
         return (text, names) if {"ray_rl_supervisor_node_alive", "ray_rl_supervisor_node_health",
                                  "ray_rl_supervisor_node_cpu_percent"} <= names else None
 
     got = wait_for(scrape, 60, every=1.0)
-    assert got, "supervisor metrics never appeared on the head node's metrics port"
+    assert got, f"supervisor metrics never appeared on {url}: saw {sorted(seen)}; " \
+                f"{ray.get(cluster['sup'].cluster_status.remote())}"
     text, names = got
     alive = re.findall(r'^ray_rl_supervisor_node_alive\{[^}]*node_id="(\w+)"[^}]*\} (\S+)', text, re.M)
     assert len(alive) >= 3

@@ -235,7 +235,7 @@ def test_incremental_state_matches_the_history():
         m = {} if r < 0.1 else {"a": float("nan")} if r < 0.2 else {"a": rng.random() + 0.1}
         got, sm = mirror.values(h, m), rolling.update(h, m)
         ser = h.series("a").tolist()
-        assert got == [math.log(v) for v in ser], i
+        assert list(got) == [math.log(v) for v in ser], i
         assert sm == [median(ser[j:j + 5]) for j in range(len(ser) - 4)], i
         h.append(m)
 

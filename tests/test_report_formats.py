@@ -39,6 +39,7 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def html_page(run_dir, tmp_path_factory):
+    pytest.importorskip("matplotlib")  # a dependency of the html format (pyproject)
     out = tmp_path_factory.mktemp("html") / "report.html"
     assert main(["report", str(run_dir), "--format", "html", "-o", str(out)]) == 0
     return out.read_text(encoding="utf-8")
@@ -89,6 +90,7 @@ def test_html_tables(html_page):
 
 
 def test_plot_marks_and_panels(run_dir):
+    pytest.importorskip("matplotlib")
     from supervisor.render import PANELS, load_series, plot_trial
 
     series = load_series(run_dir)

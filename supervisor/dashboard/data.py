@@ -100,7 +100,7 @@ class RunView:
         if self.store is not None:
             return True
         if not self.db_path.is_file():
-            self.error = "waiting for supervisor.db"
+            self.error = f"waiting for {self.db_path} (not there yet, or not visible from this machine)"
             return False
         try:
             st = Store(self.db_path, readonly=True)

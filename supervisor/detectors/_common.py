@@ -18,16 +18,13 @@ from typing import Mapping
 
 from supervisor.detectors.base import Detector, Latch
 from supervisor.findings import Finding, severity_rank
-from supervisor.history import History
+from supervisor.history import LOG_EPS, LOG_LOG_EPS, History
 from supervisor.stats import MAD_TO_SIGMA
 
 # A learned band [low, high] is read as median +- BAND_SIGMAS sigma.
 BAND_SIGMAS = 2.0
-# Floor for log-space values: log(0) would be -inf.
-LOG_EPS = 1e-12
 # Floor for a log-space scale (5 % multiplicative noise at least).
 LOG_SCALE_FLOOR = 0.05
-LOG_LOG_EPS = math.log(LOG_EPS)
 
 Band = Mapping[str, float]
 
@@ -35,6 +32,8 @@ Band = Mapping[str, float]
 def value_of(metrics: Mapping[str, float], name: str) -> float | None:
     """The current value of ``name`` as a float, or None if absent, non-numeric or non-finite."""
     v = metrics.get(name)
+    if v.__class__ is float:  # the common case, without the general checks
+        return v if v - v == 0.0 else None
     if v is None or isinstance(v, bool):
         return None
     try:
@@ -184,124 +183,60 @@ def reference(history: History, metric: str, *, window: int, warmup: int, band=N
     before that the learned ``band`` if there is one (centred on its ``band_at``: "median" for
     rules that look for values far above normal, "low" for rules that look for values far below
     it, since a band spans a whole healthy run, trends included); else None (too early)."""
-    x = history.series(metric, last=window + exclude_last).tolist()
-    if log:
-        x = [_transform(v, True) for v in x]
+    x = history.view(metric, log)
     return reference_from(x, metric, window=window, warmup=warmup, band=band, log=log,
                           exclude_last=exclude_last, rel_floor=rel_floor, band_at=band_at)
 
 
-class _Synced:
-    """Detector-side state derived from one metric's history, updated incrementally.
+class Mirror:
+    """The metric's stored history values, oldest first: as stored, or log-transformed when ``log``
+    is True, or absolute values when ``log`` is "abs". A live view kept by the History itself
+    (:meth:`supervisor.history.History.view`), shared by every detector that reads it; do not
+    modify it."""
 
-    Detectors are called once per iteration with the history before that
-    iteration is appended. When the history has grown by exactly one
-    iteration since the last call (same History object), the only possible
-    new value of the metric is the one this object was shown last time (if
-    History stored it); otherwise everything is rebuilt from the history.
-    """
-
-    def __init__(self, metric: str):
+    def __init__(self, metric: str, log: bool | str = False):
         self.metric = metric
+        self.log = log
+
+    def reset(self) -> None:
+        pass
+
+    def values(self, history: History, metrics: Mapping[str, float] | None = None):
+        return history.view(self.metric, self.log)
+
+
+class RollingMedian:
+    """Rolling medians (width ``width``) of the metric's stored history: the medians of every full
+    window, oldest first (``count - width + 1`` of them), kept by the History
+    (:meth:`supervisor.history.History.rolling_medians`).
+
+    For readers that fold the medians incrementally: ``added`` counts the values the metric's
+    history took in since the last rebuild, and ``rebuilds`` the times the reader must start over
+    (the first call, or a history that is not the one seen last time plus one iteration, e.g. after
+    a rollback)."""
+
+    def __init__(self, metric: str, width: int):
+        self.metric = metric
+        self.width = width
         self.reset()
 
     def reset(self) -> None:
-        self._iters: int | None = None
-        self._pending: float | None = None
-        self._hist_id: int | None = None
-        self._rebuild_needed = True
-
-    def _sync(self, history: History, metrics: Mapping[str, float]) -> None:
-        incremental = (not self._rebuild_needed and self._hist_id == id(history)
-                       and history.iterations == self._iters + 1)
-        if incremental:
-            if self._pending is not None:
-                self._add(self._pending, history)
-            incremental = self._consistent(history)
-        if not incremental:
-            self._rebuild(history)
-        self._rebuild_needed = False
-        self._iters, self._hist_id = history.iterations, id(history)
-        v = metrics.get(self.metric)
-        self._pending = float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
-
-    def _add(self, v: float, history: History) -> None:
-        raise NotImplementedError
-
-    def _consistent(self, history: History) -> bool:
-        raise NotImplementedError
-
-    def _rebuild(self, history: History) -> None:
-        raise NotImplementedError
-
-
-class Mirror(_Synced):
-    """The metric's stored history values, oldest first: as stored, or log-transformed when ``log``
-    is True, or absolute values when ``log`` is "abs"."""
-
-    def __init__(self, metric: str, log: bool | str = False):
-        self.log = log
-        super().__init__(metric)
-
-    def reset(self) -> None:
-        super().reset()
-        self._vals: list[float] = []
-
-    def values(self, history: History, metrics: Mapping[str, float]) -> list[float]:
-        self._sync(history, metrics)
-        return self._vals
-
-    def _add(self, v, history):
-        self._vals.append(_transform(v, self.log))
-        excess = len(self._vals) - history.count(self.metric)
-        if excess > 0:
-            del self._vals[:excess]
-
-    def _consistent(self, history):
-        return len(self._vals) == history.count(self.metric)
-
-    def _rebuild(self, history):
-        self._vals = [_transform(v, self.log) for v in history.series(self.metric).tolist()]
-
-
-class RollingMedian(_Synced):
-    """Rolling medians (width ``width``) of the metric's stored history: the medians of every full
-    window, oldest first (``count - width + 1`` of them)."""
-
-    def __init__(self, metric: str, width: int):
-        self.width = width
-        super().__init__(metric)
-
-    def reset(self) -> None:
-        super().reset()
-        self._sm: list[float] = []
         self.rebuilds = 0  # times everything was recomputed
         self.added = 0     # values taken in incrementally since the last rebuild
+        self._hist_id: int | None = None
+        self._iters = -1
+        self._pushed = 0
 
-    def update(self, history: History, metrics: Mapping[str, float]) -> list[float]:
-        self._sync(history, metrics)
-        return self._sm
-
-    def _want(self, history):
-        return max(history.count(self.metric) - self.width + 1, 0)
-
-    def _add(self, v, history):
-        self.added += 1
-        if history.count(self.metric) >= self.width:
-            self._sm.append(median(history.series(self.metric, last=self.width).tolist()))
-        excess = len(self._sm) - self._want(history)
-        if excess > 0:
-            del self._sm[:excess]
-
-    def _consistent(self, history):
-        return len(self._sm) == self._want(history)
-
-    def _rebuild(self, history):
-        self.rebuilds += 1
-        self.added = 0
-        x = history.series(self.metric).tolist()
-        w = self.width
-        self._sm = [median(x[i:i + w]) for i in range(self._want(history))]
+    def update(self, history: History, metrics: Mapping[str, float] | None = None) -> list[float]:
+        view = history.rolling(self.metric, self.width)
+        pushed = view.pushed if view is not None else 0
+        if self._hist_id == id(history) and history.iterations == self._iters + 1:
+            self.added += pushed - self._pushed
+        else:
+            self.rebuilds += 1
+            self.added = 0
+        self._hist_id, self._iters, self._pushed = id(history), history.iterations, pushed
+        return view.out if view is not None else []
 
 
 class Alarm:

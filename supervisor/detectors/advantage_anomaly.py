@@ -128,8 +128,8 @@ class AdvantageAnomaly(Detector):
         if b < self.bias_ratio:  # cannot trigger: skip the history
             self._fire("bias", False)
             return []
-        ms = history.series("advantage_mean", last=self.window).tolist()
-        ss = history.series("advantage_std", last=self.window).tolist()
+        ms = history.values("advantage_mean")[-self.window:]
+        ss = history.values("advantage_std")[-self.window:]
         k = min(len(ms), len(ss))
         typical = None
         if k >= self.warmup:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from supervisor.detectors._common import Alarm, band_for, check_band, fmt, median, value_of
 from supervisor.detectors.base import Detector
 from supervisor.findings import Finding
@@ -65,7 +63,7 @@ class EntropyCollapse(Detector):
 
     def _reference(self, history) -> tuple[float | None, str]:
         if self._ref is None and history.count("entropy") >= max(self.warmup, 1):
-            self._ref = median(history.series("entropy")[: max(self.warmup, 1)].tolist())
+            self._ref = median(history.values("entropy")[: max(self.warmup, 1)])
         if self._ref is not None:
             return self._ref, f"median of the first {max(self.warmup, 1)} iterations"
         b = band_for(self.band, "entropy")
@@ -80,7 +78,7 @@ class EntropyCollapse(Detector):
                 self._continuous = True
             elif not self._scanned:  # once: the run may have reported negative entropies before
                 self._scanned = True
-                if bool(np.any(history.series("entropy") < 0)):
+                if any(x < 0 for x in history.values("entropy")):
                     self._continuous = True
         if self._continuous:
             return []

@@ -67,8 +67,7 @@ class KLControllerStuck(Detector):
 
     def _reference(self, history) -> float | None:
         if self._ref is None and history.count("kl_coeff") >= max(self.warmup, 1):
-            first = history.series("kl_coeff")[: max(self.warmup, 1)]
-            self._ref = median(first.tolist())
+            self._ref = median(history.values("kl_coeff")[: max(self.warmup, 1)])
         if self._ref is not None:
             return self._ref
         b = band_for(self.band, "kl_coeff")
@@ -78,11 +77,10 @@ class KLControllerStuck(Detector):
         c = value_of(metrics, "kl_coeff")
         if c is None:
             return []
-        prev = history.series("kl_coeff", last=1)
+        p = history.last("kl_coeff")
         kl = value_of(metrics, "kl")
         d = 0
-        if len(prev) and prev[0] > 0:
-            p = float(prev[0])
+        if p is not None and p > 0:
             d = 1 if c > p * (1 + self.min_step) else -1 if c < p * (1 - self.min_step) else 0
             if d and self.kl_target and kl is not None and 0.5 * self.kl_target <= kl <= 2 * self.kl_target:
                 d = 0  # the controller moved but KL is on target: not stuck

@@ -73,7 +73,9 @@ class Plateau(Detector):
             if self.target is not None and best_sm >= self.target - self.target_tolerance * abs(self.target):
                 self._alarm.update(False)  # at its known target: done, not stuck
                 return []
-            xw = history.series("episode_return_mean", last=self.window - 1).tolist() + [v]
+            xs = history.values("episode_return_mean")
+            xw = xs[max(len(xs) - (self.window - 1), 0):].tolist()
+            xw.append(v)
             last = xw[-self.smooth:] if self.smooth <= len(xw) else xw
             sm = sm + [median(last)]  # the window that ends with this iteration
             recent, before = sm[-self.window:], sm[: -self.window]

@@ -105,7 +105,8 @@ class RewardCollapse(Detector):
                 self._streak = 0
                 self._alarm.update(False)
                 return []
-            recent = history.series("episode_return_mean", last=self.window + self._streak).tolist()
+            xs = history.values("episode_return_mean")
+            recent = xs[max(len(xs) - (self.window + self._streak), 0):]
             recent = recent[: len(recent) - self._streak]
             sigma = max(noise_scale(recent), 0.01 * abs(best), 1e-8)
             thr = best - max(self.drop_fraction * progress, self.z * sigma)

@@ -91,7 +91,8 @@ class ValueCollapse(Detector):
             recent=ref.center, source=ref.source, iterations=self._ev_streak)]
 
     def _pin_rule(self, iteration, vf, ev, history) -> list[Finding]:
-        past = history.series("vf_loss", last=self.pin_window - 1).tolist()
+        xs = history.values("vf_loss")
+        past = xs[max(len(xs) - (self.pin_window - 1), 0):].tolist()
         triggered = False
         if len(past) == self.pin_window - 1 and vf > 0:
             xs = past + [vf]

@@ -51,8 +51,7 @@ class WorkerFault(Detector):
 
     @staticmethod
     def _previous(history, metric: str) -> float | None:
-        s = history.series(metric, last=1)
-        return float(s[-1]) if len(s) else None
+        return history.last(metric)
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:
         healthy = value_of(metrics, "healthy_env_runners")
@@ -78,8 +77,8 @@ class WorkerFault(Detector):
                     f"({fmt(dropped)} so far): runners died or timed out while sampling", prev,
                     new=dropped - prev))
         if healthy is not None:
-            seen = history.series("healthy_env_runners")
-            fleet = max([healthy, *map(float, seen)]) if len(seen) else healthy
+            seen = history.values("healthy_env_runners")
+            fleet = max(healthy, max(seen)) if len(seen) else healthy
             short = healthy < fleet
             sev = "warning"
             if short and (healthy <= 0 or healthy <= self.critical_fraction * fleet):
