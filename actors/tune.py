@@ -538,7 +538,13 @@ def supervised_trainable_config(config, run_dir: str | Path, *, name: str | None
     info = {"run_id": run_id, "run_info": run_info, "timeout_s": sup_cfg.report_timeout_s,
             "keep_checkpoints": sup_cfg.keep_checkpoints, "trial_config": {}, "search_keys": search_keys}
     if sup_cfg.enabled:
-        cfg.callbacks(SupervisorCallback)
+        current = getattr(cfg, "callbacks_class", None)
+        if isinstance(current, (list, tuple)):
+            cfg.callbacks([*current, SupervisorCallback])
+        elif isinstance(current, type) and current.__name__ != "RLlibCallback" and current is not SupervisorCallback:
+            cfg.callbacks([current, SupervisorCallback])  # keep the user's own callbacks
+        else:
+            cfg.callbacks(SupervisorCallback)
         cfg.learners(learner_config_dict={**(cfg.learner_config_dict or {}), CONFIG_KEY: info})
         use_supervised_learner(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)

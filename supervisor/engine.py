@@ -343,7 +343,9 @@ class Engine:
             self.store.set_intervention(p.id, verified=int(ok))
 
     def _judge(self, state: TrialState, seq: int, findings: list[Finding]) -> None:
-        """Effective: the triggering signal stayed clean for ``outcome_window`` iterations."""
+        """Effective: for ``outcome_window`` iterations the triggering signal stayed in its band, nothing
+        went non-finite and the return did not collapse. Otherwise ineffective, and the policy will not
+        try that action on this trial again."""
         fired = {f.detector for f in findings if severity_rank(f.severity) >= severity_rank("warning")}
         window = self.settings.outcome_window
         for p in list(state.pending):
@@ -351,7 +353,7 @@ class Engine:
                 continue
             if seq <= p.seq:
                 continue
-            if p.detector in fired or "non_finite" in fired:
+            if p.detector in fired or "non_finite" in fired or "reward_collapse" in fired:
                 outcome = "ineffective"
             elif seq - p.seq >= window:
                 outcome = "effective"
