@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS nodes (
 """
 
 
+TRIAL_COLUMNS = {"status", "node_id", "ended", "iterations", "last_seq", "health_score", "worst_severity",
+                 "health", "final", "overrides"}
+
+
 def _num(x: Any) -> float | None:
     """Floats for SQL; non-finite values stored as NULL here (the JSON keeps them as strings)."""
     if x is None:
@@ -136,16 +140,16 @@ class Store:
                 "node_id=COALESCE(excluded.node_id, trials.node_id)",
                 (trial_id, run_id, status, node_id, time.time(), dumps(config) if config else None))
 
-    def set_trial(self, trial_id: str, **cols: Any) -> None:
-        allowed = {"status", "node_id", "ended", "iterations", "last_seq", "health_score", "worst_severity",
-                   "health", "final", "overrides"}
-        bad = set(cols) - allowed
+    def _update(self, table: str, key: str, allowed: set[str], ident: Any, cols: dict[str, Any]) -> None:
+        bad = set(cols) - allowed  # column names are never taken from input: SQL stays parameterized
         if bad:
-            raise ValueError(f"unknown trial columns {sorted(bad)}")
+            raise ValueError(f"unknown {table} columns {sorted(bad)}")
         vals = [dumps(v) if isinstance(v, (dict, list)) else v for v in cols.values()]
         with self.transaction():
-            self.db.execute(f"UPDATE trials SET {', '.join(f'{c}=?' for c in cols)} WHERE trial_id=?",
-                            (*vals, trial_id))
+            self.db.execute(f"UPDATE {table} SET {', '.join(f'{c}=?' for c in cols)} WHERE {key}=?", (*vals, ident))
+
+    def set_trial(self, trial_id: str, **cols: Any) -> None:
+        self._update("trials", "trial_id", TRIAL_COLUMNS, trial_id, cols)
 
     def record_iteration(self, report: dict, seq: int, findings: Iterable[dict], interventions: Iterable[dict],
                          trial_cols: dict) -> list[int]:
@@ -173,9 +177,7 @@ class Store:
                      iv.get("detector"), time.time()))
                 ids.append(c.lastrowid)
             if trial_cols:
-                vals = [dumps(v) if isinstance(v, (dict, list)) else v for v in trial_cols.values()]
-                self.db.execute(f"UPDATE trials SET {', '.join(f'{c}=?' for c in trial_cols)} WHERE trial_id=?",
-                                (*vals, tid))
+                self.set_trial(tid, **trial_cols)
         return ids
 
     def record_finding(self, trial_id: str | None, f: dict, seq: int | None = None) -> None:
@@ -189,14 +191,7 @@ class Store:
                  time.time()))
 
     def set_intervention(self, iv_id: int, **cols: Any) -> None:
-        allowed = {"outcome", "applied", "verified", "judged_seq"}
-        bad = set(cols) - allowed
-        if bad:
-            raise ValueError(f"unknown intervention columns {sorted(bad)}")
-        vals = [dumps(v) if isinstance(v, (dict, list)) else v for v in cols.values()]
-        with self.transaction():
-            self.db.execute(f"UPDATE interventions SET {', '.join(f'{c}=?' for c in cols)} WHERE id=?",
-                            (*vals, iv_id))
+        self._update("interventions", "id", {"outcome", "applied", "verified", "judged_seq"}, iv_id, cols)
 
     def record_checkpoint(self, trial_id: str, seq: int, iteration: int, path: str, hparams: dict | None) -> None:
         with self.transaction():
@@ -232,24 +227,22 @@ class Store:
             r["metrics"] = loads(r["metrics"])
         return rows
 
-    def findings(self, trial_id: str | None = None) -> list[dict]:
+    def _events(self, table: str, trial_id: str | None, json_cols: tuple[str, ...]) -> list[dict]:
+        """Findings or interventions, of one trial (in seq order) or all (in time order)."""
         if trial_id is None:
-            rows = self._rows("SELECT * FROM findings ORDER BY time, id")
+            rows = self._rows(f"SELECT * FROM {table} ORDER BY time, id")
         else:
-            rows = self._rows("SELECT * FROM findings WHERE trial_id=? ORDER BY seq, id", (trial_id,))
+            rows = self._rows(f"SELECT * FROM {table} WHERE trial_id=? ORDER BY seq, id", (trial_id,))
         for r in rows:
-            r["details"] = loads(r["details"])
+            for c in json_cols:
+                r[c] = loads(r[c])
         return rows
 
+    def findings(self, trial_id: str | None = None) -> list[dict]:
+        return self._events("findings", trial_id, ("details",))
+
     def interventions(self, trial_id: str | None = None) -> list[dict]:
-        if trial_id is None:
-            rows = self._rows("SELECT * FROM interventions ORDER BY time, id")
-        else:
-            rows = self._rows("SELECT * FROM interventions WHERE trial_id=? ORDER BY seq, id", (trial_id,))
-        for r in rows:
-            r["params"] = loads(r["params"])
-            r["applied"] = loads(r["applied"])
-        return rows
+        return self._events("interventions", trial_id, ("params", "applied"))
 
     def checkpoints(self, trial_id: str) -> list[dict]:
         rows = self._rows("SELECT * FROM checkpoints WHERE trial_id=? ORDER BY seq", (trial_id,))

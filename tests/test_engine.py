@@ -41,6 +41,13 @@ def send(eng, seq, metrics, applied=None):
                         "applied": applied or []})
 
 
+def warm_up(eng, n):
+    """n healthy iterations, taking the checkpoints the engine asks for."""
+    for s in range(n):
+        if send(eng, s, healthy(s))["checkpoint"]:
+            eng.record_checkpoint("t", s, s + 1, f"/ckpt/{s}", {"lr": 3e-4})
+
+
 def test_healthy_stream_no_findings_and_regular_checkpoints(engine):
     cps = []
     for s in range(40):
@@ -63,10 +70,7 @@ def test_nan_is_critical_non_finite_in_the_same_iteration(engine):
 
 
 def test_divergence_rolls_back_then_escalates_to_stop(engine):
-    for s in range(6):
-        v = send(engine, s, healthy(s))
-        if v["checkpoint"]:
-            engine.record_checkpoint("t", s, s + 1, f"/ckpt/{s}", {"lr": 3e-4})
+    warm_up(engine, 6)
     v = send(engine, 6, diverged())
     acts = [a["action"] for a in v["actions"]]
     assert acts == ["rollback", "reduce_lr"]
@@ -93,10 +97,7 @@ def test_divergence_rolls_back_then_escalates_to_stop(engine):
 
 
 def test_effective_intervention_marks_trial_recovered(engine):
-    for s in range(6):
-        v = send(engine, s, healthy(s))
-        if v["checkpoint"]:
-            engine.record_checkpoint("t", s, s + 1, f"/ckpt/{s}", {"lr": 3e-4})
+    warm_up(engine, 6)
     v = send(engine, 6, diverged())
     ids = [a["id"] for a in v["actions"]]
     applied = [{"id": ids[0], "ok": True, "verified": True, "after": {"lr": 3e-4}},
