@@ -20,9 +20,11 @@ sup_grad_norm_ratio       sup_grad_norm_policy / sup_grad_norm_value (ratio
 sup_grad_norm_shared      only when the module has parameters in neither
                           branch (``vf_share_layers=True``: ``encoder.encoder.*``)
 sup_clip_fraction         CleanRL's clipfrac, mean(|ratio - 1| > clip_param),
-                          mean over minibatches
+                          over the loss-masked rows of all minibatches of the
+                          iteration (ratio = pi_new / pi_old exactly as in
+                          RLlib's loss: that minibatch's forward pass)
 sup_approx_kl             CleanRL's approx_kl, mean((ratio - 1) - log ratio),
-                          mean over minibatches
+                          over the same rows
 sup_advantage_mean        advantages before RLlib's standardization (see
 sup_advantage_std         below), over the whole train batch (loss-masked
 sup_advantage_skew        rows only); std with ddof=0, kurtosis is excess
@@ -30,8 +32,7 @@ sup_advantage_kurtosis    kurtosis (0 for a normal distribution)
 sup_advantage_standardized  0.0: the four above are raw (pre-standardization);
                           1.0: raw ones were not accessible and they describe
                           the standardized advantages the loss reads
-sup_value_target_scale    mean |value target| over the train batch
-sup_value_target_std      std of the value targets (ddof=0)
+sup_value_target_scale    mean |value target| over the train batch (loss-masked rows)
 ========================  ===================================================
 
 Advantages. RLlib 2.60 always standardizes advantages over the whole train
@@ -48,24 +49,31 @@ the standardized advantages seen in the loss, per minibatch, and says so in
 ``sup_advantage_standardized``. Skew and kurtosis are unchanged by
 standardization, so only mean and std differ between the two.
 
-Aggregation. Each minibatch appends one small tensor of its values to a
-per-module buffer (no host sync, no MetricsLogger call per minibatch); at the
-end of the update (``after_gradient_based_update``, which RLlib calls once per
-``update()``, before it reduces the learner's metrics) the buffer is reduced
-over all minibatches of all epochs (mean, or max for sup_grad_norm_max),
-moved to the host once, and logged with ``log_value(..., reduce="mean"`` or
-``"max", window=<large>)``. RLlib clears a stats object's values when the
-learner reduces its metrics at the end of ``update()``, so each result holds
-exactly one iteration; several updates between two reduces would give the
-mean of their means / max of their maxes. (Not ``window=None``: RLlib's
-"mean" is then a pairwise running mean that overweights the last value; not
-the default EMA either.) Several learners are merged by RLlib as the mean of
-their means and the max of their maxes; their gradients are all-reduced
-before we read them, so they agree.
+Aggregation. Per minibatch the learner does only what must happen then:
+one ``torch._foreach_norm`` over the module's gradients right after
+``backward()`` (before RLlib's clipping and the optimizer step), appended to
+a per-module buffer, plus keeping references to the loss inputs it already
+has (action-distribution inputs, actions, old log-probs, loss mask). No host
+sync and no MetricsLogger call per minibatch. At the end of the update
+(``after_gradient_based_update``, which RLlib calls once per ``update()``,
+before it reduces the learner's metrics) the buffers are reduced over all
+minibatches of all epochs (mean, or max for sup_grad_norm_max; clip
+fraction and KL over all rows at once), moved to the host in one transfer,
+and logged with ``log_value(..., reduce="mean", window=<large>)`` (or
+``reduce="max"``, a running max, for sup_grad_norm_max).
+RLlib clears a stats object's values when the learner reduces its metrics at
+the end of ``update()``, so each result holds exactly one iteration; several
+updates between two reduces would give the mean of their means / max of
+their maxes. (Not ``window=None``: RLlib's "mean" is then a pairwise running
+mean that overweights the last value; not the default EMA either, which
+carries over between iterations.) Several learners are merged by RLlib as the
+mean of their means and the max of their maxes; their gradients are
+all-reduced before we read them, so the gradient norms agree.
 
 Pushing every minibatch's values through ``MetricsLogger.log_value`` gives the
-same numbers but cost about 3x more (a log_value call is ~6 us on this CPU and
-reducing a key of tensor values ~70 us): see benchmarks/learner_overhead.py.
+same numbers but costs several times more on CPU (a log_value call is ~6 us,
+reducing a key of tensor values ~50-70 us, each tensor op ~1.5 us): see
+benchmarks/learner_overhead.py for the measured cost.
 
 Non-finite gradients propagate: a NaN gradient norm in any minibatch makes the
 iteration's mean and max NaN. With a torch GradScaler (mixed precision) the
@@ -77,6 +85,7 @@ norm and in sup_grad_norm_shared, not in the branch norms.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -112,16 +121,15 @@ KEY_ADV_SKEW = "sup_advantage_skew"
 KEY_ADV_KURTOSIS = "sup_advantage_kurtosis"
 KEY_ADV_STANDARDIZED = "sup_advantage_standardized"
 KEY_VT_SCALE = "sup_value_target_scale"
-KEY_VT_STD = "sup_value_target_std"
 
 # The keys every update produces for a default PPO module.
 SUP_KEYS = (
     KEY_GRAD_NORM_MAX, KEY_GRAD_NORM_MEAN, KEY_GRAD_NORM_POLICY, KEY_GRAD_NORM_VALUE,
     KEY_GRAD_NORM_RATIO, KEY_APPROX_KL, KEY_CLIP_FRACTION, KEY_ADV_MEAN, KEY_ADV_STD,
-    KEY_ADV_SKEW, KEY_ADV_KURTOSIS, KEY_ADV_STANDARDIZED, KEY_VT_SCALE, KEY_VT_STD,
+    KEY_ADV_SKEW, KEY_ADV_KURTOSIS, KEY_ADV_STANDARDIZED, KEY_VT_SCALE,
 )
-# Order of the per-batch statistics vector (_batch_stats).
-_BATCH_STAT_KEYS = (KEY_ADV_MEAN, KEY_ADV_STD, KEY_ADV_SKEW, KEY_ADV_KURTOSIS, KEY_VT_SCALE, KEY_VT_STD)
+# Order of the per-batch statistics.
+_BATCH_STAT_KEYS = (KEY_ADV_MEAN, KEY_ADV_STD, KEY_ADV_SKEW, KEY_ADV_KURTOSIS, KEY_VT_SCALE)
 
 
 def _branch_of(name: str) -> int:
@@ -139,31 +147,40 @@ def _branch_of(name: str) -> int:
     return 2
 
 
-def _moments(x: "torch.Tensor") -> List["torch.Tensor"]:
-    """mean, std (ddof=0), skew, excess kurtosis of a 1-D float tensor, as 0-d tensors.
+def _raw_batch_stats(adv: "torch.Tensor", vt: "torch.Tensor") -> "torch.Tensor":
+    """[mean, m2, m3, m4 of adv (central moments), mean |vt|] as a 5-vector.
 
-    Skew and kurtosis are 0 when the spread is (numerically) zero rather than NaN,
-    so a constant batch is not mistaken for a non-finite run.
+    Few tensor ops on purpose: the division into std, skew and kurtosis happens on
+    the host, on five floats (``_finish_batch_stats``).
     """
+    x = adv.reshape(-1)
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
     mean = x.mean()
     d = x - mean
     d2 = d * d
-    var = d2.mean()
-    std = var.sqrt()
-    ok = var > 1e-12
-    safe_var = torch.where(ok, var, torch.ones_like(var))
-    skew = torch.where(ok, (d2 * d).mean() / (safe_var * safe_var.sqrt()), torch.zeros_like(var))
-    kurt = torch.where(ok, (d2 * d2).mean() / (safe_var * safe_var) - 3.0, torch.zeros_like(var))
-    return [mean, std, skew, kurt]
+    central = torch.stack([d2, d2 * d, d2 * d2]).mean(1)
+    return torch.cat([mean.reshape(1), central, vt.reshape(-1).abs().mean().to(x.dtype).reshape(1)])
 
 
-def _batch_stats(adv: "torch.Tensor", vt: "torch.Tensor") -> "torch.Tensor":
-    """[adv mean, std, skew, kurtosis, mean |vt|, std vt] as one float tensor."""
-    vt = vt.reshape(-1).float()
-    m = _moments(adv.reshape(-1))
-    return torch.stack([*(t.float() for t in m), vt.abs().mean(), vt.std(correction=0)])
+def _finish_batch_stats(mean, m2, m3, m4, vt_scale) -> List[float]:
+    """mean, std (ddof=0), skew, excess kurtosis, value-target scale, as floats.
+
+    Skew and kurtosis are 0 when the spread is (numerically) zero rather than NaN,
+    so a constant batch is not mistaken for a non-finite run.
+    """
+    if m2 > 1e-12:
+        skew, kurt = m3 / m2 ** 1.5, m4 / (m2 * m2) - 3.0
+    elif m2 == m2:  # not NaN
+        skew = kurt = 0.0
+    else:
+        skew = kurt = float("nan")
+    return [mean, math.sqrt(m2) if m2 >= 0 else float("nan"), skew, kurt, vt_scale]
+
+
+def _moments(x: "torch.Tensor") -> List[float]:
+    """mean, std (ddof=0), skew, excess kurtosis of a tensor, as floats."""
+    return _finish_batch_stats(*_raw_batch_stats(x, x.new_zeros(1)).tolist())[:4]
 
 
 class SupervisedGeneralAdvantageEstimation(GeneralAdvantageEstimation):
@@ -211,12 +228,12 @@ class SupervisedGeneralAdvantageEstimation(GeneralAdvantageEstimation):
                     pass
         if metrics is not None:
             try:
-                self._log_raw_stats(out, captured, metrics)
+                with torch.no_grad():
+                    self._log_raw_stats(out, captured, metrics)
             except Exception as e:  # never break training for a statistic
                 logger.warning("supervised learner: raw advantage statistics failed: %r", e)
         return out
 
-    @torch.no_grad()
     def _log_raw_stats(self, batch, vf_preds, metrics) -> None:
         for module_id, preds in vf_preds.items():
             if not isinstance(preds, torch.Tensor) or module_id not in batch:
@@ -233,7 +250,7 @@ class SupervisedGeneralAdvantageEstimation(GeneralAdvantageEstimation):
                 raw_adv, vt = raw_adv[mask], vt[mask]
             if raw_adv.numel() == 0:
                 continue
-            values = _batch_stats(raw_adv, vt).tolist()  # one host transfer
+            values = _finish_batch_stats(*_raw_batch_stats(raw_adv, vt).tolist())  # one host transfer
             for key, v in zip(_BATCH_STAT_KEYS, values):
                 metrics.log_value((module_id, key), v, reduce="mean", window=_WINDOW)
             metrics.log_value((module_id, KEY_ADV_STANDARDIZED), 0.0, reduce="mean", window=_WINDOW)
@@ -251,9 +268,9 @@ class SupervisedPPOTorchLearner(PPOTorchLearner):
         super().build()
         # module_id -> (params ordered policy, value, shared; grouping matrix [3, P]; counts)
         self._sup_param_groups: Dict[str, tuple] = {}
-        # Per-minibatch buffers of this update, module_id -> list of 1-D tensors.
-        self._sup_grad_buf: Dict[str, list] = {}  # [total, policy, value, shared]
-        self._sup_loss_buf: Dict[str, list] = {}  # [clip_fraction, approx_kl, (+ batch stats)]
+        # Per-minibatch buffers of this update, module_id -> list.
+        self._sup_grad_buf: Dict[str, list] = {}  # (per-parameter norms, grouping matrix)
+        self._sup_loss_buf: Dict[str, list] = {}  # references to the loss inputs
         self._sup_gae: Optional[SupervisedGeneralAdvantageEstimation] = None
         pipeline = getattr(self, "_learner_connector", None)
         pieces = getattr(pipeline, "connectors", None)
@@ -327,36 +344,38 @@ class SupervisedPPOTorchLearner(PPOTorchLearner):
     def after_gradient_based_update(self, *, timesteps: Dict[str, Any]) -> None:
         super().after_gradient_based_update(timesteps=timesteps)
         try:
-            self._sup_flush()
+            with torch.no_grad():
+                self._sup_flush()
         except Exception as e:  # never break training for a statistic
             logger.warning("supervised learner: logging statistics failed: %r", e)
         finally:
             self._sup_grad_buf.clear()
             self._sup_loss_buf.clear()
 
-    @torch.no_grad()
     def _sup_flush(self) -> None:
         """Reduce this update's minibatch buffers and log one value per key."""
-        log = self.metrics.log_value
         for module_id in set(self._sup_grad_buf) | set(self._sup_loss_buf):
             parts, names = [], []
-            gbuf = self._sup_grad_buf.get(module_id)
             counts = self._sup_groups().get(module_id, (None, None, [1, 1, 0]))[2]
+            gbuf = self._sup_grad_buf.get(module_id)
             if gbuf:
-                g = torch.stack(gbuf)  # [minibatches, 4]
-                parts += [g.mean(0), g[:, 0].max().reshape(1)]
+                norms = _grad_norms(gbuf)  # [minibatches, 4]
+                parts += [norms.mean(0), norms[:, 0].max().reshape(1)]
                 names += [KEY_GRAD_NORM_MEAN, KEY_GRAD_NORM_POLICY, KEY_GRAD_NORM_VALUE,
                           KEY_GRAD_NORM_SHARED, KEY_GRAD_NORM_MAX]
             lbuf = self._sup_loss_buf.get(module_id)
+            fallback = False
             if lbuf:
-                lmean = torch.stack(lbuf).mean(0)
-                parts.append(lmean)
+                vec, fallback = self._sup_loss_vector(module_id, lbuf)
+                parts.append(vec)
                 names += [KEY_CLIP_FRACTION, KEY_APPROX_KL]
-                if lmean.numel() > 2:  # fallback advantage statistics
-                    names += list(_BATCH_STAT_KEYS)
             if not parts:
                 continue
-            values = dict(zip(names, torch.cat(parts).tolist()))  # one host transfer
+            flat = torch.cat([t.to(torch.float64) for t in parts]).tolist()  # one host transfer
+            values = dict(zip(names, flat))
+            if fallback:
+                values.update(zip(_BATCH_STAT_KEYS, _finish_batch_stats(*flat[len(names):])))
+                values[KEY_ADV_STANDARDIZED] = 1.0
             if gbuf:
                 for key, n in zip((KEY_GRAD_NORM_POLICY, KEY_GRAD_NORM_VALUE, KEY_GRAD_NORM_SHARED), counts):
                     if not n:  # no parameters in that group: no key rather than a 0
@@ -366,11 +385,13 @@ class SupervisedPPOTorchLearner(PPOTorchLearner):
                     # Ratio of the iteration means (not a mean of per-minibatch ratios),
                     # so sup_grad_norm_ratio == sup_grad_norm_policy / sup_grad_norm_value.
                     values[KEY_GRAD_NORM_RATIO] = p / v if v > 0 else (float("inf") if p > 0 else 0.0)
-            if lbuf and lmean.numel() > 2:
-                values[KEY_ADV_STANDARDIZED] = 1.0
             for key, value in values.items():
-                log((module_id, key), value, reduce="max" if key == KEY_GRAD_NORM_MAX else "mean",
-                    window=_WINDOW)
+                if key == KEY_GRAD_NORM_MAX:
+                    # "max" without a window is a running max, cleared at each reduce
+                    # (and cheaper to reduce than a windowed one).
+                    self.metrics.log_value((module_id, key), value, reduce="max")
+                else:
+                    self.metrics.log_value((module_id, key), value, reduce="mean", window=_WINDOW)
 
     # ---- loss-side statistics ---------------------------------------------------
 
@@ -384,36 +405,54 @@ class SupervisedPPOTorchLearner(PPOTorchLearner):
             logger.warning("supervised learner: loss statistics failed: %r", e)
         return loss
 
-    @torch.no_grad()
     def _sup_loss_stats(self, module_id, config, batch, fwd_out) -> None:
-        module = self.module[module_id].unwrapped()
-        logits = fwd_out[Columns.ACTION_DIST_INPUTS].detach()
-        actions = batch[Columns.ACTIONS]
-        dist_cls = module.get_train_action_dist_cls()
+        """Keep references to what the clip fraction and KL need; computed once per update.
+
+        The action-distribution inputs are those of this minibatch's forward pass
+        (before this minibatch's optimizer step), so the ratio is exactly the one
+        in RLlib's loss.
+        """
+        gae = self._sup_gae
+        fallback = gae is None or module_id not in gae.logged_modules
+        self._sup_loss_buf.setdefault(module_id, []).append((
+            fwd_out[Columns.ACTION_DIST_INPUTS].detach(),
+            batch[Columns.ACTIONS],
+            batch[Columns.ACTION_LOGP],
+            batch.get(Columns.LOSS_MASK),
+            config.clip_param,
+            batch[Postprocessing.ADVANTAGES] if fallback else None,
+            batch[Postprocessing.VALUE_TARGETS] if fallback else None,
+        ))
+
+    def _sup_loss_vector(self, module_id, entries):
+        """[clip_fraction, approx_kl] (+ fallback raw batch statistics), pooled over the
+        loss-masked rows of all minibatches of the update."""
+        logits, actions, old_logp, masks, clips, advs, vts = zip(*entries)
+        logits, actions, old_logp = torch.cat(logits), torch.cat(actions), torch.cat(old_logp)
+        dist_cls = self.module[module_id].unwrapped().get_train_action_dist_cls()
         if dist_cls is TorchCategorical:
-            # Same value as TorchCategorical.from_logits(logits).logp(actions), ~5x cheaper.
+            # Same value as TorchCategorical.from_logits(logits).logp(actions), cheaper.
             logp = torch.log_softmax(logits, dim=-1).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
         else:
             logp = dist_cls.from_logits(logits).logp(actions)
-        log_ratio = logp - batch[Columns.ACTION_LOGP]
+        log_ratio = logp - old_logp
         ratio_m1 = torch.exp(log_ratio) - 1.0
+        clip = clips[-1]  # the module's config.clip_param (fixed within an update)
         # CleanRL: clipfrac = mean(|ratio - 1| > clip), approx_kl = mean((ratio - 1) - log ratio)
-        per_row = torch.stack([(ratio_m1.abs() > config.clip_param).to(log_ratio.dtype), ratio_m1 - log_ratio])
-        mask = batch.get(Columns.LOSS_MASK)
-        if mask is not None:
-            m = mask.to(log_ratio.dtype)
-            vec = torch.mv(per_row, m) / m.sum()  # masked mean without a host sync
-        else:
+        per_row = torch.stack([(ratio_m1.abs() > clip).to(log_ratio.dtype), ratio_m1 - log_ratio])
+        mask = None if any(m is None for m in masks) else torch.cat(masks).bool()
+        if mask is None:
             vec = per_row.mean(1)
-        gae = self._sup_gae
-        if gae is None or module_id not in gae.logged_modules:
-            # Fallback: the (standardized) advantages the loss reads, per minibatch.
-            adv = batch[Postprocessing.ADVANTAGES]
-            vt = batch[Postprocessing.VALUE_TARGETS]
-            if mask is not None:
-                adv, vt = adv[mask], vt[mask]
-            vec = torch.cat([vec.float(), _batch_stats(adv, vt)])
-        self._sup_loss_buf.setdefault(module_id, []).append(vec.float())
+        else:
+            # Masked mean without boolean indexing (no host sync); masked-out rows
+            # (RLlib's artificial bootstrap step) may hold inf and are dropped.
+            vec = torch.where(mask, per_row, 0.0).sum(1) / mask.sum()
+        if advs[0] is None:
+            return vec, False
+        adv, vt = torch.cat(advs), torch.cat(vts)
+        if mask is not None:
+            adv, vt = adv[mask], vt[mask]
+        return torch.cat([vec.to(torch.float64), _raw_batch_stats(adv, vt).to(torch.float64)]), True
 
     # ---- gradient-side statistics -------------------------------------------------
 
@@ -426,8 +465,12 @@ class SupervisedPPOTorchLearner(PPOTorchLearner):
                 logger.warning("supervised learner: gradient statistics failed: %r", e)
         return grads
 
-    @torch.no_grad()
     def _sup_grad_stats(self, grads) -> None:
+        """Per-parameter norms of this minibatch's gradients (pre-clip); reduced per update.
+
+        Gradients do not require grad, so no autograd bookkeeping happens here even
+        without ``torch.no_grad()`` (whose enter/exit would cost more than the ops).
+        """
         for module_id, (params, g, counts) in self._sup_groups().items():
             grad_list = [grads.get(p) for p in params]
             if any(x is None for x in grad_list):
@@ -438,15 +481,26 @@ class SupervisedPPOTorchLearner(PPOTorchLearner):
                     continue
                 grad_list = [grad_list[i] for i in keep]
                 g = g[:, keep]
-            sq = torch.stack(torch._foreach_norm(grad_list)).float()
-            per_group = torch.mv(g, sq * sq)  # [policy², value², shared²]
-            norms = torch.cat([per_group.sum().reshape(1), per_group]).sqrt()  # [total, policy, value, shared]
+            norms = torch._foreach_norm(grad_list)  # list of 0-d tensors, stacked per update
             scaler = self._grad_scalers.get(module_id) if self._grad_scalers else None
             scale = getattr(scaler, "_scale", None)
             if isinstance(scale, torch.Tensor):
-                # Mixed precision: the gradients are still scaled here; report true norms.
-                norms = norms / scale.to(norms.dtype)
-            self._sup_grad_buf.setdefault(module_id, []).append(norms)
+                # Mixed precision: the gradients are still scaled here; report true norms
+                # (divide now: the scaler updates its scale in place after the step).
+                norms = list(torch.stack(norms) / scale.to(norms[0].dtype))
+            self._sup_grad_buf.setdefault(module_id, []).append((norms, g))
+
+
+def _grad_norms(entries) -> "torch.Tensor":
+    """[minibatches, 4] of [total, policy, value, shared] norms from per-parameter norms."""
+    g0 = entries[0][1]
+    if all(g is g0 for _, g in entries):
+        flat = [n for norms, _ in entries for n in norms]
+        sq = torch.stack(flat).float().reshape(len(entries), -1)  # [minibatches, P]
+        per_group = (sq * sq) @ g0.t()  # [minibatches, 3]
+    else:
+        per_group = torch.stack([torch.mv(g, torch.stack(n).float() ** 2) for n, g in entries])
+    return torch.cat([per_group.sum(1, keepdim=True), per_group], dim=1).sqrt()
 
 
 def use_supervised_learner(config):

@@ -350,6 +350,7 @@ class ClusterWatch:
         self._stop = threading.Event()
         self._node_written: dict[tuple[str, str], tuple[float, bool]] = {}  # (run, node) -> (time, alive)
         self._counted: dict[str, tuple[int, int]] = {}  # run_id -> (last finding id, last intervention id)
+        self._closed: set[str] = set()
         self._metrics = None
         self._last_scan = 0.0
         self.ticks = 0
@@ -409,10 +410,11 @@ class ClusterWatch:
         if self.monitors_enabled:
             self._ensure_monitors(ray_nodes, now)
         found += self.state.check(now)
-        found += self.state.stragglers(self._trial_times(), now)
-        self._emit(found, now)
-        self._write_nodes(now)
-        self._update_metrics()
+        engines = self._active_engines()
+        found += self.state.stragglers(self._trial_times(engines), now)
+        self._emit(found, now, engines)
+        self._write_nodes(now, engines)
+        self._update_metrics(engines)
         return {"findings": len(found), "nodes": len(self.state.nodes)}
 
     # ------------------------------------------------------------------ monitors
@@ -437,22 +439,27 @@ class ClusterWatch:
 
     # ------------------------------------------------------------------ outputs
     def _active_engines(self) -> dict:
+        """The runs still going (a closed run is remembered as closed: one store read per run per tick)."""
         out = {}
         for run_id, eng in self.service.runs.items():
+            if run_id in self._closed:
+                continue
             try:
-                runs = eng.store.runs()
+                mine = [r for r in eng.store.runs() if r["run_id"] == run_id]
             except Exception:
                 continue
-            mine = [r for r in runs if r["run_id"] == run_id]
-            if mine and mine[-1]["status"] == "running":
-                out[run_id] = eng
+            if mine and mine[-1]["status"] != "running":
+                self._closed.add(run_id)
+                self._count(run_id, eng)  # its last findings and interventions still count
+                continue
+            out[run_id] = eng
         return out
 
-    def _trial_times(self) -> dict:
+    def _trial_times(self, engines: dict) -> dict:
         """Recent iteration times of the running trials, per run (only runs with enough peers to judge)."""
         out = {}
         need = self.settings.straggler_min_peers + 1
-        for run_id, eng in self.service.runs.items():
+        for run_id, eng in engines.items():
             running = {tid: st for tid, st in eng.trials.items() if st.status == "running"}
             if len(running) < need:
                 continue
@@ -466,17 +473,17 @@ class ClusterWatch:
                     out[tid] = {"run_id": run_id, "times": times, "node_id": nodes.get(tid)}
         return out
 
-    def _emit(self, found: list[dict], now: float) -> None:
+    def _emit(self, found: list[dict], now: float, engines: dict | None = None) -> None:
         if not found:
             return
-        engines = self._active_engines()
+        engines = self._active_engines() if engines is None else engines
         for f in found:
             f.setdefault("time", now)
             self.findings_log.append(f)
             rec = {k: f.get(k) for k in ("detector", "severity", "metric", "value", "threshold", "message")}
             rec["details"] = f.get("details") or {}
             tid = f.get("trial_id")
-            if self._metrics is not None and not tid:
+            if not tid and self._metrics_ready():
                 self._metrics.finding(f["detector"], f["severity"])
             for run_id, eng in engines.items():
                 try:
@@ -493,8 +500,7 @@ class ClusterWatch:
                 except Exception as e:
                     log.warning("could not store a cluster finding in run %s: %s", run_id, e)
 
-    def _write_nodes(self, now: float) -> None:
-        engines = self._active_engines()
+    def _write_nodes(self, now: float, engines: dict) -> None:
         if not engines:
             return
         rows = self.state.node_rows(now)
@@ -511,7 +517,7 @@ class ClusterWatch:
                 except Exception as e:
                     log.warning("could not store node %s in run %s: %s", r["node_id"], run_id, e)
 
-    def _update_metrics(self) -> None:
+    def _metrics_ready(self) -> bool:
         if self._metrics is None:
             try:
                 from actors.metrics_export import SupervisorMetrics
@@ -520,7 +526,30 @@ class ClusterWatch:
             except Exception as e:  # no metrics: the supervisor works on
                 log.warning("metrics export unavailable: %s", e)
                 self._metrics = False
-        if not self._metrics:
+        return bool(self._metrics)
+
+    def _count(self, run_id: str, eng) -> None:
+        """Findings and interventions stored since the last count -> the counters (node-level findings
+        are counted once where they are raised, not once per run)."""
+        if not self._metrics_ready():
+            return
+        m = self._metrics
+        try:
+            last_f, last_i = self._counted.get(run_id, (0, 0))
+            rows_f = eng.store._rows(
+                "SELECT id, detector, severity FROM findings WHERE id>? AND trial_id IS NOT NULL "
+                "AND detector NOT IN ('node_down','memory_pressure','gpu_fault') ORDER BY id", (last_f,))
+            for r in rows_f:
+                m.finding(r["detector"], r["severity"])
+            rows_i = eng.store._rows("SELECT id, action FROM interventions WHERE id>? ORDER BY id", (last_i,))
+            for r in rows_i:
+                m.intervention(r["action"])
+            self._counted[run_id] = (rows_f[-1]["id"] if rows_f else last_f, rows_i[-1]["id"] if rows_i else last_i)
+        except Exception as e:
+            log.warning("finding/intervention counters of run %s not updated: %s", run_id, e)
+
+    def _update_metrics(self, engines: dict) -> None:
+        if not self._metrics_ready():
             return
         m = self._metrics
         try:
@@ -532,19 +561,10 @@ class ClusterWatch:
             for run_id, eng in self.service.runs.items():
                 for t in eng.trials.values():
                     m.trial(run_id, t.trial_id, t.health.score(t.last_seq), t.last_metrics.get("time_this_iter_s"))
-                last_f, last_i = self._counted.get(run_id, (0, 0))
-                rows_f = eng.store._rows(
-                    "SELECT id, detector, severity FROM findings WHERE id>? AND trial_id IS NOT NULL "
-                    "AND detector NOT IN ('node_down','memory_pressure','gpu_fault') ORDER BY id", (last_f,))
-                for r in rows_f:
-                    m.finding(r["detector"], r["severity"])
-                rows_i = eng.store._rows("SELECT id, action FROM interventions WHERE id>? ORDER BY id", (last_i,))
-                for r in rows_i:
-                    m.intervention(r["action"])
-                self._counted[run_id] = (rows_f[-1]["id"] if rows_f else last_f,
-                                         rows_i[-1]["id"] if rows_i else last_i)
         except Exception as e:
             log.warning("trial metrics update failed: %s", e)
+        for run_id, eng in engines.items():
+            self._count(run_id, eng)
 
     # ------------------------------------------------------------------ views
     def status(self) -> dict:
@@ -558,6 +578,12 @@ class ClusterWatch:
         st["findings"] = [_public(f) for f in list(self.findings_log)[-50:]]
         st["monitors"] = len(self.monitors)
         st["ticks"] = self.ticks
+        try:
+            import ray
+
+            st["supervisor_node_id"] = ray.get_runtime_context().get_node_id()  # its metrics are exported there
+        except Exception:
+            st["supervisor_node_id"] = None
         return st
 
     def findings(self, since: float = 0.0) -> list[dict]:

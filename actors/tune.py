@@ -224,8 +224,6 @@ class SupervisedPPO(PPO):
         fresh = isinstance(sup, dict) and sup.get("reported") and v.get("seq") == cb.seq - 1
         if fresh and v.get("checkpoint") and not v.get("actions"):
             result["should_checkpoint"] = True  # Tune's checkpoints are the health-gated ones
-        if isinstance(sup, dict):
-            sup["trial_id"] = cb.trial_id
 
     def load_checkpoint(self, checkpoint) -> None:
         super().load_checkpoint(checkpoint)
@@ -312,6 +310,11 @@ class SupervisorTuneCallback(Callback):
         self.iterations_run: dict[str, int] = {}
         self._sup = None
         self.started = time.time()
+
+    def __getstate__(self):  # Tune pickles its callbacks with the experiment (tuner.pkl)
+        state = dict(self.__dict__)
+        state.update(_sup=None, console=None)
+        return state
 
     # -- plumbing
     def _actor(self):
@@ -687,9 +690,7 @@ def run_sweep(sweep, source: str, out: str | None = None, max_concurrent: int | 
             "search_keys": []}
     param_space, _ = build_sweep_space(sweep, source, info)  # InputError before anything starts
     if variants is not None:
-        from ray import tune as _tune
-
-        param_space[SEARCH_KEY] = _tune.grid_search([dict(v) for v in variants])
+        param_space[SEARCH_KEY] = tune.grid_search([dict(v) for v in variants])
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "sweep.yaml").write_text(yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False))
 

@@ -95,6 +95,10 @@ RUNS: dict[str, tuple[str | None, int, str]] = {
     "healthy_s1": (None, 1, "default config"),
     "healthy_s2": (None, 2, "default config"),
     "healthy_s3": (None, 3, "default config"),
+    # held out: recorded after the detectors were tuned (on the synthetic tune split and s1-s3)
+    "healthy_s8": (None, 8, "default config (held-out)"),
+    "healthy_s9": (None, 9, "default config (held-out)"),
+    "healthy_s10": (None, 10, "default config (held-out)"),
     "lr_jump": ("lr_jump", 4, f"lr schedule [[0, 3e-4], [{FAULT_STEP - 1}, 3e-4], [{FAULT_STEP}, 5.0]]"),
     "entropy_coeff_huge": ("entropy_coeff_huge", 5,
                            f"entropy_coeff schedule [[0, 0.0], [{FAULT_STEP - 1}, 0.0], [{FAULT_STEP}, 20.0]]"),
@@ -151,19 +155,46 @@ def record(name: str, iterations: int, out: Path) -> dict:
                   f"loss {m.get('total_loss')}", flush=True)
     finally:
         algo.stop()
-    onset = None
-    if fault is not None:
-        # the first iteration whose sample reached FAULT_STEP (its update uses the new lr / entropy
-        # coefficient; its batch holds the broken rewards or observations)
-        onset = next((i for i, r in enumerate(rows) if r.get("env_steps_lifetime", 0) >= FAULT_STEP), None)
     path = out / f"{name}.jsonl"
     with open(path, "w") as f:
         for r in rows:
             f.write(json.dumps(r, allow_nan=True) + "\n")
     return {"file": path.name, "kind": "healthy" if fault is None else "faulty", "fault": fault, "seed": seed,
-            "how": how, "iterations": len(rows), "onset_index": onset,
-            "onset_iteration": rows[onset]["training_iteration"] if onset is not None else None,
+            "how": how, "iterations": len(rows), **onset_of(fault, rows),
             "fault_step": FAULT_STEP if fault else None, "seconds": round(time.time() - t0, 1)}
+
+
+SCHEDULED = {"lr_jump", "entropy_coeff_huge"}
+
+
+def onset_of(fault: str | None, rows: list[dict]) -> dict:
+    """The onset: the first iteration the fault acts on. An env fault acts on the first iteration
+    whose sample reaches FAULT_STEP (its batch holds broken rewards or observations). A scheduled
+    hyperparameter acts one iteration later: RLlib moves its schedulers after each update, with the
+    lifetime env steps of that iteration, so that iteration already *reports* the new lr / entropy
+    coefficient but was trained with the old one; the next update is the first to use it."""
+    if fault is None:
+        return {"onset_index": None, "onset_iteration": None}
+    first = next((i for i, r in enumerate(rows) if r.get("env_steps_lifetime", 0) >= FAULT_STEP), None)
+    if first is not None and fault in SCHEDULED:
+        first += 1
+    if first is None or first >= len(rows):
+        return {"onset_index": None, "onset_iteration": None}
+    return {"onset_index": first, "onset_iteration": rows[first]["training_iteration"]}
+
+
+def reindex(out: Path) -> None:
+    """Recompute the onsets in runs.json from the recorded files (no training)."""
+    meta_path = out / "runs.json"
+    meta = json.loads(meta_path.read_text())
+    for name, m in meta.items():
+        if name.startswith("_") or not (out / m["file"]).exists():
+            continue
+        rows = [json.loads(line) for line in (out / m["file"]).read_text().splitlines() if line.strip()]
+        m.update(onset_of(m.get("fault"), rows))
+    if "_about" in meta:
+        meta["_about"]["onset_index"] = "0-based line of the first iteration the fault acts on (see onset_of)"
+    meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
 
 
 def main() -> None:
@@ -171,9 +202,13 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=35)
     ap.add_argument("--only", nargs="*", default=None, help="run names (default: all)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "data"))
+    ap.add_argument("--reindex", action="store_true", help="only recompute the onsets in runs.json")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.reindex:
+        reindex(out)
+        return
     names = args.only or list(RUNS)
     unknown = set(names) - set(RUNS)
     if unknown:
@@ -192,7 +227,7 @@ def main() -> None:
         "config": {"env": "CartPole-v1", "train_batch_size_per_learner": BATCH, "minibatch_size": 250,
                    "num_epochs": 4, "num_env_runners": 0, "lr": 3e-4, "gamma": 0.99, "lambda_": 0.95,
                    "vf_loss_coeff": 0.01, "learner": "actors.learner.SupervisedPPOTorchLearner"},
-        "onset_index": "0-based line of the first iteration whose sample reached fault_step",
+        "onset_index": "0-based line of the first iteration the fault acts on (see onset_of)",
         "recorded_with": "benchmarks/record_runs.py",
     })
     try:

@@ -31,7 +31,7 @@ recovered (the supervisor's ``recovered`` status: an intervention worked and the
 trial finished). Healthy and bad are defined by construction, not by outcome;
 the per-trial table shows what happened to each.
 
-    python benchmarks/sweep_efficiency.py [--iterations 20] [--batch 1000] [--num-cpus 2]
+    python benchmarks/sweep_efficiency.py [--iterations 16] [--batch 500] [--num-cpus 2]
         [--modes fifo,asha,supervisor] [--out benchmarks/results/sweep_efficiency.md]
 
 Prints a markdown table and writes it (with the per-trial table and the
@@ -184,7 +184,7 @@ def summarize(res: dict, args) -> dict:
         killed = [t for t in ts if t["kind"] == "healthy" and (t["status"] in ("stopped", "errored")
                                                              or (ended_early(t) and "asha" in mode))]
         caught = [t for t in ts if t["kind"] != "healthy" and (t["actions"] or t["status"] == "stopped")]
-        recovered = [t for t in ts if t["status"] == "recovered"]
+        recovered = [t for t in ts if t["kind"] != "healthy" and t["status"] == "recovered"]
     elif mode == "asha":
         killed = [t for t in ts if t["kind"] == "healthy" and ended_early(t)]
         caught = [t for t in ts if t["kind"] != "healthy" and ended_early(t)]
@@ -192,7 +192,8 @@ def summarize(res: dict, args) -> dict:
     else:
         killed, caught, recovered = [t for t in ts if t["kind"] == "healthy" and t["status"] == "errored"], [], []
     bad = sum(t["kind"] != "healthy" for t in ts)
-    return {"mode": mode, "steps": sum(t["steps"] for t in ts), "wall": res["wall"],
+    touched = [t for t in ts if t["kind"] == "healthy" and t["actions"]]
+    return {"mode": mode, "steps": sum(t["steps"] for t in ts), "wall": res["wall"], "touched": len(touched),
             "best": max(finals) if finals else float("nan"), "killed": len(killed),
             "healthy": sum(t["kind"] == "healthy" for t in ts), "caught": len(caught), "bad": bad,
             "recovered": len(recovered), "trials": len(ts)}
@@ -208,12 +209,13 @@ def markdown(results: list[dict], summaries: list[dict], args, machine: str) -> 
              f"(`--iterations {args.iterations} --batch {args.batch} --num-cpus {args.num_cpus}`), "
              f"{time.strftime('%Y-%m-%d %H:%M')}.", "",
              "| way | env steps | vs FIFO | wall time | best final return | healthy trials killed "
-             "| bad trials caught | trials recovered |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| healthy trials intervened on | bad trials caught | bad trials recovered |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for s in summaries:
         rel = f"{s['steps'] / base['steps']:.0%}" if base and base["steps"] else "-"
         lines.append(f"| {s['mode']} | {s['steps']:,} | {rel} | {s['wall']:.0f} s | {s['best']:.1f} | "
-                     f"{s['killed']} / {s['healthy']} | {s['caught']} / {s['bad']} | {s['recovered']} |")
+                     f"{s['killed']} / {s['healthy']} | {s['touched']} / {s['healthy']} | {s['caught']} / {s['bad']} "
+                     f"| {s['recovered']} / {s['bad']} |")
     lines += ["", "Per trial: last iteration reached (iterations actually run, restarts and rollbacks included), "
               "final return, status / actions.", ""]
     head = "| trial | kind | " + " | ".join(r["mode"] for r in results) + " |"
@@ -235,8 +237,10 @@ def markdown(results: list[dict], summaries: list[dict], args, machine: str) -> 
     lines += ["", "Definitions: *healthy* and *bad* (diverging lr >= 1, the lr jump, the broken env) are by "
               "construction. *Killed*: a healthy trial ended before its budget without reaching the target "
               "(ASHA's early stops; the supervisor's `stopped`). *Caught*: a bad trial the way acted on "
-              "(supervisor: an intervention other than alert, or stopped; ASHA: ended early). *Recovered*: "
-              "the supervisor's `recovered` status. Env steps: every iteration any trial ran. The "
+              "(supervisor: an intervention other than alert, or stopped; ASHA: ended early). *Intervened on*: a "
+              "healthy trial that got an intervention other than alert (a false alarm acted on). *Recovered*: a bad "
+              "trial with the supervisor's `recovered` status (an intervention judged effective, trial finished). "
+              "Env steps: every iteration any trial ran. The "
               "supervised sweep's ladder for `non_finite` is `[rollback, reduce_lr (x0.01)]`, then "
               "`stop_trial`; everything else is the supervisor's default."]
     return "\n".join(lines) + "\n"
@@ -244,8 +248,8 @@ def markdown(results: list[dict], summaries: list[dict], args, machine: str) -> 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--iterations", type=int, default=20)
-    p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--iterations", type=int, default=16)
+    p.add_argument("--batch", type=int, default=500)
     p.add_argument("--target", type=float, default=450.0)
     p.add_argument("--num-cpus", type=int, default=2)
     p.add_argument("--modes", default="fifo,asha,supervisor")
@@ -281,7 +285,12 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(md)
-    print(f"written to {out}; run folders under {root}")
+    import json
+
+    raw = out.with_suffix(".json")
+    raw.write_text(json.dumps({"args": vars(args), "summaries": summaries, "results": results}, indent=1,
+                              default=str))
+    print(f"written to {out} (raw per-trial figures: {raw}); run folders under {root}")
     return 0
 
 

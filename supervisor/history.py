@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from math import log
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -105,11 +106,27 @@ class History:
         self._views: dict[tuple, object] = {}  # (metric, kind or width) -> view
         self.iterations = 0
         self.memo: dict = {}
+        self._schema: tuple | None = None  # the key order of the last report, and its buffers
+        self._cols: tuple = ()
+        self._dvs: tuple = ()
 
     def append(self, metrics: Mapping[str, float | None]) -> None:
-        cap = self.capacity
-        vals = self._vals
-        derived = self._derived
+        keys = tuple(metrics)
+        if keys == self._schema and keys:
+            self._append_known(metrics)
+        else:
+            self._append_any(metrics)
+            # a trial reports the same metrics in the same order every iteration: remember this
+            # order's buffers, so the next report skips the per-name lookups
+            vals, derived = self._vals, self._derived
+            self._schema = keys
+            self._cols = tuple(vals.get(k) for k in keys)
+            self._dvs = tuple(derived.get(k) for k in keys)
+        self.iterations += 1
+        if self.memo:
+            self.memo = {}
+
+    def _append_any(self, metrics) -> None:
         for name, x in metrics.items():
             if x.__class__ is float:
                 if x - x != 0.0:  # NaN or +-inf
@@ -118,18 +135,56 @@ class History:
                 continue
             else:
                 x = float(x)
-            a = vals.get(name)
+            a = self._vals.get(name)
             if a is None:
-                a = vals[name] = array("d")
+                a = self._vals[name] = array("d")
+            self._push(name, a, x, self._derived.get(name))
+
+    def _append_known(self, metrics) -> None:
+        cap = self.capacity
+        for a, x, dv, name in zip(self._cols, metrics.values(), self._dvs, self._schema):
+            if x.__class__ is float:
+                if x - x != 0.0:  # NaN or +-inf
+                    continue
+            elif x is None or not isinstance(x, (int, float)) or not math.isfinite(x):
+                continue
+            else:
+                x = float(x)
+            if a is None:  # first finite value of this metric: a new buffer, and a new schema
+                a = self._vals[name] = array("d")
+                self._schema = None
             a.append(x)
             if len(a) > cap:
                 del a[0]
-            if name in derived:
-                for v in derived[name]:
+            if dv:  # inlined views update
+                for v in dv:
+                    if v.__class__ is _TransformView:
+                        out = v.out
+                        if v.kind == "log":
+                            out.append(log(x) if x > LOG_EPS else LOG_LOG_EPS)
+                        else:
+                            out.append(abs(x))
+                        if len(out) > len(a):
+                            del out[0]
+                    else:
+                        v.push(x, a)
+
+    def _push(self, name: str, a: array, x: float, dv) -> None:
+        a.append(x)
+        if len(a) > self.capacity:
+            del a[0]
+        if dv:
+            for v in dv:
+                if v.__class__ is _TransformView:
+                    out = v.out
+                    if v.kind == "log":
+                        out.append(log(x) if x > LOG_EPS else LOG_LOG_EPS)
+                    else:
+                        out.append(abs(x))
+                    if len(out) > len(a):
+                        del out[0]
+                else:
                     v.push(x, a)
-        self.iterations += 1
-        if self.memo:
-            self.memo = {}
 
     # ---- reading -----------------------------------------------------------------------------
     def values(self, metric: str):
@@ -162,9 +217,16 @@ class History:
         """The stored values of ``metric`` as they are (``kind`` None/False), log-transformed and
         floored at LOG_EPS (``"log"`` or True), or absolute (``"abs"``); a live buffer, oldest first."""
         if not kind:
-            return self.values(metric)
+            a = self._vals.get(metric)
+            return a if a is not None else _EMPTY
         if kind is True:
             kind = "log"
+        v = self._views.get((metric, kind))
+        if v is not None:
+            return v.out
+        return self._new_view(metric, kind)
+
+    def _new_view(self, metric: str, kind: str):
         v = self._views.get((metric, kind))
         if v is None:
             if kind not in ("log", "abs"):
@@ -174,6 +236,7 @@ class History:
                 return _EMPTY
             v = self._views[(metric, kind)] = _TransformView(kind, base)
             self._derived.setdefault(metric, []).append(v)
+            self._schema = None
         return v.out
 
     def rolling(self, metric: str, width: int) -> _RollingView | None:
@@ -185,6 +248,7 @@ class History:
                 return None
             v = self._views[(metric, width)] = _RollingView(width, base)
             self._derived.setdefault(metric, []).append(v)
+            self._schema = None
         return v
 
     def rolling_medians(self, metric: str, width: int) -> list[float]:

@@ -203,9 +203,20 @@ def cluster():
         workers = [c.add_node(**WORKER) for _ in range(2)]
         c.wait_for_nodes()
         ray.init(address=c.address, log_to_driver=False, logging_level=logging.ERROR)
-        from actors.supervisor_actor import get_or_create_supervisor
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        sup = get_or_create_supervisor()
+        from actors.supervisor_actor import (ACTOR_NAME, NAMESPACE, SupervisorActor, _start_cluster_watch,
+                                             get_or_create_supervisor, head_node_id)
+
+        # get_or_create_supervisor pins it to the head softly; a loaded machine can spill it to a worker
+        # node, and this test kills worker nodes: pin it for real, as get_or_create_supervisor means it
+        head = head_node_id()
+        sup = SupervisorActor.options(
+            name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=head, soft=False)).remote()
+        _start_cluster_watch(sup)
+        assert get_or_create_supervisor()._actor_id == sup._actor_id
+        assert ray.get(sup.cluster_status.remote(), timeout=60)["supervisor_node_id"] == head
         yield {"cluster": c, "workers": workers, "sup": sup, "address": c.address}
     finally:
         ray.shutdown()
@@ -252,6 +263,30 @@ def test_status_lists_every_node_with_health(cluster):
 
 
 @pytest.mark.slow
+def test_a_silent_monitor_is_node_down_within_10s_then_replaced(cluster):
+    """The heartbeat path for real: the node stays up in Ray's eyes, its monitor goes quiet."""
+    import ray
+
+    from actors.node_monitor import NAMESPACE, monitor_name
+
+    sup, victim = cluster["sup"], cluster["workers"][0].node_id
+    t0 = time.time()
+    ray.kill(ray.get_actor(monitor_name(victim), namespace=NAMESPACE))
+
+    def found(severity):
+        return [f for f in ray.get(sup.cluster_findings.remote(t0))
+                if f["detector"] == "node_down" and f["node_id"] == victim and f["severity"] == severity]
+    down = wait_for(lambda: found("warning"), 20)
+    assert down and down[0]["time"] - t0 <= 10.0, down
+    assert "missed its heartbeats" in down[0]["message"] and "Ray still lists it alive" in down[0]["message"]
+    # the watch starts a new monitor on the silent node; its heartbeats clear the finding
+    back = wait_for(lambda: found("info"), 40)
+    assert back and "heartbeating again" in back[0]["message"]
+    st = ray.get(sup.cluster_status.remote())
+    assert all(n["alive"] and n["health"] == "ok" for n in st["nodes"])
+
+
+@pytest.mark.slow
 def test_node_loss_is_reported_and_the_trial_restarts_from_its_checkpoint_elsewhere(cluster, tmp_path):
     import ray
     from ray import tune
@@ -288,6 +323,7 @@ def test_node_loss_is_reported_and_the_trial_restarts_from_its_checkpoint_elsewh
                               if f["detector"] == "node_down" and f["node_id"] == killed["node_id"]], 20, every=0.1)
         killed["node_down_after_s"] = (f[0]["time"] - killed["at"]) if f else None
         killed["finding"] = f[0] if f else None
+        print(f"node_down {killed['node_down_after_s']} s after the node went away")
 
     th = threading.Thread(target=killer, daemon=True)
     th.start()
@@ -331,8 +367,10 @@ def test_node_loss_is_reported_and_the_trial_restarts_from_its_checkpoint_elsewh
 def test_metrics_reach_the_head_nodes_prometheus_endpoint(cluster):
     import ray
 
-    head = next(n for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"])
-    url = f"http://{head['NodeManagerAddress']}:{head['MetricsExportPort']}/metrics"
+    where = ray.get(cluster["sup"].cluster_status.remote())["supervisor_node_id"]  # the head node
+    node = next(n for n in ray.nodes() if n["Alive"] and n["NodeID"] == where)
+    assert "node:__internal_head__" in node["Resources"]
+    url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
 
     seen: set = set()
 

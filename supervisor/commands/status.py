@@ -1,7 +1,8 @@
 """``supervise status``: live health of a running cluster: nodes, GPUs, trials.
 
-Attaches to the cluster at ``--address`` (else ``RAY_ADDRESS``, else the
-cluster this machine belongs to, as ``ray status`` finds it), finds the
+Attaches to the cluster at ``--address`` (its GCS address host:port; else
+``RAY_ADDRESS`` unless that is a dashboard http:// address, else the cluster
+this machine belongs to, as ``ray status`` finds it), finds the
 supervisor actor and asks it for its view; ``ray.nodes()`` adds every node
 the supervisor has no monitor on.
 
@@ -62,7 +63,10 @@ def _finite(o):
 def run(args) -> int:
     from supervisor.errors import InputError
 
-    address = args.address or os.environ.get("RAY_ADDRESS") or "auto"
+    env = os.environ.get("RAY_ADDRESS")
+    if not args.address and env and env.startswith(("http://", "https://")):
+        env = None  # the job server's address (for `ray job submit`): find the cluster as `ray status` does
+    address = args.address or env or "auto"
     if address.startswith(("http://", "https://")):
         raise InputError("--address", None, f"{address} is a dashboard (job) address; give the cluster's GCS "
                                             "address host:port (e.g. 127.0.0.1:6379)")
@@ -115,6 +119,7 @@ def run(args) -> int:
             trials = []
     st = build_status(ray_nodes, view.get("nodes"), trials)
     st["findings"] = view.get("findings", [])
+    st["supervisor_node_id"] = view.get("supervisor_node_id")
     if args.format == "json":
         print(json.dumps(_finite(st), indent=2, default=str, allow_nan=False))
     else:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import repeat
+from operator import mul as _mul, sub as _sub
 from typing import Mapping
 
 from supervisor.detectors.base import Detector, Latch
@@ -101,11 +103,19 @@ def median(xs) -> float:
     return s[h] if n % 2 else 0.5 * (s[h - 1] + s[h])
 
 
+def _abs_dev(xs, c) -> list[float]:
+    """``[abs(v - c) for v in xs]``, at C speed."""
+    return list(map(abs, map(_sub, xs, repeat(c))))
+
+
 def center_scale(xs, rel_floor: float = 0.05, abs_floor: float = 1e-12) -> tuple[float, float]:
     """Median and MAD-based sigma (as :func:`supervisor.stats.robust_center_scale`), floored."""
     med = median(xs)
-    mad = median([abs(v - med) for v in xs]) * MAD_TO_SIGMA
+    mad = median(_abs_dev(xs, med)) * MAD_TO_SIGMA
     return med, max(mad, rel_floor * abs(med), abs_floor)
+
+
+_SQRT2 = math.sqrt(2.0)
 
 
 def noise_scale(xs) -> float:
@@ -113,9 +123,12 @@ def noise_scale(xs) -> float:
     1.4826 MAD(diff) / sqrt 2. 0 for fewer than 3 values."""
     if len(xs) < 3:
         return 0.0
-    d = [b - a for a, b in zip(xs[:-1], xs[1:])]
+    d = list(map(_sub, xs[1:], xs[:-1]))  # b - a for successive a, b
     md = median(d)
-    return median([abs(v - md) for v in d]) * MAD_TO_SIGMA / math.sqrt(2.0)
+    return median(_abs_dev(d, md)) * MAD_TO_SIGMA / _SQRT2
+
+
+_CENTERED: dict[int, list[float]] = {}
 
 
 def lslope(xs) -> float:
@@ -123,9 +136,14 @@ def lslope(xs) -> float:
     n = len(xs)
     if n < 2:
         return 0.0
-    tm = (n - 1) / 2.0
+    t = _CENTERED.get(n)
+    if t is None:
+        tm = (n - 1) / 2.0
+        t = [i - tm for i in range(n)]
+        if n <= 4096:
+            _CENTERED[n] = t
     xm = sum(xs) / n
-    num = sum((i - tm) * (v - xm) for i, v in enumerate(xs))
+    num = sum(map(_mul, t, map(_sub, xs, repeat(xm))))
     return num / (n * (n * n - 1) / 12.0)
 
 
@@ -150,7 +168,7 @@ def reference_from(values, metric: str, *, window: int, warmup: int, band=None, 
     """As :func:`reference`, from the metric's stored history values (already in log space when
     ``log``), oldest first."""
     x = window_of(values, window, exclude_last)
-    if log:
+    if log and len(x) and min(x) <= LOG_LOG_EPS:
         # exact zeros (a frozen policy's KL, a dead gradient) say nothing about the normal scale
         x = [v for v in x if v > LOG_LOG_EPS]
     if len(x) >= max(warmup, 1):
@@ -159,7 +177,7 @@ def reference_from(values, metric: str, *, window: int, warmup: int, band=None, 
             mag = math.exp(c)
         else:
             c, s = center_scale(x, rel_floor, 1e-12)
-            mag = max(abs(c), median([abs(v) for v in x]), 1e-12)
+            mag = max(abs(c), median(list(map(abs, x))), 1e-12)
         return Reference(c, s, mag, len(x), "history", log)
     b = band_for(band, metric)
     if b is None:
@@ -254,8 +272,20 @@ class Alarm:
     def on(self) -> bool:
         return self.latch.on
 
+    def quiet(self) -> bool:
+        """``update(False)``, cheaply: an alarm that is off stays off (and owes no finding)."""
+        latch = self.latch
+        if latch.on or latch.enter < 1:
+            return self.update(False)
+        latch._hits = 0
+        return False
+
     def update(self, triggered: bool, severity: str = "warning") -> bool:
         """Feed one iteration (with the severity it would have); True when a finding is due now."""
+        if not triggered and not self.latch.on and self.latch.enter >= 1:  # stays off
+            self.latch._hits = 0
+            self.reported = None
+            return False
         due = self.latch.update(triggered)
         if not self.latch.on:
             self.reported = None
@@ -298,6 +328,12 @@ class SpikeDetector(Detector):
 
     The ratio floor keeps a near-constant history (tiny MAD) from firing on a
     harmless wiggle. Severity warning, critical when ratio >= ``critical_ratio``.
+
+    Optional sustained rule (``sustain`` > 0): it also triggers when the value
+    has been at least ``sustain_ratio`` x above (same ratio) with robust z >=
+    ``sustain_z`` on ``sustain`` consecutive iterations (this one included):
+    a rise that is held, or that builds up over a few iterations, without
+    any single value being a spike.
     """
 
     log: bool = False
@@ -306,22 +342,30 @@ class SpikeDetector(Detector):
 
     def __init__(self, metrics=None, z: float = 8.0, ratio: float = 5.0, critical_ratio: float = 100.0,
                  window: int = 30, warmup: int = 10, enter: int = 1, exit: int = 3, repeat: int = 10,
-                 band=None, min_value: float | None = None):
+                 band=None, min_value: float | None = None, sustain: int = 0, sustain_ratio: float | None = None,
+                 sustain_z: float | None = None):
         super().__init__(warmup)
         check_band(band, self.name)
         if ratio <= 1 or critical_ratio < ratio or z <= 0 or window < 2:
             raise ValueError(f"{self.name}: need z > 0, 1 < ratio <= critical_ratio, window >= 2")
+        sustain_ratio = ratio if sustain_ratio is None else sustain_ratio
+        sustain_z = z if sustain_z is None else sustain_z
+        if sustain < 0 or (sustain and (not 1 < sustain_ratio <= ratio or not 0 < sustain_z <= z)):
+            raise ValueError(f"{self.name}: need sustain >= 0, 1 < sustain_ratio <= ratio, 0 < sustain_z <= z")
         self.metrics = tuple(metrics) if metrics is not None else self.default_metrics
         self.z, self.ratio, self.critical_ratio = z, ratio, critical_ratio
         self.window, self.band, self.min_value = window, band, min_value
+        self.sustain, self.sustain_ratio, self.sustain_z = sustain, sustain_ratio, sustain_z
         self._latch_args = (enter, exit, repeat)
-        self._log_ratio = math.log(ratio)
+        self._min_ratio = min(ratio, sustain_ratio) if sustain else ratio  # the lowest ratio any rule needs
+        self._log_ratio = math.log(self._min_ratio)
         self.reset()
 
     def reset(self) -> None:
         self._alarms = {m: Alarm(*self._latch_args) for m in self.metrics}
         self._streak = {m: 0 for m in self.metrics}
-        self._mirrors = {m: Mirror(m, self.log) for m in self.metrics}
+        self._held = {m: 0 for m in self.metrics}  # consecutive iterations at the sustained level
+        self._kind = "log" if self.log else None
 
     def _cannot_trigger(self, v: float, w) -> bool:
         """A cheap exact shortcut (no sorting): True when ``v`` cannot reach ``ratio`` whatever the
@@ -330,52 +374,103 @@ class SpikeDetector(Detector):
             return _transform(v, True) - min(w) < self._log_ratio
         # ratio = 1 + (v - c) / mag with mag >= |c|: reaching it needs v >= c + (ratio - 1)|c|,
         # which is >= 0 when ratio >= 2, and >= ratio * c >= ratio * min(w) when min(w) >= 0
-        if self.ratio >= 2 and v < 0:
+        if self._min_ratio >= 2 and v < 0:
             return True
         lo = min(w)
-        return lo >= 0 and v < self.ratio * lo
+        return lo >= 0 and v < self._min_ratio * lo
 
     def _ratio(self, v: float, ref: Reference) -> float:
         if ref.log:
             return v / ref.typical if ref.typical > 0 else math.inf
         return 1.0 + (v - ref.center) / ref.magnitude
 
-    def _threshold(self, ref: Reference, ratio: float) -> float:
-        """The smallest value that would trigger at this ``ratio``."""
+    def _threshold(self, ref: Reference, ratio: float, z: float | None = None) -> float:
+        """The smallest value that would trigger at this ``ratio`` (and robust ``z``, default ``self.z``)."""
+        z = self.z if z is None else z
         if ref.log:
-            return max(math.exp(ref.center + self.z * ref.scale), ratio * ref.typical, self.min_value or 0.0)
-        return max(ref.center + self.z * ref.scale, ref.center + (ratio - 1.0) * ref.magnitude)
+            return max(math.exp(ref.center + z * ref.scale), ratio * ref.typical, self.min_value or 0.0)
+        return max(ref.center + z * ref.scale, ref.center + (ratio - 1.0) * ref.magnitude)
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:
         out = []
+        kind, window, need = self._kind, self.window, max(self.warmup, 1)
+        view = history.view
         for m in self.metrics:
-            vals = self._mirrors[m].values(history, metrics)
-            v = value_of(metrics, m)
-            if v is None:
-                continue
-            w = window_of(vals, self.window, self._streak[m])
-            if len(w) >= max(self.warmup, 1) and self._cannot_trigger(v, w):
-                self._streak[m] = 0
-                self._alarms[m].update(False)
-                continue
-            ref = reference_from(vals, m, window=self.window, warmup=self.warmup, band=self.band,
-                                 log=self.log, exclude_last=self._streak[m])
-            triggered, sev, z, r = False, "warning", 0.0, 1.0
+            v = metrics.get(m)
+            if v.__class__ is not float or v - v != 0.0:
+                v = value_of(metrics, m)
+                if v is None:
+                    continue
+            vals = view(m, kind)
+            streak = self._streak[m]
+            if streak:
+                w = window_of(vals, window, streak)
+            else:
+                n = len(vals)
+                w = vals[n - window:] if n > window else vals
+            if len(w) >= need:
+                # the exact shortcut of _cannot_trigger, inlined (this is the per-report hot path)
+                if kind:
+                    lo = min(w)
+                    quiet = (math.log(v) if v > LOG_EPS else LOG_LOG_EPS) - lo < self._log_ratio
+                    if not quiet:
+                        # the ratio needs only the median, not the MAD: exactly reference_from's
+                        x = w if lo > LOG_LOG_EPS else [u for u in w if u > LOG_LOG_EPS]
+                        if len(x) >= need:
+                            typical = math.exp(median(x))
+                            quiet = (v / typical if typical > 0 else math.inf) < self._min_ratio
+                elif v < 0 and self._min_ratio >= 2:
+                    quiet = True
+                else:
+                    lo = min(w)
+                    quiet = lo >= 0 and v < self._min_ratio * lo
+                    if not quiet:
+                        # the ratio needs only the median and the typical magnitude, not the MAD:
+                        # exactly reference_from's center and magnitude (no rel_floor involved)
+                        c = median(w)
+                        mag = max(abs(c), median(list(map(abs, w))), 1e-12)
+                        quiet = 1.0 + (v - c) / mag < self._min_ratio
+                if quiet:
+                    if streak:
+                        self._streak[m] = 0
+                    if self.sustain:
+                        self._held[m] = 0
+                    alarm = self._alarms[m]
+                    if alarm.latch.on or alarm.latch._hits or alarm.latch.enter < 1:
+                        alarm.update(False)
+                    continue
+            ref = reference_from(vals, m, window=window, warmup=self.warmup, band=self.band,
+                                 log=self.log, exclude_last=streak)
+            triggered, held, sev, z, r = False, False, "warning", 0.0, 1.0
             if ref is not None:
                 z, r = ref.z(v), self._ratio(v, ref)
-                triggered = z >= self.z and r >= self.ratio and (self.min_value is None or v >= self.min_value)
+                big = self.min_value is None or v >= self.min_value
+                triggered = z >= self.z and r >= self.ratio and big
                 sev = "critical" if r >= self.critical_ratio else "warning"
+                if self.sustain:
+                    level = triggered or (z >= self.sustain_z and r >= self.sustain_ratio and big)
+                    self._held[m] = self._held[m] + 1 if level else 0
+                    held = not triggered and self._held[m] >= self.sustain
+                    triggered = triggered or held
+            elif self.sustain:
+                self._held[m] = 0
             self._streak[m] = self._streak[m] + 1 if triggered else 0
             if self._alarms[m].update(triggered, sev):
-                thr = self._threshold(ref, self.critical_ratio if sev == "critical" else self.ratio)
                 src = "learned profile band" if ref.source == "profile" else f"last {ref.n} iterations"
                 how = (f"{fmt(r)}x its median {fmt(ref.typical)}" if ref.log else
                        f"{fmt(r)} typical magnitudes ({fmt(ref.magnitude)}) above its median {fmt(ref.typical)}")
+                if held:
+                    thr = self._threshold(ref, self.sustain_ratio, self.sustain_z)
+                    rule = (f"held for {self._held[m]} iterations (needs z>={fmt(self.sustain_z)} and "
+                            f"ratio>={fmt(self.sustain_ratio)} on {self.sustain} iterations, or z>={fmt(self.z)} and "
+                            f"ratio>={fmt(self.ratio)} once")
+                else:
+                    thr = self._threshold(ref, self.critical_ratio if sev == "critical" else self.ratio)
+                    rule = f"(needs z>={fmt(self.z)} and ratio>={fmt(self.ratio)}"
                 out.append(self.finding(
                     iteration, sev, m, v,
                     f"{self.what}: {m}={fmt(v)} is {how} ({src}); "
-                    f"robust z={fmt(z)} (needs z>={fmt(self.z)} and ratio>={fmt(self.ratio)}; "
-                    f"critical at ratio>={fmt(self.critical_ratio)})",
+                    f"robust z={fmt(z)} {rule}; critical at ratio>={fmt(self.critical_ratio)})",
                     thr, z=z, ratio=r, center=ref.typical, scale=ref.scale, source=ref.source,
-                    log_space=ref.log))
+                    log_space=ref.log, **({"held": self._held[m]} if held else {})))
         return out

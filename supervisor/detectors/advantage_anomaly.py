@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from supervisor.detectors._common import (Alarm, Mirror, check_band, fmt, median, reference_from, value_of,
+from supervisor.detectors._common import (Alarm, check_band, fmt, median, reference_from, value_of,
                                           window_of)
 from supervisor.detectors.base import Detector
 from supervisor.findings import Finding
@@ -71,24 +71,33 @@ class AdvantageAnomaly(Detector):
                         "bias": Alarm(self.patience, exit, repeat), "skew": Alarm(self.patience, exit, repeat),
                         "kurtosis": Alarm(self.patience, exit, repeat)}
         self._streak = {k: 0 for k in self._alarms}
-        self._std_mirror = Mirror("advantage_std", log=True)
-        self._abs_mirrors = {"skew": Mirror("advantage_skew", "abs"), "kurtosis": Mirror("advantage_kurtosis", "abs")}
 
     def _fire(self, key: str, triggered: bool, sev: str = "warning") -> bool:
         self._streak[key] = self._streak[key] + 1 if triggered else 0
         return self._alarms[key].update(triggered, sev)
 
+    def _quiet(self, key: str) -> None:
+        """``_fire(key, False)``, cheaply."""
+        if self._streak[key]:
+            self._streak[key] = 0
+        self._alarms[key].quiet()
+
     def _std_rules(self, iteration, std, history, metrics) -> list[Finding]:
         out = []
-        vals = self._std_mirror.values(history, metrics)
+        vals = history.view("advantage_std", "log")
         exclude = max(self._streak["collapse"], self._streak["explosion"])
         if std > self.zero:
-            w = window_of(vals, self.window, exclude)
+            window = self.window
+            if exclude:
+                w = window_of(vals, window, exclude)
+            else:
+                n = len(vals)
+                w = vals[n - window:] if n > window else vals
             lv = math.log(std)
             if len(w) >= max(self.warmup, 1) and lv >= self._log_collapse + max(w) and lv - min(w) < self._log_ratio:
                 # within [collapse_fraction x max, ratio x min] of the window: neither rule can trigger
-                self._fire("collapse", False)
-                self._fire("explosion", False)
+                self._quiet("collapse")
+                self._quiet("explosion")
                 return []
         ref = reference_from(vals, "advantage_std", window=self.window, warmup=self.warmup, band=self.band,
                              log=True, exclude_last=exclude)
@@ -126,7 +135,7 @@ class AdvantageAnomaly(Detector):
     def _bias_rule(self, iteration, mean, std, history) -> list[Finding]:
         b = abs(mean) / std
         if b < self.bias_ratio:  # cannot trigger: skip the history
-            self._fire("bias", False)
+            self._quiet("bias")
             return []
         ms = history.values("advantage_mean")[-self.window:]
         ss = history.values("advantage_std")[-self.window:]
@@ -149,10 +158,10 @@ class AdvantageAnomaly(Detector):
             need, rule="bias", bias=b, typical=typical)]
 
     def _shape_rule(self, iteration, key, metric, value, limit, history, metrics) -> list[Finding]:
-        past = self._abs_mirrors[key].values(history, metrics)[-self.window:]
         if abs(value) < limit:  # cannot trigger: skip the median
-            self._fire(key, False)
+            self._quiet(key)
             return []
+        past = history.view(metric, "abs")[-self.window:]
         typical = median(past) if len(past) >= self.warmup else None
         need = max(limit, self.shape_factor * typical) if typical is not None else limit
         triggered = typical is not None and abs(value) >= need
@@ -171,11 +180,21 @@ class AdvantageAnomaly(Detector):
         if std is not None and std >= 0:
             out += self._std_rules(iteration, std, history, metrics)
             if mean is not None and std > 0:
-                out += self._bias_rule(iteration, mean, std, history)
+                if abs(mean) / std < self.bias_ratio:  # the bias rule's shortcut, inlined
+                    self._quiet("bias")
+                else:
+                    out += self._bias_rule(iteration, mean, std, history)
         skew = value_of(metrics, "advantage_skew")
         if skew is not None:
-            out += self._shape_rule(iteration, "skew", "advantage_skew", skew, self.skew_max, history, metrics)
+            if abs(skew) < self.skew_max:  # the shape rule's shortcut, inlined
+                self._quiet("skew")
+            else:
+                out += self._shape_rule(iteration, "skew", "advantage_skew", skew, self.skew_max, history, metrics)
         kurt = value_of(metrics, "advantage_kurtosis")
         if kurt is not None:
-            out += self._shape_rule(iteration, "kurtosis", "advantage_kurtosis", kurt, self.kurtosis_max, history, metrics)
+            if abs(kurt) < self.kurtosis_max:
+                self._quiet("kurtosis")
+            else:
+                out += self._shape_rule(iteration, "kurtosis", "advantage_kurtosis", kurt, self.kurtosis_max,
+                                        history, metrics)
         return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from supervisor.detectors._common import (LOG_LOG_EPS, Alarm, Mirror, check_band, fmt, reference_from, value_of,
+from supervisor.detectors._common import (LOG_LOG_EPS, Alarm, check_band, fmt, reference_from, value_of,
                                           window_of)
 from supervisor.detectors.base import Detector
 from supervisor.findings import Finding
@@ -54,23 +54,32 @@ class GradientVanishing(Detector):
     def reset(self) -> None:
         self._alarms = {m: Alarm(*self._latch_args) for m in self.metrics}
         self._streak = {m: 0 for m in self.metrics}
-        self._mirrors = {m: Mirror(m, log=True) for m in self.metrics}
+        self._log_fraction = math.log(self.fraction)
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:
         out = []
+        window, need = self.window, max(self.warmup, 1)
         for m in self.metrics:
-            vals = self._mirrors[m].values(history, metrics)
-            v = value_of(metrics, m)
-            if v is None:
-                continue
+            v = metrics.get(m)
+            if v.__class__ is not float or v - v != 0.0:
+                v = value_of(metrics, m)
+                if v is None:
+                    continue
+            vals = history.view(m, "log")
             dead = v <= self.zero
             if not dead:
-                w = window_of(vals, self.window, self._streak[m])
-                if (len(w) >= max(self.warmup, 1) and min(w) > LOG_LOG_EPS
-                        and math.log(v) >= math.log(self.fraction) + max(w)):
+                streak = self._streak[m]
+                if streak:
+                    w = window_of(vals, window, streak)
+                else:
+                    n = len(vals)
+                    w = vals[n - window:] if n > window else vals
+                if (len(w) >= need and min(w) > LOG_LOG_EPS
+                        and math.log(v) >= self._log_fraction + max(w)):
                     # at least `fraction` x the window's maximum, so not below `fraction` x its median
-                    self._streak[m] = 0
-                    self._alarms[m].update(False)
+                    if streak:
+                        self._streak[m] = 0
+                    self._alarms[m].quiet()
                     continue
             ref = reference_from(vals, m, window=self.window, warmup=self.warmup, band=self.band, log=True,
                                  exclude_last=self._streak[m], band_at="low")

@@ -14,6 +14,10 @@ class KLSpike(SpikeDetector):
     when the robust z-score is at least ``z`` AND the value is at least
     ``ratio`` times the median AND at least ``min_value`` (a KL that small
     cannot hurt, whatever its history, e.g. right after a near-zero stretch).
+    Also when the KL has been at least ``sustain_ratio`` times the median with
+    robust z >= ``sustain_z`` (and >= ``min_value``) on ``sustain`` consecutive
+    iterations: a KL that builds up over a few iterations, which the adaptive
+    KL coefficient damps so that no single value looks like a spike.
     Severity warning; critical at ``critical_ratio`` times the median.
 
     Args:
@@ -28,6 +32,9 @@ class KLSpike(SpikeDetector):
         band: learned healthy band ({"low", "high", "median"}, or
             {metric: band}) used while the history is shorter than warmup.
             Default None.
+        sustain: consecutive iterations of the sustained rule (0: off). Default 3.
+        sustain_ratio: times the median the sustained rule needs. Default 3.
+        sustain_z: robust z-score the sustained rule needs. Default 2.5.
     """
 
     name = "kl_spike"
@@ -38,6 +45,6 @@ class KLSpike(SpikeDetector):
 
     def __init__(self, metrics=None, z: float = 5.0, ratio: float = 10.0, critical_ratio: float = 100.0,
                  min_value: float = 1e-3, window: int = 30, warmup: int = 10, enter: int = 1, exit: int = 3,
-                 repeat: int = 10, band=None):
+                 repeat: int = 10, band=None, sustain: int = 3, sustain_ratio: float = 3.0, sustain_z: float = 2.5):
         super().__init__(metrics, z, ratio, critical_ratio, window, warmup, enter, exit, repeat, band,
-                         min_value=min_value)
+                         min_value=min_value, sustain=sustain, sustain_ratio=sustain_ratio, sustain_z=sustain_z)

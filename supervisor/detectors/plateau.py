@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from supervisor.detectors._common import (Alarm, RollingMedian, band_for, check_band, fmt, lslope, median,
+from supervisor.detectors._common import (Alarm, band_for, check_band, fmt, lslope, median,
                                           noise_scale, value_of)
 from supervisor.detectors.base import Detector
 from supervisor.findings import Finding
@@ -60,37 +60,80 @@ class Plateau(Detector):
 
     def reset(self) -> None:
         self._alarm = Alarm(*self._latch_args)
-        self._rolling = RollingMedian("episode_return_mean", self.smooth)
+        self._bb = None  # (history id, iterations, values pushed, len(sm), sm[0], k, max(sm[:k]))
+
+    def _best_before(self, history, view, sm: list[float], k: int) -> float:
+        """max(sm[:k]), updated from the previous iteration's when the history just grew by one
+        iteration (sm then gained a median at its end, and lost its first one if the ring is full)."""
+        pushed = view.pushed
+        prev = self._bb
+        bb = None
+        if prev is not None and prev[0] == id(history) and prev[1] + 1 == history.iterations:
+            _, _, p_pushed, p_len, p_first, p_k, p_bb = prev
+            if pushed == p_pushed and len(sm) == p_len and k == p_k:
+                bb = p_bb  # no new value
+            elif pushed == p_pushed + 1 and k == p_k + 1 and len(sm) == p_len + 1:
+                bb = max(p_bb, sm[k - 1])  # one median more
+            elif pushed == p_pushed + 1 and k == p_k and len(sm) == p_len and p_first < p_bb:
+                bb = max(p_bb, sm[k - 1])  # one more, the oldest (not the maximum) dropped
+        if bb is None:
+            bb = max(sm[:k])
+        self._bb = (id(history), history.iterations, pushed, len(sm), sm[0], k, bb)
+        return bb
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:
-        v = value_of(metrics, "episode_return_mean")
-        if v is None:
-            return []
-        triggered = False
-        sm = self._rolling.update(history, metrics)
-        if history.count("episode_return_mean") >= self.window + self.smooth - 1:
-            best_sm = max(sm)
-            if self.target is not None and best_sm >= self.target - self.target_tolerance * abs(self.target):
-                self._alarm.update(False)  # at its known target: done, not stuck
+        v = metrics.get("episode_return_mean")
+        if v.__class__ is not float or v - v != 0.0:
+            v = value_of(metrics, "episode_return_mean")
+            if v is None:
                 return []
-            xs = history.values("episode_return_mean")
-            xw = xs[max(len(xs) - (self.window - 1), 0):].tolist()
+        triggered = False
+        sigma = trend = None
+        window = self.window
+        xs = history.values("episode_return_mean")
+        if len(xs) >= window + self.smooth - 1:
+            view = history.rolling("episode_return_mean", self.smooth)
+            sm = view.out  # rolling medians of the stored values
+            if self.target is not None and max(sm) >= self.target - self.target_tolerance * abs(self.target):
+                self._alarm.quiet()  # at its known target: done, not stuck
+                return []
+            xw = xs[len(xs) - (window - 1):]  # a copy (array)
             xw.append(v)
             last = xw[-self.smooth:] if self.smooth <= len(xw) else xw
-            sm = sm + [median(last)]  # the window that ends with this iteration
-            recent, before = sm[-self.window:], sm[: -self.window]
-            best_before, best_recent = max(before), max(recent)
+            # the rolling medians with the window that ends with this iteration appended: the last
+            # `window` of them are `recent`, the ones before `before` (not copied: only maxima needed)
+            new = median(last)
+            k = len(sm) + 1 - window
+            best_before = self._best_before(history, view, sm, k)
+            best_recent = max(max(sm[k:]), new) if k < len(sm) else new
             best = max(best_before, best_recent)
-            sigma = max(noise_scale(xw), 1e-3 * abs(best), 1e-8)
             floor = self.min_improvement * abs(best_before)
             improvement = best_recent - best_before
-            need_improvement = max(floor, self.z * sigma)
-            trend = lslope(xw) * self.window
-            need_trend = max(floor, self.z * sigma * math.sqrt(12.0 / self.window))
             at_target = self.target is not None and best >= self.target - self.target_tolerance * abs(self.target)
-            triggered = improvement <= need_improvement and trend <= need_trend and not at_target
+            # improvement <= max(floor, z sigma) and trend <= max(floor, z sigma sqrt(12 / window)),
+            # computing the noise sigma and the trend only where the decision needs them
+            if at_target:
+                triggered = False
+            elif improvement <= floor:
+                trend = lslope(xw) * window
+                if trend <= floor:
+                    triggered = True
+                else:
+                    sigma = max(noise_scale(xw), 1e-3 * abs(best), 1e-8)
+                    triggered = trend <= self.z * sigma * math.sqrt(12.0 / window)
+            else:
+                sigma = max(noise_scale(xw), 1e-3 * abs(best), 1e-8)
+                if improvement <= self.z * sigma:
+                    trend = lslope(xw) * window
+                    triggered = trend <= max(floor, self.z * sigma * math.sqrt(12.0 / window))
         if not self._alarm.update(triggered, "info"):
             return []
+        if sigma is None:
+            sigma = max(noise_scale(xw), 1e-3 * abs(best), 1e-8)
+        if trend is None:
+            trend = lslope(xw) * window
+        need_improvement = max(floor, self.z * sigma)
+        need_trend = max(floor, self.z * sigma * math.sqrt(12.0 / self.window))
         tgt = f"target {fmt(self.target)}" if self.target is not None else "no known target"
         return [self.finding(
             iteration, "info", "episode_return_mean", v,

@@ -29,7 +29,9 @@ class RewardCollapse(Detector):
 
     Args:
         drop_fraction: fraction of the progress lost needed. Default 0.5.
-        z: noise sigmas the drop and the progress must exceed. Default 4.
+        z: noise sigmas the drop and the progress must exceed. Default 5
+            (real CartPole returns with small batches have heavy-tailed,
+            autocorrelated noise: 4 sigma drops that recover happen).
         min_progress: progress needed, relative to the return's level.
             Default 0.2.
         critical_fraction: fraction of the progress lost for critical.
@@ -46,7 +48,7 @@ class RewardCollapse(Detector):
     name = "reward_collapse"
     band_metrics = ("episode_return_mean",)
 
-    def __init__(self, drop_fraction: float = 0.5, z: float = 4.0, min_progress: float = 0.2,
+    def __init__(self, drop_fraction: float = 0.5, z: float = 5.0, min_progress: float = 0.2,
                  critical_fraction: float = 0.9, patience: int = 3, smooth: int = 5, window: int = 30, warmup: int = 10, exit: int = 3,
                  repeat: int = 10, band=None):
         super().__init__(warmup)

@@ -92,6 +92,11 @@ class ValueCollapse(Detector):
 
     def _pin_rule(self, iteration, vf, ev, history) -> list[Finding]:
         xs = history.values("vf_loss")
+        if not self._pin_alarm.on and (vf <= 0 or len(xs) < self.pin_window - 1
+                                       or abs(vf - xs[-1]) > self.pin_tol * abs(vf)):
+            # cannot be pinned (no history yet, or already different from the previous value)
+            self._pin_alarm.quiet()
+            return []
         past = xs[max(len(xs) - (self.pin_window - 1), 0):].tolist()
         triggered = False
         if len(past) == self.pin_window - 1 and vf > 0:

@@ -1,0 +1,466 @@
+"""Detection benchmark: recall, precision, delay and false alarms of every training detector.
+
+    python benchmarks/detection.py [--split report|tune] [--seeds 30] [--healthy 240] [--workers 2]
+
+Replays two kinds of metric streams through the detectors exactly as the
+supervisor runs them (``build_detectors()`` with its defaults, each iteration
+judged against the history before it):
+
+* synthetic PPO streams (:mod:`supervisor.detectors.synthetic`): healthy runs
+  of several characters (default, long runs that outlive the history ring,
+  slow learners that never solve, fast learners, noisy runs), and every fault
+  of ``FAULT_CASES`` planted at a random onset (iteration 30..110), abrupt
+  and gradual (growing over 8 iterations, full strength at onset + 7);
+* recorded real RLlib 2.60 PPO runs on CartPole-v1
+  (``benchmarks/data/*.jsonl``, written by ``benchmarks/record_runs.py``):
+  healthy seeds and runs broken through the config (lr jumping to 5.0,
+  entropy_coeff jumping to 20) or the env (NaN rewards, garbage
+  observations), with the known onset in ``benchmarks/data/runs.json``.
+
+Definitions (warning and critical findings only; ``plateau`` reports info, so
+for the plateau fault its info findings count as its detections):
+
+* a fault case is *detected* when its designated detector (``FAULT_CASES``)
+  reports at or after the onset, within ``HORIZON`` iterations (plateau:
+  its window + HORIZON); *delay* = first such report - onset. "any" recall:
+  any detector at all reported in that span (what the supervisor reacts to).
+* a *false alarm* is a finding before the onset of a faulty stream, or on a
+  healthy stream; the rate is per 10,000 healthy iterations (healthy streams
+  plus the pre-onset part of faulty streams).
+* *precision* of a detector = its findings at or after an onset on faulty
+  streams / all its findings.
+
+Seeds: ``--split report`` (default) draws every stream from seeds that
+neither the unit tests (seeds < 2,000) nor detector tuning (``--split
+tune``, seeds from 500,000) use, so the reported figures are not fitted.
+Prints markdown and writes ``benchmarks/results/detection.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from supervisor.detectors import build_detectors  # noqa: E402
+from supervisor.detectors.synthetic import faulty_stream, healthy_stream, run_detectors  # noqa: E402
+
+DATA = REPO / "benchmarks" / "data"
+RESULTS = REPO / "benchmarks" / "results" / "detection.md"
+
+SEED_BASE = {"report": 1_000_000, "tune": 500_000}
+HORIZON = 30          # iterations after the onset in which a detection counts
+RAMP = 8              # gradual faults reach full strength at onset + RAMP - 1
+ONSETS = (30, 110)    # onset drawn uniformly in this range (inclusive)
+POST = 60             # iterations after the onset in a faulty stream (plateau: its window + POST)
+PLATEAU_WINDOW = 50
+
+# (fault, mode, magnitude, designated detector). Magnitudes: None = the stream's default (a strong
+# fault); a number = a weaker variant that should still be caught (at warning level).
+FAULT_CASES: list[tuple[str, str, float | None, str]] = [
+    ("loss_explosion", "explode", None, "loss_explosion"),
+    ("loss_explosion", "explode", 30.0, "loss_explosion"),
+    ("gradient_explosion", "explode", None, "gradient_explosion"),
+    ("gradient_explosion", "explode", 30.0, "gradient_explosion"),
+    ("gradient_vanishing", "vanish", None, "gradient_vanishing"),
+    ("gradient_vanishing", "zero", None, "gradient_vanishing"),
+    ("kl_spike", "spike", None, "kl_spike"),
+    ("kl_spike", "spike", 30.0, "kl_spike"),
+    ("kl_controller_stuck", "down", None, "kl_controller_stuck"),
+    ("kl_controller_stuck", "up", None, "kl_controller_stuck"),
+    ("kl_controller_stuck", "zero", None, "kl_controller_stuck"),
+    ("entropy_collapse", "low", None, "entropy_collapse"),
+    ("entropy_collapse", "zero", None, "entropy_collapse"),
+    ("value_collapse", "ev", None, "value_collapse"),
+    ("value_collapse", "ev", -1.5, "value_collapse"),
+    ("value_collapse", "pinned", None, "value_collapse"),
+    ("advantage_anomaly", "std_collapse", None, "advantage_anomaly"),
+    ("advantage_anomaly", "std_zero", None, "advantage_anomaly"),
+    ("advantage_anomaly", "std_explosion", None, "advantage_anomaly"),
+    ("advantage_anomaly", "std_explosion", 30.0, "advantage_anomaly"),
+    ("advantage_anomaly", "bias", None, "advantage_anomaly"),
+    ("advantage_anomaly", "shape", None, "advantage_anomaly"),
+    ("reward_collapse", "min", None, "reward_collapse"),
+    ("reward_collapse", "partial", None, "reward_collapse"),
+    ("plateau", "stall", None, "plateau"),
+    ("nan", "persistent", None, "non_finite"),
+    ("nan", "once", None, "non_finite"),
+    ("divergence", "ray", None, "non_finite"),
+]
+NO_GRADUAL = {"nan", "divergence"}
+
+# Median delay goal (iterations after the onset, abrupt faults): 2, 0 for non-finite values. Two
+# rules need a run of iterations by construction; their goal is that floor (+2), stated in the table.
+DELAY_GOAL: dict[str, tuple[int, str]] = {
+    "nan": (0, ""), "divergence": (0, ""),
+    "kl_controller_stuck": (11, "rule floor 9: needs patience=10 same-way moves of kl_coeff"),
+    "plateau": (PLATEAU_WINDOW + 1, f"rule floor {PLATEAU_WINDOW - 1}: needs window={PLATEAU_WINDOW} "
+                                    "iterations without improvement"),
+}
+
+# Healthy run characters: name -> (count share, RunParams overrides drawn per seed, length)
+HEALTHY_KINDS = {
+    "default": (0.45, None, 150),
+    "long": (0.10, None, 600),
+    "slow learner": (0.15, "slow", 150),
+    "fast learner": (0.15, "fast", 150),
+    "noisy": (0.15, "noisy", 150),
+}
+
+
+def _overrides(style: str | None, rng: np.random.Generator) -> dict:
+    u = rng.uniform
+    if style == "slow":   # still far from solved at the end: learning midpoint 80..250
+        return {"mid": u(80, 250), "width": u(15, 40)}
+    if style == "fast":   # solved within ~15 iterations, sharp early transients
+        return {"mid": u(5, 10), "width": u(2, 4), "kl_boost": u(1.5, 3.0), "g_trans": u(2.0, 4.0)}
+    if style == "noisy":  # noisy returns with frequent dips, noisy KL and gradients
+        return {"ret_noise": u(0.08, 0.15), "dip_rate": u(0.04, 0.08), "kl_noise": u(0.35, 0.5),
+                "g_noise": u(0.3, 0.45), "ev_noise": u(0.08, 0.12)}
+    return {}
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Case:
+    source: str            # "synthetic" | "recorded"
+    name: str              # e.g. "kl_spike/spike" or a recorded run's name
+    fault: str | None      # None: healthy
+    shape: str             # "abrupt" | "gradual" | "healthy" | "real"
+    detector: str | None   # designated detector (None: any detector counts)
+    onset: int | None
+    n: int
+    findings: list = field(default_factory=list)  # (detector, iteration, severity)
+
+
+def _task_synthetic(spec):
+    kind, args = spec
+    if kind == "healthy":
+        style_name, style, n, seed = args
+        rng = np.random.default_rng([seed, 17])
+        stream = healthy_stream(n, seed, **_overrides(style, rng))
+        case = Case("synthetic", f"healthy/{style_name}", None, "healthy", None, None, n)
+    else:
+        fault, mode, magnitude, detector, gradual, seed = args
+        rng = np.random.default_rng([seed, 23])
+        onset = int(rng.integers(ONSETS[0], ONSETS[1] + 1))
+        post = POST + (PLATEAU_WINDOW if fault == "plateau" else 0)
+        n = onset + post
+        extra = {}
+        if fault == "plateau":  # learning half done at the onset, then stalling short of the cap
+            extra = {"mid": float(onset + rng.uniform(-5, 10)), "width": float(rng.uniform(8, 14))}
+        stream = faulty_stream(fault, n, onset, seed, gradual=gradual, ramp=RAMP, mode=mode,
+                               magnitude=magnitude, **extra)
+        name = f"{fault}/{mode}" + (f" x{magnitude:g}" if magnitude is not None else "")
+        case = Case("synthetic", name, fault, "gradual" if gradual else "abrupt", detector, onset, n)
+    findings = run_detectors(build_detectors(), stream)
+    case.findings = [(f.detector, f.iteration, f.severity) for f in findings]
+    return case
+
+
+def synthetic_specs(split: str, n_seeds: int, n_healthy: int) -> list:
+    base = SEED_BASE[split]
+    specs = []
+    k = 0
+    for name, (share, style, n) in HEALTHY_KINDS.items():
+        for i in range(max(1, round(share * n_healthy))):
+            specs.append(("healthy", (name, style, n, base + 10_000 * k + i)))
+        k += 1
+    for ci, (fault, mode, magnitude, detector) in enumerate(FAULT_CASES):
+        for gradual in (False, True):
+            if gradual and fault in NO_GRADUAL:
+                continue
+            for s in range(n_seeds):
+                seed = base + 100_000 + 1000 * (2 * ci + gradual) + s
+                specs.append(("fault", (fault, mode, magnitude, detector, gradual, seed)))
+    return specs
+
+
+def recorded_cases() -> list[Case]:
+    meta_path = DATA / "runs.json"
+    if not meta_path.exists():
+        return []
+    meta = json.loads(meta_path.read_text())
+    out = []
+    for name, m in sorted(meta.items()):
+        if name.startswith("_"):
+            continue
+        path = DATA / m["file"]
+        if not path.exists():
+            continue
+        stream = []
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                row.pop("training_iteration", None)
+                stream.append(row)
+        onset = m.get("onset_index")
+        case = Case("recorded", name, m.get("fault"), "real", None, onset, len(stream))
+        case.findings = [(f.detector, f.iteration, f.severity) for f in run_detectors(build_detectors(), stream)]
+        out.append(case)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+def _alarm(sev: str) -> bool:
+    return sev in ("warning", "critical")
+
+
+def _span(case: Case) -> tuple[int, int]:
+    end = case.onset + HORIZON + (PLATEAU_WINDOW if case.fault == "plateau" else 0)
+    return case.onset, end
+
+
+def _detection(case: Case, detector: str | None):
+    """First finding counting as a detection of ``case`` (by ``detector``, or any detector when
+    None): (iteration, detector, severity), or None."""
+    lo, hi = _span(case)
+    for det, it, sev in case.findings:
+        if not lo <= it <= hi:
+            continue
+        if detector is not None and det != detector:
+            continue
+        if _alarm(sev) or (case.fault == "plateau" and det == "plateau" and detector == "plateau"):
+            return it, det, sev
+    return None
+
+
+def _healthy_iterations(case: Case) -> int:
+    return case.n if case.fault is None else case.onset
+
+
+def _false_alarms(case: Case) -> list:
+    lim = case.n if case.fault is None else case.onset
+    return [(d, it, s) for d, it, s in case.findings if _alarm(s) and it < lim]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def _med(xs) -> str:
+    return f"{statistics.median(xs):g}" if xs else "n/a"
+
+
+def _p90(xs) -> str:
+    return f"{float(np.percentile(xs, 90)):g}" if xs else "n/a"
+
+
+def analyse(cases: list[Case], detectors: list[str]) -> dict:
+    syn = [c for c in cases if c.source == "synthetic"]
+    healthy_iters = sum(_healthy_iterations(c) for c in cases)
+    fa = Counter()
+    fa_examples: dict[str, list] = defaultdict(list)
+    for c in cases:
+        for d, it, s in _false_alarms(c):
+            fa[d] += 1
+            if len(fa_examples[d]) < 3:
+                fa_examples[d].append(f"{c.name} ({c.shape}) it {it} {s}")
+    # per fault type (synthetic), abrupt and gradual
+    by_type: dict[tuple[str, str], list[Case]] = defaultdict(list)
+    for c in syn:
+        if c.fault is not None:
+            by_type[(c.fault, c.shape)].append(c)
+    rows = []
+    for (fault, shape), cs in by_type.items():
+        det = cs[0].detector
+        hits = [_detection(c, det) for c in cs]
+        anyhits = [_detection(c, None) for c in cs]
+        delays = [h[0] - c.onset for h, c in zip(hits, cs) if h]
+        sev = Counter(h[2] for h in hits if h)
+        rows.append({"fault": fault, "shape": shape, "detector": det, "cases": len(cs),
+                     "recall": sum(1 for h in hits if h) / len(cs),
+                     "recall_any": sum(1 for h in anyhits if h) / len(cs),
+                     "median_delay": statistics.median(delays) if delays else None,
+                     "delays": delays, "p90": _p90(delays), "severity": dict(sev)})
+    # per variant (mode/magnitude), for the detail table
+    by_variant: dict[tuple[str, str], list[Case]] = defaultdict(list)
+    for c in syn:
+        if c.fault is not None:
+            by_variant[(c.name, c.shape)].append(c)
+    variants = []
+    for (name, shape), cs in by_variant.items():
+        hits = [_detection(c, cs[0].detector) for c in cs]
+        delays = [h[0] - c.onset for h, c in zip(hits, cs) if h]
+        variants.append({"name": name, "shape": shape, "cases": len(cs), "detector": cs[0].detector,
+                         "recall": sum(1 for h in hits if h) / len(cs),
+                         "median_delay": statistics.median(delays) if delays else None,
+                         "max_delay": max(delays) if delays else None,
+                         "severity": dict(Counter(h[2] for h in hits if h))})
+    # per detector
+    per_det = []
+    for d in detectors:
+        mine = [c for c in syn if c.detector == d]
+        hits = [_detection(c, d) for c in mine]
+        abrupt = [h[0] - c.onset for h, c in zip(hits, mine) if h and c.shape == "abrupt"]
+        all_alarms = sum(1 for c in cases for det, it, s in c.findings if det == d and _alarm(s))
+        true = sum(1 for c in cases if c.fault is not None
+                   for det, it, s in c.findings if det == d and _alarm(s) and it >= c.onset)
+        per_det.append({"detector": d, "cases": len(mine),
+                        "recall": (sum(1 for h in hits if h) / len(mine)) if mine else None,
+                        "median_delay_abrupt": statistics.median(abrupt) if abrupt else None,
+                        "alarms": all_alarms, "precision": (true / all_alarms) if all_alarms else None,
+                        "false_alarms": fa[d],
+                        "fa_per_10k": 1e4 * fa[d] / healthy_iters if healthy_iters else None,
+                        "fa_examples": fa_examples[d]})
+    # recorded runs
+    recorded = []
+    for c in cases:
+        if c.source != "recorded":
+            continue
+        first = _detection(c, None) if c.fault is not None else None
+        firsts: dict[str, int] = {}
+        if c.fault is not None:
+            lo, hi = _span(c)
+            for d, it, s in c.findings:
+                if _alarm(s) and lo <= it <= hi:
+                    firsts.setdefault(d, it - c.onset)
+        recorded.append({"name": c.name, "fault": c.fault, "iterations": c.n, "onset": c.onset,
+                         "first": first, "delay": (first[0] - c.onset) if first else None,
+                         "detectors": firsts, "false_alarms": _false_alarms(c),
+                         "info": sorted({d for d, it, s in c.findings if s == "info"})})
+    return {"healthy_iterations": healthy_iters, "healthy_streams": sum(1 for c in cases if c.fault is None),
+            "faulty_streams": sum(1 for c in cases if c.fault is not None), "false_alarms": sum(fa.values()),
+            "types": rows, "variants": variants, "detectors": per_det, "recorded": recorded,
+            "fa_by_source": {src: sum(len(_false_alarms(c)) for c in cases if c.source == src)
+                             for src in ("synthetic", "recorded")},
+            "healthy_by_source": {src: sum(_healthy_iterations(c) for c in cases if c.source == src)
+                                  for src in ("synthetic", "recorded")}}
+
+
+def _goal_delay(fault: str) -> tuple[int, str]:
+    return DELAY_GOAL.get(fault, (2, ""))
+
+
+def render(res: dict, args, elapsed: float) -> str:
+    L = []
+    L.append("# Detection benchmark")
+    L.append("")
+    L.append(f"`python benchmarks/detection.py --split {args.split} --seeds {args.seeds} --healthy {args.healthy}` "
+             f"({elapsed:.0f} s). Synthetic seeds of the `{args.split}` split (base {SEED_BASE[args.split]:,}); "
+             "detectors with their defaults (`build_detectors()`, as the engine builds them). "
+             "Warning and critical findings only (plateau: info).")
+    L.append("")
+    hi = res["healthy_iterations"]
+    goal_fa = 1e4 * res["false_alarms"] / hi if hi else math.nan
+    L.append(f"Healthy iterations judged: {hi:,} ({res['healthy_by_source']['synthetic']:,} synthetic in "
+             f"{res['healthy_streams']} healthy streams plus the pre-onset part of {res['faulty_streams']} faulty "
+             f"ones; {res['healthy_by_source']['recorded']:,} from recorded RLlib runs). "
+             f"False alarms: {res['false_alarms']} = **{goal_fa:.2f} per 10,000 healthy iterations** "
+             f"(goal <= 1; synthetic {res['fa_by_source']['synthetic']}, recorded {res['fa_by_source']['recorded']}).")
+    L.append("")
+    L.append("## Per fault type (synthetic)")
+    L.append("")
+    L.append("Recall: the designated detector reported (warning/critical) within "
+             f"{HORIZON} iterations of the onset; \"any\": any detector did. Delay: iterations from the onset "
+             f"to its first report (gradual faults reach full strength at onset + {RAMP - 1}).")
+    L.append("")
+    L.append("| fault | shape | detector | cases | recall | recall (any) | median delay | p90 delay | goal | severities |")
+    L.append("|---|---|---|---:|---:|---:|---:|---:|---|---|")
+    for r in sorted(res["types"], key=lambda r: (r["fault"], r["shape"])):
+        goal, why = _goal_delay(r["fault"])
+        goal_txt = f"recall >= 95 %, delay <= {goal}" if r["shape"] == "abrupt" else "recall >= 95 %"
+        if why and r["shape"] == "abrupt":
+            goal_txt += f" ({why})"
+        ok = r["recall"] >= 0.95 and (r["shape"] != "abrupt" or (r["median_delay"] is not None and
+                                                                 r["median_delay"] <= goal))
+        sev = ", ".join(f"{k} {v}" for k, v in sorted(r["severity"].items()))
+        L.append(f"| {r['fault']} | {r['shape']} | {r['detector']} | {r['cases']} | {_pct(r['recall'])} | "
+                 f"{_pct(r['recall_any'])} | {r['median_delay'] if r['median_delay'] is not None else 'n/a'} | "
+                 f"{r['p90']} | {goal_txt}{'' if ok else ' **NOT MET**'} | {sev} |")
+    L.append("")
+    L.append("## Per detector")
+    L.append("")
+    L.append("Recall over the synthetic faults it is designated for (abrupt and gradual); precision = its "
+             "findings at or after an onset on faulty streams / all its findings (synthetic and recorded); "
+             "false alarms: its findings before an onset or on healthy streams.")
+    L.append("")
+    L.append("| detector | fault cases | recall | median delay (abrupt) | alarms | precision | false alarms | per 10k healthy it |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for d in res["detectors"]:
+        L.append(f"| {d['detector']} | {d['cases']} | {_pct(d['recall']) if d['recall'] is not None else 'n/a'} | "
+                 f"{d['median_delay_abrupt'] if d['median_delay_abrupt'] is not None else 'n/a'} | {d['alarms']} | "
+                 f"{_pct(d['precision']) if d['precision'] is not None else 'n/a'} | {d['false_alarms']} | "
+                 f"{d['fa_per_10k']:.2f} |")
+    ex = [(d["detector"], e) for d in res["detectors"] for e in d["fa_examples"]]
+    if ex:
+        L.append("")
+        L.append("False alarm examples: " + "; ".join(f"{d}: {e}" for d, e in ex[:12]))
+    L.append("")
+    L.append("## Variants (synthetic)")
+    L.append("")
+    L.append("| variant | shape | cases | recall | median delay | max delay | severities |")
+    L.append("|---|---|---:|---:|---:|---:|---|")
+    for v in sorted(res["variants"], key=lambda v: (v["name"], v["shape"])):
+        sev = ", ".join(f"{k} {n}" for k, n in sorted(v["severity"].items()))
+        L.append(f"| {v['name']} | {v['shape']} | {v['cases']} | {_pct(v['recall'])} | "
+                 f"{v['median_delay'] if v['median_delay'] is not None else 'n/a'} | "
+                 f"{v['max_delay'] if v['max_delay'] is not None else 'n/a'} | {sev} |")
+    L.append("")
+    L.append("## Recorded RLlib runs (PPO, CartPole-v1, benchmarks/data)")
+    L.append("")
+    L.append("| run | fault | iterations | onset (0-based) | first alarm (delay) | detectors reporting within the horizon (delay) | false alarms | info findings |")
+    L.append("|---|---|---:|---:|---|---|---:|---|")
+    for r in res["recorded"]:
+        first = f"{r['first'][1]} {r['first'][2]} ({r['delay']})" if r["first"] else ("-" if r["fault"] is None else "**missed**")
+        dets = ", ".join(f"{d} ({k})" for d, k in r["detectors"].items()) or "-"
+        fas = len(r["false_alarms"])
+        fa_txt = f"{fas}" + (f" ({'; '.join(f'{d} it {it} {s}' for d, it, s in r['false_alarms'][:3])})" if fas else "")
+        L.append(f"| {r['name']} | {r['fault'] or 'healthy'} | {r['iterations']} | "
+                 f"{r['onset'] if r['onset'] is not None else '-'} | {first} | {dets} | {fa_txt} | "
+                 f"{', '.join(r['info']) or '-'} |")
+    return "\n".join(L) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--split", choices=sorted(SEED_BASE), default="report")
+    ap.add_argument("--seeds", type=int, default=30, help="seeds per fault variant and shape")
+    ap.add_argument("--healthy", type=int, default=240, help="healthy synthetic streams")
+    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--json", default=None, help="also write the raw results here")
+    args = ap.parse_args()
+    t0 = time.time()
+    specs = synthetic_specs(args.split, args.seeds, args.healthy)
+    cases: list[Case]
+    if args.workers > 1:
+        try:
+            ctx = multiprocessing.get_context("fork")
+        except ValueError:
+            ctx = None
+    else:
+        ctx = None
+    if ctx is not None:
+        with ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx) as pool:
+            cases = list(pool.map(_task_synthetic, specs, chunksize=16))
+    else:
+        cases = [_task_synthetic(s) for s in specs]
+    cases += recorded_cases()
+    detectors = [d.name for d in build_detectors()]
+    res = analyse(cases, detectors)
+    text = render(res, args, time.time() - t0)
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
