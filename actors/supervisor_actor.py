@@ -176,7 +176,8 @@ def get_or_create_supervisor():
     head = head_node_id()
     opts = dict(name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
     if head:
-        opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=head, soft=True)
+        # strict: a supervisor on a worker would die with that node and miss its node_down
+        opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=head, soft=False)
     actor = SupervisorActor.options(**opts).remote()
     _start_cluster_watch(actor)
     return actor

@@ -79,6 +79,11 @@ def _to_float(x: Any) -> float | None:
         return None
 
 
+def _iteration(x: Any) -> int:
+    v = _to_float(x)
+    return int(v) if v is not None and math.isfinite(v) and 0 <= v < 2**62 else 0
+
+
 def module_id_of(result: Mapping[str, Any]) -> str:
     learners = result.get("learners") if isinstance(result, Mapping) else None
     if isinstance(learners, Mapping):
@@ -105,7 +110,7 @@ def normalize_result(result: Mapping[str, Any], trial_id: str, node_id: str | No
         del metrics["episode_return_mean"]
     return {
         "trial_id": trial_id,
-        "iteration": int(_to_float(result.get("training_iteration")) or 0),
+        "iteration": _iteration(result.get("training_iteration")),
         "time": time.time(),
         "node_id": node_id,
         "metrics": metrics,
