@@ -37,7 +37,8 @@ def init_ray(address: str | None) -> str:
     if address:
         ray.init(address=address, log_to_driver=False)
         return address
-    ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False,
+    # address="local": always a fresh embedded Ray, never a cluster someone else started here
+    ray.init(address="local", num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False,
              logging_level=logging.WARNING)
     return "local"
 

@@ -141,16 +141,16 @@ class Sweep(Experiment):
     def _search(cls, v):
         for key, spec in v.items():
             if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in _SEARCH_KINDS:
-                raise ValueError(f"{key}: give exactly one of {', '.join(_SEARCH_KINDS)}")
+                raise ValueError(f"search.{key}: give exactly one of {', '.join(_SEARCH_KINDS)}")
             kind, arg = next(iter(spec.items()))
             if kind in ("grid", "choice") and not (isinstance(arg, list) and arg):
-                raise ValueError(f"{key}.{kind}: must be a non-empty list")
+                raise ValueError(f"search.{key}.{kind}: must be a non-empty list")
             if kind in ("uniform", "loguniform", "randint"):
                 if not (isinstance(arg, list) and len(arg) == 2 and all(isinstance(a, (int, float)) for a in arg)
                         and arg[0] < arg[1]):
-                    raise ValueError(f"{key}.{kind}: must be [low, high] with low < high")
+                    raise ValueError(f"search.{key}.{kind}: must be [low, high] with low < high")
                 if kind == "loguniform" and arg[0] <= 0:
-                    raise ValueError(f"{key}.{kind}: bounds must be > 0")
+                    raise ValueError(f"search.{key}.{kind}: bounds must be > 0")
         return v
 
 
@@ -191,12 +191,9 @@ def _first_error(exc: ValidationError, source: str) -> InputError:
         msg = "required key is missing"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-        # our own validators already name a nested key ("config.lr: ...")
-        if ": " in msg and msg.split(": ", 1)[0].startswith(("config.", key or "\0")):
+        # our own validators already name a nested key ("config.lr: ...", "search.config.lr.uniform: ...")
+        if ": " in msg and msg.split(": ", 1)[0].startswith(("config.", "search.", key or "\0")):
             key, msg = msg.split(": ", 1)
-        elif ": " in msg and key in ("search",):
-            sub, msg = msg.split(": ", 1)
-            key = f"{key}.{sub}"
     if "input" in err and err["type"] not in ("missing", "extra_forbidden") and "got" not in msg:
         inp = err["input"]
         if not isinstance(inp, (dict, list)) and repr(inp) not in msg:

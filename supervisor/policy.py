@@ -27,7 +27,9 @@ DEFAULT_LADDERS: dict[str, list[list[str]]] = {
     "gradient_explosion": [["tighten_grad_clip"], ["reduce_lr"], ROLLBACK_REDUCE, ["restart_trial"], ["stop_trial"]],
     "gradient_vanishing": [ROLLBACK_REDUCE, ["stop_trial"]],
     "kl_spike": [["raise_kl_coeff"], ["reduce_lr"], ROLLBACK_REDUCE, ["stop_trial"]],
-    "kl_controller_stuck": [["alert"], ROLLBACK_REDUCE, ["stop_trial"]],
+    # A KL coefficient walking down is also what a healthy low-lr run looks like: alert only;
+    # the root-cause detectors (non_finite, kl_spike, ...) act when the run is really broken.
+    "kl_controller_stuck": [["alert"]],
     "entropy_collapse": [["boost_entropy"], ["rollback", "boost_entropy"], ["stop_trial"]],
     "value_collapse": [["reduce_lr"], ROLLBACK_REDUCE, ["stop_trial"]],
     "advantage_anomaly": [["alert"]],
@@ -105,7 +107,9 @@ class EscalationPolicy:
                 break
             rung += 1
         else:
-            step = ["stop_trial"]  # the ladder is exhausted: give up cleanly
+            # Exhausted: give up cleanly, except that a ladder ending in alert only ever alerts
+            # (those findings are worth a human's eye, never a reason to kill a trial).
+            step = ["alert"] if ladder and ladder[-1] == ["alert"] else ["stop_trial"]
             rung = len(ladder)
         state.rungs[finding.detector] = rung + 1
         return self._commit(state, seq, Decision(step, finding, rung=rung))

@@ -166,3 +166,11 @@ def test_policy_worst_finding_first():
     pol = EscalationPolicy()
     d = pol.decide(PolicyState(), 0, [_f("entropy_collapse", "warning"), _f("non_finite", "critical")])
     assert d.finding.detector == "non_finite" and d.actions == ["rollback", "reduce_lr"]
+
+
+def test_alert_only_ladders_never_escalate_to_stop():
+    pol = EscalationPolicy(cooldown=0, max_interventions=100)
+    st = PolicyState()
+    for det in ("kl_controller_stuck", "advantage_anomaly", "straggler"):
+        got = [pol.decide(st, s, [_f(det, "warning")]).actions for s in range(5)]
+        assert got == [["alert"]] * 5, (det, got)
