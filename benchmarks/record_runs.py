@@ -38,7 +38,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 from gymnasium.envs.classic_control import CartPoleEnv  # noqa: E402
 

@@ -42,6 +42,8 @@ def sanitize_metrics(raw: Any) -> dict[str, float]:
     out: dict[str, float] = {}
     if not isinstance(raw, dict):
         return out
+    if all(type(k) is str and type(v) is float for k, v in raw.items()):
+        return dict(raw)  # the normal case: what normalize_result sends
     for k, v in raw.items():
         if not isinstance(k, str) or isinstance(v, bool):
             continue
@@ -95,6 +97,7 @@ class Engine:
         self.params = {a: {**DEFAULT_PARAMS.get(a, {}), **s.action_params.get(a, {})}
                        for a in set(DEFAULT_PARAMS) | set(s.action_params)}
         self.trials: dict[str, TrialState] = {}
+        self._dirty: dict[str, dict] | None = None  # trial rows to update at the end of a batch
 
     # ------------------------------------------------------------------ trials
     def _new_state(self, trial_id: str, run_id: str) -> TrialState:
@@ -217,6 +220,9 @@ class Engine:
                 "final": {k: metrics.get(k) for k in ("episode_return_mean", "env_steps_lifetime", "time_total_s")}}
         if norm["node_id"]:
             cols["node_id"] = norm["node_id"]
+        if self._dirty is not None:  # in a batch: one trial-row update per trial, at the end
+            self._dirty[trial_id] = {**self._dirty.get(trial_id, {}), **cols}
+            cols = {}
         ids = self.store.record_iteration(norm, seq, [f.to_dict() for f in findings], actions, cols)
         for a, iv_id in zip(actions, ids):
             a["id"] = iv_id
@@ -229,12 +235,18 @@ class Engine:
         """Many reports (any trials) in one store transaction; one verdict each, in order."""
         out = []
         with self.store.transaction():
-            for r in reports if isinstance(reports, list) else []:
-                try:
-                    out.append(self.observe(r if isinstance(r, dict) else {}))
-                except Exception as e:  # one bad report never costs the others their verdicts
-                    out.append({"error": f"{e.__class__.__name__}: {e}", "actions": [], "checkpoint": False,
-                                "stop": False})
+            self._dirty = {}
+            try:
+                for r in reports if isinstance(reports, list) else []:
+                    try:
+                        out.append(self.observe(r if isinstance(r, dict) else {}))
+                    except Exception as e:  # one bad report never costs the others their verdicts
+                        out.append({"error": f"{e.__class__.__name__}: {e}", "actions": [], "checkpoint": False,
+                                    "stop": False})
+            finally:
+                dirty, self._dirty = self._dirty, None
+                for trial_id, cols in dirty.items():
+                    self.store.set_trial(trial_id, **cols)
         return out
 
     # ------------------------------------------------------------------ helpers
