@@ -144,7 +144,14 @@ class SupervisorCallback(RLlibCallback):
         """Called by our runner (not RLlib) when the trial ends; returns the final status."""
         if self.client is None:
             return None
-        return self.client.call("finish_trial", self.info["run_id"], self.trial_id, status, self.applied)
+        for attempt in range(3):  # the closing record is worth a few seconds: the supervisor may be restarting
+            out = self.client.call("finish_trial", self.info["run_id"], self.trial_id, status, self.applied,
+                                   timeout_s=5.0)
+            if out is not None:
+                self.applied = []
+                return out
+            time.sleep(self.client.retry_after_s)
+        return None
 
 
 def find_callback(algorithm) -> SupervisorCallback | None:

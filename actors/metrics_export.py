@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from supervisor.findings import severity_rank
+from supervisor.stats import finite
 
 PREFIX = "rl_supervisor_"
 NODE_TAGS = ("node_id", "address")
@@ -92,13 +93,4 @@ class SupervisorMetrics:
                     gauge.set(float(gpu[key]), tags=gt)
 
 
-def _num(x) -> float | None:
-    import math
-
-    if x is None or isinstance(x, bool):
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+_num = finite

@@ -63,6 +63,7 @@ from ray.rllib.algorithms.ppo import PPO
 from ray.tune import Callback, Stopper
 
 from actors.callback import CONFIG_KEY, find_callback
+from supervisor.metrics import get_path
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +150,8 @@ class ThresholdStopper(Stopper):
 
 
 def _nested(result: Mapping, key: str):
-    if key in result:
-        return result[key]
-    node: Any = result
-    for part in key.split("/"):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
+    """Tune's results may come flattened ("a/b" keys) or nested."""
+    return result[key] if key in result else get_path(result, key)
 
 
 def combine_stop(stop) -> Stopper:
@@ -742,8 +737,6 @@ def run_sweep(sweep, source: str, out: str | None = None, max_concurrent: int | 
 
 def _loggers() -> list:
     """result.json and progress.csv per trial; no TensorBoard files (whose writer warns on every NaN)."""
-    import os
-
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     return [JsonLoggerCallback(), CSVLoggerCallback()]

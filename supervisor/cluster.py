@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from supervisor.findings import severity_rank, worst
-from supervisor.stats import MAD_TO_SIGMA
+from supervisor.stats import MAD_TO_SIGMA, finite
 
 # XIDs that mean the hardware (or the GPU's link to the host) is broken, after NVIDIA's XID catalogue:
 # 48 double-bit ECC, 61/62 internal micro-controller, 63/64 ECC page retirement / row remapping,
@@ -84,15 +84,7 @@ class ClusterSettings:
 # ---------------------------------------------------------------------------------- data shaping
 
 
-def _f(x: Any) -> float | None:
-    """A finite float, or None."""
-    if x is None or isinstance(x, bool):
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+_f = finite
 
 
 def _i(x: Any) -> int | None:

@@ -60,7 +60,8 @@ TRAINING_METRICS = (
 )
 
 
-def _get(result: Mapping[str, Any], path: str) -> Any:
+def get_path(result: Mapping[str, Any], path: str) -> Any:
+    """``result["a"]["b"]`` for path "a/b"; None where any part is missing."""
     node: Any = result
     for part in path.split("/"):
         if not isinstance(node, Mapping) or part not in node:
@@ -102,7 +103,7 @@ def normalize_result(result: Mapping[str, Any], trial_id: str, node_id: str | No
     m = module_id_of(result)
     metrics: dict[str, float] = {}
     for name, path in RESULT_PATHS.items():
-        v = _to_float(_get(result, path.format(m=m)))
+        v = _to_float(get_path(result, path.format(m=m)))
         if v is not None:
             metrics[name] = v
     if "episode_return_mean" in metrics and math.isnan(metrics["episode_return_mean"]) and not metrics.get("num_episodes"):

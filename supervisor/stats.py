@@ -10,6 +10,17 @@ import numpy as np
 MAD_TO_SIGMA = 1.4826
 
 
+def finite(x) -> float | None:
+    """``x`` as a finite float, or None if absent, boolean, non-numeric or non-finite."""
+    if x is None or isinstance(x, bool):
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
 def robust_center_scale(x: np.ndarray, rel_floor: float = 0.05, abs_floor: float = 1e-8) -> tuple[float, float]:
     """Median and MAD-based sigma, floored so that a flat history does not make every change infinite."""
     med = float(np.median(x))

@@ -58,6 +58,8 @@ def test_killed_supervisor_never_hangs_training_and_loses_nothing(ray_local, tmp
             algo.train()
         assert not cb.client.buffer, "buffered reports were replayed"
         iterations = algo.iteration
+        # end the trial as the runner does: the last applied actions travel with it
+        assert cb.on_trial_end("stopped" if cb.stop_requested else "completed") is not None
     finally:
         algo.stop()
     assert kills >= 3

@@ -1,7 +1,6 @@
 """Fuzzing with hypothesis: malformed reports never crash the supervisor; malformed
 experiment files always give exit 2 and one line."""
 
-import math
 import subprocess
 import sys
 

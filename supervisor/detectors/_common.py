@@ -21,7 +21,7 @@ from typing import Mapping
 from supervisor.detectors.base import Detector, Latch
 from supervisor.findings import Finding, severity_rank
 from supervisor.history import LOG_EPS, LOG_LOG_EPS, History
-from supervisor.stats import MAD_TO_SIGMA
+from supervisor.stats import MAD_TO_SIGMA, finite
 
 # A learned band [low, high] is read as median +- BAND_SIGMAS sigma.
 BAND_SIGMAS = 2.0
@@ -36,13 +36,7 @@ def value_of(metrics: Mapping[str, float], name: str) -> float | None:
     v = metrics.get(name)
     if v.__class__ is float:  # the common case, without the general checks
         return v if v - v == 0.0 else None
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+    return finite(v)
 
 
 def band_for(band, metric: str) -> Band | None:
