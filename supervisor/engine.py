@@ -85,6 +85,7 @@ class TrialState:
     had_effective: bool = False
     requested: list = field(default_factory=list)  # manual actions (dashboard), applied with the next verdict
     known_ids: set = field(default_factory=set)  # ids of this trial's interventions
+    prev_lr: float | None = None  # lr reported one iteration before the newest report
 
 
 class Engine:
@@ -214,6 +215,7 @@ class Engine:
         stop = any(a["action"] == "stop_trial" for a in actions)
         restart = any(a["action"] == "restart_trial" for a in actions)
         health = state.health.snapshot(seq)
+        state.prev_lr = state.last_metrics.get("lr", state.prev_lr)
         state.last_seq, state.last_iteration, state.last_metrics = seq, iteration, metrics
         cols = {"iterations": iteration, "last_seq": seq, "health_score": health["score"],
                 "worst_severity": health["worst_severity"], "health": health,
@@ -382,8 +384,14 @@ class Engine:
         state = self.trials.get(trial_id)
         if state is None:
             return
+        hparams = dict(hparams or {})
+        # RLlib reports the lr scheduled for the *next* update. If a schedule just raised it, no update
+        # has used it yet, so "healthy" says nothing about it: keep the lr that produced the healthy updates.
+        lr, used = hparams.get("lr"), state.prev_lr
+        if isinstance(lr, (int, float)) and isinstance(used, float) and math.isfinite(used) and 0 < used < lr:
+            hparams["lr"] = used
         self.store.record_checkpoint(trial_id, seq, iteration, path, hparams)
-        state.checkpoint = {"path": path, "seq": seq, "iteration": iteration, "hparams": hparams or {}}
+        state.checkpoint = {"path": path, "seq": seq, "iteration": iteration, "hparams": hparams}
         state.history_at_checkpoint = copy.deepcopy(state.history)
 
     def finish_trial(self, trial_id: str, status: str, applied: Any = None) -> str:

@@ -174,3 +174,18 @@ def test_alert_only_ladders_never_escalate_to_stop():
     for det in ("kl_controller_stuck", "advantage_anomaly", "straggler"):
         got = [pol.decide(st, s, [_f(det, "warning")]).actions for s in range(5)]
         assert got == [["alert"]] * 5, (det, got)
+
+
+def test_checkpoint_keeps_the_lr_that_produced_its_healthy_updates(engine):
+    """A schedule that just jumped shows the new lr in the checkpoint iteration's report before any update
+    used it: rollback must restore the lr that trained healthily, not the one that is about to break it."""
+    for s in range(6):
+        m = healthy(s)
+        m["lr"] = 5.0 if s == 5 else 3e-4
+        v = send(engine, s, m)
+        if v["checkpoint"]:
+            engine.record_checkpoint("t", s, s + 1, f"/ckpt/{s}", {"lr": m["lr"]})
+    v = send(engine, 6, diverged())
+    rb = v["actions"][0]
+    assert rb["action"] == "rollback" and rb["params"]["checkpoint"] == "/ckpt/5"
+    assert rb["params"]["hparams"]["lr"] == 3e-4
