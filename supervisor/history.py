@@ -141,7 +141,6 @@ class History:
             self._push(name, a, x, self._derived.get(name))
 
     def _append_known(self, metrics) -> None:
-        cap = self.capacity
         for a, x, dv, name in zip(self._cols, metrics.values(), self._dvs, self._schema):
             if x.__class__ is float:
                 if x - x != 0.0:  # NaN or +-inf
@@ -153,21 +152,7 @@ class History:
             if a is None:  # first finite value of this metric: a new buffer, and a new schema
                 a = self._vals[name] = array("d")
                 self._schema = None
-            a.append(x)
-            if len(a) > cap:
-                del a[0]
-            if dv:  # inlined views update
-                for v in dv:
-                    if v.__class__ is _TransformView:
-                        out = v.out
-                        if v.kind == "log":
-                            out.append(log(x) if x > LOG_EPS else LOG_LOG_EPS)
-                        else:
-                            out.append(abs(x))
-                        if len(out) > len(a):
-                            del out[0]
-                    else:
-                        v.push(x, a)
+            self._push(name, a, x, dv)
 
     def _push(self, name: str, a: array, x: float, dv) -> None:
         a.append(x)
