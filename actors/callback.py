@@ -44,10 +44,12 @@ class SupervisorCallback(RLlibCallback):
         self.info: dict = {}
         self.trial_id = "default"
         self.seq = 0
+        self.registered = True
         self.applied: list[dict] = []
         self.stop_requested = False
         self.restart_requested = False
         self.last_verdict: dict | None = None
+        self.last_report: dict | None = None  # the newest report sent or buffered
         self.checkpoints: list[str] = []
 
     # ------------------------------------------------------------------ setup
@@ -57,24 +59,43 @@ class SupervisorCallback(RLlibCallback):
             return
         self.info = info
         self.trial_id = info.get("trial_id") or _tune_trial_id() or "default"
-        self.client = SupervisorClient(info["run_id"], info["run_info"], info.get("timeout_s", 2.0))
-        reg = self.client.register(self.trial_id, _node_id(), info.get("trial_config"))
+        self.client = SupervisorClient(info["run_id"], info["run_info"], info.get("timeout_s", 2.0),
+                                       retry_after_s=info.get("retry_after_s", 5.0))
+        # A (re)started trial must learn its next seq, or its reports would be taken for replays:
+        # give a supervisor that Ray is restarting a few seconds.
+        reg = self.client.register(self.trial_id, _node_id(), info.get("trial_config"),
+                                   wait_s=info.get("register_wait_s", 20.0))
         if reg is None:
+            log.warning("supervisor unreachable at trial start; %s trains on and registers once it answers",
+                        self.trial_id)
+            self.registered = False
             return
+        self._registered(algorithm, reg)
+
+    def _registered(self, algorithm, reg: dict) -> None:
+        self.registered = True
         self.seq = reg["next_seq"]
         if reg.get("overrides"):  # a restarted trial re-applies what the supervisor changed
             self.applied.append({"id": None, "action": "overrides",
                                  "after": iv.set_hparams(algorithm, reg["overrides"]), "ok": True})
         if reg.get("checkpoint") is None:
             # The starting point is the first known-good state: rollback always has a target.
-            self._checkpoint(algorithm, iteration=0)
+            self._checkpoint(algorithm, iteration=getattr(algorithm, "iteration", 0) or 0, seq=self.seq - 1)
 
     # ------------------------------------------------------------------ every iteration
     def on_train_result(self, *, algorithm, metrics_logger=None, result: dict, **kwargs) -> None:
         if self.client is None:
             return
+        if not self.registered:
+            # Until the supervisor tells this trial its next seq, a report could pass for a replay.
+            reg = self.client.register(self.trial_id, _node_id(), self.info.get("trial_config"))
+            if reg is None:
+                result["supervisor"] = {"reported": False, "registered": False}
+                return
+            self._registered(algorithm, reg)
         report = normalize_result(result, self.trial_id, _node_id())
         report["seq"], report["applied"], self.applied = self.seq, self.applied, []
+        self.last_report = report
         t0 = time.perf_counter()
         verdicts = self.client.report(report)
         self.seq += 1
@@ -140,10 +161,48 @@ class SupervisorCallback(RLlibCallback):
         while len(self.checkpoints) > keep:
             shutil.rmtree(self.checkpoints.pop(0), ignore_errors=True)
 
+    def flush(self, timeout_s: float = 20.0) -> bool:
+        """The trial ends (Tune stops it, or our runner closes it): nothing it knows may be lost.
+
+        Replays the reports still buffered (the supervisor was down or restarting during the last
+        iterations), hands over what was applied after the last report (it would otherwise travel
+        with a next report that never comes: a copy of the last report carries it, which the
+        supervisor takes as a duplicate), and records the interventions decided in the replayed
+        reports' verdicts as not applied, since the trial can no longer apply them. Waits up to
+        ``timeout_s`` for a restarting supervisor. True when everything reached it."""
+        if self.client is None:
+            return True
+        if not self.client.buffer and not self.applied and not self.client.late:
+            return True  # the common case: nothing outstanding, no call
+        carrier = {**self.last_report, "applied": list(self.applied)} if self.applied and self.last_report else None
+        verdicts = self.client.drain(carrier, timeout_s=timeout_s)
+        if verdicts is None:
+            log.warning("trial %s ends with %d reports the supervisor never got", self.trial_id,
+                        len(self.client.buffer))
+            return False
+        self.applied = []
+        skipped = []
+        for a in (a for v in verdicts for a in v.get("actions", [])):
+            entry = {"id": a.get("id"), "action": a["action"], "ok": a["action"] in ("alert", "stop_trial")}
+            if a["action"] == "alert":
+                log.warning("supervisor alert on %s: %s", self.trial_id, a.get("reason"))
+            elif a["action"] == "stop_trial":
+                self.stop_requested = True  # the trial stops anyway: what was asked holds
+            else:
+                entry["error"] = "not applied: the trial ended before this verdict reached it"
+            skipped.append(entry)
+        if skipped and self.last_report is not None:
+            if self.client.drain({**self.last_report, "applied": skipped}, timeout_s=timeout_s) is None:
+                self.applied = skipped
+                return False
+        return True
+
     def on_trial_end(self, status: str) -> str | None:
         """Called by our runner (not RLlib) when the trial ends; returns the final status."""
         if self.client is None:
             return None
+        if self.client.buffer or self.client.late:
+            self.flush()  # the buffered reports first: what they decide comes before the closing record
         for attempt in range(3):  # the closing record is worth a few seconds: the supervisor may be restarting
             out = self.client.call("finish_trial", self.info["run_id"], self.trial_id, status, self.applied,
                                    timeout_s=5.0)

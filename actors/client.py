@@ -4,6 +4,12 @@ Every call has a short timeout. A report that gets no answer is kept in a
 bounded buffer and replayed (the store ignores duplicates by seq) once the
 supervisor answers again, so a slow, dead or restarting supervisor costs the
 trial at most one timeout per iteration and never its training.
+
+A report call that timed out may still be answered later: its verdicts (and the
+interventions decided in them, which the store already holds) are kept and handed
+out with the next answer, since a replay of the same reports only gets
+"duplicate". When the trial ends, ``drain`` replays what is still buffered,
+waiting a little for a restarting supervisor.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ class SupervisorClient:
         self._handle = None
         self._down_since: float | None = None
         self._inflight = None  # a call that timed out but may still be answered
+        self._inflight_method: str | None = None
+        self.late: list[dict] = []  # verdicts of a timed-out report call that was answered after all
+        self._given: dict = {}  # ids of the actions handed to the trial (an ordered, bounded set)
         self.dropped = 0
 
     def _actor(self):
@@ -45,7 +54,7 @@ class SupervisorClient:
             ready, _ = ray.wait([self._inflight], timeout=0)
             if not ready:
                 return None
-            self._inflight = None
+            self._take_late()
         try:
             actor = self._actor()
             if actor is None:
@@ -54,7 +63,7 @@ class SupervisorClient:
             try:
                 out = ray.get(ref, timeout=timeout_s or self.timeout_s)
             except ray.exceptions.GetTimeoutError:
-                self._inflight = ref
+                self._inflight, self._inflight_method = ref, method
                 raise
             self._down_since = None
             return out
@@ -64,25 +73,95 @@ class SupervisorClient:
             self._down_since = time.monotonic()
             return None
 
-    def register(self, trial_id: str, node_id: str | None, config: dict | None) -> dict | None:
-        return self.call("register_trial", trial_id, self.run_id, node_id, config, self.run_info,
-                         timeout_s=max(self.timeout_s, 10.0))
+    def _take_late(self) -> None:
+        """The timed-out call is done. If it was a report that got verdicts, keep them: the store has
+        what they decided, and the trial must still hear it (a replay is only answered "duplicate")."""
+        ref, method = self._inflight, self._inflight_method
+        self._inflight = self._inflight_method = None
+        if method not in ("report", "report_batch"):
+            return
+        try:
+            out = ray.get(ref, timeout=0)
+        except Exception:  # it failed (the actor died): the replay will tell
+            return
+        self.late.extend(v for v in (_listify(out) if isinstance(out, dict) else out or [])
+                         if isinstance(v, dict) and not v.get("unknown_run"))
+
+    def register(self, trial_id: str, node_id: str | None, config: dict | None, wait_s: float = 0.0
+                 ) -> dict | None:
+        """Register (or re-register) the trial; retry for up to ``wait_s`` while the supervisor is down."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            out = self.call("register_trial", trial_id, self.run_id, node_id, config, self.run_info,
+                            timeout_s=max(self.timeout_s, 10.0))
+            if out is not None or time.monotonic() >= deadline:
+                return out
+            time.sleep(1.0)
+            self._down_since = None
 
     def report(self, report: dict) -> list[dict] | None:
         """Send this report, after any buffered ones, in one call. Returns one verdict per report
         sent (oldest first; the last is this report's), or None when the supervisor did not answer."""
-        batch = [*self.buffer, report]
+        verdicts = self._send([*self.buffer, report])
+        if verdicts is None:
+            self._keep(report)
+            return None
+        self.buffer.clear()
+        return verdicts
+
+    def _send(self, batch: list[dict]) -> list[dict] | None:
+        """One call for ``batch``; its verdicts, after any late ones (oldest first), or None."""
         verdicts = self.call("report_batch", self.run_id, batch) if len(batch) > 1 else \
-            _listify(self.call("report", self.run_id, report))
+            _listify(self.call("report", self.run_id, batch[0]))
         if verdicts and verdicts[-1].get("unknown_run"):
             # the actor restarted and lost this run: reopen it, then resend
             if self.call("open_run", self.run_id, *self._run_args()) is not None:
                 verdicts = self.call("report_batch", self.run_id, batch)
         if not verdicts or verdicts[-1].get("unknown_run"):
-            self._keep(report)
             return None
-        self.buffer.clear()
+        late, self.late = self.late, []
+        return self._once([*late, *verdicts])
+
+    def _once(self, verdicts: list[dict]) -> list[dict]:
+        """Each decided action reaches the trial once: a late answer and the replay of the same report
+        (which hands out again what was never confirmed applied) may both carry it."""
+        for v in verdicts:
+            acts = v.get("actions")
+            if not acts:
+                continue
+            keep = []
+            for a in acts:
+                i = a.get("id")
+                if i is not None and not isinstance(i, bool):
+                    if i in self._given:
+                        continue
+                    self._given[i] = None
+                    if len(self._given) > 4096:  # bounded: ids only repeat within a few iterations
+                        del self._given[next(iter(self._given))]
+                keep.append(a)
+            v["actions"] = keep
         return verdicts
+
+    def drain(self, extra: dict | None = None, timeout_s: float = 20.0) -> list[dict] | None:
+        """The trial ends: send the buffered reports (then ``extra``, e.g. a copy of the last report
+        carrying what was applied since) until the supervisor answers or ``timeout_s`` passes; a
+        restarting supervisor is waited for. Returns the verdicts (late ones first), or None."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            batch = [*self.buffer, *([extra] if extra else [])]
+            if not batch:
+                late, self.late = self.late, []
+                return late
+            if self._inflight is not None:
+                ray.wait([self._inflight], timeout=max(0.0, min(2.0, deadline - time.monotonic())))
+            self._down_since = None  # no back-off now: this is the last chance
+            verdicts = self._send(batch)
+            if verdicts is not None:
+                self.buffer.clear()
+                return verdicts
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.5)
 
     def _run_args(self) -> tuple:
         i = self.run_info

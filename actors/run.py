@@ -70,7 +70,8 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
     run_info = {"run_dir": str(run_dir), "name": exp.name, "kind": "run", "settings": settings,
                 "spec": exp.model_dump(mode="json"), "profile": load_profile(exp, source)}
     info = {"run_id": run_id, "trial_id": run_id, "run_info": run_info,
-            "timeout_s": exp.supervisor.report_timeout_s, "keep_checkpoints": exp.supervisor.keep_checkpoints,
+            "timeout_s": exp.supervisor.report_timeout_s, "retry_after_s": exp.supervisor.retry_after_s,
+            "keep_checkpoints": exp.supervisor.keep_checkpoints,
             "trial_config": exp.config}
     config = build_config(exp, source, info)  # raises InputError before anything starts
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ state from the store when the trial next registers or reports.
 from __future__ import annotations
 
 import time
+from collections import deque
 from pathlib import Path
 
 import ray
@@ -29,12 +30,14 @@ class SupervisorService:
         self.specs: dict[str, dict] = {}
         self.started = time.time()
         self._queue: list = []  # (run_id, report, future) awaiting the next batch
+        self._latency_ms: deque = deque(maxlen=65536)  # recent verdict latencies inside the actor
+        self._busy_s, self._batches, self._judged = 0.0, 0, 0  # judging time, batches and reports since reset
 
     def open_run(self, run_id: str, run_dir: str, name: str, kind: str, settings: dict | None = None,
                  spec: dict | None = None, profile: dict | None = None) -> dict:
         """Attach a run (idempotent; the driver calls it again after an actor restart)."""
         if run_id not in self.runs:
-            store = Store(Path(run_dir) / "supervisor.db")
+            store = Store(Path(run_dir) / "supervisor.db", background_checkpoints=True)
             store.upsert_run(run_id, name, kind, "running", spec)
             self.runs[run_id] = Engine(store, SupervisorConfig.model_validate(settings or {}), profile)
             self.specs[run_id] = {"run_dir": run_dir, "name": name, "kind": kind, "settings": settings or {},
@@ -44,6 +47,7 @@ class SupervisorService:
     def close_run(self, run_id: str, status: str) -> None:
         eng = self.runs.get(run_id)
         if eng is not None:
+            eng.flush(force=True)
             spec = self.specs[run_id]
             eng.store.upsert_run(run_id, spec["name"], spec["kind"], status, ended=time.time())
 
@@ -64,14 +68,36 @@ class SupervisorService:
         next batch: under load they share one store transaction, with no added delay when idle."""
         import asyncio
 
+        t0 = time.perf_counter()
         fut = asyncio.get_running_loop().create_future()
         self._queue.append((run_id, report, fut))
         if len(self._queue) == 1:
             asyncio.get_running_loop().call_soon(self._flush)
-        return await fut
+        verdict = await fut
+        self._latency_ms.append(1000.0 * (time.perf_counter() - t0))
+        return verdict
+
+    def verdict_latency(self, reset: bool = False) -> dict:
+        """Percentiles (ms) of the recent verdict latencies inside the actor: from a report's
+        arrival to its verdict (waiting for the batch in progress, judging, storing)."""
+        xs = sorted(self._latency_ms)
+        busy = {"judging_ms_per_report": 1000 * self._busy_s / max(self._judged, 1),
+                "reports_per_batch": self._judged / max(self._batches, 1)}
+        if reset:
+            self._latency_ms.clear()
+            self._busy_s, self._batches, self._judged = 0.0, 0, 0
+        if not xs:
+            return {"n": 0, **busy}
+
+        def q(p: float) -> float:
+            return xs[min(len(xs) - 1, int(p * len(xs)))]
+        return {"n": len(xs), "p50": q(0.5), "p99": q(0.99), "max": xs[-1], **busy}
 
     def _flush(self) -> None:
+        t0 = time.perf_counter()
         items, self._queue = self._queue, []
+        self._batches += 1
+        self._judged += len(items)
         by_run: dict[str, list] = {}
         for run_id, rep, fut in items:
             by_run.setdefault(run_id, []).append((rep, fut))
@@ -80,6 +106,7 @@ class SupervisorService:
             for (_, fut), v in zip(group, verdicts):
                 if not fut.done():
                     fut.set_result(v)
+        self._busy_s += time.perf_counter() - t0
 
     def report_batch(self, run_id: str, reports: list) -> list[dict]:
         eng = self.runs.get(run_id)
@@ -130,6 +157,8 @@ class SupervisorService:
 
     def cluster_tick(self) -> dict:
         """Re-scan ray.nodes(), start monitors on new nodes, judge nodes and stragglers, export metrics."""
+        for eng in self.runs.values():  # trial summary rows that a quiet spell left unwritten
+            eng.flush()
         return self._cluster_watch().tick()
 
     def cluster_status(self) -> dict:

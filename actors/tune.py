@@ -220,6 +220,18 @@ class SupervisedPPO(PPO):
         if fresh and v.get("checkpoint") and not v.get("actions"):
             result["should_checkpoint"] = True  # Tune's checkpoints are the health-gated ones
 
+    def cleanup(self) -> None:
+        # Tune stops the trial (``Trainable.stop``), after the driver's ``on_trial_complete``: reports
+        # buffered while the supervisor was down, and what the last verdict made this trial apply,
+        # would die with this process.
+        cb = find_callback(self)
+        if cb is not None and cb.client is not None:
+            try:
+                cb.flush()
+            except Exception:
+                log.exception("could not hand the supervisor what this trial still held")
+        super().cleanup()
+
     def load_checkpoint(self, checkpoint) -> None:
         super().load_checkpoint(checkpoint)
         cb = find_callback(self)
@@ -304,6 +316,8 @@ class SupervisorTuneCallback(Callback):
         self.steps_consumed: dict[str, int] = {}  # env steps of every reported iteration, restarts included
         self.iterations_run: dict[str, int] = {}
         self._sup = None
+        self._pid: int | None = None  # the supervisor actor's process when the run was opened
+        self._unsure: set[str] = set()  # trials whose closing record may not have reached the store
         self.started = time.time()
 
     def __getstate__(self):  # Tune pickles its callbacks with the experiment (tuner.pkl)
@@ -319,13 +333,16 @@ class SupervisorTuneCallback(Callback):
             self._sup = get_or_create_supervisor()
         return self._sup
 
-    def _call(self, method: str, *args, timeout: float = 30.0):
-        try:
-            return ray.get(getattr(self._actor(), method).remote(*args), timeout=timeout)
-        except Exception as e:  # the supervisor never takes the sweep down
-            log.warning("supervisor call %s failed: %s: %s", method, e.__class__.__name__, e)
-            self._sup = None
-            return None
+    def _call(self, method: str, *args, timeout: float = 30.0, retries: int = 0):
+        for attempt in range(retries + 1):
+            try:
+                return ray.get(getattr(self._actor(), method).remote(*args), timeout=timeout)
+            except Exception as e:  # the supervisor never takes the sweep down
+                log.warning("supervisor call %s failed: %s: %s", method, e.__class__.__name__, e)
+                self._sup = None
+                if attempt < retries:
+                    time.sleep(1.0)  # Ray is restarting it
+        return None
 
     def _print(self, text: str) -> None:
         if self.quiet:
@@ -337,7 +354,25 @@ class SupervisorTuneCallback(Callback):
         self.console.print(text)
 
     def open(self) -> None:
-        ray.get(self._actor().open_run.remote(self.run_id, **self.run_info), timeout=60)
+        out = ray.get(self._actor().open_run.remote(self.run_id, **self.run_info), timeout=60)
+        self._pid = out.get("pid") if isinstance(out, dict) else None
+
+    def _reassert(self) -> None:
+        """If the supervisor actor restarted during the sweep, a closing record may be missing: the
+        restarted actor did not know the run or the trial yet (so ``finish_trial`` wrote nothing), or a
+        trial's last replayed reports brought it back as running after it was closed. Trial actors
+        have all stopped (and flushed) by now: write every trial's final status again."""
+        ping = self._call("ping", retries=3)
+        if ping is None or (ping.get("pid") == self._pid and not self._unsure):
+            return
+        for tid, status in sorted(self.status.items()):
+            # register_trial reopens the run and reloads the trial from the store if the actor lost them
+            if self._call("register_trial", tid, self.run_id, None, None, self.run_info, retries=3) is None:
+                continue
+            final = self._call("finish_trial", self.run_id, tid, status, retries=3)
+            if final is not None:
+                self.status[tid] = final
+                self._unsure.discard(tid)
 
     # -- Tune hooks
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
@@ -408,7 +443,10 @@ class SupervisorTuneCallback(Callback):
             self._print(f"[cyan]{trial.trial_id}[/cyan] error: {trial.error_file}")
 
     def _finish(self, tid: str, status: str) -> None:
-        final = self._call("finish_trial", self.run_id, tid, status) or status
+        final = self._call("finish_trial", self.run_id, tid, status)
+        if final is None:
+            self._unsure.add(tid)
+        final = final or status
         self.status[tid] = final
         last = self.last.get(tid, {})
         ret = last.get("return")
@@ -421,7 +459,11 @@ class SupervisorTuneCallback(Callback):
         for t in trials:
             if t.trial_id not in self.status:  # interrupted, or never started
                 self._finish(t.trial_id, "errored")
-        self._call("close_run", self.run_id, self.overall_status())
+        self._reassert()
+        # open_run is idempotent; after an actor restart it is what lets close_run find the run
+        self._call("open_run", self.run_id, *[self.run_info.get(k) for k in
+                                              ("run_dir", "name", "kind", "settings", "spec", "profile")], retries=3)
+        self._call("close_run", self.run_id, self.overall_status(), retries=3)
 
     def overall_status(self) -> str:
         vals = list(self.status.values())
@@ -534,6 +576,7 @@ def supervised_trainable_config(config, run_dir: str | Path, *, name: str | None
     space_probe = cfg.to_dict()
     search_keys = [k for k, v in space_probe.items() if _is_search(v)]
     info = {"run_id": run_id, "run_info": run_info, "timeout_s": sup_cfg.report_timeout_s,
+            "retry_after_s": sup_cfg.retry_after_s,
             "keep_checkpoints": sup_cfg.keep_checkpoints, "trial_config": {}, "search_keys": search_keys}
     if sup_cfg.enabled:
         current = getattr(cfg, "callbacks_class", None)
@@ -681,6 +724,7 @@ def run_sweep(sweep, source: str, out: str | None = None, max_concurrent: int | 
     run_info = {"run_dir": str(run_dir), "name": sweep.name, "kind": "sweep", "settings": settings,
                 "spec": sweep.model_dump(mode="json"), "profile": load_profile(sweep, source)}
     info = {"run_id": run_id, "run_info": run_info, "timeout_s": sweep.supervisor.report_timeout_s,
+            "retry_after_s": sweep.supervisor.retry_after_s,
             "keep_checkpoints": sweep.supervisor.keep_checkpoints, "trial_config": dict(sweep.config),
             "search_keys": []}
     param_space, _ = build_sweep_space(sweep, source, info)  # InputError before anything starts

@@ -7,19 +7,23 @@
    signature; reports/s for each, and their ratio.
 2. Latency: ``--concurrent`` simulated trials, each reporting once per
    ~1 s iteration (jittered) through the single-report path that real
-   trials use; p50/p99 of the verdict round trip, real vs no-op.
+   trials use; p50/p99 of the verdict round trip, real vs no-op, and of the
+   latency inside the actor (arrival to verdict: what the supervisor adds).
+   The generator's lateness and CPU per call show whether the client side,
+   not the actor, is what limits the round trip on a small machine.
 Writes benchmarks/results/ingestion.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import heapq
 import os
 import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +36,11 @@ from supervisor.detectors.synthetic import healthy_stream  # noqa: E402
 
 @ray.remote(num_cpus=0, max_concurrency=1000)
 class NoOpActor:
+    """Same methods and signatures, no work: what Ray itself costs."""
+
+    def __init__(self):
+        self._lat: list[float] = []
+
     def open_run(self, *a, **k):
         return {}
 
@@ -39,7 +48,16 @@ class NoOpActor:
         return [{"actions": [], "checkpoint": False, "stop": False} for _ in reports]
 
     async def report(self, run_id, report):
-        return {"actions": [], "checkpoint": False, "stop": False}
+        t0 = time.perf_counter()
+        out = {"actions": [], "checkpoint": False, "stop": False}
+        self._lat.append(1000.0 * (time.perf_counter() - t0))
+        return out
+
+    def verdict_latency(self, reset: bool = False) -> dict:
+        xs = sorted(self._lat)
+        if reset:
+            self._lat = []
+        return {"n": len(xs), "p50": pct(xs, 0.5), "p99": pct(xs, 0.99), "max": xs[-1]} if xs else {"n": 0}
 
 
 def batches(trials: int, iterations: int, size: int, prefix: str) -> list[list[dict]]:
@@ -60,24 +78,56 @@ def throughput(actor, bs: list[list[dict]], run_id: str, inflight: int = 4) -> f
     return sum(len(b) for b in bs) / (time.perf_counter() - t0)
 
 
-async def latency(actor, run_id: str, n: int, seconds: float, period: float = 1.0) -> list[float]:
+def latency(actor, run_id: str, n: int, seconds: float, period: float = 1.0, workers: int = 64,
+            warmup: float = 15.0) -> dict:
+    """``n`` simulated trials, each sending one report per ~``period`` s (jittered) through the
+    single-report path real trials use, from ``workers`` threads sharing a schedule. Returns the
+    round trips (ms), how late each report left against its schedule (the load generator keeping
+    up or not), the generator's CPU per call, and the actor's own arrival-to-verdict latencies, for
+    the reports after the first ``warmup`` seconds (every trial registered: the steady state)."""
     streams = [healthy_stream(64, seed=1000 + i) for i in range(min(n, 50))]
-    out: list[float] = []
-    stop = time.perf_counter() + seconds
+    start = time.perf_counter()
+    heap = [(start + random.random() * period, i, 0) for i in range(n)]
+    heapq.heapify(heap)
+    lock = threading.Lock()
+    rtt: list[float] = []
+    lag: list[float] = []
+    stop = start + warmup + seconds
+    measuring = threading.Event()
 
-    async def trial(i: int):
-        await asyncio.sleep(random.random() * period)
-        s = 0
-        while time.perf_counter() < stop:
+    def reset_at_steady_state():
+        time.sleep(warmup)
+        ray.get(actor.verdict_latency.remote(reset=True))
+        measuring.set()
+
+    def work():
+        while True:
+            with lock:
+                due, i, s = heapq.heappop(heap)
+            if due > stop:
+                return
+            now = time.perf_counter()
+            if due > now:
+                time.sleep(due - now)
+            late = 1000 * (time.perf_counter() - due)
             rep = {"trial_id": f"lat{i}", "seq": s, "iteration": s + 1, "metrics": streams[i % len(streams)][s % 64]}
+            on = measuring.is_set()
             t0 = time.perf_counter()
-            await actor.report.remote(run_id, rep)
-            out.append(1000 * (time.perf_counter() - t0))
-            s += 1
-            await asyncio.sleep(period * random.uniform(0.8, 1.2))
+            ray.get(actor.report.remote(run_id, rep))
+            if on:
+                rtt.append(1000 * (time.perf_counter() - t0))
+                lag.append(late)
+            with lock:
+                heapq.heappush(heap, (due + period * random.uniform(0.8, 1.2), i, s + 1))
 
-    await asyncio.gather(*(trial(i) for i in range(n)))
-    return out
+    c0 = time.process_time()
+    threads = [threading.Thread(target=work) for _ in range(workers)] + [threading.Thread(target=reset_at_steady_state)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    cpu = (time.process_time() - c0) / max(len(rtt), 1) * 1e6
+    return {"rtt": rtt, "lag": lag, "cpu_us": cpu, "server": ray.get(actor.verdict_latency.remote())}
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -100,26 +150,36 @@ def main() -> None:
     ray.get([sup.open_run.remote("bench", tmp, "bench", "bench"), noop.open_run.remote()])
 
     rows = []
-    real, base = [], []
+    tp_real, tp_base = [], []
     for rep in range(3):  # interleaved repetitions, fresh trials each time
         bs = batches(args.trials, args.iterations, args.batch, prefix=f"r{rep}_")
-        base.append(throughput(noop, bs, "bench"))
-        real.append(throughput(sup, bs, "bench"))
-    r_med, b_med = statistics.median(real), statistics.median(base)
+        tp_base.append(throughput(noop, bs, "bench"))
+        tp_real.append(throughput(sup, bs, "bench"))
+    r_med, b_med = statistics.median(tp_real), statistics.median(tp_base)
     rows.append(("ingestion, reports/s (batches of %d, all detectors)" % args.batch,
                  f"{r_med:,.0f}", f"{b_med:,.0f}", f"{r_med / b_med:.3f}"))
 
-    lat_real = asyncio.run(latency(sup, "bench", args.concurrent, args.seconds))
-    lat_noop = asyncio.run(latency(noop, "bench", args.concurrent, args.seconds))
+    lat = {"supervisor": latency(sup, "bench", args.concurrent, args.seconds),
+           "no-op": latency(noop, "bench", args.concurrent, args.seconds)}
+    real, base = lat["supervisor"], lat["no-op"]
     for q, name in ((0.5, "p50"), (0.99, "p99")):
-        a, b = pct(lat_real, q), pct(lat_noop, q)
-        rows.append((f"verdict latency {name}, ms ({args.concurrent} concurrent trials, 1 report/s each)",
+        a, b = pct(real["rtt"], q), pct(base["rtt"], q)
+        rows.append((f"verdict round trip {name}, ms ({args.concurrent} concurrent trials, 1 report/s each)",
                      f"{a:.2f}", f"{b:.2f}", f"{a / b:.2f}"))
+    for key in ("p50", "p99"):
+        a, b = real["server"][key], base["server"][key]
+        rows.append((f"verdict latency inside the actor {key}, ms (arrival to verdict)", f"{a:.2f}", f"{b:.3f}",
+                     f"{a / b:.0f}" if b > 0 else "n/a"))
+    rows.append(("load generator: p99 lateness of sends vs schedule, ms", f"{pct(real['lag'], 0.99):.1f}",
+                 f"{pct(base['lag'], 0.99):.1f}", ""))
+    rows.append(("load generator: driver CPU per call, us", f"{real['cpu_us']:.0f}", f"{base['cpu_us']:.0f}", ""))
+    rows.append(("judging time per report inside the actor, ms (reports per batch)",
+                 f"{real['server']['judging_ms_per_report']:.3f} ({real['server']['reports_per_batch']:.2f})", "", ""))
     table = ["| measure | supervisor | no-op actor | ratio |", "|---|---|---|---|"]
     table += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     text = "\n".join(table)
     print(text)
-    print(f"(latency samples: {len(lat_real)} real, {len(lat_noop)} no-op; cpus={os.cpu_count()})")
+    print(f"(latency samples: {len(real['rtt'])} real, {len(base['rtt'])} no-op; cpus={os.cpu_count()})")
     out = Path(__file__).parent / "results" / "ingestion.md"
     out.write_text(text + "\n")
     ray.shutdown()

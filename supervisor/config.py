@@ -47,6 +47,8 @@ class SupervisorConfig(BaseModel):
     keep_checkpoints: int = Field(3, gt=0)
     history: int = Field(256, ge=16, description="iterations of in-memory history per trial")
     report_timeout_s: float = Field(2.0, gt=0, description="a trial waits at most this long for a verdict")
+    retry_after_s: float = Field(5.0, gt=0, description="after finding the supervisor unreachable, a trial "
+                                                         "buffers its reports this long before trying again")
     cooldown: int = Field(2, ge=0, description="iterations after an action before another for the same finding")
     outcome_window: int = Field(3, gt=0, description="iterations after which an action's outcome is judged")
     max_interventions: int = Field(4, gt=0, description="intensity limit: at most N interventions ...")

@@ -29,6 +29,7 @@ TRAINING_ACTIONS = {"reduce_lr", "increase_lr", "boost_entropy", "raise_kl_coeff
 
 
 MAX_SEQ_JUMP = 100_000
+FLUSH_S = 0.5
 
 
 def _int_in(x: Any, lo: int, hi: int, default: int) -> int:
@@ -37,13 +38,16 @@ def _int_in(x: Any, lo: int, hi: int, default: int) -> int:
     return int(x)
 
 
+_FLOAT, _STR = {float}, {str}
+
+
 def sanitize_metrics(raw: Any) -> dict[str, float]:
     """Keep what is a number (NaN/inf included: they are evidence); drop the rest quietly."""
     out: dict[str, float] = {}
     if not isinstance(raw, dict):
         return out
-    if all(type(k) is str and type(v) is float for k, v in raw.items()):
-        return dict(raw)  # the normal case: what normalize_result sends
+    if set(map(type, raw.values())) <= _FLOAT and set(map(type, raw)) <= _STR:
+        return dict(raw)  # the normal case (what normalize_result sends), checked at C speed
     for k, v in raw.items():
         if not isinstance(k, str) or isinstance(v, bool):
             continue
@@ -86,6 +90,7 @@ class TrialState:
     requested: list = field(default_factory=list)  # manual actions (dashboard), applied with the next verdict
     known_ids: set = field(default_factory=set)  # ids of this trial's interventions
     prev_lr: float | None = None  # lr reported one iteration before the newest report
+    node_id: str | None = None
 
 
 class Engine:
@@ -98,7 +103,12 @@ class Engine:
         self.params = {a: {**DEFAULT_PARAMS.get(a, {}), **s.action_params.get(a, {})}
                        for a in set(DEFAULT_PARAMS) | set(s.action_params)}
         self.trials: dict[str, TrialState] = {}
-        self._dirty: dict[str, dict] | None = None  # trial rows to update at the end of a batch
+        # Trial summary rows (iterations, health, final return) are derived from the reports, so under
+        # load they are written at most every FLUSH_S rather than once per report; reports, findings
+        # and interventions are always written before the verdict goes out.
+        self._dirty: dict[str, dict] = {}
+        self._in_batch = False
+        self._flushed_at = time.monotonic()
 
     # ------------------------------------------------------------------ trials
     def _new_state(self, trial_id: str, run_id: str) -> TrialState:
@@ -117,6 +127,7 @@ class Engine:
         else:
             self.store.set_trial(trial_id, status="running", **({"node_id": node_id} if node_id else {}))
         state.status = "running"
+        state.node_id = node_id or state.node_id
         return {"next_seq": state.last_seq + 1, "overrides": dict(state.overrides), "checkpoint": state.checkpoint}
 
     def _rebuild(self, trial_id: str, run_id: str) -> TrialState | None:
@@ -158,7 +169,14 @@ class Engine:
             c = cps[-1]
             state.checkpoint = {"path": c["path"], "seq": c["seq"], "iteration": c["iteration"],
                                 "hparams": c["hparams"]}
-        state.overrides = (json_or_empty(row.get("overrides")))
+        state.overrides = json_or_empty(row.get("overrides"))
+        state.node_id = row.get("node_id")
+        if reports and row.get("last_seq") != state.last_seq:
+            # the summary row lagged the reports when the actor died (rows are flushed every FLUSH_S)
+            snap = state.health.snapshot(state.last_seq)
+            self._dirty[trial_id] = {"iterations": state.last_iteration, "last_seq": state.last_seq,
+                                     "health_score": snap["score"], "worst_severity": snap["worst_severity"],
+                                     "health": snap, "final": state.last_metrics}
         return state
 
     # ------------------------------------------------------------------ the hot path
@@ -176,7 +194,14 @@ class Engine:
         # stored while its answer was lost.
         self._take_applied(state, report.get("applied"))
         if seq <= state.last_seq:
-            return {"seq": seq, "duplicate": True, "actions": [], "checkpoint": False, "stop": False,
+            # The first copy was stored, but if its answer was lost (the actor died between commit and
+            # reply) the trial never heard what was decided: hand those actions out again. The client
+            # drops ids it has already been given.
+            undelivered = [{"id": iv["id"], "action": iv["action"], "params": iv["params"], "reason": iv["reason"],
+                            "detector": iv["detector"], "iteration": iv["iteration"], "redelivered": True}
+                           for iv in self.store.undelivered(trial_id, seq)]
+            return {"seq": seq, "duplicate": True, "actions": undelivered, "checkpoint": False,
+                    "stop": any(a["action"] == "stop_trial" for a in undelivered),
                     "health": state.health.snapshot(state.last_seq)}
         iteration = _int_in(report.get("iteration"), 0, 2**62, seq)
         metrics = sanitize_metrics(report.get("metrics"))
@@ -193,12 +218,13 @@ class Engine:
             except Exception as e:  # a detector bug must never take the supervisor down
                 findings.append(Finding(det.name, "info", None, None, f"detector error: {e.__class__.__name__}: {e}",
                                         iteration=iteration))
-        trouble = [f for f in findings if severity_rank(f.severity) >= severity_rank("warning")]
-        if trouble:
-            state.last_trouble_seq = seq
-        self._judge(state, seq, findings)
-
-        decision = self.policy.decide(state.policy, seq, findings)
+        if state.pending:  # judged before deciding: an ineffective action is not chosen again
+            self._judge(state, seq, findings)
+        decision = None
+        if findings:
+            if any(severity_rank(f.severity) >= severity_rank("warning") for f in findings):
+                state.last_trouble_seq = seq
+            decision = self.policy.decide(state.policy, seq, findings)
         actions = self._materialize(state, decision, iteration) if decision else []
         if state.requested:
             actions += [self._manual(state, a, iteration) for a in state.requested]
@@ -211,33 +237,39 @@ class Engine:
 
         every = self.settings.checkpoint_every
         checkpoint = (not actions and seq - state.last_trouble_seq >= every and (seq + 1) % every == 0
-                      and all(math.isfinite(v) for v in metrics.values()))
-        stop = any(a["action"] == "stop_trial" for a in actions)
-        restart = any(a["action"] == "restart_trial" for a in actions)
+                      and all(v - v == 0.0 for v in metrics.values()))
+        stop = restart = False
+        for a in actions:
+            stop |= a["action"] == "stop_trial"
+            restart |= a["action"] == "restart_trial"
         health = state.health.snapshot(seq)
         state.prev_lr = state.last_metrics.get("lr", state.prev_lr)
         state.last_seq, state.last_iteration, state.last_metrics = seq, iteration, metrics
-        cols = {"iterations": iteration, "last_seq": seq, "health_score": health["score"],
-                "worst_severity": health["worst_severity"], "health": health,
-                "final": {k: metrics.get(k) for k in ("episode_return_mean", "env_steps_lifetime", "time_total_s")}}
-        if norm["node_id"]:
-            cols["node_id"] = norm["node_id"]
-        if self._dirty is not None:  # in a batch: one trial-row update per trial, at the end
-            self._dirty[trial_id] = {**self._dirty.get(trial_id, {}), **cols}
-            cols = {}
-        ids = self.store.record_iteration(norm, seq, [f.to_dict() for f in findings], actions, cols)
+        found = [f.to_dict() for f in findings]
+        ids = self.store.record_iteration(norm, seq, found, actions)
         for a, iv_id in zip(actions, ids):
             a["id"] = iv_id
             state.known_ids.add(iv_id)
             state.pending.append(Pending(iv_id, seq, a["action"], a.get("detector") or ""))
+        cols = {"iterations": iteration, "last_seq": seq, "health_score": health["score"],
+                "worst_severity": health["worst_severity"], "health": health, "final": metrics}
+        if node_id:
+            cols["node_id"] = state.node_id = node_id
+        d = self._dirty.get(trial_id)
+        if d is None:
+            self._dirty[trial_id] = cols
+        else:
+            d.update(cols)
+        if not self._in_batch:
+            self.flush(force=True)
         return {"seq": seq, "actions": actions, "checkpoint": checkpoint, "stop": stop, "restart": restart,
-                "health": health, "findings": [f.to_dict() for f in findings]}
+                "health": health, "findings": found}
 
     def observe_batch(self, reports: list) -> list[dict]:
         """Many reports (any trials) in one store transaction; one verdict each, in order."""
         out = []
         with self.store.transaction():
-            self._dirty = {}
+            self._in_batch = True
             try:
                 for r in reports if isinstance(reports, list) else []:
                     try:
@@ -246,10 +278,27 @@ class Engine:
                         out.append({"error": f"{e.__class__.__name__}: {e}", "actions": [], "checkpoint": False,
                                     "stop": False})
             finally:
-                dirty, self._dirty = self._dirty, None
-                for trial_id, cols in dirty.items():
-                    self.store.set_trial(trial_id, **cols)
+                self._in_batch = False
+            self.flush()
         return out
+
+    def flush(self, force: bool = False, trial_id: str | None = None) -> None:
+        """Write the trial summary rows changed since the last flush (all, or one trial's);
+        unless forced, only once FLUSH_S has passed since the last time."""
+        if not self._dirty or not (force or time.monotonic() - self._flushed_at >= FLUSH_S):
+            return
+        if trial_id is not None:
+            todo = {trial_id: self._dirty.pop(trial_id)} if trial_id in self._dirty else {}
+        else:
+            todo, self._dirty = self._dirty, {}
+            self._flushed_at = time.monotonic()
+        with self.store.transaction():
+            for tid, cols in todo.items():
+                m = cols.get("final")
+                if m is not None:
+                    cols["final"] = {k: m.get(k) for k in ("episode_return_mean", "env_steps_lifetime",
+                                                           "time_total_s")}
+                self.store.set_trial(tid, **cols)
 
     # ------------------------------------------------------------------ helpers
     def _materialize(self, state: TrialState, decision, iteration: int) -> list[dict]:
@@ -299,7 +348,7 @@ class Engine:
         """Live per-trial state for status views."""
         return [{"trial_id": t.trial_id, "run_id": t.run_id, "status": t.status, "iteration": t.last_iteration,
                  "seq": t.last_seq, "health": t.health.snapshot(t.last_seq),
-                 "node_id": (self.store.trial(t.trial_id) or {}).get("node_id"),
+                 "node_id": t.node_id,
                  "episode_return_mean": t.last_metrics.get("episode_return_mean"),
                  "iteration_time_s": t.last_metrics.get("time_this_iter_s")}
                 for t in self.trials.values()]
@@ -399,6 +448,7 @@ class Engine:
         state = self.trials.get(trial_id)
         if state is None:
             return status
+        self.flush(force=True, trial_id=trial_id)
         self._take_applied(state, applied)
         for p in list(state.pending):
             if p.action in ("stop_trial", "restart_trial"):

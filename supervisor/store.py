@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
+
+import orjson
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -60,9 +63,11 @@ def _num(x: Any) -> float | None:
 
 def dumps(obj: Any) -> str:
     """JSON that survives NaN/inf (as strings), so stored evidence is never lost."""
-    try:  # the common case: nothing non-finite, one C-speed pass
-        return json.dumps(obj, allow_nan=False, default=str)
-    except ValueError:
+    try:  # the common case: orjson, which writes non-finite floats as null (checked for below)
+        out = orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS)
+        if b"null" not in out:
+            return out.decode()
+    except (TypeError, orjson.JSONEncodeError):  # e.g. an int beyond 64 bits
         pass
 
     def fix(o):
@@ -87,13 +92,23 @@ def loads(s: str | None) -> Any:
         if isinstance(o, list):
             return [fix(v) for v in o]
         return o
-    return fix(json.loads(s))
+    return fix(orjson.loads(s))
 
 
 class Store:
-    def __init__(self, path: str | Path, readonly: bool = False):
+    """``background_checkpoints``: copy the WAL back into the database from a thread with its own
+    connection every ``CHECKPOINT_S``, instead of inside whichever commit crosses SQLite's
+    auto-checkpoint size: the checkpoint's fsync then never stalls the writer (the supervisor
+    actor, which answers trials only after its commit)."""
+
+    CHECKPOINT_S = 1.0
+
+    def __init__(self, path: str | Path, readonly: bool = False, background_checkpoints: bool = False):
         self.path = str(path)
         self._depth = 0
+        self._checkpointer: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._queued: list[tuple] = []  # quiet reports waiting for the enclosing transaction's commit
         if readonly:
             uri = Path(self.path).resolve().as_uri() + "?mode=ro"
             self.db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10)
@@ -103,9 +118,28 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            if background_checkpoints:
+                self.db.execute("PRAGMA wal_autocheckpoint=0")
+                self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="wal-checkpoint",
+                                                      daemon=True)
+                self._checkpointer.start()
         self.db.row_factory = sqlite3.Row
 
+    def _checkpoint_loop(self) -> None:
+        db = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
+        try:
+            while not self._closed.wait(self.CHECKPOINT_S):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # never blocks the writer
+                except sqlite3.Error:
+                    pass  # busy or locked: the next round catches up
+        finally:
+            db.close()
+
     def close(self) -> None:
+        self._closed.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=5)
         self.db.close()
 
     @contextmanager
@@ -117,10 +151,16 @@ class Store:
             if self._depth == 1:
                 with self.db:
                     yield
+                    if self._queued:
+                        self.db.executemany(
+                            "INSERT OR IGNORE INTO reports (trial_id, seq, iteration, time, node_id, metrics) "
+                            "VALUES (?,?,?,?,?,?)", self._queued)
             else:
                 yield
         finally:
             self._depth -= 1
+            if not self._depth:
+                self._queued.clear()
 
     # ---- writes (one transaction per call: written before the caller is answered)
     def upsert_run(self, run_id: str, name: str, kind: str, status: str, spec: dict | None = None,
@@ -151,16 +191,22 @@ class Store:
     def set_trial(self, trial_id: str, **cols: Any) -> None:
         self._update("trials", "trial_id", TRIAL_COLUMNS, trial_id, cols)
 
-    def record_iteration(self, report: dict, seq: int, findings: Iterable[dict], interventions: Iterable[dict],
-                         trial_cols: dict) -> list[int]:
-        """Store one report with its findings and decided interventions atomically; return intervention ids."""
+    def record_iteration(self, report: dict, seq: int, findings: Iterable[dict], interventions: Iterable[dict]
+                         ) -> list[int]:
+        """Store one report with its findings and decided interventions atomically; return intervention ids.
+        Inside an enclosing transaction a quiet report (nothing found, nothing decided) is queued and
+        written with the others in one ``executemany`` before that transaction commits."""
+        row = (report["trial_id"], seq, report["iteration"], report.get("time") or time.time(),
+               report.get("node_id"), dumps(report["metrics"]))
+        if self._depth and not findings and not interventions:
+            self._queued.append(row)
+            return []
         tid = report["trial_id"]
         ids = []
         with self.transaction():
             cur = self.db.execute(
                 "INSERT OR IGNORE INTO reports (trial_id, seq, iteration, time, node_id, metrics) VALUES (?,?,?,?,?,?)",
-                (tid, seq, report["iteration"], report.get("time") or time.time(), report.get("node_id"),
-                 dumps(report["metrics"])))
+                row)
             if cur.rowcount == 0:
                 return []  # a replay of a report already stored
             for f in findings:
@@ -176,8 +222,6 @@ class Store:
                     (tid, seq, iv["iteration"], iv["action"], dumps(iv.get("params") or {}), iv["reason"],
                      iv.get("detector"), time.time()))
                 ids.append(c.lastrowid)
-            if trial_cols:
-                self.set_trial(tid, **trial_cols)
         return ids
 
     def record_finding(self, trial_id: str | None, f: dict, seq: int | None = None) -> None:
@@ -243,6 +287,15 @@ class Store:
 
     def interventions(self, trial_id: str | None = None) -> list[dict]:
         return self._events("interventions", trial_id, ("params", "applied"))
+
+    def undelivered(self, trial_id: str, seq: int) -> list[dict]:
+        """Actions decided at ``seq`` that no trial has said it applied yet (alerts need no applying)."""
+        rows = self._rows("SELECT id, action, params, reason, detector, iteration FROM interventions "
+                          "WHERE trial_id=? AND seq=? AND applied IS NULL AND action!='alert' ORDER BY id",
+                          (trial_id, seq))
+        for r in rows:
+            r["params"] = loads(r["params"])
+        return rows
 
     def checkpoints(self, trial_id: str) -> list[dict]:
         rows = self._rows("SELECT * FROM checkpoints WHERE trial_id=? ORDER BY seq", (trial_id,))

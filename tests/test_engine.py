@@ -1,5 +1,6 @@
 """The Ray-free core end to end: reports in, verdicts out, everything in SQLite."""
 
+import json
 import math
 
 import pytest
@@ -189,3 +190,83 @@ def test_checkpoint_keeps_the_lr_that_produced_its_healthy_updates(engine):
     rb = v["actions"][0]
     assert rb["action"] == "rollback" and rb["params"]["checkpoint"] == "/ckpt/5"
     assert rb["params"]["hparams"]["lr"] == 3e-4
+
+
+def test_batches_queue_quiet_reports_and_coalesce_trial_rows(tmp_path):
+    """Under load: quiet reports go to SQLite in one executemany per batch, trial summary rows at most
+    every FLUSH_S; both are in the store before the batch's verdicts return / the trial ends."""
+    store = Store(tmp_path / "supervisor.db")
+    store.upsert_run("r", "r", "run", "running")
+    eng = Engine(store, SupervisorConfig(checkpoint_every=3, cooldown=1))
+    for tid in ("a", "b"):
+        eng.register_trial(tid, "r")
+    eng.flush(force=True)
+    for s in range(0, 12, 4):
+        out = eng.observe_batch([{"trial_id": t, "seq": q, "iteration": q + 1, "metrics": healthy(q)}
+                                 for q in range(s, s + 4) for t in ("a", "b")])
+        assert len(out) == 8 and all("error" not in v for v in out)
+    # every report is stored before its verdict went out (a reader on another connection sees them)
+    reader = Store(tmp_path / "supervisor.db", readonly=True)
+    assert [r["seq"] for r in reader.reports("a")] == list(range(12))
+    assert reader.trial("a")["iterations"] < 12  # the summary row waits (batches came within FLUSH_S)
+    eng.flush(force=True)
+    row = reader.trial("a")
+    assert row["iterations"] == 12 and row["last_seq"] == 11
+    assert json.loads(row["final"])["episode_return_mean"] == healthy(11)["episode_return_mean"]
+    # a batch that fails halfway writes nothing of it
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.record_iteration({"trial_id": "a", "iteration": 99, "metrics": {"x": 1.0}}, 99, [], [])
+            raise RuntimeError("boom")
+    eng.observe_batch([{"trial_id": "b", "seq": 12, "iteration": 13, "metrics": healthy(12)}])
+    assert [r["seq"] for r in reader.reports("a")][-1] == 11  # nor in the next transaction
+    assert eng.finish_trial("b", "completed") == "completed"
+    assert reader.trial("b")["iterations"] == 13  # finishing a trial writes its row at once
+    reader.close()
+    store.close()
+
+
+def test_actor_microbatches_concurrent_reports_and_measures_verdict_latency(tmp_path):
+    import asyncio
+
+    from actors.supervisor_actor import SupervisorService
+
+    svc = SupervisorService()
+    svc.open_run("r", str(tmp_path), "r", "run")
+
+    async def main():
+        return await asyncio.gather(*(svc.report("r", {"trial_id": f"t{i}", "seq": 0, "iteration": 1,
+                                                        "metrics": healthy(0)}) for i in range(40)))
+
+    verdicts = asyncio.run(main())
+    assert len(verdicts) == 40 and all(v["seq"] == 0 and v["actions"] == [] for v in verdicts)
+    lat = svc.verdict_latency(reset=True)
+    assert lat["n"] == 40 and 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    assert svc.verdict_latency()["n"] == 0
+    svc.close_run("r", "completed")
+    reader = Store(tmp_path / "supervisor.db", readonly=True)
+    assert len(reader.trials()) == 40 and all(t["iterations"] == 1 for t in reader.trials())
+    assert reader.runs()[0]["status"] == "completed"
+
+
+def test_a_lost_answer_is_handed_out_again_once(engine, tmp_path):
+    """The actor stored a report and its decisions, then died before answering: the trial replays the
+    report after the restart and hears the undelivered actions from the duplicate's verdict; the client
+    hands each action id to the trial once even if a late answer carried it too."""
+    from actors.client import SupervisorClient
+
+    warm_up(engine, 6)
+    first = send(engine, 6, diverged())
+    assert [a["action"] for a in first["actions"]] == ["rollback", "reduce_lr"]
+    restarted = Engine(engine.store, engine.settings)  # the actor came back: state from the store
+    restarted.register_trial("t", "r")
+    replay = restarted.observe({"trial_id": "t", "seq": 6, "iteration": 7, "metrics": diverged()})
+    assert replay["duplicate"] and [a["id"] for a in replay["actions"]] == [a["id"] for a in first["actions"]]
+    assert replay["actions"][0]["params"]["checkpoint"] == "/ckpt/5"
+    client = SupervisorClient("r", {})
+    got = client._once([dict(first, actions=list(first["actions"])), replay])
+    assert [len(v["actions"]) for v in got] == [2, 0]  # the late answer and the replay: each action once
+    # once the trial says it applied them, a later replay hands out nothing
+    applied = [{"id": a["id"], "ok": True, "after": {}} for a in first["actions"]]
+    again = restarted.observe({"trial_id": "t", "seq": 6, "metrics": diverged(), "applied": applied})
+    assert again["duplicate"] and again["actions"] == []
