@@ -333,10 +333,10 @@ class SupervisorTuneCallback(Callback):
             self._sup = get_or_create_supervisor()
         return self._sup
 
-    def _call(self, method: str, *args, timeout: float = 30.0, retries: int = 0):
+    def _call(self, method: str, *args, timeout: float = 30.0, retries: int = 0, **kwargs):
         for attempt in range(retries + 1):
             try:
-                return ray.get(getattr(self._actor(), method).remote(*args), timeout=timeout)
+                return ray.get(getattr(self._actor(), method).remote(*args, **kwargs), timeout=timeout)
             except Exception as e:  # the supervisor never takes the sweep down
                 log.warning("supervisor call %s failed: %s: %s", method, e.__class__.__name__, e)
                 self._sup = None
@@ -461,8 +461,7 @@ class SupervisorTuneCallback(Callback):
                 self._finish(t.trial_id, "errored")
         self._reassert()
         # open_run is idempotent; after an actor restart it is what lets close_run find the run
-        self._call("open_run", self.run_id, *[self.run_info.get(k) for k in
-                                              ("run_dir", "name", "kind", "settings", "spec", "profile")], retries=3)
+        self._call("open_run", self.run_id, retries=3, **self.run_info)
         self._call("close_run", self.run_id, self.overall_status(), retries=3)
 
     def overall_status(self) -> str:

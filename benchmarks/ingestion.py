@@ -159,9 +159,8 @@ def main() -> None:
     rows.append(("ingestion, reports/s (batches of %d, all detectors)" % args.batch,
                  f"{r_med:,.0f}", f"{b_med:,.0f}", f"{r_med / b_med:.3f}"))
 
-    lat = {"supervisor": latency(sup, "bench", args.concurrent, args.seconds),
-           "no-op": latency(noop, "bench", args.concurrent, args.seconds)}
-    real, base = lat["supervisor"], lat["no-op"]
+    real = latency(sup, "bench", args.concurrent, args.seconds)
+    base = latency(noop, "bench", args.concurrent, args.seconds)
     for q, name in ((0.5, "p50"), (0.99, "p99")):
         a, b = pct(real["rtt"], q), pct(base["rtt"], q)
         rows.append((f"verdict round trip {name}, ms ({args.concurrent} concurrent trials, 1 report/s each)",

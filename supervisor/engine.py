@@ -173,10 +173,7 @@ class Engine:
         state.node_id = row.get("node_id")
         if reports and row.get("last_seq") != state.last_seq:
             # the summary row lagged the reports when the actor died (rows are flushed every FLUSH_S)
-            snap = state.health.snapshot(state.last_seq)
-            self._dirty[trial_id] = {"iterations": state.last_iteration, "last_seq": state.last_seq,
-                                     "health_score": snap["score"], "worst_severity": snap["worst_severity"],
-                                     "health": snap, "final": state.last_metrics}
+            self._dirty[trial_id] = _summary(state, state.health.snapshot(state.last_seq))
         return state
 
     # ------------------------------------------------------------------ the hot path
@@ -197,9 +194,7 @@ class Engine:
             # The first copy was stored, but if its answer was lost (the actor died between commit and
             # reply) the trial never heard what was decided: hand those actions out again. The client
             # drops ids it has already been given.
-            undelivered = [{"id": iv["id"], "action": iv["action"], "params": iv["params"], "reason": iv["reason"],
-                            "detector": iv["detector"], "iteration": iv["iteration"], "redelivered": True}
-                           for iv in self.store.undelivered(trial_id, seq)]
+            undelivered = [{**iv, "redelivered": True} for iv in self.store.undelivered(trial_id, seq)]
             return {"seq": seq, "duplicate": True, "actions": undelivered, "checkpoint": False,
                     "stop": any(a["action"] == "stop_trial" for a in undelivered),
                     "health": state.health.snapshot(state.last_seq)}
@@ -251,8 +246,7 @@ class Engine:
             a["id"] = iv_id
             state.known_ids.add(iv_id)
             state.pending.append(Pending(iv_id, seq, a["action"], a.get("detector") or ""))
-        cols = {"iterations": iteration, "last_seq": seq, "health_score": health["score"],
-                "worst_severity": health["worst_severity"], "health": health, "final": metrics}
+        cols = _summary(state, health)
         if node_id:
             cols["node_id"] = state.node_id = node_id
         d = self._dirty.get(trial_id)
@@ -459,6 +453,12 @@ class Engine:
         state.status = status
         self.store.set_trial(trial_id, status=status, ended=time.time())
         return status
+
+
+def _summary(state: TrialState, health: dict) -> dict:
+    """A trial's summary row as of its newest report (``final`` is cut down to its keys when written)."""
+    return {"iterations": state.last_iteration, "last_seq": state.last_seq, "health_score": health["score"],
+            "worst_severity": health["worst_severity"], "health": health, "final": state.last_metrics}
 
 
 def json_or_empty(s: Any) -> dict:
