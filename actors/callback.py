@@ -18,7 +18,10 @@ import ray
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
 from actors import interventions as iv
+from actors.appliers import RLlibApplier
 from actors.client import SupervisorClient
+from supervisor import actions
+from supervisor.actions import apply as apply_action
 from supervisor.metrics import normalize_result
 
 log = logging.getLogger(__name__)
@@ -27,10 +30,6 @@ CONFIG_KEY = "supervisor"  # in AlgorithmConfig.learner_config_dict
 
 class RestartRequested(RuntimeError):
     """Raised from the callback to make Tune restart the trial from its latest checkpoint."""
-
-
-class StopRequested(Exception):
-    pass
 
 
 def supervisor_info(algorithm) -> dict | None:
@@ -126,25 +125,14 @@ class SupervisorCallback(RLlibCallback):
             raise RestartRequested(f"supervisor asked to restart trial {self.trial_id}")
 
     def _apply(self, algorithm, actions: list[dict]) -> None:
+        applier = RLlibApplier(algorithm, self.trial_id)
         for a in actions:
-            name, params = a["action"], a.get("params") or {}
-            entry = {"id": a.get("id"), "action": name, "ok": True}
-            try:
-                if name == "stop_trial":
-                    self.stop_requested = True
-                elif name == "restart_trial":
-                    self.restart_requested = True
-                elif name == "alert":
-                    log.warning("supervisor alert on %s: %s", self.trial_id, a.get("reason"))
-                elif name == "rollback":
-                    entry.update(iv.rollback(algorithm, params["checkpoint"], params.get("hparams")))
-                    entry["verified"] = _rollback_reached_runners(algorithm)
-                else:
-                    entry.update(iv.apply_action(algorithm, name, params))
-            except Exception as e:  # an action that cannot apply is reported, never fatal
-                log.exception("could not apply %s", name)
-                entry.update(ok=False, error=f"{e.__class__.__name__}: {e}")
+            entry = apply_action(applier, a)
+            if not entry["ok"]:
+                log.warning("could not apply %s: %s", a["action"], entry["error"])
             self.applied.append(entry)
+        self.stop_requested |= applier.stop_requested
+        self.restart_requested |= applier.restart_requested
 
     def _checkpoint(self, algorithm, iteration: int, seq: int = -1) -> None:
         root = Path(self.info["run_info"]["run_dir"]) / "checkpoints" / _safe(self.trial_id)
@@ -182,15 +170,14 @@ class SupervisorCallback(RLlibCallback):
             return False
         self.applied = []
         skipped = []
+        applier = _EndedTrial(self.trial_id)
         for a in (a for v in verdicts for a in v.get("actions", [])):
-            entry = {"id": a.get("id"), "action": a["action"], "ok": a["action"] in ("alert", "stop_trial")}
-            if a["action"] == "alert":
-                log.warning("supervisor alert on %s: %s", self.trial_id, a.get("reason"))
-            elif a["action"] == "stop_trial":
-                self.stop_requested = True  # the trial stops anyway: what was asked holds
+            if actions.get(a["action"]).applies_after_end:  # an alert, or a stop: the trial stops anyway
+                skipped.append(apply_action(applier, a))
             else:
-                entry["error"] = "not applied: the trial ended before this verdict reached it"
-            skipped.append(entry)
+                skipped.append({"id": a.get("id"), "action": a["action"], "ok": False,
+                                "error": "not applied: the trial ended before this verdict reached it"})
+        self.stop_requested |= applier.stop_requested
         if skipped and self.last_report is not None:
             if self.client.drain({**self.last_report, "applied": skipped}, timeout_s=timeout_s) is None:
                 self.applied = skipped
@@ -221,19 +208,11 @@ def find_callback(algorithm) -> SupervisorCallback | None:
     return None
 
 
-def _rollback_reached_runners(algorithm) -> bool:
-    """True when every env runner holds exactly the learner's (restored, finite) weights."""
-    import numpy as np
+class _EndedTrial(RLlibApplier):
+    """The applier for verdicts that arrive after the trial's last iteration: no algorithm to change."""
 
-    learner = iv.module_weights(algorithm)
-    if not iv.weights_finite(algorithm):
-        return False
-    runners = iv.env_runner_weights(algorithm)
-    for runner in runners.values():
-        shared = [k for k in runner if k in learner]
-        if not shared or any(not np.array_equal(runner[k], learner[k]) for k in shared):
-            return False
-    return bool(runners)
+    def __init__(self, trial_id: str):
+        super().__init__(None, trial_id)
 
 
 def _node_id() -> str | None:

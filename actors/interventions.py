@@ -59,6 +59,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from supervisor import actions as _actions
+from supervisor.actions.base import changed
+
 __all__ = [
     "HPARAM_KEYS",
     "ACTIONS",
@@ -76,32 +79,16 @@ __all__ = [
     "env_runner_weights",
     "optimizer_steps",
     "weights_finite",
+    "rollback_reached_runners",
 ]
 
 HPARAM_KEYS = ("lr", "entropy_coeff", "kl_coeff", "grad_clip")
 
-#: Action ids this module executes (the other interface actions --
-#: ``alert``, ``restart_trial``, ``stop_trial`` -- are handled by the Tune side).
-ACTIONS = (
-    "reduce_lr",
-    "increase_lr",
-    "boost_entropy",
-    "raise_kl_coeff",
-    "tighten_grad_clip",
-    "rollback",
-)
-
-#: Clip applied by ``tighten_grad_clip`` when no clip is configured yet: the
-#: ``max_grad_norm`` default of the common PPO implementations (SB3, CleanRL).
-DEFAULT_GRAD_CLIP = 0.5
-#: Entropy coefficient used by ``boost_entropy`` when the current one is 0.
-DEFAULT_ENTROPY_COEFF = 0.01
-#: KL coefficient used by ``raise_kl_coeff`` when the current one is ~0
-#: (RLlib's own PPO default).
-DEFAULT_KL_COEFF = 0.2
+#: The actions executed on the algorithm itself (the others -- ``alert``, ``restart_trial``,
+#: ``stop_trial`` -- steer the trial: the callback and Tune carry them out).
+ACTIONS = tuple(name for name, spec in _actions.ACTIONS.items() if spec.effect is None and name != "alert")
 
 _HPARAMS_SIDECAR = "supervisor_hparams.json"
-_EPS = 1e-12
 
 
 # ---------------------------------------------------------------------------
@@ -438,110 +425,26 @@ def set_grad_clip(algo, value: Optional[float], module_id: Optional[str] = None)
 # ---------------------------------------------------------------------------
 
 
-def _factor(params: Dict[str, Any], default: float, *, below_one: bool) -> float:
-    f = float(params.get("factor", default))
-    if not math.isfinite(f) or f <= 0:
-        raise ValueError(f"factor must be a positive number, got {params.get('factor')!r}")
-    if below_one and f >= 1:
-        raise ValueError(f"factor must be < 1 for this action, got {f}")
-    if not below_one and f <= 1:
-        raise ValueError(f"factor must be > 1 for this action, got {f}")
-    return f
-
-
-def _clamp(v: float, params: Dict[str, Any], lo_key: str, hi_key: str) -> float:
-    if params.get(lo_key) is not None:
-        v = max(v, float(params[lo_key]))
-    if params.get(hi_key) is not None:
-        v = min(v, float(params[hi_key]))
-    return v
-
-
-def _plan(action: str, cur: Dict[str, Optional[float]], params: Dict[str, Any]) -> Dict[str, Any]:
-    """New hparam values for a (non-rollback) action, from the current ones."""
-    if action == "reduce_lr":
-        new = cur["lr"] * _factor(params, 0.1, below_one=True)
-        return {"lr": _clamp(new, params, "min_lr", "max_lr")}
-    if action == "increase_lr":
-        new = cur["lr"] * _factor(params, 2.0, below_one=False)
-        return {"lr": _clamp(new, params, "min_lr", "max_lr")}
-    if action == "boost_entropy":
-        c = cur["entropy_coeff"] or 0.0
-        if params.get("value") is not None and params.get("factor") is None:
-            new = float(params["value"])  # explicit target
-        elif c <= _EPS:
-            new = float(params.get("value", DEFAULT_ENTROPY_COEFF))
-        else:
-            new = c * _factor(params, 2.0, below_one=False)
-        return {"entropy_coeff": _clamp(new, params, "min_value", "max_value")}
-    if action == "raise_kl_coeff":
-        c = cur["kl_coeff"] or 0.0
-        if params.get("value") is not None and params.get("factor") is None:
-            new = float(params["value"])
-        elif c <= 1e-8:
-            new = float(params.get("value", DEFAULT_KL_COEFF))
-        else:
-            new = c * _factor(params, 2.0, below_one=False)
-        return {"kl_coeff": _clamp(new, params, "min_value", "max_value")}
-    if action == "tighten_grad_clip":
-        c = cur["grad_clip"]
-        if params.get("value") is not None and params.get("factor") is None:
-            new = float(params["value"])
-        elif not c:
-            new = float(params.get("value", DEFAULT_GRAD_CLIP))
-        else:
-            new = c * _factor(params, 0.5, below_one=True)
-        return {"grad_clip": _clamp(new, params, "min_value", "max_value")}
-    raise AssertionError(action)
-
-
-def _changed(before: Dict[str, Any], after: Dict[str, Any]) -> Dict[str, List[Any]]:
-    return {k: [before.get(k), after.get(k)] for k in HPARAM_KEYS if before.get(k) != after.get(k)}
-
-
 def apply_action(algo, action: str, params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Execute one interface action on the live algorithm.
+    """Execute one learner action (see :mod:`supervisor.actions` for what each does and its
+    parameters) on the live algorithm, through :class:`actors.appliers.RLlibApplier`.
 
-    ``reduce_lr``      lr *= factor (0.1); optional ``min_lr``/``max_lr`` clamp.
-    ``increase_lr``    lr *= factor (2.0); optional ``min_lr``/``max_lr`` clamp.
-    ``boost_entropy``  entropy_coeff *= factor (2.0); if it is 0: ``value``
-                       (0.01); ``value`` alone (no ``factor``) sets it
-                       directly; optional ``max_value`` cap.
-    ``raise_kl_coeff`` kl_coeff *= factor (2.0); if ~0: ``value`` (0.2) and
-                       ``use_kl_loss`` switched on; ``value`` alone sets it.
-    ``tighten_grad_clip`` grad_clip *= factor (0.5); if no clip is set:
-                       ``value`` (0.5, the SB3/CleanRL ``max_grad_norm``
-                       default); ``value`` alone sets it; optional ``min_value``.
-    ``rollback``       params ``path`` (or ``checkpoint``), optional
-                       ``hparams`` dict; see :func:`rollback`.
-
-    Returns ``{"action", "params", "before", "after", "changed"}`` (plus the
-    rollback details for ``rollback``). Unknown action -> ``ValueError``.
+    ``rollback`` takes ``path`` (or ``checkpoint``) and an optional ``hparams`` dict; see :func:`rollback`.
+    Returns ``{"action", "params", "before", "after", "changed"}`` (plus the rollback details for
+    ``rollback``). Unknown action, or one that is not executed on the algorithm -> ``ValueError``.
     """
+    from actors.appliers import RLlibApplier
+    from supervisor import actions
+
     params = dict(params or {})
+    spec = actions.get(action)
     if action not in ACTIONS:
-        if action in ("alert", "restart_trial", "stop_trial"):
-            raise ValueError(f"action {action!r} is not executed on the algorithm (handled by the supervisor/Tune side)")
-        raise ValueError(f"unknown action {action!r}; known here: {list(ACTIONS)}")
-    if action == "rollback":
-        path = params.get("path") or params.get("checkpoint")
-        if not path:
-            raise ValueError("rollback needs params['path'] (a checkpoint made by save_checkpoint)")
-        out = rollback(algo, path, hparams=params.get("hparams"))
-        out.update(action=action, params=params)
-        return out
-    before = current_hparams(algo)
-    if action in ("reduce_lr", "increase_lr") and not before["lr"]:
-        raise ValueError(f"{action}: learner has no learning rate")
-    new = _plan(action, before, params)
-    after = set_hparams(algo, new)
-    return {
-        "action": action,
-        "params": params,
-        "before": before,
-        "after": after,
-        "changed": _changed(before, after),
-    }
+        raise ValueError(f"action {action!r} is not executed on the algorithm (handled by the supervisor/Tune side)")
+    if action == "rollback" and "checkpoint" not in params:
+        params = {**params, "checkpoint": params.get("path")}
+    out = spec.apply(RLlibApplier(algo), params)
+    out.update(action=action, params=params)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -680,7 +583,7 @@ def rollback(
         "checkpoint": path,
         "before": before,
         "after": after,
-        "changed": _changed(before, after),
+        "changed": changed(before, after),
         "hparams_reapplied": target,
         "weights_seq_no": new_seq,
         "sync": sync_info,
@@ -723,6 +626,19 @@ def optimizer_steps(algo) -> Dict[str, int]:
     """``{optimizer_name: step count}`` on the first learner (Adam's ``step``);
     shows whether a rollback also restored the optimizer state."""
     return _foreach_learner(algo, _learner_optimizer_steps)[0]
+
+
+def rollback_reached_runners(algo) -> bool:
+    """True when every env runner holds exactly the learner's (restored, finite) weights."""
+    learner = module_weights(algo)
+    if not weights_finite(algo):
+        return False
+    runners = env_runner_weights(algo)
+    for runner in runners.values():
+        shared = [k for k in runner if k in learner]
+        if not shared or any(not np.array_equal(runner[k], learner[k]) for k in shared):
+            return False
+    return bool(runners)
 
 
 def weights_finite(algo, *, include_env_runners: bool = False) -> bool:

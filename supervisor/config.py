@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from supervisor import actions
 from supervisor.errors import InputError
 
 _STRICT = ConfigDict(extra="forbid")
@@ -34,8 +35,7 @@ class StopConfig(BaseModel):
         return self
 
 
-ACTIONS = ("alert", "reduce_lr", "increase_lr", "boost_entropy", "raise_kl_coeff",
-           "tighten_grad_clip", "rollback", "restart_trial", "stop_trial")
+ACTIONS = actions.NAMES
 
 
 class SupervisorConfig(BaseModel):

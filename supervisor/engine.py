@@ -16,17 +16,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from supervisor import actions
+from supervisor.actions import VERIFIABLE
 from supervisor.config import SupervisorConfig
 from supervisor.detectors import build_detectors
 from supervisor.findings import Finding, severity_rank
 from supervisor.health import HealthScore
 from supervisor.history import History
-from supervisor.policy import DEFAULT_PARAMS, EscalationPolicy, PolicyState
+from supervisor.policy import EscalationPolicy, PolicyState
 from supervisor.store import Store
-
-HPARAM_METRICS = {"lr": "lr", "entropy_coeff": "entropy_coeff", "kl_coeff": "kl_coeff"}
-TRAINING_ACTIONS = {"reduce_lr", "increase_lr", "boost_entropy", "raise_kl_coeff", "tighten_grad_clip", "rollback"}
-
 
 MAX_SEQ_JUMP = 100_000
 FLUSH_S = 0.5
@@ -100,8 +98,7 @@ class Engine:
         self.profile = profile
         s = self.settings
         self.policy = EscalationPolicy(s.ladders, s.cooldown, s.max_interventions, s.intensity_window)
-        self.params = {a: {**DEFAULT_PARAMS.get(a, {}), **s.action_params.get(a, {})}
-                       for a in set(DEFAULT_PARAMS) | set(s.action_params)}
+        self.params = actions.default_params(s.action_params)
         self.trials: dict[str, TrialState] = {}
         # Trial summary rows (iterations, health, final return) are derived from the reports, so under
         # load they are written at most every FLUSH_S rather than once per report; reports, findings
@@ -160,7 +157,7 @@ class Engine:
                 state.policy.rungs[iv["detector"]] = state.policy.rungs.get(iv["detector"], 0) + 1
             if iv["outcome"] == "pending":
                 state.pending.append(Pending(iv["id"], iv["seq"], iv["action"], iv["detector"] or ""))
-            elif iv["outcome"] == "ineffective" and iv["action"] not in ("rollback", "stop_trial"):
+            elif iv["outcome"] == "ineffective" and not actions.get(iv["action"]).retry_if_ineffective:
                 state.policy.ineffective.add(iv["action"])
             elif iv["outcome"] == "effective":
                 state.had_effective = True
@@ -196,7 +193,7 @@ class Engine:
             # drops ids it has already been given.
             undelivered = [{**iv, "redelivered": True} for iv in self.store.undelivered(trial_id, seq)]
             return {"seq": seq, "duplicate": True, "actions": undelivered, "checkpoint": False,
-                    "stop": any(a["action"] == "stop_trial" for a in undelivered),
+                    "stop": any(actions.get(a["action"]).effect == "stop" for a in undelivered),
                     "health": state.health.snapshot(state.last_seq)}
         iteration = _int_in(report.get("iteration"), 0, 2**62, seq)
         metrics = sanitize_metrics(report.get("metrics"))
@@ -220,29 +217,26 @@ class Engine:
             if any(severity_rank(f.severity) >= severity_rank("warning") for f in findings):
                 state.last_trouble_seq = seq
             decision = self.policy.decide(state.policy, seq, findings)
-        actions = self._materialize(state, decision, iteration) if decision else []
+        todo = self._materialize(state, decision, iteration) if decision else []
         if state.requested:
-            actions += [self._manual(state, a, iteration) for a in state.requested]
-            actions = [a for a in actions if a is not None]
+            todo += [a for a in (self._manual(state, r, iteration) for r in state.requested) if a is not None]
             state.requested = []
         state.history.append(metrics)
         state.health.observe(seq, findings)
-        if any(a["action"] == "rollback" for a in actions):
+        if any(actions.get(a["action"]).needs_checkpoint for a in todo):
             self._rewind(state)
 
         every = self.settings.checkpoint_every
-        checkpoint = (not actions and seq - state.last_trouble_seq >= every and (seq + 1) % every == 0
+        checkpoint = (not todo and seq - state.last_trouble_seq >= every and (seq + 1) % every == 0
                       and all(v - v == 0.0 for v in metrics.values()))
-        stop = restart = False
-        for a in actions:
-            stop |= a["action"] == "stop_trial"
-            restart |= a["action"] == "restart_trial"
+        effects = {actions.get(a["action"]).effect for a in todo}
+        stop, restart = "stop" in effects, "restart" in effects
         health = state.health.snapshot(seq)
         state.prev_lr = state.last_metrics.get("lr", state.prev_lr)
         state.last_seq, state.last_iteration, state.last_metrics = seq, iteration, metrics
         found = [f.to_dict() for f in findings]
-        ids = self.store.record_iteration(norm, seq, found, actions)
-        for a, iv_id in zip(actions, ids):
+        ids = self.store.record_iteration(norm, seq, found, todo)
+        for a, iv_id in zip(todo, ids):
             a["id"] = iv_id
             state.known_ids.add(iv_id)
             state.pending.append(Pending(iv_id, seq, a["action"], a.get("detector") or ""))
@@ -256,7 +250,7 @@ class Engine:
             d.update(cols)
         if not self._in_batch:
             self.flush(force=True)
-        return {"seq": seq, "actions": actions, "checkpoint": checkpoint, "stop": stop, "restart": restart,
+        return {"seq": seq, "actions": todo, "checkpoint": checkpoint, "stop": stop, "restart": restart,
                 "health": health, "findings": found}
 
     def observe_batch(self, reports: list) -> list[dict]:
@@ -302,41 +296,40 @@ class Engine:
             why = (f"intensity limit: {self.settings.max_interventions} interventions within "
                    f"{self.settings.intensity_window} iterations; last trouble: {why}")
         out = []
-        for action in decision.actions:
-            params: dict[str, Any] = dict(self.params.get(action, {}))
-            if action == "rollback":
-                if state.checkpoint is None:
-                    why += "; no healthy checkpoint to roll back to"
-                    continue
-                params.update(checkpoint=state.checkpoint["path"], to_iteration=state.checkpoint["iteration"],
-                              hparams={**(state.checkpoint.get("hparams") or {}), **state.overrides})
-            out.append({"action": action, "params": params, "reason": why, "detector": f.detector,
-                        "iteration": iteration, "rung": decision.rung})
+        for name in decision.actions:
+            a = self._action(state, name, self.params.get(name, {}), why, f.detector, iteration, decision.rung)
+            if a is None:
+                why += "; no healthy checkpoint to roll back to"
+            else:
+                out.append(a)
         if decision.actions and not out:  # e.g. rollback without a checkpoint and nothing else: escalate
-            out.append({"action": "stop_trial", "params": {}, "reason": why, "detector": f.detector,
-                        "iteration": iteration, "rung": decision.rung})
+            out.append(self._action(state, "stop_trial", {}, why, f.detector, iteration, decision.rung))
         return out
+
+    def _action(self, state: TrialState, name: str, params: dict, reason: str, detector: str | None,
+                iteration: int, rung: int) -> dict | None:
+        """One action as it goes out in a verdict; None when it needs a checkpoint the trial lacks."""
+        params = dict(params)
+        if actions.get(name).needs_checkpoint:
+            if state.checkpoint is None:
+                return None
+            params.update(checkpoint=state.checkpoint["path"], to_iteration=state.checkpoint["iteration"],
+                          hparams={**(state.checkpoint.get("hparams") or {}), **state.overrides})
+        return {"action": name, "params": params, "reason": reason, "detector": detector,
+                "iteration": iteration, "rung": rung}
 
     def request_action(self, trial_id: str, action: str, params: dict | None = None,
                        reason: str = "manual request") -> bool:
         """Queue an action by hand (dashboard); it goes out with the trial's next verdict."""
-        from supervisor.config import ACTIONS
-
         state = self.trials.get(trial_id)
-        if state is None or action not in ACTIONS or state.status != "running":
+        if state is None or action not in actions.ACTIONS or state.status != "running":
             return False
         state.requested.append({"action": action, "params": dict(params or {}), "reason": reason})
         return True
 
     def _manual(self, state: TrialState, req: dict, iteration: int) -> dict | None:
         params = {**self.params.get(req["action"], {}), **req["params"]}
-        if req["action"] == "rollback":
-            if state.checkpoint is None:
-                return None
-            params.update(checkpoint=state.checkpoint["path"], to_iteration=state.checkpoint["iteration"],
-                          hparams={**(state.checkpoint.get("hparams") or {}), **state.overrides})
-        return {"action": req["action"], "params": params, "reason": req["reason"], "detector": None,
-                "iteration": iteration, "rung": -1}
+        return self._action(state, req["action"], params, req["reason"], None, iteration, -1)
 
     def snapshot(self) -> list[dict]:
         """Live per-trial state for status views."""
@@ -370,7 +363,7 @@ class Engine:
                                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
             cols: dict[str, Any] = {"applied": item}
             if p is not None:
-                p.target = {k: v for k, v in after.items() if k in HPARAM_METRICS and isinstance(v, (int, float))}
+                p.target = {k: v for k, v in after.items() if k in VERIFIABLE and isinstance(v, (int, float))}
                 if not item.get("ok", True):
                     cols.update(verified=0, outcome="ineffective")
                     state.pending.remove(p)
@@ -390,11 +383,10 @@ class Engine:
                 continue
             ok = True
             for k, want in p.target.items():
-                got = metrics.get(HPARAM_METRICS[k])
+                metric, tol = VERIFIABLE[k]
+                got = metrics.get(metric)
                 if got is None:
                     continue
-                # RLlib's KL controller adapts kl_coeff after each update (x1.5 or x0.5).
-                tol = 0.51 if k == "kl_coeff" else 1e-6
                 ok &= abs(got - want) <= tol * max(abs(want), 1e-12) + 1e-12
             p.verified = ok
             self.store.set_intervention(p.id, verified=int(ok))
@@ -406,9 +398,8 @@ class Engine:
         fired = {f.detector for f in findings if severity_rank(f.severity) >= severity_rank("warning")}
         window = self.settings.outcome_window
         for p in list(state.pending):
-            if p.action in ("stop_trial", "restart_trial"):
-                continue
-            if seq <= p.seq:
+            spec = actions.get(p.action)
+            if not spec.judged or seq <= p.seq:
                 continue
             if p.detector in fired or "non_finite" in fired or "reward_collapse" in fired:
                 outcome = "ineffective"
@@ -418,9 +409,9 @@ class Engine:
                 continue
             state.pending.remove(p)
             self.store.set_intervention(p.id, outcome=outcome, judged_seq=seq)
-            if outcome == "ineffective" and p.action not in ("rollback", "stop_trial", "alert"):
+            if outcome == "ineffective" and not spec.retry_if_ineffective:
                 state.policy.ineffective.add(p.action)
-            if outcome == "effective" and p.action != "alert":
+            if outcome == "effective" and spec.counts_toward_limit:
                 state.had_effective = True
 
     def record_checkpoint(self, trial_id: str, seq: int, iteration: int, path: str, hparams: dict | None) -> None:
@@ -445,7 +436,7 @@ class Engine:
         self.flush(force=True, trial_id=trial_id)
         self._take_applied(state, applied)
         for p in list(state.pending):
-            if p.action in ("stop_trial", "restart_trial"):
+            if not actions.get(p.action).judged:
                 self.store.set_intervention(p.id, outcome="effective", judged_seq=state.last_seq)
                 state.pending.remove(p)
         if status == "completed" and state.had_effective:

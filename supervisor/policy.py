@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from supervisor.actions import ACTIONS
 from supervisor.findings import Finding, severity_rank
 
 ROLLBACK_REDUCE = ["rollback", "reduce_lr"]
@@ -45,13 +46,6 @@ DEFAULT_LADDERS: dict[str, list[list[str]]] = {
 PRIORITY = ["non_finite", "loss_explosion", "gradient_explosion", "kl_spike", "value_collapse",
             "gradient_vanishing", "entropy_collapse", "reward_collapse", "kl_controller_stuck",
             "advantage_anomaly", "worker_fault", "straggler", "memory_pressure", "gpu_fault", "node_down", "plateau"]
-DEFAULT_PARAMS: dict[str, dict[str, float]] = {
-    "reduce_lr": {"factor": 0.1},
-    "increase_lr": {"factor": 2.0},
-    "boost_entropy": {"factor": 2.0, "value": 0.01},
-    "raise_kl_coeff": {"factor": 2.0},
-    "tighten_grad_clip": {"factor": 0.5, "value": 1.0},
-}
 
 
 @dataclass
@@ -102,21 +96,22 @@ class EscalationPolicy:
         ladder = self.ladders.get(finding.detector, [["alert"]])
         rung = state.rungs.get(finding.detector, 0)
         while rung < len(ladder):
-            step = [a for a in ladder[rung] if a not in state.ineffective or a in ("rollback", "stop_trial")]
-            if step and step != ["rollback"]:
+            step = [a for a in ladder[rung] if a not in state.ineffective or ACTIONS[a].retry_if_ineffective]
+            if any(ACTIONS[a].standalone for a in step):
                 break
             rung += 1
         else:
             # Exhausted: give up cleanly, except that a ladder ending in alert only ever alerts
             # (those findings are worth a human's eye, never a reason to kill a trial).
-            step = ["alert"] if ladder and ladder[-1] == ["alert"] else ["stop_trial"]
+            free = ladder and not any(ACTIONS[a].counts_toward_limit for a in ladder[-1])
+            step = ["alert"] if free else ["stop_trial"]
             rung = len(ladder)
         state.rungs[finding.detector] = rung + 1
         return self._commit(state, seq, Decision(step, finding, rung=rung))
 
     @staticmethod
     def _commit(state: PolicyState, seq: int, d: Decision) -> Decision:
-        if d.actions != ["alert"]:  # alerts are free: they don't count against the intensity limit
+        if any(ACTIONS[a].counts_toward_limit for a in d.actions):  # alerts are free
             state.action_seqs.append(seq)
             state.last_action_seq = seq
         return d

@@ -22,6 +22,7 @@ pytest.importorskip("torch")
 pytest.importorskip("ray.rllib")
 
 from actors import interventions as iv  # noqa: E402
+from supervisor import actions  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -151,23 +152,24 @@ def test_grad_clip_changes_effective_clip(algo):
     assert clip is None and clipped == pytest.approx(raw)  # no clipping at all
     assert "gradients_default_optimizer_global_norm" not in _train(algo)
 
+    start = actions.get("tighten_grad_clip").defaults["value"]  # the one default, documented and live
     out = iv.apply_action(algo, "tighten_grad_clip", {})
     assert out["before"]["grad_clip"] is None
-    assert out["after"]["grad_clip"] == pytest.approx(iv.DEFAULT_GRAD_CLIP)
+    assert out["after"]["grad_clip"] == pytest.approx(start)
     raw, clipped, clip, clip_by = _probe(algo)
-    assert clip == pytest.approx(0.5) and clip_by == "global_norm"
-    assert raw > 100 and clipped == pytest.approx(0.5, rel=1e-4)
+    assert clip == pytest.approx(start) and clip_by == "global_norm"
+    assert raw > 100 and clipped == pytest.approx(start, rel=1e-4)
     # The real update now goes through the clipping branch (which is what
     # reports the pre-clip global norm).
     res = _train(algo)
     assert np.isfinite(res["gradients_default_optimizer_global_norm"])
 
     out = iv.apply_action(algo, "tighten_grad_clip", {})
-    assert out["changed"]["grad_clip"] == [pytest.approx(0.5), pytest.approx(0.25)]
+    assert out["changed"]["grad_clip"] == [pytest.approx(start), pytest.approx(start / 2)]
     _raw, clipped, clip, _ = _probe(algo)
-    assert clip == pytest.approx(0.25) and clipped == pytest.approx(0.25, rel=1e-4)
+    assert clip == pytest.approx(start / 2) and clipped == pytest.approx(start / 2, rel=1e-4)
     assert np.isfinite(_train(algo)["gradients_default_optimizer_global_norm"])  # still clipping
-    assert iv.current_hparams(algo)["grad_clip"] == pytest.approx(0.25)
+    assert iv.current_hparams(algo)["grad_clip"] == pytest.approx(start / 2)
     iv.set_grad_clip(algo, None)
     assert iv.current_hparams(algo)["grad_clip"] is None
 

@@ -32,6 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from supervisor import actions
 from supervisor.dashboard.data import Hub, to_json
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-ACTIONS = ("stop_trial", "rollback", "set_lr")
+# The registry's manual actions, plus "set_lr": a target lr, sent as reduce_lr/increase_lr clamped to it.
+ACTIONS = tuple(n for n, spec in actions.ACTIONS.items() if spec.manual) + ("set_lr",)
 MAX_BODY = 16 * 1024
 HEARTBEAT_S = 15.0
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}

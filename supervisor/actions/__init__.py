@@ -1,0 +1,54 @@
+"""Every action the supervisor can take, one spec each, and the one registry everything else reads.
+
+``ACTIONS`` maps action ids to their :class:`~supervisor.actions.base.ActionSpec`; ``get(name)`` looks one
+up with a clear error; ``apply(applier, action)`` carries out a verdict's action through a framework's
+applier and returns the entry the trial reports back (``ok``, ``before``/``after``/``changed``, or the
+error). Nothing here knows RLlib: appliers live with their framework (``actors/appliers/``,
+``supervisor/integrations/``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from supervisor.actions.base import HPARAMS, VERIFIABLE, ActionSpec, Applier, changed
+from supervisor.actions.boost_entropy import BoostEntropy
+from supervisor.actions.control import Alert, RestartTrial, StopTrial
+from supervisor.actions.increase_lr import IncreaseLR
+from supervisor.actions.raise_kl_coeff import RaiseKLCoeff
+from supervisor.actions.reduce_lr import ReduceLR
+from supervisor.actions.rollback import Rollback
+from supervisor.actions.tighten_grad_clip import TightenGradClip
+
+ACTIONS: dict[str, ActionSpec] = {spec.name: spec for spec in (
+    Alert(), ReduceLR(), IncreaseLR(), BoostEntropy(), RaiseKLCoeff(), TightenGradClip(), Rollback(),
+    RestartTrial(), StopTrial(),
+)}
+NAMES: tuple[str, ...] = tuple(ACTIONS)
+
+
+def get(name: str) -> ActionSpec:
+    try:
+        return ACTIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown action {name!r} (known: {', '.join(NAMES)})") from None
+
+
+def default_params(overrides: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, dict]:
+    """Each action's parameters: its defaults with the experiment file's ``action_params`` on top."""
+    overrides = overrides or {}
+    return {name: {**spec.defaults, **overrides.get(name, {})} for name, spec in ACTIONS.items()}
+
+
+def apply(applier: Applier, action: Mapping[str, Any]) -> dict:
+    """Apply one verdict action; never raises (an action that cannot apply is reported, not fatal)."""
+    name, params = action["action"], action.get("params") or {}
+    entry: dict[str, Any] = {"id": action.get("id"), "action": name, "ok": True}
+    try:
+        entry.update(get(name).apply(applier, params, action.get("reason") or ""))
+    except Exception as e:
+        entry.update(ok=False, error=f"{e.__class__.__name__}: {e}")
+    return entry
+
+
+__all__ = ["ACTIONS", "NAMES", "HPARAMS", "VERIFIABLE", "ActionSpec", "Applier", "apply", "changed", "default_params", "get"]
