@@ -82,7 +82,7 @@ __all__ = [
     "rollback_reached_runners",
 ]
 
-HPARAM_KEYS = ("lr", "entropy_coeff", "kl_coeff", "grad_clip")
+HPARAM_KEYS = _actions.HPARAMS
 
 #: The actions executed on the algorithm itself (the others -- ``alert``, ``restart_trial``,
 #: ``stop_trial`` -- steer the trial: the callback and Tune carry them out).
@@ -259,7 +259,8 @@ def _read_hparams(learner, module_id=None) -> Dict[str, Optional[float]]:
         kl = _to_float(learner.curr_kl_coeffs_per_module[mid])
     cfg = learner.config.get_config_for_module(mid)
     clip = _to_float(cfg.grad_clip) if cfg.grad_clip else None
-    return {"lr": lr, "entropy_coeff": ent, "kl_coeff": kl, "grad_clip": clip}
+    vf_clip = _to_float(getattr(cfg, "vf_clip_param", None))
+    return {"lr": lr, "entropy_coeff": ent, "kl_coeff": kl, "grad_clip": clip, "vf_clip_param": vf_clip}
 
 
 def _apply_hparams(learner, values: Dict[str, Any], module_id=None) -> None:
@@ -300,6 +301,11 @@ def _apply_hparams(learner, values: Dict[str, Any], module_id=None) -> None:
         if "grad_clip" in values:
             v = values["grad_clip"]
             _learner_config_set(learner, mid, "grad_clip", None if v is None else float(v))
+        if "vf_clip_param" in values:
+            # Read from the (per-module) learner config in every loss computation, like grad_clip.
+            if not hasattr(learner.config.get_config_for_module(mid), "vf_clip_param"):
+                raise TypeError(f"{type(learner).__name__} clips no value loss")
+            _learner_config_set(learner, mid, "vf_clip_param", float(values["vf_clip_param"]))
 
 
 def _learner_seq_no(learner) -> int:
@@ -387,6 +393,8 @@ def set_hparams(algo, values: Dict[str, Any], module_id: Optional[str] = None) -
         clean["kl_coeff"] = _validate("kl_coeff", values["kl_coeff"])
     if "grad_clip" in values:
         clean["grad_clip"] = _validate("grad_clip", values["grad_clip"], allow_none=True, allow_zero=False)
+    if "vf_clip_param" in values:
+        clean["vf_clip_param"] = _validate("vf_clip_param", values["vf_clip_param"], allow_zero=False)
     if not clean:
         return current_hparams(algo, module_id)
     _foreach_learner(algo, _apply_hparams, values=clean, module_id=module_id)

@@ -174,6 +174,16 @@ def test_grad_clip_changes_effective_clip(algo):
     assert iv.current_hparams(algo)["grad_clip"] is None
 
 
+def test_raise_vf_clip_lifts_the_value_loss_ceiling(algo):
+    iv.set_hparams(algo, {"vf_clip_param": 1e-3})
+    assert iv.current_hparams(algo)["vf_clip_param"] == pytest.approx(1e-3)
+    assert _train(algo)["vf_loss"] <= 1e-3 + 1e-9  # every sample clipped: the loss sits at the clip
+    out = iv.apply_action(algo, "raise_vf_clip", {"factor": 1e4})
+    assert out["changed"]["vf_clip_param"] == [pytest.approx(1e-3), pytest.approx(10.0)]
+    assert _train(algo)["vf_loss"] > 1e-3  # the next update computes the loss with the new clip
+    iv.set_hparams(algo, {"vf_clip_param": 10.0})
+
+
 def test_actions_take_effect_next_iteration_and_stick(algo):
     iv.set_hparams(algo, {"lr": 2e-4, "entropy_coeff": 0.0, "kl_coeff": 0.0})
     assert iv.current_hparams(algo)["kl_coeff"] == 0.0

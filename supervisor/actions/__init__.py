@@ -16,12 +16,15 @@ from supervisor.actions.boost_entropy import BoostEntropy
 from supervisor.actions.control import Alert, RestartTrial, StopTrial
 from supervisor.actions.increase_lr import IncreaseLR
 from supervisor.actions.raise_kl_coeff import RaiseKLCoeff
+from supervisor.actions.raise_vf_clip import RaiseVFClip
+from supervisor.actions.reduce_entropy import ReduceEntropy
 from supervisor.actions.reduce_lr import ReduceLR
 from supervisor.actions.rollback import Rollback
 from supervisor.actions.tighten_grad_clip import TightenGradClip
 
 ACTIONS: dict[str, ActionSpec] = {spec.name: spec for spec in (
-    Alert(), ReduceLR(), IncreaseLR(), BoostEntropy(), RaiseKLCoeff(), TightenGradClip(), Rollback(),
+    Alert(), ReduceLR(), IncreaseLR(), BoostEntropy(), ReduceEntropy(), RaiseKLCoeff(), TightenGradClip(),
+    RaiseVFClip(), Rollback(),
     RestartTrial(), StopTrial(),
 )}
 NAMES: tuple[str, ...] = tuple(ACTIONS)

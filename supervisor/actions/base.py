@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Protocol
 
 #: The hyperparameters actions change.
-HPARAMS: tuple[str, ...] = ("lr", "entropy_coeff", "kl_coeff", "grad_clip")
+HPARAMS: tuple[str, ...] = ("lr", "entropy_coeff", "kl_coeff", "grad_clip", "vf_clip_param")
 #: Those a report shows (the next report verifies a change), and how close the reported value must be
 #: to count as applied: RLlib's KL controller moves kl_coeff by x1.5 or x0.5 after every update, so
-#: the next report is only near the value set. The gradient clip is not reported.
+#: the next report is only near the value set. The clip settings are not reported.
 VERIFIABLE: dict[str, tuple[str, float]] = {
     "lr": ("lr", 1e-6),
     "entropy_coeff": ("entropy_coeff", 1e-6),

@@ -1,0 +1,39 @@
+"""Priors (``supervisor.priors``) read off a live RLlib algorithm: its config and its spaces."""
+
+from __future__ import annotations
+
+import logging
+
+from supervisor.priors import Priors
+
+log = logging.getLogger(__name__)
+
+
+def priors_of(algorithm) -> dict:
+    """The config values and action space the detectors' priors need, as plain data."""
+    cfg = algorithm.config
+    out = {"algorithm": getattr(cfg, "algo_class", None) and cfg.algo_class.__name__}
+    for key in ("kl_target", "clip_param", "vf_clip_param", "use_kl_loss"):
+        out[key] = getattr(cfg, key, None)
+    try:
+        space = _action_space(algorithm)
+    except Exception:  # priors only sharpen judgement: a space we cannot read costs nothing
+        log.debug("no action space for priors", exc_info=True)
+        space = None
+    n = getattr(space, "n", None)
+    if n is not None:
+        out.update(action_kind="discrete", action_dim=int(n))
+    elif getattr(space, "shape", None):
+        dim = 1
+        for s in space.shape:
+            dim *= int(s)
+        out.update(action_kind="continuous", action_dim=dim)
+    return Priors.from_dict(out).to_dict()
+
+
+def _action_space(algorithm):
+    spaces = getattr(algorithm, "spaces", None) or algorithm.env_runner_group.get_spaces()
+    for key, (_obs, act) in spaces.items():
+        if key != "__env__":
+            return act
+    return spaces["__env__"][1]
