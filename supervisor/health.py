@@ -1,9 +1,12 @@
 """A per-trial health score in 0..1 with named components.
 
 Each detector is a component; its penalty is the weight of its newest
-finding's severity, decaying by ``decay`` per iteration since. The score is
-the product of (1 - penalty) over components, so one critical finding alone
-takes it to 0 and health recovers as the trial stays clean.
+finding's severity, decaying by ``decay`` per iteration since, down to that
+severity's floor. The score is the product of (1 - penalty) over components,
+so one critical finding alone takes it to 0 and health recovers as the trial
+stays clean, but never all the way: a trial that had a critical finding scores
+at most 0.75, one that had a warning at most 0.95, so the score never
+contradicts the worst severity it reports.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from supervisor.findings import worst
 
 WEIGHTS = {"info": 0.05, "warning": 0.4, "critical": 1.0}
+FLOORS = {"info": 0.0, "warning": 0.05, "critical": 0.25}
 
 
 class HealthScore:
@@ -25,7 +29,8 @@ class HealthScore:
             self.worst_ever = worst((self.worst_ever, f.severity))
 
     def components(self, seq: int) -> dict[str, float]:
-        return {d: round(WEIGHTS.get(sev, 0.0) * self.decay ** max(0, seq - s), 4) for d, (s, sev) in self.last.items()}
+        return {d: round(max(FLOORS.get(sev, 0.0), WEIGHTS.get(sev, 0.0) * self.decay ** max(0, seq - s)), 4)
+                for d, (s, sev) in self.last.items()}
 
     def score(self, seq: int) -> float:
         out = 1.0

@@ -94,6 +94,26 @@ def module_id_of(result: Mapping[str, Any]) -> str:
     return "default_policy"
 
 
+#: What RLlib reports as NaN when no episode finished in the iteration (episodes longer than the
+#: train batch, SAC's first iterations): no data, not a fault.
+EPISODE_METRICS = ("episode_return_mean", "episode_return_max", "episode_return_min", "episode_len_mean")
+
+
+def drop_no_data(metrics: dict) -> dict:
+    """Remove values that only mean "nothing to report", in place: NaN episode statistics of an iteration
+    that finished no episode, and the derived policy/value gradient ratio when its denominator is 0 (a
+    value loss clipped on every sample has no gradient; dividing by it is not a training fault)."""
+    if not metrics.get("num_episodes"):
+        for k in EPISODE_METRICS:
+            v = metrics.get(k)
+            if v is not None and math.isnan(v):
+                del metrics[k]
+    ratio = metrics.get("grad_norm_ratio")
+    if ratio is not None and not math.isfinite(ratio) and metrics.get("grad_norm_value", 1.0) == 0.0:
+        del metrics["grad_norm_ratio"]
+    return metrics
+
+
 def normalize_result(result: Mapping[str, Any], trial_id: str, node_id: str | None = None) -> dict:
     """RLlib result dict -> ``{"trial_id", "iteration", "time", "node_id", "metrics": {name: float}}``.
 
@@ -106,9 +126,7 @@ def normalize_result(result: Mapping[str, Any], trial_id: str, node_id: str | No
         v = _to_float(get_path(result, path.format(m=m)))
         if v is not None:
             metrics[name] = v
-    if "episode_return_mean" in metrics and math.isnan(metrics["episode_return_mean"]) and not metrics.get("num_episodes"):
-        # RLlib reports NaN returns when no episode finished: no data, not a fault.
-        del metrics["episode_return_mean"]
+    drop_no_data(metrics)
     return {
         "trial_id": trial_id,
         "iteration": _iteration(result.get("training_iteration")),
