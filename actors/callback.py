@@ -29,10 +29,6 @@ class RestartRequested(RuntimeError):
     """Raised from the callback to make Tune restart the trial from its latest checkpoint."""
 
 
-class StopRequested(Exception):
-    pass
-
-
 def supervisor_info(algorithm) -> dict | None:
     return (getattr(algorithm.config, "learner_config_dict", None) or {}).get(CONFIG_KEY)
 

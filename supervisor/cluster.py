@@ -30,12 +30,11 @@ here is testable with a fake clock.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from supervisor.findings import severity_rank, worst
-from supervisor.stats import MAD_TO_SIGMA, finite
+from supervisor.stats import finite, median as _median, peer_score
 
 # XIDs that mean the hardware (or the GPU's link to the host) is broken, after NVIDIA's XID catalogue:
 # 48 double-bit ECC, 61/62 internal micro-controller, 63/64 ECC page retirement / row remapping,
@@ -166,26 +165,6 @@ def shape_heartbeat(raw: Mapping[str, Any]) -> dict:
         "gpus": [shape_gpu(g) for g in gpus if isinstance(g, Mapping)] if isinstance(gpus, list) else [],
         "gpu_error": _text(raw.get("gpu_error")),
     }
-
-
-# ---------------------------------------------------------------------------------- robust peers
-
-
-def _median(xs: list[float]) -> float:
-    s = sorted(xs)
-    n = len(s)
-    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
-
-
-def peer_score(own: float, peers: list[float], rel_floor: float = 0.1) -> tuple[float, float, float]:
-    """(robust z, ratio, peers' median) of ``own`` against ``peers`` (median and 1.4826 x MAD,
-    the scale floored at ``rel_floor`` x the median so that identical peers do not make any
-    difference infinite)."""
-    med = _median(peers)
-    mad = _median([abs(p - med) for p in peers]) * MAD_TO_SIGMA
-    scale = max(mad, rel_floor * abs(med), 1e-9)
-    ratio = own / med if med > 0 else math.inf
-    return (own - med) / scale, ratio, med
 
 
 # ---------------------------------------------------------------------------------- state
@@ -469,10 +448,6 @@ class ClusterState:
         if n is not None and (n.down == "dead" or n.ray_alive is False):
             sev.append("critical")
         return worst(sev)
-
-    def active_conditions(self) -> list[dict]:
-        return [{"key": list(map(str, k)), "severity": c.severity, "since": c.since}
-                for k, c in self._conditions.items()]
 
     def node_rows(self, now: float) -> list[dict]:
         """Every node known (heartbeating or listed by Ray), in the status shape plus extras."""
