@@ -82,7 +82,7 @@ def _is_run(p: Path) -> bool:
 
 
 def read_run(path: str | Path) -> Source:
-    from supervisor.reporting import open_store
+    from supervisor.report import open_store
 
     src = Source(str(path), "run")
     try:

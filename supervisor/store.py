@@ -9,7 +9,6 @@ All SQL is parameterized.
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import threading
 import time
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import orjson
+
+from supervisor.jsonsafe import json_safe
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -55,10 +56,7 @@ TRIAL_COLUMNS = {"status", "node_id", "ended", "iterations", "last_seq", "health
 
 def _num(x: Any) -> float | None:
     """Floats for SQL; non-finite values stored as NULL here (the JSON keeps them as strings)."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
+    return None if x is None else json_safe(float(x))
 
 
 def dumps(obj: Any) -> str:
@@ -69,16 +67,7 @@ def dumps(obj: Any) -> str:
             return out.decode()
     except (TypeError, orjson.JSONEncodeError):  # e.g. an int beyond 64 bits
         pass
-
-    def fix(o):
-        if isinstance(o, float) and not math.isfinite(o):
-            return str(o)
-        if isinstance(o, dict):
-            return {str(k): fix(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [fix(v) for v in o]
-        return o
-    return json.dumps(fix(obj), allow_nan=False, default=str)
+    return json.dumps(json_safe(obj, str), allow_nan=False, default=str)
 
 
 def loads(s: str | None) -> Any:

@@ -21,6 +21,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from supervisor.jsonsafe import js_name, json_safe
 from supervisor.store import Store, loads
 
 log = logging.getLogger(__name__)
@@ -30,23 +31,9 @@ EVENT_LOG = 5000           # events kept for reconnecting clients (Last-Event-ID
 NEW_ROWS_PER_TICK = 5000   # bound on what one tick reads
 
 
-def clean(o: Any) -> Any:
-    """JSON-safe: non-finite floats become the strings "NaN", "Infinity", "-Infinity" (the client maps them back)."""
-    if isinstance(o, float):
-        if math.isnan(o):
-            return "NaN"
-        if math.isinf(o):
-            return "Infinity" if o > 0 else "-Infinity"
-        return o
-    if isinstance(o, dict):
-        return {str(k): clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [clean(v) for v in o]
-    return o
-
-
 def to_json(o: Any) -> str:
-    return json.dumps(clean(o), allow_nan=False, separators=(",", ":"), default=str)
+    """Non-finite floats as the strings "NaN", "Infinity", "-Infinity" (the client maps them back)."""
+    return json.dumps(json_safe(o, js_name), allow_nan=False, separators=(",", ":"), default=str)
 
 
 def _json_col(s: Any) -> Any:
