@@ -85,3 +85,20 @@ def test_open_readonly_refuses_what_is_not_a_store(tmp_path):
     sqlite3.connect(p).close()
     with pytest.raises(sqlite3.Error):
         Store.open_readonly(p)
+
+
+def test_the_reference_names_every_detector_option_action_and_setting():
+    """docs/reference.md stays complete: a new detector, option, action or supervisor key must be documented."""
+    from supervisor.config import ACTIONS, SupervisorConfig
+    from supervisor.detectors import DETECTORS, detector_options
+    from supervisor.policy import DEFAULT_LADDERS
+
+    doc = (ROOT / "docs" / "reference.md").read_text()
+    missing = [f"supervisor.{k}" for k in SupervisorConfig.model_fields if f"`{k}`" not in doc]
+    missing += [f"action {a}" for a in ACTIONS if f"`{a}`" not in doc]
+    missing += [f"detector {d}" for d in set(DETECTORS) | set(DEFAULT_LADDERS) if f"`{d}`" not in doc]
+    for d in DETECTORS:
+        row = next((line for line in doc.splitlines() if line.startswith(f"| `{d}` | `")), "")
+        missing += [f"{d}.{o}" for o in detector_options(d) if f"`{o}`" not in row]
+    assert missing == [], "not in docs/reference.md: " + ", ".join(missing)
+    assert "../shared/" not in (ROOT / "README.md").read_text()  # a clone has no such folder
