@@ -536,12 +536,11 @@ class ClusterWatch:
         m = self._metrics
         try:
             last_f, last_i = self._counted.get(run_id, (0, 0))
-            rows_f = eng.store._rows(
-                "SELECT id, detector, severity FROM findings WHERE id>? AND trial_id IS NOT NULL "
-                "AND detector NOT IN ('node_down','memory_pressure','gpu_fault') ORDER BY id", (last_f,))
+            rows_f = eng.store.findings_after(last_f, trials_only=True, raw=True,
+                                              exclude_detectors=("node_down", "memory_pressure", "gpu_fault"))
             for r in rows_f:
                 m.finding(r["detector"], r["severity"])
-            rows_i = eng.store._rows("SELECT id, action FROM interventions WHERE id>? ORDER BY id", (last_i,))
+            rows_i = eng.store.interventions_after(last_i, raw=True)
             for r in rows_i:
                 m.intervention(r["action"])
             self._counted[run_id] = (rows_f[-1]["id"] if rows_f else last_f, rows_i[-1]["id"] if rows_i else last_i)

@@ -134,7 +134,7 @@ def sweep_for(mode: str, args):
 
 def run_mode(mode: str, args, root: Path) -> dict:
     from actors.tune import run_sweep
-    from supervisor.reporting import build_report
+    from supervisor.report import build_report
 
     vs = variants(args)
     sink: dict = {}

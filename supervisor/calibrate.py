@@ -48,7 +48,7 @@ import numpy as np
 import yaml
 
 from supervisor.errors import InputError
-from supervisor.stats import MAD_TO_SIGMA
+from supervisor.stats import center_scale
 
 # Counters and cumulative totals: a band of them means nothing.
 SKIP = frozenset({"env_steps_lifetime", "time_total_s", "num_episodes", "healthy_env_runners",
@@ -82,7 +82,7 @@ def _is_run(p: Path) -> bool:
 
 
 def read_run(path: str | Path) -> Source:
-    from supervisor.reporting import open_store
+    from supervisor.report import open_store
 
     src = Source(str(path), "run")
     try:
@@ -165,8 +165,8 @@ def _sig(x: float, up: bool | None = None) -> float:
 
 
 def _robust(y: np.ndarray) -> tuple[float, float]:
-    med = float(np.median(y))
-    return med, float(np.median(np.abs(y - med))) * MAD_TO_SIGMA
+    med, sigma = center_scale(y.tolist(), 0.0, 0.0)
+    return float(med), float(sigma)
 
 
 def band(metric: str, series: Sequence[Sequence[float]], quantile: float = DEFAULT_QUANTILE,

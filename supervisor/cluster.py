@@ -30,12 +30,11 @@ here is testable with a fake clock.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from supervisor.findings import severity_rank, worst
-from supervisor.stats import MAD_TO_SIGMA, finite
+from supervisor.stats import finite, median as _median, peer_score
 
 # XIDs that mean the hardware (or the GPU's link to the host) is broken, after NVIDIA's XID catalogue:
 # 48 double-bit ECC, 61/62 internal micro-controller, 63/64 ECC page retirement / row remapping,
@@ -166,26 +165,6 @@ def shape_heartbeat(raw: Mapping[str, Any]) -> dict:
         "gpus": [shape_gpu(g) for g in gpus if isinstance(g, Mapping)] if isinstance(gpus, list) else [],
         "gpu_error": _text(raw.get("gpu_error")),
     }
-
-
-# ---------------------------------------------------------------------------------- robust peers
-
-
-def _median(xs: list[float]) -> float:
-    s = sorted(xs)
-    n = len(s)
-    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
-
-
-def peer_score(own: float, peers: list[float], rel_floor: float = 0.1) -> tuple[float, float, float]:
-    """(robust z, ratio, peers' median) of ``own`` against ``peers`` (median and 1.4826 x MAD,
-    the scale floored at ``rel_floor`` x the median so that identical peers do not make any
-    difference infinite)."""
-    med = _median(peers)
-    mad = _median([abs(p - med) for p in peers]) * MAD_TO_SIGMA
-    scale = max(mad, rel_floor * abs(med), 1e-9)
-    ratio = own / med if med > 0 else math.inf
-    return (own - med) / scale, ratio, med
 
 
 # ---------------------------------------------------------------------------------- state
@@ -470,10 +449,6 @@ class ClusterState:
             sev.append("critical")
         return worst(sev)
 
-    def active_conditions(self) -> list[dict]:
-        return [{"key": list(map(str, k)), "severity": c.severity, "since": c.since}
-                for k, c in self._conditions.items()]
-
     def node_rows(self, now: float) -> list[dict]:
         """Every node known (heartbeating or listed by Ray), in the status shape plus extras."""
         rows = []
@@ -564,46 +539,3 @@ def build_status(ray_nodes: Iterable[Mapping[str, Any]] | None, node_rows: Itera
                            "iteration": t.get("iteration"), "iteration_time_s": t.get("iteration_time_s"),
                            "episode_return_mean": t.get("episode_return_mean")})
     return {"nodes": nodes, "trials": out_trials}
-
-
-def _gib(b) -> str:
-    return f"{b / 2**30:.1f}" if isinstance(b, (int, float)) else "-"
-
-
-def _pct(x) -> str:
-    return f"{x:5.1f}" if isinstance(x, (int, float)) else "    -"
-
-
-def render_status(st: Mapping[str, Any]) -> str:
-    """``supervise status`` as text."""
-    nodes = st.get("nodes") or []
-    alive = sum(1 for n in nodes if n.get("alive"))
-    lines = [f"nodes: {len(nodes)} ({alive} alive)",
-             f"  {'NODE':<12}  {'ADDRESS':<15}  {'STATE':<5}  {'CPU%':>5}  {'MEM%':>5}  {'GPUS':>4}  HEALTH"]
-    for n in nodes:
-        ngpu = len(n.get("gpus") or []) or int((n.get("resources") or {}).get("GPU", 0) or 0)
-        note = "" if n.get("monitor") else "  (no monitor)"
-        lines.append(f"  {str(n.get('node_id'))[:12]:<12}  {str(n.get('address') or '-'):<15}  "
-                     f"{'alive' if n.get('alive') else 'DEAD':<5}  {_pct(n.get('cpu_percent'))}  "
-                     f"{_pct(n.get('memory_percent'))}  {ngpu:>4}  {n.get('health') or '-'}{note}")
-        for g in n.get("gpus") or []:
-            util = f"{g['utilization']:.0f}%" if isinstance(g.get("utilization"), (int, float)) else "-"
-            temp = f"{g['temperature']:.0f}C" if isinstance(g.get("temperature"), (int, float)) else "-"
-            lines.append(f"      gpu {g.get('index')} {g.get('name') or ''}: util {util}, memory "
-                         f"{_gib(g.get('memory_used'))}/{_gib(g.get('memory_total'))} GiB, {temp}")
-    trials = st.get("trials") or []
-    lines.append(f"trials: {len(trials)}")
-    if trials:
-        lines.append(f"  {'TRIAL':<28}  {'STATUS':<10}  {'ITER':>5}  {'HEALTH':>6}  {'WORST':<8}  NODE")
-        for t in trials:
-            h = t.get("health") or {}
-            score = f"{h['score']:.2f}" if isinstance(h.get("score"), (int, float)) else "-"
-            lines.append(f"  {str(t.get('trial_id'))[:28]:<28}  {str(t.get('status')):<10}  "
-                         f"{t.get('iteration') if t.get('iteration') is not None else '-':>5}  {score:>6}  "
-                         f"{str(h.get('worst_severity') or '-'):<8}  {str(t.get('node_id') or '-')[:12]}")
-    finds = st.get("findings") or []
-    if finds:
-        lines.append("recent cluster findings:")
-        for f in finds[-10:]:
-            lines.append(f"  {f.get('severity', ''):<8} {f.get('detector', ''):<16} {f.get('message', '')}")
-    return "\n".join(lines) + "\n"

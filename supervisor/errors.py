@@ -10,10 +10,6 @@ class InputError(Exception):
         super().__init__(_one_line(f"{where}: {problem}"))
 
 
-class UnrecoverableRun(Exception):
-    """The supervisor stopped the run as unrecoverable: exit code 3."""
-
-
 def _one_line(text: str) -> str:
     """Control characters (a newline in a YAML key, say) are escaped: the error stays one line."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -11,10 +11,7 @@ keeps, for the metrics detectors ask about:
 * derived views (``view(metric, "log" | "abs")``): the stored values
   log-transformed or absolute, updated as values arrive instead of being
   recomputed by every detector on every call;
-* rolling medians (``rolling_medians(metric, width)``);
-* a per-iteration memo (``memo``): statistics several detectors need in the
-  same iteration (e.g. the median and MAD of a metric's last 30 values) are
-  computed once; it is emptied by every ``append``.
+* rolling medians (``rolling(metric, width)``).
 
 Views and rolling medians are created on first request and always agree with
 the raw series (they are copied along with the history by ``copy.deepcopy``).
@@ -29,16 +26,11 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from supervisor.stats import median
+
 # Floor for log-space values: log(0) would be -inf.
 LOG_EPS = 1e-12
 LOG_LOG_EPS = math.log(LOG_EPS)
-
-
-def _median(xs) -> float:
-    s = sorted(xs)
-    n = len(s)
-    h = n // 2
-    return s[h] if n % 2 else 0.5 * (s[h - 1] + s[h])
 
 
 class _TransformView:
@@ -74,7 +66,7 @@ class _RollingView:
     def __init__(self, width: int, base: array):
         self.width = width
         w = width
-        self.out = [_median(base[i:i + w]) for i in range(max(len(base) - w + 1, 0))]
+        self.out = [median(base[i:i + w]) for i in range(max(len(base) - w + 1, 0))]
         self.pushed = len(base)
 
     def push(self, x: float, base: array) -> None:
@@ -83,7 +75,7 @@ class _RollingView:
         self.pushed += 1
         out = self.out
         if n >= w:
-            out.append(_median(base[n - w:]))
+            out.append(median(base[n - w:]))
             if len(out) > n - w + 1:
                 del out[0]
 
@@ -105,7 +97,6 @@ class History:
         self._derived: dict[str, list] = {}  # metric -> views to update on append
         self._views: dict[tuple, object] = {}  # (metric, kind or width) -> view
         self.iterations = 0
-        self.memo: dict = {}
         self._schema: tuple | None = None  # the key order of the last report, and its buffers
         self._cols: tuple = ()
         self._dvs: tuple = ()
@@ -123,8 +114,6 @@ class History:
             self._cols = tuple(vals.get(k) for k in keys)
             self._dvs = tuple(derived.get(k) for k in keys)
         self.iterations += 1
-        if self.memo:
-            self.memo = {}
 
     def _append_any(self, metrics) -> None:
         for name, x in metrics.items():
@@ -235,11 +224,6 @@ class History:
             self._derived.setdefault(metric, []).append(v)
             self._schema = None
         return v
-
-    def rolling_medians(self, metric: str, width: int) -> list[float]:
-        """Medians of every full window of ``width`` stored values of ``metric``, oldest first."""
-        v = self.rolling(metric, width)
-        return v.out if v is not None else []
 
     @property
     def nbytes(self) -> int:

@@ -53,13 +53,6 @@ RESULT_PATHS: dict[str, str] = {
     "env_runners_dropped": "fault_tolerance/num_env_runners_dropped_lifetime",
 }
 
-# Metrics a run is judged on; the rest (timings, counters) are context.
-TRAINING_METRICS = (
-    "episode_return_mean", "policy_loss", "vf_loss", "total_loss", "entropy", "kl",
-    "kl_coeff", "lr", "grad_norm", "explained_variance",
-)
-
-
 def get_path(result: Mapping[str, Any], path: str) -> Any:
     """``result["a"]["b"]`` for path "a/b"; None where any part is missing."""
     node: Any = result

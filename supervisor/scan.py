@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from supervisor.errors import InputError
+from supervisor.jsonsafe import json_safe
 from supervisor.metrics import RESULT_PATHS, module_id_of, normalize_result
 
 # The step column, best first; without any, the line index.
@@ -427,17 +428,6 @@ def load(path: str | Path) -> tuple[str, list[Log]]:
 # --------------------------------------------------------------------------------------- judging
 
 
-def _clean(x: Any) -> Any:
-    """JSON-safe: non-finite floats become null."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
-
-
 def analyze(log: Log, overrides: Mapping | None = None, profile: Mapping | None = None,
             history: int | None = None) -> dict:
     """Run the live detectors over one log; return its findings (at the log's steps) and health."""
@@ -483,7 +473,7 @@ def analyze(log: Log, overrides: Mapping | None = None, profile: Mapping | None 
     final = {k: log.metrics[last].get(k) for k in ("episode_return_mean", "entropy", "kl", "grad_norm")
              if k in log.metrics[last]}
     out.update(findings=findings, health={**snap, "counts": counts}, final=final)
-    return _clean(out)
+    return json_safe(out)
 
 
 def scan(path: str | Path, overrides: Mapping | None = None, profile: Mapping | None = None) -> dict:
@@ -508,37 +498,4 @@ def scan(path: str | Path, overrides: Mapping | None = None, profile: Mapping | 
               "worst_severity": worst(t["health"]["worst_severity"] for t in judged),
               "counts": counts, "trials": len(trials),
               "unhealthy_trials": sum(t["health"]["worst_severity"] in ("warning", "critical") for t in judged)}
-    return _clean({"source": str(path), "format": kind, "findings": findings, "health": health, "trials": trials})
-
-
-def render_text(res: dict) -> str:
-    from supervisor.detectors._common import fmt
-
-    trials = res["trials"]
-    h = res["health"]
-    head = f"scan {res['source']} ({res['format']}"
-    head += f", {len(trials)} trials)" if res["format"] == "tune" else ")"
-    score = "-" if h["score"] is None else f"{h['score']:.2f}"
-    lines = [head, f"health {score} (worst {h['worst_severity']})", ""]
-    for t in trials:
-        if t.get("error"):
-            lines += [f"trial {t['trial_id']}: skipped: {t['error']}  [{t['source']}]", ""]
-            continue
-        th = t["health"]
-        step = t["step_key"] or "line index"
-        score = "-" if th["score"] is None else f"{th['score']:.2f}"
-        ret = t["final"].get("episode_return_mean")
-        lines.append(f"trial {t['trial_id']}: {t['format']}, {t['steps']} iterations (step '{step}' "
-                     f"{t['first_step']}..{t['last_step']}), {len(t['metrics'])} metrics, "
-                     f"final return {fmt(ret) if ret is not None else '-'}, health {score} "
-                     f"(worst {th['worst_severity']})")
-        if t["findings"]:
-            lines.append("  findings:")
-            for f in t["findings"]:
-                lines.append(f"    step {f['step']!s:>8}  {f['severity']:<8} {f['detector']:<20} {f['message']}")
-        else:
-            lines.append("  findings: none")
-        if t["ignored_keys"]:
-            lines.append(f"  ignored keys: {', '.join(t['ignored_keys'])}")
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
+    return json_safe({"source": str(path), "format": kind, "findings": findings, "health": health, "trials": trials})

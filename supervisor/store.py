@@ -9,7 +9,6 @@ All SQL is parameterized.
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import threading
 import time
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import orjson
+
+from supervisor.jsonsafe import json_safe
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -55,10 +56,7 @@ TRIAL_COLUMNS = {"status", "node_id", "ended", "iterations", "last_seq", "health
 
 def _num(x: Any) -> float | None:
     """Floats for SQL; non-finite values stored as NULL here (the JSON keeps them as strings)."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
+    return None if x is None else json_safe(float(x))
 
 
 def dumps(obj: Any) -> str:
@@ -69,16 +67,7 @@ def dumps(obj: Any) -> str:
             return out.decode()
     except (TypeError, orjson.JSONEncodeError):  # e.g. an int beyond 64 bits
         pass
-
-    def fix(o):
-        if isinstance(o, float) and not math.isfinite(o):
-            return str(o)
-        if isinstance(o, dict):
-            return {str(k): fix(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [fix(v) for v in o]
-        return o
-    return json.dumps(fix(obj), allow_nan=False, default=str)
+    return json.dumps(json_safe(obj, str), allow_nan=False, default=str)
 
 
 def loads(s: str | None) -> Any:
@@ -251,9 +240,33 @@ class Store:
                 "last_seen=excluded.last_seen, info=excluded.info",
                 (node_id, address, int(alive), time.time(), dumps(info)))
 
-    # ---- reads
+    # ---- reads (decoded: JSON columns as Python values; ``raw=True``: as stored, for readers that decode
+    # leniently, like the dashboard polling a live run)
+    @classmethod
+    def open_readonly(cls, path: str | Path) -> "Store":
+        """A read-only view of a store another process may be writing (``supervise report``, the dashboard);
+        raises ``sqlite3.Error`` when the file is not a supervisor store (yet)."""
+        st = cls(path, readonly=True)
+        try:
+            st.db.execute("SELECT 1 FROM reports LIMIT 1").fetchall()  # the schema is there
+        except sqlite3.Error:
+            st.close()
+            raise
+        return st
+
     def _rows(self, sql: str, args: tuple = ()) -> list[dict]:
         return [dict(r) for r in self.db.execute(sql, args).fetchall()]
+
+    def _decode(self, rows: list[dict], json_cols: tuple[str, ...], raw: bool) -> list[dict]:
+        if not raw:
+            for r in rows:
+                for c in json_cols:
+                    r[c] = loads(r[c])
+        return rows
+
+    def data_version(self) -> int:
+        """Changes when another connection commits (a cheap "anything new?" for pollers)."""
+        return self.db.execute("PRAGMA data_version").fetchone()[0]
 
     def runs(self) -> list[dict]:
         return self._rows("SELECT * FROM runs ORDER BY started")
@@ -265,46 +278,100 @@ class Store:
         rows = self._rows("SELECT * FROM trials WHERE trial_id=?", (trial_id,))
         return rows[0] if rows else None
 
-    def reports(self, trial_id: str, since_seq: int = -1) -> list[dict]:
+    def reports(self, trial_id: str, since_seq: int = -1, raw: bool = False) -> list[dict]:
         rows = self._rows("SELECT * FROM reports WHERE trial_id=? AND seq>? ORDER BY seq", (trial_id, since_seq))
-        for r in rows:
-            r["metrics"] = loads(r["metrics"])
-        return rows
+        return self._decode(rows, ("metrics",), raw)
 
-    def _events(self, table: str, trial_id: str | None, json_cols: tuple[str, ...]) -> list[dict]:
+    def latest_report(self, trial_id: str, raw: bool = False) -> dict | None:
+        rows = self._rows("SELECT * FROM reports WHERE trial_id=? ORDER BY seq DESC LIMIT 1", (trial_id,))
+        return self._decode(rows, ("metrics",), raw)[0] if rows else None
+
+    def reports_after(self, rowid: int, limit: int = -1, raw: bool = False) -> list[dict]:
+        """Reports of every trial stored after ``rowid``, in storing order, each with its ``rid``."""
+        rows = self._rows("SELECT rowid AS rid, * FROM reports WHERE rowid>? ORDER BY rowid LIMIT ?", (rowid, limit))
+        return self._decode(rows, ("metrics",), raw)
+
+    def last_report_rowid(self) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(rowid), 0) FROM reports").fetchone()[0]
+
+    def last_report_times(self) -> dict[str, float]:
+        """Per trial, the time of its newest report."""
+        return {r[0]: r[1] for r in self.db.execute("SELECT trial_id, MAX(time) FROM reports GROUP BY trial_id")}
+
+    def _events(self, table: str, trial_id: str | None, json_cols: tuple[str, ...], raw: bool) -> list[dict]:
         """Findings or interventions, of one trial (in seq order) or all (in time order)."""
         if trial_id is None:
             rows = self._rows(f"SELECT * FROM {table} ORDER BY time, id")
         else:
             rows = self._rows(f"SELECT * FROM {table} WHERE trial_id=? ORDER BY seq, id", (trial_id,))
-        for r in rows:
-            for c in json_cols:
-                r[c] = loads(r[c])
-        return rows
+        return self._decode(rows, json_cols, raw)
 
-    def findings(self, trial_id: str | None = None) -> list[dict]:
-        return self._events("findings", trial_id, ("details",))
+    def findings(self, trial_id: str | None = None, raw: bool = False) -> list[dict]:
+        return self._events("findings", trial_id, ("details",), raw)
 
-    def interventions(self, trial_id: str | None = None) -> list[dict]:
-        return self._events("interventions", trial_id, ("params", "applied"))
+    def interventions(self, trial_id: str | None = None, raw: bool = False) -> list[dict]:
+        return self._events("interventions", trial_id, ("params", "applied"), raw)
+
+    def findings_after(self, finding_id: int, limit: int = -1, trials_only: bool = False,
+                       exclude_detectors: Iterable[str] = (), raw: bool = False) -> list[dict]:
+        """Findings stored after id ``finding_id``, in id order; ``trials_only`` drops cluster-wide ones."""
+        ex = tuple(exclude_detectors)
+        sql = "SELECT * FROM findings WHERE id>?"
+        if trials_only:
+            sql += " AND trial_id IS NOT NULL"
+        if ex:
+            sql += f" AND detector NOT IN ({','.join('?' * len(ex))})"
+        rows = self._rows(sql + " ORDER BY id LIMIT ?", (finding_id, *ex, limit))
+        return self._decode(rows, ("details",), raw)
+
+    def interventions_after(self, iv_id: int, limit: int = -1, raw: bool = False) -> list[dict]:
+        """Interventions stored after id ``iv_id``, in id order (``iv_id=0``: all of them)."""
+        rows = self._rows("SELECT * FROM interventions WHERE id>? ORDER BY id LIMIT ?", (iv_id, limit))
+        return self._decode(rows, ("params", "applied"), raw)
+
+    def newest_findings(self, limit: int, raw: bool = False) -> list[dict]:
+        """The ``limit`` newest findings, newest first."""
+        rows = self._rows("SELECT * FROM findings ORDER BY id DESC LIMIT ?", (limit,))
+        return self._decode(rows, ("details",), raw)
+
+    def newest_interventions(self, limit: int, raw: bool = False) -> list[dict]:
+        """The ``limit`` newest interventions, newest first."""
+        rows = self._rows("SELECT * FROM interventions ORDER BY id DESC LIMIT ?", (limit,))
+        return self._decode(rows, ("params", "applied"), raw)
+
+    def last_finding_id(self) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(id), 0) FROM findings").fetchone()[0]
+
+    def intervention_states(self) -> dict[int, tuple]:
+        """Per intervention id, ``(outcome, verified)``: what changes after it is decided."""
+        return {r[0]: tuple(r[1:]) for r in self.db.execute("SELECT id, outcome, verified FROM interventions")}
+
+    def newest_finding_per_trial(self, raw: bool = False) -> dict[str, dict]:
+        rows = self._rows("SELECT * FROM findings WHERE id IN (SELECT MAX(id) FROM findings "
+                          "WHERE trial_id IS NOT NULL GROUP BY trial_id)")
+        return {r["trial_id"]: r for r in self._decode(rows, ("details",), raw)}
+
+    def severity_counts_per_trial(self) -> dict[str, dict]:
+        """Per trial, ``{"critical": n, "warning": n}`` of its findings."""
+        return {r["trial_id"]: r for r in self._rows(
+            "SELECT trial_id, SUM(severity='critical') AS critical, SUM(severity='warning') AS warning "
+            "FROM findings WHERE trial_id IS NOT NULL GROUP BY trial_id")}
+
+    def intervention_counts_per_trial(self) -> dict[str, int]:
+        return {r["trial_id"]: r["n"] for r in self._rows(
+            "SELECT trial_id, COUNT(*) AS n FROM interventions GROUP BY trial_id")}
 
     def undelivered(self, trial_id: str, seq: int) -> list[dict]:
         """Actions decided at ``seq`` that no trial has said it applied yet (alerts need no applying)."""
         rows = self._rows("SELECT id, action, params, reason, detector, iteration FROM interventions "
                           "WHERE trial_id=? AND seq=? AND applied IS NULL AND action!='alert' ORDER BY id",
                           (trial_id, seq))
-        for r in rows:
-            r["params"] = loads(r["params"])
-        return rows
+        return self._decode(rows, ("params",), False)
 
-    def checkpoints(self, trial_id: str) -> list[dict]:
+    def checkpoints(self, trial_id: str, raw: bool = False) -> list[dict]:
         rows = self._rows("SELECT * FROM checkpoints WHERE trial_id=? ORDER BY seq", (trial_id,))
-        for r in rows:
-            r["hparams"] = loads(r["hparams"])
-        return rows
+        return self._decode(rows, ("hparams",), raw)
 
-    def nodes(self) -> list[dict]:
+    def nodes(self, raw: bool = False) -> list[dict]:
         rows = self._rows("SELECT * FROM nodes ORDER BY node_id")
-        for r in rows:
-            r["info"] = loads(r["info"])
-        return rows
+        return self._decode(rows, ("info",), raw)

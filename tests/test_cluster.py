@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.cluster import ClusterSettings, ClusterState, build_status, peer_score, render_status
+from supervisor.cluster import ClusterSettings, ClusterState, build_status
+from supervisor.report.text import render_status
+from supervisor.stats import peer_score
 from supervisor.detectors import DETECTORS, build_detectors
 from supervisor.detectors.worker_fault import WorkerFault
 from supervisor.history import History

@@ -9,7 +9,8 @@ from supervisor.config import SupervisorConfig
 from supervisor.engine import Engine
 from supervisor.findings import Finding
 from supervisor.policy import EscalationPolicy, PolicyState
-from supervisor.reporting import build_report, render_text
+from supervisor.report import build_report
+from supervisor.report.text import render_text
 from supervisor.store import Store
 
 

@@ -9,7 +9,7 @@ from supervisor.cli import main
 from supervisor.config import SupervisorConfig
 from supervisor.detectors.synthetic import faulty_stream, healthy_stream
 from supervisor.engine import Engine
-from supervisor.reporting import build_report
+from supervisor.report import build_report
 from supervisor.store import Store
 
 EVIL = "PPO_<script>alert('x')</script>&1"
@@ -91,7 +91,8 @@ def test_html_tables(html_page):
 
 def test_plot_marks_and_panels(run_dir):
     pytest.importorskip("matplotlib")
-    from supervisor.render import PANELS, load_series, plot_trial
+    from supervisor.report import load_series
+    from supervisor.report.html import PANELS, plot_trial
 
     series = load_series(run_dir)
     assert set(series) == {EVIL, "PPO_healthy", "PPO_silent"}

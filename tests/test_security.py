@@ -9,7 +9,7 @@ from supervisor.commands import dashboard as dashboard_cmd
 from supervisor.config import SupervisorConfig, load_experiment
 from supervisor.engine import Engine
 from supervisor.errors import InputError
-from supervisor.reporting import build_report
+from supervisor.report import build_report
 from supervisor.store import Store
 
 

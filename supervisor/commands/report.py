@@ -1,8 +1,6 @@
-import json
-
 NAME = "report"
 HELP = "the forensics report of a finished or running run"
-FORMATS = ["text", "json", "md", "html"]
+FORMATS = ["text", "json", "md", "html"]  # supervisor.report.FORMATS (not imported: the CLI starts fast)
 
 
 def add_arguments(p) -> None:
@@ -14,21 +12,9 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from supervisor.errors import InputError
-    from supervisor.reporting import build_report, render_text
+    from supervisor.report import build_report, render
 
-    rep = build_report(args.run_dir)
-    if args.format == "json":
-        text = json.dumps(rep, indent=2, allow_nan=False) + "\n"
-    elif args.format == "md":
-        from supervisor.render import render_markdown
-
-        text = render_markdown(rep)
-    elif args.format == "html":
-        from supervisor.render import load_series, render_html
-
-        text = render_html(rep, load_series(args.run_dir))
-    else:
-        text = render_text(rep)
+    text = render(build_report(args.run_dir), args.format, args.run_dir)
     if args.output:
         try:
             with open(args.output, "w", encoding="utf-8") as fh:

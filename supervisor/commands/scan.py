@@ -1,5 +1,3 @@
-import json
-
 NAME = "scan"
 HELP = "offline forensics of logs nobody supervised (Tune folder, result.json, progress.csv, JSONL)"
 FORMATS = ["text", "json"]
@@ -13,7 +11,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from supervisor.scan import render_text, scan
+    from supervisor.report import render_json
+    from supervisor.report.text import render_scan
+    from supervisor.scan import scan
 
     profile = None
     if args.profile:
@@ -22,7 +22,7 @@ def run(args) -> int:
         profile = load_profile(args.profile)
     res = scan(args.path, profile=profile)
     if args.format == "json":
-        print(json.dumps(res, indent=2, allow_nan=False))
+        print(render_json(res), end="")
     else:
-        print(render_text(res), end="")
+        print(render_scan(res), end="")
     return 0  # findings are output, not failure

@@ -12,7 +12,6 @@ supervisor running on it (one line on stderr); 2 a malformed address.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -47,19 +46,6 @@ def _reachable(address: str, timeout: float = 3.0) -> str | None:
         return f"{e.__class__.__name__}: {e}"
 
 
-def _finite(o):
-    """JSON-safe: non-finite floats become null."""
-    import math
-
-    if isinstance(o, float):
-        return o if math.isfinite(o) else None
-    if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
-    return o
-
-
 def run(args) -> int:
     from supervisor.errors import InputError
 
@@ -83,7 +69,9 @@ def run(args) -> int:
 
     import ray
 
-    from supervisor.cluster import build_status, render_status
+    from supervisor.cluster import build_status
+    from supervisor.report import render_json
+    from supervisor.report.text import render_status
 
     if not ray.is_initialized():
         try:
@@ -121,7 +109,7 @@ def run(args) -> int:
     st["findings"] = view.get("findings", [])
     st["supervisor_node_id"] = view.get("supervisor_node_id")
     if args.format == "json":
-        print(json.dumps(_finite(st), indent=2, default=str, allow_nan=False))
+        print(render_json(st), end="")
     else:
         print(render_status(st), end="")
     return 0

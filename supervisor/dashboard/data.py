@@ -21,6 +21,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from supervisor.jsonsafe import js_name, json_safe
 from supervisor.store import Store, loads
 
 log = logging.getLogger(__name__)
@@ -30,23 +31,9 @@ EVENT_LOG = 5000           # events kept for reconnecting clients (Last-Event-ID
 NEW_ROWS_PER_TICK = 5000   # bound on what one tick reads
 
 
-def clean(o: Any) -> Any:
-    """JSON-safe: non-finite floats become the strings "NaN", "Infinity", "-Infinity" (the client maps them back)."""
-    if isinstance(o, float):
-        if math.isnan(o):
-            return "NaN"
-        if math.isinf(o):
-            return "Infinity" if o > 0 else "-Infinity"
-        return o
-    if isinstance(o, dict):
-        return {str(k): clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [clean(v) for v in o]
-    return o
-
-
 def to_json(o: Any) -> str:
-    return json.dumps(clean(o), allow_nan=False, separators=(",", ":"), default=str)
+    """Non-finite floats as the strings "NaN", "Infinity", "-Infinity" (the client maps them back)."""
+    return json.dumps(json_safe(o, js_name), allow_nan=False, separators=(",", ":"), default=str)
 
 
 def _json_col(s: Any) -> Any:
@@ -103,19 +90,17 @@ class RunView:
             self.error = f"waiting for {self.db_path} (not there yet, or not visible from this machine)"
             return False
         try:
-            st = Store(self.db_path, readonly=True)
-            st.db.execute("SELECT 1 FROM reports LIMIT 1").fetchall()  # schema is there
+            st = Store.open_readonly(self.db_path)
         except sqlite3.Error as e:
             self.error = f"cannot read {self.db_path}: {e}"
             return False
         self.store, self.error = st, None
-        db = st.db
-        self.report_rowid = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM reports").fetchone()[0]
-        self.last_time = {r[0]: r[1] for r in db.execute("SELECT trial_id, MAX(time) FROM reports GROUP BY trial_id")}
-        rows = [dict(r) for r in db.execute("SELECT * FROM findings ORDER BY id DESC LIMIT ?", (ALERT_LIMIT,))]
-        ivs = [dict(r) for r in db.execute("SELECT * FROM interventions ORDER BY id DESC LIMIT ?", (ALERT_LIMIT,))]
-        self.finding_id = db.execute("SELECT COALESCE(MAX(id), 0) FROM findings").fetchone()[0]
-        self.iv_state = {r[0]: tuple(r[1:]) for r in db.execute("SELECT id, outcome, verified FROM interventions")}
+        self.report_rowid = st.last_report_rowid()
+        self.last_time = st.last_report_times()
+        rows = st.newest_findings(ALERT_LIMIT, raw=True)
+        ivs = st.newest_interventions(ALERT_LIMIT, raw=True)
+        self.finding_id = st.last_finding_id()
+        self.iv_state = st.intervention_states()
         items = [_finding(r) for r in rows] + [_intervention(r) for r in ivs]
         items.sort(key=lambda a: (a["time"] or 0, a["id"]))
         self.alerts.extend(items)
@@ -128,23 +113,16 @@ class RunView:
                 self.store.close()
                 self.store = None
 
-    def _q(self, sql: str, args: tuple = ()) -> list[dict]:
-        return [dict(r) for r in self.store.db.execute(sql, args).fetchall()]
-
     def _refresh_lists(self) -> None:
+        st = self.store
         self.runs = [{"run_id": r["run_id"], "name": r["name"], "kind": r["kind"], "status": r["status"],
                       "started": r["started"], "ended": r["ended"], "run_dir": str(self.run_dir)}
-                     for r in self._q("SELECT * FROM runs ORDER BY started")]
-        newest = {r["trial_id"]: _finding(r) for r in self._q(
-            "SELECT * FROM findings WHERE id IN (SELECT MAX(id) FROM findings WHERE trial_id IS NOT NULL "
-            "GROUP BY trial_id)")}
-        counts = {r["trial_id"]: r for r in self._q(
-            "SELECT trial_id, SUM(severity='critical') AS critical, SUM(severity='warning') AS warning "
-            "FROM findings WHERE trial_id IS NOT NULL GROUP BY trial_id")}
-        ivn = {r["trial_id"]: r["n"] for r in self._q("SELECT trial_id, COUNT(*) AS n FROM interventions "
-                                                       "GROUP BY trial_id")}
+                     for r in st.runs()]
+        newest = {tid: _finding(r) for tid, r in st.newest_finding_per_trial(raw=True).items()}
+        counts = st.severity_counts_per_trial()
+        ivn = st.intervention_counts_per_trial()
         trials = []
-        for t in self._q("SELECT * FROM trials ORDER BY started, trial_id"):
+        for t in st.trials():
             tid = t["trial_id"]
             final = _json_col(t["final"]) or {}
             c = counts.get(tid) or {}
@@ -159,7 +137,7 @@ class RunView:
                 "run_dir": str(self.run_dir)})
         self.trials = trials
         nodes = []
-        for n in self._q("SELECT * FROM nodes ORDER BY node_id"):
+        for n in st.nodes(raw=True):
             info = _json_col(n["info"])
             nodes.append({"node_id": n["node_id"], "address": n["address"], "alive": bool(n["alive"]),
                           "last_seen": n["last_seen"], "info": info if isinstance(info, dict) else {}})
@@ -172,26 +150,24 @@ class RunView:
             opened_now = self.store is None
             if not self._open():
                 return []
-            db = self.store.db
+            st = self.store
             try:
-                dv = db.execute("PRAGMA data_version").fetchone()[0]
+                dv = st.data_version()
                 if dv == self.data_version and not opened_now:
                     return []
                 self.data_version = dv
                 events: list[tuple[str, dict]] = []
-                for r in self._q("SELECT rowid AS rid, * FROM reports WHERE rowid>? ORDER BY rowid LIMIT ?",
-                                 (self.report_rowid, NEW_ROWS_PER_TICK)):
+                for r in st.reports_after(self.report_rowid, NEW_ROWS_PER_TICK, raw=True):
                     self.report_rowid = r["rid"]
                     self.last_time[r["trial_id"]] = r["time"]
                     events.append(("report", {"trial_id": r["trial_id"], "seq": r["seq"], "iteration": r["iteration"],
                                               "time": r["time"], "metrics": _json_col(r["metrics"]) or {}}))
-                for r in self._q("SELECT * FROM findings WHERE id>? ORDER BY id LIMIT ?",
-                                 (self.finding_id, NEW_ROWS_PER_TICK)):
+                for r in st.findings_after(self.finding_id, NEW_ROWS_PER_TICK, raw=True):
                     self.finding_id = r["id"]
                     f = _finding(r)
                     self.alerts.append(f)
                     events.append(("finding", f))
-                for r in self._q("SELECT * FROM interventions ORDER BY id"):
+                for r in st.interventions_after(0, raw=True):
                     key = (r["outcome"], r["verified"])
                     old = self.iv_state.get(r["id"])
                     if old == key:
@@ -223,14 +199,11 @@ class RunView:
             row = self.store.trial(trial_id)
             if row is None:
                 return None
-            reports = self._q("SELECT seq, iteration, time, metrics FROM reports WHERE trial_id=? ORDER BY seq",
-                              (trial_id,))
-            findings = [_finding(r) for r in self._q("SELECT * FROM findings WHERE trial_id=? ORDER BY seq, id",
-                                                    (trial_id,))]
-            ivs = [_intervention(r) for r in self._q("SELECT * FROM interventions WHERE trial_id=? ORDER BY seq, id",
-                                                    (trial_id,))]
+            reports = self.store.reports(trial_id, raw=True)
+            findings = [_finding(r) for r in self.store.findings(trial_id, raw=True)]
+            ivs = [_intervention(r) for r in self.store.interventions(trial_id, raw=True)]
             cps = [{"seq": c["seq"], "iteration": c["iteration"], "path": c["path"], "time": c["time"]}
-                   for c in self._q("SELECT * FROM checkpoints WHERE trial_id=? ORDER BY seq", (trial_id,))]
+                   for c in self.store.checkpoints(trial_id, raw=True)]
         cols: dict[str, list] = {"seq": [], "iteration": [], "time": []}
         metrics: dict[str, list] = {}
         for i, r in enumerate(reports):
@@ -255,9 +228,8 @@ class RunView:
         with self.lock:
             if self.store is None:
                 return None
-            r = self.store.db.execute("SELECT metrics FROM reports WHERE trial_id=? ORDER BY seq DESC LIMIT 1",
-                                      (trial_id,)).fetchone()
-        m = _json_col(r[0]) if r else None
+            r = self.store.latest_report(trial_id, raw=True)
+        m = _json_col(r["metrics"]) if r else None
         v = m.get(name) if isinstance(m, dict) else None
         return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 

@@ -1,19 +1,13 @@
-"""Report formats beyond text and JSON: Markdown and self-contained HTML.
+"""``supervise report --format html``: one HTML file with no external resources.
 
-* :func:`render_markdown` turns :func:`supervisor.reporting.build_report`'s
-  dict into Markdown: a summary table per trial (status, health, findings,
-  interventions), then each trial's findings and interventions.
-* :func:`render_html` is one HTML file with no external resources: the same
-  tables plus, per trial, a plot of every key metric over iterations
-  (return, losses, entropy, KL, KL coefficient, lr, gradient norms,
-  explained variance, advantage statistics; those the trial reported) with
-  findings (vertical lines coloured by severity, labelled with the detector)
-  and interventions (dashed lines, labelled with the action) marked on the
-  time axis, and non-finite values as red crosses at the top edge. Plots
-  are matplotlib PNGs (Agg backend) embedded as base64 ``data:`` URIs.
-  Every piece of text is HTML-escaped.
-
-:func:`load_series` reads each trial's stored reports for the plots.
+The same tables as the Markdown report plus, per trial, a plot of every key
+metric over iterations (return, losses, entropy, KL, KL coefficient, lr,
+gradient norms, explained variance, advantage statistics; those the trial
+reported) with findings (vertical lines coloured by severity, labelled with
+the detector) and interventions (dashed lines, labelled with the action)
+marked on the time axis, and non-finite values as red crosses at the top
+edge. Plots are matplotlib PNGs (Agg backend) embedded as base64 ``data:``
+URIs. Every piece of text is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -22,8 +16,9 @@ import base64
 import html
 import io
 import math
-from pathlib import Path
 from typing import Any, Mapping
+
+from supervisor.report.cells import _actions, _counts, _fmt, _params, _score, _verified
 
 # (panel title, metrics drawn in it, log y-axis when all values are positive)
 PANELS: list[tuple[str, tuple[str, ...], bool]] = [
@@ -42,138 +37,6 @@ PANELS: list[tuple[str, tuple[str, ...], bool]] = [
 SEVERITY_COLORS = {"info": "#7f7f7f", "warning": "#e69500", "critical": "#d62728"}
 INTERVENTION_COLOR = "#6a3d9a"
 _LABEL_BOX = {"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8}
-
-
-# --------------------------------------------------------------------------------------- data
-
-
-def load_series(run_dir: str | Path) -> dict[str, dict[str, list]]:
-    """Per trial: ``{"iteration": [...], metric: [...]}`` (None where a report lacks the metric)."""
-    from supervisor.reporting import open_store
-
-    store = open_store(run_dir)
-    try:
-        out = {}
-        for t in store.trials():
-            reports = store.reports(t["trial_id"])
-            names = dict.fromkeys(k for r in reports for k in (r["metrics"] or {}))
-            s: dict[str, list] = {"iteration": [r["iteration"] for r in reports]}
-            for n in names:
-                s[n] = [_float((r["metrics"] or {}).get(n)) for r in reports]
-            out[t["trial_id"]] = s
-        return out
-    finally:
-        store.close()
-
-
-def _float(x: Any) -> float | None:
-    if x is None or isinstance(x, bool):
-        return None
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return None
-
-
-def _fmt(x: Any, digits: int = 4) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, bool):
-        return str(x).lower()
-    if isinstance(x, float):
-        if not math.isfinite(x):
-            return str(x)
-        return f"{x:.{digits}g}"
-    return str(x)
-
-
-def _params(p: Mapping | None) -> str:
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in (p or {}).items() if k != "hparams")
-
-
-def _verified(v) -> str:
-    return {True: "yes", False: "NO", None: "-"}.get(v, str(v))
-
-
-def _score(h: Mapping) -> str:
-    s = h.get("score")
-    return "-" if s is None else f"{s:.2f}"
-
-
-# --------------------------------------------------------------------------------------- Markdown
-
-
-def _md(x: Any) -> str:
-    """A Markdown table cell: HTML-escaped (raw HTML would pass through a renderer), pipes escaped, one line."""
-    s = html.escape(_fmt(x) if not isinstance(x, str) else x, quote=False)
-    return s.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-
-
-def _md_table(head: list[str], rows: list[list[Any]]) -> list[str]:
-    out = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
-    out += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
-    return out
-
-
-def render_markdown(rep: dict) -> str:
-    r = rep["run"]
-    lines = [f"# Run {_md(r['name'])}", "",
-             f"status **{_md(r['status'])}**, started {_md(r['started'] or '-')}, ended {_md(r['ended'] or '-')}",
-             "", "## Trials", ""]
-    lines += _md_table(
-        ["trial", "status", "iterations", "final return", "health", "worst severity", "findings", "interventions"],
-        [[t["trial_id"], t["status"], t["iterations"], t["final"].get("episode_return_mean"), _score(t["health"]),
-          t["health"].get("worst_severity") or "ok", _counts(t["findings"]), _actions(t["interventions"])]
-         for t in rep["trials"]])
-    for t in rep["trials"]:
-        lines += ["", f"## Trial {_md(t['trial_id'])}", ""]
-        lines.append(f"{_md(t['status'])}, {_md(t['iterations'])} iterations, health {_score(t['health'])} "
-                     f"(worst {_md(t['health'].get('worst_severity') or 'ok')})")
-        lines += ["", "### Findings", ""]
-        if t["findings"]:
-            lines += _md_table(["iteration", "severity", "detector", "metric", "value", "message"],
-                               [[f["iteration"], f["severity"], f["detector"], f["metric"] or "-", f["value"],
-                                 f["message"]] for f in t["findings"]])
-        else:
-            lines.append("none")
-        lines += ["", "### Interventions", ""]
-        if t["interventions"]:
-            lines += _md_table(["iteration", "action", "params", "outcome", "verified", "reason"],
-                               [[i["iteration"], i["action"], _params(i["params"]), i["outcome"],
-                                 _verified(i.get("verified")), i["reason"]] for i in t["interventions"]])
-        else:
-            lines.append("none")
-    if rep.get("nodes"):
-        lines += ["", "## Nodes", ""]
-        lines += _md_table(["node", "alive", "address", "last seen"],
-                           [[n["node_id"], "yes" if n["alive"] else "DEAD", n.get("address") or "-",
-                             n.get("last_seen") or "-"] for n in rep["nodes"]])
-    if rep.get("cluster_findings"):
-        lines += ["", "## Cluster findings", ""]
-        lines += _md_table(["time", "severity", "detector", "message"],
-                           [[f.get("time") or "-", f["severity"], f["detector"], f["message"]]
-                            for f in rep["cluster_findings"]])
-    return "\n".join(lines) + "\n"
-
-
-def _counts(findings: list[dict]) -> str:
-    if not findings:
-        return "0"
-    c: dict[str, int] = {}
-    for f in findings:
-        c[f["severity"]] = c.get(f["severity"], 0) + 1
-    parts = [f"{c[s]} {s}" for s in ("critical", "warning", "info") if s in c]
-    return f"{len(findings)} ({', '.join(parts)})"
-
-
-def _actions(ivs: list[dict]) -> str:
-    if not ivs:
-        return "0"
-    c: dict[str, int] = {}
-    for i in ivs:
-        c[i["action"]] = c.get(i["action"], 0) + 1
-    return f"{len(ivs)} ({', '.join(f'{a} x{n}' if n > 1 else a for a, n in c.items())})"
-
 
 # --------------------------------------------------------------------------------------- plots
 

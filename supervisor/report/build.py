@@ -1,29 +1,19 @@
-"""``supervise report``: the forensics report of a run, from its SQLite store.
-
-Opens the store read-only, so it works while the run is still going.
-"""
+"""The forensics report of a run, from its SQLite store (read-only, so it works while the run is going):
+the dict ``supervise report --format json`` prints and every other format renders."""
 
 from __future__ import annotations
 
 import datetime as dt
-import math
 from pathlib import Path
+from typing import Any
 
 from supervisor.errors import InputError
-from supervisor.store import Store
+from supervisor.jsonsafe import json_safe
+from supervisor.store import Store, loads
 
 
 def _iso(t: float | None) -> str | None:
     return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="seconds") if t else None
-
-
-def _num(x):
-    """JSON numbers: non-finite become null (the message keeps the evidence)."""
-    if isinstance(x, str) and x in ("nan", "inf", "-inf"):
-        return None
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 def open_store(run_dir: str | Path) -> Store:
@@ -31,7 +21,7 @@ def open_store(run_dir: str | Path) -> Store:
     db = p / "supervisor.db" if p.is_dir() else p
     if not db.is_file():
         raise InputError(str(run_dir), None, "not a run folder (no supervisor.db)")
-    return Store(db, readonly=True)
+    return Store.open_readonly(db)
 
 
 def build_report(run_dir: str | Path) -> dict:
@@ -43,7 +33,7 @@ def build_report(run_dir: str | Path) -> dict:
         trials = []
         for t in store.trials():
             tid = t["trial_id"]
-            final = {k: _num(v) for k, v in (_loads(t["final"]) or {}).items()}
+            final = json_safe(_loads(t["final"]) or {})  # non-finite: null (the findings keep the evidence)
             final.setdefault("episode_return_mean", None)
             health = _loads(t["health"]) or {}
             trials.append({
@@ -55,8 +45,8 @@ def build_report(run_dir: str | Path) -> dict:
                 "health": {"score": t["health_score"], "worst_severity": t["worst_severity"],
                            "components": health.get("components", {})},
                 "findings": [{"iteration": f["iteration"], "detector": f["detector"], "severity": f["severity"],
-                              "metric": f["metric"], "value": _num(f["value"]), "message": f["message"],
-                              "threshold": _num(f["threshold"])} for f in store.findings(tid)],
+                              "metric": f["metric"], "value": json_safe(f["value"]), "message": f["message"],
+                              "threshold": json_safe(f["threshold"])} for f in store.findings(tid)],
                 "interventions": [{"iteration": i["iteration"], "action": i["action"], "params": i["params"],
                                    "reason": i["reason"], "outcome": i["outcome"],
                                    "verified": None if i["verified"] is None else bool(i["verified"])}
@@ -74,37 +64,31 @@ def build_report(run_dir: str | Path) -> dict:
 
 
 def _loads(s):
-    from supervisor.store import loads
-
     return loads(s) if isinstance(s, str) else s
 
 
-def render_text(rep: dict) -> str:
-    r = rep["run"]
-    lines = [f"run {r['name']}: {r['status']} (started {r['started']}, ended {r['ended'] or '-'})", ""]
-    for t in rep["trials"]:
-        ret = t["final"].get("episode_return_mean")
-        ret_s = f"{ret:.1f}" if isinstance(ret, (int, float)) else "-"
-        lines.append(f"trial {t['trial_id']}: {t['status']}, {t['iterations']} iterations, final return {ret_s}, "
-                     f"health {t['health']['score']:.2f} (worst {t['health']['worst_severity']})")
-        if t["findings"]:
-            lines.append("  findings:")
-            for f in t["findings"]:
-                lines.append(f"    iter {f['iteration']:>4}  {f['severity']:<8} {f['detector']:<20} {f['message']}")
-        else:
-            lines.append("  findings: none")
-        if t["interventions"]:
-            lines.append("  interventions:")
-            for i in t["interventions"]:
-                params = ", ".join(f"{k}={v}" for k, v in i["params"].items() if k not in ("hparams",))
-                ver = {True: "verified", False: "NOT verified", None: "unverified"}[i["verified"]]
-                lines.append(f"    iter {i['iteration']:>4}  {i['action']:<18} {params}")
-                lines.append(f"               outcome {i['outcome']}, {ver}; reason: {i['reason']}")
-        else:
-            lines.append("  interventions: none")
-        lines.append("")
-    if rep["nodes"]:
-        lines.append("nodes:")
-        for n in rep["nodes"]:
-            lines.append(f"  {n['node_id'][:12]}  {'alive' if n['alive'] else 'DEAD'}  {n.get('address') or ''}")
-    return "\n".join(lines).rstrip() + "\n"
+
+def load_series(run_dir: str | Path) -> dict[str, dict[str, list]]:
+    """Per trial: ``{"iteration": [...], metric: [...]}`` (None where a report lacks the metric)."""
+    store = open_store(run_dir)
+    try:
+        out = {}
+        for t in store.trials():
+            reports = store.reports(t["trial_id"])
+            names = dict.fromkeys(k for r in reports for k in (r["metrics"] or {}))
+            s: dict[str, list] = {"iteration": [r["iteration"] for r in reports]}
+            for n in names:
+                s[n] = [_float((r["metrics"] or {}).get(n)) for r in reports]
+            out[t["trial_id"]] = s
+        return out
+    finally:
+        store.close()
+
+
+def _float(x: Any) -> float | None:
+    if x is None or isinstance(x, bool):
+        return None
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,115 @@
+"""The text renderings: ``supervise report`` (:func:`render_text`), ``supervise scan`` (:func:`render_scan`)
+and ``supervise status`` (:func:`render_status`)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+
+def render_text(rep: dict) -> str:
+    """``supervise report`` as text."""
+    r = rep["run"]
+    lines = [f"run {r['name']}: {r['status']} (started {r['started']}, ended {r['ended'] or '-'})", ""]
+    for t in rep["trials"]:
+        ret = t["final"].get("episode_return_mean")
+        ret_s = f"{ret:.1f}" if isinstance(ret, (int, float)) else "-"
+        lines.append(f"trial {t['trial_id']}: {t['status']}, {t['iterations']} iterations, final return {ret_s}, "
+                     f"health {t['health']['score']:.2f} (worst {t['health']['worst_severity']})")
+        if t["findings"]:
+            lines.append("  findings:")
+            for f in t["findings"]:
+                lines.append(f"    iter {f['iteration']:>4}  {f['severity']:<8} {f['detector']:<20} {f['message']}")
+        else:
+            lines.append("  findings: none")
+        if t["interventions"]:
+            lines.append("  interventions:")
+            for i in t["interventions"]:
+                params = ", ".join(f"{k}={v}" for k, v in i["params"].items() if k not in ("hparams",))
+                ver = {True: "verified", False: "NOT verified", None: "unverified"}[i["verified"]]
+                lines.append(f"    iter {i['iteration']:>4}  {i['action']:<18} {params}")
+                lines.append(f"               outcome {i['outcome']}, {ver}; reason: {i['reason']}")
+        else:
+            lines.append("  interventions: none")
+        lines.append("")
+    if rep["nodes"]:
+        lines.append("nodes:")
+        for n in rep["nodes"]:
+            lines.append(f"  {n['node_id'][:12]}  {'alive' if n['alive'] else 'DEAD'}  {n.get('address') or ''}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_scan(res: dict) -> str:
+    """``supervise scan`` as text."""
+    from supervisor.detectors._common import fmt
+
+    trials = res["trials"]
+    h = res["health"]
+    head = f"scan {res['source']} ({res['format']}"
+    head += f", {len(trials)} trials)" if res["format"] == "tune" else ")"
+    score = "-" if h["score"] is None else f"{h['score']:.2f}"
+    lines = [head, f"health {score} (worst {h['worst_severity']})", ""]
+    for t in trials:
+        if t.get("error"):
+            lines += [f"trial {t['trial_id']}: skipped: {t['error']}  [{t['source']}]", ""]
+            continue
+        th = t["health"]
+        step = t["step_key"] or "line index"
+        score = "-" if th["score"] is None else f"{th['score']:.2f}"
+        ret = t["final"].get("episode_return_mean")
+        lines.append(f"trial {t['trial_id']}: {t['format']}, {t['steps']} iterations (step '{step}' "
+                     f"{t['first_step']}..{t['last_step']}), {len(t['metrics'])} metrics, "
+                     f"final return {fmt(ret) if ret is not None else '-'}, health {score} "
+                     f"(worst {th['worst_severity']})")
+        if t["findings"]:
+            lines.append("  findings:")
+            for f in t["findings"]:
+                lines.append(f"    step {f['step']!s:>8}  {f['severity']:<8} {f['detector']:<20} {f['message']}")
+        else:
+            lines.append("  findings: none")
+        if t["ignored_keys"]:
+            lines.append(f"  ignored keys: {', '.join(t['ignored_keys'])}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _gib(b) -> str:
+    return f"{b / 2**30:.1f}" if isinstance(b, (int, float)) else "-"
+
+
+def _pct(x) -> str:
+    return f"{x:5.1f}" if isinstance(x, (int, float)) else "    -"
+
+
+def render_status(st: Mapping[str, Any]) -> str:
+    """``supervise status`` as text."""
+    nodes = st.get("nodes") or []
+    alive = sum(1 for n in nodes if n.get("alive"))
+    lines = [f"nodes: {len(nodes)} ({alive} alive)",
+             f"  {'NODE':<12}  {'ADDRESS':<15}  {'STATE':<5}  {'CPU%':>5}  {'MEM%':>5}  {'GPUS':>4}  HEALTH"]
+    for n in nodes:
+        ngpu = len(n.get("gpus") or []) or int((n.get("resources") or {}).get("GPU", 0) or 0)
+        note = "" if n.get("monitor") else "  (no monitor)"
+        lines.append(f"  {str(n.get('node_id'))[:12]:<12}  {str(n.get('address') or '-'):<15}  "
+                     f"{'alive' if n.get('alive') else 'DEAD':<5}  {_pct(n.get('cpu_percent'))}  "
+                     f"{_pct(n.get('memory_percent'))}  {ngpu:>4}  {n.get('health') or '-'}{note}")
+        for g in n.get("gpus") or []:
+            util = f"{g['utilization']:.0f}%" if isinstance(g.get("utilization"), (int, float)) else "-"
+            temp = f"{g['temperature']:.0f}C" if isinstance(g.get("temperature"), (int, float)) else "-"
+            lines.append(f"      gpu {g.get('index')} {g.get('name') or ''}: util {util}, memory "
+                         f"{_gib(g.get('memory_used'))}/{_gib(g.get('memory_total'))} GiB, {temp}")
+    trials = st.get("trials") or []
+    lines.append(f"trials: {len(trials)}")
+    if trials:
+        lines.append(f"  {'TRIAL':<28}  {'STATUS':<10}  {'ITER':>5}  {'HEALTH':>6}  {'WORST':<8}  NODE")
+        for t in trials:
+            h = t.get("health") or {}
+            score = f"{h['score']:.2f}" if isinstance(h.get("score"), (int, float)) else "-"
+            lines.append(f"  {str(t.get('trial_id'))[:28]:<28}  {str(t.get('status')):<10}  "
+                         f"{t.get('iteration') if t.get('iteration') is not None else '-':>5}  {score:>6}  "
+                         f"{str(h.get('worst_severity') or '-'):<8}  {str(t.get('node_id') or '-')[:12]}")
+    finds = st.get("findings") or []
+    if finds:
+        lines.append("recent cluster findings:")
+        for f in finds[-10:]:
+            lines.append(f"  {f.get('severity', ''):<8} {f.get('detector', ''):<16} {f.get('message', '')}")
+    return "\n".join(lines) + "\n"
