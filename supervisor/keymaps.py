@@ -102,6 +102,10 @@ STEP_KEYS = ("step", "global_step", "training_iteration", "_step", "iteration", 
 
 # No episode finished yet: RLlib (both stacks) and SB3 report these as NaN. "No data", never a fault.
 EPISODE_STATS = ("episode_return_mean", "episode_return_max", "episode_return_min", "episode_len_mean")
+# ... except when the "return" is an RLHF reward (TRL, RLDK): every step scores completions, so a NaN
+# there is a reward model or function producing NaN, which is evidence.
+RLHF_REWARD_KEYS = frozenset(("reward", "rewards", "reward_mean", "scores", "mean_scores", "rlhf_reward",
+                              "max_scores", "min_scores"))
 
 _RLLIB_ROOTS = ("learners", "env_runners", "fault_tolerance", "timers")
 
@@ -194,7 +198,8 @@ def map_keys(flat: Mapping[str, Any], nested: Mapping | None = None,
     RLlib result dicts go through :func:`normalize_result` first; the alias
     table then fills what is still missing (old API stack, other loggers).
     NaN episode statistics are dropped (no episode finished: no data) and
-    their names appended to ``dropped`` when given.
+    their names appended to ``dropped`` when given; not a NaN RLHF reward
+    (:data:`RLHF_REWARD_KEYS`), which is evidence.
     """
     metrics: dict[str, float] = {}
     handled: set[str] = set()
@@ -205,7 +210,7 @@ def map_keys(flat: Mapping[str, Any], nested: Mapping | None = None,
         # what normalize_result read (or deliberately dropped: a NaN return with no episode) is settled
         handled = {name for name, path in RESULT_PATHS.items() if path.format(m=mid) in flat}
         handled.update(path.format(m=mid) for path in RESULT_PATHS.values())  # its keys are not "ignored"
-    best: dict[str, tuple[int, float]] = {}
+    best: dict[str, tuple[int, float, str]] = {}
     ignored: list[str] = []
     steps = set(STEP_KEYS)
     for key, raw in flat.items():
@@ -223,11 +228,12 @@ def map_keys(flat: Mapping[str, Any], nested: Mapping | None = None,
         if name in metrics or name in handled:
             continue
         if name not in best or rank < best[name][0]:
-            best[name] = (rank, -v if neg else v)
-    for name, (_, v) in best.items():
+            best[name] = (rank, -v if neg else v, key)
+    for name, (_, v, _) in best.items():
         metrics[name] = v
     for name in EPISODE_STATS:
-        if name in metrics and math.isnan(metrics[name]):
+        src = best.get(name, (0, 0.0, ""))[2].lower().rsplit("/", 1)[-1]
+        if name in metrics and math.isnan(metrics[name]) and src not in RLHF_REWARD_KEYS:
             del metrics[name]
             if dropped is not None:
                 dropped.append(name)
@@ -238,7 +244,8 @@ def normalize_keys(record: Mapping[str, Any]) -> dict[str, float]:
     """One logged record (flat or nested, any of the loggers above) -> ``{normalized name: float}``.
 
     Unknown keys and step counters are left out; NaN/inf stay (evidence),
-    except NaN episode statistics (no episode finished yet: no data).
+    except NaN episode statistics (no episode finished yet: no data; an RLHF
+    reward's NaN stays).
     """
     if not isinstance(record, Mapping):
         raise TypeError(f"normalize_keys expects a mapping, got {type(record).__name__}")

@@ -137,15 +137,16 @@ def _build(trial_id: str, source: str, fmt: str, records: Iterable[tuple[dict, d
         (k for k in ignored if k not in STEP_KEYS and k not in mapped), _MAX_IGNORED)
     where = f"step '{key}'" if key else "the line index"
     if merged:
-        log.warnings.append(f"{merged} rows repeat the {where} value of the row before them: merged into "
-                            f"one iteration each (later values win)")
+        rows = "1 row repeats" if merged == 1 else f"{merged} rows repeat"
+        log.warnings.append(f"{rows} the {where} value of the row before: merged into one iteration each "
+                            f"(later values win)")
     if backwards:
         row, before, after = first_back
         log.warnings.append(f"{where} goes backwards {backwards} time(s), first at row {row} ({before} -> {after}): "
                             f"several runs appended to one log? judged in file order as one run")
     if no_episode:
-        log.notes.append(f"{no_episode} rows had NaN episode returns (no episode finished yet): no data, "
-                         f"not judged")
+        rows = "1 row has" if no_episode == 1 else f"{no_episode} rows have"
+        log.notes.append(f"{rows} NaN episode returns (no episode finished yet): no data, not judged")
     if not log.metrics:
         seen = sorted({k for flat in flats for k in flat})
         log.error = f"no known metric keys (saw: {', '.join(seen[:8])}{', ...' if len(seen) > 8 else ''})"

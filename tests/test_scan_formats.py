@@ -224,8 +224,8 @@ def test_hf_sft_trainer_state_merges_train_and_eval_at_one_step():
     assert (t["format"], t["source_kind"], t["step_key"]) == ("trainer_state.json", "hf-trainer-state", "step")
     assert repeats >= 1 and t["steps"] == len(steps) - repeats
     assert [w for w in t["warnings"] if "repeat" in w] == [
-        f"{repeats} rows repeat the step 'step' value of the row before them: merged into one iteration each "
-        f"(later values win)"]
+        f"{repeats} row{' repeats' if repeats == 1 else 's repeat'} the step 'step' value of the row before: "
+        f"merged into one iteration each (later values win)"]
     log = load(path)[1][0]
     at = log.steps.index(next(s for s, n in zip(steps, steps[1:]) if s == n))
     assert {"total_loss", "grad_norm", "lr", "eval_loss"} <= set(log.metrics[at])
@@ -287,6 +287,11 @@ def test_normalize_keys_on_library_records():
         "entropy": 0.6, "approx_kl": 0.02, "episode_return_mean": 9.0}
     assert normalize_keys({"objective/kl": 0.3, "ppo/loss/total": float("nan")})["kl"] == 0.3
     assert math.isnan(normalize_keys({"ppo/loss/total": float("nan")})["total_loss"])  # NaN loss is evidence
+    # an RLHF reward is scored every step: its NaN is a broken reward function, not "no episode yet"
+    for key in ("reward", "objective/rlhf_reward", "ppo/mean_scores", "reward_mean"):
+        assert math.isnan(normalize_keys({key: float("nan")})["episode_return_mean"]), key
+    for key in ("episode_reward_mean", "rollout/ep_rew_mean", "charts/episodic_return", "eprewmean"):
+        assert normalize_keys({key: float("nan"), "kl": 0.1}) == {"kl": 0.1}, key
     with pytest.raises(TypeError):
         normalize_keys([1, 2])
 
@@ -306,7 +311,7 @@ def test_steps_going_backwards_and_repeating_are_warned_once(tmp_path):
     t = scan(p)["trials"][0]
     assert t["steps"] == 6
     assert t["warnings"] == [
-        "2 rows repeat the step 'step' value of the row before them: merged into one iteration each "
+        "2 rows repeat the step 'step' value of the row before: merged into one iteration each "
         "(later values win)",
         "step 'step' goes backwards 1 time(s), first at row 6 (3 -> 1): several runs appended to one log? "
         "judged in file order as one run"]
