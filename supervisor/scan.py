@@ -1,31 +1,37 @@
 """``supervise scan``: offline forensics of training logs nobody supervised.
 
 Reads what trainers already write, maps it onto the normalized metric names
-of :mod:`supervisor.metrics`, and runs the very detectors the live supervisor
-runs (judge each iteration against the history before it, then append it).
-Findings are reported at the log's own step numbers.
+of :mod:`supervisor.metrics` (through :mod:`supervisor.keymaps`), and runs
+the very detectors the live supervisor runs (judge each iteration against
+the history before it, then append it). Findings are reported at the log's
+own step numbers.
 
 Inputs (:func:`load`):
 
 * a Ray Tune experiment folder: every trial folder below it with a
-  ``result.json`` (preferred) or a ``progress.csv``; a folder with neither
-  but with ``*.jsonl`` files is scanned file by file;
+  ``result.json`` (preferred) or a ``progress.csv``; a folder with neither is
+  scanned file by file (``*.jsonl``, ``*monitor.csv``, ``trainer_state.json``:
+  for Hugging Face ``checkpoint-N`` folders, the latest one's);
 * a ``result.json``: one RLlib result dict per line (new API stack via
-  :func:`supervisor.metrics.normalize_result`; old API stack keys through the
-  alias table);
-* a ``progress.csv``: Tune's flattened columns (``env_runners/episode_return_mean``,
-  ``learners/default_policy/entropy``), or any CSV whose columns the alias
-  table knows (Stable-Baselines3 writes one too);
-* a JSONL file of one metrics object per line, as TRL-, CleanRL-, RLDK- or
-  Stable-Baselines3-style loggers write them (also a JSON array of such
-  objects, and a Hugging Face ``trainer_state.json``'s ``log_history``).
+  :func:`supervisor.metrics.normalize_result`; old API stack ``info/learner/...``
+  and ``episode_reward_*`` keys through the alias table);
+* a ``progress.csv`` or any CSV whose columns the alias table knows: Tune's
+  flattened columns, Stable-Baselines3 (``rollout/ep_rew_mean``,
+  ``train/approx_kl``, ``time/total_timesteps``), OpenAI baselines
+  (``eprewmean``, ``approxkl``, ``nupdates``, ``total_timesteps``);
+* a ``monitor.csv`` (SB3 / baselines ``Monitor``): per-episode rows, grouped
+  10 episodes to an iteration (:mod:`supervisor.logformats`);
+* a JSONL file of one metrics object per line (TRL, CleanRL, SB3 JSON
+  output...), RLDK's event stream (one ``{"step", "name", "value"}`` per
+  line, pivoted per step), a JSON array of metric objects, or a Hugging Face
+  ``trainer_state.json`` (its ``log_history``).
 
-Keys are matched case-insensitively on their flattened form (nested objects
-joined with ``/``): first exactly against :data:`ALIASES`, then with one
-common prefix (:data:`PREFIXES`, e.g. ``train/``, ``losses/``, ``charts/``)
-stripped. Unknown keys are ignored (the scan lists a few of them). Step:
-the first of :data:`STEP_KEYS` the log has, else the line index.
-Consecutive lines with the same step are merged into one iteration.
+Step: the first of :data:`~supervisor.keymaps.STEP_KEYS` the log has, else
+the line index. Consecutive rows with the same step are merged into one
+iteration (a Trainer's train and eval entries at one step), a step that goes
+backwards is judged in file order (several runs appended to one file), and
+either is reported once per log as a warning. NaN episode returns (no
+episode finished yet: every RLlib log starts so) are dropped, never judged.
 """
 
 from __future__ import annotations
@@ -41,177 +47,17 @@ from typing import Any, Iterable, Mapping
 
 from supervisor.errors import InputError
 from supervisor.jsonsafe import json_safe
-from supervisor.metrics import RESULT_PATHS, module_id_of, normalize_result
+from supervisor.keymaps import (ALIASES, PREFIXES, STEP_KEYS, flatten, is_rllib, lookup, map_keys, number,
+                                rank_ignored, unflatten)
+from supervisor.logformats import (is_event_stream, is_monitor, pivot_events, read_monitor, source_kind,
+                                   trainer_state_history)
 
-# The step column, best first; without any, the line index.
-STEP_KEYS = ("step", "global_step", "training_iteration", "_step", "iteration", "train/global_step",
-             "time/total_timesteps")
+__all__ = ["ALIASES", "PREFIXES", "STEP_KEYS", "Log", "analyze", "flatten", "load", "load_file", "lookup",
+           "map_record", "number", "scan", "unflatten"]
 
-# normalized name -> the keys that mean it, best first (lowercase; matched on the flattened key
-# as is, then with one PREFIXES prefix stripped). A leading "-" negates the value
-# (Stable-Baselines3 logs ``train/entropy_loss`` = -entropy).
-ALIASES: dict[str, tuple[str, ...]] = {
-    "episode_return_mean": ("episode_return_mean", "episode_reward_mean", "episodic_return", "ep_rew_mean",
-                            "reward_mean", "mean_reward", "return_mean", "mean_return", "episode_return",
-                            "ep_return", "mean_scores", "scores", "rlhf_reward", "reward"),
-    "episode_return_max": ("episode_return_max", "episode_reward_max", "reward_max", "return_max"),
-    "episode_return_min": ("episode_return_min", "episode_reward_min", "reward_min", "return_min"),
-    "episode_len_mean": ("episode_len_mean", "episodic_length", "ep_len_mean", "episode_length_mean",
-                         "episode_length"),
-    "total_loss": ("total_loss", "loss", "ppo/loss/total", "loss/total"),
-    "policy_loss": ("policy_loss", "pg_loss", "policy_gradient_loss", "actor_loss", "ppo/loss/policy",
-                    "loss/policy_avg", "loss/policy"),
-    "vf_loss": ("vf_loss", "value_loss", "critic_loss", "v_loss", "value_function_loss", "ppo/loss/value",
-                "loss/value_avg", "loss/value"),
-    "vf_loss_unclipped": ("vf_loss_unclipped",),
-    "entropy": ("entropy", "policy_entropy", "entropy_mean", "ent", "ppo/policy/entropy", "policy/entropy_avg",
-                "policy/entropy", "-train/entropy_loss"),
-    "kl": ("kl", "mean_kl", "kl_mean", "mean_kl_loss", "kl_divergence", "kl_div", "ppo/mean_kl"),
-    "approx_kl": ("approx_kl", "approxkl", "ppo/policy/approxkl", "policy/approxkl_avg", "policy/approx_kl"),
-    "clip_fraction": ("clip_fraction", "clipfrac", "clip_frac", "ppo/policy/clipfrac", "policy/clipfrac_avg",
-                      "policy/clipfrac"),
-    "kl_coeff": ("kl_coeff", "kl_coef", "curr_kl_coeff", "cur_kl_coeff", "kl_ctl_value", "kl_ctl"),
-    "entropy_coeff": ("entropy_coeff", "ent_coef", "entropy_coef", "curr_entropy_coeff"),
-    "lr": ("lr", "learning_rate", "cur_lr", "default_optimizer_learning_rate", "ppo/learning_rate"),
-    "grad_norm": ("grad_norm", "gradient_norm", "global_grad_norm", "grad_gnorm", "total_grad_norm",
-                  "gradients_default_optimizer_global_norm"),
-    "grad_norm_max": ("grad_norm_max", "sup_grad_norm_max"),
-    "grad_norm_mean": ("grad_norm_mean", "sup_grad_norm_mean"),
-    "grad_norm_policy": ("grad_norm_policy", "policy_grad_norm", "actor_grad_norm", "sup_grad_norm_policy"),
-    "grad_norm_value": ("grad_norm_value", "value_grad_norm", "critic_grad_norm", "sup_grad_norm_value"),
-    "explained_variance": ("explained_variance", "explained_var", "vf_explained_var", "ppo/val/var_explained",
-                           "val/var_explained"),
-    "advantage_mean": ("advantage_mean", "advantages_mean", "adv_mean", "ppo/policy/advantages_mean",
-                       "advantages/mean", "sup_advantage_mean"),
-    "advantage_std": ("advantage_std", "advantages_std", "adv_std", "ppo/policy/advantages_std", "advantages/std",
-                      "sup_advantage_std"),
-    "advantage_skew": ("advantage_skew", "sup_advantage_skew"),
-    "advantage_kurtosis": ("advantage_kurtosis", "sup_advantage_kurtosis"),
-    "value_target_scale": ("value_target_scale", "sup_value_target_scale"),
-    "time_this_iter_s": ("time_this_iter_s",),
-}
-
-# One of these is stripped before a second lookup ("losses/approx_kl" -> "approx_kl").
-PREFIXES = ("train/", "training/", "trainer/", "losses/", "charts/", "objective/", "ppo/", "rollout/", "metrics/",
-            "learner/", "stats/", "env/", "env_runners/", "sampler_results/")
-# RLlib's per-module prefixes (new and old API stack), stripped the same way.
-_MODULE_PREFIX = re.compile(r"^(?:info/learner/[^/]+/learner_stats/|info/learner/[^/]+/|learners/[^/]+/)")
-
-_LOOKUP: dict[str, tuple[str, int, bool]] = {}
-for _name, _keys in ALIASES.items():
-    for _i, _k in enumerate(_keys):
-        _neg = _k.startswith("-")
-        _LOOKUP.setdefault(_k.lstrip("-"), (_name, _i, _neg))
-
-_RLLIB_ROOTS = ("learners", "env_runners", "fault_tolerance", "timers")
 _MAX_IGNORED = 20
 
-
-def lookup(key: str) -> tuple[str, int, bool] | None:
-    """The normalized name a log key means: ``(name, rank, negate)``, or None for an unknown key."""
-    k = key.strip().lower()
-    hit = _LOOKUP.get(k)
-    if hit is not None:
-        return hit
-    m = _MODULE_PREFIX.match(k)
-    if m:
-        hit = _LOOKUP.get(k[m.end():])
-        if hit is not None:
-            return hit[0], hit[1] + 100, hit[2]
-    for p in PREFIXES:
-        if k.startswith(p):
-            hit = _LOOKUP.get(k[len(p):])
-            if hit is not None:
-                return hit[0], hit[1] + 100, hit[2]
-    return None
-
-
-def number(x: Any) -> float | None:
-    """A log value as float (NaN and inf kept: they are evidence), or None if it is not a number."""
-    if x is None or isinstance(x, bool):
-        return None
-    if isinstance(x, (int, float)):
-        return float(x)
-    if isinstance(x, str):
-        s = x.strip().lower()
-        if not s or len(s) > 40:
-            return None
-        try:
-            return float(s)  # "nan", "inf", "-inf", "infinity", "1e-3"
-        except ValueError:
-            return None
-    try:
-        return float(x)  # numpy scalars
-    except (TypeError, ValueError):
-        return None
-
-
-def flatten(obj: Mapping, prefix: str = "", out: dict | None = None) -> dict[str, Any]:
-    out = {} if out is None else out
-    for k, v in obj.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            flatten(v, key + "/", out)
-        else:
-            out[key] = v
-    return out
-
-
-def unflatten(flat: Mapping[str, Any]) -> dict:
-    out: dict = {}
-    for key, v in flat.items():
-        parts = str(key).split("/")
-        node = out
-        for p in parts[:-1]:
-            nxt = node.get(p)
-            if not isinstance(nxt, dict):
-                nxt = node[p] = {}
-            node = nxt
-        node[parts[-1]] = v
-    return out
-
-
-def _is_rllib(flat: Mapping[str, Any]) -> bool:
-    return any(str(k).split("/", 1)[0] in _RLLIB_ROOTS for k in flat)
-
-
-def map_record(flat: Mapping[str, Any], nested: Mapping | None = None) -> tuple[dict[str, float], list[str]]:
-    """One flattened log record -> (normalized metrics, keys that meant nothing to us).
-
-    RLlib result dicts go through :func:`normalize_result` first; the alias
-    table then fills what is still missing (old API stack, other loggers).
-    """
-    metrics: dict[str, float] = {}
-    rllib = _is_rllib(flat)
-    handled: set[str] = set()
-    if rllib:
-        result = nested if nested is not None else unflatten(flat)
-        metrics.update(normalize_result(result, "scan")["metrics"])
-        mid = module_id_of(result)
-        # what normalize_result read (or deliberately dropped: a NaN return with no episode) is settled
-        handled = {name for name, path in RESULT_PATHS.items() if path.format(m=mid) in flat}
-    best: dict[str, tuple[int, float]] = {}
-    ignored: list[str] = []
-    steps = set(STEP_KEYS)
-    for key, raw in flat.items():
-        if key in steps:
-            continue
-        v = number(raw)
-        if v is None:
-            continue
-        hit = lookup(key)
-        if hit is None:
-            if not rllib:
-                ignored.append(key)
-            continue
-        name, rank, neg = hit
-        if name in metrics or name in handled:
-            continue
-        if name not in best or rank < best[name][0]:
-            best[name] = (rank, -v if neg else v)
-    for name, (_, v) in best.items():
-        metrics[name] = v
-    return metrics, ignored
+map_record = map_keys  # the name this module used before the maps moved to supervisor.keymaps
 
 
 # --------------------------------------------------------------------------------------- loading
@@ -229,6 +75,11 @@ class Log:
     metrics: list[dict[str, float]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     error: str | None = None
+    source_kind: str = "generic"
+    ignored_more: int = 0    # ignored keys beyond those listed
+    ignored_config: int = 0  # config/* and other hyperparameter keys (counted, never listed)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def names(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -244,33 +95,61 @@ def _step_value(x: Any):
     return int(v) if v == int(v) else v
 
 
-def _build(trial_id: str, source: str, fmt: str, records: Iterable[tuple[dict, dict | None]]) -> Log:
+def _build(trial_id: str, source: str, fmt: str, records: Iterable[tuple[dict, dict | None]],
+           kind: str | None = None) -> Log:
     """Records (flattened, nested-or-None) -> a Log: map keys, pick the step, merge same-step lines."""
     records = list(records)
     log = Log(trial_id, source, fmt)
     if not records:
         log.error = "no records (empty log)"
         return log
-    key = next((k for k in STEP_KEYS if any(k in flat for flat, _ in records)), None)
+    flats = [flat for flat, _ in records]
+    log.source_kind = kind or source_kind(fmt, flats)
+    key = next((k for k in STEP_KEYS if any(k in flat for flat in flats)), None)
     log.step_key = key
     ignored: dict[str, None] = {}
+    mapped: set[str] = set()
+    dropped: list[str] = []
+    no_episode = 0
+    merged = backwards = 0
+    first_back = None
     prev = None
     for i, (flat, nested) in enumerate(records):
         step = _step_value(flat.get(key)) if key else None
         if step is None:
             step = prev if (key and prev is not None) else i
-        m, ign = map_record(flat, nested)
+        n_dropped = len(dropped)
+        m, ign = map_keys(flat, nested, dropped)
+        no_episode += len(dropped) > n_dropped
         ignored.update(dict.fromkeys(ign))
+        mapped.update(k for k in flat if k not in ign)
         if log.steps and step == log.steps[-1]:
+            merged += 1
             log.metrics[-1].update(m)  # one iteration logged over several lines
         elif m:
+            if log.steps and isinstance(step, (int, float)) and step < log.steps[-1]:
+                backwards += 1
+                first_back = first_back or (i + 1, log.steps[-1], step)
             log.steps.append(step)
             log.metrics.append(m)
         prev = step
     # keys that never mapped anywhere (a key mapped in one line is not "ignored")
-    log.ignored = sorted(k for k in ignored if k not in STEP_KEYS)[:_MAX_IGNORED]
+    log.ignored, log.ignored_more, log.ignored_config = rank_ignored(
+        (k for k in ignored if k not in STEP_KEYS and k not in mapped), _MAX_IGNORED)
+    where = f"step '{key}'" if key else "the line index"
+    if merged:
+        rows = "1 row repeats" if merged == 1 else f"{merged} rows repeat"
+        log.warnings.append(f"{rows} the {where} value of the row before: merged into one iteration each "
+                            f"(later values win)")
+    if backwards:
+        row, before, after = first_back
+        log.warnings.append(f"{where} goes backwards {backwards} time(s), first at row {row} ({before} -> {after}): "
+                            f"several runs appended to one log? judged in file order as one run")
+    if no_episode:
+        rows = "1 row has" if no_episode == 1 else f"{no_episode} rows have"
+        log.notes.append(f"{rows} NaN episode returns (no episode finished yet): no data, not judged")
     if not log.metrics:
-        seen = sorted({k for flat, _ in records for k in flat})
+        seen = sorted({k for flat in flats for k in flat})
         log.error = f"no known metric keys (saw: {', '.join(seen[:8])}{', ...' if len(seen) > 8 else ''})"
     return log
 
@@ -303,7 +182,8 @@ def _json_lines(path: Path, text: str) -> list[dict]:
     return out
 
 
-def _json_records(path: Path, text: str) -> list[dict]:
+def _json_records(path: Path, text: str) -> tuple[list[dict], bool]:
+    """JSON text -> (metric objects, whether it was a Hugging Face trainer_state.json)."""
     s = text.lstrip()
     if s.startswith("["):
         try:
@@ -312,18 +192,18 @@ def _json_records(path: Path, text: str) -> list[dict]:
             raise InputError(str(path), None, f"not valid JSON ({e.msg} at line {e.lineno})") from None
         if not all(isinstance(r, dict) for r in data):
             raise InputError(str(path), None, "a JSON array of metric objects must hold only objects")
-        return data
+        return data, False
     if s.startswith("{") and "\n" in s.strip():
-        try:  # one pretty-printed document, e.g. Hugging Face trainer_state.json
+        hist = trainer_state_history(s)
+        if hist is not None:
+            return hist, True
+        try:  # one pretty-printed document
             data = json.loads(s)
         except json.JSONDecodeError:
             data = None
         if isinstance(data, dict):
-            hist = data.get("log_history")
-            if isinstance(hist, list) and all(isinstance(r, dict) for r in hist):
-                return hist
-            return [data]
-    return _json_lines(path, text)
+            return [data], False
+    return _json_lines(path, text), False
 
 
 def _csv_records(path: Path, text: str) -> list[dict]:
@@ -341,6 +221,8 @@ def _csv_records(path: Path, text: str) -> list[dict]:
 
 
 def _kind(path: Path, text: str) -> str:
+    if is_monitor(text):
+        return "monitor"
     name = path.name.lower()
     if name.endswith(".csv"):
         return "csv"
@@ -361,20 +243,56 @@ def load_file(path: Path, trial_id: str | None = None) -> Log:
         log.error = "empty file"
         return log
     kind = _kind(path, text)
+    if kind == "monitor":
+        recs = read_monitor(path, text)
+        if not recs:
+            log = Log(trial_id or path.name, str(path), "monitor.csv")
+            log.error = "no episodes in this monitor.csv (no finished episode yet)"
+            return log
+        return _build(trial_id or path.name, str(path), "monitor.csv", ((r, None) for r in recs))
     if kind == "csv":
         rows = _csv_records(path, text)
         tune = path.name == "progress.csv"
         tid = trial_id or (path.parent.name if tune else path.stem)
         return _build(tid, str(path), "progress.csv" if tune else "csv", ((r, None) for r in rows))
     if kind == "json":
-        objs = _json_records(path, text)
+        objs, trainer_state = _json_records(path, text)
+        if trainer_state:
+            tid = trial_id or path.parent.name
+            return _build(tid, str(path), "trainer_state.json", ((flatten(o), o) for o in objs))
+        if is_event_stream(objs):
+            recs, dup, runs = pivot_events(path, objs)
+            log = _build(trial_id or path.stem, str(path), "rldk-events", ((r, None) for r in recs))
+            if dup:
+                log.warnings.append(f"{dup} events repeat a name already logged at their step: the last value wins")
+            if runs > 1:
+                log.warnings.append(f"{runs} run_ids in one event stream: judged as one run")
+            return log
         flats = [flatten(o) for o in objs]
-        rllib = any(_is_rllib(f) for f in flats[:5])
+        rllib = any(is_rllib(f) for f in flats[:5])
         fmt = "result.json" if path.name == "result.json" or rllib else "jsonl"
         tid = trial_id or (path.parent.name if path.name == "result.json" else path.stem)
         return _build(tid, str(path), fmt, zip(flats, objs))
-    raise InputError(str(path), None, "unrecognized format: expected a Tune folder, result.json, progress.csv or "
-                                      "a JSONL file of metric objects")
+    raise InputError(str(path), None, "unrecognized format: expected a Tune folder, result.json, progress.csv, "
+                                      "monitor.csv, trainer_state.json or a JSONL file of metric objects")
+
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def _latest_trainer_states(paths: list[Path]) -> list[Path]:
+    """Each checkpoint-N/trainer_state.json repeats the history before it: keep the latest per run."""
+    best: dict[Path, tuple[int, Path]] = {}
+    out = []
+    for p in paths:
+        m = _CHECKPOINT.match(p.parent.name)
+        if m is None:
+            out.append(p)
+            continue
+        n = int(m.group(1))
+        if p.parent.parent not in best or n > best[p.parent.parent][0]:
+            best[p.parent.parent] = (n, p)
+    return sorted(out + [p for _, p in best.values()])
 
 
 def _discover(root: Path) -> list[tuple[str, list[Path]]]:
@@ -387,8 +305,9 @@ def _discover(root: Path) -> list[tuple[str, list[Path]]]:
     if by_dir:
         return [(d.relative_to(root).as_posix() if d != root else root.name, files)
                 for d, files in sorted(by_dir.items())]
-    files = sorted(p for pat in ("*.jsonl", "*.ndjson") for p in root.rglob(pat) if p.is_file())
-    return [(p.relative_to(root).as_posix(), [p]) for p in files]
+    files = sorted(p for pat in ("*.jsonl", "*.ndjson", "*monitor.csv") for p in root.rglob(pat) if p.is_file())
+    files += _latest_trainer_states([p for p in root.rglob("trainer_state.json") if p.is_file()])
+    return [(p.relative_to(root).as_posix(), [p]) for p in sorted(files)]
 
 
 def load(path: str | Path) -> tuple[str, list[Log]]:
@@ -400,7 +319,8 @@ def load(path: str | Path) -> tuple[str, list[Log]]:
         trials = _discover(p)
         if not trials:
             hint = " (a supervised run folder: use 'supervise report')" if (p / "supervisor.db").exists() else ""
-            raise InputError(str(path), None, f"no result.json, progress.csv or *.jsonl found below it{hint}")
+            raise InputError(str(path), None, "no result.json, progress.csv, *.jsonl, monitor.csv or "
+                                              f"trainer_state.json found below it{hint}")
         logs = []
         for tid, files in trials:
             log = None
@@ -439,7 +359,9 @@ def analyze(log: Log, overrides: Mapping | None = None, profile: Mapping | None 
 
     out = {"trial_id": log.trial_id, "source": log.source, "format": log.format, "step_key": log.step_key,
            "steps": len(log.steps), "first_step": log.steps[0] if log.steps else None,
-           "last_step": log.steps[-1] if log.steps else None, "metrics": log.names(), "ignored_keys": log.ignored}
+           "last_step": log.steps[-1] if log.steps else None, "metrics": log.names(), "ignored_keys": log.ignored,
+           "source_kind": log.source_kind, "ignored_more": log.ignored_more, "ignored_config": log.ignored_config,
+           "warnings": log.warnings, "notes": log.notes}
     if log.error:
         out.update(error=log.error, findings=[], health={"score": None, "worst_severity": "ok", "components": {},
                                                           "counts": {}}, final={})

@@ -56,7 +56,8 @@ def render_scan(res: dict) -> str:
         step = t["step_key"] or "line index"
         score = "-" if th["score"] is None else f"{th['score']:.2f}"
         ret = t["final"].get("episode_return_mean")
-        lines.append(f"trial {t['trial_id']}: {t['format']}, {t['steps']} iterations (step '{step}' "
+        lines.append(f"trial {t['trial_id']}: {t['format']} [{t.get('source_kind', 'generic')}], "
+                     f"{t['steps']} iterations (step '{step}' "
                      f"{t['first_step']}..{t['last_step']}), {len(t['metrics'])} metrics, "
                      f"final return {fmt(ret) if ret is not None else '-'}, health {score} "
                      f"(worst {th['worst_severity']})")
@@ -66,8 +67,15 @@ def render_scan(res: dict) -> str:
                 lines.append(f"    step {f['step']!s:>8}  {f['severity']:<8} {f['detector']:<20} {f['message']}")
         else:
             lines.append("  findings: none")
-        if t["ignored_keys"]:
-            lines.append(f"  ignored keys: {', '.join(t['ignored_keys'])}")
+        for w in t.get("warnings", ()):
+            lines.append(f"  warning: {w}")
+        for n in t.get("notes", ()):
+            lines.append(f"  note: {n}")
+        if t["ignored_keys"] or t.get("ignored_config"):
+            more = [f"{t['ignored_more']} more"] if t.get("ignored_more") else []
+            more += [f"{t['ignored_config']} config/hyperparameter keys"] if t.get("ignored_config") else []
+            tail = f" (+ {', '.join(more)})" if more else ""
+            lines.append(f"  ignored keys: {', '.join(t['ignored_keys'])}{tail}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
