@@ -210,6 +210,9 @@ def map_keys(flat: Mapping[str, Any], nested: Mapping | None = None,
         # what normalize_result read (or deliberately dropped: a NaN return with no episode) is settled
         handled = {name for name, path in RESULT_PATHS.items() if path.format(m=mid) in flat}
         handled.update(path.format(m=mid) for path in RESULT_PATHS.values())  # its keys are not "ignored"
+        if dropped is not None:  # normalize_result drops no-data NaNs itself: count them here
+            dropped.extend(n for n in EPISODE_STATS if n not in metrics and n in RESULT_PATHS
+                           and (v := number(flat.get(RESULT_PATHS[n].format(m=mid)))) is not None and math.isnan(v))
     best: dict[str, tuple[int, float, str]] = {}
     ignored: list[str] = []
     steps = set(STEP_KEYS)
