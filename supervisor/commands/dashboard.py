@@ -34,7 +34,7 @@ def run(args) -> int:
     if token is not None and not token.strip():
         raise InputError("--token", None, "must not be empty")
 
-    from supervisor.dashboard.data import Hub, LiveLink, RunView
+    from supervisor.dashboard.data import Hub, RunView
     from supervisor.dashboard.server import is_loopback, serve
 
     actor_call = None
@@ -51,6 +51,8 @@ def run(args) -> int:
         if not address:
             raise InputError("supervise dashboard", None,
                              "give --run RUN_DIR, or --address ADDR (or set RAY_ADDRESS) for a live supervisor")
+        from actors.live_link import LiveLink  # the Ray side, only for a live supervisor
+
         try:
             live = LiveLink(address)
         except Exception as e:
