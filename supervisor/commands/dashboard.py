@@ -51,9 +51,9 @@ def run(args) -> int:
         if not address:
             raise InputError("supervise dashboard", None,
                              "give --run RUN_DIR, or --address ADDR (or set RAY_ADDRESS) for a live supervisor")
-        from actors.live_link import LiveLink  # the Ray side, only for a live supervisor
-
         try:
+            from actors.live_link import LiveLink  # the Ray side, only for a live supervisor
+
             live = LiveLink(address)
         except Exception as e:
             print(f"supervise dashboard: cannot attach to Ray at {address}: {e.__class__.__name__}: {e}",
