@@ -2,7 +2,7 @@
 
 Every problem becomes one ``InputError`` naming the file, the dotted key and
 what is wrong. RLlib-specific checks (is this a PPOConfig key?) live on the
-Ray side, in ``actors/trainable.py``, because this package does not import Ray.
+Ray side, in ``actors/algo_config.py``, because this package does not import Ray.
 """
 
 from __future__ import annotations

@@ -40,13 +40,13 @@ def test_stability_stopper_stops_only_what_the_supervisor_asked():
 def test_combined_stop_keeps_the_file_conditions():
     from ray.tune.stopper import CombinedStopper
 
-    from actors.tune import ThresholdStopper, combine_stop, file_stop, stability_stopper_of
+    from actors.tune import StopRule, ThresholdStopper, combine_stop, stability_stopper_of
     from supervisor.config import Sweep
 
     sweep = Sweep.model_validate({"name": "s", "env": "CartPole-v1",
                                   "stop": {"iterations": 5, "episode_return_mean": 400}})
-    stop = file_stop(sweep)
-    assert stop == {"training_iteration": 5, "env_runners/episode_return_mean": 400}
+    stop = StopRule(sweep.stop)
+    assert stop.thresholds == {"training_iteration": 5, "env_runners/episode_return_mean": 400}
     c = combine_stop(stop)
     assert isinstance(c, CombinedStopper) and stability_stopper_of(c) is not None
     assert c("a", {"training_iteration": 5}) is True
@@ -55,6 +55,28 @@ def test_combined_stop_keeps_the_file_conditions():
     assert c("a", {"training_iteration": 2, "supervisor": {"stop": True}}) is True
     assert c.stop_all() is False
     assert ThresholdStopper({"x": 1})("a", {}) is False
+
+
+def test_one_stop_rule_for_the_single_run_and_the_sweep():
+    import numpy as np
+
+    from actors.tune import StopRule
+    from supervisor.config import StopConfig
+
+    rule = StopRule(StopConfig(timesteps=4000, time_s=60))
+    assert rule.reason({"training_iteration": 99}) is None  # no iterations limit in this file
+    assert rule.reason({"num_env_steps_sampled_lifetime": np.int64(4000)}) == "timesteps"  # numpy counts too
+    assert rule.reason({"num_env_steps_sampled_lifetime": 3999, "time_total_s": 61.0}) == "time_s"  # Tune's clock
+    # supervise run: the driver's wall time, not the (restarted) algorithm's own clock
+    assert rule.reason({"num_env_steps_sampled_lifetime": 10, "time_total_s": 61.0}, elapsed_s=5.0) is None
+    assert rule.reason({"num_env_steps_sampled_lifetime": 10, "time_total_s": 1.0}, elapsed_s=60.0) == "time_s"
+    assert rule("t", {"num_env_steps_sampled_lifetime": 5000}) is True
+    ret = StopRule(StopConfig(episode_return_mean=400, iterations=3))
+    assert ret.reason({"training_iteration": 1, "env_runners": {"episode_return_mean": 400.0}}) == \
+        "episode_return_mean"
+    assert ret.reason({"training_iteration": 3, "env_runners": {"episode_return_mean": float("nan")}}) == \
+        "iterations"
+    assert ret.reason({"training_iteration": 2, "env_runners": {"episode_return_mean": float("nan")}}) is None
 
 
 # ---------------------------------------------------------------------------
@@ -93,7 +115,10 @@ def test_driver_callback_statuses_and_exit_codes(monkeypatch):
     from actors.tune import SupervisorTuneCallback
 
     calls = []
-    cb = SupervisorTuneCallback("run", {"name": "n", "run_dir": "/tmp/x"}, quiet=True)
+    from actors.bootstrap import RunInfo
+    from supervisor.config import SupervisorConfig
+
+    cb = SupervisorTuneCallback(RunInfo("run", Path("/tmp/x"), "n", "sweep", SupervisorConfig()), quiet=True)
     monkeypatch.setattr(cb, "_call", lambda m, *a, **k: calls.append((m, *a)) or (a[2] if m == "finish_trial" else None))
     t = lambda tid: SimpleNamespace(trial_id=tid, config={}, checkpoint=None, error_file=None,
                                     get_pickled_error=lambda: RuntimeError("RestartRequested: supervisor asked"))

@@ -34,7 +34,7 @@ def run(args) -> int:
     if token is not None and not token.strip():
         raise InputError("--token", None, "must not be empty")
 
-    from supervisor.dashboard.data import Hub, LiveLink, RunView
+    from supervisor.dashboard.data import Hub, RunView
     from supervisor.dashboard.server import is_loopback, serve
 
     actor_call = None
@@ -52,6 +52,8 @@ def run(args) -> int:
             raise InputError("supervise dashboard", None,
                              "give --run RUN_DIR, or --address ADDR (or set RAY_ADDRESS) for a live supervisor")
         try:
+            from actors.live_link import LiveLink  # the Ray side, only for a live supervisor
+
             live = LiveLink(address)
         except Exception as e:
             print(f"supervise dashboard: cannot attach to Ray at {address}: {e.__class__.__name__}: {e}",

@@ -1,6 +1,7 @@
 """``supervise status``: live health of a running cluster: nodes, GPUs, trials.
 
-Attaches to the cluster at ``--address`` (its GCS address host:port; else
+Checks the address here, then (``actors/status.py``, the Ray side) attaches
+to the cluster at ``--address`` (its GCS address host:port; else
 ``RAY_ADDRESS`` unless that is a dashboard http:// address, else the cluster
 this machine belongs to, as ``ray status`` finds it), finds the
 supervisor actor and asks it for its view; ``ray.nodes()`` adds every node
@@ -65,51 +66,20 @@ def run(args) -> int:
         if why:
             return _fail(f"no Ray cluster at {address} ({why})", NO_CLUSTER_EXIT)
 
-    import logging
+    from actors.status import NoCluster, NoSupervisor, gather  # the Ray side, only once the address is good
 
-    import ray
-
-    from supervisor.cluster import build_status
-    from supervisor.report import render_json
-    from supervisor.report.text import render_status
-
-    if not ray.is_initialized():
-        try:
-            ray.init(address=address, namespace="rl_supervisor", log_to_driver=False,
-                     logging_level=logging.ERROR, configure_logging=False)
-        except Exception as e:
-            hint = ""
-            if os.environ.get("RAY_AUTH_MODE") != "token" and os.path.exists(os.path.expanduser("~/.ray/auth_token")):
-                hint = " (if the cluster uses token auth, export RAY_AUTH_MODE=token)"
-            first = (str(e).strip().splitlines() or [e.__class__.__name__])[0]
-            return _fail(f"cannot attach to a Ray cluster at {address}: {first}{hint}", NO_CLUSTER_EXIT)
-
-    from actors.supervisor_actor import find_supervisor
-
-    ray_nodes = ray.nodes()
-    sup = find_supervisor()
-    if sup is None:
-        return _fail(f"no supervisor running on the cluster at {address} (start one with `supervise run` or "
-                     "`supervise sweep` against it)", NO_SUPERVISOR_EXIT)
-    view: dict = {}
     try:
-        view = ray.get(sup.cluster_status.remote(), timeout=args.timeout)
-    except AttributeError:  # an older supervisor without a cluster watch
-        pass
-    except Exception as e:
-        return _fail(f"the supervisor did not answer within {args.timeout:g} s ({e.__class__.__name__})",
-                     NO_SUPERVISOR_EXIT)
-    trials = view.get("trials")
-    if trials is None:
-        try:
-            trials = ray.get(sup.snapshot.remote(), timeout=args.timeout).get("trials", [])
-        except Exception:
-            trials = []
-    st = build_status(ray_nodes, view.get("nodes"), trials)
-    st["findings"] = view.get("findings", [])
-    st["supervisor_node_id"] = view.get("supervisor_node_id")
+        st = gather(address, args.timeout)
+    except NoCluster as e:
+        return _fail(str(e), NO_CLUSTER_EXIT)
+    except NoSupervisor as e:
+        return _fail(str(e), NO_SUPERVISOR_EXIT)
     if args.format == "json":
+        from supervisor.report import render_json
+
         print(render_json(st), end="")
     else:
+        from supervisor.report.text import render_status
+
         print(render_status(st), end="")
     return 0

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from supervisor.jsonsafe import js_name, json_safe
 from supervisor.store import Store, loads
@@ -234,63 +234,18 @@ class RunView:
         return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
-class LiveLink:
-    """The live supervisor: the named actor's snapshot(), Ray's node table, and request_action()."""
+class LiveSource(Protocol):
+    """What live mode reads; ``actors.live_link.LiveLink`` (the Ray side) provides it for a running supervisor."""
 
-    def __init__(self, address: str | None):
-        import ray
+    def snapshot(self) -> dict | None: ...
 
-        from actors.supervisor_actor import NAMESPACE
-
-        self.ray = ray
-        if not ray.is_initialized():
-            ray.init(address=address or "auto", namespace=NAMESPACE, log_to_driver=False,
-                     logging_level=logging.WARNING)
-        self.address = address or "auto"
-        self._actor = None
-
-    def actor(self):
-        if self._actor is None:
-            from actors.supervisor_actor import find_supervisor
-
-            self._actor = find_supervisor()
-        return self._actor
-
-    def snapshot(self) -> dict | None:
-        a = self.actor()
-        if a is None:
-            return None
-        try:
-            return self.ray.get(a.snapshot.remote(), timeout=5)
-        except Exception as e:  # dead, restarting: try to find it again next tick
-            log.warning("supervisor snapshot failed: %s", e)
-            self._actor = None
-            return None
-
-    def ray_nodes(self) -> list[dict]:
-        out = []
-        try:
-            for n in self.ray.nodes():
-                res = n.get("Resources") or {}
-                out.append({"node_id": n.get("NodeID"), "address": n.get("NodeManagerAddress"),
-                            "alive": bool(n.get("Alive")), "last_seen": None,
-                            "info": {"cpus": res.get("CPU"), "gpus_total": res.get("GPU"),
-                                     "head": "node:__internal_head__" in res, "source": "ray"}})
-        except Exception as e:
-            log.warning("ray.nodes() failed: %s", e)
-        return out
-
-    def request_action(self, trial_id: str, action: str, params: dict, reason: str) -> bool:
-        a = self.actor()
-        if a is None:
-            raise RuntimeError("no supervisor actor on this cluster")
-        return bool(self.ray.get(a.request_action.remote(trial_id, action, params, reason), timeout=10))
+    def ray_nodes(self) -> list[dict]: ...
 
 
 class Hub:
     """Merges the views, diffs the merged lists, logs events for SSE clients."""
 
-    def __init__(self, mode: str, source: str, views: list[RunView] | None = None, live: LiveLink | None = None,
+    def __init__(self, mode: str, source: str, views: list[RunView] | None = None, live: LiveSource | None = None,
                  poll_s: float = 0.5, live_poll_s: float = 2.0):
         self.mode, self.source = mode, source
         self.views: dict[str, RunView] = {str(v.run_dir): v for v in (views or [])}

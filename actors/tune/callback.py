@@ -1,0 +1,238 @@
+"""The driver side of a supervised sweep: ``SupervisorTuneCallback``, a ``tune.Callback``."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Mapping
+
+import ray
+from ray.tune import Callback
+
+from actors.bootstrap import RunInfo, open_run
+from actors.tune.stopper import RETURN_METRIC, _nested
+from actors.tune.trainable import SEARCH_KEY
+
+log = logging.getLogger(__name__)
+
+
+class SupervisorTuneCallback(Callback):
+    """Driver-side Tune callback: the run's lifecycle in the supervisor, and terminal progress.
+
+    - ``setup``: starts (or finds) the supervisor actor and opens the run, so
+      ``RUN_DIR/supervisor.db`` exists before the first trial reports;
+    - ``on_trial_result``: notes trials the supervisor asked to stop; prints a line;
+    - ``on_trial_recover``: Tune restarted a trial (from its latest checkpoint);
+      a restart the supervisor asked for makes a completed trial ``recovered``;
+    - ``on_trial_complete`` / ``on_trial_error``: ``finish_trial`` with
+      ``stopped`` (the supervisor stopped it), ``recovered``, ``completed`` or
+      ``errored``;
+    - ``on_experiment_end``: closes the run.
+    """
+
+    def __init__(self, run: RunInfo, console=None, quiet: bool = False):
+        self.run = run
+        self.run_id, self.run_info = run.run_id, run.actor_args()
+        self.quiet = quiet
+        self.console = console
+        self.search_keys = list(run.search_keys)
+        self.status: dict[str, str] = {}  # trial_id -> final status
+        self.stop_asked: set[str] = set()
+        self.restarts: dict[str, int] = {}
+        self.supervisor_restarts: dict[str, int] = {}
+        self.last: dict[str, dict] = {}  # trial_id -> last result summary
+        self.labels: dict[str, str] = {}
+        self.configs: dict[str, dict] = {}  # trial_id -> sampled values
+        self.steps_consumed: dict[str, int] = {}  # env steps of every reported iteration, restarts included
+        self.iterations_run: dict[str, int] = {}
+        self._sup = None
+        self._pid: int | None = None  # the supervisor actor's process when the run was opened
+        self._unsure: set[str] = set()  # trials whose closing record may not have reached the store
+        self.started = time.time()
+
+    def __getstate__(self):  # Tune pickles its callbacks with the experiment (tuner.pkl)
+        state = dict(self.__dict__)
+        state.update(_sup=None, console=None)
+        return state
+
+    # -- plumbing
+    def _actor(self):
+        if self._sup is None:
+            from actors.supervisor_actor import get_or_create_supervisor
+
+            self._sup = get_or_create_supervisor()
+        return self._sup
+
+    def _call(self, method: str, *args, timeout: float = 30.0, retries: int = 0, **kwargs):
+        for attempt in range(retries + 1):
+            try:
+                return ray.get(getattr(self._actor(), method).remote(*args, **kwargs), timeout=timeout)
+            except Exception as e:  # the supervisor never takes the sweep down
+                log.warning("supervisor call %s failed: %s: %s", method, e.__class__.__name__, e)
+                self._sup = None
+                if attempt < retries:
+                    time.sleep(1.0)  # Ray is restarting it
+        return None
+
+    def _print(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self.console is None:
+            from rich.console import Console
+
+            self.console = Console(highlight=False, soft_wrap=True)
+        self.console.print(text)
+
+    def open(self) -> None:
+        out = open_run(self.run, self._actor())
+        self._pid = out.get("pid") if isinstance(out, dict) else None
+
+    def _reassert(self) -> None:
+        """If the supervisor actor restarted during the sweep, a closing record may be missing: the
+        restarted actor did not know the run or the trial yet (so ``finish_trial`` wrote nothing), or a
+        trial's last replayed reports brought it back as running after it was closed. Trial actors
+        have all stopped (and flushed) by now: write every trial's final status again."""
+        ping = self._call("ping", retries=3)
+        if ping is None or (ping.get("pid") == self._pid and not self._unsure):
+            return
+        for tid, status in sorted(self.status.items()):
+            # register_trial reopens the run and reloads the trial from the store if the actor lost them
+            if self._call("register_trial", tid, self.run_id, None, None, self.run_info, retries=3) is None:
+                continue
+            final = self._call("finish_trial", self.run_id, tid, status, retries=3)
+            if final is not None:
+                self.status[tid] = final
+                self._unsure.discard(tid)
+
+    # -- Tune hooks
+    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
+        self.open()
+        self._print(f"[bold]{self.run_info['name']}[/bold]  sweep of {total_num_samples or '?'} trials  "
+                    f"run folder {self.run_info['run_dir']}")
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        tid = trial.trial_id
+        if tid not in self.labels:
+            cfg = trial.config or {}
+            search = cfg.get(SEARCH_KEY) or {}
+            vals = {**{k: cfg.get(k) for k in self.search_keys if k in cfg}, **search}
+            self.configs[tid] = vals
+            self.labels[tid] = " ".join(f"{k}={_short(v)}" for k, v in vals.items())
+            self._print(f"[cyan]{tid}[/cyan] started  {self.labels[tid]}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        tid = trial.trial_id
+        sup = result.get("supervisor") if isinstance(result, Mapping) else None
+        ret = _nested(result, RETURN_METRIC)
+        self.last[tid] = {"iteration": result.get("training_iteration"), "return": ret,
+                          "env_steps": result.get("num_env_steps_sampled_lifetime")}
+        steps = _nested(result, "env_runners/num_env_steps_sampled")
+        if isinstance(steps, (int, float)) and math.isfinite(steps):
+            self.steps_consumed[tid] = self.steps_consumed.get(tid, 0) + int(steps)
+        self.iterations_run[tid] = self.iterations_run.get(tid, 0) + 1
+        if isinstance(sup, Mapping):
+            if sup.get("stop"):
+                self.stop_asked.add(tid)
+            self.last[tid]["health"] = sup.get("health_score")
+        ret_s = f"{ret:8.1f}" if isinstance(ret, (int, float)) and math.isfinite(ret) else "       -"
+        line = f"[cyan]{tid}[/cyan] iter {result.get('training_iteration', 0):4d}  return {ret_s}"
+        if isinstance(sup, Mapping) and "health_score" in sup:
+            sev = sup.get("worst_severity", "ok")
+            color = {"ok": "green", "info": "cyan", "warning": "yellow", "critical": "red"}.get(sev, "white")
+            line += f"  health [{color}]{sup['health_score']:.2f}[/]  finding {', '.join(sup.get('findings') or []) or '-'}"
+            if sup.get("actions"):
+                line += f"  [bold magenta]-> {', '.join(sup['actions'])}[/]"
+        elif isinstance(sup, Mapping):
+            line += "  health [dim]n/a[/] (supervisor unreachable)"
+        self._print(line)
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        tid = trial.trial_id
+        self.restarts[tid] = self.restarts.get(tid, 0) + 1
+        asked = _restart_requested(trial)
+        if asked:
+            self.supervisor_restarts[tid] = self.supervisor_restarts.get(tid, 0) + 1
+        ckpt = getattr(trial, "checkpoint", None)
+        where = f"from checkpoint {Path(ckpt.path).name}" if ckpt is not None else "from scratch (no checkpoint yet)"
+        why = "the supervisor asked for a restart" if asked else "the trial failed"
+        self._print(f"[cyan]{tid}[/cyan] [bold yellow]restarting {where}[/]: {why}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        tid = trial.trial_id
+        if tid in self.stop_asked:
+            status = "stopped"
+        elif self.supervisor_restarts.get(tid):
+            status = "recovered"
+        else:
+            status = "completed"
+        self._finish(tid, status)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._finish(trial.trial_id, "errored")
+        if getattr(trial, "error_file", None):
+            self._print(f"[cyan]{trial.trial_id}[/cyan] error: {trial.error_file}")
+
+    def _finish(self, tid: str, status: str) -> None:
+        final = self._call("finish_trial", self.run_id, tid, status)
+        if final is None:
+            self._unsure.add(tid)
+        final = final or status
+        self.status[tid] = final
+        last = self.last.get(tid, {})
+        ret = last.get("return")
+        ret_s = f"{ret:.1f}" if isinstance(ret, (int, float)) and math.isfinite(ret) else "-"
+        color = {"completed": "green", "recovered": "green", "stopped": "yellow", "errored": "red"}.get(final, "white")
+        self._print(f"[cyan]{tid}[/cyan] [bold {color}]{final}[/] after {last.get('iteration') or 0} iterations; "
+                    f"final return {ret_s}")
+
+    def on_experiment_end(self, trials, **info) -> None:
+        for t in trials:
+            if t.trial_id not in self.status:  # interrupted, or never started
+                self._finish(t.trial_id, "errored")
+        self._reassert()
+        # open_run is idempotent; after an actor restart it is what lets close_run find the run
+        self._call("open_run", self.run_id, retries=3, **self.run_info)
+        self._call("close_run", self.run_id, self.overall_status(), retries=3)
+
+    def overall_status(self) -> str:
+        vals = list(self.status.values())
+        if not vals:
+            return "errored"
+        if all(v == "stopped" for v in vals):
+            return "stopped"
+        if any(v == "errored" for v in vals):
+            return "errored"
+        if any(v == "recovered" for v in vals):
+            return "recovered"
+        return "completed"
+
+    def exit_code(self) -> int:
+        return {"completed": 0, "recovered": 0, "stopped": 3}.get(self.overall_status(), 1)
+
+
+def _restart_requested(trial) -> bool:
+    """Was the trial's latest failure the supervisor's RestartRequested?"""
+    try:
+        err = trial.get_pickled_error()
+        if err is not None and "RestartRequested" in f"{type(err).__name__} {err}":
+            return True
+    except Exception:
+        pass
+    try:
+        path = trial.error_file
+        if path and Path(path).is_file():
+            text = Path(path).read_text(errors="replace")
+            tail = text[text.rfind("Failure #"):] if "Failure #" in text else text
+            return "RestartRequested" in tail
+    except Exception:
+        pass
+    return False
+
+
+def _short(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    s = str(v)
+    return s if len(s) <= 40 else s[:37] + "..."

@@ -1,0 +1,292 @@
+"""The sweep driver: ``supervise sweep`` (``run_sweep``) and your own Tune script (``supervised_trainable_config``)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from actors.bootstrap import RunInfo, new_run, start
+from actors.callback import CONFIG_KEY
+from actors.tune.callback import SupervisorTuneCallback
+from actors.tune.stopper import RETURN_METRIC, StopRule, combine_stop, stability_stopper_of
+from actors.tune.trainable import SEARCH_KEY, SupervisedPPO
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------
+# your own Tune script
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class SupervisedTune:
+    """What ``supervised_trainable_config`` returns: hand these to ``tune.Tuner``."""
+
+    trainable: type
+    param_space: dict
+    callback: SupervisorTuneCallback
+    run_dir: Path
+    max_failures: int = 2
+    extra: dict = field(default_factory=dict)
+
+    def run_config(self, stop=None, callbacks=None, failure_config=None, checkpoint_config=None, **kwargs):
+        """A ``tune.RunConfig`` with the supervisor in it: ``StabilityStopper`` OR ``stop``, the
+        driver callback, restarts (``FailureConfig(max_failures)``), health-gated checkpoints
+        (``checkpoint_frequency=0``: trials ask for a checkpoint when the supervisor finds them
+        healthy) and storage under ``run_dir``. Other keyword arguments go to ``RunConfig``."""
+        from ray import tune
+
+        kwargs.setdefault("storage_path", str(self.run_dir))
+        kwargs.setdefault("name", "tune")
+        kwargs.setdefault("verbose", 0)
+        return tune.RunConfig(
+            stop=combine_stop(stop),
+            callbacks=[*(callbacks or []), self.callback],
+            failure_config=failure_config or tune.FailureConfig(max_failures=self.max_failures),
+            checkpoint_config=checkpoint_config or tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=0,
+                                                                         checkpoint_at_end=False),
+            **kwargs)
+
+
+def supervised_trainable_config(config, run_dir: str | Path, *, name: str | None = None,
+                                settings: Mapping | None = None, max_failures: int = 2,
+                                quiet: bool = False) -> SupervisedTune:
+    """Put a PPO Tune sweep under supervision.
+
+    ``config`` is a ``PPOConfig`` (its values may be Tune search spaces such as
+    ``tune.grid_search([...])``). Returns a ``SupervisedTune`` whose
+    ``trainable``, ``param_space`` and ``run_config(...)`` go straight into
+    ``tune.Tuner``::
+
+        sup = supervised_trainable_config(
+            PPOConfig().environment("CartPole-v1").training(lr=tune.grid_search([3e-4, 5.0])),
+            run_dir="runs/my-sweep", settings={"checkpoint_every": 2})
+        tune.Tuner(sup.trainable, param_space=sup.param_space,
+                   run_config=sup.run_config(stop={"training_iteration": 30})).fit()
+
+    ``settings`` is the experiment file's ``supervisor:`` section. The run
+    folder gets ``supervisor.db`` (``supervise report RUN_DIR``), the
+    supervisor's checkpoints and Tune's experiment folder (``tune/``).
+    """
+    from supervisor.config import SupervisorConfig
+
+    from actors.callback import SupervisorCallback
+    from actors.learner import use_supervised_learner
+
+    run_dir = Path(run_dir).resolve()
+    cfg = config.copy(copy_frozen=False)
+    space_probe = cfg.to_dict()
+    search_keys = tuple(k for k, v in space_probe.items() if _is_search(v))
+    run = RunInfo(run_id=run_dir.name, run_dir=run_dir, name=name or run_dir.name, kind="sweep",
+                  settings=SupervisorConfig.model_validate(dict(settings or {})), search_keys=search_keys)
+    if run.settings.enabled:
+        current = getattr(cfg, "callbacks_class", None)
+        if isinstance(current, (list, tuple)):
+            cfg.callbacks([*current, SupervisorCallback])
+        elif isinstance(current, type) and current.__name__ != "RLlibCallback" and current is not SupervisorCallback:
+            cfg.callbacks([current, SupervisorCallback])  # keep the user's own callbacks
+        else:
+            cfg.callbacks(SupervisorCallback)
+        cfg.learners(learner_config_dict={**(cfg.learner_config_dict or {}), CONFIG_KEY: run.callback_info()})
+        use_supervised_learner(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cb = SupervisorTuneCallback(run, quiet=quiet)
+    return SupervisedTune(SupervisedPPO, cfg.to_dict(), cb, run_dir, max_failures)
+
+
+def _is_search(v) -> bool:
+    from ray.tune.search.sample import Domain
+
+    return isinstance(v, Domain) or (isinstance(v, dict) and set(v) == {"grid_search"})
+
+
+# ---------------------------------------------------------------------------
+# supervise sweep
+# ---------------------------------------------------------------------------
+
+
+def search_domain(key: str, spec: dict, source: str):
+    from ray import tune
+
+    kind, arg = next(iter(spec.items()))
+    if kind == "grid":
+        return tune.grid_search(list(arg))
+    if kind == "choice":
+        return tune.choice(list(arg))
+    if kind == "uniform":
+        return tune.uniform(float(arg[0]), float(arg[1]))
+    if kind == "loguniform":
+        return tune.loguniform(float(arg[0]), float(arg[1]))
+    if kind == "randint":
+        if not all(float(a).is_integer() for a in arg):
+            from supervisor.errors import InputError
+
+            raise InputError(source, f"search.{key}.randint", "bounds must be integers")
+        return tune.randint(int(arg[0]), int(arg[1]))
+    raise ValueError(kind)
+
+
+def _example(spec: dict):
+    """One value of a search spec, to validate the key against PPOConfig before anything starts."""
+    kind, arg = next(iter(spec.items()))
+    if kind in ("grid", "choice"):
+        return arg[0]
+    if kind == "randint":
+        return int(arg[0])
+    return float(arg[0]) if kind == "uniform" else float(math.sqrt(arg[0] * arg[1]))
+
+
+def build_sweep_space(sweep, source: str, info: dict | None) -> tuple[dict, dict]:
+    """Sweep -> (Tune param_space, {PPOConfig name: example}) ; raises InputError on a bad search key."""
+    from supervisor.config import _check_config_values
+    from supervisor.errors import InputError
+
+    from actors.algo_config import build_config
+
+    examples: dict[str, Any] = {}
+    env_examples: dict[str, Any] = {}
+    space: dict[str, Any] = {}
+    for key, spec in sweep.search.items():
+        parts = key.split(".")
+        where = f"search.{key}"
+        if parts[0] == "config" and len(parts) == 2 and parts[1]:
+            examples[parts[1]] = _example(spec)
+            for v in spec.get("grid") or spec.get("choice") or []:
+                try:
+                    _check_config_values({parts[1]: v})
+                except ValueError as e:
+                    raise InputError(source, where, str(e).split(": ", 1)[-1])
+            space[parts[1]] = search_domain(key, spec, source)
+        elif parts[0] == "env_config" and len(parts) == 2 and parts[1]:
+            env_examples[parts[1]] = _example(spec)
+            space.setdefault("env_config", {})[parts[1]] = search_domain(key, spec, source)
+        elif key == "seed":
+            space["seed"] = search_domain(key, spec, source)
+        else:
+            raise InputError(source, where, "only config.<PPOConfig parameter>, env_config.<key> and seed "
+                                            "can be searched")
+    exp = sweep
+    if env_examples:
+        exp = sweep.model_copy(update={"env_config": {**sweep.env_config, **env_examples}})
+    try:
+        cfg = build_config(exp, source, info, config_overrides=examples)
+    except InputError as e:
+        if e.key and e.key.startswith("config.") and e.key[len("config."):] in examples \
+                and e.key[len("config."):] not in sweep.config:
+            raise InputError(source, f"search.{e.key}", e.problem)
+        raise
+    if env_examples:  # the base env_config, without the example values
+        cfg.environment(env_config=dict(sweep.env_config))
+    if "env_config" in space:
+        space["env_config"] = {**sweep.env_config, **space["env_config"]}
+    for k in examples:  # the base config, without the example values
+        if k in sweep.config:
+            cfg.update_from_dict({k: sweep.config[k]})
+    param_space = cfg.to_dict()
+    param_space[SEARCH_KEY] = space
+    return param_space, examples
+
+
+def sweep_tune_config(sweep, max_concurrent: int | None):
+    from ray import tune
+
+    scheduler = None
+    if sweep.scheduler == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        max_t = sweep.stop.iterations or 100
+        scheduler = ASHAScheduler(time_attr="training_iteration", metric=RETURN_METRIC, mode="max",
+                                  max_t=max_t, grace_period=max(1, max_t // 8), reduction_factor=3)
+    return tune.TuneConfig(num_samples=sweep.num_samples, scheduler=scheduler,
+                           max_concurrent_trials=max_concurrent or sweep.max_concurrent,
+                           reuse_actors=False)
+
+
+def run_sweep(sweep, source: str, out: str | None = None, max_concurrent: int | None = None,
+              address: str | None = None, quiet: bool = False, num_cpus: int | None = None,
+              result_sink: dict | None = None, variants: list[dict] | None = None) -> int:
+    """``supervise sweep``: a Tune sweep of PPO trials, each supervised. Returns the exit code.
+
+    ``variants`` (for scripts, e.g. benchmarks): instead of the cross product of ``search:``, one
+    trial per dict of PPOConfig values (``{"lr": 5.0, "env_config": {...}}``) times ``num_samples``.
+    ``result_sink`` receives the ResultGrid, the driver callback and the wall time."""
+    from ray import tune
+
+    run = new_run(sweep, source, out, "sweep")
+    param_space, _ = build_sweep_space(sweep, source, run.callback_info())  # InputError before anything starts
+    if variants is not None:
+        param_space[SEARCH_KEY] = tune.grid_search([dict(v) for v in variants])
+    start(run, address, num_cpus)
+    _quiet_tune()
+    cb = SupervisorTuneCallback(run, quiet=quiet)
+    loggers = _loggers()
+    stopper = combine_stop(StopRule(sweep.stop))
+    started = time.time()
+    tuner = tune.Tuner(
+        SupervisedPPO,
+        param_space=param_space,
+        tune_config=sweep_tune_config(sweep, max_concurrent),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=str(run.run_dir), stop=stopper, callbacks=[*loggers, cb], verbose=0,
+            failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=0, checkpoint_at_end=False)),
+    )
+    saved = os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # our two loggers above, no TensorBoard
+    try:
+        grid = tuner.fit()
+    except Exception:
+        log.exception("sweep failed")
+        cb._call("close_run", run.run_id, "errored")
+        return 1
+    finally:
+        if saved is None:
+            os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)
+        else:
+            os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = saved
+    wall = time.time() - started
+    if result_sink is not None:
+        result_sink.update(grid=grid, callback=cb, wall_s=wall, run_dir=run.run_dir,
+                           stopped_by_supervisor=set(stability_stopper_of(stopper).stopped) | cb.stop_asked)
+    if not quiet:
+        _summary(cb, grid, wall, run.run_dir)
+    return cb.exit_code()
+
+
+def _loggers() -> list:
+    """result.json and progress.csv per trial; no TensorBoard files (whose writer warns on every NaN)."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    return [JsonLoggerCallback(), CSVLoggerCallback()]
+
+
+def _quiet_tune() -> None:
+    """Our own progress lines replace Tune's: no status tables, no tracebacks for restarts we asked for
+    (an errored trial's line names its error file)."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    for name in ("ray.tune", "ray.train", "ray.rllib"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _summary(cb: SupervisorTuneCallback, grid, wall: float, run_dir: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"sweep finished in {wall:.0f} s", show_lines=False)
+    for col in ("trial", "values", "status", "iterations", "restarts", "final return"):
+        table.add_column(col)
+    for tid in sorted(set(cb.status) | set(cb.labels)):
+        last = cb.last.get(tid, {})
+        ret = last.get("return")
+        table.add_row(tid, cb.labels.get(tid, ""), cb.status.get(tid, "?"), str(last.get("iteration") or 0),
+                      str(cb.restarts.get(tid, 0)),
+                      f"{ret:.1f}" if isinstance(ret, (int, float)) and math.isfinite(ret) else "-")
+    cb._print("")
+    if cb.console is not None:
+        cb.console.print(table)
+    cb._print(f"report: supervise report {run_dir}")

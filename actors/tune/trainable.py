@@ -1,0 +1,121 @@
+"""The trainable: RLlib's PPO as a Tune trainable that knows its real Tune trial id.
+
+Trial ids. Inside RLlib callbacks under Tune, ``algorithm.trial_id`` and
+``tune.get_context().get_trial_id()`` give "default"/None: Tune hands the
+trainable its ``_TrialInfo`` inside the config dict (key ``TRIAL_INFO``), and
+``Algorithm.__init__`` turns that dict into an ``AlgorithmConfig`` before
+``Trainable.__init__`` can pop it, so it is lost. ``SupervisedPPO.__init__``
+takes it out of the dict first and writes Tune's real trial id into the
+supervisor's section of ``learner_config_dict``, where the callback's
+``on_algorithm_init`` reads it (and it restores ``algorithm.trial_id``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ray.rllib.algorithms.ppo import PPO
+
+from actors.callback import CONFIG_KEY, find_callback
+
+log = logging.getLogger(__name__)
+
+SEARCH_KEY = "_supervisor_search"  # param_space key holding the sampled PPOConfig values of a sweep
+
+
+class SupervisedPPO(PPO):
+    """PPO as a Tune trainable that knows its real Tune trial id.
+
+    Behaves exactly like ``PPO`` (``tune.Tuner("PPO", ...)``) and, when the
+    config carries the supervisor (``learner_config_dict["supervisor"]``):
+
+    - the supervisor sees Tune's trial id (``algorithm.trial_id`` works too);
+    - values a sweep samples under ``"_supervisor_search"`` are applied by their
+      PPOConfig names (so ``train_batch_size_per_learner`` or ``lambda_`` need
+      no knowledge of ``AlgorithmConfig.to_dict``'s renamed keys);
+    - a healthy verdict asks Tune for a checkpoint (``should_checkpoint``);
+    - after Tune restores a checkpoint (a restart), the supervisor's overrides
+      are applied again.
+    """
+
+    def __init__(self, config=None, env=None, **kwargs):
+        trial_info = None
+        if isinstance(config, dict):
+            config, trial_info = _prepare_trial_config(type(self), config)
+        super().__init__(config=config, env=env, **kwargs)
+        if trial_info is not None and getattr(self, "_trial_info", None) is None:
+            self._trial_info = trial_info
+
+    def log_result(self, result: dict) -> None:
+        # RLlib runs ``on_train_result`` (the supervisor's verdict) inside ``log_result``, after
+        # ``step()``; Tune reads ``should_checkpoint`` from this same dict once ``train()`` returns.
+        super().log_result(result)
+        cb = find_callback(self)
+        if cb is None or cb.client is None:
+            return
+        v = cb.last_verdict or {}
+        sup = result.get("supervisor")
+        fresh = isinstance(sup, dict) and sup.get("reported") and v.get("seq") == cb.seq - 1
+        if fresh and v.get("checkpoint") and not v.get("actions"):
+            result["should_checkpoint"] = True  # Tune's checkpoints are the health-gated ones
+
+    def cleanup(self) -> None:
+        # Tune stops the trial (``Trainable.stop``), after the driver's ``on_trial_complete``: reports
+        # buffered while the supervisor was down, and what the last verdict made this trial apply,
+        # would die with this process.
+        cb = find_callback(self)
+        if cb is not None and cb.client is not None:
+            try:
+                cb.flush()
+            except Exception:
+                log.exception("could not hand the supervisor what this trial still held")
+        super().cleanup()
+
+    def load_checkpoint(self, checkpoint) -> None:
+        super().load_checkpoint(checkpoint)
+        cb = find_callback(self)
+        if cb is None or cb.client is None:
+            return
+        overrides = cb.client.call("trial_overrides", cb.info["run_id"], cb.trial_id)
+        if overrides:
+            from actors import interventions as iv
+
+            try:
+                after = iv.set_hparams(self, overrides)
+                cb.applied.append({"id": None, "action": "overrides", "after": after, "ok": True})
+                log.info("trial %s restored with supervisor overrides %s", cb.trial_id, after)
+            except Exception:
+                log.exception("could not re-apply supervisor overrides after restore")
+
+
+def _prepare_trial_config(algo_cls, config: dict) -> tuple[Any, Any]:
+    """Tune's dict config -> PPOConfig, with the trial id and the sampled sweep values in place."""
+    from ray.tune.result import TRIAL_INFO
+
+    config = dict(config)
+    trial_info = config.pop(TRIAL_INFO, None)
+    search = config.pop(SEARCH_KEY, None) or {}
+    if not search and trial_info is None:
+        return config, None
+    cfg = algo_cls.get_default_config().update_from_dict(config)
+    if search:
+        search = dict(search)
+        env_cfg = search.pop("env_config", None)
+        if env_cfg:
+            cfg.environment(env_config={**(cfg.env_config or {}), **env_cfg})
+        if "seed" in search:
+            cfg.debugging(seed=search.pop("seed"))
+        cfg.update_from_dict(search)
+        if env_cfg:
+            search["env_config"] = env_cfg
+    info = (cfg.learner_config_dict or {}).get(CONFIG_KEY)
+    if isinstance(info, dict):
+        info = dict(info)
+        if trial_info is not None:
+            info["trial_id"] = trial_info.trial_id
+            info["trial_name"] = trial_info.trial_name
+        sampled = {k: config[k] for k in info.get("search_keys", ()) if k in config}
+        info["trial_config"] = {**(info.get("trial_config") or {}), **sampled, **search}
+        cfg.learners(learner_config_dict={**(cfg.learner_config_dict or {}), CONFIG_KEY: info})
+    return cfg, trial_info
