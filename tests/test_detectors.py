@@ -30,7 +30,7 @@ from supervisor.detectors._common import Alarm, fmt
 from supervisor.detectors.base import Latch
 from supervisor.detectors.gradient_explosion import GradientExplosion
 from supervisor.detectors.plateau import Plateau
-from supervisor.detectors.synthetic import FAULTS, faulty_stream, healthy_stream, run_detectors
+from benchmarks.synthetic import FAULTS, faulty_stream, healthy_stream, run_detectors
 from supervisor.findings import SEVERITIES
 from supervisor.history import History
 
@@ -221,19 +221,19 @@ def test_long_runs_outlive_the_history_ring():
 
 
 def test_incremental_state_matches_the_history():
-    """Mirror and RollingMedian (the detectors' incremental copies of a metric's history) stay equal
-    to the History through gaps, non-finite values and ring wrap-around."""
+    """The History's log view and RollingMedian (the detectors' incremental copies of a metric's
+    history) stay equal to the History through gaps, non-finite values and ring wrap-around."""
     import random
 
-    from supervisor.detectors._common import Mirror, RollingMedian, median
+    from supervisor.detectors._common import RollingMedian, median
 
     h = History(capacity=20)
-    mirror, rolling = Mirror("a", log=True), RollingMedian("a", 5)
+    rolling = RollingMedian("a", 5)
     rng = random.Random(0)
     for i in range(200):
         r = rng.random()
         m = {} if r < 0.1 else {"a": float("nan")} if r < 0.2 else {"a": rng.random() + 0.1}
-        got, sm = mirror.values(h, m), rolling.update(h, m)
+        got, sm = h.view("a", True), rolling.update(h, m)
         ser = h.series("a").tolist()
         assert list(got) == [math.log(v) for v in ser], i
         assert sm == [median(ser[j:j + 5]) for j in range(len(ser) - 4)], i
