@@ -7,7 +7,9 @@ run's past *before* this iteration (see :mod:`supervisor.history`).
 
 :data:`DETECTORS` maps detector ids to classes; :func:`build_detectors`
 instantiates them with defaults, per-detector overrides and an optional
-learned profile, as one :class:`DetectorSuite`.
+learned profile, as one :class:`DetectorSuite`. :data:`CLUSTER_DETECTORS`
+(``node_down``, ``memory_pressure``, ``gpu_fault``, ``straggler``) judge the
+cluster instead, for :class:`supervisor.cluster.ClusterState`.
 """
 
 from __future__ import annotations
@@ -19,14 +21,18 @@ from supervisor.detectors.advantage_anomaly import AdvantageAnomaly
 from supervisor.detectors.base import Detector, Latch
 from supervisor.detectors.entropy_collapse import EntropyCollapse
 from supervisor.detectors.gradient_explosion import GradientExplosion
+from supervisor.detectors.gpu_fault import GpuFault
 from supervisor.detectors.gradient_vanishing import GradientVanishing
 from supervisor.detectors.kl_controller_stuck import KLControllerStuck
 from supervisor.detectors.kl_spike import KLSpike
 from supervisor.detectors.loss_explosion import LossExplosion
+from supervisor.detectors.memory_pressure import MemoryPressure
+from supervisor.detectors.node_down import NodeDown
 from supervisor.detectors.non_finite import NonFinite
 from supervisor.detectors.options import DetectorOptionError, DetectorOptions
 from supervisor.detectors.plateau import Plateau
 from supervisor.detectors.reward_collapse import RewardCollapse
+from supervisor.detectors.straggler import Straggler
 from supervisor.detectors.suite import DetectorSuite
 from supervisor.detectors.value_collapse import ValueCollapse
 from supervisor.detectors.worker_fault import WorkerFault
@@ -35,6 +41,9 @@ DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (
     NonFinite, LossExplosion, GradientExplosion, GradientVanishing, KLSpike, KLControllerStuck,
     EntropyCollapse, ValueCollapse, AdvantageAnomaly, RewardCollapse, Plateau, WorkerFault,
 )}
+# Judging the cluster (heartbeats, ray.nodes(), trials' iteration times), not one trial's metrics:
+# run by supervisor.cluster.ClusterState.
+CLUSTER_DETECTORS = {cls.name: cls for cls in (NodeDown, MemoryPressure, GpuFault, Straggler)}
 
 
 def detector_options(name: str) -> list[str]:
@@ -100,8 +109,8 @@ def build_detectors(overrides: Mapping[str, Mapping] | None = None,
     return DetectorSuite(out)
 
 
-__all__ = ["DETECTORS", "Detector", "DetectorOptionError", "DetectorOptions", "DetectorSuite", "Latch",
+__all__ = ["CLUSTER_DETECTORS", "DETECTORS", "Detector", "DetectorOptionError", "DetectorOptions", "DetectorSuite", "Latch",
            "build_detectors", "check_overrides", "detector_options",
            "AdvantageAnomaly", "EntropyCollapse", "GradientExplosion", "GradientVanishing",
            "KLControllerStuck", "KLSpike", "LossExplosion", "NonFinite", "Plateau", "RewardCollapse",
-           "ValueCollapse", "WorkerFault"]
+           "ValueCollapse", "WorkerFault", "GpuFault", "MemoryPressure", "NodeDown", "Straggler"]
