@@ -6,7 +6,7 @@ Replays two kinds of metric streams through the detectors exactly as the
 supervisor runs them (``build_detectors()`` with its defaults, each iteration
 judged against the history before it):
 
-* synthetic PPO streams (:mod:`supervisor.detectors.synthetic`): healthy runs
+* synthetic PPO streams (:mod:`benchmarks.synthetic`): healthy runs
   of several characters (default, long runs that outlive the history ring,
   slow learners that never solve, fast learners, noisy runs), and every fault
   of ``FAULT_CASES`` planted at a random onset (iteration 30..110), abrupt
@@ -57,7 +57,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from supervisor.detectors import build_detectors  # noqa: E402
-from supervisor.detectors.synthetic import faulty_stream, healthy_stream, run_detectors  # noqa: E402
+from benchmarks.synthetic import faulty_stream, healthy_stream, run_detectors  # noqa: E402
 
 DATA = REPO / "benchmarks" / "data"
 RESULTS = REPO / "benchmarks" / "results" / "detection.md"

@@ -69,6 +69,19 @@ class SupervisorConfig(BaseModel):
                         raise ValueError(f"unknown action {a!r} in ladder of {det!r} (known: {', '.join(ACTIONS)})")
         return v
 
+    @field_validator("detectors")
+    @classmethod
+    def _detector_options(cls, v):
+        # checked when the file is loaded, not only when the engine builds the detectors
+        from supervisor.detectors import DetectorOptionError, check_overrides
+
+        try:
+            check_overrides(v)
+        except DetectorOptionError as e:
+            key = ".".join(["supervisor.detectors", e.detector] + ([e.option] if e.option else []))
+            raise ValueError(f"{key}: {e.problem}") from None
+        return v
+
     @field_validator("action_params")
     @classmethod
     def _known_param_actions(cls, v):

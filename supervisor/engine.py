@@ -19,7 +19,7 @@ from typing import Any
 from supervisor import actions
 from supervisor.actions import VERIFIABLE
 from supervisor.config import SupervisorConfig
-from supervisor.detectors import build_detectors
+from supervisor.detectors import DetectorSuite
 from supervisor.findings import Finding, severity_rank
 from supervisor.health import HealthScore
 from supervisor.history import History
@@ -72,7 +72,7 @@ class TrialState:
     trial_id: str
     run_id: str
     history: History
-    detectors: list
+    detectors: DetectorSuite
     policy: PolicyState = field(default_factory=PolicyState)
     health: HealthScore = field(default_factory=HealthScore)
     last_seq: int = -1
@@ -110,7 +110,7 @@ class Engine:
     # ------------------------------------------------------------------ trials
     def _new_state(self, trial_id: str, run_id: str) -> TrialState:
         return TrialState(trial_id, run_id, History(self.settings.history),
-                          build_detectors(self.settings.detectors, self.profile))
+                          DetectorSuite.build(self.settings.detectors, self.profile))
 
     def register_trial(self, trial_id: str, run_id: str, node_id: str | None = None,
                        config: dict | None = None) -> dict:
@@ -203,13 +203,7 @@ class Engine:
 
         self._verify(state, metrics)
 
-        findings: list[Finding] = []
-        for det in state.detectors:
-            try:
-                findings.extend(det(iteration, metrics, state.history))
-            except Exception as e:  # a detector bug must never take the supervisor down
-                findings.append(Finding(det.name, "info", None, None, f"detector error: {e.__class__.__name__}: {e}",
-                                        iteration=iteration))
+        findings = state.detectors.observe(iteration, metrics, state.history)  # judged, then appended
         if state.pending:  # judged before deciding: an ineffective action is not chosen again
             self._judge(state, seq, findings)
         decision = None
@@ -221,7 +215,6 @@ class Engine:
         if state.requested:
             todo += [a for a in (self._manual(state, r, iteration) for r in state.requested) if a is not None]
             state.requested = []
-        state.history.append(metrics)
         state.health.observe(seq, findings)
         if any(actions.get(a["action"]).needs_checkpoint for a in todo):
             self._rewind(state)
@@ -344,8 +337,7 @@ class Engine:
         """After a rollback the trial is back at its checkpoint: so is the history detectors judge against."""
         if state.history_at_checkpoint is not None:
             state.history = copy.deepcopy(state.history_at_checkpoint)
-        for det in state.detectors:
-            det.reset()
+        state.detectors.reset()
 
     def _take_applied(self, state: TrialState, applied: Any) -> None:
         """The trial tells what it applied since its last report: before/after hyperparameters, errors."""

@@ -37,10 +37,8 @@ DEFAULT_LADDERS: dict[str, list[list[str]]] = {
     "reward_collapse": [ROLLBACK_REDUCE, ROLLBACK_REDUCE, ["stop_trial"]],
     "plateau": [["alert"]],
     "worker_fault": [["alert"]],
-    "straggler": [["alert"]],
-    "node_down": [["alert"]],
-    "memory_pressure": [["alert"]],
-    "gpu_fault": [["alert"]],
+    # The cluster detectors (node_down, memory_pressure, gpu_fault, straggler) have no ladder: their
+    # findings are stored and alerted on, and there is no trial-side actuator they could drive.
 }
 # When several detectors fire at once, act on the root cause first.
 PRIORITY = ["non_finite", "loss_explosion", "gradient_explosion", "kl_spike", "value_collapse",

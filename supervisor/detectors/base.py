@@ -8,8 +8,9 @@ run's own past, not including the current iteration. No Ray, no I/O.
 
 from __future__ import annotations
 
-from typing import ClassVar, Mapping
+from typing import Any, ClassVar, Mapping
 
+from supervisor.detectors.options import DetectorOptions
 from supervisor.findings import Finding
 from supervisor.history import History
 
@@ -52,16 +53,20 @@ class Latch:
 
 
 class Detector:
-    """Base class. Subclasses set ``name`` and implement ``__call__``.
+    """Base class. Subclasses set ``name`` and ``Options`` (their declared options, with defaults
+    and ranges) and implement ``__call__``.
 
-    Args:
-        warmup: iterations of a metric's history needed before judging it.
+    ``Detector(**options)`` validates the options (:class:`DetectorOptionError` on a bad one),
+    keeps them as ``self.options`` and copies each onto the detector (``self.window``, ...).
     """
 
     name: ClassVar[str] = ""
+    Options: ClassVar[type[DetectorOptions]] = DetectorOptions
+    warmup: int = 0  # iterations of a metric's history needed before judging it
 
-    def __init__(self, warmup: int = 5):
-        self.warmup = warmup
+    def __init__(self, **options: Any):
+        self.options = self.Options.build(self.name, options)
+        self.__dict__.update(dict(self.options))
 
     def __call__(self, iteration: int, metrics: Mapping[str, float], history: History) -> list[Finding]:
         raise NotImplementedError

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-from supervisor.detectors._common import Alarm, band_for, check_band, fmt, median, value_of
+from supervisor.detectors._common import Alarm, band_for, fmt, median, value_of
 from supervisor.detectors.base import Detector
+from supervisor.detectors.options import (BandOption, Count, DetectorOptions, Number, StrictBool, at_least, fraction,
+                                          positive)
 from supervisor.findings import Finding
+
+
+class EntropyCollapseOptions(DetectorOptions):
+    fraction: Number = fraction(0.1)
+    zero: Number = at_least(0, 1e-3)
+    patience: Count = at_least(1, 2)
+    warmup: Count = at_least(0, 5)
+    exit: Count = at_least(1, 3)
+    repeat: Count = positive(10)
+    continuous: StrictBool | None = None
+    band: BandOption = None
 
 
 class EntropyCollapse(Detector):
@@ -42,16 +55,11 @@ class EntropyCollapse(Detector):
 
     name = "entropy_collapse"
     band_metrics = ("entropy",)
+    Options = EntropyCollapseOptions
 
-    def __init__(self, fraction: float = 0.1, zero: float = 1e-3, patience: int = 2, warmup: int = 5,
-                 exit: int = 3, repeat: int = 10, continuous: bool | None = None, band=None):
-        super().__init__(warmup)
-        check_band(band, self.name)
-        if not 0 < fraction < 1 or patience < 1 or zero < 0:
-            raise ValueError(f"{self.name}: need 0 < fraction < 1, zero >= 0, patience >= 1")
-        self.fraction, self.zero, self.patience, self.band = fraction, zero, patience, band
-        self.continuous = continuous
-        self._latch_args = (patience, exit, repeat)
+    def __init__(self, **options):
+        super().__init__(**options)
+        self._latch_args = (self.patience, self.exit, self.repeat)
         self.reset()
 
     def reset(self) -> None:

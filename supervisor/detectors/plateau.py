@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import math
 
-from supervisor.detectors._common import (Alarm, band_for, check_band, fmt, lslope, median,
-                                          noise_scale, value_of)
+from pydantic import Field
+
+from supervisor.detectors._common import Alarm, band_for, fmt, lslope, median, noise_scale, value_of
 from supervisor.detectors.base import Detector
+from supervisor.detectors.options import BandOption, Count, DetectorOptions, Number, at_least
 from supervisor.findings import Finding
+
+
+class PlateauOptions(DetectorOptions):
+    window: Count = Field(50, ge=5)
+    target: Number | None = None
+    target_tolerance: Number = at_least(0, 0.05)
+    min_improvement: Number = at_least(0, 0.02)
+    z: Number = at_least(0, 3.0)
+    smooth: Count = at_least(1, 5)
+    exit: Count = at_least(1, 3)
+    band: BandOption = None
 
 
 class Plateau(Detector):
@@ -43,19 +56,15 @@ class Plateau(Detector):
 
     name = "plateau"
     band_metrics = ("episode_return_mean",)
+    Options = PlateauOptions
 
-    def __init__(self, window: int = 50, target: float | None = None, target_tolerance: float = 0.05,
-                 min_improvement: float = 0.02, z: float = 3.0, smooth: int = 5, exit: int = 3, band=None):
-        super().__init__(window)
-        check_band(band, self.name)
-        if window < 5 or smooth < 1 or min_improvement < 0 or target_tolerance < 0:
-            raise ValueError(f"{self.name}: need window >= 5, smooth >= 1, min_improvement >= 0, "
-                             "target_tolerance >= 0")
-        self.window, self.target, self.target_tolerance = window, target, target_tolerance
-        self.min_improvement, self.z, self.smooth, self.band = min_improvement, z, smooth, band
-        if self.target is None and band_for(band, "episode_return_mean") is not None:
-            self.target = float(band_for(band, "episode_return_mean")["high"])
-        self._latch_args = (1, exit, window)
+    def __init__(self, **options):
+        super().__init__(**options)
+        # the history it needs: a full window of rolling medians (not the window itself)
+        self.warmup = self.window + self.smooth - 1
+        if self.target is None and band_for(self.band, "episode_return_mean") is not None:
+            self.target = float(band_for(self.band, "episode_return_mean")["high"])
+        self._latch_args = (1, self.exit, self.window)
         self.reset()
 
     def reset(self) -> None:
@@ -91,7 +100,7 @@ class Plateau(Detector):
         sigma = trend = None
         window = self.window
         xs = history.values("episode_return_mean")
-        if len(xs) >= window + self.smooth - 1:
+        if len(xs) >= self.warmup:
             view = history.rolling("episode_return_mean", self.smooth)
             sm = view.out  # rolling medians of the stored values
             if self.target is not None and max(sm) >= self.target - self.target_tolerance * abs(self.target):

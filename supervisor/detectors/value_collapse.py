@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
-from supervisor.detectors._common import Alarm, check_band, fmt, reference, value_of
+from pydantic import Field, model_validator
+
+from supervisor.detectors._common import Alarm, fmt, reference, value_of
 from supervisor.detectors.base import Detector
+from supervisor.detectors.options import BandOption, Count, DetectorOptions, Number, at_least, positive
 from supervisor.findings import Finding
+
+
+class ValueCollapseOptions(DetectorOptions):
+    ev_floor: Number = 0.0
+    drop: Number = positive(0.5)
+    critical_ev: Number = -1.0
+    patience: Count = at_least(1, 3)
+    window: Count = positive(20)
+    warmup: Count = at_least(0, 10)
+    pin_window: Count = Field(5, ge=2)
+    pin_tol: Number = at_least(0, 1e-3)
+    ev_zero: Number = at_least(0, 0.1)
+    vf_clip: Number | None = positive(None)
+    exit: Count = at_least(1, 3)
+    repeat: Count = positive(10)
+    band: BandOption = None
+
+    @model_validator(mode="after")
+    def _levels(self):
+        if self.critical_ev > self.ev_floor:
+            raise ValueError(f"need critical_ev <= ev_floor (got critical_ev={self.critical_ev:g}, "
+                             f"ev_floor={self.ev_floor:g})")
+        return self
 
 
 class ValueCollapse(Detector):
@@ -47,20 +73,11 @@ class ValueCollapse(Detector):
 
     name = "value_collapse"
     band_metrics = ("explained_variance",)
+    Options = ValueCollapseOptions
 
-    def __init__(self, ev_floor: float = 0.0, drop: float = 0.5, critical_ev: float = -1.0, patience: int = 3,
-                 window: int = 20, warmup: int = 10, pin_window: int = 5, pin_tol: float = 1e-3,
-                 ev_zero: float = 0.1, vf_clip: float | None = None, exit: int = 3, repeat: int = 10,
-                 band=None):
-        super().__init__(warmup)
-        check_band(band, self.name)
-        if drop <= 0 or patience < 1 or pin_window < 2 or pin_tol < 0 or critical_ev > ev_floor:
-            raise ValueError(f"{self.name}: need drop > 0, patience >= 1, pin_window >= 2, pin_tol >= 0, "
-                             "critical_ev <= ev_floor")
-        self.ev_floor, self.drop, self.critical_ev, self.patience = ev_floor, drop, critical_ev, patience
-        self.window, self.pin_window, self.pin_tol, self.ev_zero = window, pin_window, pin_tol, ev_zero
-        self.vf_clip, self.band = vf_clip, band
-        self._latch_args = (exit, repeat)
+    def __init__(self, **options):
+        super().__init__(**options)
+        self._latch_args = (self.exit, self.repeat)
         self.reset()
 
     def reset(self) -> None:
