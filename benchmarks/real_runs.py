@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.baselines import BASELINES
+from supervisor.keymaps import unflatten
+from supervisor.metrics import normalize_result
 
 DATA = Path(__file__).resolve().parent / "data"
 HORIZON = 10
@@ -72,9 +74,15 @@ def load_runs(data: Path = DATA) -> list[tuple[str, dict, list[dict]]]:
         path = data / m.get("file", "")
         if name.startswith("_") or not path.is_file():
             continue
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        for r in rows:
-            r.pop("training_iteration", None)
+        raw = data / m["raw_file"] if m.get("raw_file") else None
+        if raw is not None and raw.is_file():
+            # the raw RLlib results, normalized by today's maps (they change; the recording doesn't)
+            rows = [normalize_result(unflatten(json.loads(line)), name)["metrics"]
+                    for line in raw.read_text().splitlines() if line.strip()]
+        else:
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            for r in rows:
+                r.pop("training_iteration", None)
         out.append((name, m, rows))
     return out
 

@@ -108,9 +108,10 @@ class Engine:
         self._flushed_at = time.monotonic()
 
     # ------------------------------------------------------------------ trials
-    def _new_state(self, trial_id: str, run_id: str) -> TrialState:
+    def _new_state(self, trial_id: str, run_id: str, config: dict | None = None) -> TrialState:
         return TrialState(trial_id, run_id, History(self.settings.history),
-                          DetectorSuite.build(self.settings.detectors, self.profile))
+                          DetectorSuite.build(self.settings.detectors, self.profile,
+                                              (config or {}).get("priors") if isinstance(config, dict) else None))
 
     def register_trial(self, trial_id: str, run_id: str, node_id: str | None = None,
                        config: dict | None = None) -> dict:
@@ -118,7 +119,7 @@ class Engine:
         the hyperparameter overrides to re-apply, and its newest healthy checkpoint."""
         state = self.trials.get(trial_id)
         if state is None:
-            state = self._rebuild(trial_id, run_id) or self._new_state(trial_id, run_id)
+            state = self._rebuild(trial_id, run_id) or self._new_state(trial_id, run_id, config)
             self.trials[trial_id] = state
             self.store.upsert_trial(trial_id, run_id, "running", node_id, config)
         else:
@@ -132,7 +133,7 @@ class Engine:
         row = self.store.trial(trial_id)
         if row is None:
             return None
-        state = self._new_state(trial_id, row["run_id"] or run_id)
+        state = self._new_state(trial_id, row["run_id"] or run_id, json_or_empty(row.get("config")))
         reports = self.store.reports(trial_id)
         for r in reports[-self.settings.history:]:
             state.history.append(r["metrics"])

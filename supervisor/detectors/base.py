@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Mapping
 from supervisor.detectors.options import DetectorOptions
 from supervisor.findings import Finding
 from supervisor.history import History
+from supervisor.priors import Priors
 
 
 class Latch:
@@ -63,6 +64,8 @@ class Detector:
     name: ClassVar[str] = ""
     Options: ClassVar[type[DetectorOptions]] = DetectorOptions
     warmup: int = 0  # iterations of a metric's history needed before judging it
+    #: What the trial's config and spaces say before any history (set by the suite; empty when unknown).
+    priors: Priors = Priors()
 
     def __init__(self, **options: Any):
         self.options = self.Options.build(self.name, options)
