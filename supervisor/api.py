@@ -37,10 +37,16 @@ def normalize_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """A foreign metrics dict (CleanRL ``losses/approx_kl``, SB3 ``train/...``, TRL ``objective/kl``,
     plain ``loss``/``lr``, nested dicts, numpy or 0-d tensor values) -> the normalized names the
     detectors read. The one place this module maps keys: the same tables ``supervise scan`` uses."""
-    from supervisor.scan import flatten, map_record
+    from supervisor.metrics import RESULT_PATHS
+    from supervisor.scan import flatten, map_record, number
 
     flat = metrics if all(not isinstance(v, Mapping) for v in metrics.values()) else flatten(metrics)
-    return map_record(flat)[0]
+    out = map_record(flat)[0]
+    for k in RESULT_PATHS.keys() & flat.keys() - out.keys():  # already-normalized names (env_steps_lifetime)
+        v = number(flat[k])
+        if v is not None:
+            out[k] = v
+    return out
 
 
 @dataclass
@@ -106,6 +112,9 @@ class _LocalBackend:
     def report(self, report: dict) -> dict:
         # A batch of one: its summary row is written at most every FLUSH_S, one transaction per report.
         return self.engine.observe_batch([report])[0]
+
+    def request(self, trial_id: str, action: str, params: dict, reason: str) -> bool:
+        return self.engine.request_action(trial_id, action, params, reason)
 
     def record_checkpoint(self, trial_id: str, seq: int, iteration: int, path: str, hparams: dict | None) -> None:
         self.engine.record_checkpoint(trial_id, seq, iteration, path, hparams)
@@ -206,6 +215,12 @@ class Supervisor:
                 log.warning("could not apply %s: %s", e["action"], e.get("error"))
         self.applied.extend(entries)
         return entries
+
+    def request(self, action: str, params: Mapping | None = None, reason: str = "requested by the training loop"
+                ) -> bool:
+        """Queue an action (e.g. ``stop_trial`` when the loop knows it cannot go on): it goes out, and is
+        recorded, with the next verdict. False when the supervisor does not know the action or trial."""
+        return bool(self._backend.request(self.trial_id, action, dict(params or {}), reason))
 
     def checkpoint_saved(self, iteration: int, path: str | Path, hparams: Mapping | None = None) -> None:
         """Record a healthy checkpoint (save when ``verdict.checkpoint``): the target of later rollbacks.
