@@ -82,6 +82,8 @@ class TorchApplier:
             g["lr"] = g["lr"] * ratio
         if self.scheduler is not None and hasattr(self.scheduler, "base_lrs"):
             self.scheduler.base_lrs = [b * ratio for b in self.scheduler.base_lrs]
+            if isinstance(getattr(self.scheduler, "_last_lr", None), list):  # get_last_lr(), what loggers read
+                self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         self.lr_scale *= ratio
 
     def rollback(self, checkpoint: str, hparams: Mapping[str, Any] | None) -> dict:
