@@ -40,7 +40,7 @@ def normalize_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     from supervisor.metrics import RESULT_PATHS
     from supervisor.scan import flatten, map_record, number
 
-    flat = metrics if all(not isinstance(v, Mapping) for v in metrics.values()) else flatten(metrics)
+    flat = flatten(metrics) if any(isinstance(v, dict) for v in metrics.values()) else metrics
     out = map_record(flat)[0]
     for k in RESULT_PATHS.keys() & flat.keys() - out.keys():  # already-normalized names (env_steps_lifetime)
         v = number(flat[k])
