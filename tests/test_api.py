@@ -229,3 +229,30 @@ def test_cleanrl_ppo_lr_jump_is_flagged_rolled_back_and_cut(tmp_path):
     assert lrs[12] < 1e-3 and lrs[20] < 1e-3  # cut from 5.0, and it stayed cut
     assert first[0]["params"]["to_iteration"] < 12
     assert status == "recovered" and t["final"]["episode_return_mean"] > 50
+
+
+def test_dashboard_serves_an_api_run(tmp_path):
+    import re
+    import urllib.request
+
+    run = tmp_path / "dash"
+    with Supervisor(run, trial_id="loop-0") as sup:
+        for i in range(12):
+            sup.observe(i, ppo_metrics(i))
+        sup.observe(12, {**ppo_metrics(12), "loss": float("inf")})
+    env = {k: v for k, v in os.environ.items() if k not in ("SUPERVISOR_DASHBOARD_TOKEN", "RAY_ADDRESS")}
+    env["PYTHONPATH"] = str(ROOT)
+    p = subprocess.Popen([sys.executable, "-m", "supervisor", "dashboard", "--port", "0", "--run", str(run)],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = p.stdout.readline()
+        base = re.search(r"(http://\S+/)", line).group(1)
+        state = json.loads(urllib.request.urlopen(base + "api/state", timeout=20).read())
+        assert "loop-0" in json.dumps(state["trials"])
+        trial = json.loads(urllib.request.urlopen(base + "api/trial?id=loop-0", timeout=20).read())
+        assert [f["detector"] for f in trial["findings"]] == ["non_finite"]
+        # no checkpoint was recorded, so rollback had no target: reduce_lr alone
+        assert [i["action"] for i in trial["interventions"]] == ["reduce_lr"]
+    finally:
+        p.terminate()
+        p.wait(10)
