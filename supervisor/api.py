@@ -246,7 +246,7 @@ class Supervisor:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.close("errored" if exc_type is not None and not issubclass(exc_type, KeyboardInterrupt) else None)
+        self.close("errored" if exc_type is not None else None)  # as supervise run: an interrupt is errored too
 
 
 def _validated(settings: Any):
