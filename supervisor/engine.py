@@ -222,7 +222,8 @@ class Engine:
 
         every = self.settings.checkpoint_every
         checkpoint = (not todo and seq - state.last_trouble_seq >= every and (seq + 1) % every == 0
-                      and all(v - v == 0.0 for v in metrics.values()))
+                      and all(v - v == 0.0 for v in metrics.values())
+                      and not state.detectors.alarmed())  # a persisting fault between its reports is no health
         effects = {actions.get(a["action"]).effect for a in todo}
         stop, restart = "stop" in effects, "restart" in effects
         health = state.health.snapshot(seq)
@@ -360,6 +361,8 @@ class Engine:
                 if not item.get("ok", True):
                     cols.update(verified=0, outcome="ineffective")
                     state.pending.remove(p)
+                    if not actions.get(p.action).retry_if_ineffective:  # could not apply: don't pick it again
+                        state.policy.ineffective.add(p.action)
                 elif "verified" in item:  # rollback: the trial compared weights itself
                     cols["verified"] = int(bool(item["verified"]))
                     p.verified = bool(item["verified"])
@@ -390,14 +393,17 @@ class Engine:
         try that action on this trial again."""
         fired = {f.detector for f in findings if severity_rank(f.severity) >= severity_rank("warning")}
         window = self.settings.outcome_window
+        alarmed = state.detectors.alarmed()
         for p in list(state.pending):
             spec = actions.get(p.action)
             if not spec.judged or seq <= p.seq:
                 continue
             if p.detector in fired or "non_finite" in fired or "reward_collapse" in fired:
                 outcome = "ineffective"
-            elif seq - p.seq >= window:
+            elif seq - p.seq >= window and p.detector not in alarmed:
                 outcome = "effective"
+            elif seq - p.seq >= 2 * window:  # the signal never left its alarm: the action did not fix it
+                outcome = "ineffective"
             else:
                 continue
             state.pending.remove(p)

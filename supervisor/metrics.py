@@ -113,6 +113,11 @@ def drop_no_data(metrics: dict) -> dict:
         # their learner queue is empty) reports NaN for every learner statistic. No data, not a fault.
         for k in [k for k in LEARNER_METRICS if k in metrics and math.isnan(metrics[k])]:
             del metrics[k]
+    ev = metrics.get("explained_variance")
+    if ev is not None and math.isnan(ev):
+        # 1 - Var(y - v)/Var(y) is undefined when the returns do not vary (CleanRL logs NaN, sparse
+        # rewards); a NaN critic would show in its loss.
+        del metrics["explained_variance"]
     ratio = metrics.get("grad_norm_ratio")
     if ratio is not None and not math.isfinite(ratio) and metrics.get("grad_norm_value", 1.0) == 0.0:
         del metrics["grad_norm_ratio"]

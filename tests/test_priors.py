@@ -166,3 +166,21 @@ def test_engine_keeps_the_priors_across_a_rebuild(tmp_path):
     eng2.register_trial("t", "r")
     assert eng2.trials["t"].detectors[0].priors.kl_target == 0.01
     store.close()
+
+
+def test_a_fault_between_its_reports_is_not_health(tmp_path):
+    """A detector reports a lasting fault again only every ``repeat`` iterations: in between the trial is
+    not healthy enough to checkpoint, and the action taken is not judged effective."""
+    store = Store(tmp_path / "supervisor.db")
+    eng = Engine(store)
+    eng.register_trial("t", "r", config={"priors": CARTPOLE})
+    checkpoints, actions = [], []
+    for i, m in enumerate(stream(25, approx_kl=0.5)):  # 50 x kl_target on every update
+        v = eng.observe({"trial_id": "t", "seq": i, "iteration": i + 1, "metrics": m})
+        checkpoints += [i] if v["checkpoint"] else []
+        actions += [(i, a["action"]) for a in v["actions"]]
+    assert checkpoints == []
+    assert actions[0] == (0, "reduce_lr")
+    outcomes = {iv["action"]: iv["outcome"] for iv in store.interventions("t")}
+    assert outcomes["reduce_lr"] == "ineffective"
+    store.close()

@@ -74,6 +74,15 @@ class Detector:
     def __call__(self, iteration: int, metrics: Mapping[str, float], history: History) -> list[Finding]:
         raise NotImplementedError
 
+    def alarmed(self) -> bool:
+        """True while one of this detector's alarms is on at warning or worse, between its repeated
+        reports too: a fault that persists is still a fault in the iterations it is not re-reported."""
+        for v in self.__dict__.values():
+            for a in (v.values() if isinstance(v, dict) else (v,)):
+                if getattr(a, "reported", None) in ("warning", "critical") and getattr(a, "on", False):
+                    return True
+        return False
+
     def reset(self) -> None:
         """Forget hysteresis state (after a rollback the stream starts over)."""
 

@@ -60,6 +60,10 @@ class DetectorSuite:
         history.append(metrics)
         return found
 
+    def alarmed(self) -> set[str]:
+        """The detectors whose warning or critical alarm is still on (see :meth:`Detector.alarmed`)."""
+        return {d.name for d in self.detectors if d.alarmed()}
+
     def reset(self) -> None:
         """Forget every detector's state (after a rollback the stream starts over)."""
         for det in self.detectors:
