@@ -95,6 +95,10 @@ class Engine:
     def __init__(self, store: Store, settings: SupervisorConfig | None = None, profile: dict | None = None):
         self.store = store
         self.settings = settings or SupervisorConfig()
+        if profile is None and self.settings.default_profile:
+            from supervisor.calibrate import default_profile
+
+            profile = default_profile()
         self.profile = profile
         s = self.settings
         self.policy = EscalationPolicy(s.ladders, s.cooldown, s.max_interventions, s.intensity_window)
