@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from supervisor.detectors._common import Alarm, fmt, value_of
-from supervisor.detectors.base import Detector
-from supervisor.detectors.options import Count, DetectorOptions, Number, at_least, fraction, positive
+from supervisor.detectors._common import AlarmOptions, OneRuleDetector, fmt, value_of
+from supervisor.detectors.options import Number, fraction, positive
 from supervisor.findings import Finding
 
 
-class EntropySaturatedOptions(DetectorOptions):
+class EntropySaturatedOptions(AlarmOptions):
     fraction: Number = fraction(0.99)
     continuous_margin: Number = positive(0.7)
-    patience: Count = at_least(1, 3)
-    exit: Count = at_least(1, 3)
-    repeat: Count = positive(20)
 
 
-class EntropySaturated(Detector):
+class EntropySaturated(OneRuleDetector):
     """Warn when a positive entropy coefficient holds the policy at (or past) its maximum entropy.
 
     Rule (a prior: the action space's maximum entropy from the trial's config): with
@@ -36,13 +32,6 @@ class EntropySaturated(Detector):
     name = "entropy_saturated"
     Options = EntropySaturatedOptions
 
-    def __init__(self, **options):
-        super().__init__(**options)
-        self.reset()
-
-    def reset(self) -> None:
-        self._alarm = Alarm(self.patience, self.exit, self.repeat)
-
     def __call__(self, iteration, metrics, history) -> list[Finding]:
         e, coeff, p = value_of(metrics, "entropy"), value_of(metrics, "entropy_coeff"), self.priors
         if e is None or not coeff or coeff <= 0 or p.max_entropy is None:
@@ -53,7 +42,7 @@ class EntropySaturated(Detector):
         else:
             limit = self.fraction * p.max_entropy
             hit = e >= limit
-        if not self._alarm.update(hit):
+        if not self._due(hit):
             return []
         return [self.finding(iteration, "warning", "entropy", e,
                              f"entropy saturated: entropy={fmt(e)} is {fmt(e / p.max_entropy)}x its maximum "

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from supervisor.detectors._common import Alarm, fmt, value_of
-from supervisor.detectors.base import Detector
-from supervisor.detectors.options import Count, DetectorOptions, Number, at_least, positive
+from supervisor.detectors._common import AlarmOptions, OneRuleDetector, fmt, value_of
+from supervisor.detectors.options import Number, positive
 from supervisor.findings import Finding
 
 
-class NoLearningOptions(DetectorOptions):
+class NoLearningOptions(AlarmOptions):
     frozen_kl: Number = positive(1e-5)
     frozen_clip: Number = positive(1e-4)
-    patience: Count = at_least(1, 3)
-    exit: Count = at_least(1, 3)
-    repeat: Count = positive(20)
 
 
-class NoLearning(Detector):
+class NoLearning(OneRuleDetector):
     """Warn when the policy is frozen: training runs, but nothing it does moves the policy.
 
     Rule: approx_kl below ``frozen_kl`` and clip fraction below ``frozen_clip`` on ``patience``
@@ -32,21 +28,11 @@ class NoLearning(Detector):
     name = "no_learning"
     Options = NoLearningOptions
 
-    def __init__(self, **options):
-        super().__init__(**options)
-        self.reset()
-
-    def reset(self) -> None:
-        self._alarm = Alarm(self.patience, self.exit, self.repeat)
-        self._streak = 0
-
     def __call__(self, iteration, metrics, history) -> list[Finding]:
         kl, cf = value_of(metrics, "approx_kl"), value_of(metrics, "clip_fraction")
         if kl is None or cf is None:
             return []
-        frozen = abs(kl) < self.frozen_kl and cf < self.frozen_clip
-        self._streak = self._streak + 1 if frozen else 0
-        if not self._alarm.update(frozen):
+        if not self._due(abs(kl) < self.frozen_kl and cf < self.frozen_clip):
             return []
         return [self.finding(iteration, "warning", "approx_kl", kl,
                              f"no learning: the policy is frozen (approx_kl={fmt(kl)} < {fmt(self.frozen_kl)}, clip "

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from supervisor.detectors._common import Alarm, fmt, median, value_of
-from supervisor.detectors.base import Detector
-from supervisor.detectors.options import Count, DetectorOptions, Number, at_least, fraction, positive
+from supervisor.detectors._common import AlarmOptions, OneRuleDetector, fmt, median, value_of
+from supervisor.detectors.options import Count, Number, at_least, fraction, positive
 from supervisor.findings import Finding
 
 
-class PrematureConvergenceOptions(DetectorOptions):
+class PrematureConvergenceOptions(AlarmOptions):
     start: Count = at_least(1, 3)
     collapsed: Number = fraction(0.15)
     after: Count = at_least(1, 5)
     margin: Number = positive(0.25)
     patience: Count = at_least(1, 2)
-    exit: Count = at_least(1, 3)
-    repeat: Count = positive(20)
 
 
-class PrematureConvergence(Detector):
+class PrematureConvergence(OneRuleDetector):
     """Warn when a discrete policy has become (nearly) deterministic without getting better.
 
     Rule (a prior: the action space's maximum entropy log n): after ``after`` iterations, on ``patience``
@@ -39,12 +36,8 @@ class PrematureConvergence(Detector):
     name = "premature_convergence"
     Options = PrematureConvergenceOptions
 
-    def __init__(self, **options):
-        super().__init__(**options)
-        self.reset()
-
     def reset(self) -> None:
-        self._alarm = Alarm(self.patience, self.exit, self.repeat)
+        super().reset()
         self._start: float | None = None
         self._seen = 0
 
@@ -59,7 +52,7 @@ class PrematureConvergence(Detector):
         stuck = (self._start is not None and ret is not None and ent is not None and self._seen > self.after
                  and ent < self.collapsed * p.max_entropy
                  and abs(ret - self._start) <= self.margin * max(abs(self._start), 1e-6))
-        if not self._alarm.update(stuck):
+        if not self._due(stuck):
             return []
         return [self.finding(iteration, "warning", "entropy", ent,
                              f"premature convergence: entropy={fmt(ent)} is below {fmt(self.collapsed)}x its maximum "

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from supervisor.detectors._common import Alarm, fmt, value_of
-from supervisor.detectors.base import Detector
-from supervisor.detectors.options import Count, DetectorOptions, Number, at_least, positive
+from supervisor.detectors._common import AlarmOptions, OneRuleDetector, fmt, value_of
+from supervisor.detectors.options import Count, Number, at_least, positive
 from supervisor.findings import Finding
 
 
-class UpdateTooLargeOptions(DetectorOptions):
+class UpdateTooLargeOptions(AlarmOptions):
     kl_factor: Number = positive(20.0)
     critical_kl_factor: Number = positive(100.0)
     clip_fraction: Number = positive(0.6)
     default_kl_target: Number = positive(0.01)
     patience: Count = at_least(1, 1)
-    exit: Count = at_least(1, 3)
     repeat: Count = positive(10)
 
 
-class UpdateTooLarge(Detector):
+class UpdateTooLarge(OneRuleDetector):
     """Warn from the first iteration when an update overshoots PPO's trust region; critical far past it.
 
     Rule (a prior: needs no history): with the trial's ``kl_target`` (RLlib's PPO default 0.01 when the
@@ -40,13 +38,6 @@ class UpdateTooLarge(Detector):
     name = "update_too_large"
     Options = UpdateTooLargeOptions
 
-    def __init__(self, **options):
-        super().__init__(**options)
-        self.reset()
-
-    def reset(self) -> None:
-        self._alarm = Alarm(self.patience, self.exit, self.repeat)
-
     def __call__(self, iteration, metrics, history) -> list[Finding]:
         kl = value_of(metrics, "approx_kl")
         if kl is None:
@@ -58,7 +49,7 @@ class UpdateTooLarge(Detector):
         over_kl = kl is not None and kl > self.kl_factor * target
         over_clip = cf is not None and cf > self.clip_fraction
         sev = "critical" if kl is not None and kl > self.critical_kl_factor * target else "warning"
-        if not self._alarm.update(over_kl or over_clip, sev):
+        if not self._due(over_kl or over_clip, sev):
             return []
         clip = self.priors.clip_param
         parts = []

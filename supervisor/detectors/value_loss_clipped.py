@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from supervisor.detectors._common import Alarm, fmt, value_of
-from supervisor.detectors.base import Detector
-from supervisor.detectors.options import Count, DetectorOptions, Number, at_least, fraction, positive
+from supervisor.detectors._common import AlarmOptions, OneRuleDetector, fmt, value_of
+from supervisor.detectors.options import Count, Number, fraction, positive
 from supervisor.findings import Finding
 
 
-class ValueLossClippedOptions(DetectorOptions):
+class ValueLossClippedOptions(AlarmOptions):
     fraction: Number = fraction(0.999)
-    patience: Count = at_least(1, 3)
-    exit: Count = at_least(1, 3)
     repeat: Count = positive(50)
 
 
-class ValueLossClipped(Detector):
+class ValueLossClipped(OneRuleDetector):
     """Warn when the value loss is clipped on (nearly) every sample, so the critic gets no gradient.
 
     RLlib's PPO clips each sample's squared value error at ``vf_clip_param`` (default 10); a clipped
@@ -36,14 +33,6 @@ class ValueLossClipped(Detector):
     name = "value_loss_clipped"
     Options = ValueLossClippedOptions
 
-    def __init__(self, **options):
-        super().__init__(**options)
-        self.reset()
-
-    def reset(self) -> None:
-        self._alarm = Alarm(self.patience, self.exit, self.repeat)
-        self._streak = 0
-
     def __call__(self, iteration, metrics, history) -> list[Finding]:
         share = value_of(metrics, "vf_clip_fraction")
         clip = self.priors.vf_clip_param
@@ -52,9 +41,7 @@ class ValueLossClipped(Detector):
             if vf is None or gv is None or clip is None:
                 return []
             share = 1.0 if gv == 0.0 and vf >= 0.999 * clip else 0.0
-        hit = share >= self.fraction
-        self._streak = self._streak + 1 if hit else 0
-        if not self._alarm.update(hit):
+        if not self._due(share >= self.fraction):
             return []
         at = f"vf_clip_param={fmt(clip)}" if clip else "vf_clip_param"
         return [self.finding(iteration, "warning", "vf_clip_fraction", share,
