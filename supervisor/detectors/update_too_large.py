@@ -20,7 +20,7 @@ class UpdateTooLarge(OneRuleDetector):
     """Warn from the first iteration when an update overshoots PPO's trust region; critical far past it.
 
     Rule (a prior: needs no history): with the trial's ``kl_target`` (RLlib's PPO default 0.01 when the
-    config is not known), warning when approx_kl (or RLlib's mean KL) exceeds ``kl_factor`` x kl_target,
+    config is not known), warning when approx_kl (or, on a live RLlib trial, its mean KL) exceeds ``kl_factor`` x kl_target,
     or the clip fraction exceeds ``clip_fraction`` (most samples outside the ``1 +- clip_param`` ratio
     band), on ``patience`` consecutive iterations; critical when the KL exceeds ``critical_kl_factor`` x
     kl_target. A healthy PPO update stays within a few kl_targets (recorded healthy CartPole, Acrobot,
@@ -40,7 +40,9 @@ class UpdateTooLarge(OneRuleDetector):
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:
         kl = value_of(metrics, "approx_kl")
-        if kl is None:
+        if kl is None and self.priors.algorithm:
+            # RLlib's own mean KL is between successive policies too; in a foreign log "kl" may be the KL
+            # to a reference model (TRL's objective/kl), which has no trust region to overshoot
             kl = value_of(metrics, "kl")
         cf = value_of(metrics, "clip_fraction")
         if kl is None and cf is None:
