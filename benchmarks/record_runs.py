@@ -326,11 +326,8 @@ def record(name: str, iterations: int | None, out: Path) -> dict:
         with open(out / f"{name}{suffix}", "w") as f:
             for r in data:
                 f.write(json.dumps(r, allow_nan=True, separators=(",", ":")) + "\n")
-    return {"file": f"{name}.jsonl", "raw_file": f"{name}.raw.jsonl", "group": run.group, "kind": run.kind,
-            "fault": run.fault, "how": run.how, "env": run.env, "algorithm": run.algorithm, "seed": run.seed,
-            "split": run.split, "env_config": run.env_config, "iterations": len(rows),
-            **onset_of(run, rows), "fault_step": run.fault_step, "seconds": round(time.time() - t0, 1),
-            "priors": priors}
+    return {"file": f"{name}.jsonl", "raw_file": f"{name}.raw.jsonl", **static_meta(name), "iterations": len(rows),
+            **onset_of(run, rows), "seconds": round(time.time() - t0, 1), "priors": priors}
 
 
 def onset_of(run: Run, rows: list[dict]) -> dict:
@@ -381,6 +378,30 @@ def reindex(out: Path) -> None:
     meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
 
 
+def static_meta(name: str) -> dict:
+    """The meta fields a run's definition fixes (not its recording)."""
+    run = RUNS[name]
+    return {"group": run.group, "kind": run.kind, "fault": run.fault, "how": run.how, "env": run.env,
+            "algorithm": run.algorithm, "seed": run.seed, "split": run.split, "env_config": run.env_config,
+            "fault_step": run.fault_step}
+
+
+def refresh_meta(out: Path, names: list[str]) -> None:
+    """Fill the definition fields and priors of already recorded runs (builds each algorithm, no
+    training): for files recorded before those fields existed."""
+    meta_path = out / "runs.json"
+    for name in names:
+        algo, priors = build(name)
+        algo.stop()
+        with open(out / ".runs.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            meta = json.loads(meta_path.read_text())
+            if name in meta:
+                meta[name].update(static_meta(name), priors=priors)
+                meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True, allow_nan=True) + "\n")
+        print(f"[{name}] meta refreshed", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=None, help="override every run's own count")
@@ -388,6 +409,8 @@ def main() -> None:
     ap.add_argument("--group", nargs="*", default=None, help=f"run groups: {', '.join(GROUPS)}")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "data"))
     ap.add_argument("--reindex", action="store_true", help="only recompute the onsets in runs.json")
+    ap.add_argument("--refresh-meta", action="store_true",
+                    help="only fill the definition fields and priors of the selected, already recorded runs")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -413,6 +436,12 @@ def main() -> None:
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     envs.register()
+    if args.refresh_meta:
+        try:
+            refresh_meta(out, names)
+        finally:
+            ray.shutdown()
+        return
     meta_path = out / "runs.json"
     try:
         for name in names:
