@@ -429,7 +429,11 @@ def main() -> None:
         names = list(RUNS)
 
     import ray
+    import torch
 
+    # One intra-op thread: on a busy shared machine torch's spinning OpenMP threads made an update
+    # up to ~75x slower than on an idle one (the models are tiny; a thread pool buys nothing).
+    torch.set_num_threads(1)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     # address="local": always a private instance (ray.init() would join a cluster another process
     # started on this machine, and refuse num_cpus)
