@@ -6,7 +6,8 @@ PPO runs train small (train_batch_size_per_learner 1000, minibatch 250, 4 epochs
 gamma 0.99, lambda 0.95, vf_loss_coeff 0.01, no remote env runners, ``ray.init(num_cpus=2)``)
 with the instrumented learner (``actors.learner.use_supervised_learner``); a run's own settings
 override these. APPO, IMPALA, DQN and SAC runs use their stock learners and RLlib's defaults
-(APPO/IMPALA with one env runner; ``min_time_s_per_iteration`` 1 instead of 10).
+(APPO/IMPALA with one env runner; ``min_time_s_per_iteration`` 1 instead of 10, and for APPO/IMPALA
+``min_sample_timesteps_per_iteration`` 1000).
 
 Per run it writes, in ``--out``:
 
@@ -186,9 +187,13 @@ def build(name: str):
     else:
         cls = {"APPO": algos.appo.APPOConfig, "IMPALA": algos.impala.IMPALAConfig,
                "DQN": algos.dqn.DQNConfig, "SAC": algos.sac.SACConfig}[run.algorithm]
-        runners = 1 if run.algorithm in ("APPO", "IMPALA") else 0  # APPO/IMPALA need a remote runner
-        cfg = (cls().env_runners(num_env_runners=runners).learners(num_learners=0)
+        asynchronous = run.algorithm in ("APPO", "IMPALA")  # they need a remote env runner
+        cfg = (cls().env_runners(num_env_runners=1 if asynchronous else 0).learners(num_learners=0)
                .reporting(min_time_s_per_iteration=1))
+        if asynchronous:
+            # 1 s alone gave ~100 env steps an iteration on the busy machine (and none while the
+            # runner started): let an iteration last until BATCH env steps were sampled
+            cfg.reporting(min_sample_timesteps_per_iteration=BATCH)
         if run.training:
             cfg.training(**run.training)
     cfg.environment(envs.ENV_NAME, env_config=env_config).debugging(seed=run.seed)
@@ -357,7 +362,8 @@ ABOUT = {
     "config_note": "PPO runs: these settings unless the run's `how` says otherwise (RLlib's own PPO defaults "
                    "are lr 5e-5, lambda 1.0, vf_loss_coeff 1.0, batch 4000, minibatch 128, 30 epochs; "
                    "vf_loss_coeff 0.01 is kept from the first recordings). APPO/IMPALA/DQN/SAC: RLlib's "
-                   "defaults with their stock learners, min_time_s_per_iteration 1, APPO/IMPALA 1 env runner.",
+                   "defaults with their stock learners, min_time_s_per_iteration 1, APPO/IMPALA 1 env runner "
+                   "and min_sample_timesteps_per_iteration 1000.",
     "onset_index": "0-based line of the first iteration the fault acts on (see onset_of); 0 for bad_start",
     "raw_file": "<name>.raw.jsonl: RLlib's result per iteration, flattened to 'a/b' keys, numbers only",
     "priors": "read from the built algorithm's config and the env's spaces (see priors_of); max_entropy: "
