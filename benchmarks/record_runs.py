@@ -40,6 +40,7 @@ Takes tens of minutes on 2 cores; run it in the background, a group at a time::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import math
@@ -384,6 +385,18 @@ def reindex(out: Path) -> None:
     meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
 
 
+@contextlib.contextmanager
+def _locked(meta_path: Path):
+    """runs.json as a dict, written back on exit, under an exclusive lock on the file itself:
+    several recorder processes may run at once."""
+    with open(meta_path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        text = meta_path.read_text()
+        meta = json.loads(text) if text.strip() else {}
+        yield meta
+        meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True, allow_nan=True) + "\n")
+
+
 def static_meta(name: str) -> dict:
     """The meta fields a run's definition fixes (not its recording)."""
     run = RUNS[name]
@@ -399,12 +412,9 @@ def refresh_meta(out: Path, names: list[str]) -> None:
     for name in names:
         algo, priors = build(name)
         algo.stop()
-        with open(out / ".runs.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            meta = json.loads(meta_path.read_text())
+        with _locked(meta_path) as meta:
             if name in meta:
                 meta[name].update(static_meta(name), priors=priors)
-                meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True, allow_nan=True) + "\n")
         print(f"[{name}] meta refreshed", flush=True)
 
 
@@ -456,13 +466,9 @@ def main() -> None:
     try:
         for name in names:
             entry = record(name, args.iterations, out)
-            # locked read-modify-write: another recorder process may write its runs meanwhile
-            with open(out / ".runs.lock", "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+            with _locked(meta_path) as meta:
                 meta["_about"] = ABOUT
                 meta[name] = entry
-                meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True, allow_nan=True) + "\n")
             print(f"[{name}] done: {json.dumps({k: v for k, v in entry.items() if k != 'priors'})}", flush=True)
     finally:
         ray.shutdown()
