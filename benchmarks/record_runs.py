@@ -116,7 +116,8 @@ def _runs() -> dict[str, Run]:
     # -- (a) bad from the start, CartPole, 20 iterations
     for s in (1, 2, 3):
         r[f"bad_lr_high_s{s}"] = Run("bad_start", "bad_start", "lr_too_high", s, "lr 0.05, num_epochs 10",
-                                     iterations=20, training={"lr": 0.05, "num_epochs": 10})
+                                     split="held-out" if s == 3 else "tune", iterations=20,
+                                     training={"lr": 0.05, "num_epochs": 10})
     r["bad_lr_low"] = Run("bad_start", "bad_start", "lr_too_low", 4, "lr 1e-7", iterations=20,
                           training={"lr": 1e-7})
     r["bad_entropy_huge"] = Run("bad_start", "bad_start", "entropy_coeff_huge", 5, "entropy_coeff 5.0",
@@ -225,6 +226,7 @@ def _initial_entropy(algo, env) -> float | None:
     try:
         module = algo.get_module()
         obs, _ = env.reset(seed=0)
+        env.action_space.seed(0)
         rows = []
         for _ in range(64):
             rows.append(obs)
