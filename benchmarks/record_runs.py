@@ -437,10 +437,14 @@ def main() -> None:
         return
     unknown = set(args.only or ()) - set(RUNS)
     if unknown:
-        sys.exit(f"unknown run(s): {', '.join(sorted(unknown))}; known: {', '.join(RUNS)}")
+        print(f"record_runs.py: --only: unknown run(s): {', '.join(sorted(unknown))}; known: {', '.join(RUNS)}",
+              file=sys.stderr)
+        sys.exit(2)
     unknown = set(args.group or ()) - set(GROUPS)
     if unknown:
-        sys.exit(f"unknown group(s): {', '.join(sorted(unknown))}; known: {', '.join(GROUPS)}")
+        print(f"record_runs.py: --group: unknown group(s): {', '.join(sorted(unknown))}; known: {', '.join(GROUPS)}",
+              file=sys.stderr)
+        sys.exit(2)
     names = list(args.only or ())
     names += [n for n, r in RUNS.items() if args.group and r.group in args.group and n not in names]
     if not args.only and not args.group:
