@@ -37,6 +37,7 @@ RESULT_PATHS: dict[str, str] = {
     "grad_norm_ratio": "learners/{m}/sup_grad_norm_ratio",
     "approx_kl": "learners/{m}/sup_approx_kl",
     "clip_fraction": "learners/{m}/sup_clip_fraction",
+    "vf_clip_fraction": "learners/{m}/sup_vf_clip_fraction",
     "advantage_mean": "learners/{m}/sup_advantage_mean",
     "advantage_std": "learners/{m}/sup_advantage_std",
     "advantage_skew": "learners/{m}/sup_advantage_skew",
