@@ -14,7 +14,7 @@ Per run it writes, in ``--out``:
 * ``<name>.jsonl``: one line per training iteration, the normalized metrics of
   :func:`supervisor.metrics.normalize_result` plus ``training_iteration`` (a file
   ``supervise scan`` also reads);
-* ``<name>.raw.jsonl``: the same iterations as RLlib reported them, flattened ("a/b/c" keys),
+* ``<name>.raw.jsonl.gz``: the same iterations as RLlib reported them, flattened ("a/b/c" keys),
   numbers only: every key under ``learners/``, ``env_runners/``, ``timers/``,
   ``fault_tolerance/``, ``evaluation/``, and ``training_iteration``, ``time_this_iter_s``,
   ``time_total_s``, ``num_env_steps_sampled_lifetime`` (no ``config``), so that a changed
@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import gzip
 import json
 import math
 import os
@@ -330,11 +331,12 @@ def record(name: str, iterations: int | None, out: Path) -> dict:
                   f"t {m.get('time_this_iter_s', 0):.1f}s", flush=True)
     finally:
         algo.stop()
-    for suffix, data in ((".jsonl", rows), (".raw.jsonl", raws)):
-        with open(out / f"{name}{suffix}", "w") as f:
+    # the raw results are ten times the size of the normalized ones: gzip keeps the repository small
+    for suffix, data, opener in ((".jsonl", rows, open), (".raw.jsonl.gz", raws, gzip.open)):
+        with opener(out / f"{name}{suffix}", "wt") as f:
             for r in data:
                 f.write(json.dumps(r, allow_nan=True, separators=(",", ":")) + "\n")
-    return {"file": f"{name}.jsonl", "raw_file": f"{name}.raw.jsonl", **static_meta(name), "iterations": len(rows),
+    return {"file": f"{name}.jsonl", "raw_file": f"{name}.raw.jsonl.gz", **static_meta(name), "iterations": len(rows),
             **onset_of(run, rows), "seconds": round(time.time() - t0, 1), "priors": priors}
 
 
@@ -368,7 +370,7 @@ ABOUT = {
                    "defaults with their stock learners, min_time_s_per_iteration 1, APPO/IMPALA 1 env runner "
                    "and min_sample_timesteps_per_iteration 1000.",
     "onset_index": "0-based line of the first iteration the fault acts on (see onset_of); 0 for bad_start",
-    "raw_file": "<name>.raw.jsonl: RLlib's result per iteration, flattened to 'a/b' keys, numbers only",
+    "raw_file": "<name>.raw.jsonl.gz: RLlib's result per iteration, flattened to 'a/b' keys, numbers only",
     "priors": "read from the built algorithm's config and the env's spaces (see priors_of); max_entropy: "
               "log n (Discrete) or 0.5*log(2*pi*e) per action dimension (Box, sigma 1)",
     "recorded_with": "benchmarks/record_runs.py",

@@ -69,4 +69,4 @@ def test_recorded_runs():
 def test_recorded_files_are_small():
     data = REPO / "benchmarks" / "data"
     total = sum(p.stat().st_size for p in data.iterdir()) if data.exists() else 0
-    assert total < 2 * 2**20, total
+    assert total < 4 * 2**20, total  # 60-odd runs, their raw RLlib results gzipped
