@@ -104,7 +104,9 @@ def drop_no_data(metrics: dict) -> dict:
     policy/value gradient ratio when its denominator is 0 (a value loss clipped on every sample has no
     gradient; dividing by it is not a training fault)."""
     n = metrics.get("num_episodes")
-    if not n or math.isnan(n):  # async algorithms (APPO, IMPALA) report NaN counts too
+    # 0 (or NaN: async APPO/IMPALA) finished episodes: no data. Without a count the NaN may be a NaN reward
+    # (a loop that averages returns over a buffer of finished episodes): evidence, kept.
+    if n is not None and (n == 0 or math.isnan(n)):
         for k in EPISODE_METRICS + ("num_episodes", "env_steps"):
             v = metrics.get(k)
             if v is not None and math.isnan(v):
