@@ -18,6 +18,7 @@ import ray
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
 from actors import interventions as iv
+from actors.algos import EXTRA_ROOT, extra_metrics, name_of
 from actors.appliers import RLlibApplier
 from actors.client import SupervisorClient
 from supervisor import actions
@@ -62,6 +63,9 @@ class SupervisorCallback(RLlibCallback):
                                        retry_after_s=info.get("retry_after_s", 5.0))
         # A (re)started trial must learn its next seq, or its reports would be taken for replays:
         # give a supervisor that Ray is restarting a few seconds.
+        # The supervisor runs the detectors and ladders of the trial's algorithm (supervisor.algorithms).
+        self.info = info = {**info, "trial_config": {**(info.get("trial_config") or {}),
+                                                     "algorithm": name_of(algorithm)}}
         reg = self.client.register(self.trial_id, _node_id(), info.get("trial_config"),
                                    wait_s=info.get("register_wait_s", 20.0))
         if reg is None:
@@ -92,6 +96,9 @@ class SupervisorCallback(RLlibCallback):
                 result["supervisor"] = {"reported": False, "registered": False}
                 return
             self._registered(algorithm, reg)
+        extra = extra_metrics(algorithm)  # what RLlib keeps off the result (DQN's epsilon)
+        if extra:
+            result[EXTRA_ROOT] = extra
         report = normalize_result(result, self.trial_id, _node_id())
         report["seq"], report["applied"], self.applied = self.seq, self.applied, []
         self.last_report = report

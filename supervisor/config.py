@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from supervisor import actions
+from supervisor import actions, algorithms
 from supervisor.errors import InputError
 
 _STRICT = ConfigDict(extra="forbid")
@@ -121,7 +121,7 @@ class Experiment(BaseModel):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     env: str = Field(min_length=1)
     env_config: dict[str, Any] = Field(default_factory=dict)
-    algorithm: Literal["PPO"] = "PPO"
+    algorithm: str = algorithms.DEFAULT
     config: dict[str, Any] = Field(default_factory=dict)
     stop: StopConfig
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
@@ -130,9 +130,7 @@ class Experiment(BaseModel):
     @field_validator("algorithm", mode="before")
     @classmethod
     def _algorithm(cls, v):
-        if v != "PPO":
-            raise ValueError(f"unknown algorithm {v!r} (supported: PPO)")
-        return v
+        return algorithms.check(v)
 
     @field_validator("config")
     @classmethod

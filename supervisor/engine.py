@@ -88,7 +88,16 @@ class TrialState:
     requested: list = field(default_factory=list)  # manual actions (dashboard), applied with the next verdict
     known_ids: set = field(default_factory=set)  # ids of this trial's interventions
     prev_lr: float | None = None  # lr reported one iteration before the newest report
+    algorithm: str | None = None  # PPO, APPO, IMPALA, DQN, SAC (supervisor.algorithms); None: unknown
     node_id: str | None = None
+
+
+def _algorithm_of(config: Any) -> str | None:
+    """The trial's algorithm, from the config it registered with (the RLlib callback adds it)."""
+    from supervisor import algorithms
+
+    name = config.get("algorithm") if isinstance(config, dict) else None
+    return name.upper() if algorithms.get(name) is not None else None
 
 
 class Engine:
@@ -108,17 +117,21 @@ class Engine:
         self._flushed_at = time.monotonic()
 
     # ------------------------------------------------------------------ trials
-    def _new_state(self, trial_id: str, run_id: str) -> TrialState:
-        return TrialState(trial_id, run_id, History(self.settings.history),
-                          DetectorSuite.build(self.settings.detectors, self.profile))
+    def _new_state(self, trial_id: str, run_id: str, algorithm: str | None = None) -> TrialState:
+        # Only the detectors that apply to the trial's algorithm (supervisor.algorithms) judge it.
+        state = TrialState(trial_id, run_id, History(self.settings.history),
+                           DetectorSuite.build(self.settings.detectors, self.profile, algorithm=algorithm))
+        state.algorithm = algorithm
+        return state
 
     def register_trial(self, trial_id: str, run_id: str, node_id: str | None = None,
                        config: dict | None = None) -> dict:
         """Start or resume a trial. Returns what a (re)started trial needs: its next seq,
         the hyperparameter overrides to re-apply, and its newest healthy checkpoint."""
         state = self.trials.get(trial_id)
+        algorithm = _algorithm_of(config)
         if state is None:
-            state = self._rebuild(trial_id, run_id) or self._new_state(trial_id, run_id)
+            state = self._rebuild(trial_id, run_id) or self._new_state(trial_id, run_id, algorithm)
             self.trials[trial_id] = state
             self.store.upsert_trial(trial_id, run_id, "running", node_id, config)
         else:
@@ -132,7 +145,7 @@ class Engine:
         row = self.store.trial(trial_id)
         if row is None:
             return None
-        state = self._new_state(trial_id, row["run_id"] or run_id)
+        state = self._new_state(trial_id, row["run_id"] or run_id, _algorithm_of(json_or_empty(row.get("config"))))
         reports = self.store.reports(trial_id)
         for r in reports[-self.settings.history:]:
             state.history.append(r["metrics"])
@@ -210,7 +223,7 @@ class Engine:
         if findings:
             if any(severity_rank(f.severity) >= severity_rank("warning") for f in findings):
                 state.last_trouble_seq = seq
-            decision = self.policy.decide(state.policy, seq, findings)
+            decision = self.policy.decide(state.policy, seq, findings, algorithm=state.algorithm)
         todo = self._materialize(state, decision, iteration) if decision else []
         if state.requested:
             todo += [a for a in (self._manual(state, r, iteration) for r in state.requested) if a is not None]

@@ -18,8 +18,11 @@ from typing import Any, Mapping
 
 from supervisor.detectors._common import check_band
 from supervisor.detectors.advantage_anomaly import AdvantageAnomaly
+from supervisor.detectors.alpha_collapse import AlphaCollapse
+from supervisor.detectors.alpha_runaway import AlphaRunaway
 from supervisor.detectors.base import Detector, Latch
 from supervisor.detectors.entropy_collapse import EntropyCollapse
+from supervisor.detectors.exploration_too_short import ExplorationTooShort
 from supervisor.detectors.gradient_explosion import GradientExplosion
 from supervisor.detectors.gpu_fault import GpuFault
 from supervisor.detectors.gradient_vanishing import GradientVanishing
@@ -31,15 +34,19 @@ from supervisor.detectors.node_down import NodeDown
 from supervisor.detectors.non_finite import NonFinite
 from supervisor.detectors.options import DetectorOptionError, DetectorOptions
 from supervisor.detectors.plateau import Plateau
+from supervisor.detectors.q_divergence import QDivergence
 from supervisor.detectors.reward_collapse import RewardCollapse
 from supervisor.detectors.straggler import Straggler
 from supervisor.detectors.suite import DetectorSuite
+from supervisor.detectors.td_error_explosion import TDErrorExplosion
 from supervisor.detectors.value_collapse import ValueCollapse
 from supervisor.detectors.worker_fault import WorkerFault
 
 DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (
     NonFinite, LossExplosion, GradientExplosion, GradientVanishing, KLSpike, KLControllerStuck,
     EntropyCollapse, ValueCollapse, AdvantageAnomaly, RewardCollapse, Plateau, WorkerFault,
+    # off-policy (DQN, SAC): supervisor.algorithms says which detectors run on which algorithm
+    QDivergence, TDErrorExplosion, AlphaCollapse, AlphaRunaway, ExplorationTooShort,
 )}
 # Judging the cluster (heartbeats, ray.nodes(), trials' iteration times), not one trial's metrics:
 # run by supervisor.cluster.ClusterState.
@@ -80,7 +87,8 @@ def check_overrides(overrides: Mapping[str, Any] | None) -> None:
 
 
 def build_detectors(overrides: Mapping[str, Mapping] | None = None,
-                    profile: Mapping[str, Mapping[str, float]] | None = None) -> DetectorSuite:
+                    profile: Mapping[str, Mapping[str, float]] | None = None,
+                    algorithm: str | None = None) -> DetectorSuite:
     """Instantiate every registered detector, in registry order, as one suite.
 
     Args:
@@ -93,8 +101,12 @@ def build_detectors(overrides: Mapping[str, Mapping] | None = None,
             gets the bands of the metrics it judges (``cls.band_metrics``),
             unless its overrides set ``band`` themselves; it uses them while
             its own history is still short.
+        algorithm: the trial's RLlib algorithm: only the detectors that apply to it
+            (``supervisor.algorithms``) are built; None builds every one.
     """
-    enabled = _enabled(overrides)
+    from supervisor import algorithms
+
+    enabled = {n: kw for n, kw in _enabled(overrides).items() if algorithms.applies(n, algorithm)}
     if profile is not None and not isinstance(profile, Mapping):
         raise ValueError(f"profile must be a mapping of metric -> band, got {type(profile).__name__}")
     out: list[Detector] = []
@@ -113,4 +125,5 @@ __all__ = ["CLUSTER_DETECTORS", "DETECTORS", "Detector", "DetectorOptionError", 
            "build_detectors", "check_overrides", "detector_options",
            "AdvantageAnomaly", "EntropyCollapse", "GradientExplosion", "GradientVanishing",
            "KLControllerStuck", "KLSpike", "LossExplosion", "NonFinite", "Plateau", "RewardCollapse",
-           "ValueCollapse", "WorkerFault", "GpuFault", "MemoryPressure", "NodeDown", "Straggler"]
+           "ValueCollapse", "WorkerFault", "QDivergence", "TDErrorExplosion", "AlphaCollapse", "AlphaRunaway",
+           "ExplorationTooShort", "GpuFault", "MemoryPressure", "NodeDown", "Straggler"]
