@@ -45,6 +45,7 @@ RESULT_PATHS: dict[str, str] = {
     # APPO / IMPALA (V-trace): importance ratios pi/mu of the (stale) behaviour policy; APPO's target network.
     "is_ratio_mean": "learners/{m}/mean_IS",
     "is_ratio_var": "learners/{m}/var_IS",
+    "policy_lag": "learners/{m}/diff_num_grad_updates_vs_sampler_policy",  # learner updates the samples lag by
     # DQN / SAC: the Q-function, its TD error, target networks, the replay buffer.
     "q_loss": "learners/{m}/qf_loss",
     "q_twin_loss": "learners/{m}/qf_twin_loss",

@@ -235,7 +235,7 @@ def run_sweep(sweep, source: str, out: str | None = None, max_concurrent: int | 
     names = sweep.algorithms()
     plans = []
     for name in names:  # every InputError before anything starts
-        sub = sweep.for_algorithm(name) if len(names) > 1 else sweep
+        sub = sweep.for_algorithm(name) if "algorithm" in sweep.search else sweep
         param_space, _ = build_sweep_space(sub, source, run.callback_info())
         if variants is not None:
             param_space[SEARCH_KEY] = tune.grid_search([dict(v) for v in variants])
