@@ -157,9 +157,10 @@ def _cartpole(i, q):
 def test_q_divergence_silent_while_q_learns_the_return_scale_and_fires_past_it():
     healthy = [_cartpole(i, min(100.0, 1.5 * i)) for i in range(80)]  # Q grows to 1 / (1 - 0.99)
     assert _run(QDivergence(), healthy) == []
-    bad = healthy[:10] + [_cartpole(10, 2e3), _cartpole(11, 5e4)]
+    bad = healthy[:10] + [_cartpole(10, 400.0), _cartpole(11, 5e4)]  # q_max 480: 3.8 x 100 above [0, 100]
     assert _run(QDivergence(), bad) == [(11, "warning"), (12, "critical")]
-    assert _run(QDivergence(), [{"q_max": 1e9}]) == []  # no episode yet: no bound, no judgement
+    assert _run(QDivergence(), [{"q_max": 1e9}]) == []
+    assert _run(QDivergence(), healthy[:3] + [_cartpole(3, -300.0)]) == [(4, "warning")]  # Q < 0 with rewards >= 0  # no episode yet: no bound, no judgement
 
 
 def test_td_error_explosion():

@@ -1,12 +1,11 @@
-"""The return scale a run has shown: how large its Q-values can honestly be.
+"""The return scale a run has shown: the range its Q-values can honestly take.
 
-With rewards bounded by r_max per step and discount gamma, no discounted
-return (so no true Q-value) exceeds r_max / (1 - gamma) in magnitude. r_max
-is not known in advance; the largest average per-step reward of any
-iteration's best or worst episodes so far (|episode_return_max| or
-|episode_return_min| over episode_len_mean) is a lower estimate of it that
-only grows. Kept across rollbacks: it describes the environment, not the
-learner.
+With per-step rewards in [r_lo, r_hi] and discount gamma, every discounted
+return (so every true Q-value) lies in [min(0, r_lo), max(0, r_hi)] / (1 -
+gamma). The rewards' range is not known in advance; the average per-step
+reward of each iteration's episodes (episode_return_mean over
+episode_len_mean) estimates it, and the range seen so far only widens. Kept
+across rollbacks: it describes the environment, not the learner.
 """
 
 from __future__ import annotations
@@ -19,20 +18,25 @@ from supervisor.detectors._common import value_of
 class ReturnScale:
     def __init__(self, gamma: float):
         self.gamma = gamma
-        self.r_step: float | None = None
+        self.lo: float | None = None  # smallest average per-step reward seen
+        self.hi: float | None = None  # largest
 
-    def update(self, metrics: Mapping[str, float]) -> float | None:
-        """Feed one iteration; returns the bound r_step / (1 - gamma) (None before any episode finished)."""
-        n = value_of(metrics, "episode_len_mean")
-        if n is not None and n >= 1:
-            for k in ("episode_return_max", "episode_return_min", "episode_return_mean"):
-                r = value_of(metrics, k)
-                if r is not None:
-                    per_step = abs(r) / n
-                    if per_step > 0 and (self.r_step is None or per_step > self.r_step):
-                        self.r_step = per_step
-        return self.bound
+    def update(self, metrics: Mapping[str, float]) -> bool:
+        """Feed one iteration; True once an episode has finished (the range is known)."""
+        n, r = value_of(metrics, "episode_len_mean"), value_of(metrics, "episode_return_mean")
+        if n is not None and n >= 1 and r is not None:
+            step = r / n
+            self.lo = step if self.lo is None else min(self.lo, step)
+            self.hi = step if self.hi is None else max(self.hi, step)
+        return self.lo is not None
 
     @property
-    def bound(self) -> float | None:
-        return None if self.r_step is None else self.r_step / (1.0 - self.gamma)
+    def q_range(self) -> tuple[float, float]:
+        """[min(0, lo), max(0, hi)] / (1 - gamma): where honest Q-values lie."""
+        return min(0.0, self.lo) / (1.0 - self.gamma), max(0.0, self.hi) / (1.0 - self.gamma)
+
+    @property
+    def scale(self) -> float:
+        """The largest |Q| the rewards seen allow (at least a tiny positive number)."""
+        lo, hi = self.q_range
+        return max(abs(lo), abs(hi), 1e-9)

@@ -25,8 +25,8 @@ class TDErrorExplosionOptions(DetectorOptions):
 class TDErrorExplosion(Detector):
     """Warn when the Bellman error explodes.
 
-    Rule: e = |td_error_mean|. With B the return bound of ``q_divergence``
-    (r_step / (1 - ``gamma``)), fire when e >= ``return_fraction`` x B AND
+    Rule: e = |td_error_mean|. With B the largest |Q| the rewards seen allow
+    (``q_divergence``'s S: max |average per-step reward| / (1 - ``gamma``)), fire when e >= ``return_fraction`` x B AND
     either e >= ``ratio`` x the median |TD error| of the last ``window``
     iterations (once ``warmup`` exist) or there is no history yet; critical
     when e >= ``critical_k`` x B whatever the history. Before any episode
@@ -57,7 +57,7 @@ class TDErrorExplosion(Detector):
         self._alarm = Alarm(1, self.exit, self.repeat)
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:
-        bound = self.scale.update(metrics)
+        bound = self.scale.scale if self.scale.update(metrics) else None
         v = value_of(metrics, "td_error_mean")
         if v is None:
             return []
