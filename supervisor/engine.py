@@ -93,10 +93,14 @@ class TrialState:
 
 
 def _algorithm_of(config: Any) -> str | None:
-    """The trial's algorithm, from the config it registered with (the RLlib callback adds it)."""
+    """The trial's algorithm, from the config it registered with (the RLlib callback adds it), or its priors."""
     from supervisor import algorithms
 
-    name = config.get("algorithm") if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        return None
+    name = config.get("algorithm")
+    if name is None and isinstance(config.get("priors"), dict):
+        name = config["priors"].get("algorithm")
     return name.upper() if algorithms.get(name) is not None else None
 
 
