@@ -95,6 +95,9 @@ _CONFIG_KEYS = ("vf_clip_param", "tau", "target_network_update_freq")
 #: Not re-applied after a rollback: SAC's alpha is learned state that the checkpoint restores, and DQN's
 #: epsilon is the env runners' schedule, which a learner rollback does not touch.
 _NOT_REAPPLIED = ("alpha", "epsilon")
+#: Learned state outside the learner's module and optimizer state (``get_state`` leaves it out): restored from
+#: the checkpoint's hparams sidecar on rollback.
+_LEARNED = ("alpha",)
 
 
 # ---------------------------------------------------------------------------
@@ -742,6 +745,10 @@ def rollback(
 
     target = {k: before[k] for k in HPARAM_KEYS if k in before and k not in _NOT_REAPPLIED
               and (before[k] is not None or k == "grad_clip")}
+    # Learned values the learner keeps outside its module and optimizers (SAC's log_alpha) are not in
+    # the restored state: they come back from the checkpoint's sidecar.
+    saved = checkpoint_hparams(path) or {}
+    target.update({k: saved[k] for k in _LEARNED if k in before and saved.get(k) is not None})
     if hparams:
         target.update(hparams)
     # The checkpoint's optimizer state carries its own lr: always rewrite.

@@ -54,7 +54,6 @@ RESULT_PATHS: dict[str, str] = {
     "q_min": "learners/{m}/qf_min",
     "td_error_mean": "learners/{m}/td_error_mean",
     "target_updates": "learners/{m}/num_target_updates",
-    "last_target_update_step": "learners/{m}/last_target_update_ts",
     "replay_buffer_size": "replay_buffer/num_env_steps_stored",
     "replay_added_lifetime": "replay_buffer/num_env_steps_added_lifetime",
     "replay_sampled_lifetime": "replay_buffer/num_env_steps_sampled_lifetime",

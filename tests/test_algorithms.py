@@ -117,7 +117,8 @@ def test_dqn_metrics_normalized():
     m = normalize_result(DQN_RESULT, "t")["metrics"]
     assert m["q_loss"] == 0.00278 and m["total_loss"] == 0.00278
     assert (m["q_mean"], m["q_max"], m["q_min"], m["td_error_mean"]) == (1.268, 1.352, 1.082, 0.164)
-    assert m["target_updates"] == 1.0 and m["last_target_update_step"] == 500.0
+    assert m["target_updates"] == 1.0
+    assert "last_target_update_step" not in m  # RLlib reports it NaN in iterations without an update: not mapped
     assert m["replay_buffer_size"] == 500.5 and m["replay_sampled_lifetime"] == 16032.0
     assert m["epsilon"] == 0.95 and m["lr"] == 0.0005 and m["grad_norm"] == 0.0429
 
