@@ -17,9 +17,12 @@ Same format as ``benchmarks/record_runs.py``; per run, in ``--out``:
   ``supervisor_extra/`` and a few top-level counters);
 * ``runs_algos.json`` (not ``runs.json``, which the PPO recorder owns; same schema): kind (healthy /
   faulty), fault, how, env, algorithm, seed, split, fault_step, ``onset_index`` (0-based line of the
-  first iteration trained with the bad lr: RLlib moves its lr scheduler after each update, so the
-  iteration whose sample reaches ``fault_step`` reports the new lr but trained with the old one; the
-  next is the onset), iterations, seconds, priors.
+  first iteration trained with the bad lr: these algorithms update many times an iteration and RLlib
+  moves the lr scheduler after each update, so it is the iteration whose sampling reaches
+  ``fault_step``), iterations, seconds, priors.
+
+``--renormalize`` rebuilds every ``<name>.jsonl`` and the onsets from the ``.raw.jsonl`` files with the
+current :mod:`supervisor.metrics` (no training).
 
 Runs in the background (tens of minutes on 2 cores)::
 
@@ -146,9 +149,9 @@ def flatten_raw(result, prefix: str = "") -> dict:
 def onset_of(meta: dict, rows: list[dict]) -> dict:
     if meta["fault"] is None or not rows:
         return {"onset_index": None, "onset_iteration": None}
+    # These algorithms update many times an iteration and RLlib moves the lr scheduler after each update:
+    # the iteration whose sampling reaches fault_step already trains with the bad lr.
     first = next((i for i, r in enumerate(rows) if r.get("env_steps_lifetime", 0) >= meta["fault_step"]), None)
-    if first is not None:
-        first += 1  # a scheduled lr is reported by the iteration that reaches it, used by the next
     if first is None or first >= len(rows):
         return {"onset_index": None, "onset_iteration": None}
     return {"onset_index": first, "onset_iteration": rows[first]["training_iteration"]}
@@ -190,6 +193,26 @@ def record(name: str, meta: dict, iterations: int, out: Path) -> dict:
             "iterations": len(rows), **onset_of(meta, rows), "seconds": round(time.time() - t0, 1), "priors": pri}
 
 
+def renormalize(out: Path, table: dict) -> None:
+    from supervisor.keymaps import unflatten
+
+    meta_path = out / "runs_algos.json"
+    meta = json.loads(meta_path.read_text())
+    for name, m in meta.items():
+        if name.startswith("_") or not (out / m["raw_file"]).exists():
+            continue
+        rows = []
+        for line in (out / m["raw_file"]).read_text().splitlines():
+            if line.strip():
+                norm = normalize_result(unflatten(json.loads(line)), name)
+                rows.append({"training_iteration": norm["iteration"], **norm["metrics"]})
+        with open(out / m["file"], "w") as f:
+            for r in rows:
+                f.write(json.dumps(r, allow_nan=True, separators=(",", ":")) + "\n")
+        m.update(onset_of(table[name], rows))
+    meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True, allow_nan=True) + "\n")
+
+
 ABOUT = {
     "config": "per run: the experiments/ example named in `how` (RLlib's stock learners, min_time_s_per_iteration "
               "0, an iteration bounded by min_sample_timesteps_per_iteration)",
@@ -205,10 +228,14 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=ITERATIONS)
     ap.add_argument("--only", nargs="*", default=None, help="run names")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "data"))
+    ap.add_argument("--renormalize", action="store_true", help="rebuild the .jsonl files from the .raw.jsonl ones")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = runs()
+    if args.renormalize:
+        renormalize(out, table)
+        return
     unknown = set(args.only or ()) - set(table)
     if unknown:
         sys.exit(f"unknown run(s): {', '.join(sorted(unknown))}; known: {', '.join(table)}")

@@ -184,7 +184,7 @@ def test_each_learner_takes_its_hyperparameters_and_rolls_back(tmp_path, algo):
 
 
 def test_a_sweep_over_two_algorithms(tmp_path):
-    """``supervise sweep`` of one file over DQN and APPO: both trials supervised under their own algorithm."""
+    """``supervise sweep`` of one file over DQN and PPO: both trials supervised under their own algorithm."""
     from actors.tune.sweep import run_sweep
     from supervisor.config import load_sweep
 
@@ -193,7 +193,7 @@ def test_a_sweep_over_two_algorithms(tmp_path):
     sink: dict = {}
     code = run_sweep(sweep, str(path), str(tmp_path / "sweep"), quiet=True, result_sink=sink)
     assert code == 0
-    assert len(sink["grids"]) == 2 and (tmp_path / "sweep" / "tune-dqn").is_dir() and (tmp_path / "sweep" / "tune-appo").is_dir()
+    assert len(sink["grids"]) == 2 and (tmp_path / "sweep" / "tune-dqn").is_dir() and (tmp_path / "sweep" / "tune-ppo").is_dir()
     rep = build_report(tmp_path / "sweep")
     assert rep["run"]["status"] == "completed"
     assert sorted(t["status"] for t in rep["trials"]) == ["completed", "completed"]
@@ -204,5 +204,5 @@ def test_a_sweep_over_two_algorithms(tmp_path):
         metrics = {t["trial_id"]: store.latest_report(t["trial_id"])["metrics"] for t in rep["trials"]}
     finally:
         store.close()
-    assert algos == ["APPO", "DQN"]
-    assert sum("q_mean" in m for m in metrics.values()) == 1 and sum("vf_loss" in m for m in metrics.values()) == 1
+    assert algos == ["DQN", "PPO"]
+    assert sum("q_mean" in m for m in metrics.values()) == 1 and sum("approx_kl" in m for m in metrics.values()) == 1
