@@ -47,14 +47,21 @@ class AlgorithmSpec:
     instrumented: bool = False
 
 
+# From the trial's priors (kl_target, vf_clip_param, the action space's maximum entropy): a policy-gradient
+# policy's entropy against its maximum (entropy_saturated, premature_convergence), PPO's trust region
+# (update_too_large: approx_kl or the mean KL against kl_target, APPO has both settings), PPO's value clip
+# and its instrumented approx_kl / clip fraction (value_loss_clipped, no_learning).
+_PG_PRIORS = frozenset(("entropy_saturated", "premature_convergence"))
+
 ALGORITHMS: dict[str, AlgorithmSpec] = {a.name: a for a in (
-    AlgorithmSpec("PPO", False, GENERIC | _PG | {"kl_spike", "kl_controller_stuck", "advantage_anomaly"},
+    AlgorithmSpec("PPO", False, GENERIC | _PG | _PG_PRIORS | {"kl_spike", "kl_controller_stuck", "advantage_anomaly",
+                                                             "update_too_large", "value_loss_clipped", "no_learning"},
                   ("lr", "entropy_coeff", "kl_coeff", "grad_clip", "vf_clip_param"), instrumented=True),
     # APPO: IMPALA's V-trace learner plus PPO's clipped surrogate, an optional KL term and a target network.
-    AlgorithmSpec("APPO", False, GENERIC | _PG | {"kl_spike", "kl_controller_stuck"},
+    AlgorithmSpec("APPO", False, GENERIC | _PG | _PG_PRIORS | {"kl_spike", "kl_controller_stuck", "update_too_large"},
                   ("lr", "entropy_coeff", "kl_coeff", "grad_clip", "tau", "target_network_update_freq"),
                   ladders={"kl_spike": [["reduce_lr"], ["slow_target_updates"], ROLLBACK_REDUCE, ["stop_trial"]]}),
-    AlgorithmSpec("IMPALA", False, GENERIC | _PG, ("lr", "entropy_coeff", "grad_clip")),
+    AlgorithmSpec("IMPALA", False, GENERIC | _PG | _PG_PRIORS, ("lr", "entropy_coeff", "grad_clip")),
     AlgorithmSpec("DQN", True, GENERIC | _Q | {"exploration_too_short"},
                   ("lr", "grad_clip", "tau", "target_network_update_freq", "epsilon"),
                   ladders={

@@ -58,6 +58,8 @@ class SupervisorConfig(BaseModel):
     action_params: dict[str, dict[str, float]] = Field(default_factory=dict)
     detectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
     profile: str | None = None
+    default_profile: bool = Field(True, description="without a profile, use the shipped one "
+                                                    "(supervisor/profiles/default.yaml)")
 
     @field_validator("ladders")
     @classmethod

@@ -108,6 +108,10 @@ class Engine:
     def __init__(self, store: Store, settings: SupervisorConfig | None = None, profile: dict | None = None):
         self.store = store
         self.settings = settings or SupervisorConfig()
+        if profile is None and self.settings.default_profile:
+            from supervisor.calibrate import default_profile
+
+            profile = default_profile()
         self.profile = profile
         s = self.settings
         self.policy = EscalationPolicy(s.ladders, s.cooldown, s.max_interventions, s.intensity_window)
@@ -121,10 +125,13 @@ class Engine:
         self._flushed_at = time.monotonic()
 
     # ------------------------------------------------------------------ trials
-    def _new_state(self, trial_id: str, run_id: str, algorithm: str | None = None) -> TrialState:
+    def _new_state(self, trial_id: str, run_id: str, config: dict | None = None) -> TrialState:
         # Only the detectors that apply to the trial's algorithm (supervisor.algorithms) judge it.
+        algorithm = _algorithm_of(config)
         state = TrialState(trial_id, run_id, History(self.settings.history),
-                           DetectorSuite.build(self.settings.detectors, self.profile, algorithm=algorithm))
+                           DetectorSuite.build(self.settings.detectors, self.profile,
+                                               (config or {}).get("priors") if isinstance(config, dict) else None,
+                                               algorithm=algorithm))
         state.algorithm = algorithm
         return state
 
@@ -133,9 +140,8 @@ class Engine:
         """Start or resume a trial. Returns what a (re)started trial needs: its next seq,
         the hyperparameter overrides to re-apply, and its newest healthy checkpoint."""
         state = self.trials.get(trial_id)
-        algorithm = _algorithm_of(config)
         if state is None:
-            state = self._rebuild(trial_id, run_id) or self._new_state(trial_id, run_id, algorithm)
+            state = self._rebuild(trial_id, run_id) or self._new_state(trial_id, run_id, config)
             self.trials[trial_id] = state
             self.store.upsert_trial(trial_id, run_id, "running", node_id, config)
         else:
@@ -149,7 +155,7 @@ class Engine:
         row = self.store.trial(trial_id)
         if row is None:
             return None
-        state = self._new_state(trial_id, row["run_id"] or run_id, _algorithm_of(json_or_empty(row.get("config"))))
+        state = self._new_state(trial_id, row["run_id"] or run_id, json_or_empty(row.get("config")))
         reports = self.store.reports(trial_id)
         for r in reports[-self.settings.history:]:
             state.history.append(r["metrics"])
@@ -238,7 +244,8 @@ class Engine:
 
         every = self.settings.checkpoint_every
         checkpoint = (not todo and seq - state.last_trouble_seq >= every and (seq + 1) % every == 0
-                      and all(v - v == 0.0 for v in metrics.values()))
+                      and all(v - v == 0.0 for v in metrics.values())
+                      and not state.detectors.alarmed())  # a persisting fault between its reports is no health
         effects = {actions.get(a["action"]).effect for a in todo}
         stop, restart = "stop" in effects, "restart" in effects
         health = state.health.snapshot(seq)
@@ -376,6 +383,8 @@ class Engine:
                 if not item.get("ok", True):
                     cols.update(verified=0, outcome="ineffective")
                     state.pending.remove(p)
+                    if not actions.get(p.action).retry_if_ineffective:  # could not apply: don't pick it again
+                        state.policy.ineffective.add(p.action)
                 elif "verified" in item:  # rollback: the trial compared weights itself
                     cols["verified"] = int(bool(item["verified"]))
                     p.verified = bool(item["verified"])
@@ -406,14 +415,17 @@ class Engine:
         try that action on this trial again."""
         fired = {f.detector for f in findings if severity_rank(f.severity) >= severity_rank("warning")}
         window = self.settings.outcome_window
+        alarmed = state.detectors.alarmed()
         for p in list(state.pending):
             spec = actions.get(p.action)
             if not spec.judged or seq <= p.seq:
                 continue
             if p.detector in fired or "non_finite" in fired or "reward_collapse" in fired:
                 outcome = "ineffective"
-            elif seq - p.seq >= window:
+            elif seq - p.seq >= window and p.detector not in alarmed:
                 outcome = "effective"
+            elif seq - p.seq >= 2 * window:  # the signal never left its alarm: the action did not fix it
+                outcome = "ineffective"
             else:
                 continue
             state.pending.remove(p)

@@ -400,6 +400,10 @@ def scan(path: str | Path, overrides: Mapping | None = None, profile: Mapping | 
     from supervisor.findings import worst
 
     kind, logs = load(path)
+    if profile is None:  # as live: the shipped healthy bands until a log's own history takes over
+        from supervisor.calibrate import default_profile
+
+        profile = default_profile()
     trials = [analyze(lg, overrides, profile) for lg in logs]
     findings = [{**f, "trial": t["trial_id"]} for t in trials for f in t["findings"]]
     judged = [t for t in trials if not t.get("error")]

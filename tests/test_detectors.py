@@ -526,3 +526,15 @@ def test_synthetic_api():
         faulty_stream("nope", 50, 30)
     with pytest.raises(ValueError):
         faulty_stream("kl_spike", 50, 30, mode="nope")
+
+
+def test_plateau_is_reported_once_per_plateau():
+    """A long stall is one finding, not one per window; a new plateau at a higher level is a new one."""
+    rng = np.random.default_rng(7)
+    stall = [{"episode_return_mean": 100.0 + float(rng.normal(0, 1))} for _ in range(300)]
+    found = [f for f in run_detectors(build_detectors(), stall) if f.detector == "plateau"]
+    assert len(found) == 1, [f.iteration for f in found]
+    climb = [{"episode_return_mean": 100.0 + 2.0 * i + float(rng.normal(0, 1))} for i in range(60)]
+    higher = [{"episode_return_mean": 230.0 + float(rng.normal(0, 1))} for _ in range(120)]
+    found = [f for f in run_detectors(build_detectors(), stall[:120] + climb + higher) if f.detector == "plateau"]
+    assert len(found) == 2 and found[1].value > 200, [(f.iteration, f.value) for f in found]

@@ -23,6 +23,7 @@ from supervisor.detectors.alpha_runaway import AlphaRunaway
 from supervisor.detectors.base import Detector, Latch
 from supervisor.detectors.entropy_collapse import EntropyCollapse
 from supervisor.detectors.exploration_too_short import ExplorationTooShort
+from supervisor.detectors.entropy_saturated import EntropySaturated
 from supervisor.detectors.gradient_explosion import GradientExplosion
 from supervisor.detectors.gpu_fault import GpuFault
 from supervisor.detectors.gradient_vanishing import GradientVanishing
@@ -30,21 +31,28 @@ from supervisor.detectors.kl_controller_stuck import KLControllerStuck
 from supervisor.detectors.kl_spike import KLSpike
 from supervisor.detectors.loss_explosion import LossExplosion
 from supervisor.detectors.memory_pressure import MemoryPressure
+from supervisor.detectors.no_learning import NoLearning
 from supervisor.detectors.node_down import NodeDown
 from supervisor.detectors.non_finite import NonFinite
 from supervisor.detectors.options import DetectorOptionError, DetectorOptions
 from supervisor.detectors.plateau import Plateau
+from supervisor.detectors.premature_convergence import PrematureConvergence
 from supervisor.detectors.q_divergence import QDivergence
 from supervisor.detectors.reward_collapse import RewardCollapse
 from supervisor.detectors.straggler import Straggler
 from supervisor.detectors.suite import DetectorSuite
 from supervisor.detectors.td_error_explosion import TDErrorExplosion
+from supervisor.detectors.update_too_large import UpdateTooLarge
 from supervisor.detectors.value_collapse import ValueCollapse
+from supervisor.detectors.value_loss_clipped import ValueLossClipped
 from supervisor.detectors.worker_fault import WorkerFault
+from supervisor.priors import Priors
 
 DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (
     NonFinite, LossExplosion, GradientExplosion, GradientVanishing, KLSpike, KLControllerStuck,
     EntropyCollapse, ValueCollapse, AdvantageAnomaly, RewardCollapse, Plateau, WorkerFault,
+    # priors: judged against the trial's own config and spaces from iteration 1
+    UpdateTooLarge, ValueLossClipped, EntropySaturated, NoLearning, PrematureConvergence,
     # off-policy (DQN, SAC): supervisor.algorithms says which detectors run on which algorithm
     QDivergence, TDErrorExplosion, AlphaCollapse, AlphaRunaway, ExplorationTooShort,
 )}
@@ -88,6 +96,7 @@ def check_overrides(overrides: Mapping[str, Any] | None) -> None:
 
 def build_detectors(overrides: Mapping[str, Mapping] | None = None,
                     profile: Mapping[str, Mapping[str, float]] | None = None,
+                    priors: Priors | Mapping | None = None,
                     algorithm: str | None = None) -> DetectorSuite:
     """Instantiate every registered detector, in registry order, as one suite.
 
@@ -101,11 +110,15 @@ def build_detectors(overrides: Mapping[str, Mapping] | None = None,
             gets the bands of the metrics it judges (``cls.band_metrics``),
             unless its overrides set ``band`` themselves; it uses them while
             its own history is still short.
-        algorithm: the trial's RLlib algorithm: only the detectors that apply to it
-            (``supervisor.algorithms``) are built; None builds every one.
+        priors: what the trial's config and spaces say (:class:`supervisor.priors.Priors`, or the plain
+            mapping the Ray side sends); every detector reads them as ``self.priors``.
+        algorithm: the trial's RLlib algorithm (default: the priors'): only the detectors that apply to it
+            (``supervisor.algorithms``) are built; unknown: every one.
     """
     from supervisor import algorithms
 
+    priors = priors if isinstance(priors, Priors) else Priors.from_dict(priors)
+    algorithm = algorithm or priors.algorithm
     enabled = {n: kw for n, kw in _enabled(overrides).items() if algorithms.applies(n, algorithm)}
     if profile is not None and not isinstance(profile, Mapping):
         raise ValueError(f"profile must be a mapping of metric -> band, got {type(profile).__name__}")
@@ -117,7 +130,10 @@ def build_detectors(overrides: Mapping[str, Mapping] | None = None,
             if bands:
                 check_band(bands, f"profile (for detector {name})")
                 kw["band"] = bands
-        out.append(cls(**kw))
+        det = cls(**kw)
+        det.priors = priors
+        det.reset()  # state that depends on the priors
+        out.append(det)
     return DetectorSuite(out)
 
 
@@ -125,5 +141,6 @@ __all__ = ["CLUSTER_DETECTORS", "DETECTORS", "Detector", "DetectorOptionError", 
            "build_detectors", "check_overrides", "detector_options",
            "AdvantageAnomaly", "EntropyCollapse", "GradientExplosion", "GradientVanishing",
            "KLControllerStuck", "KLSpike", "LossExplosion", "NonFinite", "Plateau", "RewardCollapse",
-           "ValueCollapse", "WorkerFault", "QDivergence", "TDErrorExplosion", "AlphaCollapse", "AlphaRunaway",
-           "ExplorationTooShort", "GpuFault", "MemoryPressure", "NodeDown", "Straggler"]
+           "ValueCollapse", "WorkerFault", "GpuFault", "MemoryPressure", "NodeDown", "Straggler",
+           "EntropySaturated", "NoLearning", "PrematureConvergence", "UpdateTooLarge", "ValueLossClipped",
+           "QDivergence", "TDErrorExplosion", "AlphaCollapse", "AlphaRunaway", "ExplorationTooShort"]

@@ -263,6 +263,34 @@ class Alarm:
         return False
 
 
+class AlarmOptions(DetectorOptions):
+    """Hysteresis of a one-rule detector: on after ``patience`` consecutive triggers, off after ``exit``
+    clear ones, reported again every ``repeat`` iterations while it lasts."""
+
+    patience: Count = at_least(1, 3)
+    exit: Count = at_least(1, 3)
+    repeat: Count = positive(20)
+
+
+class OneRuleDetector(Detector):
+    """A detector with one rule and one :class:`Alarm` (options :class:`AlarmOptions`)."""
+
+    Options = AlarmOptions
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.reset()
+
+    def reset(self) -> None:
+        self._alarm = Alarm(self.patience, self.exit, self.repeat)
+        self._streak = 0
+
+    def _due(self, triggered: bool, severity: str = "warning") -> bool:
+        """Feed one iteration; True when a finding is due. ``self._streak`` counts consecutive triggers."""
+        self._streak = self._streak + 1 if triggered else 0
+        return self._alarm.update(triggered, severity)
+
+
 def fmt(x: float | None) -> str:
     """Compact number for messages."""
     if x is None:

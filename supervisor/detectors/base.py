@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Mapping
 from supervisor.detectors.options import DetectorOptions
 from supervisor.findings import Finding
 from supervisor.history import History
+from supervisor.priors import Priors
 
 
 class Latch:
@@ -63,6 +64,8 @@ class Detector:
     name: ClassVar[str] = ""
     Options: ClassVar[type[DetectorOptions]] = DetectorOptions
     warmup: int = 0  # iterations of a metric's history needed before judging it
+    #: What the trial's config and spaces say before any history (set by the suite; empty when unknown).
+    priors: Priors = Priors()
 
     def __init__(self, **options: Any):
         self.options = self.Options.build(self.name, options)
@@ -70,6 +73,15 @@ class Detector:
 
     def __call__(self, iteration: int, metrics: Mapping[str, float], history: History) -> list[Finding]:
         raise NotImplementedError
+
+    def alarmed(self) -> bool:
+        """True while one of this detector's alarms is on at warning or worse, between its repeated
+        reports too: a fault that persists is still a fault in the iterations it is not re-reported."""
+        for v in self.__dict__.values():
+            for a in (v.values() if isinstance(v, dict) else (v,)):
+                if getattr(a, "reported", None) in ("warning", "critical") and getattr(a, "on", False):
+                    return True
+        return False
 
     def reset(self) -> None:
         """Forget hysteresis state (after a rollback the stream starts over)."""

@@ -39,8 +39,9 @@ class Plateau(Detector):
     Nothing fires while the best level is within ``target_tolerance`` of
     ``target`` (when given, else the learned band's ``high``): a run sitting
     at its known target is done, not stuck. Without a target, a solved run
-    holding its cap also counts as a plateau (info only). Latch: on at once,
-    reported again every ``window`` iterations while it lasts.
+    holding its cap also counts as a plateau (info only). Reported once per
+    plateau: not again while it lasts, and after it clears only once the run's
+    best level has risen past the one reported (by ``min_improvement``).
 
     Args:
         window: iterations without improvement. Default 50.
@@ -64,12 +65,13 @@ class Plateau(Detector):
         self.warmup = self.window + self.smooth - 1
         if self.target is None and band_for(self.band, "episode_return_mean") is not None:
             self.target = float(band_for(self.band, "episode_return_mean")["high"])
-        self._latch_args = (1, self.exit, self.window)
+        self._latch_args = (1, self.exit, 2**62)  # once per plateau: no re-report while it lasts
         self.reset()
 
     def reset(self) -> None:
         self._alarm = Alarm(*self._latch_args)
         self._bb = None  # (history id, iterations, values pushed, len(sm), sm[0], k, max(sm[:k]))
+        self._reported_best: float | None = None  # the level of the plateau reported last
 
     def _best_before(self, history, view, sm: list[float], k: int) -> float:
         """max(sm[:k]), updated from the previous iteration's when the history just grew by one
@@ -137,6 +139,10 @@ class Plateau(Detector):
                     triggered = trend <= max(floor, self.z * sigma * math.sqrt(12.0 / window))
         if not self._alarm.update(triggered, "info"):
             return []
+        if self._reported_best is not None and best <= self._reported_best + max(
+                self.min_improvement * abs(self._reported_best), 1e-8):
+            return []  # the same level as the plateau already reported: the run never got past it
+        self._reported_best = best
         if sigma is None:
             sigma = max(noise_scale(xw), 1e-3 * abs(best), 1e-8)
         if trend is None:

@@ -32,13 +32,14 @@ class DetectorSuite:
 
     @classmethod
     def build(cls, overrides: Mapping[str, Mapping] | None = None,
-              profile: Mapping[str, Mapping[str, float]] | None = None,
+              profile: Mapping[str, Mapping[str, float]] | None = None, priors=None,
               algorithm: str | None = None) -> "DetectorSuite":
-        """Every registered detector that applies to ``algorithm`` (all when None) with its defaults, the
-        ``overrides`` and the ``profile`` (see :func:`supervisor.detectors.build_detectors`)."""
+        """Every registered detector that applies to the trial's algorithm (``algorithm``, else the priors';
+        all when unknown) with its defaults, the ``overrides``, the ``profile`` and the ``priors`` (see
+        :func:`supervisor.detectors.build_detectors`)."""
         from supervisor.detectors import build_detectors
 
-        return build_detectors(overrides, profile, algorithm)
+        return build_detectors(overrides, profile, priors, algorithm)
 
     def __call__(self, iteration: int, metrics: Mapping[str, float], history: History) -> list[Finding]:
         """Every detector's findings on this iteration (``history`` is the past before it)."""
@@ -60,6 +61,10 @@ class DetectorSuite:
         found = self(iteration, metrics, history)
         history.append(metrics)
         return found
+
+    def alarmed(self) -> set[str]:
+        """The detectors whose warning or critical alarm is still on (see :meth:`Detector.alarmed`)."""
+        return {d.name for d in self.detectors if d.alarmed()}
 
     def reset(self) -> None:
         """Forget every detector's state (after a rollback the stream starts over)."""

@@ -21,6 +21,7 @@ class ValueCollapseOptions(DetectorOptions):
     pin_tol: Number = at_least(0, 1e-3)
     ev_zero: Number = at_least(0, 0.1)
     vf_clip: Number | None = positive(None)
+    learned_below: Number = Field(0.9, gt=0, lt=1)
     exit: Count = at_least(1, 3)
     repeat: Count = positive(10)
     band: BandOption = None
@@ -52,7 +53,9 @@ class ValueCollapse(Detector):
       at vf_clip_param; a loss sitting exactly on the clip means every sample
       is clipped and the critic gets no gradient, as after a PPO divergence
       (vf_loss pinned at 10.0). When ``vf_clip`` is given, only a loss pinned
-      at it counts. Critical.
+      at it counts. Only a critic that once learned collapses: some earlier
+      vf_loss must be below ``learned_below`` x the pinned value (a loss on the
+      clip from iteration 1 is ``value_loss_clipped``). Critical.
 
     Args:
         ev_floor: explained variance below which it can have collapsed.
@@ -66,6 +69,8 @@ class ValueCollapse(Detector):
         pin_tol: relative spread still counted as identical. Default 1e-3.
         ev_zero: |explained variance| counted as ~0. Default 0.1.
         vf_clip: the run's vf_clip_param, if known. Default None.
+        learned_below: an earlier vf_loss below this fraction of the pinned value shows the critic
+            once learned. Default 0.9.
         exit, repeat: Latch hysteresis. Default 3, 10.
         band: learned healthy band for ``explained_variance`` (its ``low`` is
             the recent level until ``warmup`` values exist). Default None.
@@ -85,6 +90,7 @@ class ValueCollapse(Detector):
         self._ev_alarm = Alarm(self.patience, exit, repeat)
         self._pin_alarm = Alarm(1, exit, repeat)
         self._ev_streak = 0
+        self._learned = False
 
     def _ev_rule(self, iteration, ev, history) -> list[Finding]:
         if ev >= self.ev_floor:  # cannot trigger: skip the reference
@@ -123,7 +129,11 @@ class ValueCollapse(Detector):
             if self.vf_clip is not None and not at_clip:
                 pinned = False
             ev_dead = abs(ev) <= self.ev_zero if ev is not None else at_clip
-            triggered = pinned and ev_dead
+            # A collapse needs a critic that once learned: a loss on the clip from the first iteration is
+            # the config's pitfall (value_loss_clipped), not a collapse.
+            learned = self._learned or any(x < self.learned_below * vf for x in history.values("vf_loss"))
+            self._learned = learned
+            triggered = pinned and ev_dead and learned
         if not self._pin_alarm.update(triggered, "critical"):
             return []
         ev_txt = f"explained_variance={fmt(ev)} (|ev| <= {fmt(self.ev_zero)})" if ev is not None else \
