@@ -35,6 +35,8 @@ class AlgorithmSpec:
         detectors: the trial detectors run on it.
         hparams: the hyperparameters its learner exposes to actions.
         ladders: default ladders that differ from (or add to) ``supervisor.policy.DEFAULT_LADDERS``.
+        report_lag: reports after a change that may still show the old value (APPO, IMPALA: the learner
+            updates asynchronously and a result carries the metrics of updates queued before the change).
         instrumented: trained with the supervisor's instrumented learner (``actors/learner.py``, a
             ``PPOTorchLearner`` subclass); the others report RLlib's own learner values.
     """
@@ -45,6 +47,7 @@ class AlgorithmSpec:
     hparams: tuple[str, ...]
     ladders: Mapping[str, list[list[str]]] = field(default_factory=dict)
     instrumented: bool = False
+    report_lag: int = 0
 
 
 # From the trial's priors (kl_target, vf_clip_param, the action space's maximum entropy): a policy-gradient
@@ -60,8 +63,9 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {a.name: a for a in (
     # APPO: IMPALA's V-trace learner plus PPO's clipped surrogate, an optional KL term and a target network.
     AlgorithmSpec("APPO", False, GENERIC | _PG | _PG_PRIORS | {"kl_spike", "kl_controller_stuck", "update_too_large"},
                   ("lr", "entropy_coeff", "kl_coeff", "grad_clip", "tau", "target_network_update_freq"),
-                  ladders={"kl_spike": [["reduce_lr"], ["slow_target_updates"], ROLLBACK_REDUCE, ["stop_trial"]]}),
-    AlgorithmSpec("IMPALA", False, GENERIC | _PG | _PG_PRIORS, ("lr", "entropy_coeff", "grad_clip")),
+                  ladders={"kl_spike": [["reduce_lr"], ["slow_target_updates"], ROLLBACK_REDUCE, ["stop_trial"]]},
+                  report_lag=2),
+    AlgorithmSpec("IMPALA", False, GENERIC | _PG | _PG_PRIORS, ("lr", "entropy_coeff", "grad_clip"), report_lag=2),
     AlgorithmSpec("DQN", True, GENERIC | _Q | {"exploration_too_short"},
                   ("lr", "grad_clip", "tau", "target_network_update_freq", "epsilon"),
                   ladders={

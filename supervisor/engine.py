@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor import actions
+from supervisor import actions, algorithms
 from supervisor.actions import VERIFIABLE
 from supervisor.config import SupervisorConfig
 from supervisor.detectors import DetectorSuite
@@ -65,6 +65,7 @@ class Pending:
     detector: str
     target: dict = field(default_factory=dict)  # hparams it should produce, once applied
     verified: bool | None = None
+    checks: int = 0  # reports that did not show the target yet
 
 
 @dataclass
@@ -395,7 +396,10 @@ class Engine:
             self.store.set_trial(state.trial_id, overrides=state.overrides)
 
     def _verify(self, state: TrialState, metrics: dict) -> None:
-        """An hparam change is verified by the next report showing the new value."""
+        """An hparam change is verified by the next report showing the new value (algorithms whose learner
+        reports lag their updates, APPO and IMPALA, get ``report_lag`` more reports: supervisor.algorithms)."""
+        spec = algorithms.get(state.algorithm)
+        lag = spec.report_lag if spec is not None else 0
         for p in state.pending:
             if p.verified is not None or not p.target:
                 continue
@@ -406,6 +410,9 @@ class Engine:
                 if got is None:
                     continue
                 ok &= abs(got - want) <= tol * max(abs(want), 1e-12) + 1e-12
+            if not ok and p.checks < lag:
+                p.checks += 1
+                continue
             p.verified = ok
             self.store.set_intervention(p.id, verified=int(ok))
 
