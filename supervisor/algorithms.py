@@ -64,8 +64,8 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {a.name: a for a in (
     AlgorithmSpec("APPO", False, GENERIC | _PG | _PG_PRIORS | {"kl_spike", "kl_controller_stuck", "update_too_large"},
                   ("lr", "entropy_coeff", "kl_coeff", "grad_clip", "tau", "target_network_update_freq"),
                   ladders={"kl_spike": [["reduce_lr"], ["slow_target_updates"], ROLLBACK_REDUCE, ["stop_trial"]]},
-                  report_lag=2),
-    AlgorithmSpec("IMPALA", False, GENERIC | _PG | _PG_PRIORS, ("lr", "entropy_coeff", "grad_clip"), report_lag=2),
+                  report_lag=4),
+    AlgorithmSpec("IMPALA", False, GENERIC | _PG | _PG_PRIORS, ("lr", "entropy_coeff", "grad_clip"), report_lag=4),
     AlgorithmSpec("DQN", True, GENERIC | _Q | {"exploration_too_short"},
                   ("lr", "grad_clip", "tau", "target_network_update_freq", "epsilon"),
                   ladders={

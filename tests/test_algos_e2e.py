@@ -111,7 +111,9 @@ def test_planted_fault_is_flagged_acted_on_and_verified(tmp_path, algo):
         if i["action"] == "rollback":
             assert i["verified"] == 1, i  # restored weights are finite and on every env runner
         elif i["action"] in ("reduce_lr", "boost_entropy", "raise_alpha", "extend_exploration"):
-            assert i["verified"] == 1, i  # the next report showed the new value
+            shown = [(r["iteration"], {k: r["metrics"].get(k) for k in ("lr", "entropy_coeff", "alpha", "epsilon")})
+                     for r in reports if r["iteration"] > first]
+            assert i["verified"] == 1, (i, shown)  # the next report (+ report_lag) showed the new value
         if i["action"] == "reduce_lr":
             before, after = entry["before"]["lr"], entry["after"]["lr"]
             assert after == pytest.approx(before * 0.1)
