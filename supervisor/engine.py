@@ -427,6 +427,8 @@ class Engine:
             spec = actions.get(p.action)
             if not spec.judged or seq <= p.seq:
                 continue
+            if p.verified is None and p.target:
+                continue  # still waiting for a lagging report (report_lag) to show the change
             if p.detector in fired or "non_finite" in fired or "reward_collapse" in fired:
                 outcome = "ineffective"
             elif seq - p.seq >= window and p.detector not in alarmed:
