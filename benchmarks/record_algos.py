@@ -12,7 +12,7 @@ Same format as ``benchmarks/record_runs.py``; per run, in ``--out``:
 * ``<name>.jsonl``: one line per training iteration, :func:`supervisor.metrics.normalize_result`'s
   metrics plus ``training_iteration`` (DQN's epsilon included, read off the env runners as the
   supervisor's callback does);
-* ``<name>.raw.jsonl``: RLlib's result per iteration, flattened to "a/b" keys, numbers only (every key
+* ``<name>.raw.jsonl.gz``: RLlib's result per iteration, flattened to "a/b" keys, numbers only (every key
   under ``learners/``, ``env_runners/``, ``replay_buffer/``, ``timers/``, ``fault_tolerance/``,
   ``supervisor_extra/`` and a few top-level counters);
 * ``runs_algos.json`` (not ``runs.json``, which the PPO recorder owns; same schema): kind (healthy /
@@ -21,7 +21,7 @@ Same format as ``benchmarks/record_runs.py``; per run, in ``--out``:
   moves the lr scheduler after each update, so it is the iteration whose sampling reaches
   ``fault_step``), iterations, seconds, priors.
 
-``--renormalize`` rebuilds every ``<name>.jsonl`` and the onsets from the ``.raw.jsonl`` files with the
+``--renormalize`` rebuilds every ``<name>.jsonl`` and the onsets from the ``.raw.jsonl.gz`` files with the
 current :mod:`supervisor.metrics` (no training).
 
 Runs in the background (tens of minutes on 2 cores)::
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import gzip
 import json
 import math
 import os
@@ -76,9 +77,10 @@ def runs() -> dict[str, dict]:
     out = {}
     for name in ALGOS:
         a = name.lower()
-        out[f"{a}_healthy"] = {"algorithm": name, "kind": "healthy", "fault": None, "seed": 1, "split": "tune",
+        # "_ex_": the examples' configs (record_runs.py's <algo>_healthy runs use RLlib's defaults)
+        out[f"{a}_ex_healthy"] = {"algorithm": name, "kind": "healthy", "fault": None, "seed": 1, "split": "tune",
                                "how": f"experiments/{ALGOS[name].example}.yaml"}
-        out[f"{a}_lr_jump"] = {"algorithm": name, "kind": "faulty", "fault": "lr_jump", "seed": 2, "split": None,
+        out[f"{a}_ex_lr_jump"] = {"algorithm": name, "kind": "faulty", "fault": "lr_jump", "seed": 2, "split": None,
                                "how": f"experiments/{ALGOS[name].example}.yaml, {ALGOS[name].lr_key} schedule "
                                       f"{_schedule(name)}", "fault_step": fault_step(name)}
     return out
@@ -183,11 +185,12 @@ def record(name: str, meta: dict, iterations: int, out: Path) -> dict:
                   f"ent {m.get('entropy')} lr {m.get('lr')} t {m.get('time_this_iter_s', 0):.1f}s", flush=True)
     finally:
         algo.stop()
-    for suffix, data in ((".jsonl", rows), (".raw.jsonl", raws)):
-        with open(out / f"{name}{suffix}", "w") as f:
+    # the raw results are ten times the size of the normalized ones: gzip keeps the repository small
+    for suffix, data, opener in ((".jsonl", rows, open), (".raw.jsonl.gz", raws, gzip.open)):
+        with opener(out / f"{name}{suffix}", "wt") as f:
             for r in data:
                 f.write(json.dumps(r, allow_nan=True, separators=(",", ":")) + "\n")
-    return {"file": f"{name}.jsonl", "raw_file": f"{name}.raw.jsonl", "group": "algorithms", "env": exp.env,
+    return {"file": f"{name}.jsonl", "raw_file": f"{name}.raw.jsonl.gz", "group": "algorithms", "env": exp.env,
             "env_config": dict(exp.env_config), "fault_step": meta.get("fault_step"),
             **{k: meta[k] for k in ("kind", "fault", "how", "algorithm", "seed", "split")},
             "iterations": len(rows), **onset_of(meta, rows), "seconds": round(time.time() - t0, 1), "priors": pri}
@@ -202,7 +205,9 @@ def renormalize(out: Path, table: dict) -> None:
         if name.startswith("_") or not (out / m["raw_file"]).exists():
             continue
         rows = []
-        for line in (out / m["raw_file"]).read_text().splitlines():
+        with gzip.open(out / m["raw_file"], "rt") as f:
+            raw_lines = f.read().splitlines()
+        for line in raw_lines:
             if line.strip():
                 norm = normalize_result(unflatten(json.loads(line)), name)
                 rows.append({"training_iteration": norm["iteration"], **norm["metrics"]})
@@ -217,7 +222,7 @@ ABOUT = {
     "config": "per run: the experiments/ example named in `how` (RLlib's stock learners, min_time_s_per_iteration "
               "0, an iteration bounded by min_sample_timesteps_per_iteration)",
     "onset_index": "0-based line of the first iteration trained with the bad lr (see onset_of)",
-    "raw_file": "<name>.raw.jsonl: RLlib's result per iteration, flattened to 'a/b' keys, numbers only",
+    "raw_file": "<name>.raw.jsonl.gz: RLlib's result per iteration, flattened to 'a/b' keys, numbers only",
     "priors": "actors.priors.priors_of plus the algorithm's off-policy settings (gamma, lrs, tau, ...)",
     "recorded_with": "benchmarks/record_algos.py",
 }
