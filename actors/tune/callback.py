@@ -51,6 +51,7 @@ class SupervisorTuneCallback(Callback):
         self._pid: int | None = None  # the supervisor actor's process when the run was opened
         self._unsure: set[str] = set()  # trials whose closing record may not have reached the store
         self.started = time.time()
+        self.close_at_end = True  # False: the driver runs several experiments and closes the run itself
 
     def __getstate__(self):  # Tune pickles its callbacks with the experiment (tuner.pkl)
         state = dict(self.__dict__)
@@ -192,6 +193,10 @@ class SupervisorTuneCallback(Callback):
             if t.trial_id not in self.status:  # interrupted, or never started
                 self._finish(t.trial_id, "errored")
         self._reassert()
+        if self.close_at_end:
+            self.close_run()
+
+    def close_run(self) -> None:
         # open_run is idempotent; after an actor restart it is what lets close_run find the run
         self._call("open_run", self.run_id, retries=3, **self.run_info)
         self._call("close_run", self.run_id, self.overall_status(), retries=3)
