@@ -160,37 +160,14 @@ def onset_of(meta: dict, rows: list[dict]) -> dict:
 
 
 def record(name: str, meta: dict, iterations: int, out: Path) -> dict:
-    from actors.algos import EXTRA_ROOT, extra_metrics
+    from actors.algos import extra_metrics
+    from benchmarks.record_runs import train_streams, write_streams
 
     t0 = time.time()
     algo, exp = build(name, meta)
     pri = priors(algo, exp)
-    rows, raws = [], []
-    try:
-        for _ in range(iterations):
-            try:
-                result = algo.train()
-            except Exception as e:  # a broken run may crash RLlib: the stream ends there
-                print(f"[{name}] train() raised {e.__class__.__name__}: {str(e).splitlines()[0][:200]}", flush=True)
-                break
-            extra = extra_metrics(algo)
-            if extra:
-                result[EXTRA_ROOT] = extra
-            norm = normalize_result(result, name)
-            rows.append({"training_iteration": norm["iteration"], **norm["metrics"]})
-            raws.append(flatten_raw(result))
-            m = norm["metrics"]
-            print(f"[{name}] it {norm['iteration']:3d} steps {m.get('env_steps_lifetime')} "
-                  f"ret {m.get('episode_return_mean')} q {m.get('q_mean')} td {m.get('td_error_mean')} "
-                  f"ent {m.get('entropy')} lr {m.get('lr')} t {m.get('time_this_iter_s', 0):.1f}s", flush=True)
-    finally:
-        algo.stop()
-    # the raw results are ten times the size of the normalized ones: gzip keeps the repository small
-    for suffix, data, opener in ((".jsonl", rows, open), (".raw.jsonl.gz", raws, gzip.open)):
-        with opener(out / f"{name}{suffix}", "wt") as f:
-            for r in data:
-                f.write(json.dumps(r, allow_nan=True, separators=(",", ":")) + "\n")
-    return {"file": f"{name}.jsonl", "raw_file": f"{name}.raw.jsonl.gz", "group": "algorithms", "env": exp.env,
+    rows, raws = train_streams(algo, name, iterations, extra=extra_metrics)
+    return {**write_streams(out, name, rows, raws), "group": "algorithms", "env": exp.env,
             "env_config": dict(exp.env_config), "fault_step": meta.get("fault_step"),
             **{k: meta[k] for k in ("kind", "fault", "how", "algorithm", "seed", "split")},
             "iterations": len(rows), **onset_of(meta, rows), "seconds": round(time.time() - t0, 1), "priors": pri}

@@ -308,35 +308,52 @@ def flatten_raw(result, prefix: str = "") -> dict:
     return out
 
 
-def record(name: str, iterations: int | None, out: Path) -> dict:
-    run = RUNS[name]
-    n = iterations or run.iterations
-    t0 = time.time()
-    algo, priors = build(name)
+def train_streams(algo, name: str, iterations: int, extra=None) -> tuple[list, list]:
+    """Train ``iterations`` iterations: per iteration the normalized metrics (with ``training_iteration``)
+    and the flattened raw result. ``extra(algo) -> dict`` adds values RLlib does not report."""
+    from actors.algos import EXTRA_ROOT
+
     rows, raws = [], []
     try:
-        for _ in range(n):
+        for _ in range(iterations):
             try:
                 result = algo.train()
             except Exception as e:  # a broken run may crash RLlib: the stream ends there
                 print(f"[{name}] train() raised {e.__class__.__name__}: {str(e).splitlines()[0][:200]}", flush=True)
                 break
+            more = extra(algo) if extra else None
+            if more:
+                result[EXTRA_ROOT] = more
             norm = normalize_result(result, name)
             rows.append({"training_iteration": norm["iteration"], **norm["metrics"]})
             raws.append(flatten_raw(result))
             m = norm["metrics"]
             print(f"[{name}] it {norm['iteration']:3d} steps {m.get('env_steps_lifetime')} "
-                  f"ret {m.get('episode_return_mean')} ent {m.get('entropy')} kl {m.get('approx_kl')} "
-                  f"clip {m.get('clip_fraction')} vfclip {m.get('vf_clip_fraction')} "
-                  f"t {m.get('time_this_iter_s', 0):.1f}s", flush=True)
+                  f"ret {m.get('episode_return_mean')} "
+                  + " ".join(f"{k} {m.get(k)}" for k in ("entropy", "approx_kl", "vf_clip_fraction", "q_mean",
+                                                          "td_error_mean") if k in m)
+                  + f" t {m.get('time_this_iter_s', 0):.1f}s", flush=True)
     finally:
         algo.stop()
-    # the raw results are ten times the size of the normalized ones: gzip keeps the repository small
+    return rows, raws
+
+
+def write_streams(out: Path, name: str, rows: list, raws: list) -> dict:
+    """``<name>.jsonl`` (normalized) and ``<name>.raw.jsonl.gz`` (raw: ten times the size, so gzipped)."""
     for suffix, data, opener in ((".jsonl", rows, open), (".raw.jsonl.gz", raws, gzip.open)):
         with opener(out / f"{name}{suffix}", "wt") as f:
             for r in data:
                 f.write(json.dumps(r, allow_nan=True, separators=(",", ":")) + "\n")
-    return {"file": f"{name}.jsonl", "raw_file": f"{name}.raw.jsonl.gz", **static_meta(name), "iterations": len(rows),
+    return {"file": f"{name}.jsonl", "raw_file": f"{name}.raw.jsonl.gz"}
+
+
+def record(name: str, iterations: int | None, out: Path) -> dict:
+    run = RUNS[name]
+    n = iterations or run.iterations
+    t0 = time.time()
+    algo, priors = build(name)
+    rows, raws = train_streams(algo, name, n)
+    return {**write_streams(out, name, rows, raws), **static_meta(name), "iterations": len(rows),
             **onset_of(run, rows), "seconds": round(time.time() - t0, 1), "priors": priors}
 
 

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from supervisor.detectors._common import Alarm, fmt, value_of
-from supervisor.detectors.base import Detector
-from supervisor.detectors.options import Count, DetectorOptions, Number, at_least, positive
+from supervisor.detectors._common import AlarmOptions, OneRuleDetector, fmt, value_of
+from supervisor.detectors.options import Count, Number, at_least, positive
 from supervisor.findings import Finding
 
 
-class AlphaCollapseOptions(DetectorOptions):
+class AlphaCollapseOptions(AlarmOptions):
     alpha_floor: Number = positive(1e-3)
     dead_alpha: Number = positive(1e-6)
     margin: Number = at_least(0, 1.0)
     patience: Count = at_least(1, 2)
-    exit: Count = at_least(1, 3)
     repeat: Count = positive(10)
 
 
-class AlphaCollapse(Detector):
+class AlphaCollapse(OneRuleDetector):
     """Warn when SAC's temperature collapses and takes exploration with it.
 
     Rule: alpha <= ``alpha_floor`` AND the policy's entropy (minus its mean
@@ -40,20 +38,13 @@ class AlphaCollapse(Detector):
     name = "alpha_collapse"
     Options = AlphaCollapseOptions
 
-    def __init__(self, **options):
-        super().__init__(**options)
-        self.reset()
-
-    def reset(self) -> None:
-        self._alarm = Alarm(self.patience, self.exit, self.repeat)
-
     def __call__(self, iteration, metrics, history) -> list[Finding]:
         a, h, t = (value_of(metrics, k) for k in ("alpha", "entropy", "target_entropy"))
         if a is None or h is None or t is None:
             return []
         triggered = a <= self.alpha_floor and h < t - self.margin
         sev = "critical" if a <= self.dead_alpha else "warning"
-        if not self._alarm.update(triggered, sev):
+        if not self._due(triggered, sev):
             return []
         return [self.finding(
             iteration, sev, "alpha", a,

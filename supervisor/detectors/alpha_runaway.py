@@ -4,22 +4,20 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from supervisor.detectors._common import Alarm, fmt, value_of
-from supervisor.detectors.base import Detector
-from supervisor.detectors.options import Count, DetectorOptions, Number, at_least, positive
+from supervisor.detectors._common import AlarmOptions, OneRuleDetector, fmt, value_of
+from supervisor.detectors.options import Count, Number, at_least, positive
 from supervisor.findings import Finding
 
 
-class AlphaRunawayOptions(DetectorOptions):
+class AlphaRunawayOptions(AlarmOptions):
     high: Number = positive(10.0)
     critical: Number = positive(1000.0)
     growth: Number = Field(3.0, gt=1)
     patience: Count = at_least(1, 2)
-    exit: Count = at_least(1, 3)
     repeat: Count = positive(10)
 
 
-class AlphaRunaway(Detector):
+class AlphaRunaway(OneRuleDetector):
     """Warn when SAC's temperature runs away.
 
     Rule: alpha >= ``high`` AND alpha at least ``growth`` x its value
@@ -42,13 +40,6 @@ class AlphaRunaway(Detector):
     name = "alpha_runaway"
     Options = AlphaRunawayOptions
 
-    def __init__(self, **options):
-        super().__init__(**options)
-        self.reset()
-
-    def reset(self) -> None:
-        self._alarm = Alarm(self.patience, self.exit, self.repeat)
-
     def __call__(self, iteration, metrics, history) -> list[Finding]:
         a = value_of(metrics, "alpha")
         if a is None:
@@ -60,7 +51,7 @@ class AlphaRunaway(Detector):
         climbing = before is not None and before - before == 0.0 and a >= self.growth * max(before, 1e-12)
         triggered = (a >= self.high and climbing and below) or a >= self.critical
         sev = "critical" if a >= self.critical else "warning"
-        if not self._alarm.update(triggered, sev):
+        if not self._due(triggered, sev):
             return []
         ent = f"; entropy {fmt(h)} vs target {fmt(t)}" if h is not None and t is not None else ""
         return [self.finding(

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from supervisor.detectors._common import Alarm, fmt, median, value_of
-from supervisor.detectors.base import Detector
-from supervisor.detectors.options import Count, DetectorOptions, Number, at_least, fraction, positive
+from supervisor.detectors._common import AlarmOptions, OneRuleDetector, fmt, median, value_of
+from supervisor.detectors.options import Count, Number, at_least, fraction, positive
 from supervisor.findings import Finding
 
 
-class ExplorationTooShortOptions(DetectorOptions):
+class ExplorationTooShortOptions(AlarmOptions):
     low_epsilon: Number = fraction(0.1)
     margin: Number = at_least(0, 0.5)
     warmup: Count = at_least(1, 2)
     patience: Count = at_least(1, 3)
-    exit: Count = at_least(1, 3)
     repeat: Count = positive(10)
 
 
-class ExplorationTooShort(Detector):
+class ExplorationTooShort(OneRuleDetector):
     """Warn when epsilon-greedy exploration ended before the policy learned anything.
 
     Rule: the random-policy level is the median ``episode_return_mean`` of
@@ -41,12 +39,8 @@ class ExplorationTooShort(Detector):
     name = "exploration_too_short"
     Options = ExplorationTooShortOptions
 
-    def __init__(self, **options):
-        super().__init__(**options)
-        self.reset()
-
     def reset(self) -> None:
-        self._alarm = Alarm(self.patience, self.exit, self.repeat)
+        super().reset()
         self._random: list[float] = []
         self._prev_eps: float | None = None
 
@@ -63,7 +57,7 @@ class ExplorationTooShort(Detector):
         level = median(self._random)
         at_floor = eps <= self.low_epsilon and prev is not None and eps >= prev - 1e-9
         random_like = ret <= level + self.margin * abs(level)
-        if not self._alarm.update(at_floor and random_like):
+        if not self._due(at_floor and random_like):
             return []
         return [self.finding(
             iteration, "warning", "epsilon", eps,
