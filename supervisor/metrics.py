@@ -18,6 +18,9 @@ RESULT_PATHS: dict[str, str] = {
     "episode_return_min": "env_runners/episode_return_min",
     "episode_len_mean": "env_runners/episode_len_mean",
     "num_episodes": "env_runners/num_episodes",
+    # Only when the experiment sets evaluation_interval, and only on evaluation iterations.
+    "eval_return_mean": "evaluation/env_runners/episode_return_mean",
+    "eval_num_episodes": "evaluation/env_runners/num_episodes",
     "policy_loss": "learners/{m}/policy_loss",
     "vf_loss": "learners/{m}/vf_loss",
     "vf_loss_unclipped": "learners/{m}/vf_loss_unclipped",
@@ -120,6 +123,8 @@ def normalize_result(result: Mapping[str, Any], trial_id: str, node_id: str | No
         if v is not None:
             metrics[name] = v
     drop_no_data(metrics)
+    if metrics.get("eval_return_mean") is not None and math.isnan(metrics["eval_return_mean"]):
+        del metrics["eval_return_mean"]  # an evaluation that finished no episode: no data
     return {
         "trial_id": trial_id,
         "iteration": _iteration(result.get("training_iteration")),
