@@ -22,6 +22,7 @@ from supervisor.detectors.base import Detector, Latch
 from supervisor.detectors.entropy_collapse import EntropyCollapse
 from supervisor.detectors.entropy_saturated import EntropySaturated
 from supervisor.detectors.gradient_explosion import GradientExplosion
+from supervisor.detectors.generalization_gap import GeneralizationGap
 from supervisor.detectors.gpu_fault import GpuFault
 from supervisor.detectors.gradient_vanishing import GradientVanishing
 from supervisor.detectors.kl_controller_stuck import KLControllerStuck
@@ -48,6 +49,7 @@ DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (
     EntropyCollapse, ValueCollapse, AdvantageAnomaly, RewardCollapse, Plateau, WorkerFault,
     # priors: judged against the trial's own config and spaces from iteration 1
     UpdateTooLarge, ValueLossClipped, EntropySaturated, NoLearning, PrematureConvergence,
+    GeneralizationGap,  # only with evaluation results (evaluation_interval)
 )}
 # Judging the cluster (heartbeats, ray.nodes(), trials' iteration times), not one trial's metrics:
 # run by supervisor.cluster.ClusterState.
