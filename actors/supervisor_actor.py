@@ -149,6 +149,12 @@ class SupervisorService:
         if eng is not None:
             eng.record_checkpoint(trial_id, seq, iteration, path, hparams)
 
+    def record_best_checkpoint(self, run_id: str, trial_id: str, seq: int, iteration: int, path: str, metric: str,
+                               value: float, hparams: dict | None) -> None:
+        eng = self.runs.get(run_id)
+        if eng is not None:
+            eng.record_best_checkpoint(trial_id, seq, iteration, path, metric, value, hparams)
+
     def finish_trial(self, run_id: str, trial_id: str, status: str, applied: list | None = None) -> str:
         eng = self.runs.get(run_id)
         return eng.finish_trial(trial_id, status, applied) if eng is not None else status

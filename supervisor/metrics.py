@@ -127,11 +127,17 @@ def drop_no_data(metrics: dict) -> dict:
     return metrics
 
 
-def normalize_result(result: Mapping[str, Any], trial_id: str, node_id: str | None = None) -> dict:
+EVAL_METRICS = ("eval_return_mean", "eval_num_episodes")
+
+
+def normalize_result(result: Mapping[str, Any], trial_id: str, node_id: str | None = None,
+                     eval_interval: int | None = None) -> dict:
     """RLlib result dict -> ``{"trial_id", "iteration", "time", "node_id", "metrics": {name: float}}``.
 
     A metric RLlib did not report is absent (not NaN): absence is "no data",
-    NaN is "the run produced NaN".
+    NaN is "the run produced NaN". RLlib repeats the last evaluation's results in every result
+    after it: with ``eval_interval`` (the config's ``evaluation_interval``) they are kept only on
+    the iterations that evaluated.
     """
     m = module_id_of(result)
     metrics: dict[str, float] = {}
@@ -142,6 +148,10 @@ def normalize_result(result: Mapping[str, Any], trial_id: str, node_id: str | No
     drop_no_data(metrics)
     if metrics.get("eval_return_mean") is not None and math.isnan(metrics["eval_return_mean"]):
         del metrics["eval_return_mean"]  # an evaluation that finished no episode: no data
+    it = _iteration(result.get("training_iteration"))
+    if eval_interval and it % int(eval_interval):
+        for k in EVAL_METRICS:
+            metrics.pop(k, None)
     return {
         "trial_id": trial_id,
         "iteration": _iteration(result.get("training_iteration")),

@@ -404,6 +404,13 @@ class Store:
             return None
         return self._decode(rows, ("hparams",), False)[0] if rows else None
 
+    def metric_series(self, trial_id: str, name: str) -> list[tuple[int, float]]:
+        """(iteration, value) of one metric over a trial's reports, where it was reported (the evaluation
+        return: only on evaluation iterations)."""
+        return [(r[0], r[1]) for r in self.db.execute(
+            "SELECT iteration, json_extract(metrics, '$.' || ?) AS v FROM reports WHERE trial_id=? AND v IS NOT NULL "
+            "ORDER BY seq", (name, trial_id))]
+
     def alerts(self) -> list[dict]:
         try:
             return self._rows("SELECT * FROM alerts ORDER BY id")
