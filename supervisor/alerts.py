@@ -194,13 +194,14 @@ class AlertSender:
 
     def _finding_alert(self, trial_id: str, iteration: int, f: dict, taken: str) -> Alert:
         sev, det = f.get("severity") or "info", f.get("detector") or "?"
-        lines = [f"run: {self.run}", f"trial: {trial_id}", f"iteration: {iteration}", f"detector: {det}",
+        at = str(iteration) if iteration is not None and iteration >= 0 else "-"  # cluster findings: no iteration
+        lines = [f"run: {self.run}", f"trial: {trial_id}", f"iteration: {at}", f"detector: {det}",
                  f"severity: {sev}", f"message: {f.get('message', '')}", f"action: {taken}"]
         if self.dashboard_url:
             from urllib.parse import quote
 
             lines.append(f"dashboard: {self.dashboard_url}/#/trial/{quote(trial_id, safe='')}")
-        return Alert("finding", f"[rl-supervisor] {sev}: {det} on {trial_id} (iteration {iteration})",
+        return Alert("finding", f"[rl-supervisor] {sev}: {det} on {trial_id}" + (f" (iteration {at})" if at != "-" else ""),
                      "\n".join(lines), sev, self.run, trial_id, iteration, det)
 
     def _put(self, d: _Destination, alert: Alert) -> None:
