@@ -53,7 +53,8 @@ class SupervisorTuneCallback(Callback):
         self._pid: int | None = None  # the supervisor actor's process when the run was opened
         self._unsure: set[str] = set()  # trials whose closing record may not have reached the store
         self.started = time.time()
-        self.tensorboard = run.settings.tensorboard
+        # supervise sweep (a sweep file) writes event files; your own Tune script has Tune's loggers
+        self.tensorboard = run.settings.tensorboard and run.spec is not None
         self._tb = None
         self._live = None  # on a terminal: one live line per running trial plus totals
         self.rows: dict[str, dict] = {}
