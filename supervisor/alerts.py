@@ -28,6 +28,24 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 log = logging.getLogger(__name__)
+_THREAD = "alert-sender"
+
+
+class _QuietSender(logging.Filter):
+    """Apprise's debug lines show the URLs it loads (payload parameters unmasked) and urllib3's the
+    request paths, where tokens live (a Slack webhook's path is its secret): only warnings and worse
+    of Apprise get through, and of urllib3 on the sender's thread."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        return not record.name.startswith("apprise") and threading.current_thread().name != _THREAD
+
+
+for _name in ("apprise", "urllib3.connectionpool"):
+    _lg = logging.getLogger(_name)
+    if not any(isinstance(f, _QuietSender) for f in _lg.filters):
+        _lg.addFilter(_QuietSender())
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _RANK = {"ok": 0, "info": 1, "warning": 2, "critical": 3}
@@ -218,7 +236,7 @@ class AlertSender:
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._loop, name="alert-sender", daemon=True)
+            self._thread = threading.Thread(target=self._loop, name=_THREAD, daemon=True)
             self._thread.start()
 
     def _done(self, n: int) -> None:

@@ -107,3 +107,35 @@ def test_env_expansion_and_masking(tmp_path, hook, monkeypatch):
     with pytest.raises(ValueError, match="not a URL Apprise"):
         SupervisorConfig.model_validate({"alerts": [{"url": "nosuchscheme://x"}]})
     assert SupervisorConfig.model_validate({"alerts": [{"url": hook.url}]}).alerts[0].min_severity == "warning"
+
+
+def test_secrets_stay_out_of_logs_on_failure(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    url = f"json://alice:s3cret-token@127.0.0.1:{refused_port()}/hook?-token=t0ps3cret"
+    s, store = sender(tmp_path, [{"url": url}], retries=2, backoff_s=0.05)
+    s.observe("t", 0, 1, [kl()], [])
+    assert s.flush(20)
+    (row,) = store.alerts()
+    assert row["status"] == "failed" and row["attempts"] == 2
+    shown = str(row) + caplog.text
+    assert "s3cret" not in shown and "t0ps3cret" not in shown, shown
+
+
+def test_unset_variable_is_bad_input_exit_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exp = tmp_path / "e.yaml"
+    exp.write_text("name: x\nenv: CartPole-v1\nstop: {iterations: 1}\n"
+                   "supervisor:\n  alerts:\n    - url: slack://${NO_SUCH_TOKEN_VAR}\n")
+    env = {k: v for k, v in os.environ.items() if k != "NO_SUCH_TOKEN_VAR"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    p = subprocess.run([sys.executable, "-m", "supervisor", "run", str(exp)], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert p.returncode == 2, p.stderr
+    (line,) = p.stderr.strip().splitlines()
+    assert "supervisor.alerts.0.url" in line and "NO_SUCH_TOKEN_VAR is not set" in line
