@@ -49,9 +49,10 @@ class SupervisorService:
             if cfg.alerts:
                 # its own connection: deliveries are recorded from the sender's thread
                 rec = Store(Path(run_dir) / "supervisor.db")
-                self.alerts[run_id] = AlertSender(cfg.alerts, rec.record_alert, run=name,
-                                                  dashboard_url=cfg.dashboard_url, quiet=cfg.alert_quiet,
-                                                  env=alert_env)
+                sender = AlertSender(cfg.alerts, rec.record_alert, run=name, dashboard_url=cfg.dashboard_url,
+                                     quiet=cfg.alert_quiet, env=alert_env)
+                sender.record_store = rec
+                self.alerts[run_id] = sender
         elif alert_env and run_id in self.alerts:
             self.alerts[run_id].env.update(alert_env)
         return {"run_id": run_id, "pid": _pid()}
@@ -67,7 +68,12 @@ class SupervisorService:
                 trials = [{**t, "final_return": (json_or_empty(t.get("final")) or {}).get("episode_return_mean")}
                           for t in eng.store.trials() if t.get("run_id") == run_id]
                 sender.summary(status, trials, spec.get("started"))
-                sender.flush(timeout_s=8.0)  # the driver waits 10 s; a dead destination is recorded as failed
+                # the driver waits 10 s; a dead destination is recorded as failed. The run is over: its
+                # sender's thread and connection go (a reopened run alerts no more).
+                sender.flush(timeout_s=8.0)
+                self.alerts.pop(run_id, None)
+                if sender.close(timeout_s=0):  # a delivery still retrying keeps its connection
+                    sender.record_store.close()
 
     def _engine(self, trial_id: str, run_id: str | None = None) -> Engine | None:
         run_id = run_id or self.run_of.get(trial_id)

@@ -250,18 +250,34 @@ class AlertSender:
         """Wait until everything queued was delivered or recorded as failed; True if it was in time."""
         return self._idle.wait(timeout_s)
 
+    def close(self, timeout_s: float = 10.0) -> bool:
+        """Flush, then end the worker thread (a later alert would start a new one)."""
+        ok = self.flush(timeout_s)
+        if self._thread is not None and self._thread.is_alive():
+            try:
+                self._q.put_nowait(None)
+            except queue.Full:
+                pass
+        return ok
+
     # ---------------------------------------------------------------- worker side
     def _loop(self) -> None:
         while True:
             first = self._q.get()
+            if first is None:  # close()
+                return
             batch = [first]
             deadline = time.monotonic() + self.digest_window_s
             while True:  # gather what arrives together: many trials firing at once become one digest
                 left = deadline - time.monotonic()
                 try:
-                    batch.append(self._q.get(timeout=max(left, 0)) if left > 0 else self._q.get_nowait())
+                    item = self._q.get(timeout=max(left, 0)) if left > 0 else self._q.get_nowait()
                 except queue.Empty:
                     break
+                if item is None:  # close() while gathering: send these, then stop
+                    self._q.put(None)
+                    break
+                batch.append(item)
             try:
                 self._send_batch(batch)
             except Exception:  # never let the worker die: the next alerts still go out
