@@ -51,7 +51,7 @@ def supervise(config, run_dir: str | Path, *, name: str | None = None, settings:
     from supervisor.api import _profile, _validated
     from supervisor.config import SupervisorConfig
 
-    from actors.run import init_ray
+    from actors.bootstrap import init_ray
 
     if not ray.is_initialized():
         init_ray(address)
