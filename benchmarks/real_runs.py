@@ -21,6 +21,7 @@ Counting (warning and critical findings only):
 
 from __future__ import annotations
 
+import gzip
 import json
 import statistics
 import tempfile
@@ -85,8 +86,9 @@ def load_runs(data: Path = DATA) -> list[tuple[str, dict, list[dict]]]:
         raw = data / m["raw_file"] if m.get("raw_file") else None
         if raw is not None and raw.is_file():
             # the raw RLlib results, normalized by today's maps (they change; the recording doesn't)
-            rows = [normalize_result(unflatten(json.loads(line)), name)["metrics"]
-                    for line in raw.read_text().splitlines() if line.strip()]
+            opener = gzip.open if raw.suffix == ".gz" else open
+            with opener(raw, "rt") as f:
+                rows = [normalize_result(unflatten(json.loads(line)), name)["metrics"] for line in f if line.strip()]
         else:
             rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
             for r in rows:
@@ -204,23 +206,24 @@ def render(res: dict) -> str:
     bad = res["bad_start"]
     if bad:
         out += ["", f"### Bad from the start: flagged by iteration {BAD_START_BY}, by the detector naming the cause, acted on", "",
-                "| run | env | fault | supervisor: first finding (iteration) | named | cause named | acted on | "
+                "| run | algorithm | env | fault | supervisor: first finding (iteration) | named | cause named | acted on | "
                 + " | ".join(f"{n}: first firing" for n in names) + " |",
-                "|---|---|---|---:|---|---|---|" + "---:|" * len(names)]
+                "|---|---|---|---|---:|---|---|---|" + "---:|" * len(names)]
         for b in bad:
-            out.append(f"| {b['name']} | {b['env']} | {b['fault']} | {b['first'] or 'not flagged'} | "
+            out.append(f"| {b['name']} | {b['algorithm']} | {b['env']} | {b['fault']} | {b['first'] or 'not flagged'} | "
                        f"{', '.join(sorted(set(b['named']))) or '-'} | {'yes' if b['cause_named'] else 'no'} | "
                        f"{'yes' if b['acted'] else 'no'} | "
                        + " | ".join(str(b['baselines'][n]['first'] or '-') for n in names) + " |")
     faulty = res["faulty"]
     if faulty:
         out += ["", "### Faults mid-run: recall, delay (iterations after the onset), false alarms before the onset", "",
-                "| run | env | fault | supervisor: delay | detector | false alarms | "
+                "| run | algorithm | env | fault | supervisor: delay | detector | false alarms | "
                 + " | ".join(f"{n}: delay / false alarms" for n in names) + " |",
-                "|---|---|---|---:|---|---:|" + "---|" * len(names)]
+                "|---|---|---|---|---:|---|---:|" + "---|" * len(names)]
         for r in faulty:
             d = "missed" if r["delay"] is None else str(r["delay"])
-            out.append(f"| {r['name']} | {r['env']} | {r['fault']} | {d} | {r['by'] or '-'} | {r['false_alarms']} | "
+            out.append(f"| {r['name']} | {r['algorithm']} | {r['env']} | {r['fault']} | {d} | {r['by'] or '-'} | "
+                       f"{r['false_alarms']} | "
                        + " | ".join(f"{'missed' if r['baselines'][n]['delay'] is None else r['baselines'][n]['delay']}"
                                     f" / {r['baselines'][n]['false_alarms']}" for n in names) + " |")
         det = [r for r in faulty if r["detected"]]

@@ -37,16 +37,16 @@ def normalize_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """A foreign metrics dict (CleanRL ``losses/approx_kl``, SB3 ``train/...``, TRL ``objective/kl``,
     plain ``loss``/``lr``, nested dicts, numpy or 0-d tensor values) -> the normalized names the
     detectors read. The one place this module maps keys: the same tables ``supervise scan`` uses."""
-    from supervisor.metrics import RESULT_PATHS
-    from supervisor.scan import flatten, map_record, number
+    from supervisor.keymaps import flatten, map_keys, number
+    from supervisor.metrics import RESULT_PATHS, drop_no_data
 
     flat = flatten(metrics) if any(isinstance(v, dict) for v in metrics.values()) else metrics
-    out = map_record(flat)[0]
+    out = map_keys(flat, keep_nan_returns=True)[0]
     for k in RESULT_PATHS.keys() & flat.keys() - out.keys():  # already-normalized names (env_steps_lifetime)
         v = number(flat[k])
         if v is not None:
             out[k] = v
-    return out
+    return drop_no_data(out)
 
 
 @dataclass

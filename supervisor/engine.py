@@ -206,7 +206,10 @@ class Engine:
                     "health": state.health.snapshot(state.last_seq)}
         iteration = _int_in(report.get("iteration"), 0, 2**62, seq)
         metrics = sanitize_metrics(report.get("metrics"))
-        norm = {"trial_id": trial_id, "iteration": iteration, "time": report.get("time") or time.time(),
+        t = report.get("time")
+        norm = {"trial_id": trial_id, "iteration": iteration,
+                "time": float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
+                else time.time(),
                 "node_id": node_id,
                 "metrics": metrics}
 

@@ -40,6 +40,7 @@ RESULT_PATHS: dict[str, str] = {
     "grad_norm_ratio": "learners/{m}/sup_grad_norm_ratio",
     "approx_kl": "learners/{m}/sup_approx_kl",
     "clip_fraction": "learners/{m}/sup_clip_fraction",
+    "vf_clip_fraction": "learners/{m}/sup_vf_clip_fraction",
     "advantage_mean": "learners/{m}/sup_advantage_mean",
     "advantage_std": "learners/{m}/sup_advantage_std",
     "advantage_skew": "learners/{m}/sup_advantage_skew",
@@ -106,7 +107,9 @@ def drop_no_data(metrics: dict) -> dict:
     policy/value gradient ratio when its denominator is 0 (a value loss clipped on every sample has no
     gradient; dividing by it is not a training fault)."""
     n = metrics.get("num_episodes")
-    if not n or math.isnan(n):  # async algorithms (APPO, IMPALA) report NaN counts too
+    # 0 (or NaN: async APPO/IMPALA) finished episodes: no data. Without a count the NaN may be a NaN reward
+    # (a loop that averages returns over a buffer of finished episodes): evidence, kept.
+    if n is not None and (n == 0 or math.isnan(n)):
         for k in EPISODE_METRICS + ("num_episodes", "env_steps"):
             v = metrics.get(k)
             if v is not None and math.isnan(v):

@@ -66,7 +66,8 @@ def trainer(tmp_path, callbacks, max_steps=60, **kw):
 @pytest.mark.slow
 def test_loss_blow_up_is_flagged_and_training_stopped(tmp_path):
     run = tmp_path / "run"
-    cb = SupervisorCallback(run)
+    # the lr stays forced at 50 (BrokenLr), so reduce_lr alone cannot help: roll back with it, then stop
+    cb = SupervisorCallback(run, settings={"ladders": {"loss_explosion": [["rollback", "reduce_lr"], ["stop_trial"]]}})
     tr = trainer(tmp_path, [BrokenLr(at=20), cb])
     tr.train()
     assert cb.sup.status == "stopped"
@@ -76,7 +77,7 @@ def test_loss_blow_up_is_flagged_and_training_stopped(tmp_path):
     crit = [f for f in t["findings"] if f["severity"] == "critical"]
     assert crit[0]["iteration"] == 21 and crit[0]["detector"] == "loss_explosion", t["findings"]
     acts = [(i["iteration"], i["action"]) for i in t["interventions"]]
-    assert acts[0] == (21, "reduce_lr") and acts[-1][1] == "stop_trial", acts
+    assert acts[:2] == [(21, "rollback"), (21, "reduce_lr")] and acts[-1][1] == "stop_trial", acts
     rb = [i for i in t["interventions"] if i["action"] == "rollback"]
     # the rollback restored a checkpoint the Trainer wrote when the supervisor asked it to save
     assert rb and rb[0]["verified"] is True and Path(rb[0]["params"]["checkpoint"]).name.startswith("checkpoint-")

@@ -8,7 +8,7 @@ from supervisor.findings import Finding
 
 
 class NoLearningOptions(AlarmOptions):
-    frozen_kl: Number = positive(1e-5)
+    frozen_kl: Number = positive(1e-7)
     frozen_clip: Number = positive(1e-4)
 
 
@@ -16,12 +16,13 @@ class NoLearning(OneRuleDetector):
     """Warn when the policy is frozen: training runs, but nothing it does moves the policy.
 
     Rule: approx_kl below ``frozen_kl`` and clip fraction below ``frozen_clip`` on ``patience``
-    consecutive iterations (needs no history: a healthy PPO update moves the policy by about kl_target,
-    1e-3 to 1e-2; lr far too low, or a zero gradient, give 1e-9). The other half of "no learning", a
+    consecutive iterations (needs no history: healthy recorded PPO updates move the policy by 5e-4 to
+    8e-2, and one an lr cut tenfold slows to 1e-6 is still learning; lr 1e-7 gives 3e-8, a zero
+    gradient 0). The other half of "no learning", a
     policy that became deterministic without improving, is :mod:`premature_convergence`.
 
     Args:
-        frozen_kl, frozen_clip: what counts as "no change". Default 1e-5, 1e-4.
+        frozen_kl, frozen_clip: what counts as "no change". Default 1e-7, 1e-4.
         patience, exit, repeat: hysteresis. Default 3, 3, 20.
     """
 
