@@ -139,3 +139,19 @@ def test_unset_variable_is_bad_input_exit_2(tmp_path):
     assert p.returncode == 2, p.stderr
     (line,) = p.stderr.strip().splitlines()
     assert "supervisor.alerts.0.url" in line and "NO_SUCH_TOKEN_VAR is not set" in line
+
+
+def test_python_api_alerts_and_sends_the_summary(tmp_path, hook):
+    from supervisor import Supervisor
+
+    sup = Supervisor(tmp_path / "api-run", settings={"alerts": [{"url": hook.url}]})
+    for it in range(1, 6):
+        m = {"episode_return_mean": 20.0 + it, "total_loss": 1.0, "kl": 0.01}
+        if it >= 4:
+            m["total_loss"] = float("nan")  # a planted fault: non_finite, critical
+        sup.observe(it, m)
+    sup.close()
+    msgs = [fields(r["message"]) for r in hook.received]
+    finding = [m for m in msgs if m.get("detector") == "non_finite"]
+    assert len(finding) == 1 and finding[0]["iteration"] == "4" and finding[0]["severity"] == "critical"
+    assert msgs[-1]["status"] in ("completed", "recovered", "stopped")
