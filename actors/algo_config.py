@@ -1,6 +1,7 @@
-"""Experiment file -> RLlib PPOConfig, with the supervisor wired in.
+"""Experiment file -> the RLlib config of its ``algorithm:`` (PPOConfig, APPOConfig, IMPALAConfig,
+DQNConfig, SACConfig), with the supervisor wired in.
 
-Checks that need RLlib (is every ``config:`` key a PPOConfig parameter,
+Checks that need RLlib (is every ``config:`` key a parameter of that config class,
 does RLlib accept the values) happen here and raise ``InputError``.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 
+from supervisor import algorithms
 from supervisor.config import Experiment
 from supervisor.errors import InputError
 
@@ -23,15 +25,15 @@ def resolve_env(env: str):
 
 def build_config(exp: Experiment, source: str, supervisor_info: dict | None = None,
                  config_overrides: dict | None = None):
-    from ray.rllib.algorithms.ppo import PPOConfig
-
+    from actors.algos import config_class
     from actors.learner import use_supervised_learner
 
-    cfg = PPOConfig()
+    cls = config_class(exp.algorithm)
+    cfg = cls()
     params = {**exp.config, **(config_overrides or {})}
     for key in params:
         if key.startswith("_") or not hasattr(cfg, key) or callable(getattr(cfg, key)):
-            raise InputError(source, f"config.{key}", "unknown PPOConfig parameter")
+            raise InputError(source, f"config.{key}", f"unknown {cls.__name__} parameter")
     cfg.environment(resolve_env(exp.env), env_config=dict(exp.env_config))
     try:
         cfg.update_from_dict(params)
@@ -42,7 +44,8 @@ def build_config(exp: Experiment, source: str, supervisor_info: dict | None = No
     if supervisor_info is not None and exp.supervisor.enabled:
         cfg.callbacks(SupervisorCallback)
         cfg.learners(learner_config_dict={CONFIG_KEY: supervisor_info})
-        use_supervised_learner(cfg)
+        if algorithms.ALGORITHMS[exp.algorithm].instrumented:  # PPO's; the others report RLlib's own values
+            use_supervised_learner(cfg)
     try:
         cfg.validate()
     except Exception as e:

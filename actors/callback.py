@@ -18,6 +18,7 @@ import ray
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
 from actors import interventions as iv
+from actors.algos import EXTRA_ROOT, extra_metrics, name_of
 from actors.appliers import RLlibApplier
 from actors.client import SupervisorClient
 from actors.priors import priors_of
@@ -65,8 +66,10 @@ class SupervisorCallback(RLlibCallback):
         # A (re)started trial must learn its next seq, or its reports would be taken for replays:
         # give a supervisor that Ray is restarting a few seconds.
         # The detectors' priors come from the trial's own config and spaces (kl_target, clip_param,
-        # vf_clip_param, the action space's maximum entropy): they judge from iteration 1.
-        self.trial_config = {**(info.get("trial_config") or {}), "priors": priors_of(algorithm)}
+        # vf_clip_param, the action space's maximum entropy): they judge from iteration 1. The algorithm
+        # picks which detectors and ladders apply (supervisor.algorithms).
+        self.trial_config = {**(info.get("trial_config") or {}), "algorithm": name_of(algorithm),
+                             "priors": priors_of(algorithm)}
         reg = self.client.register(self.trial_id, _node_id(), self.trial_config,
                                    wait_s=info.get("register_wait_s", 20.0))
         if reg is None:
@@ -97,6 +100,9 @@ class SupervisorCallback(RLlibCallback):
                 result["supervisor"] = {"reported": False, "registered": False}
                 return
             self._registered(algorithm, reg)
+        extra = extra_metrics(algorithm)  # what RLlib keeps off the result (DQN's epsilon)
+        if extra:
+            result[EXTRA_ROOT] = extra
         report = normalize_result(result, self.trial_id, _node_id(),
                                   getattr(algorithm.config, "evaluation_interval", None))
         report["seq"], report["applied"], self.applied = self.seq, self.applied, []

@@ -90,6 +90,15 @@ ACTIONS = tuple(name for name, spec in _actions.ACTIONS.items() if spec.effect i
 
 _HPARAMS_SIDECAR = "supervisor_hparams.json"
 
+_PPO_KEYS = ("lr", "entropy_coeff", "kl_coeff", "grad_clip", "vf_clip_param")
+_CONFIG_KEYS = ("vf_clip_param", "tau", "target_network_update_freq")
+#: Not re-applied after a rollback: SAC's alpha is learned state that the checkpoint restores, and DQN's
+#: epsilon is the env runners' schedule, which a learner rollback does not touch.
+_NOT_REAPPLIED = ("alpha", "epsilon")
+#: Learned state outside the learner's module and optimizer state (``get_state`` leaves it out): restored from
+#: the checkpoint's hparams sidecar on rollback.
+_LEARNED = ("alpha",)
+
 
 # ---------------------------------------------------------------------------
 # plumbing
@@ -242,25 +251,43 @@ def _validate(name: str, value, *, allow_none: bool = False, allow_zero: bool = 
 # ---------------------------------------------------------------------------
 
 
-def _read_hparams(learner, module_id=None) -> Dict[str, Optional[float]]:
+def _read_hparams(learner, module_id=None, keys=None) -> Dict[str, Optional[float]]:
+    """The learner-side hyperparameters in ``keys`` (default: PPO's), by where each RLlib learner keeps
+    them: lr in the optimizers' schedulers, entropy/KL coefficients in per-module schedulers/tensors
+    (PPO, APPO, IMPALA), clips and target-network settings in the per-module config, SAC's
+    temperature in ``curr_log_alpha`` and its target entropy in ``target_entropy``."""
     mid = module_id or _main_module_id(learner)
-    lr = None
-    for _name, opt in learner.get_optimizers_for_module(mid):
-        sched = learner._optimizer_lr_schedules.get(opt)
-        lr = _to_float(sched.get_current_value()) if sched is not None else None
-        if lr is None:
-            lr = _to_float(learner._get_optimizer_lr(opt))
-        break
-    ent = None
-    if hasattr(learner, "entropy_coeff_schedulers_per_module"):
-        ent = _to_float(learner.entropy_coeff_schedulers_per_module[mid].get_current_value())
-    kl = None
-    if hasattr(learner, "curr_kl_coeffs_per_module"):
-        kl = _to_float(learner.curr_kl_coeffs_per_module[mid])
+    keys = tuple(keys or _PPO_KEYS)
     cfg = learner.config.get_config_for_module(mid)
-    clip = _to_float(cfg.grad_clip) if cfg.grad_clip else None
-    vf_clip = _to_float(getattr(cfg, "vf_clip_param", None))
-    return {"lr": lr, "entropy_coeff": ent, "kl_coeff": kl, "grad_clip": clip, "vf_clip_param": vf_clip}
+    out: Dict[str, Optional[float]] = {}
+    for k in keys:
+        if k == "lr":
+            out[k] = None
+            for _name, opt in learner.get_optimizers_for_module(mid):
+                out[k] = _optimizer_lr(learner, opt)
+                break
+        elif k == "entropy_coeff":
+            scheds = getattr(learner, "entropy_coeff_schedulers_per_module", None)
+            out[k] = _to_float(scheds[mid].get_current_value()) if scheds is not None else None
+        elif k == "kl_coeff":
+            coeffs = getattr(learner, "curr_kl_coeffs_per_module", None)
+            out[k] = _to_float(coeffs[mid]) if coeffs is not None else None
+        elif k == "grad_clip":
+            out[k] = _to_float(cfg.grad_clip) if cfg.grad_clip else None
+        elif k == "alpha":
+            out[k] = _to_float(learner.curr_log_alpha[mid].detach().exp()) if hasattr(learner, "curr_log_alpha") else None
+        elif k == "target_entropy":
+            te = getattr(learner, "target_entropy", None)
+            out[k] = _to_float(te[mid]) if te is not None else None
+        elif k in _CONFIG_KEYS:
+            out[k] = _to_float(getattr(cfg, k, None))
+    return out
+
+
+def _optimizer_lr(learner, opt) -> Optional[float]:
+    sched = learner._optimizer_lr_schedules.get(opt)
+    lr = _to_float(sched.get_current_value()) if sched is not None else None
+    return lr if lr is not None else _to_float(learner._get_optimizer_lr(opt))
 
 
 def _apply_hparams(learner, values: Dict[str, Any], module_id=None) -> None:
@@ -269,16 +296,22 @@ def _apply_hparams(learner, values: Dict[str, Any], module_id=None) -> None:
     for mid in _module_ids(learner, module_id):
         if "lr" in values:
             lr = float(values["lr"])
-            for _name, opt in learner.get_optimizers_for_module(mid):
+            opts = list(learner.get_optimizers_for_module(mid))
+            # "lr" is the first optimizer's; the others (SAC: qf, qf_twin, policy, alpha) keep their ratio to it.
+            ref = _optimizer_lr(learner, opts[0][1]) if opts else None
+            for _name, opt in opts:
+                cur = _optimizer_lr(learner, opt)
+                new = lr if not ref or cur is None or opt is opts[0][1] else cur * lr / ref
                 learner._optimizer_lr_schedules[opt] = Scheduler(
-                    fixed_value_or_schedule=lr,
+                    fixed_value_or_schedule=new,
                     framework=learner.framework,
                     device=learner._device,
                 )
                 # The scheduler only rewrites the lr after the next update;
                 # set it now so that the next update already uses it.
-                learner._set_optimizer_lr(opt, lr)
-            _learner_config_set(learner, mid, "lr", lr)
+                learner._set_optimizer_lr(opt, new)
+            if len(opts) == 1:
+                _learner_config_set(learner, mid, "lr", lr)
         if "entropy_coeff" in values:
             if not hasattr(learner, "entropy_coeff_schedulers_per_module"):
                 raise TypeError(f"{type(learner).__name__} has no entropy coefficient")
@@ -306,6 +339,24 @@ def _apply_hparams(learner, values: Dict[str, Any], module_id=None) -> None:
             if not hasattr(learner.config.get_config_for_module(mid), "vf_clip_param"):
                 raise TypeError(f"{type(learner).__name__} clips no value loss")
             _learner_config_set(learner, mid, "vf_clip_param", float(values["vf_clip_param"]))
+        for k in ("tau", "target_network_update_freq"):
+            # Read from the per-module config after every update (DQNLearner / APPOLearner
+            # ``after_gradient_based_update``).
+            if k in values:
+                if not hasattr(learner.config.get_config_for_module(mid), k):
+                    raise TypeError(f"{type(learner).__name__} has no target network setting {k}")
+                v = values[k]
+                _learner_config_set(learner, mid, k, int(v) if k == "target_network_update_freq" else float(v))
+        if "alpha" in values:
+            if not hasattr(learner, "curr_log_alpha"):
+                raise TypeError(f"{type(learner).__name__} has no entropy temperature")
+            # The temperature stays trainable (its own optimizer keeps adapting it): this sets where it is now.
+            learner.curr_log_alpha[mid].data.fill_(math.log(float(values["alpha"])))
+        if "target_entropy" in values:
+            if not hasattr(learner, "target_entropy"):
+                raise TypeError(f"{type(learner).__name__} has no target entropy")
+            learner.target_entropy[mid].data.fill_(float(values["target_entropy"]))
+            _learner_config_set(learner, mid, "target_entropy", float(values["target_entropy"]))
 
 
 def _learner_seq_no(learner) -> int:
@@ -372,18 +423,43 @@ def _force_env_runner_weights(env_runner, state, seq_no: int) -> int:
 # ---------------------------------------------------------------------------
 
 
+def _algo_keys(algo) -> tuple:
+    """The hyperparameters this algorithm's learner exposes (``supervisor.algorithms``); PPO's when unknown."""
+    from actors.algos import name_of
+    from supervisor import algorithms
+
+    spec = algorithms.get(name_of(algo))
+    return spec.hparams if spec is not None else _PPO_KEYS
+
+
 def current_hparams(algo, module_id: Optional[str] = None) -> Dict[str, Optional[float]]:
     """Hyperparameters in effect on the (first) learner, for ``module_id``
-    (default: ``default_policy`` or the first module)."""
-    return _foreach_learner(algo, _read_hparams, module_id=module_id)[0]
+    (default: ``default_policy`` or the first module): the ones the algorithm has
+    (``supervisor.algorithms``); DQN's ``epsilon`` is read off the env runners."""
+    keys = _algo_keys(algo)
+    learner_keys = tuple(k for k in keys if k != "epsilon")
+    out = _foreach_learner(algo, _read_hparams, module_id=module_id, keys=learner_keys)[0]
+    if "epsilon" in keys:
+        out["epsilon"] = exploration_epsilon(algo)
+    return {k: out.get(k) for k in keys}
 
 
 def set_hparams(algo, values: Dict[str, Any], module_id: Optional[str] = None) -> Dict[str, Optional[float]]:
-    """Apply several of lr / entropy_coeff / kl_coeff / grad_clip in one call
-    to every learner; returns the hparams now in effect."""
+    """Apply several hyperparameters (of :data:`HPARAM_KEYS`, those the algorithm has) in one call
+    to every learner (``epsilon``: every env runner, optionally with ``epsilon_timesteps``);
+    returns the hparams now in effect."""
+    values = dict(values)
+    eps_steps = values.pop("epsilon_timesteps", None)
     unknown = set(values) - set(HPARAM_KEYS)
     if unknown:
         raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)}; known: {list(HPARAM_KEYS)}")
+    keys = _algo_keys(algo)
+    missing = sorted(k for k in values if k not in keys)
+    if missing:
+        from actors.algos import name_of
+
+        raise ValueError(f"{name_of(algo) or type(algo).__name__} has no {', '.join(missing)} "
+                         f"(it has {', '.join(keys)})")
     clean: Dict[str, Any] = {}
     if "lr" in values:
         clean["lr"] = _validate("lr", values["lr"], allow_zero=False)
@@ -395,14 +471,100 @@ def set_hparams(algo, values: Dict[str, Any], module_id: Optional[str] = None) -
         clean["grad_clip"] = _validate("grad_clip", values["grad_clip"], allow_none=True, allow_zero=False)
     if "vf_clip_param" in values:
         clean["vf_clip_param"] = _validate("vf_clip_param", values["vf_clip_param"], allow_zero=False)
-    if not clean:
-        return current_hparams(algo, module_id)
-    _foreach_learner(algo, _apply_hparams, values=clean, module_id=module_id)
-    for k, v in clean.items():
-        _driver_config_set(algo, k, v)
-    if "kl_coeff" in clean and clean["kl_coeff"] > 0:
-        _driver_config_set(algo, "use_kl_loss", True)
+    if "tau" in values:
+        clean["tau"] = _validate("tau", values["tau"], allow_zero=False)
+        if clean["tau"] > 1:
+            raise ValueError(f"tau must be <= 1, got {values['tau']!r}")
+    if "target_network_update_freq" in values:
+        clean["target_network_update_freq"] = _validate("target_network_update_freq",
+                                                        values["target_network_update_freq"])
+    if "alpha" in values:
+        clean["alpha"] = _validate("alpha", values["alpha"], allow_zero=False)
+    if "target_entropy" in values:
+        v = float(values["target_entropy"])
+        if not math.isfinite(v):
+            raise ValueError(f"target_entropy must be finite, got {values['target_entropy']!r}")
+        clean["target_entropy"] = v
+    eps = None
+    if "epsilon" in values:
+        eps = _validate("epsilon", values["epsilon"])
+        if eps > 1:
+            raise ValueError(f"epsilon must be <= 1, got {values['epsilon']!r}")
+    if clean:
+        _foreach_learner(algo, _apply_hparams, values=clean, module_id=module_id)
+        for k, v in clean.items():
+            if k == "grad_clip" or (k not in _NOT_REAPPLIED and getattr(algo.config, k, None) is not None):
+                _driver_config_set(algo, k, v)
+        if "kl_coeff" in clean and clean["kl_coeff"] > 0:
+            _driver_config_set(algo, "use_kl_loss", True)
+    if eps is not None:
+        set_exploration(algo, eps, eps_steps)
     return current_hparams(algo, module_id)
+
+
+# ---------------------------------------------------------------------------
+# DQN's exploration (epsilon-greedy, scheduled inside each env runner's RL module)
+# ---------------------------------------------------------------------------
+
+#: env steps over which a raised epsilon decays back to the schedule's final value, unless told.
+EPSILON_TIMESTEPS = 10_000
+
+
+def _runner_modules(env_runner) -> list:
+    module = getattr(env_runner, "module", None)
+    if module is None:
+        return []
+    return list(module._rl_modules.values()) if hasattr(module, "_rl_modules") else [module]
+
+
+def _env_runner_epsilon(env_runner) -> Optional[float]:
+    for m in _runner_modules(env_runner):
+        sched = getattr(m, "epsilon_schedule", None)
+        if sched is not None:
+            return _to_float(sched.get_current_value())
+    return None
+
+
+def _set_env_runner_epsilon(env_runner, epsilon: float, timesteps: int, final: float, scale: int) -> float:
+    from ray.rllib.utils.schedules.scheduler import Scheduler
+
+    # The module is called with t = (this runner's lifetime steps) x (number of runners): start there.
+    t_now = int(getattr(env_runner, "num_env_steps_sampled_lifetime", 0) or 0) * scale
+    points = ([[0, epsilon]] if t_now > 0 else []) + [[t_now, epsilon], [t_now + int(timesteps), final]]
+    for m in _runner_modules(env_runner):
+        if getattr(m, "epsilon_schedule", None) is not None:
+            m.epsilon_schedule = Scheduler(fixed_value_or_schedule=points, framework="torch")
+            m.epsilon_schedule.update(t_now)
+    return epsilon
+
+
+def _final_epsilon(algo) -> float:
+    eps = getattr(algo.config, "epsilon", None)
+    if isinstance(eps, (list, tuple)) and eps:
+        return float(eps[-1][-1])
+    return float(eps) if isinstance(eps, (int, float)) else 0.05
+
+
+def exploration_epsilon(algo) -> Optional[float]:
+    """The current epsilon of the env runners that sample (mean), None when no module has one."""
+    group = algo.env_runner_group
+    vals = _foreach_env_runner(group, _env_runner_epsilon, local=group.num_remote_env_runners() == 0)
+    vals = [v for v in vals if v is not None and math.isfinite(v)]
+    return float(sum(vals) / len(vals)) if vals else None
+
+
+def set_exploration(algo, epsilon: float, timesteps: Optional[int] = None) -> Optional[float]:
+    """Epsilon ``epsilon`` now, decaying linearly to the configured final epsilon over ``timesteps`` env
+    steps (default :data:`EPSILON_TIMESTEPS`), on every env runner (and the local one). The schedule is the
+    module's own Python object, so weight syncs and rollbacks leave it alone."""
+    group = algo.env_runner_group
+    steps = int(timesteps or EPSILON_TIMESTEPS)
+    if steps <= 0:
+        raise ValueError(f"epsilon_timesteps must be > 0, got {timesteps!r}")
+    _foreach_env_runner(group, _set_env_runner_epsilon, epsilon=float(epsilon), timesteps=steps,
+                        final=min(_final_epsilon(algo), float(epsilon)),
+                        scale=max(int(algo.config.num_env_runners or 1), 1))
+    return exploration_epsilon(algo)
 
 
 def set_lr(algo, lr: float, module_id: Optional[str] = None) -> Dict[str, Optional[float]]:
@@ -560,6 +722,7 @@ def rollback(
         if hparams is None:
             raise ValueError(f"{path} has no {_HPARAMS_SIDECAR}")
     if hparams is not None:
+        hparams = {k: v for k, v in hparams.items() if k not in _NOT_REAPPLIED}
         unknown = set(hparams) - set(HPARAM_KEYS)
         if unknown:
             raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)} in rollback hparams")
@@ -580,7 +743,12 @@ def rollback(
     sync_info = _push_weights_to_env_runners(algo, timeout_s)
     sync_s = time.perf_counter() - t_sync
 
-    target = {k: before[k] for k in HPARAM_KEYS if k in before and (before[k] is not None or k == "grad_clip")}
+    target = {k: before[k] for k in HPARAM_KEYS if k in before and k not in _NOT_REAPPLIED
+              and (before[k] is not None or k == "grad_clip")}
+    # Learned values the learner keeps outside its module and optimizers (SAC's log_alpha) are not in
+    # the restored state: they come back from the checkpoint's sidecar.
+    saved = checkpoint_hparams(path) or {}
+    target.update({k: saved[k] for k in _LEARNED if k in before and saved.get(k) is not None})
     if hparams:
         target.update(hparams)
     # The checkpoint's optimizer state carries its own lr: always rewrite.

@@ -12,7 +12,10 @@ log = logging.getLogger(__name__)
 def priors_of(algorithm) -> dict:
     """The config values and action space the detectors' priors need, as plain data."""
     cfg = algorithm.config
-    out = {"algorithm": getattr(cfg, "algo_class", None) and cfg.algo_class.__name__}
+    from actors.algos import name_of
+
+    # by name_of: a Tune trainable's class is SupervisedDQN, its algorithm DQN
+    out = {"algorithm": name_of(algorithm) or (getattr(cfg, "algo_class", None) and cfg.algo_class.__name__)}
     for key in ("kl_target", "clip_param", "vf_clip_param", "use_kl_loss"):
         out[key] = getattr(cfg, key, None)
     try:

@@ -74,12 +74,17 @@ class Replay:
         return self.meta.get("onset_index")
 
 
+#: Meta files of recorded runs: PPO and others (record_runs.py), APPO/IMPALA/DQN/SAC (record_algos.py).
+META_FILES = ("runs.json", "runs_algos.json")
+
+
 def load_runs(data: Path = DATA) -> list[tuple[str, dict, list[dict]]]:
-    meta_path = data / "runs.json"
-    if not meta_path.exists():
-        return []
+    meta = {}
+    for f in META_FILES:
+        if (data / f).exists():
+            meta.update(json.loads((data / f).read_text()))
     out = []
-    for name, m in sorted(json.loads(meta_path.read_text()).items()):
+    for name, m in sorted(meta.items()):
         path = data / m.get("file", "")
         if name.startswith("_") or not path.is_file():
             continue
@@ -230,6 +235,16 @@ def render(res: dict) -> str:
         delays = [r["delay"] for r in det]
         out += ["", f"Supervisor: recall {len(det)}/{len(faulty)}, median delay "
                     f"{statistics.median(delays) if delays else 'n/a'}."]
+        out += ["", "Per algorithm (supervisor; mid-run faults and healthy runs):", "",
+                "| algorithm | mid-run recall | median delay | false alarms (healthy runs + before onsets) | healthy iterations |",
+                "|---|---:|---:|---:|---:|"]
+        for algo in sorted({r["algorithm"] for r in faulty + healthy}):
+            fs = [r for r in faulty if r["algorithm"] == algo]
+            hs = [h for h in healthy if h["algorithm"] == algo]
+            ds = [r["delay"] for r in fs if r["detected"]]
+            fa = sum(h["warnings"] + h["criticals"] for h in hs) + sum(r["false_alarms"] for r in fs)
+            out.append(f"| {algo} | {_pct(len(ds), len(fs))} | {statistics.median(ds) if ds else '-'} | {fa} | "
+                       f"{sum(h['n'] for h in hs) + sum(r['onset'] for r in fs)} |")
         for n in names:
             hit = [r["baselines"][n]["delay"] for r in faulty if r["baselines"][n]["detected"]]
             out.append(f"{n}: recall {len(hit)}/{len(faulty)}, median delay "

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from supervisor import actions
+from supervisor import actions, algorithms
 from supervisor.errors import InputError
 
 _STRICT = ConfigDict(extra="forbid")
@@ -147,7 +147,7 @@ class Experiment(BaseModel):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     env: str = Field(min_length=1)
     env_config: dict[str, Any] = Field(default_factory=dict)
-    algorithm: Literal["PPO"] = "PPO"
+    algorithm: str = algorithms.DEFAULT
     config: dict[str, Any] = Field(default_factory=dict)
     stop: StopConfig
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
@@ -156,9 +156,7 @@ class Experiment(BaseModel):
     @field_validator("algorithm", mode="before")
     @classmethod
     def _algorithm(cls, v):
-        if v != "PPO":
-            raise ValueError(f"unknown algorithm {v!r} (supported: PPO)")
-        return v
+        return algorithms.check(v)
 
     @field_validator("config")
     @classmethod
@@ -172,14 +170,46 @@ _SEARCH_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 
 class Sweep(Experiment):
     search: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # per algorithm of a ``search.algorithm`` grid: config values on top of ``config:`` (e.g. DQN's epsilon)
+    algorithm_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
     num_samples: int = Field(1, gt=0)
     scheduler: Literal["none", "asha"] = "none"
     max_concurrent: int | None = Field(None, gt=0)
     max_failures: int = Field(2, ge=0)
 
+    @field_validator("algorithm_config")
+    @classmethod
+    def _algorithm_config(cls, v):
+        out = {}
+        for name, cfg in v.items():
+            try:
+                algo = algorithms.check(name)
+            except ValueError as e:
+                raise ValueError(f"algorithm_config.{name}: {e}")
+            if not isinstance(cfg, dict):
+                raise ValueError(f"algorithm_config.{name}: must be a mapping of config keys")
+            try:
+                _check_config_values(cfg)
+            except ValueError as e:
+                raise ValueError(f"algorithm_config.{name}.{str(e).removeprefix('config.')}")
+            out[algo] = cfg
+        return out
+
     @field_validator("search")
     @classmethod
     def _search(cls, v):
+        if "algorithm" in v:
+            spec = v["algorithm"]
+            if not isinstance(spec, dict) or set(spec) != {"grid"} or not isinstance(spec["grid"], list) \
+                    or not spec["grid"]:
+                raise ValueError("search.algorithm: give grid: [...] (one Tune experiment per algorithm)")
+            for a in spec["grid"]:
+                try:
+                    algorithms.check(a)
+                except ValueError as e:
+                    raise ValueError(f"search.algorithm.grid: {e}")
+            if len(set(map(str.upper, spec["grid"]))) != len(spec["grid"]):
+                raise ValueError("search.algorithm.grid: an algorithm is listed twice")
         for key, spec in v.items():
             if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in _SEARCH_KINDS:
                 raise ValueError(f"search.{key}: give exactly one of {', '.join(_SEARCH_KINDS)}")
@@ -193,6 +223,17 @@ class Sweep(Experiment):
                 if kind == "loguniform" and arg[0] <= 0:
                     raise ValueError(f"search.{key}.{kind}: bounds must be > 0")
         return v
+
+    def algorithms(self) -> list[str]:
+        """The algorithms this sweep trains: ``search.algorithm.grid``, else ``algorithm``."""
+        spec = self.search.get("algorithm")
+        return [algorithms.check(a) for a in spec["grid"]] if spec else [self.algorithm]
+
+    def for_algorithm(self, name: str) -> "Sweep":
+        """This sweep for one algorithm: ``algorithm_config[name]`` on top of ``config``, no algorithm search."""
+        return self.model_copy(update={
+            "algorithm": name, "config": {**self.config, **self.algorithm_config.get(name, {})},
+            "search": {k: v for k, v in self.search.items() if k != "algorithm"}})
 
 
 def _parse_set(item: str, source: str) -> tuple[list[str], Any]:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor import actions
+from supervisor import actions, algorithms
 from supervisor.actions import VERIFIABLE
 from supervisor.config import SupervisorConfig
 from supervisor.detectors import DetectorSuite
@@ -65,6 +65,7 @@ class Pending:
     detector: str
     target: dict = field(default_factory=dict)  # hparams it should produce, once applied
     verified: bool | None = None
+    checks: int = 0  # reports that did not show the target yet
 
 
 @dataclass
@@ -89,7 +90,20 @@ class TrialState:
     requested: list = field(default_factory=list)  # manual actions (dashboard), applied with the next verdict
     known_ids: set = field(default_factory=set)  # ids of this trial's interventions
     prev_lr: float | None = None  # lr reported one iteration before the newest report
+    algorithm: str | None = None  # PPO, APPO, IMPALA, DQN, SAC (supervisor.algorithms); None: unknown
     node_id: str | None = None
+
+
+def _algorithm_of(config: Any) -> str | None:
+    """The trial's algorithm, from the config it registered with (the RLlib callback adds it), or its priors."""
+    from supervisor import algorithms
+
+    if not isinstance(config, dict):
+        return None
+    name = config.get("algorithm")
+    if name is None and isinstance(config.get("priors"), dict):
+        name = config["priors"].get("algorithm")
+    return name.upper() if algorithms.get(name) is not None else None
 
 
 class Engine:
@@ -114,9 +128,14 @@ class Engine:
 
     # ------------------------------------------------------------------ trials
     def _new_state(self, trial_id: str, run_id: str, config: dict | None = None) -> TrialState:
-        return TrialState(trial_id, run_id, History(self.settings.history),
-                          DetectorSuite.build(self.settings.detectors, self.profile,
-                                              (config or {}).get("priors") if isinstance(config, dict) else None))
+        # Only the detectors that apply to the trial's algorithm (supervisor.algorithms) judge it.
+        algorithm = _algorithm_of(config)
+        state = TrialState(trial_id, run_id, History(self.settings.history),
+                           DetectorSuite.build(self.settings.detectors, self.profile,
+                                               (config or {}).get("priors") if isinstance(config, dict) else None,
+                                               algorithm=algorithm))
+        state.algorithm = algorithm
+        return state
 
     def register_trial(self, trial_id: str, run_id: str, node_id: str | None = None,
                        config: dict | None = None) -> dict:
@@ -222,7 +241,7 @@ class Engine:
         if findings:
             if any(severity_rank(f.severity) >= severity_rank("warning") for f in findings):
                 state.last_trouble_seq = seq
-            decision = self.policy.decide(state.policy, seq, findings)
+            decision = self.policy.decide(state.policy, seq, findings, algorithm=state.algorithm)
         todo = self._materialize(state, decision, iteration) if decision else []
         if state.requested:
             todo += [a for a in (self._manual(state, r, iteration) for r in state.requested) if a is not None]
@@ -406,7 +425,10 @@ class Engine:
             self.store.set_trial(state.trial_id, overrides=state.overrides)
 
     def _verify(self, state: TrialState, metrics: dict) -> None:
-        """An hparam change is verified by the next report showing the new value."""
+        """An hparam change is verified by the next report showing the new value (algorithms whose learner
+        reports lag their updates, APPO and IMPALA, get ``report_lag`` more reports: supervisor.algorithms)."""
+        spec = algorithms.get(state.algorithm)
+        lag = spec.report_lag if spec is not None else 0
         for p in state.pending:
             if p.verified is not None or not p.target:
                 continue
@@ -417,6 +439,9 @@ class Engine:
                 if got is None:
                     continue
                 ok &= abs(got - want) <= tol * max(abs(want), 1e-12) + 1e-12
+            if not ok and p.checks < lag:
+                p.checks += 1
+                continue
             p.verified = ok
             self.store.set_intervention(p.id, verified=int(ok))
 
@@ -431,6 +456,8 @@ class Engine:
             spec = actions.get(p.action)
             if not spec.judged or seq <= p.seq:
                 continue
+            if p.verified is None and p.target:
+                continue  # still waiting for a lagging report (report_lag) to show the change
             if p.detector in fired or "non_finite" in fired or "reward_collapse" in fired:
                 outcome = "ineffective"
             elif seq - p.seq >= window and p.detector not in alarmed:

@@ -46,6 +46,31 @@ RESULT_PATHS: dict[str, str] = {
     "advantage_skew": "learners/{m}/sup_advantage_skew",
     "advantage_kurtosis": "learners/{m}/sup_advantage_kurtosis",
     "value_target_scale": "learners/{m}/sup_value_target_scale",
+    # APPO / IMPALA (V-trace): importance ratios pi/mu of the (stale) behaviour policy; APPO's target network.
+    "is_ratio_mean": "learners/{m}/mean_IS",
+    "is_ratio_var": "learners/{m}/var_IS",
+    "policy_lag": "learners/{m}/diff_num_grad_updates_vs_sampler_policy",  # learner updates the samples lag by
+    # DQN / SAC: the Q-function, its TD error, target networks, the replay buffer.
+    "q_loss": "learners/{m}/qf_loss",
+    "q_twin_loss": "learners/{m}/qf_twin_loss",
+    "q_mean": "learners/{m}/qf_mean",
+    "q_max": "learners/{m}/qf_max",
+    "q_min": "learners/{m}/qf_min",
+    "td_error_mean": "learners/{m}/td_error_mean",
+    "target_updates": "learners/{m}/num_target_updates",
+    "replay_buffer_size": "replay_buffer/num_env_steps_stored",
+    "replay_added_lifetime": "replay_buffer/num_env_steps_added_lifetime",
+    "replay_sampled_lifetime": "replay_buffer/num_env_steps_sampled_lifetime",
+    # DQN's epsilon lives in the env runners' modules; the callback copies it here (actors/algos.py).
+    "epsilon": "supervisor_extra/epsilon",
+    # SAC: entropy temperature, its loss and target; mean log-prob of the policy's own actions.
+    "alpha": "learners/{m}/alpha_value",
+    "alpha_loss": "learners/{m}/alpha_loss",
+    "target_entropy": "learners/{m}/target_entropy",
+    "logp_mean": "learners/{m}/logps",
+    "lr_critic": "learners/{m}/qf_learning_rate",  # SAC has one optimizer per part, each with its lr
+    "lr_actor": "learners/{m}/policy_learning_rate",
+    "lr_alpha": "learners/{m}/alpha_learning_rate",
     "time_this_iter_s": "time_this_iter_s",
     "time_total_s": "time_total_s",
     "sample_time_s": "timers/env_runner_sampling_timer",
@@ -56,6 +81,12 @@ RESULT_PATHS: dict[str, str] = {
     "env_runner_restarts": "fault_tolerance/num_remote_worker_restarts",
     "env_runners_dropped": "fault_tolerance/num_env_runners_dropped_lifetime",
 }
+
+# normalized name -> (source name, sign): filled from another metric when RLlib does not report it.
+# SAC reports the mean log-prob of the actions its policy samples; minus that is the policy's entropy.
+# SAC's "lr" is its critic's (the first optimizer: the one reduce_lr scales the others by).
+DERIVED: dict[str, tuple[str, float]] = {"entropy": ("logp_mean", -1.0), "lr": ("lr_critic", 1.0)}
+
 
 def get_path(result: Mapping[str, Any], path: str) -> Any:
     """``result["a"]["b"]`` for path "a/b"; None where any part is missing."""
@@ -148,6 +179,9 @@ def normalize_result(result: Mapping[str, Any], trial_id: str, node_id: str | No
         v = _to_float(get_path(result, path.format(m=m)))
         if v is not None:
             metrics[name] = v
+    for name, (src, sign) in DERIVED.items():
+        if name not in metrics and src in metrics:
+            metrics[name] = sign * metrics[src]
     drop_no_data(metrics)
     if metrics.get("eval_return_mean") is not None and math.isnan(metrics["eval_return_mean"]):
         del metrics["eval_return_mean"]  # an evaluation that finished no episode: no data

@@ -1,6 +1,7 @@
 """Escalation policy, in the spirit of an Erlang/OTP supervisor.
 
-Per detector, an ordered ladder of steps (each step one or more actions).
+Per detector, an ordered ladder (defaults per algorithm: PPO's below, the others'
+differences in ``supervisor.algorithms``; the experiment file's ``ladders`` win) of steps (each step one or more actions).
 Each time a detector's finding calls for action the trial climbs one rung of
 that detector's ladder. Explicit limits instead of ad-hoc retries:
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from supervisor import algorithms
 from supervisor.actions import ACTIONS
 from supervisor.findings import Finding, severity_rank
 
@@ -49,9 +51,10 @@ DEFAULT_LADDERS: dict[str, list[list[str]]] = {
     # findings are stored and alerted on, and there is no trial-side actuator they could drive.
 }
 # When several detectors fire at once, act on the root cause first.
-PRIORITY = ["non_finite", "loss_explosion", "gradient_explosion", "kl_spike", "update_too_large", "value_collapse",
-            "gradient_vanishing", "entropy_saturated", "entropy_collapse", "premature_convergence", "no_learning",
-            "value_loss_clipped", "reward_collapse", "kl_controller_stuck",
+PRIORITY = ["non_finite", "loss_explosion", "gradient_explosion", "q_divergence", "td_error_explosion", "kl_spike",
+            "update_too_large", "value_collapse", "gradient_vanishing", "entropy_saturated", "entropy_collapse",
+            "alpha_collapse", "alpha_runaway", "premature_convergence", "no_learning", "value_loss_clipped",
+            "reward_collapse", "exploration_too_short", "kl_controller_stuck",
             "advantage_anomaly", "worker_fault", "straggler", "memory_pressure", "gpu_fault", "node_down", "generalization_gap",
             "plateau"]
 
@@ -83,12 +86,20 @@ class EscalationPolicy:
 
     def __init__(self, ladders: dict[str, list[list[str]]] | None = None, cooldown: int = 2,
                  max_interventions: int = 4, intensity_window: int = 20):
-        self.ladders = {**DEFAULT_LADDERS, **(ladders or {})}
+        self.custom = dict(ladders or {})
+        self.ladders = {**DEFAULT_LADDERS, **self.custom}
         self.cooldown = cooldown
         self.max_interventions = max_interventions
         self.intensity_window = intensity_window
 
-    def decide(self, state: PolicyState, seq: int, findings: list[Finding]) -> Decision | None:
+    def ladder(self, detector: str, algorithm: str | None = None) -> list[list[str]]:
+        """The experiment file's ladder for ``detector``, else the algorithm's default, else PPO's."""
+        if detector in self.custom:
+            return self.custom[detector]
+        return algorithms.ladders(algorithm).get(detector) or self.ladders.get(detector, [["alert"]])
+
+    def decide(self, state: PolicyState, seq: int, findings: list[Finding],
+               algorithm: str | None = None) -> Decision | None:
         actionable = [f for f in findings if severity_rank(f.severity) >= severity_rank("warning")]
         if not actionable:
             return None
@@ -101,7 +112,7 @@ class EscalationPolicy:
             state.action_seqs.popleft()
         if len(state.action_seqs) >= self.max_interventions:
             return self._commit(state, seq, Decision(["stop_trial"], finding, escalated=True))
-        ladder = self.ladders.get(finding.detector, [["alert"]])
+        ladder = self.ladder(finding.detector, algorithm)
         rung = state.rungs.get(finding.detector, 0)
         while rung < len(ladder):
             step = [a for a in ladder[rung] if a not in state.ineffective or ACTIONS[a].retry_if_ineffective]

@@ -38,7 +38,7 @@ CASES = [
     (GOOD.replace("lr: 0.001", "lr: -0.5"), [], ["config.lr", "must be > 0"]),
     (GOOD.replace("iterations: 2", "iterations: 0"), [], ["stop.iterations", "greater than 0"]),
     (GOOD + "supervisor: {checkpoint_every: -1}\n", [], ["supervisor.checkpoint_every"]),
-    (GOOD + "algorithm: DQN\n", [], ["algorithm", "unknown algorithm", "DQN"]),
+    (GOOD + "algorithm: TD3\n", [], ["algorithm", "unknown algorithm", "TD3", "supported: PPO, APPO, IMPALA, DQN, SAC"]),
     (GOOD, ["--set", "config.gamma=7"], ["config.gamma", "between 0 and 1"]),
     (GOOD, ["--set", "nokeyvalue"], ["--set", "KEY=VALUE"]),
     (GOOD, ["--iterations", "-4"], ["--iterations", "must be > 0"]),

@@ -5,7 +5,8 @@ What is here
 ``stopper``    ``StabilityStopper``: a ``tune.Stopper`` that ends exactly the trials the supervisor
                judged unrecoverable (``result["supervisor"]["stop"]``); ``StopRule``: the experiment
                file's ``stop:`` section (also what ``supervise run`` stops on); ``combine_stop``.
-``trainable``  ``SupervisedPPO``: RLlib's PPO as a Tune trainable that knows its real Tune trial id.
+``trainable``  ``SupervisedPPO`` (and ``SupervisedAPPO``, ``SupervisedIMPALA``, ``SupervisedDQN``,
+               ``SupervisedSAC``): the RLlib algorithm as a Tune trainable that knows its real Tune trial id.
 ``callback``   ``SupervisorTuneCallback``: the driver side: opens the run in the supervisor actor,
                prints progress, and closes every trial with the right status (completed / recovered /
                stopped / errored).
@@ -48,10 +49,12 @@ from actors.tune.stopper import (RETURN_METRIC, STOP_KEYS, StabilityStopper, Sto
                                  combine_stop, stability_stopper_of)
 from actors.tune.sweep import (SupervisedTune, build_sweep_space, run_sweep, search_domain,
                                supervised_trainable_config, sweep_tune_config)
-from actors.tune.trainable import SEARCH_KEY, SupervisedPPO, _prepare_trial_config
+from actors.tune.trainable import (SEARCH_KEY, TRAINABLES, SupervisedAPPO, SupervisedDQN, SupervisedIMPALA,
+                                   SupervisedPPO, SupervisedSAC, _prepare_trial_config, trainable_for)
 
 __all__ = [
-    "RETURN_METRIC", "SEARCH_KEY", "STOP_KEYS", "StabilityStopper", "StopRule", "SupervisedPPO", "SupervisedTune",
+    "RETURN_METRIC", "SEARCH_KEY", "STOP_KEYS", "StabilityStopper", "StopRule", "SupervisedPPO", "SupervisedAPPO", "SupervisedIMPALA",
+    "SupervisedDQN", "SupervisedSAC", "TRAINABLES", "trainable_for", "SupervisedTune",
     "SupervisorTuneCallback", "ThresholdStopper", "build_sweep_space", "combine_stop", "run_sweep",
     "search_domain", "stability_stopper_of", "supervised_trainable_config", "sweep_tune_config",
 ]

@@ -58,6 +58,7 @@ class SupervisorTuneCallback(Callback):
         self._tb = None
         self._live = None  # on a terminal: one live line per running trial plus totals
         self.rows: dict[str, dict] = {}
+        self.close_at_end = True  # False: the driver runs several experiments and closes the run itself
 
     def __getstate__(self):  # Tune pickles its callbacks with the experiment (tuner.pkl)
         state = dict(self.__dict__)
@@ -260,6 +261,10 @@ class SupervisorTuneCallback(Callback):
         if self._tb is not None:
             self._tb.close()
         self._reassert()
+        if self.close_at_end:
+            self.close_run()
+
+    def close_run(self) -> None:
         # open_run is idempotent; after an actor restart it is what lets close_run find the run
         self._call("open_run", self.run_id, retries=3, **self.run_info)
         self._call("close_run", self.run_id, self.overall_status(), retries=3)

@@ -14,7 +14,7 @@ from actors.bootstrap import RunInfo, new_run, start
 from actors.callback import CONFIG_KEY
 from actors.tune.callback import SupervisorTuneCallback
 from actors.tune.stopper import RETURN_METRIC, StopRule, combine_stop, stability_stopper_of
-from actors.tune.trainable import SEARCH_KEY, SupervisedPPO
+from actors.tune.trainable import SEARCH_KEY, trainable_for
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,10 @@ class SupervisedTune:
 def supervised_trainable_config(config, run_dir: str | Path, *, name: str | None = None,
                                 settings: Mapping | None = None, max_failures: int = 2,
                                 quiet: bool = False) -> SupervisedTune:
-    """Put a PPO Tune sweep under supervision.
+    """Put a Tune sweep of PPO, APPO, IMPALA, DQN or SAC under supervision.
 
-    ``config`` is a ``PPOConfig`` (its values may be Tune search spaces such as
+    ``config`` is a ``PPOConfig``, ``APPOConfig``, ``IMPALAConfig``, ``DQNConfig`` or ``SACConfig``
+    (its values may be Tune search spaces such as
     ``tune.grid_search([...])``). Returns a ``SupervisedTune`` whose
     ``trainable``, ``param_space`` and ``run_config(...)`` go straight into
     ``tune.Tuner``::
@@ -74,11 +75,17 @@ def supervised_trainable_config(config, run_dir: str | Path, *, name: str | None
     folder gets ``supervisor.db`` (``supervise report RUN_DIR``), the
     supervisor's checkpoints and Tune's experiment folder (``tune/``).
     """
+    from supervisor import algorithms
     from supervisor.config import SupervisorConfig
 
+    from actors.algos import config_name_of
     from actors.callback import SupervisorCallback
     from actors.learner import use_supervised_learner
 
+    algorithm = config_name_of(config)
+    if algorithm is None:
+        raise ValueError(f"supervised_trainable_config takes the config of one of {', '.join(algorithms.NAMES)}, "
+                         f"got {type(config).__name__}")
     run_dir = Path(run_dir).resolve()
     cfg = config.copy(copy_frozen=False)
     space_probe = cfg.to_dict()
@@ -94,10 +101,11 @@ def supervised_trainable_config(config, run_dir: str | Path, *, name: str | None
         else:
             cfg.callbacks(SupervisorCallback)
         cfg.learners(learner_config_dict={**(cfg.learner_config_dict or {}), CONFIG_KEY: run.callback_info()})
-        use_supervised_learner(cfg)
+        if algorithms.ALGORITHMS[algorithm].instrumented:
+            use_supervised_learner(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     cb = SupervisorTuneCallback(run, quiet=quiet)
-    return SupervisedTune(SupervisedPPO, cfg.to_dict(), cb, run_dir, max_failures)
+    return SupervisedTune(trainable_for(algorithm), cfg.to_dict(), cb, run_dir, max_failures)
 
 
 def _is_search(v) -> bool:
@@ -169,8 +177,8 @@ def build_sweep_space(sweep, source: str, info: dict | None) -> tuple[dict, dict
         elif key == "seed":
             space["seed"] = search_domain(key, spec, source)
         else:
-            raise InputError(source, where, "only config.<PPOConfig parameter>, env_config.<key> and seed "
-                                            "can be searched")
+            raise InputError(source, where, f"only algorithm, config.<{sweep.algorithm}Config parameter>, "
+                                            "env_config.<key> and seed can be searched")
     exp = sweep
     if env_examples:
         exp = sweep.model_copy(update={"env_config": {**sweep.env_config, **env_examples}})
@@ -211,36 +219,52 @@ def sweep_tune_config(sweep, max_concurrent: int | None):
 def run_sweep(sweep, source: str, out: str | None = None, max_concurrent: int | None = None,
               address: str | None = None, quiet: bool = False, num_cpus: int | None = None,
               result_sink: dict | None = None, variants: list[dict] | None = None) -> int:
-    """``supervise sweep``: a Tune sweep of PPO trials, each supervised. Returns the exit code.
+    """``supervise sweep``: a Tune sweep, every trial supervised. Returns the exit code.
+
+    A sweep over several algorithms (``search: {algorithm: {grid: [DQN, APPO]}}``) runs one Tune
+    experiment per algorithm, one after the other (``RUN_DIR/tune-<algorithm>/``; each algorithm has its
+    own trainable class and config), all in the same supervised run and report.
 
     ``variants`` (for scripts, e.g. benchmarks): instead of the cross product of ``search:``, one
-    trial per dict of PPOConfig values (``{"lr": 5.0, "env_config": {...}}``) times ``num_samples``.
-    ``result_sink`` receives the ResultGrid, the driver callback and the wall time."""
+    trial per dict of config values (``{"lr": 5.0, "env_config": {...}}``) times ``num_samples``.
+    ``result_sink`` receives the ResultGrid (``grids``: one per algorithm), the driver callback and the
+    wall time."""
     from ray import tune
 
     run = new_run(sweep, source, out, "sweep")
-    param_space, _ = build_sweep_space(sweep, source, run.callback_info())  # InputError before anything starts
-    if variants is not None:
-        param_space[SEARCH_KEY] = tune.grid_search([dict(v) for v in variants])
+    names = sweep.algorithms()
+    plans = []
+    for name in names:  # every InputError before anything starts
+        sub = sweep.for_algorithm(name) if "algorithm" in sweep.search else sweep
+        param_space, _ = build_sweep_space(sub, source, run.callback_info())
+        if variants is not None:
+            param_space[SEARCH_KEY] = tune.grid_search([dict(v) for v in variants])
+        plans.append((name, sub, param_space))
     start(run, address, num_cpus)
     _quiet_tune()
     cb = SupervisorTuneCallback(run, quiet=quiet)
+    cb.close_at_end = False  # closed here, after the last algorithm's experiment
     loggers = _loggers()
-    stopper = combine_stop(StopRule(sweep.stop))
     started = time.time()
-    tuner = tune.Tuner(
-        SupervisedPPO,
-        param_space=param_space,
-        tune_config=sweep_tune_config(sweep, max_concurrent),
-        run_config=tune.RunConfig(
-            name="tune", storage_path=str(run.run_dir), stop=stopper, callbacks=[*loggers, cb], verbose=0,
-            failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=0, checkpoint_at_end=False)),
-    )
+    grids, stopped = [], set()
     saved = os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # our two loggers above, no TensorBoard
     try:
-        grid = tuner.fit()
+        for name, sub, param_space in plans:
+            stopper = combine_stop(StopRule(sub.stop))
+            tuner = tune.Tuner(
+                trainable_for(name),
+                param_space=param_space,
+                tune_config=sweep_tune_config(sub, max_concurrent),
+                run_config=tune.RunConfig(
+                    name="tune" if len(plans) == 1 else f"tune-{name.lower()}", storage_path=str(run.run_dir),
+                    stop=stopper, callbacks=[*loggers, cb], verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=sub.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=0,
+                                                            checkpoint_at_end=False)),
+            )
+            grids.append(tuner.fit())
+            stopped |= set(stability_stopper_of(stopper).stopped)
     except Exception:
         log.exception("sweep failed")
         cb._call("close_run", run.run_id, "errored")
@@ -250,12 +274,13 @@ def run_sweep(sweep, source: str, out: str | None = None, max_concurrent: int | 
             os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)
         else:
             os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = saved
+    cb.close_run()
     wall = time.time() - started
     if result_sink is not None:
-        result_sink.update(grid=grid, callback=cb, wall_s=wall, run_dir=run.run_dir,
-                           stopped_by_supervisor=set(stability_stopper_of(stopper).stopped) | cb.stop_asked)
+        result_sink.update(grid=grids[-1], grids=grids, callback=cb, wall_s=wall, run_dir=run.run_dir,
+                           stopped_by_supervisor=stopped | cb.stop_asked)
     if not quiet:
-        _summary(cb, grid, wall, run.run_dir)
+        _summary(cb, grids[-1], wall, run.run_dir)
     return cb.exit_code()
 
 

@@ -1,4 +1,4 @@
-"""The trainable: RLlib's PPO as a Tune trainable that knows its real Tune trial id.
+"""The trainables: RLlib's PPO, APPO, IMPALA, DQN and SAC as Tune trainables that know their real Tune trial id.
 
 Trial ids. Inside RLlib callbacks under Tune, ``algorithm.trial_id`` and
 ``tune.get_context().get_trial_id()`` give "default"/None: Tune hands the
@@ -15,7 +15,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ray.rllib.algorithms.appo import APPO
+from ray.rllib.algorithms.dqn import DQN
+from ray.rllib.algorithms.impala import IMPALA
 from ray.rllib.algorithms.ppo import PPO
+from ray.rllib.algorithms.sac import SAC
 
 from actors.callback import CONFIG_KEY, find_callback
 
@@ -24,10 +28,11 @@ log = logging.getLogger(__name__)
 SEARCH_KEY = "_supervisor_search"  # param_space key holding the sampled PPOConfig values of a sweep
 
 
-class SupervisedPPO(PPO):
-    """PPO as a Tune trainable that knows its real Tune trial id.
+class _Supervised:
+    """Mixed into an RLlib algorithm class (``SupervisedPPO`` ...): the algorithm as a Tune trainable
+    that knows its real Tune trial id.
 
-    Behaves exactly like ``PPO`` (``tune.Tuner("PPO", ...)``) and, when the
+    Behaves exactly like the algorithm (``tune.Tuner("PPO", ...)``) and, when the
     config carries the supervisor (``learner_config_dict["supervisor"]``):
 
     - the supervisor sees Tune's trial id (``algorithm.trial_id`` works too);
@@ -119,3 +124,32 @@ def _prepare_trial_config(algo_cls, config: dict) -> tuple[Any, Any]:
         info["trial_config"] = {**(info.get("trial_config") or {}), **sampled, **search}
         cfg.learners(learner_config_dict={**(cfg.learner_config_dict or {}), CONFIG_KEY: info})
     return cfg, trial_info
+
+
+class SupervisedPPO(_Supervised, PPO):
+    """PPO under supervision (see ``_Supervised``)."""
+
+
+class SupervisedAPPO(_Supervised, APPO):
+    """APPO under supervision (see ``_Supervised``)."""
+
+
+class SupervisedIMPALA(_Supervised, IMPALA):
+    """IMPALA under supervision (see ``_Supervised``)."""
+
+
+class SupervisedDQN(_Supervised, DQN):
+    """DQN under supervision (see ``_Supervised``)."""
+
+
+class SupervisedSAC(_Supervised, SAC):
+    """SAC under supervision (see ``_Supervised``)."""
+
+
+#: algorithm name (``supervisor.algorithms``) -> its supervised trainable
+TRAINABLES = {"PPO": SupervisedPPO, "APPO": SupervisedAPPO, "IMPALA": SupervisedIMPALA, "DQN": SupervisedDQN,
+              "SAC": SupervisedSAC}
+
+
+def trainable_for(algorithm: str) -> type:
+    return TRAINABLES[algorithm.upper()]

@@ -14,17 +14,21 @@ from typing import Any, Mapping
 from supervisor.actions.base import HPARAMS, VERIFIABLE, ActionSpec, Applier, changed
 from supervisor.actions.boost_entropy import BoostEntropy
 from supervisor.actions.control import Alert, RestartTrial, StopTrial
+from supervisor.actions.extend_exploration import ExtendExploration
 from supervisor.actions.increase_lr import IncreaseLR
+from supervisor.actions.raise_alpha import RaiseAlpha
 from supervisor.actions.raise_kl_coeff import RaiseKLCoeff
 from supervisor.actions.raise_vf_clip import RaiseVFClip
 from supervisor.actions.reduce_entropy import ReduceEntropy
 from supervisor.actions.reduce_lr import ReduceLR
 from supervisor.actions.rollback import Rollback
+from supervisor.actions.set_target_entropy import SetTargetEntropy
+from supervisor.actions.slow_target_updates import SlowTargetUpdates
 from supervisor.actions.tighten_grad_clip import TightenGradClip
 
 ACTIONS: dict[str, ActionSpec] = {spec.name: spec for spec in (
     Alert(), ReduceLR(), IncreaseLR(), BoostEntropy(), ReduceEntropy(), RaiseKLCoeff(), TightenGradClip(),
-    RaiseVFClip(), Rollback(),
+    RaiseVFClip(), RaiseAlpha(), SetTargetEntropy(), ExtendExploration(), SlowTargetUpdates(), Rollback(),
     RestartTrial(), StopTrial(),
 )}
 NAMES: tuple[str, ...] = tuple(ACTIONS)

@@ -17,8 +17,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Protocol
 
-#: The hyperparameters actions change.
-HPARAMS: tuple[str, ...] = ("lr", "entropy_coeff", "kl_coeff", "grad_clip", "vf_clip_param")
+#: The hyperparameters actions change (each algorithm has some of them: ``supervisor.algorithms``).
+#: ``tau`` / ``target_network_update_freq``: target networks (APPO, DQN, SAC); ``alpha`` /
+#: ``target_entropy``: SAC's entropy temperature; ``epsilon``: DQN's exploration (on the env runners).
+HPARAMS: tuple[str, ...] = ("lr", "entropy_coeff", "kl_coeff", "grad_clip", "vf_clip_param", "tau",
+                            "target_network_update_freq", "alpha", "target_entropy", "epsilon")
 #: Those a report shows (the next report verifies a change), and how close the reported value must be
 #: to count as applied: RLlib's KL controller moves kl_coeff by x1.5 or x0.5 after every update, so
 #: the next report is only near the value set. The clip settings are not reported.
@@ -26,6 +29,11 @@ VERIFIABLE: dict[str, tuple[str, float]] = {
     "lr": ("lr", 1e-6),
     "entropy_coeff": ("entropy_coeff", 1e-6),
     "kl_coeff": ("kl_coeff", 0.51),
+    # SAC's alpha keeps being learned (its own optimizer), so the next report is near the value set;
+    # DQN's epsilon decays again from the value set over the next iteration's env steps.
+    "alpha": ("alpha", 0.5),
+    "target_entropy": ("target_entropy", 1e-6),
+    "epsilon": ("epsilon", 0.25),
 }
 
 

@@ -18,8 +18,11 @@ from typing import Any, Mapping
 
 from supervisor.detectors._common import check_band
 from supervisor.detectors.advantage_anomaly import AdvantageAnomaly
+from supervisor.detectors.alpha_collapse import AlphaCollapse
+from supervisor.detectors.alpha_runaway import AlphaRunaway
 from supervisor.detectors.base import Detector, Latch
 from supervisor.detectors.entropy_collapse import EntropyCollapse
+from supervisor.detectors.exploration_too_short import ExplorationTooShort
 from supervisor.detectors.entropy_saturated import EntropySaturated
 from supervisor.detectors.gradient_explosion import GradientExplosion
 from supervisor.detectors.generalization_gap import GeneralizationGap
@@ -35,9 +38,11 @@ from supervisor.detectors.non_finite import NonFinite
 from supervisor.detectors.options import DetectorOptionError, DetectorOptions
 from supervisor.detectors.plateau import Plateau
 from supervisor.detectors.premature_convergence import PrematureConvergence
+from supervisor.detectors.q_divergence import QDivergence
 from supervisor.detectors.reward_collapse import RewardCollapse
 from supervisor.detectors.straggler import Straggler
 from supervisor.detectors.suite import DetectorSuite
+from supervisor.detectors.td_error_explosion import TDErrorExplosion
 from supervisor.detectors.update_too_large import UpdateTooLarge
 from supervisor.detectors.value_collapse import ValueCollapse
 from supervisor.detectors.value_loss_clipped import ValueLossClipped
@@ -49,6 +54,8 @@ DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (
     EntropyCollapse, ValueCollapse, AdvantageAnomaly, RewardCollapse, Plateau, WorkerFault,
     # priors: judged against the trial's own config and spaces from iteration 1
     UpdateTooLarge, ValueLossClipped, EntropySaturated, NoLearning, PrematureConvergence,
+    # off-policy (DQN, SAC): supervisor.algorithms says which detectors run on which algorithm
+    QDivergence, TDErrorExplosion, AlphaCollapse, AlphaRunaway, ExplorationTooShort,
     GeneralizationGap,  # only with evaluation results (evaluation_interval)
 )}
 # Judging the cluster (heartbeats, ray.nodes(), trials' iteration times), not one trial's metrics:
@@ -91,7 +98,8 @@ def check_overrides(overrides: Mapping[str, Any] | None) -> None:
 
 def build_detectors(overrides: Mapping[str, Mapping] | None = None,
                     profile: Mapping[str, Mapping[str, float]] | None = None,
-                    priors: Priors | Mapping | None = None) -> DetectorSuite:
+                    priors: Priors | Mapping | None = None,
+                    algorithm: str | None = None) -> DetectorSuite:
     """Instantiate every registered detector, in registry order, as one suite.
 
     Args:
@@ -106,9 +114,14 @@ def build_detectors(overrides: Mapping[str, Mapping] | None = None,
             its own history is still short.
         priors: what the trial's config and spaces say (:class:`supervisor.priors.Priors`, or the plain
             mapping the Ray side sends); every detector reads them as ``self.priors``.
+        algorithm: the trial's RLlib algorithm (default: the priors'): only the detectors that apply to it
+            (``supervisor.algorithms``) are built; unknown: every one.
     """
+    from supervisor import algorithms
+
     priors = priors if isinstance(priors, Priors) else Priors.from_dict(priors)
-    enabled = _enabled(overrides)
+    algorithm = algorithm or priors.algorithm
+    enabled = {n: kw for n, kw in _enabled(overrides).items() if algorithms.applies(n, algorithm)}
     if profile is not None and not isinstance(profile, Mapping):
         raise ValueError(f"profile must be a mapping of metric -> band, got {type(profile).__name__}")
     out: list[Detector] = []
@@ -131,4 +144,5 @@ __all__ = ["CLUSTER_DETECTORS", "DETECTORS", "Detector", "DetectorOptionError", 
            "AdvantageAnomaly", "EntropyCollapse", "GradientExplosion", "GradientVanishing",
            "KLControllerStuck", "KLSpike", "LossExplosion", "NonFinite", "Plateau", "RewardCollapse",
            "ValueCollapse", "WorkerFault", "GpuFault", "MemoryPressure", "NodeDown", "Straggler",
-           "EntropySaturated", "NoLearning", "PrematureConvergence", "UpdateTooLarge", "ValueLossClipped"]
+           "EntropySaturated", "NoLearning", "PrematureConvergence", "UpdateTooLarge", "ValueLossClipped",
+           "QDivergence", "TDErrorExplosion", "AlphaCollapse", "AlphaRunaway", "ExplorationTooShort"]

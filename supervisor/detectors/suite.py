@@ -32,12 +32,14 @@ class DetectorSuite:
 
     @classmethod
     def build(cls, overrides: Mapping[str, Mapping] | None = None,
-              profile: Mapping[str, Mapping[str, float]] | None = None, priors=None) -> "DetectorSuite":
-        """Every registered detector with its defaults, the ``overrides`` and the ``profile``
-        (see :func:`supervisor.detectors.build_detectors`)."""
+              profile: Mapping[str, Mapping[str, float]] | None = None, priors=None,
+              algorithm: str | None = None) -> "DetectorSuite":
+        """Every registered detector that applies to the trial's algorithm (``algorithm``, else the priors';
+        all when unknown) with its defaults, the ``overrides``, the ``profile`` and the ``priors`` (see
+        :func:`supervisor.detectors.build_detectors`)."""
         from supervisor.detectors import build_detectors
 
-        return build_detectors(overrides, profile, priors)
+        return build_detectors(overrides, profile, priors, algorithm)
 
     def __call__(self, iteration: int, metrics: Mapping[str, float], history: History) -> list[Finding]:
         """Every detector's findings on this iteration (``history`` is the past before it)."""

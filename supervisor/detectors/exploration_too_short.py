@@ -1,0 +1,72 @@
+"""exploration_too_short: DQN's epsilon at its floor while the return is still at the random-policy level."""
+
+from __future__ import annotations
+
+from supervisor.detectors._common import Alarm, fmt, median, value_of
+from supervisor.detectors.base import Detector
+from supervisor.detectors.options import Count, DetectorOptions, Number, at_least, fraction, positive
+from supervisor.findings import Finding
+
+
+class ExplorationTooShortOptions(DetectorOptions):
+    low_epsilon: Number = fraction(0.1)
+    margin: Number = at_least(0, 0.5)
+    warmup: Count = at_least(1, 2)
+    patience: Count = at_least(1, 3)
+    exit: Count = at_least(1, 3)
+    repeat: Count = positive(10)
+
+
+class ExplorationTooShort(Detector):
+    """Warn when epsilon-greedy exploration ended before the policy learned anything.
+
+    Rule: the random-policy level is the median ``episode_return_mean`` of
+    the first ``warmup`` iterations that report both a return and an
+    epsilon >= 0.5 (the policy then acts mostly at random). Fire when
+    epsilon <= ``low_epsilon``, epsilon has stopped falling (no lower than
+    its previous value), and the return is within ``margin`` x |level| of
+    that level (or below it), on ``patience`` consecutive iterations. Silent
+    until the level is known. A DQN whose exploration decays within a few
+    thousand steps, before its Q-function is any good, fills its buffer with
+    what a poor greedy policy does and can stay there.
+
+    Args:
+        low_epsilon: epsilon at or below which exploration is over. Default 0.1.
+        margin: relative distance from the random level that still counts as random. Default 0.5.
+        warmup: iterations in the random-policy level. Default 2.
+        patience: consecutive iterations needed. Default 3.
+        exit, repeat: Latch hysteresis. Default 3, 10.
+    """
+
+    name = "exploration_too_short"
+    Options = ExplorationTooShortOptions
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.reset()
+
+    def reset(self) -> None:
+        self._alarm = Alarm(self.patience, self.exit, self.repeat)
+        self._random: list[float] = []
+        self._prev_eps: float | None = None
+
+    def __call__(self, iteration, metrics, history) -> list[Finding]:
+        eps, ret = value_of(metrics, "epsilon"), value_of(metrics, "episode_return_mean")
+        if eps is None:
+            return []
+        prev, self._prev_eps = self._prev_eps, eps
+        if ret is not None and eps >= 0.5 and len(self._random) < self.warmup:
+            self._random.append(ret)
+        if len(self._random) < self.warmup or ret is None:
+            self._alarm.quiet()
+            return []
+        level = median(self._random)
+        at_floor = eps <= self.low_epsilon and prev is not None and eps >= prev - 1e-9
+        random_like = ret <= level + self.margin * abs(level)
+        if not self._alarm.update(at_floor and random_like):
+            return []
+        return [self.finding(
+            iteration, "warning", "epsilon", eps,
+            f"exploration ended too early: epsilon={fmt(eps)} is at its floor while the return {fmt(ret)} is "
+            f"still at the random-policy level {fmt(level)}", self.low_epsilon, random_level=level,
+            episode_return_mean=ret)]

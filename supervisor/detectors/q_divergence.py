@@ -1,0 +1,77 @@
+"""q_divergence: Q-values growing far past the return scale the run has seen (DQN, SAC)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from supervisor.detectors._common import Alarm, fmt, value_of
+from supervisor.detectors._returns import ReturnScale
+from supervisor.detectors.base import Detector
+from supervisor.detectors.options import Count, DetectorOptions, Number, at_least, positive
+from supervisor.findings import Finding
+
+
+class QDivergenceOptions(DetectorOptions):
+    k: Number = Field(2.0, gt=0)
+    critical_k: Number = Field(20.0, gt=0)
+    gamma: Number = Field(0.99, gt=0, lt=1)
+    patience: Count = at_least(1, 1)
+    exit: Count = at_least(1, 3)
+    repeat: Count = positive(10)
+
+
+class QDivergence(Detector):
+    """Warn when the learned Q-values leave the range the rewards allow.
+
+    Rule: from the average per-step reward of every iteration so far
+    (episode_return_mean / episode_len_mean), the honest Q range is
+    [min(0, lowest), max(0, highest)] / (1 - ``gamma``) and S its largest
+    magnitude. Fire when q_max (or q_mean) exceeds the top by more than
+    ``k`` x S, or q_min (or q_mean) falls below the bottom by more than
+    ``k`` x S, on ``patience`` consecutive iterations; critical past
+    ``critical_k`` x S. Silent until an episode has finished; NaN/inf
+    Q-values are ``non_finite``'s.
+
+    CartPole (reward 1, gamma 0.99): Q belongs in [0, 100]; a warning needs
+    q_max > 300 or q_min < -200. A healthy DQN moves its Q-values from 0 up
+    towards 100 (overestimating a little on the way).
+
+    Args:
+        k: distance outside the range, in units of S, for a warning. Default 2.
+        critical_k: the same for critical. Default 20.
+        gamma: the discount (RLlib's DQN/SAC default 0.99). Default 0.99.
+        patience: consecutive iterations needed. Default 1.
+        exit, repeat: Latch hysteresis. Default 3, 10.
+    """
+
+    name = "q_divergence"
+    Options = QDivergenceOptions
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.scale = ReturnScale(self.gamma)
+        self.reset()
+
+    def reset(self) -> None:
+        self._alarm = Alarm(self.patience, self.exit, self.repeat)
+
+    def __call__(self, iteration, metrics, history) -> list[Finding]:
+        known = self.scale.update(metrics)
+        q = {k: v for k in ("q_max", "q_min", "q_mean") if (v := value_of(metrics, k)) is not None}
+        if not known or not q:
+            return []
+        lo, hi = self.scale.q_range
+        s = self.scale.scale
+        # how far outside [lo, hi] each Q statistic is, in units of S
+        out = {k: max(v - hi, lo - v, 0.0) / s for k, v in q.items()}
+        metric, d = max(out.items(), key=lambda kv: kv[1])
+        triggered = d > self.k
+        sev = "critical" if d > self.critical_k else "warning"
+        if not self._alarm.update(triggered, sev):
+            return []
+        return [self.finding(
+            iteration, sev, metric, q[metric],
+            f"Q-value divergence: {metric}={fmt(q[metric])} is {fmt(d)} x {fmt(s)} outside [{fmt(lo)}, {fmt(hi)}], "
+            f"the range the rewards seen allow (average per-step reward in [{fmt(self.scale.lo)}, "
+            f"{fmt(self.scale.hi)}], gamma {self.gamma:g})",
+            hi + self.k * s if q[metric] > hi else lo - self.k * s, q_range=[lo, hi], scale=s)]
