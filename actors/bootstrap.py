@@ -20,6 +20,7 @@ from pathlib import Path
 import ray
 import yaml
 
+from supervisor.alerts import env_names, mask_settings
 from supervisor.config import Experiment, SupervisorConfig
 from supervisor.errors import InputError
 
@@ -40,17 +41,24 @@ class RunInfo:
     trial_config: dict = field(default_factory=dict)  # the config every trial starts from
     search_keys: tuple[str, ...] = ()  # param_space keys Tune samples (your own Tune script)
 
-    def actor_args(self) -> dict:
-        """``SupervisorActor.open_run``'s keyword arguments; trials carry them to reopen the run after an
-        actor restart."""
+    def actor_args(self, masked: bool = False) -> dict:
+        """``SupervisorActor.open_run``'s keyword arguments; trials carry them (``masked``: alert URLs masked,
+        since RLlib's config ends up in Tune's logs) to reopen the run after an actor restart."""
+        settings = self.settings.model_dump(mode="json")
         return {"run_dir": str(self.run_dir), "name": self.name, "kind": self.kind,
-                "settings": self.settings.model_dump(mode="json"), "spec": self.spec, "profile": self.profile}
+                "settings": mask_settings(settings) if masked else settings, "spec": self.spec,
+                "profile": self.profile}
+
+    def alert_env(self) -> dict:
+        """The values of the ``${VAR}`` names in alert URLs, for a supervisor on another machine."""
+        names = {n for a in self.settings.alerts for n in env_names(a.url)}
+        return {n: os.environ[n] for n in names if n in os.environ}
 
     def callback_info(self, **extra) -> dict:
         """The supervisor's section of ``learner_config_dict``: what ``SupervisorCallback`` reads in every
         trial process (a plain dict: it travels inside RLlib's config)."""
         s = self.settings
-        return {"run_id": self.run_id, "run_info": self.actor_args(), "timeout_s": s.report_timeout_s,
+        return {"run_id": self.run_id, "run_info": self.actor_args(masked=True), "timeout_s": s.report_timeout_s,
                 "retry_after_s": s.retry_after_s, "keep_checkpoints": s.keep_checkpoints,
                 "trial_config": dict(self.trial_config), "search_keys": list(self.search_keys), **extra}
 
@@ -64,8 +72,15 @@ def new_run(exp: Experiment, source: str, out: str | None, kind: str) -> RunInfo
     is created."""
     run_dir = (Path(out) if out else default_run_dir(exp.name)).resolve()
     return RunInfo(run_id=run_dir.name, run_dir=run_dir, name=exp.name, kind=kind, settings=exp.supervisor,
-                   spec=exp.model_dump(mode="json"), profile=load_profile(exp, source),
+                   spec=_masked_spec(exp.model_dump(mode="json")), profile=load_profile(exp, source),
                    trial_config=dict(exp.config))
+
+
+def _masked_spec(spec: dict) -> dict:
+    """The spec as stored in the run folder and the store: alert URLs masked (they may hold tokens)."""
+    if spec.get("supervisor"):
+        spec["supervisor"] = mask_settings(spec["supervisor"])
+    return spec
 
 
 def start(run: RunInfo, address: str | None = None, num_cpus: int | None = None) -> str:
@@ -97,7 +112,8 @@ def open_run(run: RunInfo, sup=None) -> dict:
         from actors.supervisor_actor import get_or_create_supervisor
 
         sup = get_or_create_supervisor()
-    return ray.get(sup.open_run.remote(run.run_id, **run.actor_args()), timeout=60)
+    return ray.get(sup.open_run.remote(run.run_id, **run.actor_args(), alert_env=run.alert_env() or None),
+                   timeout=60)
 
 
 def load_profile(exp: Experiment, source: str) -> dict | None:

@@ -103,7 +103,8 @@ class SupervisorCallback(RLlibCallback):
         extra = extra_metrics(algorithm)  # what RLlib keeps off the result (DQN's epsilon)
         if extra:
             result[EXTRA_ROOT] = extra
-        report = normalize_result(result, self.trial_id, _node_id())
+        report = normalize_result(result, self.trial_id, _node_id(),
+                                  getattr(algorithm.config, "evaluation_interval", None))
         report["seq"], report["applied"], self.applied = self.seq, self.applied, []
         self.last_report = report
         t0 = time.perf_counter()
@@ -121,10 +122,15 @@ class SupervisorCallback(RLlibCallback):
                 sup.update(health_score=verdict["health"]["score"],
                            worst_severity=verdict["health"]["worst_severity"],
                            findings=[f"{f['detector']}:{f['severity']}" for f in verdict.get("findings", [])],
+                           finding_text=[f"{f['detector']} ({f['severity']}): {f['message']}"
+                                         for f in verdict.get("findings", [])],
                            actions=[a["action"] for a in actions])
             self._apply(algorithm, actions)
             if verdict.get("checkpoint") and not actions:
                 self._checkpoint(algorithm, report["iteration"], seq=report["seq"])
+            if verdict.get("best") and not actions:
+                self._save_best(algorithm, report["iteration"], report["seq"], verdict["best"])
+                sup["best"] = verdict["best"]
         sup["stop"] = self.stop_requested
         result["supervisor"] = sup  # reaches Tune's loggers and stoppers
         if self.restart_requested:
@@ -159,6 +165,22 @@ class SupervisorCallback(RLlibCallback):
         keep = int(self.info.get("keep_checkpoints", 3))
         while len(self.checkpoints) > keep:
             shutil.rmtree(self.checkpoints.pop(0), ignore_errors=True)
+
+    def _save_best(self, algorithm, iteration: int, seq: int, best: dict) -> None:
+        """Replace the trial's best checkpoint (written aside, then swapped in: a crash mid-save keeps the old)."""
+        path = Path(self.info.get("best_dir") or Path(self.info["run_info"]["run_dir"]) / "checkpoints"
+                    / _safe(self.trial_id) / "best")
+        tmp = path.with_name(path.name + ".saving")
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            iv.save_checkpoint(algorithm, str(tmp))
+            shutil.rmtree(path, ignore_errors=True)
+            tmp.rename(path)
+        except Exception:
+            log.exception("best checkpoint failed; training continues")
+            return
+        self.client.call("record_best_checkpoint", self.info["run_id"], self.trial_id, seq, iteration, str(path),
+                         best["metric"], best["value"], iv.current_hparams(algorithm))
 
     def flush(self, timeout_s: float = 20.0) -> bool:
         """The trial ends (Tune stops it, or our runner closes it): nothing it knows may be lost.

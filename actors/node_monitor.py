@@ -486,6 +486,13 @@ class ClusterWatch:
             if not tid and self._metrics_ready():
                 self._metrics.finding(f["detector"], f["severity"])
             for run_id, eng in engines.items():
+                sender = getattr(self.service, "alerts", {}).get(run_id)
+                if sender is not None and (not tid or tid in eng.trials):
+                    try:  # node findings latch by the minute (they have no iterations)
+                        who = tid or f"node {str(f.get('node_id') or '?')[:12]}"
+                        sender.observe(who, int(now // 60), -1, [{**rec, "iteration": -1}], [])
+                    except Exception as e:
+                        log.warning("could not queue an alert for a cluster finding: %s", e)
                 try:
                     if tid:
                         if tid in eng.trials:

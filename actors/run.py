@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import ray
 
@@ -28,12 +29,19 @@ log = logging.getLogger(__name__)
 
 
 def run_experiment(exp: Experiment, source: str, out: str | None = None, address: str | None = None,
-                   quiet: bool = False) -> int:
+                   quiet: bool = False, restore: str | None = None) -> int:
     run = new_run(exp, source, out, "run")
-    config = build_config(exp, source, run.callback_info(trial_id=run.run_id))  # InputError before anything starts
+    restore_path = resolve_restore(restore) if restore else None  # InputError before anything starts
+    config = build_config(exp, source, run.callback_info(trial_id=run.run_id, best_dir=str(run.run_dir / "best")))
     rule = StopRule(exp.stop)
-    progress = Progress(exp.name, exp.stop.iterations)
+    progress = Progress(exp.name, exp.stop.iterations, target=exp.stop.episode_return_mean,
+                        total_steps=exp.stop.timesteps, time_budget=exp.stop.time_s)
     where = start(run, address)
+    tb = None
+    if exp.supervisor.tensorboard:
+        from supervisor.tensorboard import TensorBoardLog
+
+        tb = TensorBoardLog(run.run_dir)
     started = time.time()
     status, iteration, metrics, algo = "errored", 0, {}, None
     try:
@@ -41,6 +49,10 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
         if not quiet:
             progress.start(str(run.run_dir), where)
         algo = config.build_algo()
+        if restore_path:
+            _restore(algo, restore_path)
+            if not quiet:
+                progress.console.print(f"restored weights from {restore_path}")
         restarts = 0
         while True:
             try:
@@ -51,8 +63,10 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
                 algo = _restart(algo, config)
                 continue
             iteration = int(result.get("training_iteration", iteration + 1))
-            metrics = normalize_result(result, run.run_id)["metrics"]
+            metrics = normalize_result(result, run.run_id, eval_interval=config.evaluation_interval)["metrics"]
             supv = result.get("supervisor")
+            if tb is not None:
+                tb.write(run.run_id, iteration, metrics, supv)
             if not quiet:
                 progress.iteration(iteration, metrics, supv)
             if supv and supv.get("stop"):
@@ -83,10 +97,35 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
             pass
         if algo is not None:
             algo.stop()
+        if tb is not None:
+            tb.close()
     if not quiet:
         progress.done(status, iteration, time.time() - started, metrics.get("episode_return_mean"))
         print(f"report: supervise report {run.run_dir}")
     return {"completed": 0, "recovered": 0, "stopped": 3}.get(status, 1)
+
+
+def resolve_restore(path: str) -> str:
+    """``--restore``: a checkpoint folder, or a run folder (its best checkpoint)."""
+    p = Path(path)
+    if (p / "best" / "learner_group").is_dir():
+        p = p / "best"
+    if not (p / "learner_group").is_dir():
+        raise InputError("--restore", None, f"{path}: not an RLlib checkpoint (no learner_group/) "
+                                            "nor a run folder with a best checkpoint")
+    return str(p.resolve())
+
+
+def _restore(algo, path: str) -> None:
+    """Start from a checkpoint's weights and optimizer state (counters start at 0: a new run); the
+    trial's first known-good state, its rollback target, becomes the restored one."""
+    from actors import interventions as iv
+
+    iv.rollback(algo, path, None)
+    cb = find_callback(algo)
+    if cb is not None and cb.client is not None:
+        cb._checkpoint(algo, iteration=0, seq=cb.seq - 1)  # overwrites the initial one, same folder
+        cb.checkpoints = list(dict.fromkeys(cb.checkpoints))
 
 
 def _restart(algo, config):

@@ -15,8 +15,9 @@ from pathlib import Path
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from supervisor.alerts import AlertSender
 from supervisor.config import SupervisorConfig
-from supervisor.engine import Engine
+from supervisor.engine import Engine, json_or_empty
 from supervisor.store import Store
 
 NAMESPACE = "rl_supervisor"
@@ -28,20 +29,32 @@ class SupervisorService:
         self.runs: dict[str, Engine] = {}
         self.run_of: dict[str, str] = {}  # trial_id -> run_id
         self.specs: dict[str, dict] = {}
+        self.alerts: dict[str, AlertSender] = {}  # per run with ``supervisor.alerts``: sent off the report path
         self.started = time.time()
         self._queue: list = []  # (run_id, report, future) awaiting the next batch
         self._latency_ms: deque = deque(maxlen=65536)  # recent verdict latencies inside the actor
         self._busy_s, self._batches, self._judged = 0.0, 0, 0  # judging time, batches and reports since reset
 
     def open_run(self, run_id: str, run_dir: str, name: str, kind: str, settings: dict | None = None,
-                 spec: dict | None = None, profile: dict | None = None) -> dict:
-        """Attach a run (idempotent; the driver calls it again after an actor restart)."""
+                 spec: dict | None = None, profile: dict | None = None, alert_env: dict | None = None) -> dict:
+        """Attach a run (idempotent; the driver calls it again after an actor restart). ``alert_env``: the
+        driver's values of the ``${VAR}`` names in alert URLs (kept in memory only, never stored)."""
         if run_id not in self.runs:
             store = Store(Path(run_dir) / "supervisor.db", background_checkpoints=True)
             store.upsert_run(run_id, name, kind, "running", spec)
-            self.runs[run_id] = Engine(store, SupervisorConfig.model_validate(settings or {}), profile)
+            cfg = _validated(settings or {})
+            self.runs[run_id] = Engine(store, cfg, profile)
             self.specs[run_id] = {"run_dir": run_dir, "name": name, "kind": kind, "settings": settings or {},
-                                  "spec": spec, "profile": profile}
+                                  "spec": spec, "profile": profile, "started": time.time()}
+            if cfg.alerts:
+                # its own connection: deliveries are recorded from the sender's thread
+                rec = Store(Path(run_dir) / "supervisor.db")
+                sender = AlertSender(cfg.alerts, rec.record_alert, run=name, dashboard_url=cfg.dashboard_url,
+                                     quiet=cfg.alert_quiet, env=alert_env)
+                sender.record_store = rec
+                self.alerts[run_id] = sender
+        elif alert_env and run_id in self.alerts:
+            self.alerts[run_id].env.update(alert_env)
         return {"run_id": run_id, "pid": _pid()}
 
     def close_run(self, run_id: str, status: str) -> None:
@@ -50,6 +63,17 @@ class SupervisorService:
             eng.flush(force=True)
             spec = self.specs[run_id]
             eng.store.upsert_run(run_id, spec["name"], spec["kind"], status, ended=time.time())
+            sender = self.alerts.get(run_id)
+            if sender is not None:
+                trials = [{**t, "final_return": (json_or_empty(t.get("final")) or {}).get("episode_return_mean")}
+                          for t in eng.store.trials() if t.get("run_id") == run_id]
+                sender.summary(status, trials, spec.get("started"))
+                # the driver waits 10 s; a dead destination is recorded as failed. The run is over: its
+                # sender's thread and connection go (a reopened run alerts no more).
+                sender.flush(timeout_s=8.0)
+                self.alerts.pop(run_id, None)
+                if sender.close(timeout_s=0):  # a delivery still retrying keeps its connection
+                    sender.record_store.close()
 
     def _engine(self, trial_id: str, run_id: str | None = None) -> Engine | None:
         run_id = run_id or self.run_of.get(trial_id)
@@ -115,13 +139,27 @@ class SupervisorService:
         for r in reports:
             if isinstance(r, dict):
                 self.run_of.setdefault(str(r.get("trial_id")), run_id)
-        return eng.observe_batch(reports)
+        verdicts = eng.observe_batch(reports)
+        sender = self.alerts.get(run_id)
+        if sender is not None:  # cheap latch bookkeeping here; sending is on the sender's thread
+            for r, v in zip(reports, verdicts):
+                if isinstance(r, dict) and v.get("findings"):
+                    sender.observe(str(r.get("trial_id") or "default"), v.get("seq", 0),
+                                   v["findings"][0].get("iteration", r.get("iteration", 0)), v["findings"],
+                                   v.get("actions") or [])
+        return verdicts
 
     def record_checkpoint(self, run_id: str, trial_id: str, seq: int, iteration: int, path: str,
                           hparams: dict | None) -> None:
         eng = self.runs.get(run_id)
         if eng is not None:
             eng.record_checkpoint(trial_id, seq, iteration, path, hparams)
+
+    def record_best_checkpoint(self, run_id: str, trial_id: str, seq: int, iteration: int, path: str, metric: str,
+                               value: float, hparams: dict | None) -> None:
+        eng = self.runs.get(run_id)
+        if eng is not None:
+            eng.record_best_checkpoint(trial_id, seq, iteration, path, metric, value, hparams)
 
     def finish_trial(self, run_id: str, trial_id: str, status: str, applied: list | None = None) -> str:
         eng = self.runs.get(run_id)
@@ -176,6 +214,17 @@ class SupervisorService:
 
             watch = self._watch = ClusterWatch(self)
         return watch
+
+
+def _validated(settings: dict) -> SupervisorConfig:
+    """The driver validated these settings, ``${VAR}`` in alert URLs included, with its environment; this
+    process may lack those variables (they come as ``alert_env``), so URL checks are not redone here."""
+    from supervisor.config import AlertDestination
+
+    alerts = [AlertDestination.model_construct(**a) for a in settings.get("alerts") or []]
+    cfg = SupervisorConfig.model_validate({k: v for k, v in settings.items() if k != "alerts"})
+    cfg.alerts = alerts
+    return cfg
 
 
 def _pid() -> int:

@@ -105,13 +105,25 @@ class _LocalBackend:
         self.store = Store(run_dir / "supervisor.db", background_checkpoints=True)
         self.store.upsert_run(run_id, name, kind, "running", spec)
         self.engine = Engine(self.store, settings, profile)
+        self.alerts = None  # supervisor.alerts: sent from a thread, as the supervisor actor does
+        if settings is not None and settings.alerts:
+            from supervisor.alerts import AlertSender
+
+            self._alert_store = Store(run_dir / "supervisor.db")
+            self.alerts = AlertSender(settings.alerts, self._alert_store.record_alert, run=name,
+                                      dashboard_url=settings.dashboard_url, quiet=settings.alert_quiet)
+        self.started = time.time()
 
     def register(self, trial_id: str, config: dict | None) -> dict:
         return self.engine.register_trial(trial_id, self.run_id, None, config)
 
     def report(self, report: dict) -> dict:
         # A batch of one: its summary row is written at most every FLUSH_S, one transaction per report.
-        return self.engine.observe_batch([report])[0]
+        v = self.engine.observe_batch([report])[0]
+        if self.alerts is not None and v.get("findings"):
+            self.alerts.observe(str(report.get("trial_id")), v.get("seq", 0), int(report.get("iteration") or 0),
+                                v["findings"], v.get("actions") or [])
+        return v
 
     def request(self, trial_id: str, action: str, params: dict, reason: str) -> bool:
         return self.engine.request_action(trial_id, action, params, reason)
@@ -122,6 +134,14 @@ class _LocalBackend:
     def finish(self, trial_id: str, status: str, applied: list) -> str:
         final = self.engine.finish_trial(trial_id, status, applied)
         self.store.upsert_run(self.run_id, self.name, self.kind, final, ended=time.time())
+        if self.alerts is not None:
+            t = self.store.trial(trial_id) or {}
+            from supervisor.engine import json_or_empty
+
+            self.alerts.summary(final, [{**t, "final_return": json_or_empty(t.get("final")).get("episode_return_mean")}],
+                                self.started)
+            if self.alerts.close(timeout_s=8.0):
+                self._alert_store.close()
         self.store.close()
         return final
 

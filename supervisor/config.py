@@ -26,16 +26,35 @@ class StopConfig(BaseModel):
     iterations: int | None = Field(None, gt=0)
     timesteps: int | None = Field(None, gt=0)
     episode_return_mean: float | None = None
+    eval_return_mean: float | None = Field(None, description="evaluation return (needs evaluation_interval)")
     time_s: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _at_least_one(self):
         if all(v is None for v in self.model_dump().values()):
-            raise ValueError("give at least one of iterations, timesteps, episode_return_mean, time_s")
+            raise ValueError("give at least one of iterations, timesteps, episode_return_mean, eval_return_mean, time_s")
         return self
 
 
 ACTIONS = actions.NAMES
+SEVERITIES = ("info", "warning", "critical")
+
+
+class AlertDestination(BaseModel):
+    """One place findings are sent: an Apprise URL (``${ENV_VAR}`` allowed, expanded where it is sent)."""
+
+    model_config = _STRICT
+    url: str = Field(min_length=1)
+    min_severity: Literal["info", "warning", "critical"] = "warning"
+    detectors: list[str] | None = Field(None, description="default: all detectors")
+
+    @field_validator("url")
+    @classmethod
+    def _apprise_url(cls, v):
+        from supervisor.alerts import check_url
+
+        check_url(v)  # ValueError naming what is wrong, never the secret
+        return v
 
 
 class SupervisorConfig(BaseModel):
@@ -60,6 +79,11 @@ class SupervisorConfig(BaseModel):
     profile: str | None = None
     default_profile: bool = Field(True, description="without a profile, use the shipped one "
                                                     "(supervisor/profiles/default.yaml)")
+    alerts: list[AlertDestination] = Field(default_factory=list, description="where findings are sent")
+    alert_quiet: int = Field(10, gt=0, description="a detector quiet this many iterations on a trial ends "
+                                                   "its alert latch: the next finding alerts again")
+    dashboard_url: str | None = Field(None, description="base URL of `supervise dashboard`, linked in alerts")
+    tensorboard: bool = Field(True, description="write TensorBoard event files in the run folder")
 
     @field_validator("ladders")
     @classmethod

@@ -82,6 +82,7 @@ class TrialState:
     last_trouble_seq: int = -10**9  # newest warning/critical finding
     pending: list[Pending] = field(default_factory=list)
     checkpoint: dict | None = None  # newest healthy checkpoint
+    best: dict | None = None  # best healthy checkpoint: {"metric", "value", "path", "seq", "iteration"}
     history_at_checkpoint: History | None = None
     overrides: dict = field(default_factory=dict)  # hparams the supervisor changed; a restarted trial re-applies them
     status: str = "running"
@@ -190,6 +191,9 @@ class Engine:
             c = cps[-1]
             state.checkpoint = {"path": c["path"], "seq": c["seq"], "iteration": c["iteration"],
                                 "hparams": c["hparams"]}
+        best = self.store.best_checkpoint(trial_id)
+        if best:
+            state.best = {k: best[k] for k in ("metric", "value", "path", "seq", "iteration")}
         state.overrides = json_or_empty(row.get("overrides"))
         state.node_id = row.get("node_id")
         if reports and row.get("last_seq") != state.last_seq:
@@ -250,6 +254,7 @@ class Engine:
         checkpoint = (not todo and seq - state.last_trouble_seq >= every and (seq + 1) % every == 0
                       and all(v - v == 0.0 for v in metrics.values())
                       and not state.detectors.alarmed())  # a persisting fault between its reports is no health
+        best = self._new_best(state, seq, metrics) if not todo and not state.detectors.alarmed() else None
         effects = {actions.get(a["action"]).effect for a in todo}
         stop, restart = "stop" in effects, "restart" in effects
         health = state.health.snapshot(seq)
@@ -271,8 +276,29 @@ class Engine:
             d.update(cols)
         if not self._in_batch:
             self.flush(force=True)
-        return {"seq": seq, "actions": todo, "checkpoint": checkpoint, "stop": stop, "restart": restart,
-                "health": health, "findings": found}
+        out = {"seq": seq, "actions": todo, "checkpoint": checkpoint, "stop": stop, "restart": restart,
+               "health": health, "findings": found}
+        if best is not None:
+            out["best"] = best
+        return out
+
+    def _new_best(self, state: TrialState, seq: int, metrics: dict) -> dict | None:
+        """A new best return on a healthy iteration (no warning or worse for ``checkpoint_every``
+        iterations, every value finite): the trial saves it as its best checkpoint. Judged on the
+        evaluation return once the trial reports one, else on the training return."""
+        if seq - state.last_trouble_seq < self.settings.checkpoint_every or not all(v - v == 0.0
+                                                                                    for v in metrics.values()):
+            return None
+        metric = "eval_return_mean" if "eval_return_mean" in metrics else "episode_return_mean"
+        v = metrics.get(metric)
+        if v is None:
+            return None
+        old = state.best
+        if old is not None and old["metric"] == "eval_return_mean" and metric != old["metric"]:
+            return None  # judged on evaluation: iterations without one cannot beat it
+        if old is not None and old["metric"] == metric and v <= old["value"]:
+            return None
+        return {"metric": metric, "value": v}
 
     def observe_batch(self, reports: list) -> list[dict]:
         """Many reports (any trials) in one store transaction; one verdict each, in order."""
@@ -460,6 +486,14 @@ class Engine:
         self.store.record_checkpoint(trial_id, seq, iteration, path, hparams)
         state.checkpoint = {"path": path, "seq": seq, "iteration": iteration, "hparams": hparams}
         state.history_at_checkpoint = copy.deepcopy(state.history)
+
+    def record_best_checkpoint(self, trial_id: str, seq: int, iteration: int, path: str, metric: str, value: float,
+                               hparams: dict | None) -> None:
+        state = self.trials.get(trial_id)
+        if state is None:
+            return
+        self.store.record_best_checkpoint(trial_id, seq, iteration, path, metric, value, hparams)
+        state.best = {"metric": metric, "value": value, "path": path, "seq": seq, "iteration": iteration}
 
     def finish_trial(self, trial_id: str, status: str, applied: Any = None) -> str:
         """Close a trial. ``completed`` becomes ``recovered`` when an intervention helped it."""

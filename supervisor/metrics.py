@@ -18,6 +18,9 @@ RESULT_PATHS: dict[str, str] = {
     "episode_return_min": "env_runners/episode_return_min",
     "episode_len_mean": "env_runners/episode_len_mean",
     "num_episodes": "env_runners/num_episodes",
+    # Only when the experiment sets evaluation_interval, and only on evaluation iterations.
+    "eval_return_mean": "evaluation/env_runners/episode_return_mean",
+    "eval_num_episodes": "evaluation/env_runners/num_episodes",
     "policy_loss": "learners/{m}/policy_loss",
     "vf_loss": "learners/{m}/vf_loss",
     "vf_loss_unclipped": "learners/{m}/vf_loss_unclipped",
@@ -158,11 +161,17 @@ def drop_no_data(metrics: dict) -> dict:
     return metrics
 
 
-def normalize_result(result: Mapping[str, Any], trial_id: str, node_id: str | None = None) -> dict:
+EVAL_METRICS = ("eval_return_mean", "eval_num_episodes")
+
+
+def normalize_result(result: Mapping[str, Any], trial_id: str, node_id: str | None = None,
+                     eval_interval: int | None = None) -> dict:
     """RLlib result dict -> ``{"trial_id", "iteration", "time", "node_id", "metrics": {name: float}}``.
 
     A metric RLlib did not report is absent (not NaN): absence is "no data",
-    NaN is "the run produced NaN".
+    NaN is "the run produced NaN". RLlib repeats the last evaluation's results in every result
+    after it: with ``eval_interval`` (the config's ``evaluation_interval``) they are kept only on
+    the iterations that evaluated.
     """
     m = module_id_of(result)
     metrics: dict[str, float] = {}
@@ -174,6 +183,12 @@ def normalize_result(result: Mapping[str, Any], trial_id: str, node_id: str | No
         if name not in metrics and src in metrics:
             metrics[name] = sign * metrics[src]
     drop_no_data(metrics)
+    if metrics.get("eval_return_mean") is not None and math.isnan(metrics["eval_return_mean"]):
+        del metrics["eval_return_mean"]  # an evaluation that finished no episode: no data
+    it = _iteration(result.get("training_iteration"))
+    if eval_interval and it % int(eval_interval):
+        for k in EVAL_METRICS:
+            metrics.pop(k, None)
     return {
         "trial_id": trial_id,
         "iteration": _iteration(result.get("training_iteration")),

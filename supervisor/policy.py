@@ -45,6 +45,8 @@ DEFAULT_LADDERS: dict[str, list[list[str]]] = {
     "no_learning": [["increase_lr"], ["increase_lr"], ["stop_trial"]],
     "premature_convergence": [["rollback", "boost_entropy"], ["stop_trial"]],
     "worker_fault": [["alert"]],
+    # The fix (early stopping at the best evaluation, more env variety) is the experimenter's call: alert.
+    "generalization_gap": [["alert"]],
     # The cluster detectors (node_down, memory_pressure, gpu_fault, straggler) have no ladder: their
     # findings are stored and alerted on, and there is no trial-side actuator they could drive.
 }
@@ -53,7 +55,8 @@ PRIORITY = ["non_finite", "loss_explosion", "gradient_explosion", "q_divergence"
             "update_too_large", "value_collapse", "gradient_vanishing", "entropy_saturated", "entropy_collapse",
             "alpha_collapse", "alpha_runaway", "premature_convergence", "no_learning", "value_loss_clipped",
             "reward_collapse", "exploration_too_short", "kl_controller_stuck",
-            "advantage_anomaly", "worker_fault", "straggler", "memory_pressure", "gpu_fault", "node_down", "plateau"]
+            "advantage_anomaly", "worker_fault", "straggler", "memory_pressure", "gpu_fault", "node_down", "generalization_gap",
+            "plateau"]
 
 
 @dataclass

@@ -45,6 +45,13 @@ CREATE UNIQUE INDEX IF NOT EXISTS interventions_once ON interventions (trial_id,
 CREATE TABLE IF NOT EXISTS checkpoints (
     trial_id TEXT NOT NULL, seq INTEGER NOT NULL, iteration INTEGER NOT NULL, path TEXT NOT NULL,
     hparams TEXT, time REAL NOT NULL, PRIMARY KEY (trial_id, seq));
+CREATE TABLE IF NOT EXISTS best_checkpoints (
+    trial_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, iteration INTEGER NOT NULL, path TEXT NOT NULL,
+    metric TEXT NOT NULL, value REAL NOT NULL, hparams TEXT, time REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, kind TEXT NOT NULL, trial_id TEXT, iteration INTEGER,
+    detector TEXT, severity TEXT, destination TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL,
+    error TEXT, title TEXT, items INTEGER NOT NULL DEFAULT 1);
 CREATE TABLE IF NOT EXISTS nodes (
     node_id TEXT PRIMARY KEY, address TEXT, alive INTEGER NOT NULL, last_seen REAL NOT NULL, info TEXT);
 """
@@ -232,6 +239,24 @@ class Store:
                 "INSERT OR REPLACE INTO checkpoints (trial_id, seq, iteration, path, hparams, time) VALUES (?,?,?,?,?,?)",
                 (trial_id, seq, iteration, path, dumps(hparams or {}), time.time()))
 
+    def record_best_checkpoint(self, trial_id: str, seq: int, iteration: int, path: str, metric: str, value: float,
+                               hparams: dict | None) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO best_checkpoints (trial_id, seq, iteration, path, metric, value, hparams, time) "
+                "VALUES (?,?,?,?,?,?,?,?)", (trial_id, seq, iteration, path, metric, value, dumps(hparams or {}),
+                                             time.time()))
+
+    def record_alert(self, a: dict) -> None:
+        """One alert delivery (sent, failed or dropped); the destination comes already masked."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO alerts (time, kind, trial_id, iteration, detector, severity, destination, status, "
+                "attempts, error, title, items) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (a["time"], a["kind"], a.get("trial_id"), a.get("iteration"), a.get("detector"), a.get("severity"),
+                 a["destination"], a["status"], a.get("attempts", 0), a.get("error"), a.get("title"),
+                 a.get("items", 1)))
+
     def upsert_node(self, node_id: str, address: str | None, alive: bool, info: dict) -> None:
         with self.transaction():
             self.db.execute(
@@ -371,6 +396,26 @@ class Store:
     def checkpoints(self, trial_id: str, raw: bool = False) -> list[dict]:
         rows = self._rows("SELECT * FROM checkpoints WHERE trial_id=? ORDER BY seq", (trial_id,))
         return self._decode(rows, ("hparams",), raw)
+
+    def best_checkpoint(self, trial_id: str) -> dict | None:
+        try:
+            rows = self._rows("SELECT * FROM best_checkpoints WHERE trial_id=?", (trial_id,))
+        except sqlite3.OperationalError:  # a store written before this table existed, opened read-only
+            return None
+        return self._decode(rows, ("hparams",), False)[0] if rows else None
+
+    def metric_series(self, trial_id: str, name: str) -> list[tuple[int, float]]:
+        """(iteration, value) of one metric over a trial's reports, where it was reported (the evaluation
+        return: only on evaluation iterations)."""
+        return [(r[0], r[1]) for r in self.db.execute(
+            "SELECT iteration, json_extract(metrics, '$.' || ?) AS v FROM reports WHERE trial_id=? AND v IS NOT NULL "
+            "ORDER BY seq", (name, trial_id))]
+
+    def alerts(self) -> list[dict]:
+        try:
+            return self._rows("SELECT * FROM alerts ORDER BY id")
+        except sqlite3.OperationalError:
+            return []
 
     def nodes(self, raw: bool = False) -> list[dict]:
         rows = self._rows("SELECT * FROM nodes ORDER BY node_id")

@@ -187,3 +187,28 @@ def test_grafana_dashboard_charts_only_metrics_we_export():
 def test_rayignore_keeps_runs_and_git_out_of_job_uploads():
     ignore = (ROOT / ".rayignore").read_text().split()
     assert {"runs/", ".git/"} <= set(ignore)
+
+
+def test_prometheus_alert_rules_use_exported_metrics_and_pass_promtool():
+    import shutil
+    import subprocess
+
+    path = CONFIGS / "prometheus-rules.yaml"
+    doc = yaml.safe_load(path.read_text())
+    rules = [r for g in doc["groups"] for r in g["rules"]]
+    names = exported_metric_names()
+    alerts = {r["alert"] for r in rules}
+    assert {"RLSupervisorCriticalFinding", "RLSupervisorTrialUnhealthy", "RLSupervisorNodeDown",
+            "RLSupervisorGPUFault"} <= alerts
+    for r in rules:
+        assert set(r) <= {"alert", "expr", "for", "labels", "annotations"}, r
+        assert r["labels"]["severity"] in ("warning", "critical") and r["annotations"]["summary"]
+        used = set(re.findall(r"\bray_rl_supervisor_\w+", r["expr"]))
+        assert used and used <= names, (r["alert"], used - names)
+        if "for" in r:
+            assert re.fullmatch(r"\d+[smh]", r["for"])
+    promtool = shutil.which("promtool")
+    if promtool:  # Debian: apt-get install prometheus
+        p = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert f"SUCCESS: {len(rules)} rules found" in p.stdout

@@ -330,3 +330,38 @@ def test_live_controls_need_the_token(tmp_path, dashboard, page, ray_cluster):
     expect(page.locator("#feed .alert.intervention").filter(has_text="stop_trial")).to_have_count(1, timeout=15000)
     expect(page.locator("#interventions tbody tr")).to_have_count(2)
     assert not [e for e in page.errors if "403" not in e], page.errors
+
+
+def test_node_cards_say_why_values_are_missing_and_plot_the_evaluation_return(tmp_path, dashboard, page):
+    w = Writer(tmp_path)
+    for i in range(6):
+        m = healthy(i)
+        if i % 2 == 1:
+            m["eval_return_mean"] = 15.0 + 5 * i
+        w.report("trial-e", m)
+    # a node with a monitor that reported CPU and memory but no disk, network or GPUs (and says why),
+    # and a node without a monitor: only what Ray knows
+    w.store.upsert_node("a" * 56, "10.0.0.1", True, {"monitor": True, "cpu_percent": 42.0, "memory_percent": 61.0,
+                                                     "hostname": "head-host", "disk_percent": None,
+                                                     "net_sent_bytes_per_s": None, "net_recv_bytes_per_s": None,
+                                                     "gpus": [], "gpu_error": "NVML: driver not loaded",
+                                                     "heartbeat_age_s": 0.4, "resources": {"CPU": 2.0}})
+    w.store.upsert_node("b" * 56, "10.0.0.2", True, {"monitor": False, "cpu_percent": None, "memory_percent": None,
+                                                     "hostname": None, "disk_percent": None, "gpus": [],
+                                                     "gpu_error": None, "heartbeat_age_s": None, "resources": {}})
+    url = dashboard("--run", str(tmp_path))
+    page.goto(url)
+    a = page.locator(f"[data-node='{'a' * 56}']")
+    b = page.locator(f"[data-node='{'b' * 56}']")
+    expect(a).to_contain_text("head-host")
+    expect(a).to_contain_text("42%")
+    expect(a).to_contain_text("GPUs: NVML: driver not loaded")
+    expect(a).to_contain_text("disk, network: not reported by its monitor")
+    expect(b).to_contain_text("CPU, memory: no monitor on this node")
+    for card in (a, b):
+        assert "null" not in card.inner_text() and "undefined" not in card.inner_text()
+    page.goto(url + "#/trial/trial-e")
+    expect(page.locator("#chart-return")).to_contain_text("evaluation")
+    expect(page.locator("#chart-return .u-legend")).to_contain_text("40")  # the newest evaluation return
+    assert not page.errors, page.errors
+    w.close()

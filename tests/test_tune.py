@@ -304,3 +304,5 @@ def test_sweep_cli_stops_repairs_and_restarts_through_tune(tmp_path):
     text = supervise("report", str(out)).stdout
     assert all(tid in text for tid in trials)
     assert f"the stop saved {6 * 500 - used:,} env steps" in text and "total compute:" in text
+    assert len(list((out / "tensorboard").iterdir())) == 3  # one TensorBoard run per trial
+    assert "totals: " in p.stdout  # plain lines (not a terminal): totals as trials finish

@@ -11,6 +11,8 @@ from typing import Mapping
 import ray
 from ray.tune import Callback
 
+from supervisor.metrics import normalize_result
+
 from actors.bootstrap import RunInfo, open_run
 from actors.tune.stopper import RETURN_METRIC, _nested
 from actors.tune.trainable import SEARCH_KEY
@@ -51,11 +53,16 @@ class SupervisorTuneCallback(Callback):
         self._pid: int | None = None  # the supervisor actor's process when the run was opened
         self._unsure: set[str] = set()  # trials whose closing record may not have reached the store
         self.started = time.time()
+        # supervise sweep (a sweep file) writes event files; your own Tune script has Tune's loggers
+        self.tensorboard = run.settings.tensorboard and run.spec is not None
+        self._tb = None
+        self._live = None  # on a terminal: one live line per running trial plus totals
+        self.rows: dict[str, dict] = {}
         self.close_at_end = True  # False: the driver runs several experiments and closes the run itself
 
     def __getstate__(self):  # Tune pickles its callbacks with the experiment (tuner.pkl)
         state = dict(self.__dict__)
-        state.update(_sup=None, console=None)
+        state.update(_sup=None, console=None, _tb=None, _live=None)
         return state
 
     # -- plumbing
@@ -84,7 +91,37 @@ class SupervisorTuneCallback(Callback):
             from rich.console import Console
 
             self.console = Console(highlight=False, soft_wrap=True)
-        self.console.print(text)
+        (self._live.console if self._live is not None else self.console).print(text)
+
+    def _table(self):
+        from rich.table import Table
+
+        t = Table(box=None, pad_edge=False, show_edge=False)
+        for col in ("trial", "iter", "return", "health", "newest finding"):
+            t.add_column(col)
+        for tid, r in self.rows.items():
+            if tid in self.status:
+                continue  # finished: its closing line was printed
+            t.add_row(tid, str(r["iteration"]), r["return"], r["health"], r["finding"])
+        t.caption = self.totals()
+        return t
+
+    def totals(self) -> str:
+        done: dict[str, int] = {}
+        for s in self.status.values():
+            done[s] = done.get(s, 0) + 1
+        steps = sum(self.steps_consumed.values())
+        wall = max(time.time() - self.started, 1e-9)
+        running = len([t for t in self.rows if t not in self.status])
+        return (f"{running} running, " + ", ".join(f"{n} {s}" for s, n in sorted(done.items()))
+                + (", " if done else "") + f"{steps} env steps, {steps / wall:.0f} steps/s, {wall:.0f} s")
+
+    def _tb_log(self):
+        if self._tb is None:
+            from supervisor.tensorboard import TensorBoardLog
+
+            self._tb = TensorBoardLog(self.run.run_dir)
+        return self._tb
 
     def open(self) -> None:
         out = open_run(self.run, self._actor())
@@ -112,6 +149,11 @@ class SupervisorTuneCallback(Callback):
         self.open()
         self._print(f"[bold]{self.run_info['name']}[/bold]  sweep of {total_num_samples or '?'} trials  "
                     f"run folder {self.run_info['run_dir']}")
+        if not self.quiet and self.console is not None and self.console.is_terminal:
+            from rich.live import Live
+
+            self._live = Live(self._table(), console=self.console, refresh_per_second=2, transient=True)
+            self._live.start()
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         tid = trial.trial_id
@@ -147,7 +189,24 @@ class SupervisorTuneCallback(Callback):
                 line += f"  [bold magenta]-> {', '.join(sup['actions'])}[/]"
         elif isinstance(sup, Mapping):
             line += "  health [dim]n/a[/] (supervisor unreachable)"
-        self._print(line)
+        if self.tensorboard:
+            self._tb_log().write(tid, int(result.get("training_iteration") or 0),
+                                 normalize_result(result, tid, eval_interval=(trial.config or {}).get("evaluation_interval"))
+                                 ["metrics"], sup if isinstance(sup, Mapping) else None)
+        row = self.rows.setdefault(tid, {"finding": "-"})
+        row.update({"iteration": result.get("training_iteration", 0), "return": ret_s.strip()})
+        if isinstance(sup, Mapping) and "health_score" in sup:
+            row["health"] = f"{sup['health_score']:.2f}"
+            if sup.get("findings"):
+                row["finding"] = f"{', '.join(sup['findings'])} @{result.get('training_iteration', 0)}"
+        else:
+            row["health"] = "n/a"
+        if self._live is not None:
+            if isinstance(sup, Mapping) and (sup.get("findings") or sup.get("actions")):
+                self._print(line)  # events stay on screen; the rest is the live table
+            self._live.update(self._table())
+        else:
+            self._print(line)
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         tid = trial.trial_id
@@ -187,11 +246,20 @@ class SupervisorTuneCallback(Callback):
         color = {"completed": "green", "recovered": "green", "stopped": "yellow", "errored": "red"}.get(final, "white")
         self._print(f"[cyan]{tid}[/cyan] [bold {color}]{final}[/] after {last.get('iteration') or 0} iterations; "
                     f"final return {ret_s}")
+        if self._live is not None:
+            self._live.update(self._table())
+        else:
+            self._print(f"totals: {self.totals()}")
 
     def on_experiment_end(self, trials, **info) -> None:
         for t in trials:
             if t.trial_id not in self.status:  # interrupted, or never started
                 self._finish(t.trial_id, "errored")
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        if self._tb is not None:
+            self._tb.close()
         self._reassert()
         if self.close_at_end:
             self.close_run()

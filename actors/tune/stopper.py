@@ -21,6 +21,7 @@ STOP_KEYS = {  # experiment file stop: key -> Tune result key (nested keys joine
     "iterations": "training_iteration",
     "timesteps": "num_env_steps_sampled_lifetime",
     "episode_return_mean": RETURN_METRIC,
+    "eval_return_mean": "evaluation/env_runners/episode_return_mean",
     "time_s": "time_total_s",
 }
 

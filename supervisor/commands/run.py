@@ -9,6 +9,10 @@ def add_arguments(p) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a dotted key")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
     p.add_argument("--quiet", action="store_true", help="no per-iteration progress")
+    p.add_argument("--restore", metavar="PATH",
+                   help="start from a checkpoint: RUN_DIR/best, a run folder (its best checkpoint) or any checkpoint folder")
+    p.add_argument("--no-tensorboard", action="store_true", dest="no_tensorboard",
+                   help="no TensorBoard event files (same as --set supervisor.tensorboard=false)")
 
 
 def run(args) -> int:
@@ -20,7 +24,9 @@ def run(args) -> int:
         if args.iterations <= 0:
             raise InputError("--iterations", None, f"must be > 0 (got {args.iterations})")
         sets.append(f"stop.iterations={args.iterations}")
+    if getattr(args, "no_tensorboard", False):
+        sets.append("supervisor.tensorboard=false")
     exp = load_experiment(args.experiment, sets)
     from actors.run import run_experiment  # Ray is imported only once the input is known to be good
 
-    return run_experiment(exp, args.experiment, args.out, args.address, args.quiet)
+    return run_experiment(exp, args.experiment, args.out, args.address, args.quiet, args.restore)

@@ -18,6 +18,8 @@ def add_arguments(p) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a dotted key")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
     p.add_argument("--quiet", action="store_true", help="no per-iteration progress")
+    p.add_argument("--no-tensorboard", action="store_true", dest="no_tensorboard",
+                   help="no TensorBoard event files (same as --set supervisor.tensorboard=false)")
 
 
 def run(args) -> int:
@@ -26,7 +28,7 @@ def run(args) -> int:
 
     if args.max_concurrent is not None and args.max_concurrent <= 0:
         raise InputError("--max-concurrent", None, f"must be > 0 (got {args.max_concurrent})")
-    sweep = load_sweep(args.sweep, list(args.set))
+    sweep = load_sweep(args.sweep, list(args.set) + (["supervisor.tensorboard=false"] if args.no_tensorboard else []))
     from actors.tune import run_sweep  # Ray is imported only once the input is known to be good
 
     return run_sweep(sweep, args.sweep, args.out, args.max_concurrent, args.address, args.quiet)

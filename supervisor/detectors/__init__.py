@@ -25,6 +25,7 @@ from supervisor.detectors.entropy_collapse import EntropyCollapse
 from supervisor.detectors.exploration_too_short import ExplorationTooShort
 from supervisor.detectors.entropy_saturated import EntropySaturated
 from supervisor.detectors.gradient_explosion import GradientExplosion
+from supervisor.detectors.generalization_gap import GeneralizationGap
 from supervisor.detectors.gpu_fault import GpuFault
 from supervisor.detectors.gradient_vanishing import GradientVanishing
 from supervisor.detectors.kl_controller_stuck import KLControllerStuck
@@ -55,6 +56,7 @@ DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (
     UpdateTooLarge, ValueLossClipped, EntropySaturated, NoLearning, PrematureConvergence,
     # off-policy (DQN, SAC): supervisor.algorithms says which detectors run on which algorithm
     QDivergence, TDErrorExplosion, AlphaCollapse, AlphaRunaway, ExplorationTooShort,
+    GeneralizationGap,  # only with evaluation results (evaluation_interval)
 )}
 # Judging the cluster (heartbeats, ray.nodes(), trials' iteration times), not one trial's metrics:
 # run by supervisor.cluster.ClusterState.

@@ -53,6 +53,15 @@ def build_report(run_dir: str | Path) -> dict:
                                    "verified": None if i["verified"] is None else bool(i["verified"])}
                                   for i in store.interventions(tid)],
             })
+            evals = [(i, v) for i, v in store.metric_series(tid, "eval_return_mean") if isinstance(v, (int, float))]
+            if evals:  # only runs that evaluate (evaluation_interval)
+                final["eval_return_mean"] = json_safe(evals[-1][1])
+                trials[-1]["evaluation"] = {"evaluations": len(evals), "last_iteration": evals[-1][0],
+                                            "best": json_safe(max(v for _, v in evals))}
+            best = store.best_checkpoint(tid)
+            trials[-1]["best_checkpoint"] = None if best is None else {
+                "path": best["path"], "iteration": best["iteration"], "metric": best["metric"],
+                "value": json_safe(best["value"])}
             trials[-1]["compute"] = compute_account(trials[-1], spec)
             if t["status"] == "recovered":
                 trials[-1]["recovery"] = _recovery(store, tid, trials[-1])
@@ -62,9 +71,12 @@ def build_report(run_dir: str | Path) -> dict:
                     "time": _iso(f["time"])} for f in store.findings() if f["trial_id"] is None]
         total = {k: sum(t["compute"][k] for t in trials) for k in ("env_steps", "wall_s", "saved_env_steps")}
         total["wall_s"] = round(total["wall_s"], 3)
+        alerts = [{"time": _iso(a["time"]), "kind": a["kind"], "trial_id": a["trial_id"], "iteration": a["iteration"],
+                   "detector": a["detector"], "severity": a["severity"], "destination": a["destination"],
+                   "status": a["status"], "attempts": a["attempts"], "error": a["error"]} for a in store.alerts()]
         return {"run": {"name": run["name"], "status": run["status"], "started": _iso(run["started"]),
                         "ended": _iso(run["ended"]), "compute": total},
-                "trials": trials, "nodes": nodes, "cluster_findings": cluster}
+                "trials": trials, "nodes": nodes, "cluster_findings": cluster, "alerts": alerts}
     finally:
         store.close()
 

@@ -18,12 +18,12 @@ import io
 import math
 from typing import Any, Mapping
 
-from supervisor.report.text import compute_line
+from supervisor.report.text import compute_line, extras_lines
 from supervisor.report.cells import _actions, _counts, _fmt, _params, _score, _verified
 
 # (panel title, metrics drawn in it, log y-axis when all values are positive)
 PANELS: list[tuple[str, tuple[str, ...], bool]] = [
-    ("episode return", ("episode_return_mean",), False),
+    ("episode return", ("episode_return_mean", "eval_return_mean"), False),
     ("total loss", ("total_loss",), False),
     ("policy loss", ("policy_loss",), False),
     ("value loss", ("vf_loss", "vf_loss_unclipped"), True),
@@ -83,7 +83,9 @@ def plot_trial(series: Mapping[str, list], findings: list[dict], interventions: 
         allpos = True
         for m in ms:
             pts = _finite(xs, series[m])
-            if pts:
+            if pts and m == "eval_return_mean":  # only on evaluation iterations: join the points
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.2, label="evaluation", marker="o", ms=3)
+            elif pts:
                 # a gap where the value is missing or non-finite, rather than a line across it
                 ys = [y if y is not None and math.isfinite(y) else math.nan for y in series[m]]
                 ax.plot(xs, ys, lw=1.2, label=m, marker="o" if len(xs) <= 40 else None, ms=2.5)
@@ -222,6 +224,7 @@ def render_html(rep: dict, series: Mapping[str, Mapping[str, list]] | None = Non
         out.append(f'<h2 id="{_anchor(tid)}">Trial {_e(tid)}</h2>')
         out.append(f"<p>{_e(t['status'])}, {_e(t['iterations'])} iterations, health {_e(_score(t['health']))} "
                    f"(worst {_sev(t['health'].get('worst_severity'))}); {_e(compute_line(t['compute']))}</p>")
+        out += [f"<p>{_e(x)}</p>" for x in extras_lines(t)]
         if plots and series is not None:
             png = None
             s = series.get(tid)

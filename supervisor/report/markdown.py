@@ -3,7 +3,7 @@ then each trial's findings and interventions."""
 
 from __future__ import annotations
 
-from supervisor.report.text import compute_line
+from supervisor.report.text import compute_line, extras_lines
 
 import html
 from typing import Any
@@ -40,6 +40,7 @@ def render_markdown(rep: dict) -> str:
         lines += ["", f"## Trial {_md(t['trial_id'])}", ""]
         lines.append(f"{_md(t['status'])}, {_md(t['iterations'])} iterations, health {_score(t['health'])} "
                      f"(worst {_md(t['health'].get('worst_severity') or 'ok')}); {compute_line(t['compute'])}")
+        lines += ["", *(_md(x) for x in extras_lines(t))] if extras_lines(t) else []
         lines += ["", "### Findings", ""]
         if t["findings"]:
             lines += _md_table(["iteration", "severity", "detector", "metric", "value", "message"],

@@ -16,6 +16,7 @@ def render_text(rep: dict) -> str:
         lines.append(f"trial {t['trial_id']}: {t['status']}, {t['iterations']} iterations, final return {ret_s}, "
                      f"health {t['health']['score']:.2f} (worst {t['health']['worst_severity']})")
         lines.append("  compute: " + compute_line(t.get("compute") or {}))
+        lines += ["  " + x for x in extras_lines(t)]
         rec = t.get("recovery")
         if rec and rec.get("return_at_fault") is not None:
             lines.append(f"  recovered: return {_num(rec['return_at_fault'])} when the supervisor acted (iteration "
@@ -39,11 +40,33 @@ def render_text(rep: dict) -> str:
     if len(rep["trials"]) > 1 and rep["run"].get("compute"):
         lines.append("total compute: " + compute_line(rep["run"]["compute"]))
         lines.append("")
+    if rep.get("alerts"):
+        sent = sum(a["status"] == "sent" for a in rep["alerts"])
+        lines.append(f"alerts: {sent} sent, {len(rep['alerts']) - sent} failed or dropped")
+        for a in rep["alerts"]:
+            what = a["detector"] or a["kind"]
+            lines.append(f"  {a['time']}  {a['status']:<7} {what:<20} {a['trial_id'] or '-'}  -> {a['destination']}"
+                         + (f"  ({a['error']}, {a['attempts']} attempts)" if a["status"] != "sent" else ""))
+        lines.append("")
     if rep["nodes"]:
         lines.append("nodes:")
         for n in rep["nodes"]:
             lines.append(f"  {n['node_id'][:12]}  {'alive' if n['alive'] else 'DEAD'}  {n.get('address') or ''}")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def extras_lines(t: dict) -> list[str]:
+    """The evaluation and best-checkpoint lines of a trial (plain text; renderers escape them)."""
+    out = []
+    ev = t.get("evaluation")
+    if ev:
+        out.append(f"evaluation: return {_num(t['final'].get('eval_return_mean'))} at iteration "
+                   f"{ev['last_iteration']} ({ev['evaluations']} evaluations, best {_num(ev['best'])})")
+    best = t.get("best_checkpoint")
+    if best:
+        out.append(f"best checkpoint: {best['path']} (iteration {best['iteration']}, {best['metric']} "
+                   f"{_num(best['value'])})")
+    return out
 
 
 def _num(x) -> str:

@@ -357,18 +357,32 @@
     box.replaceChildren(el('div', { class: 'nodes' }, S.nodes.map(nodeCard)));
   }
 
-  const KNOWN_NODE_KEYS = new Set(['gpus', 'cpu_percent', 'memory_percent', 'source', 'head', 'gpus_total', 'cpus']);
+  const KNOWN_NODE_KEYS = new Set(['gpus', 'cpu_percent', 'memory_percent', 'source', 'head', 'gpus_total', 'cpus',
+    'monitor', 'heartbeat_age_s', 'hostname', 'disk_percent', 'disk_path', 'net_sent_bytes_per_s',
+    'net_recv_bytes_per_s', 'resources', 'gpu_error', 'health']);
 
+  function rate(v) {
+    v = num(v);
+    if (v == null) return null;
+    return v >= 1048576 ? (v / 1048576).toFixed(1) + ' MiB/s' : v >= 1024 ? (v / 1024).toFixed(1) + ' KiB/s' : Math.round(v) + ' B/s';
+  }
+
+  // Show what a node reported; for the rest, say why it is missing instead of printing null.
   function nodeCard(n) {
     const info = n.info || {};
-    const cpu = pct(info.cpu_percent), mem = pct(info.memory_percent);
+    const monitored = info.monitor !== false; // older stores have no flag: trust what is there
+    const why = !n.alive ? 'node is down' : !monitored ? 'no monitor on this node' : 'not reported by its monitor';
+    const cpu = pct(info.cpu_percent), mem = pct(info.memory_percent), disk = pct(info.disk_percent);
     const kids = [el('div', { class: 'node-head' }, el('span', { class: 'pill ' + (n.alive ? 'alive' : 'dead'), text: n.alive ? 'alive' : 'down' }),
       el('span', { class: 'node-id', text: String(n.node_id || '').slice(0, 16), title: String(n.node_id || '') }),
       info.head ? el('span', { class: 'count-chip', text: 'head' }) : null,
-      el('span', { class: 'node-addr', text: n.address || '' }))];
-    if (cpu != null || info.cpu_percent !== undefined) kids.push(meter('CPU', null, cpu, cpu == null ? '–' : Math.round(cpu * 100) + '%'));
-    if (mem != null || info.memory_percent !== undefined) kids.push(meter('Memory', null, mem, mem == null ? '–' : Math.round(mem * 100) + '%'));
-    for (const g of gpuList(n)) {
+      el('span', { class: 'node-addr', text: [info.hostname, n.address].filter(Boolean).join(' · ') }))];
+    const missing = [];
+    if (cpu != null) kids.push(meter('CPU', null, cpu, Math.round(cpu * 100) + '%')); else missing.push('CPU');
+    if (mem != null) kids.push(meter('Memory', null, mem, Math.round(mem * 100) + '%')); else missing.push('memory');
+    if (disk != null) kids.push(meter('Disk', null, disk, Math.round(disk * 100) + '%')); else if (monitored) missing.push('disk');
+    const gpus = gpuList(n);
+    for (const g of gpus) {
       const util = pct(g.utilization);
       const used = num(g.memory_used), total = num(g.memory_total);
       const memFrac = used != null && total ? used / total : null;
@@ -377,16 +391,26 @@
         el('div', { class: 'gpu-name' }, el('span', { text: 'GPU ' + (g.index != null ? g.index : '?') }),
           el('span', { class: 'muted', text: g.name || '' }),
           el('span', { class: 'temp' + (temp != null && temp >= 85 ? ' hot' : ''), text: temp == null ? '' : Math.round(temp) + '°C' })),
-        meter('Util', null, util, util == null ? '–' : Math.round(util * 100) + '%'),
-        meter('Memory', null, memFrac, used == null ? '–' : memText(used) + (total ? ' / ' + memText(total) : ''))));
+        meter('Util', null, util, util == null ? 'not reported' : Math.round(util * 100) + '%'),
+        meter('Memory', null, memFrac, used == null ? 'not reported' : memText(used) + (total ? ' / ' + memText(total) : ''))));
     }
-    const extra = Object.keys(info).filter((k) => !KNOWN_NODE_KEYS.has(k) && (typeof info[k] !== 'object' || info[k] === null));
     const kv = [];
+    const sent = rate(info.net_sent_bytes_per_s), recv = rate(info.net_recv_bytes_per_s);
+    if (sent != null || recv != null) kv.push(['network', '↑ ' + (sent || '–') + ' ↓ ' + (recv || '–')]);
+    else if (monitored) missing.push('network');
     if (info.cpus != null) kv.push(['CPUs', fmt(info.cpus)]);
     if (info.gpus_total != null) kv.push(['GPUs', fmt(info.gpus_total)]);
+    const extra = Object.keys(info).filter((k) => !KNOWN_NODE_KEYS.has(k) && info[k] != null && typeof info[k] !== 'object');
     for (const k of extra.slice(0, 8)) kv.push([k, typeof info[k] === 'number' ? fmt(info[k]) : String(info[k])]);
     if (n.last_seen) kv.push(['seen', ago(n.last_seen)]);
     if (kv.length) kids.push(el('div', { class: 'kv' }, kv.map(([k, v]) => el('span', null, k + ' ', el('b', { text: v })))));
+    const notes = [];
+    if (!gpus.length) {
+      if (info.gpu_error) notes.push('GPUs: ' + info.gpu_error);
+      else if (monitored && n.alive && info.monitor !== undefined) notes.push('no GPUs');
+    }
+    if (missing.length) notes.push(missing.join(', ') + ': ' + why);
+    if (notes.length) kids.push(el('div', { class: 'node-missing muted' }, notes.map((t) => el('div', { text: t }))));
     return el('div', { class: 'node' + (n.alive ? '' : ' dead'), dataset: { node: String(n.node_id || '') } }, kids);
   }
 
@@ -488,7 +512,8 @@
   // ------------------------------------------------------------------ trial page
   const PALETTE = ['#5b9dff', '#ff9f43', '#3ecf8e', '#b084f5', '#ff6b9a', '#36c5d6', '#f5c542'];
   const CHARTS = [
-    { id: 'return', title: 'Episode return', series: [['episode_return_mean', 'mean', 0], ['episode_return_max', 'max', 2, 1], ['episode_return_min', 'min', 4, 1]] },
+    // eval_return_mean: only on evaluation iterations (evaluation_interval), drawn as joined points
+    { id: 'return', title: 'Episode return', series: [['episode_return_mean', 'mean', 0], ['episode_return_max', 'max', 2, 1], ['episode_return_min', 'min', 4, 1], ['eval_return_mean', 'evaluation', 3, 0, 'y', true]] },
     { id: 'losses', title: 'Losses', series: [['total_loss', 'total', 0], ['policy_loss', 'policy', 1], ['vf_loss', 'value', 2]] },
     { id: 'kl', title: 'KL divergence', unit: 'coefficient on the right axis', series: [['kl', 'kl', 0], ['approx_kl', 'approx kl', 5], ['kl_coeff', 'kl coeff', 1, 0, 'y2']] },
     { id: 'entropy', title: 'Entropy', unit: 'coefficient on the right axis', series: [['entropy', 'entropy', 2], ['entropy_coeff', 'entropy coeff', 1, 0, 'y2']] },
@@ -714,7 +739,7 @@
       const hasY2 = spec.series.some((s) => s[4] === 'y2');
       const series = [{ label: 'iter', value: (u, v, si, idx) => iterLabel(idx == null ? lastValue(u.data[0]) : v) }].concat(spec.series.map((s) => ({
         label: s[1], stroke: PALETTE[s[2]], width: s[3] ? 1 : 1.6, dash: s[3] ? [4, 3] : undefined,
-        scale: s[4] || 'y', spanGaps: false, points: { show: false },
+        scale: s[4] || 'y', spanGaps: !!s[5], points: { show: !!s[5], size: 5 },
         value: (u, v, si, idx) => fmt(idx == null ? lastValue(u.data[si]) : v),
       })));
       const axes = [

@@ -1,0 +1,58 @@
+"""TensorBoard event files of a supervised run: every reported metric, the health score, findings as text.
+
+``RUN_DIR/tensorboard/<trial_id>/``, so ``tensorboard --logdir RUN_DIR`` shows
+each trial as its own run. Written by the driver (``supervise run``'s loop,
+the sweep's Tune callback) from what each iteration reports, with tensorboardX
+(no TensorFlow, no torch needed). ``supervisor.tensorboard: false`` turns it off.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class TensorBoardLog:
+    def __init__(self, run_dir: str | Path):
+        self.root = Path(run_dir) / "tensorboard"
+        self._writers: dict = {}
+        self.broken = False
+
+    def _writer(self, trial_id: str):
+        w = self._writers.get(trial_id)
+        if w is None:
+            from tensorboardX import SummaryWriter
+
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in trial_id)
+            w = self._writers[trial_id] = SummaryWriter(str(self.root / safe), flush_secs=5)
+        return w
+
+    def write(self, trial_id: str, iteration: int, metrics: dict, sup: dict | None = None) -> None:
+        """One iteration; never raises (a full disk costs the event files, not the run)."""
+        if self.broken:
+            return
+        try:
+            w = self._writer(trial_id)
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    w.add_scalar(f"metrics/{k}", v, iteration)
+            if sup and isinstance(sup.get("health_score"), (int, float)):
+                w.add_scalar("supervisor/health_score", sup["health_score"], iteration)
+                for text in sup.get("finding_text") or sup.get("findings") or []:
+                    w.add_text("supervisor/findings", str(text), iteration)
+                for a in sup.get("actions") or []:
+                    w.add_text("supervisor/actions", str(a), iteration)
+        except Exception:
+            log.exception("TensorBoard event files could not be written; the run goes on without them")
+            self.broken = True
+
+    def close(self) -> None:
+        for w in self._writers.values():
+            try:
+                w.close()
+            except Exception:
+                pass
+        self._writers.clear()
