@@ -23,6 +23,10 @@ NAMESPACE = "rl_supervisor"
 ACTOR_NAME = "supervisor"
 
 
+class StoreUnavailable(RuntimeError):
+    """A report was not stored (the run's database could not commit); the caller must send it again."""
+
+
 class SupervisorService:
     def __init__(self):
         self.runs: dict[str, Engine] = {}
@@ -45,11 +49,18 @@ class SupervisorService:
         return {"run_id": run_id, "pid": _pid()}
 
     def close_run(self, run_id: str, status: str) -> None:
+        """The run is over: record it and forget it (its engine, database connection, checkpoint thread
+        and trials), so that a long-lived actor serving many runs stays the same size."""
         eng = self.runs.get(run_id)
         if eng is not None:
             eng.flush(force=True)
             spec = self.specs[run_id]
             eng.store.upsert_run(run_id, spec["name"], spec["kind"], status, ended=time.time())
+            self.runs.pop(run_id, None)
+            self.specs.pop(run_id, None)
+            for tid in [t for t, r in self.run_of.items() if r == run_id]:
+                del self.run_of[tid]
+            eng.store.close()
 
     def _engine(self, trial_id: str, run_id: str | None = None) -> Engine | None:
         run_id = run_id or self.run_of.get(trial_id)
@@ -102,7 +113,15 @@ class SupervisorService:
         for run_id, rep, fut in items:
             by_run.setdefault(run_id, []).append((rep, fut))
         for run_id, group in by_run.items():
-            verdicts = self.report_batch(run_id, [r for r, _ in group])
+            try:
+                verdicts = self.report_batch(run_id, [r for r, _ in group])
+            except Exception as e:
+                # Nothing of this batch is stored (disk full, database locked): every caller hears the
+                # error, keeps its report and sends it again; no verdict for what is not durable.
+                for _, fut in group:
+                    if not fut.done():
+                        fut.set_exception(StoreUnavailable(f"{e.__class__.__name__}: {e}"))
+                continue
             for (_, fut), v in zip(group, verdicts):
                 if not fut.done():
                     fut.set_result(v)

@@ -9,6 +9,7 @@ All SQL is parameterized.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -91,19 +92,21 @@ class Store:
     actor, which answers trials only after its commit)."""
 
     CHECKPOINT_S = 1.0
+    # How long a write waits for a lock another connection holds before it fails (and the report is
+    # answered with an error, kept by the trial, and sent again).
+    BUSY_TIMEOUT_S = float(os.environ.get("RL_SUPERVISOR_DB_BUSY_S") or 10.0)
 
     def __init__(self, path: str | Path, readonly: bool = False, background_checkpoints: bool = False):
         self.path = str(path)
         self._depth = 0
         self._checkpointer: threading.Thread | None = None
         self._closed = threading.Event()
-        self._queued: list[tuple] = []  # quiet reports waiting for the enclosing transaction's commit
         if readonly:
             uri = Path(self.path).resolve().as_uri() + "?mode=ro"
-            self.db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10)
+            self.db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=self.BUSY_TIMEOUT_S)
         else:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
+            self.db = sqlite3.connect(self.path, check_same_thread=False, timeout=self.BUSY_TIMEOUT_S)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
@@ -140,16 +143,10 @@ class Store:
             if self._depth == 1:
                 with self.db:
                     yield
-                    if self._queued:
-                        self.db.executemany(
-                            "INSERT OR IGNORE INTO reports (trial_id, seq, iteration, time, node_id, metrics) "
-                            "VALUES (?,?,?,?,?,?)", self._queued)
             else:
                 yield
         finally:
             self._depth -= 1
-            if not self._depth:
-                self._queued.clear()
 
     # ---- writes (one transaction per call: written before the caller is answered)
     def upsert_run(self, run_id: str, name: str, kind: str, status: str, spec: dict | None = None,
@@ -181,15 +178,12 @@ class Store:
         self._update("trials", "trial_id", TRIAL_COLUMNS, trial_id, cols)
 
     def record_iteration(self, report: dict, seq: int, findings: Iterable[dict], interventions: Iterable[dict]
-                         ) -> list[int]:
-        """Store one report with its findings and decided interventions atomically; return intervention ids.
-        Inside an enclosing transaction a quiet report (nothing found, nothing decided) is queued and
-        written with the others in one ``executemany`` before that transaction commits."""
+                         ) -> list[int] | None:
+        """Store one report with its findings and decided interventions atomically; return intervention
+        ids, or None when (trial_id, seq) is already stored: the insert's row count, not anyone's memory,
+        says what is a replay."""
         row = (report["trial_id"], seq, report["iteration"], report.get("time") or time.time(),
                report.get("node_id"), dumps(report["metrics"]))
-        if self._depth and not findings and not interventions:
-            self._queued.append(row)
-            return []
         tid = report["trial_id"]
         ids = []
         with self.transaction():
@@ -197,7 +191,7 @@ class Store:
                 "INSERT OR IGNORE INTO reports (trial_id, seq, iteration, time, node_id, metrics) VALUES (?,?,?,?,?,?)",
                 row)
             if cur.rowcount == 0:
-                return []  # a replay of a report already stored
+                return None  # a replay of a report already stored
             for f in findings:
                 self.db.execute(
                     "INSERT OR IGNORE INTO findings (trial_id, seq, iteration, detector, severity, metric, value, "
