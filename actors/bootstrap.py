@@ -103,15 +103,11 @@ def open_run(run: RunInfo, sup=None) -> dict:
 def load_profile(exp: Experiment, source: str) -> dict | None:
     if not exp.supervisor.profile:
         return None
+    from supervisor.calibrate import load_profile as read_profile
+
     p = Path(exp.supervisor.profile)
     if not p.is_absolute():
         p = Path(source).parent / p
     if not p.is_file():
         raise InputError(source, "supervisor.profile", f"no such file: {p}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError:
-        raise InputError(str(p), None, "malformed YAML")
-    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
-        raise InputError(str(p), "metrics", "a profile needs a 'metrics' mapping")
-    return data["metrics"]
+    return read_profile(p)  # one line naming the profile file and what is wrong, before Ray starts

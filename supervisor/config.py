@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -163,7 +164,7 @@ def _parse_set(item: str, source: str) -> tuple[list[str], Any]:
     if not key:
         raise InputError("--set", item, "empty key")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = load_yaml(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -203,24 +204,72 @@ def _first_error(exc: ValidationError, source: str) -> InputError:
     return InputError(source, key, msg)
 
 
-def read_yaml(path: str | Path) -> dict:
+class Loader(yaml.SafeLoader):
+    """The one YAML loader of the project (experiment, sweep and profile files, ``--set`` values).
+
+    Floats as YAML 1.2 (and JSON, and every RL config) write them: PyYAML follows YAML 1.1, where
+    ``3e-4``, ``1e-09`` or ``5E-5`` (an exponent without a dot, or without a sign) are strings.
+    Underscores in numbers (``1_000``) keep meaning what YAML 1.1 says (1000), as people write them.
+    Aliases (``*name``) are refused: a few hundred bytes of nested aliases expand to gigabytes."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            ev = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", ev.start_mark)
+        return super().compose_node(parent, index)
+
+
+Loader.yaml_implicit_resolvers = {
+    k: [r for r in v if r[0] != "tag:yaml.org,2002:float"] for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?
+                  |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+MAX_YAML_BYTES = 4 << 20  # an experiment or profile file is a few KB
+
+
+def load_yaml(text: str) -> Any:
+    """Parse with ``Loader``; ``yaml.YAMLError`` for anything that is not a sane YAML document."""
+    try:
+        return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """``malformed YAML at line L, column C: problem`` for one error line."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(e, "problem", None) or (str(e) if e.args else "") or "malformed YAML"
+    return f"malformed YAML{where}: {problem}"
+
+
+def read_yaml(path: str | Path, what: str = "mapping of keys") -> dict:
     source = str(path)
     p = Path(path)
     if not p.is_file():
         raise InputError(source, None, "no such file" if not p.exists() else "not a file")
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(source, None, f"cannot read: {e.__class__.__name__}")
+        if p.stat().st_size > MAX_YAML_BYTES:
+            raise InputError(source, None, f"file too large ({p.stat().st_size} bytes; at most {MAX_YAML_BYTES})")
+        raw = p.read_bytes()
+        if b"\0" in raw:
+            raise InputError(source, None, "not a text file (NUL bytes)")
+        text = raw.decode("utf-8-sig")
+    except OSError as e:
+        raise InputError(source, None, f"cannot read: {e.strerror or e.__class__.__name__}")
+    except UnicodeDecodeError as e:
+        raise InputError(source, None, f"not UTF-8 text (byte {e.start})")
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "malformed YAML"
-        raise InputError(source, None, f"malformed YAML{where}: {problem}")
+        raise InputError(source, None, yaml_problem(e))
     if not isinstance(data, dict):
-        raise InputError(source, None, "expected a mapping of keys at the top level")
+        raise InputError(source, None, f"expected a {what} at the top level")
     return data
 
 
