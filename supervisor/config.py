@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from supervisor import actions
 from supervisor.errors import InputError
 
-_STRICT = ConfigDict(extra="forbid")
+# NaN and infinity are refused in every float field: ``report_timeout_s: .inf`` would hang a trial,
+# a NaN stop target never stops it.
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+_BIG = 10**9  # iteration counts and windows beyond this are typos, not settings
 
 
 class StopConfig(BaseModel):
@@ -44,16 +48,18 @@ class SupervisorConfig(BaseModel):
 
     model_config = _STRICT
     enabled: bool = True
-    checkpoint_every: int = Field(5, gt=0, description="health-gated checkpoint every N iterations")
-    keep_checkpoints: int = Field(3, gt=0)
-    history: int = Field(256, ge=16, description="iterations of in-memory history per trial")
-    report_timeout_s: float = Field(2.0, gt=0, description="a trial waits at most this long for a verdict")
-    retry_after_s: float = Field(5.0, gt=0, description="after finding the supervisor unreachable, a trial "
-                                                         "buffers its reports this long before trying again")
-    cooldown: int = Field(2, ge=0, description="iterations after an action before another for the same finding")
-    outcome_window: int = Field(3, gt=0, description="iterations after which an action's outcome is judged")
-    max_interventions: int = Field(4, gt=0, description="intensity limit: at most N interventions ...")
-    intensity_window: int = Field(20, gt=0, description="... in K iterations, then escalate to stop_trial")
+    checkpoint_every: int = Field(5, gt=0, le=_BIG, description="health-gated checkpoint every N iterations")
+    keep_checkpoints: int = Field(3, gt=0, le=10_000)
+    history: int = Field(256, ge=16, le=100_000, description="iterations of in-memory history per trial")
+    report_timeout_s: float = Field(2.0, gt=0, le=3600, description="a trial waits at most this long for a verdict")
+    retry_after_s: float = Field(5.0, gt=0, le=3600, description="after finding the supervisor unreachable, a "
+                                                                  "trial buffers its reports this long before "
+                                                                  "trying again")
+    cooldown: int = Field(2, ge=0, le=_BIG, description="iterations after an action before another for the same "
+                                                         "finding")
+    outcome_window: int = Field(3, gt=0, le=_BIG, description="iterations after which an action's outcome is judged")
+    max_interventions: int = Field(4, gt=0, le=_BIG, description="intensity limit: at most N interventions ...")
+    intensity_window: int = Field(20, gt=0, le=_BIG, description="... in K iterations, then escalate to stop_trial")
     ladders: dict[str, list[list[str]]] = Field(default_factory=dict,
                                                 description="per detector: ordered steps, each a list of actions")
     action_params: dict[str, dict[str, float]] = Field(default_factory=dict)
@@ -73,9 +79,29 @@ class SupervisorConfig(BaseModel):
     @field_validator("action_params")
     @classmethod
     def _known_param_actions(cls, v):
-        for a in v:
+        for a, params in v.items():
             if a not in ACTIONS:
                 raise ValueError(f"unknown action {a!r} (known: {', '.join(ACTIONS)})")
+            for k, x in params.items():  # factors, values, lr bounds: all finite and >= 0
+                if not math.isfinite(x) or x < 0 or (k == "factor" and x == 0):
+                    raise ValueError(f"supervisor.action_params.{a}.{k}: must be a finite number "
+                                     f"{'> 0' if k == 'factor' else '>= 0'} (got {x})")
+        return v
+
+    @field_validator("detectors")
+    @classmethod
+    def _known_detectors(cls, v):
+        """Unknown detector names or options, and option values a detector refuses, before Ray starts."""
+        from supervisor.detectors import build_detectors
+
+        for det, opts in v.items():
+            for k, x in (opts or {}).items() if isinstance(opts, dict) else ():
+                if isinstance(x, float) and not math.isfinite(x):
+                    raise ValueError(f"supervisor.detectors.{det}.{k}: must be a finite number (got {x})")
+        try:
+            build_detectors(v)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"supervisor.detectors: {e}") from None
         return v
 
 
@@ -96,6 +122,8 @@ def _check_config_values(config: dict[str, Any]) -> None:
                 raise ValueError(f"config.{key}: must be a number (got {val!r})")
         if not num:
             continue
+        if key in _POSITIVE | _NON_NEGATIVE | _UNIT and not math.isfinite(val):
+            raise ValueError(f"config.{key}: must be a finite number (got {val})")
         if key in _POSITIVE and not val > 0:
             raise ValueError(f"config.{key}: must be > 0 (got {val})")
         if key in _NON_NEGATIVE and val < 0:
@@ -113,7 +141,7 @@ class Experiment(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     stop: StopConfig
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, lt=2**31)  # what every seeded library takes
 
     @field_validator("algorithm", mode="before")
     @classmethod
@@ -301,6 +329,14 @@ def load_experiment(path: str | Path, sets: list[str] | None = None, model: type
     except ValidationError as e:
         raise _first_error(e, source) from None
     check_env(exp.env, source)
+    if exp.supervisor.profile:  # read and checked now, before Ray starts
+        from supervisor.calibrate import load_profile
+
+        prof = Path(exp.supervisor.profile)
+        prof = prof if prof.is_absolute() else Path(source).parent / prof
+        if not prof.is_file():
+            raise InputError(source, "supervisor.profile", f"no such file: {prof}")
+        load_profile(prof)
     return exp
 
 

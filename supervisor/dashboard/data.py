@@ -94,13 +94,19 @@ class RunView:
         except sqlite3.Error as e:
             self.error = f"cannot read {self.db_path}: {e}"
             return False
+        try:
+            report_rowid = st.last_report_rowid()
+            last_time = st.last_report_times()
+            rows = st.newest_findings(ALERT_LIMIT, raw=True)
+            ivs = st.newest_interventions(ALERT_LIMIT, raw=True)
+            finding_id = st.last_finding_id()
+            iv_state = st.intervention_states()
+        except sqlite3.Error as e:  # damaged past its first pages
+            st.close()
+            self.error = f"cannot read {self.db_path}: {e}"
+            return False
         self.store, self.error = st, None
-        self.report_rowid = st.last_report_rowid()
-        self.last_time = st.last_report_times()
-        rows = st.newest_findings(ALERT_LIMIT, raw=True)
-        ivs = st.newest_interventions(ALERT_LIMIT, raw=True)
-        self.finding_id = st.last_finding_id()
-        self.iv_state = st.intervention_states()
+        self.report_rowid, self.last_time, self.finding_id, self.iv_state = report_rowid, last_time, finding_id, iv_state
         items = [_finding(r) for r in rows] + [_intervention(r) for r in ivs]
         items.sort(key=lambda a: (a["time"] or 0, a["id"]))
         self.alerts.extend(items)
