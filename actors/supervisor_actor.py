@@ -154,6 +154,8 @@ class SupervisorService:
     def request_action(self, trial_id: str, action: str, params: dict | None = None,
                        reason: str = "manual request") -> bool:
         eng = self._engine(trial_id)
+        if eng is None:  # after a restart, before the trial reports again: the run whose store knows it
+            eng = next((e for e in self.runs.values() if e.store.trial(trial_id) is not None), None)
         return eng.request_action(trial_id, action, params, reason) if eng else False
 
     def snapshot(self) -> dict:

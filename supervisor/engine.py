@@ -106,9 +106,6 @@ class Engine:
         # and interventions are always written before the verdict goes out.
         self._dirty: dict[str, dict] = {}
         self._in_batch = False
-        # Manual requests of a trial whose state was dropped (a failed commit): the rebuilt state gets them.
-        self._orphan_requests: dict[str, list] = {}
-        self._batch_requests: dict[str, list] = {}
         self._flushed_at = time.monotonic()
 
     # ------------------------------------------------------------------ trials
@@ -124,7 +121,6 @@ class Engine:
         if state is None:
             state = self._rebuild(trial_id, run_id) or self._new_state(trial_id, run_id)
             self.store.upsert_trial(trial_id, run_id, "running", node_id, config)
-            state.requested = self._orphan_requests.pop(trial_id, []) + state.requested
             self.trials[trial_id] = state
         else:
             self.store.set_trial(trial_id, status="running", **({"node_id": node_id} if node_id else {}))
@@ -173,6 +169,7 @@ class Engine:
                                 "hparams": c["hparams"]}
         state.overrides = json_or_empty(row.get("overrides"))
         state.node_id = row.get("node_id")
+        state.requested = self.store.pending_requests(trial_id)  # manual actions not handed out yet
         if reports and row.get("last_seq") != state.last_seq:
             # the summary row lagged the reports when the actor died (rows are flushed every FLUSH_S)
             self._dirty[trial_id] = _summary(state, state.health.snapshot(state.last_seq))
@@ -186,17 +183,16 @@ class Engine:
         if state is None:
             self.register_trial(trial_id, str(report.get("run_id") or "run"), node_id)
             state = self.trials[trial_id]
-        taken: list = []  # manual requests this report hands out
         try:
-            return self._observe(state, report, node_id, taken)
+            return self._observe(state, report, node_id)
         except sqlite3.Error:
-            # Not stored: this trial's memory (history, health, policy, detectors) may have moved past
-            # the store. Drop it; the next report rebuilds it from what is stored, so the replay of
-            # this seq is judged again instead of being taken for a duplicate.
-            self._forget(trial_id, [] if self._in_batch else taken)  # a batch gives its own back
+            # Not stored: this trial's memory (history, health, policy, detectors, manual requests) may
+            # have moved past the store. Drop it; the next report rebuilds it from what is stored, so the
+            # replay of this seq is judged again instead of being taken for a duplicate.
+            self._forget(trial_id)
             raise
 
-    def _observe(self, state: TrialState, report: dict, node_id: str | None, taken: list) -> dict:
+    def _observe(self, state: TrialState, report: dict, node_id: str | None) -> dict:
         trial_id = state.trial_id
         # A seq far ahead of the last one is garbage, not a report from the future: accepting it
         # would make every later report look like a replay.
@@ -233,9 +229,6 @@ class Engine:
         if requested:
             todo += [a for a in (self._manual(state, r, iteration) for r in requested) if a is not None]
             state.requested = []
-            taken.extend(requested)
-            if self._in_batch:  # given back if the batch's commit fails
-                self._batch_requests.setdefault(trial_id, []).extend(requested)
         state.history.append(metrics)
         state.health.observe(seq, findings)
         if any(actions.get(a["action"]).needs_checkpoint for a in todo):
@@ -248,11 +241,12 @@ class Engine:
         stop, restart = "stop" in effects, "restart" in effects
         health = state.health.snapshot(seq)
         found = [f.to_dict() for f in findings]
-        ids = self.store.record_iteration(norm, seq, found, todo)
+        with self.store.transaction():  # the report and the requests it hands out: one commit
+            ids = self.store.record_iteration(norm, seq, found, todo)
+            if ids is not None and requested:
+                self.store.take_requests([r["rid"] for r in requested if r.get("rid") is not None], seq)
         if ids is None:  # the store already has this seq (another writer, or memory lagged): a replay
-            if self._in_batch and requested:
-                del self._batch_requests[trial_id][-len(requested):]
-            self._forget(trial_id, requested)
+            self._forget(trial_id)
             return self._duplicate(None, seq, trial_id)
         state.prev_lr = state.last_metrics.get("lr", state.prev_lr)
         state.last_seq, state.last_iteration, state.last_metrics = seq, iteration, metrics
@@ -281,7 +275,6 @@ class Engine:
         out = []
         touched: set[str] = set()
         dirty = dict(self._dirty)
-        self._batch_requests = {}
         try:
             with self.store.transaction():
                 self._in_batch = True
@@ -301,20 +294,18 @@ class Engine:
                 self.flush()
         except BaseException:
             for tid in touched:
-                self._forget(tid, self._batch_requests.get(tid, []))
+                self._forget(tid)
             for tid, cols in dirty.items():  # summary rows the failed commit took with it
                 if tid not in touched:
                     self._dirty.setdefault(tid, cols)
             raise
         return out
 
-    def _forget(self, trial_id: str, requested: list) -> None:
-        """Drop a trial's in-memory state after a write that did not commit; keep its manual requests."""
-        st = self.trials.pop(trial_id, None)
+    def _forget(self, trial_id: str) -> None:
+        """Drop a trial's in-memory state after a write that did not commit (it is rebuilt from the store,
+        manual requests included: their hand-out rolled back with the write)."""
+        self.trials.pop(trial_id, None)
         self._dirty.pop(trial_id, None)
-        keep = list(requested) + (list(st.requested) if st else [])
-        if keep:
-            self._orphan_requests.setdefault(trial_id, []).extend(keep)
 
     def _duplicate(self, state: TrialState | None, seq: int, trial_id: str | None = None) -> dict:
         """The verdict for a report the store already holds. If the first copy's answer was lost (the
@@ -382,11 +373,20 @@ class Engine:
 
     def request_action(self, trial_id: str, action: str, params: dict | None = None,
                        reason: str = "manual request") -> bool:
-        """Queue an action by hand (dashboard); it goes out with the trial's next verdict."""
-        state = self.trials.get(trial_id)
-        if state is None or action not in actions.ACTIONS or state.status != "running":
+        """Queue an action by hand (dashboard); it goes out with the trial's next verdict. Stored, so that
+        it survives an actor restart, and accepted for a trial not registered again yet (after a restart)."""
+        if action not in actions.ACTIONS:
             return False
-        state.requested.append({"action": action, "params": dict(params or {}), "reason": reason})
+        state = self.trials.get(trial_id)
+        if state is None:
+            row = self.store.trial(trial_id)
+            if row is None or row["status"] != "running":
+                return False
+        elif state.status != "running":
+            return False
+        rid = self.store.add_request(trial_id, action, dict(params or {}), reason)
+        if state is not None:
+            state.requested.append({"rid": rid, "action": action, "params": dict(params or {}), "reason": reason})
         return True
 
     def _manual(self, state: TrialState, req: dict, iteration: int) -> dict | None:

@@ -301,6 +301,22 @@ class Store:
                 ids.append(c.lastrowid)
         return ids
 
+    def add_request(self, trial_id: str, action: str, params: dict, reason: str) -> int:
+        """A manual action (dashboard) waiting for the trial's next verdict: kept across actor restarts."""
+        with self.transaction():
+            return self.db.execute("INSERT INTO requests (trial_id, action, params, reason, time) VALUES (?,?,?,?,?)",
+                                   (trial_id, action, dumps(params or {}), reason, time.time())).lastrowid
+
+    def take_requests(self, ids: Iterable[int], seq: int) -> None:
+        with self.transaction():
+            self.db.executemany("UPDATE requests SET taken_seq=? WHERE id=?", [(seq, i) for i in ids])
+
+    def pending_requests(self, trial_id: str) -> list[dict]:
+        rows = self._rows("SELECT id, action, params, reason FROM requests WHERE trial_id=? AND taken_seq IS NULL "
+                          "ORDER BY id", (trial_id,))
+        return [{"rid": r["id"], "action": r["action"], "params": loads(r["params"]) or {}, "reason": r["reason"]}
+                for r in rows]
+
     def record_finding(self, trial_id: str | None, f: dict, seq: int | None = None) -> None:
         """A finding outside the per-iteration path (node_down, gpu_fault, ...)."""
         with self.transaction():

@@ -273,3 +273,21 @@ def test_actor_on_a_disk_that_fills_up_loses_nothing(ray_local, tmp_path):
         ray.get(sup.close_run.remote("full-run", "completed"))
     finally:
         subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_manual_requests_are_kept_across_an_actor_restart(tmp_path):
+    """Queued by hand (dashboard), then the actor restarts before the trial's next report; one more is
+    queued while the trial is not registered again yet. The next report hands out both, once."""
+    store, eng = new_engine(tmp_path / "supervisor.db")
+    eng.observe(rep(0))
+    assert eng.request_action("t", "alert", {}, "first, before the restart")
+    store.close()
+    store2 = Store(tmp_path / "supervisor.db")  # the restarted actor: a fresh engine on the same store
+    eng2 = Engine(store2, SupervisorConfig(checkpoint_every=3))
+    assert "t" not in eng2.trials
+    assert eng2.request_action("t", "alert", {}, "second, trial not registered yet")
+    assert not eng2.request_action("nobody", "alert", {}, "unknown trial")
+    v = eng2.observe(rep(1))
+    assert [a["reason"] for a in v["actions"]] == ["first, before the restart", "second, trial not registered yet"]
+    assert eng2.observe(rep(2))["actions"] == []  # handed out once
+    store2.close()
