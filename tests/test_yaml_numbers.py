@@ -21,12 +21,14 @@ def test_experiment_numeric_fields(tmp_path, text, value):
     p = tmp_path / "exp.yaml"
     p.write_text(f"name: t\nenv: CartPole-v1\nconfig: {{lr: {text.lstrip('-')}, num_env_runners: 0}}\n"
                  f"stop: {{iterations: 2, episode_return_mean: {text}}}\n"
-                 f"supervisor: {{report_timeout_s: {text.lstrip('-')}, action_params: {{reduce_lr: {{factor: {text}}}}}}}\n")
+                 f"supervisor: {{retry_after_s: {text.lstrip('-') if abs(value) <= 3600 else 5},"
+                 f" action_params: {{reduce_lr: {{min_lr: {text.lstrip('-')}}}}}}}\n")
     exp = load_experiment(p)
     assert exp.config["lr"] == pytest.approx(abs(value))
     assert exp.stop.episode_return_mean == pytest.approx(value)
-    assert exp.supervisor.report_timeout_s == pytest.approx(abs(value))
-    assert exp.supervisor.action_params["reduce_lr"]["factor"] == pytest.approx(value)
+    if abs(value) <= 3600:
+        assert exp.supervisor.retry_after_s == pytest.approx(abs(value))
+    assert exp.supervisor.action_params["reduce_lr"]["min_lr"] == pytest.approx(abs(value))
 
 
 @pytest.mark.parametrize("text,value", WRITTEN)
