@@ -20,6 +20,7 @@ from ray.rllib.callbacks.callbacks import RLlibCallback
 from actors import interventions as iv
 from actors.appliers import RLlibApplier
 from actors.client import SupervisorClient
+from actors.priors import priors_of
 from supervisor import actions
 from supervisor.actions import apply as apply_action
 from supervisor.metrics import normalize_result
@@ -50,6 +51,7 @@ class SupervisorCallback(RLlibCallback):
         self.last_verdict: dict | None = None
         self.last_report: dict | None = None  # the newest report sent or buffered
         self.checkpoints: list[str] = []
+        self.trial_config: dict = {}
 
     # ------------------------------------------------------------------ setup
     def on_algorithm_init(self, *, algorithm, metrics_logger=None, **kwargs) -> None:
@@ -62,7 +64,10 @@ class SupervisorCallback(RLlibCallback):
                                        retry_after_s=info.get("retry_after_s", 5.0))
         # A (re)started trial must learn its next seq, or its reports would be taken for replays:
         # give a supervisor that Ray is restarting a few seconds.
-        reg = self.client.register(self.trial_id, _node_id(), info.get("trial_config"),
+        # The detectors' priors come from the trial's own config and spaces (kl_target, clip_param,
+        # vf_clip_param, the action space's maximum entropy): they judge from iteration 1.
+        self.trial_config = {**(info.get("trial_config") or {}), "priors": priors_of(algorithm)}
+        reg = self.client.register(self.trial_id, _node_id(), self.trial_config,
                                    wait_s=info.get("register_wait_s", 20.0))
         if reg is None:
             log.warning("supervisor unreachable at trial start; %s trains on and registers once it answers",
@@ -87,7 +92,7 @@ class SupervisorCallback(RLlibCallback):
             return
         if not self.registered:
             # Until the supervisor tells this trial its next seq, a report could pass for a replay.
-            reg = self.client.register(self.trial_id, _node_id(), self.info.get("trial_config"))
+            reg = self.client.register(self.trial_id, _node_id(), self.trial_config)
             if reg is None:
                 result["supervisor"] = {"reported": False, "registered": False}
                 return

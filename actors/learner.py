@@ -25,6 +25,11 @@ sup_clip_fraction         CleanRL's clipfrac, mean(|ratio - 1| > clip_param),
                           RLlib's loss: that minibatch's forward pass)
 sup_approx_kl             CleanRL's approx_kl, mean((ratio - 1) - log ratio),
                           over the same rows
+sup_vf_clip_fraction      fraction of the same rows whose unclipped value
+                          loss (vf_pred - value_target)^2 exceeds
+                          vf_clip_param, i.e. where RLlib's clamp zeroes the
+                          value gradient (vf_pred is the loss's own value
+                          output; only with use_critic)
 sup_advantage_mean        advantages before RLlib's standardization (see
 sup_advantage_std         below), over the whole train batch (loss-masked
 sup_advantage_skew        rows only); std with ddof=0, kurtosis is excess
@@ -76,7 +81,7 @@ minibatch 250, 2 epochs = 9 minibatches, ~90-105 ms per update): about 1 to
 (idle machine) to 3 ms (busy one) per update: ~50-115 us per minibatch for
 the gradient norms (mostly the norm itself) and, once per update, the clip
 fraction/KL pass, the raw advantage statistics and RLlib's reduce of the 13
-extra keys (~35-45 us each). With 189 minibatches per update (batch 4000,
+extra keys (~35-45 us each; 14 with sup_vf_clip_fraction). With 189 minibatches per update (batch 4000,
 minibatch 128, 6 epochs) it is ~1.6%. Pushing every minibatch's values
 through ``MetricsLogger.log_value`` instead gives the same numbers at several
 times the cost (a log_value call ~3-6 us, reducing a key of tensor values
@@ -126,6 +131,7 @@ KEY_GRAD_NORM_RATIO = "sup_grad_norm_ratio"
 KEY_GRAD_NORM_SHARED = "sup_grad_norm_shared"
 KEY_CLIP_FRACTION = "sup_clip_fraction"
 KEY_APPROX_KL = "sup_approx_kl"
+KEY_VF_CLIP_FRACTION = "sup_vf_clip_fraction"
 KEY_ADV_MEAN = "sup_advantage_mean"
 KEY_ADV_STD = "sup_advantage_std"
 KEY_ADV_SKEW = "sup_advantage_skew"
@@ -136,7 +142,7 @@ KEY_VT_SCALE = "sup_value_target_scale"
 # The keys every update produces for a default PPO module.
 SUP_KEYS = (
     KEY_GRAD_NORM_MAX, KEY_GRAD_NORM_MEAN, KEY_GRAD_NORM_POLICY, KEY_GRAD_NORM_VALUE,
-    KEY_GRAD_NORM_RATIO, KEY_APPROX_KL, KEY_CLIP_FRACTION, KEY_ADV_MEAN, KEY_ADV_STD,
+    KEY_GRAD_NORM_RATIO, KEY_APPROX_KL, KEY_CLIP_FRACTION, KEY_VF_CLIP_FRACTION, KEY_ADV_MEAN, KEY_ADV_STD,
     KEY_ADV_SKEW, KEY_ADV_KURTOSIS, KEY_ADV_STANDARDIZED, KEY_VT_SCALE,
 )
 # Order of the per-batch statistics.
@@ -377,9 +383,9 @@ class SupervisedPPOTorchLearner(PPOTorchLearner):
             lbuf = self._sup_loss_buf.get(module_id)
             fallback = False
             if lbuf:
-                vec, fallback = self._sup_loss_vector(module_id, lbuf)
+                vec, fallback, has_vf = self._sup_loss_vector(module_id, lbuf)
                 parts.append(vec)
-                names += [KEY_CLIP_FRACTION, KEY_APPROX_KL]
+                names += [KEY_CLIP_FRACTION, KEY_APPROX_KL] + ([KEY_VF_CLIP_FRACTION] if has_vf else [])
             if not parts:
                 continue
             flat = torch.cat([t.to(torch.float64) for t in parts]).tolist()  # one host transfer
@@ -407,16 +413,44 @@ class SupervisedPPOTorchLearner(PPOTorchLearner):
     # ---- loss-side statistics ---------------------------------------------------
 
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
-        loss = super().compute_loss_for_module(
-            module_id=module_id, config=config, batch=batch, fwd_out=fwd_out
-        )
+        # The value predictions the loss computes (and clamps), captured by observing
+        # its module.compute_values call: no extra forward pass.
+        values: list = []
+        module = restore = None
+        if config.use_critic:
+            try:
+                module = self.module[module_id].unwrapped()
+                original = module.compute_values
+                restore = original if "compute_values" in vars(module) else None
+
+                def _capturing_compute_values(*a, **kw):
+                    out = original(*a, **kw)
+                    values.append(out)
+                    return out
+
+                module.compute_values = _capturing_compute_values
+            except Exception:  # pragma: no cover - exotic module types
+                module = None
         try:
-            self._sup_loss_stats(module_id, config, batch, fwd_out)
+            loss = super().compute_loss_for_module(
+                module_id=module_id, config=config, batch=batch, fwd_out=fwd_out
+            )
+        finally:
+            if module is not None:
+                if restore is not None:
+                    module.compute_values = restore
+                else:
+                    try:
+                        del module.compute_values
+                    except AttributeError:  # pragma: no cover
+                        pass
+        try:
+            self._sup_loss_stats(module_id, config, batch, fwd_out, values[-1] if values else None)
         except Exception as e:  # never break training for a statistic
             logger.warning("supervised learner: loss statistics failed: %r", e)
         return loss
 
-    def _sup_loss_stats(self, module_id, config, batch, fwd_out) -> None:
+    def _sup_loss_stats(self, module_id, config, batch, fwd_out, vf_preds=None) -> None:
         """Keep references to what the clip fraction and KL need; computed once per update.
 
         The action-distribution inputs are those of this minibatch's forward pass
@@ -433,12 +467,16 @@ class SupervisedPPOTorchLearner(PPOTorchLearner):
             config.clip_param,
             batch[Postprocessing.ADVANTAGES] if fallback else None,
             batch[Postprocessing.VALUE_TARGETS] if fallback else None,
+            vf_preds.detach() if isinstance(vf_preds, torch.Tensor) else None,
+            batch[Postprocessing.VALUE_TARGETS] if isinstance(vf_preds, torch.Tensor) else None,
+            config.vf_clip_param,
         ))
 
     def _sup_loss_vector(self, module_id, entries):
-        """[clip_fraction, approx_kl] (+ fallback raw batch statistics), pooled over the
-        loss-masked rows of all minibatches of the update."""
-        logits, actions, old_logp, masks, clips, advs, vts = zip(*entries)
+        """[clip_fraction, approx_kl(, vf_clip_fraction)] (+ fallback raw batch statistics),
+        pooled over the loss-masked rows of all minibatches of the update; also whether
+        the fallback statistics and the vf clip fraction are in it."""
+        logits, actions, old_logp, masks, clips, advs, vts, vf_preds, vf_targets, vf_clips = zip(*entries)
         logits, actions, old_logp = torch.cat(logits), torch.cat(actions), torch.cat(old_logp)
         dist_cls = self.module[module_id].unwrapped().get_train_action_dist_cls()
         if dist_cls is TorchCategorical:
@@ -450,7 +488,13 @@ class SupervisedPPOTorchLearner(PPOTorchLearner):
         ratio_m1 = torch.exp(log_ratio) - 1.0
         clip = clips[-1]  # the module's config.clip_param (fixed within an update)
         # CleanRL: clipfrac = mean(|ratio - 1| > clip), approx_kl = mean((ratio - 1) - log ratio)
-        per_row = torch.stack([(ratio_m1.abs() > clip).to(log_ratio.dtype), ratio_m1 - log_ratio])
+        rows = [(ratio_m1.abs() > clip).to(log_ratio.dtype), ratio_m1 - log_ratio]
+        has_vf = all(v is not None and v.shape == t.shape for v, t in zip(vf_preds, vf_targets))
+        if has_vf:
+            # RLlib: vf_loss = clamp((vf_pred - value_target)^2, 0, vf_clip_param)
+            sq = (torch.cat(vf_preds).reshape(-1) - torch.cat(vf_targets).reshape(-1)) ** 2
+            rows.append((sq > vf_clips[-1]).to(log_ratio.dtype))
+        per_row = torch.stack(rows)
         mask = None if any(m is None for m in masks) else torch.cat(masks).bool()
         if mask is None:
             vec = per_row.mean(1)
@@ -459,11 +503,11 @@ class SupervisedPPOTorchLearner(PPOTorchLearner):
             # (RLlib's artificial bootstrap step) may hold inf and are dropped.
             vec = torch.where(mask, per_row, 0.0).sum(1) / mask.sum()
         if advs[0] is None:
-            return vec, False
+            return vec, False, has_vf
         adv, vt = torch.cat(advs), torch.cat(vts)
         if mask is not None:
             adv, vt = adv[mask], vt[mask]
-        return torch.cat([vec.to(torch.float64), _raw_batch_stats(adv, vt).to(torch.float64)]), True
+        return torch.cat([vec.to(torch.float64), _raw_batch_stats(adv, vt).to(torch.float64)]), True, has_vf
 
     # ---- gradient-side statistics -------------------------------------------------
 

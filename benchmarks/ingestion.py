@@ -31,7 +31,7 @@ import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from actors.supervisor_actor import SupervisorActor  # noqa: E402
-from supervisor.detectors.synthetic import healthy_stream  # noqa: E402
+from benchmarks.synthetic import healthy_stream  # noqa: E402
 
 
 @ray.remote(num_cpus=0, max_concurrency=1000)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from supervisor.config import SupervisorConfig  # noqa: E402
-from supervisor.detectors.synthetic import healthy_stream  # noqa: E402
+from benchmarks.synthetic import healthy_stream  # noqa: E402
 from supervisor.engine import Engine  # noqa: E402
 from supervisor.store import Store  # noqa: E402
 

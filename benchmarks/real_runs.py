@@ -8,7 +8,10 @@ the published rule sets of :mod:`benchmarks.baselines`.
 
 Counting (warning and critical findings only):
 
-* healthy runs: every finding is a false alarm; every decided action an intervention on a healthy run;
+* healthy runs: every finding is a false alarm and every decided action an intervention on a healthy run,
+  except ``value_loss_clipped`` where the recorded ``vf_clip_fraction`` shows every sample clipped on the
+  iterations its rule needs: that warning is true (PPO's vf_clip_param pitfall on long episodes, where the
+  critic gets no gradient at all) and is counted in its own column;
 * bad-from-the-start runs (``kind: bad_start``, onset 0): *flagged* when a finding comes by
   iteration ``BAD_START_BY`` (3); it *names the cause* when that finding is the designated detector
   for the fault (``CAUSE``); *acted on* when the supervisor decided a non-alert action by then;
@@ -18,6 +21,7 @@ Counting (warning and critical findings only):
 
 from __future__ import annotations
 
+import gzip
 import json
 import statistics
 import tempfile
@@ -26,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.baselines import BASELINES
+from supervisor.keymaps import unflatten
+from supervisor.metrics import normalize_result
 
 DATA = Path(__file__).resolve().parent / "data"
 HORIZON = 10
@@ -34,7 +40,11 @@ BAD_START_BY = 3
 CAUSE = {
     "lr_too_high": "update_too_large", "too_many_epochs": "update_too_large", "lr_too_low": "no_learning",
     "entropy_coeff_huge": "entropy_saturated", "vf_clipped": "value_loss_clipped",
+    "value_loss_clipped": "value_loss_clipped",
 }
+#: A finding that is true on a run otherwise healthy: the value loss clipped on every sample (the recorded
+#: vf_clip_fraction is ~1 on the iterations the rule needs), PPO's vf_clip_param pitfall on long episodes.
+PITFALL = "value_loss_clipped"
 
 
 @dataclass
@@ -43,6 +53,7 @@ class Replay:
     meta: dict
     n: int
     findings: list = field(default_factory=list)      # (index, detector, severity)
+    clipped: list = field(default_factory=list)       # per index: the value loss clipped on every sample
     actions: list = field(default_factory=list)       # (index, action)
     baselines: dict = field(default_factory=dict)     # baseline -> [(index, rule)]
 
@@ -72,9 +83,16 @@ def load_runs(data: Path = DATA) -> list[tuple[str, dict, list[dict]]]:
         path = data / m.get("file", "")
         if name.startswith("_") or not path.is_file():
             continue
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        for r in rows:
-            r.pop("training_iteration", None)
+        raw = data / m["raw_file"] if m.get("raw_file") else None
+        if raw is not None and raw.is_file():
+            # the raw RLlib results, normalized by today's maps (they change; the recording doesn't)
+            opener = gzip.open if raw.suffix == ".gz" else open
+            with opener(raw, "rt") as f:
+                rows = [normalize_result(unflatten(json.loads(line)), name)["metrics"] for line in f if line.strip()]
+        else:
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            for r in rows:
+                r.pop("training_iteration", None)
         out.append((name, m, rows))
     return out
 
@@ -99,6 +117,7 @@ def replay(name: str, meta: dict, rows: list[dict], settings=None) -> Replay:
     from supervisor.store import Store
 
     rep = Replay(name, meta, len(rows))
+    rep.clipped = [r.get("vf_clip_fraction", 0.0) >= 0.999 for r in rows]
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "supervisor.db")
         engine = Engine(store, settings)
@@ -129,9 +148,13 @@ def summarize(reps: list[Replay], held_out_only: bool = True) -> dict:
                "split": r.meta.get("split"), "fault": r.meta.get("fault"), "n": r.n,
                "baselines": {}}
         if r.kind == "healthy":
+            true = {(i, d) for i, d, _ in alarms if d == PITFALL and all(r.clipped[max(0, i - 2):i + 1])}
+            pitfall_acts = {i for i, _ in r.actions if any(i == j for j, _ in true)}
+            alarms = [a for a in alarms if (a[0], a[1]) not in true]
+            row.update(pitfall=len(true), pitfall_actions=len(pitfall_acts))
             row.update(warnings=sum(s == "warning" for _, _, s in alarms),
                        criticals=sum(s == "critical" for _, _, s in alarms),
-                       interventions=len(r.actions), detectors=sorted({d for _, d, _ in alarms}))
+                       interventions=len(r.actions) - len(pitfall_acts), detectors=sorted({d for _, d, _ in alarms}))
             for b, fired in r.baselines.items():
                 row["baselines"][b] = {"false_alarms": len(fired), "rules": sorted({x for _, x in fired})}
         elif r.kind == "bad_start":
@@ -172,33 +195,35 @@ def render(res: dict) -> str:
         by_env[(h["algorithm"], h["env"])].append(h)
     out += ["### Healthy runs: false alarms (warning or critical findings) and interventions", "",
             "| algorithm | env | runs (held-out) | iterations | supervisor: warnings / criticals / interventions (held-out) "
-            "| supervisor: all runs | " + " | ".join(f"{n}: false alarms" for n in names) + " |",
-            "|---|---|---:|---:|---|---|" + "---:|" * len(names)]
+            "| supervisor: all runs | supervisor: value-loss-clipping warnings (true) | "
+            + " | ".join(f"{n}: false alarms" for n in names) + " |",
+            "|---|---|---:|---:|---|---|---:|" + "---:|" * len(names)]
     for (algo, env), hs in sorted(by_env.items()):
         held = [h for h in hs if h["split"] in ("held_out", "held-out")]
         f = lambda xs: f"{sum(h['warnings'] for h in xs)} / {sum(h['criticals'] for h in xs)} / {sum(h['interventions'] for h in xs)}"  # noqa: E731
         out.append(f"| {algo} | {env} | {len(hs)} ({len(held)}) | {sum(h['n'] for h in hs)} | {f(held) if held else '-'} "
-                   f"| {f(hs)} | " + " | ".join(str(sum(h['baselines'][n]['false_alarms'] for h in hs)) for n in names) + " |")
+                   f"| {f(hs)} | {sum(h['pitfall'] for h in hs)} | " + " | ".join(str(sum(h['baselines'][n]['false_alarms'] for h in hs)) for n in names) + " |")
     bad = res["bad_start"]
     if bad:
         out += ["", f"### Bad from the start: flagged by iteration {BAD_START_BY}, by the detector naming the cause, acted on", "",
-                "| run | env | fault | supervisor: first finding (iteration) | named | cause named | acted on | "
+                "| run | algorithm | env | fault | supervisor: first finding (iteration) | named | cause named | acted on | "
                 + " | ".join(f"{n}: first firing" for n in names) + " |",
-                "|---|---|---|---:|---|---|---|" + "---:|" * len(names)]
+                "|---|---|---|---|---:|---|---|---|" + "---:|" * len(names)]
         for b in bad:
-            out.append(f"| {b['name']} | {b['env']} | {b['fault']} | {b['first'] or 'not flagged'} | "
+            out.append(f"| {b['name']} | {b['algorithm']} | {b['env']} | {b['fault']} | {b['first'] or 'not flagged'} | "
                        f"{', '.join(sorted(set(b['named']))) or '-'} | {'yes' if b['cause_named'] else 'no'} | "
                        f"{'yes' if b['acted'] else 'no'} | "
                        + " | ".join(str(b['baselines'][n]['first'] or '-') for n in names) + " |")
     faulty = res["faulty"]
     if faulty:
         out += ["", "### Faults mid-run: recall, delay (iterations after the onset), false alarms before the onset", "",
-                "| run | env | fault | supervisor: delay | detector | false alarms | "
+                "| run | algorithm | env | fault | supervisor: delay | detector | false alarms | "
                 + " | ".join(f"{n}: delay / false alarms" for n in names) + " |",
-                "|---|---|---|---:|---|---:|" + "---|" * len(names)]
+                "|---|---|---|---|---:|---|---:|" + "---|" * len(names)]
         for r in faulty:
             d = "missed" if r["delay"] is None else str(r["delay"])
-            out.append(f"| {r['name']} | {r['env']} | {r['fault']} | {d} | {r['by'] or '-'} | {r['false_alarms']} | "
+            out.append(f"| {r['name']} | {r['algorithm']} | {r['env']} | {r['fault']} | {d} | {r['by'] or '-'} | "
+                       f"{r['false_alarms']} | "
                        + " | ".join(f"{'missed' if r['baselines'][n]['delay'] is None else r['baselines'][n]['delay']}"
                                     f" / {r['baselines'][n]['false_alarms']}" for n in names) + " |")
         det = [r for r in faulty if r["detected"]]

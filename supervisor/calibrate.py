@@ -38,6 +38,7 @@ detectors use a metric's band until their own history of it is long enough.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import sqlite3
 from dataclasses import dataclass, field
@@ -272,6 +273,21 @@ def write_profile(profile: dict, out: str | Path) -> None:
         p.write_text(text)
     except OSError as e:
         raise InputError(str(out), None, f"cannot write: {e.strerror or e}") from None
+
+
+DEFAULT_PROFILE = Path(__file__).resolve().parent / "profiles" / "default.yaml"
+
+
+@functools.lru_cache(maxsize=1)
+def _default_profile() -> dict:
+    return load_profile(DEFAULT_PROFILE)
+
+
+def default_profile() -> dict:
+    """The profile the package ships (``benchmarks/make_default_profile.py``): healthy bands of the
+    environment-free metrics (KL, clip fraction, explained variance, advantage shape), learned from
+    recorded healthy runs of several environments; detectors use it until a run's own history exists."""
+    return dict(_default_profile())
 
 
 def load_profile(path: str | Path) -> dict:

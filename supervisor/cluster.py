@@ -4,7 +4,9 @@ The node monitors (``actors/node_monitor.py``, one per Ray node) send a
 heartbeat every few seconds with the node's CPU, memory, disk and network
 figures and, where there are NVIDIA GPUs, per-GPU utilization, memory,
 temperature, power and ECC/XID error counts. :class:`ClusterState` keeps the
-newest heartbeat of every node and judges:
+newest heartbeat of every node and judges, with the cluster detectors of
+:mod:`supervisor.detectors` (``node_down.py``, ``memory_pressure.py``,
+``gpu_fault.py``, ``straggler.py``):
 
 * ``node_down``: a node that was alive missed its heartbeats for
   ``heartbeat_timeout_s`` (warning while Ray still lists it alive), or Ray
@@ -33,16 +35,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from supervisor.findings import severity_rank, worst
-from supervisor.stats import finite, median as _median, peer_score
+from supervisor.detectors._cluster import Conditions
+from supervisor.detectors.gpu_fault import CRITICAL_XIDS, GpuFault  # noqa: F401 (CRITICAL_XIDS: a public name)
+from supervisor.detectors.memory_pressure import MemoryPressure
+from supervisor.detectors.node_down import NodeDown
+from supervisor.detectors.straggler import Straggler, peer_score  # noqa: F401 (peer_score: a public name)
+from supervisor.findings import Finding, worst
+from supervisor.stats import finite
 
-# XIDs that mean the hardware (or the GPU's link to the host) is broken, after NVIDIA's XID catalogue:
-# 48 double-bit ECC, 61/62 internal micro-controller, 63/64 ECC page retirement / row remapping,
-# 74 NVLink, 79 fallen off the bus, 92 high single-bit ECC rate, 94/95 contained/uncontained ECC,
-# 119/120 GSP errors. The others (13, 31, 43, 45, ...) are usually the application's own faults.
-CRITICAL_XIDS = frozenset({48, 61, 62, 63, 64, 74, 79, 92, 94, 95, 119, 120})
-
-NODE_DETECTORS = ("node_down", "memory_pressure", "gpu_fault")
+NODE_DETECTORS = (NodeDown.name, MemoryPressure.name, GpuFault.name)
 
 
 @dataclass
@@ -171,14 +172,6 @@ def shape_heartbeat(raw: Mapping[str, Any]) -> dict:
 
 
 @dataclass
-class _Condition:
-    severity: str
-    since: float
-    reported_at: float
-    reported_severity: str
-
-
-@dataclass
 class NodeView:
     node_id: str
     address: str | None = None
@@ -203,7 +196,13 @@ class ClusterState:
     def __init__(self, settings: ClusterSettings | None = None):
         self.settings = settings or ClusterSettings()
         self.nodes: dict[str, NodeView] = {}
-        self._conditions: dict[tuple, _Condition] = {}
+        # the cluster detectors, latching their conditions in one place (node health reads them)
+        self.conditions = Conditions(self.settings.repeat_s)
+        self._conditions = self.conditions.active
+        self.node_down = NodeDown(self.settings, self.conditions)
+        self.memory_pressure = MemoryPressure(self.settings, self.conditions)
+        self.gpu_fault = GpuFault(self.settings, self.conditions)
+        self.straggler = Straggler(self.settings, self.conditions)
         self._last_check: float | None = None
 
     # ------------------------------------------------------------------ inputs
@@ -223,13 +222,11 @@ class ClusterState:
         n.address = hb["address"] or n.address
         out: list[dict] = []
         if n.down is not None and n.ray_alive is not False:
-            out.append(self._finding(n, "node_down", "info", None, None,
-                                     f"node {_short(n.node_id)} ({n.address}) is heartbeating again"))
+            out.append(_row(self.node_down.back(n)))
             n.down = None
-            self._clear((n.node_id, "node_down"))
         n.seen_alive = True
-        out += self._judge_memory(n, hb, now)
-        out += self._judge_gpus(n, hb, now)
+        out += map(_row, self.memory_pressure(now, n, hb))
+        out += map(_row, self.gpu_fault(now, n, hb))
         return out
 
     def sync_ray_nodes(self, ray_nodes: Iterable[Mapping[str, Any]], now: float) -> list[dict]:
@@ -249,11 +246,7 @@ class ClusterState:
                 n.seen_alive = True
             elif n.seen_alive and n.down != "dead":
                 n.down = "dead"
-                f = self._raise(n, ("node_down",), "critical", now, None, None,
-                                f"node {_short(nid)} ({n.address}) is dead: Ray reports it gone"
-                                + (f" (last heartbeat {now - n.last_heartbeat:.1f} s ago)"
-                                   if n.last_heartbeat else ""))
-                out += f
+                out += map(_row, self.node_down.dead(n, now))
         return out
 
     def check(self, now: float) -> list[dict]:
@@ -263,183 +256,19 @@ class ClusterState:
         self._last_check = now
         if late:  # we were stalled ourselves: queued heartbeats have not been taken yet
             return []
-        out = []
-        for n in self.nodes.values():
-            if n.last_heartbeat is None or n.down is not None or n.ray_alive is False:
-                continue
-            silent = now - n.last_heartbeat
-            if silent > s.heartbeat_timeout_s:
-                n.down = "silent"
-                out += self._raise(n, ("node_down",), "warning", now, "heartbeat_age_s", silent,
-                                   f"node {_short(n.node_id)} ({n.address}) missed its heartbeats: none for "
-                                   f"{silent:.1f} s (timeout {s.heartbeat_timeout_s:g} s); Ray still lists it alive",
-                                   threshold=s.heartbeat_timeout_s)
+        out = [_row(f) for f in self.node_down(now, self.nodes.values())]
+        for n in self.node_down.silent(now, self.nodes.values()):
+            n.down = "silent"
         return out
 
     # ------------------------------------------------------------------ judgments
-    def _judge_memory(self, n: NodeView, hb: dict, now: float) -> list[dict]:
-        s = self.settings
-        mem = hb.get("memory_percent")
-        key = (n.node_id, "memory_pressure")
-        if mem is None:
-            return []
-        if mem >= s.memory_warning:
-            sev = "critical" if mem >= s.memory_critical else "warning"
-            thr = s.memory_critical if sev == "critical" else s.memory_warning
-            return self._raise(n, key[1:], sev, now, "memory_percent", mem,
-                               f"node {_short(n.node_id)} ({n.address}) memory at {mem:.1f}% "
-                               f"(warning at {s.memory_warning:g}%, critical at {s.memory_critical:g}%)",
-                               threshold=thr)
-        if mem < s.memory_warning - s.memory_hysteresis:
-            self._clear(key)
-        elif key in self._conditions:  # in the hysteresis band: still on, no longer critical
-            c = self._conditions[key]
-            c.severity = c.reported_severity = "warning"
-        return []
-
-    def _judge_gpus(self, n: NodeView, hb: dict, now: float) -> list[dict]:
-        s = self.settings
-        out = []
-        gpus = hb.get("gpus") or []
-        if n.max_gpus and len(gpus) < n.max_gpus and not hb.get("gpu_error"):
-            out += self._raise(n, ("gpu_fault", "count"), "critical", now, "gpu_count", float(len(gpus)),
-                               f"node {_short(n.node_id)}: {n.max_gpus - len(gpus)} GPU(s) disappeared "
-                               f"({len(gpus)} visible, {n.max_gpus} before)", threshold=float(n.max_gpus))
-        else:
-            self._clear((n.node_id, "gpu_fault", "count"))
-        n.max_gpus = max(n.max_gpus, len(gpus))
-        for g in gpus:
-            idx = g.get("index")
-            tag = f"node {_short(n.node_id)} GPU {idx} ({g.get('name') or 'unknown'})"
-            # XID errors: events, each one reported
-            xids = g.get("xid_errors") or []
-            if xids:
-                sev = "critical" if any(x in CRITICAL_XIDS for x in xids) else "warning"
-                out.append(self._finding(n, "gpu_fault", sev, "xid", float(xids[-1]),
-                                         f"{tag}: XID error(s) {', '.join(map(str, xids))}"
-                                         + (" (hardware fault)" if sev == "critical" else ""),
-                                         gpu=idx, xids=xids))
-            # ECC counters: judged by their increase since the last heartbeat
-            base = n.gpu_baseline.setdefault(idx, {})
-            unc, cor = g.get("ecc_uncorrected"), g.get("ecc_corrected")
-            if unc is not None:
-                prev = base.get("ecc_uncorrected")
-                if (prev is None and unc > 0) or (prev is not None and unc > prev):
-                    new = unc - (prev or 0)
-                    out.append(self._finding(n, "gpu_fault", "critical" if prev is not None else "warning",
-                                             "ecc_uncorrected", float(unc),
-                                             f"{tag}: {new} new uncorrectable ECC error(s) (volatile total {unc})",
-                                             threshold=float(prev or 0), gpu=idx))
-                base["ecc_uncorrected"] = unc
-            if cor is not None:
-                prev = base.get("ecc_corrected")
-                if prev is not None and cor > prev:
-                    out.append(self._finding(n, "gpu_fault", "info", "ecc_corrected", float(cor),
-                                             f"{tag}: {cor - prev} corrected ECC error(s) (volatile total {cor})",
-                                             threshold=float(prev), gpu=idx))
-                base["ecc_corrected"] = cor
-            pend = [k for k in ("remapped_rows_pending", "retired_pages_pending") if g.get(k)]
-            if pend:
-                out += self._raise(n, ("gpu_fault", idx, "pending"), "warning", now, pend[0], 1.0,
-                                   f"{tag}: {' and '.join(p.replace('_', ' ') for p in pend)}: reset the GPU "
-                                   "when its jobs allow", gpu=idx)
-            else:
-                self._clear((n.node_id, "gpu_fault", idx, "pending"))
-            # temperature: a state, latched
-            t = g.get("temperature")
-            if t is not None:
-                warn_at = g.get("temperature_slowdown") or s.gpu_temp_warning
-                shut = g.get("temperature_shutdown")
-                crit_at = shut - 5.0 if shut else s.gpu_temp_critical
-                if t >= min(warn_at, crit_at):
-                    sev = "critical" if t >= crit_at else "warning"
-                    out += self._raise(n, ("gpu_fault", idx, "temperature"), sev, now, "temperature", t,
-                                       f"{tag}: temperature {t:.0f} C (warning at {warn_at:.0f} C, critical at "
-                                       f"{crit_at:.0f} C)", threshold=crit_at if sev == "critical" else warn_at,
-                                       gpu=idx)
-                elif t < min(warn_at, crit_at) - 3.0:
-                    self._clear((n.node_id, "gpu_fault", idx, "temperature"))
-        return out
-
     def stragglers(self, trials: Mapping[str, Mapping[str, Any]], now: float) -> list[dict]:
-        """Per-trial straggler findings.
+        """Per-trial straggler findings (see :class:`~supervisor.detectors.straggler.Straggler`).
 
         ``trials``: ``{trial_id: {"run_id", "node_id", "times": [recent iteration seconds]}}``,
-        running trials only. A trial's level is the median of its last
-        ``straggler_window`` times; its peers are the other trials of the same
-        run with at least ``straggler_min_iterations`` times. It is a
-        straggler when its robust z against the peers' levels (median, 1.4826 x
-        MAD, floored at ``straggler_rel_floor`` x the median) is at least
-        ``straggler_z`` and its level is at least ``straggler_ratio`` times the
-        peers' median.
+        running trials only.
         """
-        s = self.settings
-        levels: dict[str, float] = {}
-        for tid, t in trials.items():
-            times = [v for v in (_f(x) for x in (t.get("times") or [])[-s.straggler_window:]) if v is not None]
-            if len(times) >= s.straggler_min_iterations:
-                levels[tid] = _median(times)
-        out = []
-        for tid, own in levels.items():
-            run = trials[tid].get("run_id")
-            peers = [levels[p] for p in levels if p != tid and trials[p].get("run_id") == run]
-            key = ("trial", tid, "straggler")
-            if len(peers) < s.straggler_min_peers:
-                self._clear(key)
-                continue
-            z, ratio, med = peer_score(own, peers, s.straggler_rel_floor)
-            if z >= s.straggler_z and ratio >= s.straggler_ratio:
-                sev = "critical" if ratio >= s.straggler_critical_ratio else "warning"
-                node = trials[tid].get("node_id")
-                msg = (f"straggler: trial {tid} takes {own:.2f} s per iteration, {ratio:.1f}x its "
-                       f"{len(peers)} peers' median {med:.2f} s (robust z={z:.1f}; needs z>={s.straggler_z:g} and "
-                       f"ratio>={s.straggler_ratio:g})" + (f"; on node {_short(node)}" if node else ""))
-                for f in self._raise_key(key, sev, now, "straggler", "iteration_time_s", own, msg,
-                                         threshold=med * s.straggler_ratio, z=z, ratio=ratio,
-                                         peers_median=med, peers=len(peers)):
-                    f["trial_id"], f["node_id"] = tid, node
-                    out.append(f)
-            else:
-                self._clear(key)
-        return out
-
-    # ------------------------------------------------------------------ latching
-    def _finding(self, n: NodeView, detector: str, severity: str, metric: str | None, value: float | None,
-                 message: str, threshold: float | None = None, **details) -> dict:
-        return {"detector": detector, "severity": severity, "metric": metric, "value": value,
-                "threshold": threshold, "message": message, "node_id": n.node_id, "address": n.address,
-                "details": {"node_id": n.node_id, "address": n.address, **details}}
-
-    def _raise(self, n: NodeView, key: tuple, severity: str, now: float, metric, value, message,
-               threshold=None, **details) -> list[dict]:
-        out = self._raise_key((n.node_id, *key), severity, now, key[0], metric, value, message, threshold,
-                              **details)
-        for f in out:
-            f.update(node_id=n.node_id, address=n.address)
-            f["details"].update(node_id=n.node_id, address=n.address)
-        return out
-
-    def _raise_key(self, key: tuple, severity: str, now: float, detector: str, metric, value, message,
-                   threshold=None, **details) -> list[dict]:
-        c = self._conditions.get(key)
-        due = False
-        if c is None:
-            c = self._conditions[key] = _Condition(severity, now, now, severity)
-            due = True
-        else:
-            c.severity = severity
-            if severity_rank(severity) > severity_rank(c.reported_severity) or now - c.reported_at >= \
-                    self.settings.repeat_s:
-                due = True
-        if not due:
-            return []
-        c.reported_at, c.reported_severity = now, severity
-        return [{"detector": detector, "severity": severity, "metric": metric, "value": value,
-                 "threshold": threshold, "message": message,
-                 "details": {**details, "since": c.since}}]
-
-    def _clear(self, key: tuple) -> None:
-        self._conditions.pop(key, None)
+        return [_row(f) for f in self.straggler(now, trials)]
 
     # ------------------------------------------------------------------ views
     def node_health(self, node_id: str) -> str:
@@ -474,8 +303,21 @@ class ClusterState:
         return rows
 
 
-def _short(node_id: str | None) -> str:
-    return (node_id or "?")[:12]
+def _row(f: Finding) -> dict:
+    """A cluster finding in the store's ``record_finding`` shape plus ``node_id`` (and ``address``,
+    or ``trial_id`` for stragglers)."""
+    details = dict(f.details)
+    row = {"detector": f.detector, "severity": f.severity, "metric": f.metric, "value": f.value,
+           "threshold": f.threshold, "message": f.message}
+    ids = {"node_id": details.get("node_id"), "address": details.get("address")}
+    if "trial_id" in details:  # a trial's finding: the ids are the row's, not the details'
+        row["details"] = details
+        row["trial_id"], row["node_id"] = details.pop("trial_id"), details.pop("node_id")
+    elif "since" in details:  # a latched condition (keys in the order they always had)
+        row.update(details=details, **ids)
+    else:
+        row.update(ids, details=details)
+    return row
 
 
 # ---------------------------------------------------------------------------------- status

@@ -65,6 +65,8 @@ class SupervisorConfig(BaseModel):
     action_params: dict[str, dict[str, float]] = Field(default_factory=dict)
     detectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
     profile: str | None = None
+    default_profile: bool = Field(True, description="without a profile, use the shipped one "
+                                                    "(supervisor/profiles/default.yaml)")
 
     @field_validator("ladders")
     @classmethod
@@ -74,6 +76,19 @@ class SupervisorConfig(BaseModel):
                 for a in step:
                     if a not in ACTIONS:
                         raise ValueError(f"unknown action {a!r} in ladder of {det!r} (known: {', '.join(ACTIONS)})")
+        return v
+
+    @field_validator("detectors")
+    @classmethod
+    def _detector_options(cls, v):
+        # checked when the file is loaded, not only when the engine builds the detectors
+        from supervisor.detectors import DetectorOptionError, check_overrides
+
+        try:
+            check_overrides(v)
+        except DetectorOptionError as e:
+            key = ".".join(["supervisor.detectors", e.detector] + ([e.option] if e.option else []))
+            raise ValueError(f"{key}: {e.problem}") from None
         return v
 
     @field_validator("action_params")

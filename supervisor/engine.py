@@ -20,7 +20,7 @@ from typing import Any
 from supervisor import actions
 from supervisor.actions import VERIFIABLE
 from supervisor.config import SupervisorConfig
-from supervisor.detectors import build_detectors
+from supervisor.detectors import DetectorSuite
 from supervisor.findings import Finding, severity_rank
 from supervisor.health import HealthScore
 from supervisor.history import History
@@ -73,7 +73,7 @@ class TrialState:
     trial_id: str
     run_id: str
     history: History
-    detectors: list
+    detectors: DetectorSuite
     policy: PolicyState = field(default_factory=PolicyState)
     health: HealthScore = field(default_factory=HealthScore)
     last_seq: int = -1
@@ -96,6 +96,10 @@ class Engine:
     def __init__(self, store: Store, settings: SupervisorConfig | None = None, profile: dict | None = None):
         self.store = store
         self.settings = settings or SupervisorConfig()
+        if profile is None and self.settings.default_profile:
+            from supervisor.calibrate import default_profile
+
+            profile = default_profile()
         self.profile = profile
         s = self.settings
         self.policy = EscalationPolicy(s.ladders, s.cooldown, s.max_interventions, s.intensity_window)
@@ -109,9 +113,10 @@ class Engine:
         self._flushed_at = time.monotonic()
 
     # ------------------------------------------------------------------ trials
-    def _new_state(self, trial_id: str, run_id: str) -> TrialState:
+    def _new_state(self, trial_id: str, run_id: str, config: dict | None = None) -> TrialState:
         return TrialState(trial_id, run_id, History(self.settings.history),
-                          build_detectors(self.settings.detectors, self.profile))
+                          DetectorSuite.build(self.settings.detectors, self.profile,
+                                              (config or {}).get("priors") if isinstance(config, dict) else None))
 
     def register_trial(self, trial_id: str, run_id: str, node_id: str | None = None,
                        config: dict | None = None) -> dict:
@@ -119,7 +124,7 @@ class Engine:
         the hyperparameter overrides to re-apply, and its newest healthy checkpoint."""
         state = self.trials.get(trial_id)
         if state is None:
-            state = self._rebuild(trial_id, run_id) or self._new_state(trial_id, run_id)
+            state = self._rebuild(trial_id, run_id) or self._new_state(trial_id, run_id, config)
             self.store.upsert_trial(trial_id, run_id, "running", node_id, config)
             self.trials[trial_id] = state
         else:
@@ -133,7 +138,7 @@ class Engine:
         row = self.store.trial(trial_id)
         if row is None:
             return None
-        state = self._new_state(trial_id, row["run_id"] or run_id)
+        state = self._new_state(trial_id, row["run_id"] or run_id, json_or_empty(row.get("config")))
         reports = self.store.reports(trial_id)
         for r in reports[-self.settings.history:]:
             state.history.append(r["metrics"])
@@ -204,19 +209,16 @@ class Engine:
             return self._duplicate(state, seq)
         iteration = _int_in(report.get("iteration"), 0, 2**62, seq)
         metrics = sanitize_metrics(report.get("metrics"))
-        norm = {"trial_id": trial_id, "iteration": iteration, "time": report.get("time") or time.time(),
+        t = report.get("time")
+        norm = {"trial_id": trial_id, "iteration": iteration,
+                "time": float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
+                else time.time(),
                 "node_id": node_id,
                 "metrics": metrics}
 
         self._verify(state, metrics)
 
-        findings: list[Finding] = []
-        for det in state.detectors:
-            try:
-                findings.extend(det(iteration, metrics, state.history))
-            except Exception as e:  # a detector bug must never take the supervisor down
-                findings.append(Finding(det.name, "info", None, None, f"detector error: {e.__class__.__name__}: {e}",
-                                        iteration=iteration))
+        findings = state.detectors.observe(iteration, metrics, state.history)  # judged, then appended
         if state.pending:  # judged before deciding: an ineffective action is not chosen again
             self._judge(state, seq, findings)
         decision = None
@@ -229,14 +231,14 @@ class Engine:
         if requested:
             todo += [a for a in (self._manual(state, r, iteration) for r in requested) if a is not None]
             state.requested = []
-        state.history.append(metrics)
         state.health.observe(seq, findings)
         if any(actions.get(a["action"]).needs_checkpoint for a in todo):
             self._rewind(state)
 
         every = self.settings.checkpoint_every
         checkpoint = (not todo and seq - state.last_trouble_seq >= every and (seq + 1) % every == 0
-                      and all(v - v == 0.0 for v in metrics.values()))
+                      and all(v - v == 0.0 for v in metrics.values())
+                      and not state.detectors.alarmed())  # a persisting fault between its reports is no health
         effects = {actions.get(a["action"]).effect for a in todo}
         stop, restart = "stop" in effects, "restart" in effects
         health = state.health.snapshot(seq)
@@ -406,8 +408,7 @@ class Engine:
         """After a rollback the trial is back at its checkpoint: so is the history detectors judge against."""
         if state.history_at_checkpoint is not None:
             state.history = copy.deepcopy(state.history_at_checkpoint)
-        for det in state.detectors:
-            det.reset()
+        state.detectors.reset()
 
     def _take_applied(self, state: TrialState, applied: Any) -> None:
         """The trial tells what it applied since its last report: before/after hyperparameters, errors."""
@@ -429,6 +430,8 @@ class Engine:
                 if not item.get("ok", True):
                     cols.update(verified=0, outcome="ineffective")
                     state.pending.remove(p)
+                    if not actions.get(p.action).retry_if_ineffective:  # could not apply: don't pick it again
+                        state.policy.ineffective.add(p.action)
                 elif "verified" in item:  # rollback: the trial compared weights itself
                     cols["verified"] = int(bool(item["verified"]))
                     p.verified = bool(item["verified"])
@@ -459,14 +462,17 @@ class Engine:
         try that action on this trial again."""
         fired = {f.detector for f in findings if severity_rank(f.severity) >= severity_rank("warning")}
         window = self.settings.outcome_window
+        alarmed = state.detectors.alarmed()
         for p in list(state.pending):
             spec = actions.get(p.action)
             if not spec.judged or seq <= p.seq:
                 continue
             if p.detector in fired or "non_finite" in fired or "reward_collapse" in fired:
                 outcome = "ineffective"
-            elif seq - p.seq >= window:
+            elif seq - p.seq >= window and p.detector not in alarmed:
                 outcome = "effective"
+            elif seq - p.seq >= 2 * window:  # the signal never left its alarm: the action did not fix it
+                outcome = "ineffective"
             else:
                 continue
             state.pending.remove(p)

@@ -192,14 +192,17 @@ def is_rllib(flat: Mapping[str, Any]) -> bool:
 
 
 def map_keys(flat: Mapping[str, Any], nested: Mapping | None = None,
-             dropped: list[str] | None = None) -> tuple[dict[str, float], list[str]]:
+             dropped: list[str] | None = None, keep_nan_returns: bool = False) -> tuple[dict[str, float], list[str]]:
     """One flattened record -> (normalized metrics, numeric keys that meant nothing to us).
 
     RLlib result dicts go through :func:`normalize_result` first; the alias
     table then fills what is still missing (old API stack, other loggers).
     NaN episode statistics are dropped (no episode finished: no data) and
     their names appended to ``dropped`` when given; not a NaN RLHF reward
-    (:data:`RLHF_REWARD_KEYS`), which is evidence.
+    (:data:`RLHF_REWARD_KEYS`), which is evidence, and not with
+    ``keep_nan_returns`` (a live loop: there a NaN return of finished episodes
+    is a NaN reward, and :func:`supervisor.metrics.drop_no_data` decides by the
+    episode count).
     """
     metrics: dict[str, float] = {}
     handled: set[str] = set()
@@ -234,7 +237,7 @@ def map_keys(flat: Mapping[str, Any], nested: Mapping | None = None,
             best[name] = (rank, -v if neg else v, key)
     for name, (_, v, _) in best.items():
         metrics[name] = v
-    for name in EPISODE_STATS:
+    for name in () if keep_nan_returns else EPISODE_STATS:
         src = best.get(name, (0, 0.0, ""))[2].lower().rsplit("/", 1)[-1]
         if name in metrics and math.isnan(metrics[name]) and src not in RLHF_REWARD_KEYS:
             del metrics[name]

@@ -37,6 +37,7 @@ RESULT_PATHS: dict[str, str] = {
     "grad_norm_ratio": "learners/{m}/sup_grad_norm_ratio",
     "approx_kl": "learners/{m}/sup_approx_kl",
     "clip_fraction": "learners/{m}/sup_clip_fraction",
+    "vf_clip_fraction": "learners/{m}/sup_vf_clip_fraction",
     "advantage_mean": "learners/{m}/sup_advantage_mean",
     "advantage_std": "learners/{m}/sup_advantage_std",
     "advantage_skew": "learners/{m}/sup_advantage_skew",
@@ -92,15 +93,34 @@ def module_id_of(result: Mapping[str, Any]) -> str:
 EPISODE_METRICS = ("episode_return_mean", "episode_return_max", "episode_return_min", "episode_len_mean")
 
 
+HYPERPARAMETERS = ("lr", "entropy_coeff", "kl_coeff")
+#: The metrics the learner reports (as opposed to the env runners and timers).
+LEARNER_METRICS = tuple(k for k, path in RESULT_PATHS.items() if path.startswith("learners/"))
+
+
 def drop_no_data(metrics: dict) -> dict:
     """Remove values that only mean "nothing to report", in place: NaN episode statistics of an iteration
-    that finished no episode, and the derived policy/value gradient ratio when its denominator is 0 (a
-    value loss clipped on every sample has no gradient; dividing by it is not a training fault)."""
-    if not metrics.get("num_episodes"):
-        for k in EPISODE_METRICS:
+    that finished no episode, NaN learner statistics of an iteration with no update, and the derived
+    policy/value gradient ratio when its denominator is 0 (a value loss clipped on every sample has no
+    gradient; dividing by it is not a training fault)."""
+    n = metrics.get("num_episodes")
+    # 0 (or NaN: async APPO/IMPALA) finished episodes: no data. Without a count the NaN may be a NaN reward
+    # (a loop that averages returns over a buffer of finished episodes): evidence, kept.
+    if n is not None and (n == 0 or math.isnan(n)):
+        for k in EPISODE_METRICS + ("num_episodes", "env_steps"):
             v = metrics.get(k)
             if v is not None and math.isnan(v):
                 del metrics[k]
+    if any(math.isnan(metrics.get(k, 0.0)) for k in HYPERPARAMETERS):
+        # A hyperparameter is never NaN: a learner that did no update this iteration (APPO, IMPALA when
+        # their learner queue is empty) reports NaN for every learner statistic. No data, not a fault.
+        for k in [k for k in LEARNER_METRICS if k in metrics and math.isnan(metrics[k])]:
+            del metrics[k]
+    ev = metrics.get("explained_variance")
+    if ev is not None and math.isnan(ev):
+        # 1 - Var(y - v)/Var(y) is undefined when the returns do not vary (CleanRL logs NaN, sparse
+        # rewards); a NaN critic would show in its loss.
+        del metrics["explained_variance"]
     ratio = metrics.get("grad_norm_ratio")
     if ratio is not None and not math.isfinite(ratio) and metrics.get("grad_norm_value", 1.0) == 0.0:
         del metrics["grad_norm_ratio"]

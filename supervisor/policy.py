@@ -36,15 +36,20 @@ DEFAULT_LADDERS: dict[str, list[list[str]]] = {
     "advantage_anomaly": [["alert"]],
     "reward_collapse": [ROLLBACK_REDUCE, ROLLBACK_REDUCE, ["stop_trial"]],
     "plateau": [["alert"]],
+    # Priors (the trial's config and spaces): faults present from iteration 1.
+    "update_too_large": [["reduce_lr"], ROLLBACK_REDUCE, ["stop_trial"]],
+    "value_loss_clipped": [["raise_vf_clip"], ["alert"]],
+    "entropy_saturated": [["reduce_entropy"], ["reduce_entropy"], ["stop_trial"]],
+    "no_learning": [["increase_lr"], ["increase_lr"], ["stop_trial"]],
+    "premature_convergence": [["rollback", "boost_entropy"], ["stop_trial"]],
     "worker_fault": [["alert"]],
-    "straggler": [["alert"]],
-    "node_down": [["alert"]],
-    "memory_pressure": [["alert"]],
-    "gpu_fault": [["alert"]],
+    # The cluster detectors (node_down, memory_pressure, gpu_fault, straggler) have no ladder: their
+    # findings are stored and alerted on, and there is no trial-side actuator they could drive.
 }
 # When several detectors fire at once, act on the root cause first.
-PRIORITY = ["non_finite", "loss_explosion", "gradient_explosion", "kl_spike", "value_collapse",
-            "gradient_vanishing", "entropy_collapse", "reward_collapse", "kl_controller_stuck",
+PRIORITY = ["non_finite", "loss_explosion", "gradient_explosion", "kl_spike", "update_too_large", "value_collapse",
+            "gradient_vanishing", "entropy_saturated", "entropy_collapse", "premature_convergence", "no_learning",
+            "value_loss_clipped", "reward_collapse", "kl_controller_stuck",
             "advantage_anomaly", "worker_fault", "straggler", "memory_pressure", "gpu_fault", "node_down", "plateau"]
 
 

@@ -424,8 +424,7 @@ def analyze(log: Log, overrides: Mapping | None = None, profile: Mapping | None 
             history: int | None = None) -> dict:
     """Run the live detectors over one log; return its findings (at the log's steps) and health."""
     from supervisor.config import SupervisorConfig
-    from supervisor.detectors import build_detectors
-    from supervisor.findings import Finding
+    from supervisor.detectors import DetectorSuite
     from supervisor.health import HealthScore
     from supervisor.history import History
 
@@ -439,21 +438,14 @@ def analyze(log: Log, overrides: Mapping | None = None, profile: Mapping | None 
                                                           "counts": {}}, final={})
         return out
     try:
-        detectors = build_detectors(overrides, profile)
+        detectors = DetectorSuite.build(overrides, profile)
     except ValueError as e:
         raise InputError("--profile" if profile else "detectors", None, str(e)) from None
     hist = History(history or SupervisorConfig().history)
     health = HealthScore()
     findings = []
     for i, metrics in enumerate(log.metrics):
-        fs: list[Finding] = []
-        for d in detectors:
-            try:
-                fs.extend(d(i, metrics, hist))
-            except Exception as e:  # as the engine: a detector bug never stops the scan
-                fs.append(Finding(d.name, "info", None, None, f"detector error: {e.__class__.__name__}: {e}",
-                                  iteration=i))
-        hist.append(metrics)
+        fs = detectors.observe(i, metrics, hist)  # as the engine: a detector bug never stops the scan
         health.observe(i, fs)
         for f in fs:
             findings.append({"step": log.steps[i], "detector": f.detector, "severity": f.severity,
@@ -480,6 +472,10 @@ def scan(path: str | Path, overrides: Mapping | None = None, profile: Mapping | 
     from supervisor.findings import worst
 
     kind, logs = load(path)
+    if profile is None:  # as live: the shipped healthy bands until a log's own history takes over
+        from supervisor.calibrate import default_profile
+
+        profile = default_profile()
     trials = [analyze(lg, overrides, profile) for lg in logs]
     findings = [{**f, "trial": t["trial_id"]} for t in trials for f in t["findings"]]
     judged = [t for t in trials if not t.get("error")]

@@ -12,7 +12,7 @@ from supervisor.calibrate import band, load_profile
 from supervisor.cli import main
 from supervisor.config import SupervisorConfig
 from supervisor.detectors import build_detectors
-from supervisor.detectors.synthetic import faulty_stream, healthy_stream, run_detectors
+from benchmarks.synthetic import faulty_stream, healthy_stream, run_detectors
 from supervisor.engine import Engine
 from supervisor.errors import InputError
 from supervisor.store import Store

@@ -43,6 +43,11 @@ CASES = [
     (GOOD, ["--set", "nokeyvalue"], ["--set", "KEY=VALUE"]),
     (GOOD, ["--iterations", "-4"], ["--iterations", "must be > 0"]),
     (GOOD + "supervisor: {ladders: {non_finite: [[explode]]}}\n", [], ["supervisor.ladders", "unknown action"]),
+    (GOOD + "supervisor: {detectors: {kl_spike: {window: -1}}}\n", [],
+     ["supervisor.detectors.kl_spike.window", "must be >= 2 (got -1)"]),
+    (GOOD + "supervisor: {detectors: {no_such: {}}}\n", [], ["supervisor.detectors.no_such", "unknown detector"]),
+    (GOOD, ["--set", "supervisor.detectors.entropy_collapse.fraction=1.5"],
+     ["supervisor.detectors.entropy_collapse.fraction", "must be < 1 (got 1.5)"]),
 ]
 
 

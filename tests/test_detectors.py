@@ -25,12 +25,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.detectors import DETECTORS, build_detectors, detector_options
+from supervisor.detectors import (DETECTORS, Detector, DetectorOptionError, DetectorSuite, KLSpike, LossExplosion,
+                                  NonFinite, build_detectors, check_overrides, detector_options)
 from supervisor.detectors._common import Alarm, fmt
 from supervisor.detectors.base import Latch
 from supervisor.detectors.gradient_explosion import GradientExplosion
 from supervisor.detectors.plateau import Plateau
-from supervisor.detectors.synthetic import FAULTS, faulty_stream, healthy_stream, run_detectors
+from benchmarks.synthetic import FAULTS, faulty_stream, healthy_stream, run_detectors
 from supervisor.findings import SEVERITIES
 from supervisor.history import History
 
@@ -221,19 +222,19 @@ def test_long_runs_outlive_the_history_ring():
 
 
 def test_incremental_state_matches_the_history():
-    """Mirror and RollingMedian (the detectors' incremental copies of a metric's history) stay equal
-    to the History through gaps, non-finite values and ring wrap-around."""
+    """The History's log view and RollingMedian (the detectors' incremental copies of a metric's
+    history) stay equal to the History through gaps, non-finite values and ring wrap-around."""
     import random
 
-    from supervisor.detectors._common import Mirror, RollingMedian, median
+    from supervisor.detectors._common import RollingMedian, median
 
     h = History(capacity=20)
-    mirror, rolling = Mirror("a", log=True), RollingMedian("a", 5)
+    rolling = RollingMedian("a", 5)
     rng = random.Random(0)
     for i in range(200):
         r = rng.random()
         m = {} if r < 0.1 else {"a": float("nan")} if r < 0.2 else {"a": rng.random() + 0.1}
-        got, sm = mirror.values(h, m), rolling.update(h, m)
+        got, sm = h.view("a", True), rolling.update(h, m)
         ser = h.series("a").tolist()
         assert list(got) == [math.log(v) for v in ser], i
         assert sm == [median(ser[j:j + 5]) for j in range(len(ser) - 4)], i
@@ -345,6 +346,128 @@ def test_build_detectors_rejects_unknown_names_and_options():
         build_detectors(profile={"grad_norm": {"low": 1.0}})
 
 
+@pytest.mark.parametrize("overrides,message", [
+    ({"gradient_vanishing": {"window": -1}}, "detector gradient_vanishing: option window must be > 0 (got -1)"),
+    ({"kl_spike": {"window": 1}}, "detector kl_spike: option window must be >= 2 (got 1)"),
+    ({"entropy_collapse": {"fraction": 1.5}}, "detector entropy_collapse: option fraction must be < 1 (got 1.5)"),
+    ({"plateau": {"smooth": 2.5}}, "detector plateau: option smooth must be an integer (got 2.5)"),
+    ({"kl_spike": {"z": True}}, "detector kl_spike: option z must be a number (got True)"),
+    ({"kl_spike": {"z": float("inf")}}, "detector kl_spike: option z must be a finite number (got inf)"),
+    ({"entropy_collapse": {"continuous": "yes"}}, "detector entropy_collapse: option continuous must be true or false"),
+    ({"loss_explosion": {"metrics": "total_loss"}}, "detector loss_explosion: option metrics must be a list"),
+    ({"loss_explosion": {"sustain": 3}}, "detector loss_explosion: option sustain is unknown (accepted: enabled, "),
+    ({"kl_spike": {"critical_ratio": 5.0}}, "detector kl_spike: need critical_ratio >= ratio (got critical_ratio=5, "
+                                            "ratio=10)"),
+    ({"reward_collapse": {"drop_fraction": 0.95}}, "detector reward_collapse: need drop_fraction < critical_fraction"),
+    ({"plateau": {"enabled": "no"}}, "detector plateau: option enabled must be true or false (got 'no')"),
+])
+def test_bad_options_are_named_in_one_clear_message(overrides, message):
+    with pytest.raises(ValueError) as e:
+        build_detectors(overrides)
+    assert str(e.value).startswith(message), str(e.value)
+    with pytest.raises(DetectorOptionError, match=message.split(": ", 1)[1].split(" (")[0]):
+        check_overrides(overrides)  # what the experiment file's loader runs
+
+
+def test_options_are_declared_once_with_their_defaults():
+    for name, cls in DETECTORS.items():
+        det = cls()
+        assert detector_options(name) == list(cls.Options.model_fields)
+        for opt, info in cls.Options.model_fields.items():
+            assert getattr(det.options, opt) == info.default
+            if opt != "metrics":  # metrics None: the detector's own default list
+                assert getattr(det, opt) == info.default, (name, opt)
+    assert KLSpike().sustain == 3 and LossExplosion().sustain == 0  # only kl_spike has the sustained rule
+    assert build_detectors({"kl_spike": {"window": 40}})[4].window == 40
+
+
+def test_plateau_warmup_is_the_history_its_rule_needs():
+    """A full window of rolling medians: window + smooth - 1 values (not the window itself)."""
+    assert Plateau().warmup == 54 and Plateau(window=10, smooth=3).warmup == 12
+    stream = [{"episode_return_mean": 20.0}] * 13
+    fired = [f.iteration for f in run_detectors([Plateau(window=10, smooth=3)], stream)]
+    assert fired == [12]  # the first iteration with 12 values behind it
+
+
+class _Broken(Detector):
+    """A detector with a bug: it fails on every iteration that reports ``kl``."""
+
+    name = "broken"
+
+    def __call__(self, iteration, metrics, history):
+        if "kl" in metrics:
+            raise ZeroDivisionError("a bug")
+        return []
+
+    def reset(self):
+        self.resets = getattr(self, "resets", 0) + 1
+
+
+def test_suite_survives_a_detector_bug_and_appends_the_history_once():
+    suite = DetectorSuite([_Broken(), NonFinite()])
+    h = History()
+    found = suite.observe(7, {"kl": float("nan")}, h)
+    assert [(f.detector, f.severity) for f in found] == [("broken", "info"), ("non_finite", "critical")]
+    assert found[0].message == "detector error: ZeroDivisionError: a bug" and found[0].iteration == 7
+    assert h.iterations == 1 and suite.observe(8, {"x": 1.0}, h) == [] and h.iterations == 2
+    suite.reset()
+    assert suite[0].resets == 1 and suite.names == ["broken", "non_finite"] and len(suite) == 2
+    with pytest.raises(ZeroDivisionError):  # benchmarks and tests see the bug itself
+        run_detectors([_Broken()], [{"kl": 1.0}])
+
+
+def test_the_engine_and_scan_run_the_same_suite(tmp_path):
+    """A detector bug in the engine is an info finding in the stored report, not a crash."""
+    from supervisor.engine import Engine
+    from supervisor.store import Store
+
+    eng = Engine(Store(str(tmp_path / "s.db")))
+    eng.register_trial("t", "r")
+    assert isinstance(eng.trials["t"].detectors, DetectorSuite)
+    eng.trials["t"].detectors.detectors.insert(0, _Broken())
+    v = eng.observe({"trial_id": "t", "seq": 0, "iteration": 0, "metrics": {"kl": 0.01}})
+    assert [f["message"] for f in v["findings"]] == ["detector error: ZeroDivisionError: a bug"]
+    assert eng.trials["t"].history.iterations == 1
+
+
+def test_experiment_file_detector_options_are_checked_on_load(tmp_path):
+    from supervisor.config import load_experiment
+    from supervisor.errors import InputError
+
+    path = tmp_path / "e.yaml"
+    path.write_text("name: t\nenv: CartPole-v1\nstop: {iterations: 2}\n"
+                    "supervisor: {detectors: {kl_spike: {ratio: 20}, plateau: {enabled: false}}}\n")
+    assert load_experiment(path).supervisor.detectors["kl_spike"] == {"ratio": 20}
+    for bad, key, problem in [("kl_spike: {window: -1}", "supervisor.detectors.kl_spike.window", "must be >= 2 (got -1)"),
+                              ("kl_spike: {bogus: 1}", "supervisor.detectors.kl_spike.bogus", "is unknown"),
+                              ("nope: {}", "supervisor.detectors.nope", "unknown detector"),
+                              ("reward_collapse: {drop_fraction: 0.95}", "supervisor.detectors.reward_collapse",
+                               "need drop_fraction < critical_fraction")]:
+        path.write_text(f"name: t\nenv: CartPole-v1\nstop: {{iterations: 2}}\nsupervisor: {{detectors: {{{bad}}}}}\n")
+        with pytest.raises(InputError) as e:
+            load_experiment(path)
+        assert e.value.key == key and e.value.problem.startswith(problem), (e.value.key, e.value.problem)
+
+
+def test_cluster_detectors_return_findings_and_latch():
+    from supervisor.cluster import ClusterSettings, NodeView
+    from supervisor.detectors import CLUSTER_DETECTORS, MemoryPressure
+    from supervisor.detectors._cluster import Conditions
+    from supervisor.findings import Finding
+
+    assert set(CLUSTER_DETECTORS) == {"node_down", "memory_pressure", "gpu_fault", "straggler"}
+    conds = Conditions(repeat_s=60)
+    det = MemoryPressure(ClusterSettings(), conds)
+    node = NodeView("n1", address="10.0.0.1")
+    (f,) = det(0.0, node, {"memory_percent": 95.0})
+    assert isinstance(f, Finding) and (f.detector, f.severity, f.threshold) == ("memory_pressure", "warning", 90.0)
+    assert f.details == {"since": 0.0, "node_id": "n1", "address": "10.0.0.1"}
+    assert det(1.0, node, {"memory_percent": 95.0}) == []  # latched
+    assert [g.severity for g in det(2.0, node, {"memory_percent": 98.0})] == ["critical"]  # escalated
+    det(3.0, node, {"memory_percent": 50.0})
+    assert not conds.active  # cleared below the hysteresis band
+
+
 def _profile(seeds, n=N):
     values: dict[str, list[float]] = {}
     for seed in seeds:
@@ -403,3 +526,15 @@ def test_synthetic_api():
         faulty_stream("nope", 50, 30)
     with pytest.raises(ValueError):
         faulty_stream("kl_spike", 50, 30, mode="nope")
+
+
+def test_plateau_is_reported_once_per_plateau():
+    """A long stall is one finding, not one per window; a new plateau at a higher level is a new one."""
+    rng = np.random.default_rng(7)
+    stall = [{"episode_return_mean": 100.0 + float(rng.normal(0, 1))} for _ in range(300)]
+    found = [f for f in run_detectors(build_detectors(), stall) if f.detector == "plateau"]
+    assert len(found) == 1, [f.iteration for f in found]
+    climb = [{"episode_return_mean": 100.0 + 2.0 * i + float(rng.normal(0, 1))} for i in range(60)]
+    higher = [{"episode_return_mean": 230.0 + float(rng.normal(0, 1))} for _ in range(120)]
+    found = [f for f in run_detectors(build_detectors(), stall[:120] + climb + higher) if f.detector == "plateau"]
+    assert len(found) == 2 and found[1].value > 200, [(f.iteration, f.value) for f in found]

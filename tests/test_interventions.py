@@ -112,7 +112,8 @@ def _probe(algo):
 
 def test_current_hparams(algo):
     hp = iv.current_hparams(algo)
-    assert set(hp) == {"lr", "entropy_coeff", "kl_coeff", "grad_clip"}
+    assert set(hp) == {"lr", "entropy_coeff", "kl_coeff", "grad_clip", "vf_clip_param"}
+    assert hp["vf_clip_param"] == pytest.approx(10.0)  # PPO default
     assert hp["lr"] == pytest.approx(LR0)
     assert hp["entropy_coeff"] == 0.0
     assert hp["kl_coeff"] > 0

@@ -71,6 +71,7 @@ def _check_result(result) -> dict:
     assert sup["sup_grad_norm_ratio"] == pytest.approx(
         sup["sup_grad_norm_policy"] / sup["sup_grad_norm_value"], rel=1e-6)
     assert 0.0 <= sup["sup_clip_fraction"] <= 1.0
+    assert 0.0 <= sup["sup_vf_clip_fraction"] <= 1.0
     assert sup["sup_approx_kl"] >= 0.0
     assert sup["sup_advantage_std"] > 0
     assert sup["sup_advantage_standardized"] == 0.0  # raw (pre-standardization) stats
@@ -121,14 +122,19 @@ def test_local_learner_metrics(ray_session, monkeypatch):
     kl_rows = []
     orig_loss = SupervisedPPOTorchLearner._sup_loss_stats
 
-    def recording_loss_stats(self, module_id, config, batch, fwd_out):
+    def recording_loss_stats(self, module_id, config, batch, fwd_out, vf_preds=None):
         with torch.no_grad():
             dist = torch.distributions.Categorical(logits=fwd_out["action_dist_inputs"])
             logratio = dist.log_prob(batch["actions"]) - batch["action_logp"]
-            logratio = logratio[batch["loss_mask"].bool()]
+            mask = batch["loss_mask"].bool()
+            logratio = logratio[mask]
             ratio = logratio.exp()
-            kl_rows.append((((ratio - 1.0).abs() > config.clip_param).float(), (ratio - 1) - logratio))
-        return orig_loss(self, module_id, config, batch, fwd_out)
+            # The value loss RLlib clamps, from a fresh critic pass (same pre-step weights).
+            values = self.module[module_id].unwrapped().compute_values(batch)
+            sq = (values - batch["value_targets"])[mask] ** 2
+            kl_rows.append((((ratio - 1.0).abs() > config.clip_param).float(), (ratio - 1) - logratio,
+                            (sq > config.vf_clip_param).float()))
+        return orig_loss(self, module_id, config, batch, fwd_out, vf_preds)
 
     monkeypatch.setattr(SupervisedPPOTorchLearner, "_sup_loss_stats", recording_loss_stats)
 
@@ -144,9 +150,11 @@ def test_local_learner_metrics(ray_session, monkeypatch):
             sup = _check_result(algo.train())
             clip_fractions.append(sup["sup_clip_fraction"])
 
-            clipped = torch.cat([c for c, _ in kl_rows])
-            kl = torch.cat([k for _, k in kl_rows])
+            clipped = torch.cat([c for c, _, _ in kl_rows])
+            kl = torch.cat([k for _, k, _ in kl_rows])
+            vf_clipped = torch.cat([v for _, _, v in kl_rows])
             assert sup["sup_clip_fraction"] == pytest.approx(float(clipped.mean()), abs=1e-6)
+            assert sup["sup_vf_clip_fraction"] == pytest.approx(float(vf_clipped.mean()), abs=1e-6)
             assert sup["sup_approx_kl"] == pytest.approx(float(kl.mean()), rel=1e-4, abs=1e-8)
 
             # Max and mean over all minibatches of the iteration (not the last one).
@@ -217,6 +225,28 @@ def test_remote_learner_metrics(ray_session):
             _check_result(algo.train())
     finally:
         algo.stop()
+
+
+@pytest.mark.slow
+def test_vf_clip_fraction(ray_session):
+    """sup_vf_clip_fraction is 1 when vf_clip_param is tiny, 0 when huge, and agrees with
+    RLlib's own clipped / unclipped value losses."""
+    seen = {}
+    for vf_clip in (1e-6, 1e6):
+        algo = use_supervised_learner(_config(seed=3, vf_clip_param=vf_clip)).build_algo()
+        try:
+            m = algo.train()["learners"][MODULE]
+        finally:
+            algo.stop()
+        seen[vf_clip] = m
+        assert math.isfinite(float(m["sup_vf_clip_fraction"]))
+    tiny, huge = seen[1e-6], seen[1e6]
+    assert tiny["sup_vf_clip_fraction"] == 1.0
+    # Every row clipped: RLlib's mean clipped loss is the clip value itself.
+    assert float(tiny["vf_loss"]) == pytest.approx(1e-6, rel=1e-3)
+    assert huge["sup_vf_clip_fraction"] == 0.0
+    # Nothing clipped: clipped and unclipped losses agree.
+    assert float(huge["vf_loss"]) == pytest.approx(float(huge["vf_loss_unclipped"]), rel=1e-5)
 
 
 # ---- no Ray needed below ------------------------------------------------------------

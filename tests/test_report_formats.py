@@ -7,7 +7,7 @@ import pytest
 
 from supervisor.cli import main
 from supervisor.config import SupervisorConfig
-from supervisor.detectors.synthetic import faulty_stream, healthy_stream
+from benchmarks.synthetic import faulty_stream, healthy_stream
 from supervisor.engine import Engine
 from supervisor.report import build_report
 from supervisor.store import Store

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.cli import main
-from supervisor.detectors.synthetic import faulty_stream, healthy_stream
+from benchmarks.synthetic import faulty_stream, healthy_stream
 from supervisor.scan import load, lookup, scan
 
 DATA = Path(__file__).parent / "data"

@@ -294,5 +294,13 @@ def test_sweep_cli_stops_repairs_and_restarts_through_tune(tmp_path):
     assert lr_of(rows[0]) == pytest.approx(10.0)  # the restarted process runs with the override
 
     assert rep["run"]["status"] == "recovered" and rep["run"]["ended"]
+    # the compute account: what each trial used, and what the stop saved of the stopped trial's budget
+    assert h["compute"]["env_steps"] == 6 * 500 and h["compute"]["saved_env_steps"] == 0
+    used = s["compute"]["env_steps"]
+    assert 0 < used < 6 * 500 and s["compute"]["saved_env_steps"] == 6 * 500 - used
+    assert rep["run"]["compute"]["env_steps"] == sum(t["compute"]["env_steps"] for t in trials.values())
+    assert rep["run"]["compute"]["saved_env_steps"] == s["compute"]["saved_env_steps"]
+    assert j["recovery"]["fault_iteration"] == failed_at
     text = supervise("report", str(out)).stdout
     assert all(tid in text for tid in trials)
+    assert f"the stop saved {6 * 500 - used:,} env steps" in text and "total compute:" in text

@@ -82,6 +82,24 @@ class ActionSpec:
         return {"before": before, "after": after, "changed": changed(before, after)}
 
 
+@dataclass(frozen=True)
+class ScaleAction(ActionSpec):
+    """hparam *= ``factor`` (from ``defaults``; < 1 or > 1 as ``below_one`` says), clamped to the
+    ``clamp`` keys' values when given. The shape of reduce_lr, increase_lr, reduce_entropy, raise_vf_clip."""
+
+    hparam: ClassVar[str] = ""
+    below_one: ClassVar[bool] = True
+    clamp_keys: ClassVar[tuple[str, str]] = ("min_value", "max_value")
+    missing: ClassVar[str] = "not set"
+
+    def plan(self, current, params):
+        c = current.get(self.hparam)
+        if not c:
+            raise ValueError(f"{self.name}: {self.missing}")
+        new = c * factor(params, self.defaults["factor"], below_one=self.below_one)
+        return {self.hparam: clamp(new, params, *self.clamp_keys)}
+
+
 def changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list]:
     return {k: [before.get(k), after.get(k)] for k in HPARAMS if before.get(k) != after.get(k)}
 

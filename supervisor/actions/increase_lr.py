@@ -5,7 +5,7 @@ from supervisor.actions.reduce_lr import ReduceLR
 
 @dataclass(frozen=True)
 class IncreaseLR(ReduceLR):
-    """lr *= ``factor`` (2.0); optional ``min_lr``/``max_lr`` clamp (a run whose gradients vanished)."""
+    """lr *= ``factor`` (2.0); optional ``min_lr``/``max_lr`` clamp (a run whose updates no longer move it)."""
 
     name = "increase_lr"
     doc = "raise the learning rate: lr *= factor (default 2.0), clamped to [min_lr, max_lr] when given"

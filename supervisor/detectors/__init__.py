@@ -1,103 +1,132 @@
 """Training-health detectors, in the style of Ray Tune's ``tune/stopper`` package.
 
-Each detector is a small class with one documented rule and one
+Each detector is a small class with one documented rule, its declared
+``Options`` (defaults and ranges, :mod:`supervisor.detectors.options`) and one
 ``__call__(iteration, metrics, history) -> list[Finding]``; ``history`` is the
 run's past *before* this iteration (see :mod:`supervisor.history`).
 
 :data:`DETECTORS` maps detector ids to classes; :func:`build_detectors`
 instantiates them with defaults, per-detector overrides and an optional
-learned profile.
+learned profile, as one :class:`DetectorSuite`. :data:`CLUSTER_DETECTORS`
+(``node_down``, ``memory_pressure``, ``gpu_fault``, ``straggler``) judge the
+cluster instead, for :class:`supervisor.cluster.ClusterState`.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-from typing import Mapping
+from typing import Any, Mapping
 
 from supervisor.detectors._common import check_band
 from supervisor.detectors.advantage_anomaly import AdvantageAnomaly
 from supervisor.detectors.base import Detector, Latch
 from supervisor.detectors.entropy_collapse import EntropyCollapse
+from supervisor.detectors.entropy_saturated import EntropySaturated
 from supervisor.detectors.gradient_explosion import GradientExplosion
+from supervisor.detectors.gpu_fault import GpuFault
 from supervisor.detectors.gradient_vanishing import GradientVanishing
 from supervisor.detectors.kl_controller_stuck import KLControllerStuck
 from supervisor.detectors.kl_spike import KLSpike
 from supervisor.detectors.loss_explosion import LossExplosion
+from supervisor.detectors.memory_pressure import MemoryPressure
+from supervisor.detectors.no_learning import NoLearning
+from supervisor.detectors.node_down import NodeDown
 from supervisor.detectors.non_finite import NonFinite
+from supervisor.detectors.options import DetectorOptionError, DetectorOptions
 from supervisor.detectors.plateau import Plateau
+from supervisor.detectors.premature_convergence import PrematureConvergence
 from supervisor.detectors.reward_collapse import RewardCollapse
+from supervisor.detectors.straggler import Straggler
+from supervisor.detectors.suite import DetectorSuite
+from supervisor.detectors.update_too_large import UpdateTooLarge
 from supervisor.detectors.value_collapse import ValueCollapse
+from supervisor.detectors.value_loss_clipped import ValueLossClipped
 from supervisor.detectors.worker_fault import WorkerFault
+from supervisor.priors import Priors
 
 DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (
     NonFinite, LossExplosion, GradientExplosion, GradientVanishing, KLSpike, KLControllerStuck,
     EntropyCollapse, ValueCollapse, AdvantageAnomaly, RewardCollapse, Plateau, WorkerFault,
+    # priors: judged against the trial's own config and spaces from iteration 1
+    UpdateTooLarge, ValueLossClipped, EntropySaturated, NoLearning, PrematureConvergence,
 )}
+# Judging the cluster (heartbeats, ray.nodes(), trials' iteration times), not one trial's metrics:
+# run by supervisor.cluster.ClusterState.
+CLUSTER_DETECTORS = {cls.name: cls for cls in (NodeDown, MemoryPressure, GpuFault, Straggler)}
 
 
 def detector_options(name: str) -> list[str]:
-    """The constructor keyword arguments detector ``name`` accepts (besides ``enabled``)."""
-    return list(_options(DETECTORS[name]))
+    """The options detector ``name`` accepts (besides ``enabled``)."""
+    return list(DETECTORS[name].Options.names())
 
 
-@functools.lru_cache(maxsize=None)
-def _options(cls: type) -> tuple[str, ...]:
-    params = inspect.signature(cls.__init__).parameters
-    return tuple(p for p in params if p != "self" and params[p].kind in
-                 (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY))
+def _enabled(overrides: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """``{detector_id: its options}`` for the enabled detectors, in registry order; unknown ids,
+    a non-mapping or a non-boolean ``enabled`` raise :class:`DetectorOptionError`."""
+    overrides = dict(overrides or {})
+    for name in overrides:
+        if name not in DETECTORS:
+            raise DetectorOptionError(name, None, f"unknown detector (known: {', '.join(DETECTORS)})")
+    out = {}
+    for name in DETECTORS:
+        kw = overrides.get(name) or {}
+        if not isinstance(kw, Mapping):
+            raise DetectorOptionError(name, None, f"options must be a mapping of option: value (got {kw!r})")
+        kw = dict(kw)
+        enabled = kw.pop("enabled", True)
+        if not isinstance(enabled, bool):
+            raise DetectorOptionError(name, "enabled", f"must be true or false (got {enabled!r})")
+        if enabled:
+            out[name] = kw
+    return out
+
+
+def check_overrides(overrides: Mapping[str, Any] | None) -> None:
+    """Validate per-detector overrides (the experiment file's ``supervisor.detectors``) without
+    building anything: raise :class:`DetectorOptionError` on the first bad id or option."""
+    for name, kw in _enabled(overrides).items():
+        DETECTORS[name].Options.build(name, kw)
 
 
 def build_detectors(overrides: Mapping[str, Mapping] | None = None,
-                    profile: Mapping[str, Mapping[str, float]] | None = None) -> list[Detector]:
-    """Instantiate every registered detector, in registry order.
+                    profile: Mapping[str, Mapping[str, float]] | None = None,
+                    priors: Priors | Mapping | None = None) -> DetectorSuite:
+    """Instantiate every registered detector, in registry order, as one suite.
 
     Args:
-        overrides: ``{detector_id: {kwarg: value}}``; the kwargs go to that
-            detector's constructor, and ``"enabled": False`` drops it.
-            Unknown detector ids or kwargs raise ValueError naming them.
+        overrides: ``{detector_id: {option: value}}``; the options go to that
+            detector's ``Options``, and ``"enabled": False`` drops it.
+            Unknown ids, unknown options and invalid values raise
+            :class:`DetectorOptionError` (a ValueError) naming them.
         profile: ``{metric: {"low", "high", "median"}}`` learned from healthy
             runs (``supervise calibrate``). A detector that takes a ``band``
             gets the bands of the metrics it judges (``cls.band_metrics``),
             unless its overrides set ``band`` themselves; it uses them while
             its own history is still short.
+        priors: what the trial's config and spaces say (:class:`supervisor.priors.Priors`, or the plain
+            mapping the Ray side sends); every detector reads them as ``self.priors``.
     """
-    overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(DETECTORS))
-    if unknown:
-        raise ValueError(f"unknown detector(s): {', '.join(unknown)}; known: {', '.join(DETECTORS)}")
-    if profile is not None:
-        if not isinstance(profile, Mapping):
-            raise ValueError(f"profile must be a mapping of metric -> band, got {type(profile).__name__}")
+    priors = priors if isinstance(priors, Priors) else Priors.from_dict(priors)
+    enabled = _enabled(overrides)
+    if profile is not None and not isinstance(profile, Mapping):
+        raise ValueError(f"profile must be a mapping of metric -> band, got {type(profile).__name__}")
     out: list[Detector] = []
-    for name, cls in DETECTORS.items():
-        kw = overrides.get(name) or {}
-        if not isinstance(kw, Mapping):
-            raise ValueError(f"detector {name}: overrides must be a mapping of options, got {kw!r}")
-        kw = dict(kw)
-        enabled = kw.pop("enabled", True)
-        if not isinstance(enabled, bool):
-            raise ValueError(f"detector {name}: 'enabled' must be true or false, got {enabled!r}")
-        if not enabled:
-            continue
-        accepted = _options(cls)
-        bad = sorted(k for k in kw if k not in accepted)
-        if bad:
-            raise ValueError(f"detector {name}: unknown option(s) {', '.join(bad)}; "
-                             f"accepted: {', '.join(('enabled',) + accepted)}")
-        if profile and "band" in accepted and "band" not in kw:
+    for name, kw in enabled.items():
+        cls = DETECTORS[name]
+        if profile and "band" in cls.Options.model_fields and "band" not in kw:
             bands = {m: profile[m] for m in getattr(cls, "band_metrics", ()) if m in profile}
             if bands:
                 check_band(bands, f"profile (for detector {name})")
                 kw["band"] = bands
-        try:
-            out.append(cls(**kw))
-        except TypeError as e:  # e.g. a wrong type for an option
-            raise ValueError(f"detector {name}: {e}") from None
-    return out
+        det = cls(**kw)
+        det.priors = priors
+        det.reset()  # state that depends on the priors
+        out.append(det)
+    return DetectorSuite(out)
 
 
-__all__ = ["DETECTORS", "Detector", "Latch", "build_detectors", "detector_options",
+__all__ = ["CLUSTER_DETECTORS", "DETECTORS", "Detector", "DetectorOptionError", "DetectorOptions", "DetectorSuite", "Latch",
+           "build_detectors", "check_overrides", "detector_options",
            "AdvantageAnomaly", "EntropyCollapse", "GradientExplosion", "GradientVanishing",
            "KLControllerStuck", "KLSpike", "LossExplosion", "NonFinite", "Plateau", "RewardCollapse",
-           "ValueCollapse", "WorkerFault"]
+           "ValueCollapse", "WorkerFault", "GpuFault", "MemoryPressure", "NodeDown", "Straggler",
+           "EntropySaturated", "NoLearning", "PrematureConvergence", "UpdateTooLarge", "ValueLossClipped"]

@@ -18,10 +18,13 @@ from itertools import repeat
 from operator import mul as _mul, sub as _sub
 from typing import Mapping
 
+from pydantic import Field, model_validator
+
 from supervisor.detectors.base import Detector, Latch
+from supervisor.detectors.options import BandOption, Count, DetectorOptions, Metrics, Number, at_least, positive
 from supervisor.findings import Finding, severity_rank
 from supervisor.history import LOG_EPS, LOG_LOG_EPS, History
-from supervisor.stats import MAD_TO_SIGMA, finite
+from supervisor.stats import MAD_TO_SIGMA, center_scale, finite, median  # noqa: F401 (re-exported to detectors)
 
 # A learned band [low, high] is read as median +- BAND_SIGMAS sigma.
 BAND_SIGMAS = 2.0
@@ -88,25 +91,9 @@ class Reference:
         return (v - self.center) / self.scale
 
 
-def median(xs) -> float:
-    """Median of a non-empty sequence (pure Python: for the short windows detectors use it is
-    tens of times faster than numpy's)."""
-    s = sorted(xs)
-    n = len(s)
-    h = n // 2
-    return s[h] if n % 2 else 0.5 * (s[h - 1] + s[h])
-
-
 def _abs_dev(xs, c) -> list[float]:
     """``[abs(v - c) for v in xs]``, at C speed."""
     return list(map(abs, map(_sub, xs, repeat(c))))
-
-
-def center_scale(xs, rel_floor: float = 0.05, abs_floor: float = 1e-12) -> tuple[float, float]:
-    """Median and MAD-based sigma (as :func:`supervisor.stats.robust_center_scale`), floored."""
-    med = median(xs)
-    mad = median(_abs_dev(xs, med)) * MAD_TO_SIGMA
-    return med, max(mad, rel_floor * abs(med), abs_floor)
 
 
 _SQRT2 = math.sqrt(2.0)
@@ -126,7 +113,7 @@ _CENTERED: dict[int, list[float]] = {}
 
 
 def lslope(xs) -> float:
-    """Least-squares slope per step (as :func:`supervisor.stats.slope`); 0 for fewer than 2 values."""
+    """Least-squares slope per step; 0 for fewer than 2 values."""
     n = len(xs)
     if n < 2:
         return 0.0
@@ -200,27 +187,9 @@ def reference(history: History, metric: str, *, window: int, warmup: int, band=N
                           exclude_last=exclude_last, rel_floor=rel_floor, band_at=band_at)
 
 
-class Mirror:
-    """The metric's stored history values, oldest first: as stored, or log-transformed when ``log``
-    is True, or absolute values when ``log`` is "abs". A live view kept by the History itself
-    (:meth:`supervisor.history.History.view`), shared by every detector that reads it; do not
-    modify it."""
-
-    def __init__(self, metric: str, log: bool | str = False):
-        self.metric = metric
-        self.log = log
-
-    def reset(self) -> None:
-        pass
-
-    def values(self, history: History, metrics: Mapping[str, float] | None = None):
-        return history.view(self.metric, self.log)
-
-
 class RollingMedian:
     """Rolling medians (width ``width``) of the metric's stored history: the medians of every full
-    window, oldest first (``count - width + 1`` of them), kept by the History
-    (:meth:`supervisor.history.History.rolling_medians`).
+    window, oldest first (``count - width + 1`` of them).
 
     For readers that fold the medians incrementally: ``added`` counts the values the metric's
     history took in since the last rebuild, and ``rebuilds`` the times the reader must start over
@@ -294,6 +263,34 @@ class Alarm:
         return False
 
 
+class AlarmOptions(DetectorOptions):
+    """Hysteresis of a one-rule detector: on after ``patience`` consecutive triggers, off after ``exit``
+    clear ones, reported again every ``repeat`` iterations while it lasts."""
+
+    patience: Count = at_least(1, 3)
+    exit: Count = at_least(1, 3)
+    repeat: Count = positive(20)
+
+
+class OneRuleDetector(Detector):
+    """A detector with one rule and one :class:`Alarm` (options :class:`AlarmOptions`)."""
+
+    Options = AlarmOptions
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.reset()
+
+    def reset(self) -> None:
+        self._alarm = Alarm(self.patience, self.exit, self.repeat)
+        self._streak = 0
+
+    def _due(self, triggered: bool, severity: str = "warning") -> bool:
+        """Feed one iteration; True when a finding is due. ``self._streak`` counts consecutive triggers."""
+        self._streak = self._streak + 1 if triggered else 0
+        return self._alarm.update(triggered, severity)
+
+
 def fmt(x: float | None) -> str:
     """Compact number for messages."""
     if x is None:
@@ -304,6 +301,47 @@ def fmt(x: float | None) -> str:
 
 
 # --- a shared "far above its own history" rule ---------------------------------------------
+
+
+class SpikeOptions(DetectorOptions):
+    """Options of the "far above its own history" rule (see :class:`SpikeDetector`)."""
+
+    metrics: Metrics = None
+    z: Number = positive(8.0)
+    ratio: Number = Field(5.0, gt=1)
+    critical_ratio: Number = 100.0
+    window: Count = Field(30, ge=2)
+    warmup: Count = at_least(0, 10)
+    enter: Count = at_least(0, 1)
+    exit: Count = at_least(1, 3)
+    repeat: Count = positive(10)
+    band: BandOption = None
+
+    @model_validator(mode="after")
+    def _ratios(self):
+        if self.critical_ratio < self.ratio:
+            raise ValueError(f"need critical_ratio >= ratio (got critical_ratio={self.critical_ratio:g}, "
+                             f"ratio={self.ratio:g})")
+        return self
+
+
+class SustainedSpikeOptions(SpikeOptions):
+    """Plus a floor on the value and the sustained rule (``sustain`` > 0)."""
+
+    min_value: Number | None = None
+    sustain: Count = at_least(0, 0)
+    sustain_ratio: Number | None = Field(None, gt=1)
+    sustain_z: Number | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _sustained(self):
+        if self.sustain:
+            sr = self.ratio if self.sustain_ratio is None else self.sustain_ratio
+            sz = self.z if self.sustain_z is None else self.sustain_z
+            if sr > self.ratio or sz > self.z:
+                raise ValueError(f"need sustain_ratio <= ratio and sustain_z <= z (got sustain_ratio={sr:g}, "
+                                 f"ratio={self.ratio:g}, sustain_z={sz:g}, z={self.z:g})")
+        return self
 
 
 class SpikeDetector(Detector):
@@ -333,25 +371,21 @@ class SpikeDetector(Detector):
     log: bool = False
     default_metrics: tuple[str, ...] = ()
     what: str = "value"
+    Options = SpikeOptions
+    # the sustained rule's options, for the detectors whose Options declare them
+    min_value: float | None = None
+    sustain: int = 0
+    sustain_ratio: float | None = None
+    sustain_z: float | None = None
 
-    def __init__(self, metrics=None, z: float = 8.0, ratio: float = 5.0, critical_ratio: float = 100.0,
-                 window: int = 30, warmup: int = 10, enter: int = 1, exit: int = 3, repeat: int = 10,
-                 band=None, min_value: float | None = None, sustain: int = 0, sustain_ratio: float | None = None,
-                 sustain_z: float | None = None):
-        super().__init__(warmup)
-        check_band(band, self.name)
-        if ratio <= 1 or critical_ratio < ratio or z <= 0 or window < 2:
-            raise ValueError(f"{self.name}: need z > 0, 1 < ratio <= critical_ratio, window >= 2")
-        sustain_ratio = ratio if sustain_ratio is None else sustain_ratio
-        sustain_z = z if sustain_z is None else sustain_z
-        if sustain < 0 or (sustain and (not 1 < sustain_ratio <= ratio or not 0 < sustain_z <= z)):
-            raise ValueError(f"{self.name}: need sustain >= 0, 1 < sustain_ratio <= ratio, 0 < sustain_z <= z")
-        self.metrics = tuple(metrics) if metrics is not None else self.default_metrics
-        self.z, self.ratio, self.critical_ratio = z, ratio, critical_ratio
-        self.window, self.band, self.min_value = window, band, min_value
-        self.sustain, self.sustain_ratio, self.sustain_z = sustain, sustain_ratio, sustain_z
-        self._latch_args = (enter, exit, repeat)
-        self._min_ratio = min(ratio, sustain_ratio) if sustain else ratio  # the lowest ratio any rule needs
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.metrics = tuple(self.metrics) if self.metrics is not None else self.default_metrics
+        self.sustain_ratio = self.ratio if self.sustain_ratio is None else self.sustain_ratio
+        self.sustain_z = self.z if self.sustain_z is None else self.sustain_z
+        self._latch_args = (self.enter, self.exit, self.repeat)
+        # the lowest ratio any rule needs
+        self._min_ratio = min(self.ratio, self.sustain_ratio) if self.sustain else self.ratio
         self._log_ratio = math.log(self._min_ratio)
         self.reset()
 
@@ -360,18 +394,6 @@ class SpikeDetector(Detector):
         self._streak = {m: 0 for m in self.metrics}
         self._held = {m: 0 for m in self.metrics}  # consecutive iterations at the sustained level
         self._kind = "log" if self.log else None
-
-    def _cannot_trigger(self, v: float, w) -> bool:
-        """A cheap exact shortcut (no sorting): True when ``v`` cannot reach ``ratio`` whatever the
-        window's median, so the robust statistics need not be computed."""
-        if self.log:  # ratio = v / median and median >= min(w)
-            return _transform(v, True) - min(w) < self._log_ratio
-        # ratio = 1 + (v - c) / mag with mag >= |c|: reaching it needs v >= c + (ratio - 1)|c|,
-        # which is >= 0 when ratio >= 2, and >= ratio * c >= ratio * min(w) when min(w) >= 0
-        if self._min_ratio >= 2 and v < 0:
-            return True
-        lo = min(w)
-        return lo >= 0 and v < self._min_ratio * lo
 
     def _ratio(self, v: float, ref: Reference) -> float:
         if ref.log:
@@ -403,7 +425,10 @@ class SpikeDetector(Detector):
                 n = len(vals)
                 w = vals[n - window:] if n > window else vals
             if len(w) >= need:
-                # the exact shortcut of _cannot_trigger, inlined (this is the per-report hot path)
+                # an exact shortcut (no sorting): v cannot reach the lowest ratio any rule needs,
+                # whatever the window's median (this is the per-report hot path). Log: ratio =
+                # v / median and median >= min(w). Linear: ratio = 1 + (v - c) / mag with mag >= |c|,
+                # so reaching it needs v >= 0 when ratio >= 2, and v >= ratio * min(w) when min(w) >= 0
                 if kind:
                     lo = min(w)
                     quiet = (math.log(v) if v > LOG_EPS else LOG_LOG_EPS) - lo < self._log_ratio

@@ -4,10 +4,38 @@ from __future__ import annotations
 
 import math
 
-from supervisor.detectors._common import (Alarm, check_band, fmt, median, reference_from, value_of,
-                                          window_of)
+from pydantic import Field, model_validator
+
+from supervisor.detectors._common import Alarm, fmt, median, reference_from, value_of, window_of
 from supervisor.detectors.base import Detector
+from supervisor.detectors.options import BandOption, Count, DetectorOptions, Number, at_least, fraction, positive
 from supervisor.findings import Finding
+
+
+class AdvantageAnomalyOptions(DetectorOptions):
+    collapse_fraction: Number = fraction(0.01)
+    zero: Number = at_least(0, 1e-8)
+    z: Number = positive(6.0)
+    ratio: Number = Field(10.0, gt=1)
+    critical_ratio: Number = 100.0
+    bias_ratio: Number = positive(3.0)
+    bias_factor: Number = positive(3.0)
+    skew_max: Number = positive(10.0)
+    kurtosis_max: Number = positive(100.0)
+    shape_factor: Number = positive(3.0)
+    patience: Count = at_least(1, 2)
+    window: Count = positive(30)
+    warmup: Count = at_least(0, 10)
+    exit: Count = at_least(1, 3)
+    repeat: Count = positive(10)
+    band: BandOption = None
+
+    @model_validator(mode="after")
+    def _ratios(self):
+        if self.critical_ratio < self.ratio:
+            raise ValueError(f"need critical_ratio >= ratio (got critical_ratio={self.critical_ratio:g}, "
+                             f"ratio={self.ratio:g})")
+        return self
 
 
 class AdvantageAnomaly(Detector):
@@ -46,23 +74,12 @@ class AdvantageAnomaly(Detector):
 
     name = "advantage_anomaly"
     band_metrics = ("advantage_std",)
+    Options = AdvantageAnomalyOptions
 
-    def __init__(self, collapse_fraction: float = 0.01, zero: float = 1e-8, z: float = 6.0, ratio: float = 10.0,
-                 critical_ratio: float = 100.0, bias_ratio: float = 3.0, bias_factor: float = 3.0,
-                 skew_max: float = 10.0, kurtosis_max: float = 100.0, shape_factor: float = 3.0,
-                 patience: int = 2, window: int = 30, warmup: int = 10, exit: int = 3, repeat: int = 10,
-                 band=None):
-        super().__init__(warmup)
-        check_band(band, self.name)
-        if not 0 < collapse_fraction < 1 or ratio <= 1 or critical_ratio < ratio or patience < 1:
-            raise ValueError(f"{self.name}: need 0 < collapse_fraction < 1, 1 < ratio <= critical_ratio, "
-                             "patience >= 1")
-        self.collapse_fraction, self.zero, self.z, self.ratio = collapse_fraction, zero, z, ratio
-        self.critical_ratio, self.bias_ratio, self.bias_factor = critical_ratio, bias_ratio, bias_factor
-        self.skew_max, self.kurtosis_max, self.shape_factor = skew_max, kurtosis_max, shape_factor
-        self.patience, self.window, self.band = patience, window, band
-        self._latch_args = (exit, repeat)
-        self._log_collapse, self._log_ratio = math.log(collapse_fraction), math.log(ratio)
+    def __init__(self, **options):
+        super().__init__(**options)
+        self._latch_args = (self.exit, self.repeat)
+        self._log_collapse, self._log_ratio = math.log(self.collapse_fraction), math.log(self.ratio)
         self.reset()
 
     def reset(self) -> None:

@@ -8,10 +8,12 @@ run's own past, not including the current iteration. No Ray, no I/O.
 
 from __future__ import annotations
 
-from typing import ClassVar, Mapping
+from typing import Any, ClassVar, Mapping
 
+from supervisor.detectors.options import DetectorOptions
 from supervisor.findings import Finding
 from supervisor.history import History
+from supervisor.priors import Priors
 
 
 class Latch:
@@ -52,19 +54,34 @@ class Latch:
 
 
 class Detector:
-    """Base class. Subclasses set ``name`` and implement ``__call__``.
+    """Base class. Subclasses set ``name`` and ``Options`` (their declared options, with defaults
+    and ranges) and implement ``__call__``.
 
-    Args:
-        warmup: iterations of a metric's history needed before judging it.
+    ``Detector(**options)`` validates the options (:class:`DetectorOptionError` on a bad one),
+    keeps them as ``self.options`` and copies each onto the detector (``self.window``, ...).
     """
 
     name: ClassVar[str] = ""
+    Options: ClassVar[type[DetectorOptions]] = DetectorOptions
+    warmup: int = 0  # iterations of a metric's history needed before judging it
+    #: What the trial's config and spaces say before any history (set by the suite; empty when unknown).
+    priors: Priors = Priors()
 
-    def __init__(self, warmup: int = 5):
-        self.warmup = warmup
+    def __init__(self, **options: Any):
+        self.options = self.Options.build(self.name, options)
+        self.__dict__.update(dict(self.options))
 
     def __call__(self, iteration: int, metrics: Mapping[str, float], history: History) -> list[Finding]:
         raise NotImplementedError
+
+    def alarmed(self) -> bool:
+        """True while one of this detector's alarms is on at warning or worse, between its repeated
+        reports too: a fault that persists is still a fault in the iterations it is not re-reported."""
+        for v in self.__dict__.values():
+            for a in (v.values() if isinstance(v, dict) else (v,)):
+                if getattr(a, "reported", None) in ("warning", "critical") and getattr(a, "on", False):
+                    return True
+        return False
 
     def reset(self) -> None:
         """Forget hysteresis state (after a rollback the stream starts over)."""

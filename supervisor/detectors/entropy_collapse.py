@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
-from supervisor.detectors._common import Alarm, band_for, check_band, fmt, median, value_of
+from supervisor.detectors._common import Alarm, band_for, fmt, median, value_of
 from supervisor.detectors.base import Detector
+from supervisor.detectors.options import (BandOption, Count, DetectorOptions, Number, StrictBool, at_least, fraction,
+                                          positive)
 from supervisor.findings import Finding
+
+
+class EntropyCollapseOptions(DetectorOptions):
+    fraction: Number = fraction(0.1)
+    zero: Number = at_least(0, 1e-3)
+    patience: Count = at_least(1, 2)
+    warmup: Count = at_least(0, 5)
+    exit: Count = at_least(1, 3)
+    repeat: Count = positive(10)
+    continuous: StrictBool | None = None
+    band: BandOption = None
 
 
 class EntropyCollapse(Detector):
     """Warn when the policy entropy collapses; critical when it reaches ~0.
 
     Rule: the early reference is the median of the first ``warmup`` entropy
-    values of the run (or, before there are that many, the learned band's
+    values of the run (or, before there are that many, the action space's
+    maximum entropy log(n) from the trial's priors, else the learned band's
     ``high``, i.e. the entropy of a healthy run's start). Warning when the
     entropy is below ``fraction`` x reference on ``patience`` consecutive
     iterations; critical when it is at most ``zero`` on ``patience``
@@ -22,7 +36,8 @@ class EntropyCollapse(Detector):
     while solving (0.3-0.7 x reference), well above the default fraction.
     Entropy of a continuous (Gaussian) policy may be negative and has no
     natural 0: set ``continuous=True`` for such action spaces (the detector
-    is then silent); left at None, the detector takes the first negative
+    is then silent; the trial's priors say so when its action space is known); left at None, the
+    detector takes the first negative
     entropy it sees as proof and stays silent from then on.
 
     Args:
@@ -42,22 +57,19 @@ class EntropyCollapse(Detector):
 
     name = "entropy_collapse"
     band_metrics = ("entropy",)
+    Options = EntropyCollapseOptions
 
-    def __init__(self, fraction: float = 0.1, zero: float = 1e-3, patience: int = 2, warmup: int = 5,
-                 exit: int = 3, repeat: int = 10, continuous: bool | None = None, band=None):
-        super().__init__(warmup)
-        check_band(band, self.name)
-        if not 0 < fraction < 1 or patience < 1 or zero < 0:
-            raise ValueError(f"{self.name}: need 0 < fraction < 1, zero >= 0, patience >= 1")
-        self.fraction, self.zero, self.patience, self.band = fraction, zero, patience, band
-        self.continuous = continuous
-        self._latch_args = (patience, exit, repeat)
+    def __init__(self, **options):
+        super().__init__(**options)
+        self._latch_args = (self.patience, self.exit, self.repeat)
         self.reset()
 
     def reset(self) -> None:
         self._alarm = Alarm(*self._latch_args)
         self._ref = None
         self._continuous = self.continuous  # None: unknown until a negative entropy shows up
+        if self._continuous is None and self.priors.action_kind is not None:
+            self._continuous = self.priors.action_kind == "continuous"
         self._scanned = False
         self._streak = 0
 
@@ -66,6 +78,8 @@ class EntropyCollapse(Detector):
             self._ref = median(history.values("entropy")[: max(self.warmup, 1)])
         if self._ref is not None:
             return self._ref, f"median of the first {max(self.warmup, 1)} iterations"
+        if self.priors.max_entropy is not None:  # a discrete policy starts at log(n)
+            return self.priors.max_entropy, "the action space's maximum entropy"
         b = band_for(self.band, "entropy")
         return (float(b["high"]), "learned profile band high") if b else (None, "")
 

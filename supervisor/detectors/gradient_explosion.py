@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from supervisor.detectors._common import SpikeDetector
+from pydantic import Field
+
+from supervisor.detectors._common import SpikeDetector, SpikeOptions
+from supervisor.detectors.options import Number, positive
+
+
+class GradientExplosionOptions(SpikeOptions):
+    z: Number = positive(6.0)
+    ratio: Number = Field(10.0, gt=1)
 
 
 class GradientExplosion(SpikeDetector):
@@ -35,8 +43,4 @@ class GradientExplosion(SpikeDetector):
     log = True
     default_metrics = ("grad_norm", "grad_norm_max")
     band_metrics = default_metrics
-
-    def __init__(self, metrics=None, z: float = 6.0, ratio: float = 10.0, critical_ratio: float = 100.0,
-                 window: int = 30, warmup: int = 10, enter: int = 1, exit: int = 3, repeat: int = 10,
-                 band=None):
-        super().__init__(metrics, z, ratio, critical_ratio, window, warmup, enter, exit, repeat, band)
+    Options = GradientExplosionOptions

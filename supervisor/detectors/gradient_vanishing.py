@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import math
 
-from supervisor.detectors._common import (LOG_LOG_EPS, Alarm, check_band, fmt, reference_from, value_of,
-                                          window_of)
+from supervisor.detectors._common import LOG_LOG_EPS, Alarm, fmt, reference_from, value_of, window_of
 from supervisor.detectors.base import Detector
+from supervisor.detectors.options import (BandOption, Count, DetectorOptions, Metrics, Number, at_least, fraction,
+                                          positive)
 from supervisor.findings import Finding
+
+
+class GradientVanishingOptions(DetectorOptions):
+    metrics: Metrics = None
+    fraction: Number = fraction(0.05)
+    zero: Number = at_least(0, 1e-8)
+    patience: Count = at_least(1, 2)
+    window: Count = positive(30)
+    warmup: Count = at_least(0, 10)
+    exit: Count = at_least(1, 3)
+    repeat: Count = positive(10)
+    band: BandOption = None
 
 
 class GradientVanishing(Detector):
@@ -38,17 +51,12 @@ class GradientVanishing(Detector):
 
     name = "gradient_vanishing"
     band_metrics = ("grad_norm", "grad_norm_policy")
+    Options = GradientVanishingOptions
 
-    def __init__(self, metrics=None, fraction: float = 0.05, zero: float = 1e-8, patience: int = 2,
-                 window: int = 30, warmup: int = 10, exit: int = 3, repeat: int = 10, band=None):
-        super().__init__(warmup)
-        check_band(band, self.name)
-        if not 0 < fraction < 1 or patience < 1 or zero < 0:
-            raise ValueError(f"{self.name}: need 0 < fraction < 1, zero >= 0, patience >= 1")
-        self.metrics = tuple(metrics) if metrics is not None else self.band_metrics
-        self.fraction, self.zero, self.patience = fraction, zero, patience
-        self.window, self.band = window, band
-        self._latch_args = (patience, exit, repeat)
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.metrics = tuple(self.metrics) if self.metrics is not None else self.band_metrics
+        self._latch_args = (self.patience, self.exit, self.repeat)
         self.reset()
 
     def reset(self) -> None:

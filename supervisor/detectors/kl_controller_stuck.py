@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
-from supervisor.detectors._common import Alarm, band_for, check_band, fmt, median, value_of
+from pydantic import Field
+
+from supervisor.detectors._common import Alarm, band_for, fmt, median, value_of
 from supervisor.detectors.base import Detector
+from supervisor.detectors.options import (BandOption, Count, DetectorOptions, Number, at_least, fraction,
+                                          positive)
 from supervisor.findings import Finding
+
+
+class KLControllerStuckOptions(DetectorOptions):
+    patience: Count = at_least(2, 10)
+    min_step: Number = fraction(0.05)
+    kl_target: Number | None = at_least(0, None)
+    collapse_ratio: Number = fraction(1e-3)
+    explode_ratio: Number = Field(1e3, gt=1)
+    kl_zero: Number = at_least(0, 1e-7)
+    warmup: Count = at_least(0, 5)
+    exit: Count = at_least(1, 3)
+    repeat: Count = positive(10)
+    band: BandOption = None
 
 
 class KLControllerStuck(Detector):
@@ -45,19 +62,11 @@ class KLControllerStuck(Detector):
 
     name = "kl_controller_stuck"
     band_metrics = ("kl_coeff",)
+    Options = KLControllerStuckOptions
 
-    def __init__(self, patience: int = 10, min_step: float = 0.05, kl_target: float | None = None,
-                 collapse_ratio: float = 1e-3, explode_ratio: float = 1e3, kl_zero: float = 1e-7,
-                 warmup: int = 5, exit: int = 3, repeat: int = 10, band=None):
-        super().__init__(warmup)
-        check_band(band, self.name)
-        if patience < 2 or not 0 < min_step < 1 or not 0 < collapse_ratio < 1 < explode_ratio:
-            raise ValueError(f"{self.name}: need patience >= 2, 0 < min_step < 1, "
-                             "0 < collapse_ratio < 1 < explode_ratio")
-        self.patience, self.min_step, self.kl_target = patience, min_step, kl_target
-        self.collapse_ratio, self.explode_ratio, self.kl_zero = collapse_ratio, explode_ratio, kl_zero
-        self.band = band
-        self._latch_args = (1, exit, repeat)
+    def __init__(self, **options):
+        super().__init__(**options)
+        self._latch_args = (1, self.exit, self.repeat)
         self.reset()
 
     def reset(self) -> None:

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from supervisor.detectors._common import SpikeDetector
+from pydantic import Field
+
+from supervisor.detectors._common import SustainedSpikeOptions, SpikeDetector
+from supervisor.detectors.options import Count, Number, at_least, positive
+
+
+class KLSpikeOptions(SustainedSpikeOptions):
+    z: Number = positive(5.0)
+    ratio: Number = Field(10.0, gt=1)
+    min_value: Number | None = 1e-3
+    sustain: Count = at_least(0, 3)
+    sustain_ratio: Number | None = Field(3.0, gt=1)
+    sustain_z: Number | None = Field(2.5, gt=0)
 
 
 class KLSpike(SpikeDetector):
@@ -42,9 +54,4 @@ class KLSpike(SpikeDetector):
     log = True
     default_metrics = ("kl", "approx_kl")
     band_metrics = default_metrics
-
-    def __init__(self, metrics=None, z: float = 5.0, ratio: float = 10.0, critical_ratio: float = 100.0,
-                 min_value: float = 1e-3, window: int = 30, warmup: int = 10, enter: int = 1, exit: int = 3,
-                 repeat: int = 10, band=None, sustain: int = 3, sustain_ratio: float = 3.0, sustain_z: float = 2.5):
-        super().__init__(metrics, z, ratio, critical_ratio, window, warmup, enter, exit, repeat, band,
-                         min_value=min_value, sustain=sustain, sustain_ratio=sustain_ratio, sustain_z=sustain_z)
+    Options = KLSpikeOptions

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from supervisor.detectors._common import SpikeDetector
+from pydantic import Field
+
+from supervisor.detectors._common import SpikeDetector, SpikeOptions
+from supervisor.detectors.options import Number, positive
+
+
+class LossExplosionOptions(SpikeOptions):
+    z: Number = positive(10.0)
+    ratio: Number = Field(20.0, gt=1)
 
 
 class LossExplosion(SpikeDetector):
@@ -41,8 +49,4 @@ class LossExplosion(SpikeDetector):
     what = "loss explosion"
     default_metrics = ("total_loss", "policy_loss")
     band_metrics = ("total_loss", "policy_loss", "vf_loss_unclipped")
-
-    def __init__(self, metrics=None, z: float = 10.0, ratio: float = 20.0, critical_ratio: float = 100.0,
-                 window: int = 30, warmup: int = 10, enter: int = 1, exit: int = 3, repeat: int = 10,
-                 band=None):
-        super().__init__(metrics, z, ratio, critical_ratio, window, warmup, enter, exit, repeat, band)
+    Options = LossExplosionOptions

@@ -2,8 +2,13 @@ import math
 from typing import Mapping
 
 from supervisor.detectors.base import Detector
+from supervisor.detectors.options import Count, DetectorOptions, at_least
 from supervisor.findings import Finding
 from supervisor.history import History
+
+
+class NonFiniteOptions(DetectorOptions):
+    warmup: Count = at_least(0, 0)  # unused: a NaN needs no history
 
 
 class NonFinite(Detector):
@@ -16,9 +21,7 @@ class NonFinite(Detector):
     """
 
     name = "non_finite"
-
-    def __init__(self, warmup: int = 0):
-        super().__init__(warmup)
+    Options = NonFiniteOptions
 
     def __call__(self, iteration: int, metrics: Mapping[str, float], history: History) -> list[Finding]:
         try:  # a finite sum proves every float finite (NaN and inf propagate); one C-speed pass

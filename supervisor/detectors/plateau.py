@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import math
 
-from supervisor.detectors._common import (Alarm, band_for, check_band, fmt, lslope, median,
-                                          noise_scale, value_of)
+from pydantic import Field
+
+from supervisor.detectors._common import Alarm, band_for, fmt, lslope, median, noise_scale, value_of
 from supervisor.detectors.base import Detector
+from supervisor.detectors.options import BandOption, Count, DetectorOptions, Number, at_least
 from supervisor.findings import Finding
+
+
+class PlateauOptions(DetectorOptions):
+    window: Count = Field(50, ge=5)
+    target: Number | None = None
+    target_tolerance: Number = at_least(0, 0.05)
+    min_improvement: Number = at_least(0, 0.02)
+    z: Number = at_least(0, 3.0)
+    smooth: Count = at_least(1, 5)
+    exit: Count = at_least(1, 3)
+    band: BandOption = None
 
 
 class Plateau(Detector):
@@ -26,8 +39,9 @@ class Plateau(Detector):
     Nothing fires while the best level is within ``target_tolerance`` of
     ``target`` (when given, else the learned band's ``high``): a run sitting
     at its known target is done, not stuck. Without a target, a solved run
-    holding its cap also counts as a plateau (info only). Latch: on at once,
-    reported again every ``window`` iterations while it lasts.
+    holding its cap also counts as a plateau (info only). Reported once per
+    plateau: not again while it lasts, and after it clears only once the run's
+    best level has risen past the one reported (by ``min_improvement``).
 
     Args:
         window: iterations without improvement. Default 50.
@@ -43,24 +57,21 @@ class Plateau(Detector):
 
     name = "plateau"
     band_metrics = ("episode_return_mean",)
+    Options = PlateauOptions
 
-    def __init__(self, window: int = 50, target: float | None = None, target_tolerance: float = 0.05,
-                 min_improvement: float = 0.02, z: float = 3.0, smooth: int = 5, exit: int = 3, band=None):
-        super().__init__(window)
-        check_band(band, self.name)
-        if window < 5 or smooth < 1 or min_improvement < 0 or target_tolerance < 0:
-            raise ValueError(f"{self.name}: need window >= 5, smooth >= 1, min_improvement >= 0, "
-                             "target_tolerance >= 0")
-        self.window, self.target, self.target_tolerance = window, target, target_tolerance
-        self.min_improvement, self.z, self.smooth, self.band = min_improvement, z, smooth, band
-        if self.target is None and band_for(band, "episode_return_mean") is not None:
-            self.target = float(band_for(band, "episode_return_mean")["high"])
-        self._latch_args = (1, exit, window)
+    def __init__(self, **options):
+        super().__init__(**options)
+        # the history it needs: a full window of rolling medians (not the window itself)
+        self.warmup = self.window + self.smooth - 1
+        if self.target is None and band_for(self.band, "episode_return_mean") is not None:
+            self.target = float(band_for(self.band, "episode_return_mean")["high"])
+        self._latch_args = (1, self.exit, 2**62)  # once per plateau: no re-report while it lasts
         self.reset()
 
     def reset(self) -> None:
         self._alarm = Alarm(*self._latch_args)
         self._bb = None  # (history id, iterations, values pushed, len(sm), sm[0], k, max(sm[:k]))
+        self._reported_best: float | None = None  # the level of the plateau reported last
 
     def _best_before(self, history, view, sm: list[float], k: int) -> float:
         """max(sm[:k]), updated from the previous iteration's when the history just grew by one
@@ -91,7 +102,7 @@ class Plateau(Detector):
         sigma = trend = None
         window = self.window
         xs = history.values("episode_return_mean")
-        if len(xs) >= window + self.smooth - 1:
+        if len(xs) >= self.warmup:
             view = history.rolling("episode_return_mean", self.smooth)
             sm = view.out  # rolling medians of the stored values
             if self.target is not None and max(sm) >= self.target - self.target_tolerance * abs(self.target):
@@ -128,6 +139,10 @@ class Plateau(Detector):
                     triggered = trend <= max(floor, self.z * sigma * math.sqrt(12.0 / window))
         if not self._alarm.update(triggered, "info"):
             return []
+        if self._reported_best is not None and best <= self._reported_best + max(
+                self.min_improvement * abs(self._reported_best), 1e-8):
+            return []  # the same level as the plateau already reported: the run never got past it
+        self._reported_best = best
         if sigma is None:
             sigma = max(noise_scale(xw), 1e-3 * abs(best), 1e-8)
         if trend is None:

@@ -4,9 +4,33 @@ from __future__ import annotations
 
 import math
 
-from supervisor.detectors._common import Alarm, RollingMedian, band_for, check_band, fmt, noise_scale, value_of
+from pydantic import Field, model_validator
+
+from supervisor.detectors._common import Alarm, RollingMedian, band_for, fmt, noise_scale, value_of
 from supervisor.detectors.base import Detector
+from supervisor.detectors.options import BandOption, Count, DetectorOptions, Number, at_least, fraction, positive
 from supervisor.findings import Finding
+
+
+class RewardCollapseOptions(DetectorOptions):
+    drop_fraction: Number = fraction(0.5)
+    z: Number = positive(5.0)
+    min_progress: Number = at_least(0, 0.2)
+    critical_fraction: Number = Field(0.9, gt=0, le=1)
+    patience: Count = at_least(1, 3)
+    smooth: Count = at_least(1, 5)
+    window: Count = positive(30)
+    warmup: Count = at_least(0, 10)
+    exit: Count = at_least(1, 3)
+    repeat: Count = positive(10)
+    band: BandOption = None
+
+    @model_validator(mode="after")
+    def _fractions(self):
+        if self.drop_fraction >= self.critical_fraction:
+            raise ValueError(f"need drop_fraction < critical_fraction (got drop_fraction={self.drop_fraction:g}, "
+                             f"critical_fraction={self.critical_fraction:g})")
+        return self
 
 
 class RewardCollapse(Detector):
@@ -47,19 +71,11 @@ class RewardCollapse(Detector):
 
     name = "reward_collapse"
     band_metrics = ("episode_return_mean",)
+    Options = RewardCollapseOptions
 
-    def __init__(self, drop_fraction: float = 0.5, z: float = 5.0, min_progress: float = 0.2,
-                 critical_fraction: float = 0.9, patience: int = 3, smooth: int = 5, window: int = 30, warmup: int = 10, exit: int = 3,
-                 repeat: int = 10, band=None):
-        super().__init__(warmup)
-        check_band(band, self.name)
-        if not 0 < drop_fraction < critical_fraction <= 1 or patience < 1 or smooth < 1 or z <= 0:
-            raise ValueError(f"{self.name}: need 0 < drop_fraction < critical_fraction <= 1, patience >= 1, "
-                             "smooth >= 1, z > 0")
-        self.drop_fraction, self.z, self.critical_fraction = drop_fraction, z, critical_fraction
-        self.min_progress = min_progress
-        self.patience, self.smooth, self.window, self.band = patience, smooth, window, band
-        self._latch_args = (patience, exit, repeat)
+    def __init__(self, **options):
+        super().__init__(**options)
+        self._latch_args = (self.patience, self.exit, self.repeat)
         self.reset()
 
     def reset(self) -> None:

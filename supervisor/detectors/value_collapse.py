@@ -2,9 +2,36 @@
 
 from __future__ import annotations
 
-from supervisor.detectors._common import Alarm, check_band, fmt, reference, value_of
+from pydantic import Field, model_validator
+
+from supervisor.detectors._common import Alarm, fmt, reference, value_of
 from supervisor.detectors.base import Detector
+from supervisor.detectors.options import BandOption, Count, DetectorOptions, Number, at_least, positive
 from supervisor.findings import Finding
+
+
+class ValueCollapseOptions(DetectorOptions):
+    ev_floor: Number = 0.0
+    drop: Number = positive(0.5)
+    critical_ev: Number = -1.0
+    patience: Count = at_least(1, 3)
+    window: Count = positive(20)
+    warmup: Count = at_least(0, 10)
+    pin_window: Count = Field(5, ge=2)
+    pin_tol: Number = at_least(0, 1e-3)
+    ev_zero: Number = at_least(0, 0.1)
+    vf_clip: Number | None = positive(None)
+    learned_below: Number = Field(0.9, gt=0, lt=1)
+    exit: Count = at_least(1, 3)
+    repeat: Count = positive(10)
+    band: BandOption = None
+
+    @model_validator(mode="after")
+    def _levels(self):
+        if self.critical_ev > self.ev_floor:
+            raise ValueError(f"need critical_ev <= ev_floor (got critical_ev={self.critical_ev:g}, "
+                             f"ev_floor={self.ev_floor:g})")
+        return self
 
 
 class ValueCollapse(Detector):
@@ -26,7 +53,9 @@ class ValueCollapse(Detector):
       at vf_clip_param; a loss sitting exactly on the clip means every sample
       is clipped and the critic gets no gradient, as after a PPO divergence
       (vf_loss pinned at 10.0). When ``vf_clip`` is given, only a loss pinned
-      at it counts. Critical.
+      at it counts. Only a critic that once learned collapses: some earlier
+      vf_loss must be below ``learned_below`` x the pinned value (a loss on the
+      clip from iteration 1 is ``value_loss_clipped``). Critical.
 
     Args:
         ev_floor: explained variance below which it can have collapsed.
@@ -40,6 +69,8 @@ class ValueCollapse(Detector):
         pin_tol: relative spread still counted as identical. Default 1e-3.
         ev_zero: |explained variance| counted as ~0. Default 0.1.
         vf_clip: the run's vf_clip_param, if known. Default None.
+        learned_below: an earlier vf_loss below this fraction of the pinned value shows the critic
+            once learned. Default 0.9.
         exit, repeat: Latch hysteresis. Default 3, 10.
         band: learned healthy band for ``explained_variance`` (its ``low`` is
             the recent level until ``warmup`` values exist). Default None.
@@ -47,20 +78,11 @@ class ValueCollapse(Detector):
 
     name = "value_collapse"
     band_metrics = ("explained_variance",)
+    Options = ValueCollapseOptions
 
-    def __init__(self, ev_floor: float = 0.0, drop: float = 0.5, critical_ev: float = -1.0, patience: int = 3,
-                 window: int = 20, warmup: int = 10, pin_window: int = 5, pin_tol: float = 1e-3,
-                 ev_zero: float = 0.1, vf_clip: float | None = None, exit: int = 3, repeat: int = 10,
-                 band=None):
-        super().__init__(warmup)
-        check_band(band, self.name)
-        if drop <= 0 or patience < 1 or pin_window < 2 or pin_tol < 0 or critical_ev > ev_floor:
-            raise ValueError(f"{self.name}: need drop > 0, patience >= 1, pin_window >= 2, pin_tol >= 0, "
-                             "critical_ev <= ev_floor")
-        self.ev_floor, self.drop, self.critical_ev, self.patience = ev_floor, drop, critical_ev, patience
-        self.window, self.pin_window, self.pin_tol, self.ev_zero = window, pin_window, pin_tol, ev_zero
-        self.vf_clip, self.band = vf_clip, band
-        self._latch_args = (exit, repeat)
+    def __init__(self, **options):
+        super().__init__(**options)
+        self._latch_args = (self.exit, self.repeat)
         self.reset()
 
     def reset(self) -> None:
@@ -68,6 +90,7 @@ class ValueCollapse(Detector):
         self._ev_alarm = Alarm(self.patience, exit, repeat)
         self._pin_alarm = Alarm(1, exit, repeat)
         self._ev_streak = 0
+        self._learned = False
 
     def _ev_rule(self, iteration, ev, history) -> list[Finding]:
         if ev >= self.ev_floor:  # cannot trigger: skip the reference
@@ -106,7 +129,11 @@ class ValueCollapse(Detector):
             if self.vf_clip is not None and not at_clip:
                 pinned = False
             ev_dead = abs(ev) <= self.ev_zero if ev is not None else at_clip
-            triggered = pinned and ev_dead
+            # A collapse needs a critic that once learned: a loss on the clip from the first iteration is
+            # the config's pitfall (value_loss_clipped), not a collapse.
+            learned = self._learned or any(x < self.learned_below * vf for x in history.values("vf_loss"))
+            self._learned = learned
+            triggered = pinned and ev_dead and learned
         if not self._pin_alarm.update(triggered, "critical"):
             return []
         ev_txt = f"explained_variance={fmt(ev)} (|ev| <= {fmt(self.ev_zero)})" if ev is not None else \

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from supervisor.detectors._common import Alarm, fmt, value_of
 from supervisor.detectors.base import Detector
+from supervisor.detectors.options import Count, DetectorOptions, Number, at_least, positive
 from supervisor.findings import Finding
+
+
+class WorkerFaultOptions(DetectorOptions):
+    critical_fraction: Number = Field(0.5, ge=0, lt=1)
+    exit: Count = at_least(1, 3)
+    repeat: Count = positive(10)
 
 
 class WorkerFault(Detector):
@@ -37,13 +46,11 @@ class WorkerFault(Detector):
 
     name = "worker_fault"
     metrics = ("healthy_env_runners", "env_runner_restarts", "env_runners_dropped")
+    Options = WorkerFaultOptions
 
-    def __init__(self, critical_fraction: float = 0.5, exit: int = 3, repeat: int = 10):
-        super().__init__(0)
-        if not 0 <= critical_fraction < 1:
-            raise ValueError(f"{self.name}: need 0 <= critical_fraction < 1")
-        self.critical_fraction = critical_fraction
-        self._latch_args = (1, exit, repeat)
+    def __init__(self, **options):
+        super().__init__(**options)
+        self._latch_args = (1, self.exit, self.repeat)
         self.reset()
 
     def reset(self) -> None:

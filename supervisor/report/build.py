@@ -57,6 +57,7 @@ def _build(store: Store, run_dir: str | Path) -> dict:
         runs = store.runs()
         run = runs[-1] if runs else {"name": Path(run_dir).name, "status": "unknown", "started": None,
                                      "ended": None}
+        spec = _loads(run.get("spec")) or {}
         trials = []
         for t in store.trials():
             tid = t["trial_id"]
@@ -79,15 +80,47 @@ def _build(store: Store, run_dir: str | Path) -> dict:
                                    "verified": None if i["verified"] is None else bool(i["verified"])}
                                   for i in store.interventions(tid)],
             })
+            trials[-1]["compute"] = compute_account(trials[-1], spec)
+            if t["status"] == "recovered":
+                trials[-1]["recovery"] = _recovery(store, tid, trials[-1])
         nodes = [{"node_id": n["node_id"], "alive": bool(n["alive"]), "address": n["address"],
                   "last_seen": _iso(n["last_seen"]), **(n["info"] or {})} for n in store.nodes()]
         cluster = [{"detector": f["detector"], "severity": f["severity"], "message": f["message"],
                     "time": _iso(f["time"])} for f in store.findings() if f["trial_id"] is None]
+        total = {k: sum(t["compute"][k] for t in trials) for k in ("env_steps", "wall_s", "saved_env_steps")}
+        total["wall_s"] = round(total["wall_s"], 3)
         return {"run": {"name": run["name"], "status": run["status"], "started": _iso(run["started"]),
-                        "ended": _iso(run["ended"])},
+                        "ended": _iso(run["ended"]), "compute": total},
                 "trials": trials, "nodes": nodes, "cluster_findings": cluster}
     finally:
         store.close()
+
+
+def compute_account(trial: dict, spec: dict) -> dict:
+    """What a trial used (env steps, its own training wall time) and, for a stopped trial, the env steps
+    its budget still had: the experiment's ``stop.timesteps``, else ``stop.iterations`` at the trial's
+    own steps per iteration."""
+    final = trial["final"]
+    steps = int(final.get("env_steps_lifetime") or 0)
+    wall = float(final.get("time_total_s") or 0.0)
+    stop = (spec or {}).get("stop") or {}
+    budget = stop.get("timesteps")
+    if not budget and stop.get("iterations") and trial["iterations"]:
+        budget = stop["iterations"] * steps / trial["iterations"]
+    saved = int(max(0.0, budget - steps)) if trial["status"] == "stopped" and budget else 0
+    return {"env_steps": steps, "wall_s": round(wall, 3), "saved_env_steps": saved}
+
+
+def _recovery(store: Store, trial_id: str, trial: dict) -> dict:
+    """A recovered trial: the return when the supervisor first acted, against the return it reached."""
+    first = next((i for i in trial["interventions"] if i["action"] != "alert"), None)
+    at = None
+    if first is not None:
+        for r in store.reports(trial_id):
+            if r["iteration"] <= first["iteration"]:
+                at = (r["metrics"] or {}).get("episode_return_mean", at)
+    return {"fault_iteration": first["iteration"] if first else None, "return_at_fault": json_safe(at),
+            "return_reached": trial["final"].get("episode_return_mean")}
 
 
 def _loads(s):

@@ -18,6 +18,7 @@ import io
 import math
 from typing import Any, Mapping
 
+from supervisor.report.text import compute_line
 from supervisor.report.cells import _actions, _counts, _fmt, _params, _score, _verified
 
 # (panel title, metrics drawn in it, log y-axis when all values are positive)
@@ -211,14 +212,16 @@ def render_html(rep: dict, series: Mapping[str, Mapping[str, list]] | None = Non
         rows.append([f'<a href="#{anchor}">{_e(t["trial_id"])}</a>', _e(t["status"]), _e(t["iterations"]),
                      _e(t["final"].get("episode_return_mean")), _e(_score(t["health"])),
                      _sev(t["health"].get("worst_severity")), _e(_counts(t["findings"])),
-                     _e(_actions(t["interventions"]))])
+                     _e(_actions(t["interventions"])), _e(t["compute"]["env_steps"]),
+                     _e(t["compute"]["saved_env_steps"])])
     out.append(_table(["trial", "status", "iterations", "final return", "health", "worst severity", "findings",
-                       "interventions"], rows, num={2, 3, 4}))
+                       "interventions", "env steps", "saved env steps"], rows, num={2, 3, 4, 8, 9}))
+    out.append(f"<p>Compute: {_e(compute_line(r['compute']))}</p>")
     for t in rep["trials"]:
         tid = t["trial_id"]
         out.append(f'<h2 id="{_anchor(tid)}">Trial {_e(tid)}</h2>')
         out.append(f"<p>{_e(t['status'])}, {_e(t['iterations'])} iterations, health {_e(_score(t['health']))} "
-                   f"(worst {_sev(t['health'].get('worst_severity'))})</p>")
+                   f"(worst {_sev(t['health'].get('worst_severity'))}); {_e(compute_line(t['compute']))}</p>")
         if plots and series is not None:
             png = None
             s = series.get(tid)

@@ -3,6 +3,8 @@ then each trial's findings and interventions."""
 
 from __future__ import annotations
 
+from supervisor.report.text import compute_line
+
 import html
 from typing import Any
 
@@ -27,14 +29,17 @@ def render_markdown(rep: dict) -> str:
              f"status **{_md(r['status'])}**, started {_md(r['started'] or '-')}, ended {_md(r['ended'] or '-')}",
              "", "## Trials", ""]
     lines += _md_table(
-        ["trial", "status", "iterations", "final return", "health", "worst severity", "findings", "interventions"],
+        ["trial", "status", "iterations", "final return", "health", "worst severity", "findings", "interventions",
+         "env steps", "saved env steps"],
         [[t["trial_id"], t["status"], t["iterations"], t["final"].get("episode_return_mean"), _score(t["health"]),
-          t["health"].get("worst_severity") or "ok", _counts(t["findings"]), _actions(t["interventions"])]
+          t["health"].get("worst_severity") or "ok", _counts(t["findings"]), _actions(t["interventions"]),
+          t["compute"]["env_steps"], t["compute"]["saved_env_steps"]]
          for t in rep["trials"]])
+    lines += ["", "Compute: " + compute_line(r["compute"])]
     for t in rep["trials"]:
         lines += ["", f"## Trial {_md(t['trial_id'])}", ""]
         lines.append(f"{_md(t['status'])}, {_md(t['iterations'])} iterations, health {_score(t['health'])} "
-                     f"(worst {_md(t['health'].get('worst_severity') or 'ok')})")
+                     f"(worst {_md(t['health'].get('worst_severity') or 'ok')}); {compute_line(t['compute'])}")
         lines += ["", "### Findings", ""]
         if t["findings"]:
             lines += _md_table(["iteration", "severity", "detector", "metric", "value", "message"],

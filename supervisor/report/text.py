@@ -33,6 +33,11 @@ def render_text(rep: dict) -> str:
         ret_s = f"{ret:.1f}" if isinstance(ret, (int, float)) else "-"
         lines.append(f"trial {t['trial_id']}: {t['status']}, {t['iterations']} iterations, final return {ret_s}, "
                      f"health {t['health']['score']:.2f} (worst {t['health']['worst_severity']})")
+        lines.append("  compute: " + compute_line(t.get("compute") or {}))
+        rec = t.get("recovery")
+        if rec and rec.get("return_at_fault") is not None:
+            lines.append(f"  recovered: return {_num(rec['return_at_fault'])} when the supervisor acted (iteration "
+                         f"{rec['fault_iteration']}), {_num(rec['return_reached'])} at the end")
         if t["findings"]:
             lines.append("  findings:")
             for f in t["findings"]:
@@ -49,11 +54,26 @@ def render_text(rep: dict) -> str:
         else:
             lines.append("  interventions: none")
         lines.append("")
+    if len(rep["trials"]) > 1 and rep["run"].get("compute"):
+        lines.append("total compute: " + compute_line(rep["run"]["compute"]))
+        lines.append("")
     if rep["nodes"]:
         lines.append("nodes:")
         for n in rep["nodes"]:
             lines.append(f"  {n['node_id'][:12]}  {'alive' if n['alive'] else 'DEAD'}  {n.get('address') or ''}")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _num(x) -> str:
+    return f"{x:.1f}" if isinstance(x, (int, float)) else "-"
+
+
+def compute_line(c: dict) -> str:
+    """Env steps and wall time used, and what a stop saved."""
+    out = f"{c.get('env_steps', 0):,} env steps, {c.get('wall_s', 0.0):.0f} s"
+    if c.get("saved_env_steps"):
+        out += f"; the stop saved {c['saved_env_steps']:,} env steps of its budget"
+    return out
 
 
 @_safe

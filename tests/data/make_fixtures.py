@@ -2,7 +2,7 @@
 
     python tests/data/make_fixtures.py
 
-Everything comes from supervisor/detectors/synthetic.py streams, written the
+Everything comes from benchmarks/synthetic.py streams, written the
 way the real loggers write them:
 
 * ``tune_exp/``: a Ray Tune experiment folder with two PPO trials,
@@ -132,7 +132,10 @@ def write_progress_csv(path: Path, stream: list[dict]) -> Path:
 
 
 def main() -> None:
-    from supervisor.detectors.synthetic import faulty_stream, healthy_stream
+    import sys
+
+    sys.path.insert(0, str(HERE.parents[1]))  # the repo root, for benchmarks/
+    from benchmarks.synthetic import faulty_stream, healthy_stream
 
     tune = HERE / "tune_exp"
     # a fast learner, so that the short fixture looks like a whole run

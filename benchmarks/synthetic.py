@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 
-from supervisor.detectors.base import Detector
+from supervisor.detectors import Detector, DetectorSuite
 from supervisor.findings import Finding
 from supervisor.history import History
 
@@ -399,14 +399,14 @@ def faulty_stream(fault: str, n: int = 150, onset: int = 80, seed: int = 0, grad
     return s.to_dicts()
 
 
-def run_detectors(detectors: Sequence[Detector], stream: Iterable[dict], history: History | None = None,
+def run_detectors(detectors: Iterable[Detector], stream: Iterable[dict], history: History | None = None,
                   start: int = 0) -> list[Finding]:
-    """Feed ``stream`` through ``detectors`` as the supervisor does: judge each iteration
-    against the history *before* it, then append it. Iterations are numbered from ``start``."""
+    """Feed ``stream`` through ``detectors`` as the supervisor does (:class:`DetectorSuite`: judge
+    each iteration against the history *before* it, then append it), except that a detector that
+    raises is an error here, not an info finding. Iterations are numbered from ``start``."""
+    suite = DetectorSuite(detectors, catch_errors=False)
     history = history if history is not None else History()
     out: list[Finding] = []
     for i, metrics in enumerate(stream, start):
-        for d in detectors:
-            out.extend(d(i, metrics, history))
-        history.append(metrics)
+        out.extend(suite.observe(i, metrics, history))
     return out

@@ -1,0 +1,86 @@
+"""A trial's detectors, run as one (Ray Tune's ``CombinedStopper``, SB3's ``CallbackList``).
+
+The one place that builds the detectors from overrides and a learned profile,
+runs them on an iteration, and keeps a detector's bug from taking its caller
+down: the engine, ``supervise scan`` and the synthetic benchmark all go
+through :class:`DetectorSuite`.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator, Mapping
+
+from supervisor.detectors.base import Detector
+from supervisor.findings import Finding
+from supervisor.history import History
+
+
+class DetectorSuite:
+    """Detectors judged in order; a sequence of them.
+
+    Args:
+        detectors: the detectors, in the order they run.
+        catch_errors: a detector that raises becomes an ``info`` finding
+            ("detector error: ...") and the others still run, so that a
+            detector bug never takes the supervisor down. False lets the
+            error through (tests and benchmarks, where a bug must show).
+    """
+
+    def __init__(self, detectors: Iterable[Detector], catch_errors: bool = True):
+        self.detectors: list[Detector] = list(detectors)
+        self.catch_errors = catch_errors
+
+    @classmethod
+    def build(cls, overrides: Mapping[str, Mapping] | None = None,
+              profile: Mapping[str, Mapping[str, float]] | None = None, priors=None) -> "DetectorSuite":
+        """Every registered detector with its defaults, the ``overrides`` and the ``profile``
+        (see :func:`supervisor.detectors.build_detectors`)."""
+        from supervisor.detectors import build_detectors
+
+        return build_detectors(overrides, profile, priors)
+
+    def __call__(self, iteration: int, metrics: Mapping[str, float], history: History) -> list[Finding]:
+        """Every detector's findings on this iteration (``history`` is the past before it)."""
+        out: list[Finding] = []
+        if not self.catch_errors:
+            for det in self.detectors:
+                out.extend(det(iteration, metrics, history))
+            return out
+        for det in self.detectors:
+            try:
+                out.extend(det(iteration, metrics, history))
+            except Exception as e:  # a detector bug must never take the supervisor down
+                out.append(Finding(det.name, "info", None, None, f"detector error: {e.__class__.__name__}: {e}",
+                                   iteration=iteration))
+        return out
+
+    def observe(self, iteration: int, metrics: Mapping[str, float], history: History) -> list[Finding]:
+        """Judge the iteration against the history before it, then append it to the history."""
+        found = self(iteration, metrics, history)
+        history.append(metrics)
+        return found
+
+    def alarmed(self) -> set[str]:
+        """The detectors whose warning or critical alarm is still on (see :meth:`Detector.alarmed`)."""
+        return {d.name for d in self.detectors if d.alarmed()}
+
+    def reset(self) -> None:
+        """Forget every detector's state (after a rollback the stream starts over)."""
+        for det in self.detectors:
+            det.reset()
+
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.detectors]
+
+    def __iter__(self) -> Iterator[Detector]:
+        return iter(self.detectors)
+
+    def __len__(self) -> int:
+        return len(self.detectors)
+
+    def __getitem__(self, i: int) -> Detector:
+        return self.detectors[i]
+
+    def __repr__(self) -> str:
+        return f"DetectorSuite({', '.join(self.names)})"
