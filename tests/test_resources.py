@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.detectors.synthetic import healthy_stream
+from benchmarks.synthetic import healthy_stream
 from supervisor.store import SCHEMA_VERSION, Store
 
 STREAM = list(healthy_stream(40, seed=5))

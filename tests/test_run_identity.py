@@ -10,7 +10,7 @@ from pathlib import Path
 
 from actors.bootstrap import LOCK_FILE, run_id_for
 from actors.supervisor_actor import SupervisorService
-from supervisor.detectors.synthetic import healthy_stream
+from benchmarks.synthetic import healthy_stream
 from supervisor.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]

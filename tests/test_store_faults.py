@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.config import SupervisorConfig
-from supervisor.detectors.synthetic import healthy_stream
+from benchmarks.synthetic import healthy_stream
 from supervisor.engine import Engine
 from supervisor.store import Store
 
