@@ -153,7 +153,7 @@ EXPERIMENTS = [
     ("deep", GOOD + "env_config: " + "[" * 20_000 + "]" * 20_000 + "\n", ["nested too deeply"]),
     ("huge-file", GOOD + "#" + "x" * (5 << 20) + "\n", ["too large"]),
     ("unknown-detector", SUP("{detectors: {no_such_detector: {}}}"), ["supervisor.detectors", "unknown detector"]),
-    ("unknown-option", SUP("{detectors: {kl_spike: {frobnicate: 3}}}"), ["supervisor.detectors", "unknown option"]),
+    ("unknown-option", SUP("{detectors: {kl_spike: {frobnicate: 3}}}"), ["supervisor.detectors", "unknown"]),
     ("detector-not-mapping", SUP("{detectors: {kl_spike: 3}}"), ["supervisor.detectors"]),
     ("detector-nan", SUP("{detectors: {kl_spike: {enabled: true, threshold: .nan}}}"), ["supervisor.detectors"]),
     ("detector-enabled-text", SUP("{detectors: {kl_spike: {enabled: maybe}}}"), ["supervisor.detectors"]),
