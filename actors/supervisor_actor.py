@@ -34,6 +34,9 @@ class SupervisorService:
         self.specs: dict[str, dict] = {}
         self.started = time.time()
         self._queue: list = []  # (run_id, report, future) awaiting the next batch
+        # The final state of the trials of closed runs, newest kept: `supervise status` still lists a run
+        # that just ended, and the actor's memory stays bounded however many runs it serves.
+        self.closed_trials: deque = deque(maxlen=256)
         self._latency_ms: deque = deque(maxlen=65536)  # recent verdict latencies inside the actor
         self._busy_s, self._batches, self._judged = 0.0, 0, 0  # judging time, batches and reports since reset
 
@@ -56,6 +59,7 @@ class SupervisorService:
             eng.flush(force=True)
             spec = self.specs[run_id]
             eng.store.upsert_run(run_id, spec["name"], spec["kind"], status, ended=time.time())
+            self.closed_trials.extend(eng.snapshot())
             self.runs.pop(run_id, None)
             self.specs.pop(run_id, None)
             for tid in [t for t, r in self.run_of.items() if r == run_id]:
@@ -162,7 +166,7 @@ class SupervisorService:
         """Runs and live trial state, for ``supervise status`` and the dashboard."""
         return {"runs": [{"run_id": r, **{k: v for k, v in self.specs[r].items() if k in ("run_dir", "name", "kind")}}
                          for r in self.runs],
-                "trials": [t for eng in self.runs.values() for t in eng.snapshot()]}
+                "trials": [t for eng in self.runs.values() for t in eng.snapshot()] + list(self.closed_trials)}
 
     def ping(self) -> dict:
         return {"pid": _pid(), "runs": list(self.runs), "uptime_s": time.time() - self.started}

@@ -62,7 +62,9 @@ def test_fifty_runs_through_one_actor_leave_threads_connections_and_memory_flat(
         assert max(s["threads"] for s in seen[10:]) <= base["threads"] + 8, [s["threads"] for s in seen]
         assert last["rss_kb"] - base["rss_kb"] < 30_000, (base, last)  # engines and trial state dropped
         ping = ray.get(sup.ping.remote())
-        assert ping["runs"] == [] and ray.get(sup.snapshot.remote())["trials"] == []
+        assert ping["runs"] == []
+        closed = ray.get(sup.snapshot.remote())["trials"]  # what status shows of ended runs: bounded
+        assert 0 < len(closed) <= 256 and all(t["status"] == "completed" for t in closed)
         # closed runs are complete on disk
         st = Store.open_readonly(tmp_path / "run-49" / "supervisor.db")
         assert st.runs()[0]["status"] == "completed" and len(st.reports("run-49-a")) == 20
