@@ -11,6 +11,8 @@ one place.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
 import os
 import time
@@ -67,11 +69,21 @@ def default_run_dir(name: str) -> Path:
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def run_id_for(run_dir: Path) -> str:
+    """The run's id in the supervisor actor: the folder's name plus a hash of its full path, so that
+    ``--out a/x`` and ``--out b/x`` never share an engine or a store (one folder: one store, one engine)."""
+    path = str(Path(run_dir).resolve())
+    return f"{Path(path).name}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+
+
 def new_run(exp: Experiment, source: str, out: str | None, kind: str) -> RunInfo:
     """An experiment or sweep file -> its ``RunInfo``; raises ``InputError`` (a bad profile) before anything
     is created."""
     run_dir = (Path(out) if out else default_run_dir(exp.name)).resolve()
-    return RunInfo(run_id=run_dir.name, run_dir=run_dir, name=exp.name, kind=kind, settings=exp.supervisor,
+    if (run_dir / LOCK_FILE).exists():  # in use: say so now, before RLlib is even imported
+        lock_run_dir(run_dir)
+        unlock_run_dir(run_dir)
+    return RunInfo(run_id=run_id_for(run_dir), run_dir=run_dir, name=exp.name, kind=kind, settings=exp.supervisor,
                    spec=_masked_spec(exp.model_dump(mode="json")), profile=load_profile(exp, source),
                    trial_config=dict(exp.config))
 
@@ -83,9 +95,44 @@ def _masked_spec(spec: dict) -> dict:
     return spec
 
 
+LOCK_FILE = ".supervise.lock"
+_locks: dict[Path, int] = {}  # run folder -> the open lock file (held until this process exits)
+
+
+def lock_run_dir(run_dir: Path) -> None:
+    """Take the run folder for this process (an exclusive ``flock``, released when the process ends):
+    two runs writing one folder would silently drop each other's reports. ``InputError`` if taken."""
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _locks:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise InputError(str(run_dir), None, f"cannot use this run folder: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise InputError(str(run_dir), None, f"another run is writing to this folder (pid {holder}); "
+                                             "give another --out") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _locks[run_dir] = fd
+
+
+def unlock_run_dir(run_dir: Path) -> None:
+    fd = _locks.pop(Path(run_dir).resolve(), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
 def start(run: RunInfo, address: str | None = None, num_cpus: int | None = None) -> str:
-    """Create the run folder (with the file that started the run), then attach to Ray; returns where."""
-    run.run_dir.mkdir(parents=True, exist_ok=True)
+    """Take the run folder (exclusive), write the file that started the run, then attach to Ray;
+    returns where."""
+    lock_run_dir(run.run_dir)
     if run.spec is not None:
         (run.run_dir / SPEC_FILES[run.kind]).write_text(yaml.safe_dump(run.spec, sort_keys=False))
     return init_ray(address, num_cpus)
@@ -119,15 +166,11 @@ def open_run(run: RunInfo, sup=None) -> dict:
 def load_profile(exp: Experiment, source: str) -> dict | None:
     if not exp.supervisor.profile:
         return None
+    from supervisor.calibrate import load_profile as read_profile
+
     p = Path(exp.supervisor.profile)
     if not p.is_absolute():
         p = Path(source).parent / p
     if not p.is_file():
         raise InputError(source, "supervisor.profile", f"no such file: {p}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError:
-        raise InputError(str(p), None, "malformed YAML")
-    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
-        raise InputError(str(p), "metrics", "a profile needs a 'metrics' mapping")
-    return data["metrics"]
+    return read_profile(p)  # one line naming the profile file and what is wrong, before Ray starts

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 
 class SupervisorClient:
+    MAX_TRIES = 5  # error verdicts a report may get before it is given up (a report the engine cannot take)
+
     def __init__(self, run_id: str, run_info: dict, timeout_s: float = 2.0, buffer: int = 1000,
                  retry_after_s: float = 5.0):
         self.run_id, self.run_info, self.timeout_s = run_id, run_info, timeout_s
@@ -38,6 +40,7 @@ class SupervisorClient:
         self.late: list[dict] = []  # verdicts of a timed-out report call that was answered after all
         self._given: dict = {}  # ids of the actions handed to the trial (an ordered, bounded set)
         self.dropped = 0
+        self._tries: dict[int, int] = {}  # id(report) -> error verdicts it got
 
     def _actor(self):
         if self._handle is None:
@@ -102,12 +105,33 @@ class SupervisorClient:
     def report(self, report: dict) -> list[dict] | None:
         """Send this report, after any buffered ones, in one call. Returns one verdict per report
         sent (oldest first; the last is this report's), or None when the supervisor did not answer."""
-        verdicts = self._send([*self.buffer, report])
+        batch = [*self.buffer, report]
+        verdicts = self._send(batch)
         if verdicts is None:
             self._keep(report)
             return None
-        self.buffer.clear()
+        self._settle(batch, verdicts)
         return verdicts
+
+    def _settle(self, batch: list[dict], verdicts: list[dict]) -> None:
+        """Only what got a real verdict leaves the buffer: an error verdict is not an acknowledgement
+        (that report was not stored). A report that keeps failing is given up after a few tries."""
+        mine = verdicts[-len(batch):]
+        self.buffer.clear()
+        for r, v in zip(batch, mine):
+            if not v.get("error"):
+                self._tries.pop(id(r), None)
+                continue
+            n = self._tries.get(id(r), 0) + 1
+            if n >= self.MAX_TRIES:
+                self._tries.pop(id(r), None)
+                self.dropped += 1
+                log.warning("supervisor refused a report %d times (%s); dropped", n, v["error"])
+                continue
+            self._tries[id(r)] = n
+            self._keep(r)
+        live = {id(r) for r in self.buffer}
+        self._tries = {k: n for k, n in self._tries.items() if k in live}
 
     def _send(self, batch: list[dict]) -> list[dict] | None:
         """One call for ``batch``; its verdicts, after any late ones (oldest first), or None."""
@@ -147,20 +171,24 @@ class SupervisorClient:
         carrying what was applied since) until the supervisor answers or ``timeout_s`` passes; a
         restarting supervisor is waited for. Returns the verdicts (late ones first), or None."""
         deadline = time.monotonic() + timeout_s
+        got: list[dict] = []  # verdicts of an earlier round in which some reports failed
         while True:
             batch = [*self.buffer, *([extra] if extra else [])]
             if not batch:
                 late, self.late = self.late, []
-                return late
+                return [*got, *late]
             if self._inflight is not None:
                 ray.wait([self._inflight], timeout=max(0.0, min(2.0, deadline - time.monotonic())))
             self._down_since = None  # no back-off now: this is the last chance
             verdicts = self._send(batch)
             if verdicts is not None:
-                self.buffer.clear()
-                return verdicts
+                self._settle(batch, verdicts)
+                extra = None  # if it failed, it is in the buffer now
+                if not self.buffer:
+                    return verdicts
+                got.extend(verdicts)
             if time.monotonic() >= deadline:
-                return None
+                return got or None
             time.sleep(0.5)
 
     def _run_args(self) -> tuple:

@@ -580,6 +580,7 @@ class ClusterWatch:
         trials = []
         for run_id, eng in self.service.runs.items():
             trials.extend(eng.snapshot())
+        trials.extend(getattr(self.service, "closed_trials", ()))  # runs that ended (bounded)
         st = build_status(None, self.state.node_rows(now), trials)
         st["findings"] = [_public(f) for f in list(self.findings_log)[-50:]]
         st["monitors"] = len(self.monitors)

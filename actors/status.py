@@ -45,8 +45,10 @@ def gather(address: str, timeout: float) -> dict:
     ray_nodes = ray.nodes()
     sup = find_supervisor()
     if sup is None:
-        raise NoSupervisor(f"no supervisor running on the cluster at {address} (start one with `supervise run` "
-                           "or `supervise sweep` against it)")
+        # A cluster with no supervised run yet: its nodes as Ray knows them (alive, CPU, memory), no trials.
+        st = build_status(ray_nodes, None, [])
+        st.update(findings=[], supervisor_node_id=None, supervisor=None)
+        return st
     view: dict = {}
     try:
         view = ray.get(sup.cluster_status.remote(), timeout=timeout)

@@ -24,6 +24,10 @@ NAMESPACE = "rl_supervisor"
 ACTOR_NAME = "supervisor"
 
 
+class StoreUnavailable(RuntimeError):
+    """A report was not stored (the run's database could not commit); the caller must send it again."""
+
+
 class SupervisorService:
     def __init__(self):
         self.runs: dict[str, Engine] = {}
@@ -32,6 +36,9 @@ class SupervisorService:
         self.alerts: dict[str, AlertSender] = {}  # per run with ``supervisor.alerts``: sent off the report path
         self.started = time.time()
         self._queue: list = []  # (run_id, report, future) awaiting the next batch
+        # The final state of the trials of closed runs, newest kept: `supervise status` still lists a run
+        # that just ended, and the actor's memory stays bounded however many runs it serves.
+        self.closed_trials: deque = deque(maxlen=256)
         self._latency_ms: deque = deque(maxlen=65536)  # recent verdict latencies inside the actor
         self._busy_s, self._batches, self._judged = 0.0, 0, 0  # judging time, batches and reports since reset
 
@@ -58,6 +65,8 @@ class SupervisorService:
         return {"run_id": run_id, "pid": _pid()}
 
     def close_run(self, run_id: str, status: str) -> None:
+        """The run is over: record it and forget it (its engine, database connection, checkpoint thread
+        and trials), so that a long-lived actor serving many runs stays the same size."""
         eng = self.runs.get(run_id)
         if eng is not None:
             eng.flush(force=True)
@@ -74,6 +83,12 @@ class SupervisorService:
                 self.alerts.pop(run_id, None)
                 if sender.close(timeout_s=0):  # a delivery still retrying keeps its connection
                     sender.record_store.close()
+            self.closed_trials.extend(eng.snapshot())
+            self.runs.pop(run_id, None)
+            self.specs.pop(run_id, None)
+            for tid in [t for t, r in self.run_of.items() if r == run_id]:
+                del self.run_of[tid]
+            eng.store.close()
 
     def _engine(self, trial_id: str, run_id: str | None = None) -> Engine | None:
         run_id = run_id or self.run_of.get(trial_id)
@@ -126,7 +141,15 @@ class SupervisorService:
         for run_id, rep, fut in items:
             by_run.setdefault(run_id, []).append((rep, fut))
         for run_id, group in by_run.items():
-            verdicts = self.report_batch(run_id, [r for r, _ in group])
+            try:
+                verdicts = self.report_batch(run_id, [r for r, _ in group])
+            except Exception as e:
+                # Nothing of this batch is stored (disk full, database locked): every caller hears the
+                # error, keeps its report and sends it again; no verdict for what is not durable.
+                for _, fut in group:
+                    if not fut.done():
+                        fut.set_exception(StoreUnavailable(f"{e.__class__.__name__}: {e}"))
+                continue
             for (_, fut), v in zip(group, verdicts):
                 if not fut.done():
                     fut.set_result(v)
@@ -173,13 +196,15 @@ class SupervisorService:
     def request_action(self, trial_id: str, action: str, params: dict | None = None,
                        reason: str = "manual request") -> bool:
         eng = self._engine(trial_id)
+        if eng is None:  # after a restart, before the trial reports again: the run whose store knows it
+            eng = next((e for e in self.runs.values() if e.store.trial(trial_id) is not None), None)
         return eng.request_action(trial_id, action, params, reason) if eng else False
 
     def snapshot(self) -> dict:
         """Runs and live trial state, for ``supervise status`` and the dashboard."""
         return {"runs": [{"run_id": r, **{k: v for k, v in self.specs[r].items() if k in ("run_dir", "name", "kind")}}
                          for r in self.runs],
-                "trials": [t for eng in self.runs.values() for t in eng.snapshot()]}
+                "trials": [t for eng in self.runs.values() for t in eng.snapshot()] + list(self.closed_trials)}
 
     def ping(self) -> dict:
         return {"pid": _pid(), "runs": list(self.runs), "uptime_s": time.time() - self.started}

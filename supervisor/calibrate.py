@@ -294,16 +294,10 @@ def load_profile(path: str | Path) -> dict:
     """A profile file -> its ``metrics`` mapping, checked as ``build_detectors(profile=...)`` needs it."""
     from supervisor.detectors._common import check_band
 
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(str(path), None, "no such file")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError):
-        raise InputError(str(path), None, "malformed YAML") from None
-    except OSError as e:
-        raise InputError(str(path), None, f"cannot read: {e.strerror or e}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
+    from supervisor.config import read_yaml
+
+    data = read_yaml(path, "mapping with 'metrics'")
+    if not isinstance(data.get("metrics"), dict):
         raise InputError(str(path), "metrics", "a profile needs a 'metrics' mapping")
     for name, b in data["metrics"].items():
         try:

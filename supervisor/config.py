@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import importlib
+import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from supervisor import actions, algorithms
 from supervisor.errors import InputError
 
-_STRICT = ConfigDict(extra="forbid")
+# NaN and infinity are refused in every float field: ``report_timeout_s: .inf`` would hang a trial,
+# a NaN stop target never stops it.
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+_BIG = 10**9  # iteration counts and windows beyond this are typos, not settings
 
 
 class StopConfig(BaseModel):
@@ -62,16 +67,18 @@ class SupervisorConfig(BaseModel):
 
     model_config = _STRICT
     enabled: bool = True
-    checkpoint_every: int = Field(5, gt=0, description="health-gated checkpoint every N iterations")
-    keep_checkpoints: int = Field(3, gt=0)
-    history: int = Field(256, ge=16, description="iterations of in-memory history per trial")
-    report_timeout_s: float = Field(2.0, gt=0, description="a trial waits at most this long for a verdict")
-    retry_after_s: float = Field(5.0, gt=0, description="after finding the supervisor unreachable, a trial "
-                                                         "buffers its reports this long before trying again")
-    cooldown: int = Field(2, ge=0, description="iterations after an action before another for the same finding")
-    outcome_window: int = Field(3, gt=0, description="iterations after which an action's outcome is judged")
-    max_interventions: int = Field(4, gt=0, description="intensity limit: at most N interventions ...")
-    intensity_window: int = Field(20, gt=0, description="... in K iterations, then escalate to stop_trial")
+    checkpoint_every: int = Field(5, gt=0, le=_BIG, description="health-gated checkpoint every N iterations")
+    keep_checkpoints: int = Field(3, gt=0, le=10_000)
+    history: int = Field(256, ge=16, le=100_000, description="iterations of in-memory history per trial")
+    report_timeout_s: float = Field(2.0, gt=0, le=3600, description="a trial waits at most this long for a verdict")
+    retry_after_s: float = Field(5.0, gt=0, le=3600, description="after finding the supervisor unreachable, a "
+                                                                  "trial buffers its reports this long before "
+                                                                  "trying again")
+    cooldown: int = Field(2, ge=0, le=_BIG, description="iterations after an action before another for the same "
+                                                         "finding")
+    outcome_window: int = Field(3, gt=0, le=_BIG, description="iterations after which an action's outcome is judged")
+    max_interventions: int = Field(4, gt=0, le=_BIG, description="intensity limit: at most N interventions ...")
+    intensity_window: int = Field(20, gt=0, le=_BIG, description="... in K iterations, then escalate to stop_trial")
     ladders: dict[str, list[list[str]]] = Field(default_factory=dict,
                                                 description="per detector: ordered steps, each a list of actions")
     action_params: dict[str, dict[str, float]] = Field(default_factory=dict)
@@ -101,6 +108,10 @@ class SupervisorConfig(BaseModel):
         # checked when the file is loaded, not only when the engine builds the detectors
         from supervisor.detectors import DetectorOptionError, check_overrides
 
+        for det, opts in v.items():  # NaN/inf thresholds never fire (or always do)
+            for k, x in (opts or {}).items() if isinstance(opts, dict) else ():
+                if isinstance(x, float) and not math.isfinite(x):
+                    raise ValueError(f"supervisor.detectors.{det}.{k}: must be a finite number (got {x})")
         try:
             check_overrides(v)
         except DetectorOptionError as e:
@@ -111,9 +122,13 @@ class SupervisorConfig(BaseModel):
     @field_validator("action_params")
     @classmethod
     def _known_param_actions(cls, v):
-        for a in v:
+        for a, params in v.items():
             if a not in ACTIONS:
                 raise ValueError(f"unknown action {a!r} (known: {', '.join(ACTIONS)})")
+            for k, x in params.items():  # factors, values, lr bounds: all finite and >= 0
+                if not math.isfinite(x) or x < 0 or (k == "factor" and x == 0):
+                    raise ValueError(f"supervisor.action_params.{a}.{k}: must be a finite number "
+                                     f"{'> 0' if k == 'factor' else '>= 0'} (got {x})")
         return v
 
 
@@ -134,6 +149,8 @@ def _check_config_values(config: dict[str, Any]) -> None:
                 raise ValueError(f"config.{key}: must be a number (got {val!r})")
         if not num:
             continue
+        if key in _POSITIVE | _NON_NEGATIVE | _UNIT and not math.isfinite(val):
+            raise ValueError(f"config.{key}: must be a finite number (got {val})")
         if key in _POSITIVE and not val > 0:
             raise ValueError(f"config.{key}: must be > 0 (got {val})")
         if key in _NON_NEGATIVE and val < 0:
@@ -151,7 +168,7 @@ class Experiment(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     stop: StopConfig
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, lt=2**31)  # what every seeded library takes
 
     @field_validator("algorithm", mode="before")
     @classmethod
@@ -243,7 +260,7 @@ def _parse_set(item: str, source: str) -> tuple[list[str], Any]:
     if not key:
         raise InputError("--set", item, "empty key")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = load_yaml(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -283,24 +300,72 @@ def _first_error(exc: ValidationError, source: str) -> InputError:
     return InputError(source, key, msg)
 
 
-def read_yaml(path: str | Path) -> dict:
+class Loader(yaml.SafeLoader):
+    """The one YAML loader of the project (experiment, sweep and profile files, ``--set`` values).
+
+    Floats as YAML 1.2 (and JSON, and every RL config) write them: PyYAML follows YAML 1.1, where
+    ``3e-4``, ``1e-09`` or ``5E-5`` (an exponent without a dot, or without a sign) are strings.
+    Underscores in numbers (``1_000``) keep meaning what YAML 1.1 says (1000), as people write them.
+    Aliases (``*name``) are refused: a few hundred bytes of nested aliases expand to gigabytes."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            ev = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", ev.start_mark)
+        return super().compose_node(parent, index)
+
+
+Loader.yaml_implicit_resolvers = {
+    k: [r for r in v if r[0] != "tag:yaml.org,2002:float"] for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?
+                  |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+MAX_YAML_BYTES = 4 << 20  # an experiment or profile file is a few KB
+
+
+def load_yaml(text: str) -> Any:
+    """Parse with ``Loader``; ``yaml.YAMLError`` for anything that is not a sane YAML document."""
+    try:
+        return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """``malformed YAML at line L, column C: problem`` for one error line."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(e, "problem", None) or (str(e) if e.args else "") or "malformed YAML"
+    return f"malformed YAML{where}: {problem}"
+
+
+def read_yaml(path: str | Path, what: str = "mapping of keys") -> dict:
     source = str(path)
     p = Path(path)
     if not p.is_file():
         raise InputError(source, None, "no such file" if not p.exists() else "not a file")
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(source, None, f"cannot read: {e.__class__.__name__}")
+        if p.stat().st_size > MAX_YAML_BYTES:
+            raise InputError(source, None, f"file too large ({p.stat().st_size} bytes; at most {MAX_YAML_BYTES})")
+        raw = p.read_bytes()
+        if b"\0" in raw:
+            raise InputError(source, None, "not a text file (NUL bytes)")
+        text = raw.decode("utf-8-sig")
+    except OSError as e:
+        raise InputError(source, None, f"cannot read: {e.strerror or e.__class__.__name__}")
+    except UnicodeDecodeError as e:
+        raise InputError(source, None, f"not UTF-8 text (byte {e.start})")
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "malformed YAML"
-        raise InputError(source, None, f"malformed YAML{where}: {problem}")
+        raise InputError(source, None, yaml_problem(e))
     if not isinstance(data, dict):
-        raise InputError(source, None, "expected a mapping of keys at the top level")
+        raise InputError(source, None, f"expected a {what} at the top level")
     return data
 
 
@@ -332,6 +397,14 @@ def load_experiment(path: str | Path, sets: list[str] | None = None, model: type
     except ValidationError as e:
         raise _first_error(e, source) from None
     check_env(exp.env, source)
+    if exp.supervisor.profile:  # read and checked now, before Ray starts
+        from supervisor.calibrate import load_profile
+
+        prof = Path(exp.supervisor.profile)
+        prof = prof if prof.is_absolute() else Path(source).parent / prof
+        if not prof.is_file():
+            raise InputError(source, "supervisor.profile", f"no such file: {prof}")
+        load_profile(prof)
     return exp
 
 

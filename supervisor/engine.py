@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,8 +145,8 @@ class Engine:
         state = self.trials.get(trial_id)
         if state is None:
             state = self._rebuild(trial_id, run_id) or self._new_state(trial_id, run_id, config)
-            self.trials[trial_id] = state
             self.store.upsert_trial(trial_id, run_id, "running", node_id, config)
+            self.trials[trial_id] = state
         else:
             self.store.set_trial(trial_id, status="running", **({"node_id": node_id} if node_id else {}))
         state.status = "running"
@@ -196,6 +197,7 @@ class Engine:
             state.best = {k: best[k] for k in ("metric", "value", "path", "seq", "iteration")}
         state.overrides = json_or_empty(row.get("overrides"))
         state.node_id = row.get("node_id")
+        state.requested = self.store.pending_requests(trial_id)  # manual actions not handed out yet
         if reports and row.get("last_seq") != state.last_seq:
             # the summary row lagged the reports when the actor died (rows are flushed every FLUSH_S)
             self._dirty[trial_id] = _summary(state, state.health.snapshot(state.last_seq))
@@ -209,20 +211,25 @@ class Engine:
         if state is None:
             self.register_trial(trial_id, str(report.get("run_id") or "run"), node_id)
             state = self.trials[trial_id]
+        try:
+            return self._observe(state, report, node_id)
+        except sqlite3.Error:
+            # Not stored: this trial's memory (history, health, policy, detectors, manual requests) may
+            # have moved past the store. Drop it; the next report rebuilds it from what is stored, so the
+            # replay of this seq is judged again instead of being taken for a duplicate.
+            self._forget(trial_id)
+            raise
+
+    def _observe(self, state: TrialState, report: dict, node_id: str | None) -> dict:
+        trial_id = state.trial_id
         # A seq far ahead of the last one is garbage, not a report from the future: accepting it
         # would make every later report look like a replay.
         seq = _int_in(report.get("seq"), 0, state.last_seq + MAX_SEQ_JUMP, state.last_seq + 1)
         # What the trial applied counts even on a replayed report: the first copy may have been
         # stored while its answer was lost.
         self._take_applied(state, report.get("applied"))
-        if seq <= state.last_seq:
-            # The first copy was stored, but if its answer was lost (the actor died between commit and
-            # reply) the trial never heard what was decided: hand those actions out again. The client
-            # drops ids it has already been given.
-            undelivered = [{**iv, "redelivered": True} for iv in self.store.undelivered(trial_id, seq)]
-            return {"seq": seq, "duplicate": True, "actions": undelivered, "checkpoint": False,
-                    "stop": any(actions.get(a["action"]).effect == "stop" for a in undelivered),
-                    "health": state.health.snapshot(state.last_seq)}
+        if seq <= state.last_seq:  # memory only ever lags the store (it advances after the write)
+            return self._duplicate(state, seq)
         iteration = _int_in(report.get("iteration"), 0, 2**62, seq)
         metrics = sanitize_metrics(report.get("metrics"))
         t = report.get("time")
@@ -243,8 +250,9 @@ class Engine:
                 state.last_trouble_seq = seq
             decision = self.policy.decide(state.policy, seq, findings, algorithm=state.algorithm)
         todo = self._materialize(state, decision, iteration) if decision else []
-        if state.requested:
-            todo += [a for a in (self._manual(state, r, iteration) for r in state.requested) if a is not None]
+        requested = state.requested
+        if requested:
+            todo += [a for a in (self._manual(state, r, iteration) for r in requested) if a is not None]
             state.requested = []
         state.health.observe(seq, findings)
         if any(actions.get(a["action"]).needs_checkpoint for a in todo):
@@ -258,10 +266,16 @@ class Engine:
         effects = {actions.get(a["action"]).effect for a in todo}
         stop, restart = "stop" in effects, "restart" in effects
         health = state.health.snapshot(seq)
+        found = [f.to_dict() for f in findings]
+        with self.store.transaction():  # the report and the requests it hands out: one commit
+            ids = self.store.record_iteration(norm, seq, found, todo)
+            if ids is not None and requested:
+                self.store.take_requests([r["rid"] for r in requested if r.get("rid") is not None], seq)
+        if ids is None:  # the store already has this seq (another writer, or memory lagged): a replay
+            self._forget(trial_id)
+            return self._duplicate(None, seq, trial_id)
         state.prev_lr = state.last_metrics.get("lr", state.prev_lr)
         state.last_seq, state.last_iteration, state.last_metrics = seq, iteration, metrics
-        found = [f.to_dict() for f in findings]
-        ids = self.store.record_iteration(norm, seq, found, todo)
         for a, iv_id in zip(todo, ids):
             a["id"] = iv_id
             state.known_ids.add(iv_id)
@@ -301,20 +315,55 @@ class Engine:
         return {"metric": metric, "value": v}
 
     def observe_batch(self, reports: list) -> list[dict]:
-        """Many reports (any trials) in one store transaction; one verdict each, in order."""
+        """Many reports (any trials) in one store transaction; one verdict each, in order.
+        A store error (disk full, database locked) fails the whole batch: nothing of it is stored,
+        the trials it touched are rebuilt from the store, and the error is raised, so that no verdict
+        goes out for a report that is not durable."""
         out = []
-        with self.store.transaction():
-            self._in_batch = True
-            try:
-                for r in reports if isinstance(reports, list) else []:
-                    try:
-                        out.append(self.observe(r if isinstance(r, dict) else {}))
-                    except Exception as e:  # one bad report never costs the others their verdicts
-                        out.append({"error": f"{e.__class__.__name__}: {e}", "actions": [], "checkpoint": False,
-                                    "stop": False})
-            finally:
-                self._in_batch = False
-            self.flush()
+        touched: set[str] = set()
+        dirty = dict(self._dirty)
+        try:
+            with self.store.transaction():
+                self._in_batch = True
+                try:
+                    for r in reports if isinstance(reports, list) else []:
+                        r = r if isinstance(r, dict) else {}
+                        touched.add(str(r.get("trial_id") or "default"))
+                        try:
+                            out.append(self.observe(r))
+                        except sqlite3.Error:
+                            raise
+                        except Exception as e:  # one bad report never costs the others their verdicts
+                            out.append({"error": f"{e.__class__.__name__}: {e}", "actions": [],
+                                        "checkpoint": False, "stop": False})
+                finally:
+                    self._in_batch = False
+                self.flush()
+        except BaseException:
+            for tid in touched:
+                self._forget(tid)
+            for tid, cols in dirty.items():  # summary rows the failed commit took with it
+                if tid not in touched:
+                    self._dirty.setdefault(tid, cols)
+            raise
+        return out
+
+    def _forget(self, trial_id: str) -> None:
+        """Drop a trial's in-memory state after a write that did not commit (it is rebuilt from the store,
+        manual requests included: their hand-out rolled back with the write)."""
+        self.trials.pop(trial_id, None)
+        self._dirty.pop(trial_id, None)
+
+    def _duplicate(self, state: TrialState | None, seq: int, trial_id: str | None = None) -> dict:
+        """The verdict for a report the store already holds. If the first copy's answer was lost (the
+        actor died between commit and reply) the trial never heard what was decided: hand those actions
+        out again. The client drops ids it has already been given."""
+        trial_id = state.trial_id if state else trial_id
+        undelivered = [{**iv, "redelivered": True} for iv in self.store.undelivered(trial_id, seq)]
+        out = {"seq": seq, "duplicate": True, "actions": undelivered, "checkpoint": False,
+               "stop": any(actions.get(a["action"]).effect == "stop" for a in undelivered)}
+        if state is not None:
+            out["health"] = state.health.snapshot(state.last_seq)
         return out
 
     def flush(self, force: bool = False, trial_id: str | None = None) -> None:
@@ -327,13 +376,17 @@ class Engine:
         else:
             todo, self._dirty = self._dirty, {}
             self._flushed_at = time.monotonic()
-        with self.store.transaction():
-            for tid, cols in todo.items():
-                m = cols.get("final")
-                if m is not None:
-                    cols["final"] = {k: m.get(k) for k in ("episode_return_mean", "env_steps_lifetime",
-                                                           "time_total_s")}
-                self.store.set_trial(tid, **cols)
+        try:
+            with self.store.transaction():
+                for tid, cols in todo.items():
+                    m = cols.get("final")
+                    if m is not None:
+                        cols["final"] = {k: m.get(k) for k in _FINAL_KEYS}
+                    self.store.set_trial(tid, **cols)
+        except Exception:
+            for tid, cols in todo.items():  # written next time, unless a newer summary replaced it
+                self._dirty.setdefault(tid, cols)
+            raise
 
     # ------------------------------------------------------------------ helpers
     def _materialize(self, state: TrialState, decision, iteration: int) -> list[dict]:
@@ -367,11 +420,20 @@ class Engine:
 
     def request_action(self, trial_id: str, action: str, params: dict | None = None,
                        reason: str = "manual request") -> bool:
-        """Queue an action by hand (dashboard); it goes out with the trial's next verdict."""
-        state = self.trials.get(trial_id)
-        if state is None or action not in actions.ACTIONS or state.status != "running":
+        """Queue an action by hand (dashboard); it goes out with the trial's next verdict. Stored, so that
+        it survives an actor restart, and accepted for a trial not registered again yet (after a restart)."""
+        if action not in actions.ACTIONS:
             return False
-        state.requested.append({"action": action, "params": dict(params or {}), "reason": reason})
+        state = self.trials.get(trial_id)
+        if state is None:
+            row = self.store.trial(trial_id)
+            if row is None or row["status"] != "running":
+                return False
+        elif state.status != "running":
+            return False
+        rid = self.store.add_request(trial_id, action, dict(params or {}), reason)
+        if state is not None:
+            state.requested.append({"rid": rid, "action": action, "params": dict(params or {}), "reason": reason})
         return True
 
     def _manual(self, state: TrialState, req: dict, iteration: int) -> dict | None:
@@ -508,9 +570,12 @@ class Engine:
                 state.pending.remove(p)
         if status == "completed" and state.had_effective:
             status = "recovered"
-        state.status = status
         self.store.set_trial(trial_id, status=status, ended=time.time())
+        state.status = status
         return status
+
+
+_FINAL_KEYS = ("episode_return_mean", "env_steps_lifetime", "time_total_s")
 
 
 def _summary(state: TrialState, health: dict) -> dict:

@@ -154,13 +154,62 @@ def _build(trial_id: str, source: str, fmt: str, records: Iterable[tuple[dict, d
     return log
 
 
+MAX_LINE_BYTES = 16 << 20  # a metrics line is KBs (Tune's hist_stats: MBs); past this it is not a log
+MAX_DIGITS = 300  # an integer literal with more digits is no metric (and 1e308 is float's limit anyway)
+
+
 def _read_text(path: Path) -> str:
+    """The file as text, one capped line at a time: a 1 GB line costs 16 MB, not gigabytes."""
+    chunks, n = [], 0
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(str(path), None, "not a text file (unrecognized format)") from None
+        with open(path, "rb") as fh:
+            while True:
+                line = fh.readline(MAX_LINE_BYTES + 1)
+                if not line:
+                    break
+                n += 1
+                if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                    raise InputError(str(path), f"line {n}", f"longer than {MAX_LINE_BYTES >> 20} MiB: "
+                                                             "not a metrics log")
+                chunks.append(line)
     except OSError as e:
         raise InputError(str(path), None, f"cannot read: {e.strerror or e}") from None
+    data = b"".join(chunks)
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise InputError(str(path), None, f"not a text file (NUL byte at offset {nul}: binary or damaged)")
+    try:
+        return data.decode("utf-8-sig")  # a BOM (Windows editors, Excel's CSV) is not part of the first key
+    except UnicodeDecodeError as e:
+        raise InputError(str(path), None, f"not a text file (not UTF-8 at byte {e.start}; "
+                                          "unrecognized format)") from None
+
+
+def _int(s: str) -> int:
+    if len(s.lstrip("-")) > MAX_DIGITS:
+        raise ValueError(f"a number too large ({len(s)} digits)")
+    return int(s)
+
+
+def _float(s: str) -> float:
+    x = float(s)
+    if math.isinf(x):  # a finite literal beyond float's range, not an Infinity the log wrote
+        raise ValueError(f"a number too large for a float ({s[:20]}...)")
+    return x
+
+
+def _loads(path: Path, text: str, where: str | None):
+    """json.loads with the log's problems as one InputError: nesting, giant numbers, syntax."""
+    try:
+        return json.loads(text, parse_int=_int, parse_float=_float)
+    except RecursionError:
+        raise InputError(str(path), where, "nested too deeply (not a metrics log)") from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as e:  # _int/_float, or Python's own digit limit
+        msg = str(e)
+        raise InputError(str(path), where, msg if msg.startswith("a number") else f"a number too large ({msg})") \
+            from None
 
 
 def _json_lines(path: Path, text: str) -> list[dict]:
@@ -171,7 +220,7 @@ def _json_lines(path: Path, text: str) -> list[dict]:
         if not ln.strip():
             continue
         try:
-            obj = json.loads(ln)
+            obj = _loads(path, ln, f"line {i + 1}")
         except json.JSONDecodeError as e:
             if i == last and out:
                 break  # a truncated last line: the trainer died mid-write
@@ -187,10 +236,10 @@ def _json_records(path: Path, text: str) -> tuple[list[dict], bool]:
     s = text.lstrip()
     if s.startswith("["):
         try:
-            data = json.loads(s)
+            data = _loads(path, s, None)
         except json.JSONDecodeError as e:
             raise InputError(str(path), None, f"not valid JSON ({e.msg} at line {e.lineno})") from None
-        if not all(isinstance(r, dict) for r in data):
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise InputError(str(path), None, "a JSON array of metric objects must hold only objects")
         return data, False
     if s.startswith("{") and "\n" in s.strip():
@@ -198,7 +247,7 @@ def _json_records(path: Path, text: str) -> tuple[list[dict], bool]:
         if hist is not None:
             return hist, True
         try:  # one pretty-printed document
-            data = json.loads(s)
+            data = _loads(path, s, None)
         except json.JSONDecodeError:
             data = None
         if isinstance(data, dict):
@@ -206,18 +255,31 @@ def _json_records(path: Path, text: str) -> tuple[list[dict], bool]:
     return _json_lines(path, text), False
 
 
-def _csv_records(path: Path, text: str) -> list[dict]:
+def _csv_records(path: Path, text: str) -> tuple[list[dict], int]:
+    """Rows as dicts, and how many rows were dropped for having another field count than the header."""
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # Tune's hist_stats columns are long
+    reader = csv.reader(text.splitlines(), strict=True)
+    rows, ragged = [], 0
     try:
-        reader = csv.DictReader(text.splitlines())
-        rows = []
+        header = next(reader, None)
         for row in reader:
-            rows.append({k: v for k, v in row.items() if k is not None and v not in (None, "")})
+            if not row:
+                continue
+            if len(row) != len(header):
+                ragged += 1
+                continue
+            for v in row:
+                if len(v) > MAX_DIGITS and v.lstrip("-+").isdigit():
+                    raise InputError(str(path), f"line {reader.line_num}", f"a number too large ({len(v)} digits)")
+            rows.append({k: v for k, v in zip(header, row) if v != ""})
     except csv.Error as e:
-        raise InputError(str(path), None, f"malformed CSV ({e})") from None
-    if not reader.fieldnames:
+        msg = str(e)
+        if "unexpected end of data" in msg:
+            msg = "unterminated quote (a field opens a \" that never closes)"
+        raise InputError(str(path), f"line {reader.line_num}", f"malformed CSV: {msg}") from None
+    if not header:
         raise InputError(str(path), None, "empty CSV (no header)")
-    return rows
+    return rows, ragged
 
 
 def _kind(path: Path, text: str) -> str:
@@ -237,6 +299,13 @@ def _kind(path: Path, text: str) -> str:
 
 def load_file(path: Path, trial_id: str | None = None) -> Log:
     """One log file -> a Log (``error`` set when it holds nothing we can judge)."""
+    try:
+        return _load_file(path, trial_id)
+    except RecursionError:  # a JSON reader of some format below met a deeply nested document
+        raise InputError(str(path), None, "nested too deeply (not a metrics log)") from None
+
+
+def _load_file(path: Path, trial_id: str | None) -> Log:
     text = _read_text(path)
     if not text.strip():
         log = Log(trial_id or path.stem, str(path), "empty")
@@ -251,10 +320,13 @@ def load_file(path: Path, trial_id: str | None = None) -> Log:
             return log
         return _build(trial_id or path.name, str(path), "monitor.csv", ((r, None) for r in recs))
     if kind == "csv":
-        rows = _csv_records(path, text)
+        rows, ragged = _csv_records(path, text)
         tune = path.name == "progress.csv"
         tid = trial_id or (path.parent.name if tune else path.stem)
-        return _build(tid, str(path), "progress.csv" if tune else "csv", ((r, None) for r in rows))
+        log = _build(tid, str(path), "progress.csv" if tune else "csv", ((r, None) for r in rows))
+        if ragged:
+            log.warnings.append(f"{ragged} row(s) dropped: their number of fields differs from the header's")
+        return log
     if kind == "json":
         objs, trainer_state = _json_records(path, text)
         if trainer_state:

@@ -9,6 +9,7 @@ All SQL is parameterized.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -54,7 +55,44 @@ CREATE TABLE IF NOT EXISTS alerts (
     error TEXT, title TEXT, items INTEGER NOT NULL DEFAULT 1);
 CREATE TABLE IF NOT EXISTS nodes (
     node_id TEXT PRIMARY KEY, address TEXT, alive INTEGER NOT NULL, last_seen REAL NOT NULL, info TEXT);
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, trial_id TEXT NOT NULL, action TEXT NOT NULL,
+    params TEXT NOT NULL, reason TEXT NOT NULL, time REAL NOT NULL, taken_seq INTEGER);
 """
+
+
+# PRAGMA user_version of a store this code writes. 0: a store from before versions were recorded (its
+# tables are those of version 1). Each migration brings a store from the version before it to its own.
+SCHEMA_VERSION = 2
+MIGRATIONS = {
+    1: "",  # the unversioned stores of earlier releases: SCHEMA as it was, nothing to change
+    2: """CREATE TABLE IF NOT EXISTS requests (
+              id INTEGER PRIMARY KEY AUTOINCREMENT, trial_id TEXT NOT NULL, action TEXT NOT NULL,
+              params TEXT NOT NULL, reason TEXT NOT NULL, time REAL NOT NULL, taken_seq INTEGER);""",
+}
+
+
+class SchemaError(sqlite3.DatabaseError):
+    """The file is a SQLite database but not one this version can read."""
+
+
+def _schema_version(db: sqlite3.Connection) -> int:
+    return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Bring an existing store to SCHEMA_VERSION, all in one transaction; returns the version it had."""
+    had = _schema_version(db)
+    if had > SCHEMA_VERSION:
+        raise SchemaError(f"written by a newer rl-supervisor (schema version {had}; this one reads up to "
+                          f"{SCHEMA_VERSION})")
+    if had < SCHEMA_VERSION:
+        with db:
+            for v in range(max(had, 0) + 1, SCHEMA_VERSION + 1):
+                for stmt in filter(str.strip, MIGRATIONS[v].split(";")):
+                    db.execute(stmt)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    return had
 
 
 TRIAL_COLUMNS = {"status", "node_id", "ended", "iterations", "last_seq", "health_score", "worst_severity",
@@ -98,28 +136,65 @@ class Store:
     actor, which answers trials only after its commit)."""
 
     CHECKPOINT_S = 1.0
+    # Past this the writer resets the WAL (TRUNCATE checkpoint), and SQLite trims the file back to it
+    # whenever the log restarts: the WAL stays bounded under saturating writes (see _bound_wal).
+    WAL_LIMIT_BYTES = 64 << 20
+    SYNCHRONOUS = "FULL"  # a verdict goes out only for what is durable; see benchmarks/results/ingestion.md
+    # How long a write waits for a lock another connection holds before it fails (and the report is
+    # answered with an error, kept by the trial, and sent again).
+    BUSY_TIMEOUT_S = float(os.environ.get("RL_SUPERVISOR_DB_BUSY_S") or 10.0)
 
     def __init__(self, path: str | Path, readonly: bool = False, background_checkpoints: bool = False):
         self.path = str(path)
         self._depth = 0
         self._checkpointer: threading.Thread | None = None
+        self.migrated_from: int | None = None  # the schema version an older store was migrated from
+        self.readonly = readonly
+        self._commits = 0
         self._closed = threading.Event()
-        self._queued: list[tuple] = []  # quiet reports waiting for the enclosing transaction's commit
         if readonly:
-            uri = Path(self.path).resolve().as_uri() + "?mode=ro"
-            self.db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10)
+            self.db = self._connect_readonly()
         else:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
+            self.db = sqlite3.connect(self.path, check_same_thread=False, timeout=self.BUSY_TIMEOUT_S)
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
+            self.db.execute(f"PRAGMA synchronous={self.SYNCHRONOUS}")
+            self.db.execute(f"PRAGMA journal_size_limit={self.WAL_LIMIT_BYTES}")
+            if self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' LIMIT 1").fetchone() is None:
+                self.db.executescript(SCHEMA)  # a new store
+                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            else:
+                self.migrated_from = migrate(self.db)
+                self.db.executescript(SCHEMA)
             if background_checkpoints:
                 self.db.execute("PRAGMA wal_autocheckpoint=0")
                 self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="wal-checkpoint",
                                                       daemon=True)
                 self._checkpointer.start()
         self.db.row_factory = sqlite3.Row
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """Read-only; a store in a folder we cannot write (no -shm can be made there) is opened immutable.
+        A store from an older version is migrated in memory, never on disk."""
+        base = Path(self.path).resolve().as_uri()
+        try:
+            db = sqlite3.connect(base + "?mode=ro", uri=True, check_same_thread=False, timeout=self.BUSY_TIMEOUT_S)
+            version = _schema_version(db)
+        except sqlite3.OperationalError:
+            db = sqlite3.connect(base + "?immutable=1", uri=True, check_same_thread=False)
+            version = _schema_version(db)
+        if version > SCHEMA_VERSION:
+            db.close()
+            raise SchemaError(f"written by a newer rl-supervisor (schema version {version}; this one reads up "
+                              f"to {SCHEMA_VERSION})")
+        if version < SCHEMA_VERSION and db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='reports'").fetchone():
+            mem = sqlite3.connect(":memory:", check_same_thread=False)
+            db.backup(mem)
+            db.close()
+            self.migrated_from = migrate(mem)
+            return mem
+        return db
 
     def _checkpoint_loop(self) -> None:
         db = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
@@ -147,16 +222,32 @@ class Store:
             if self._depth == 1:
                 with self.db:
                     yield
-                    if self._queued:
-                        self.db.executemany(
-                            "INSERT OR IGNORE INTO reports (trial_id, seq, iteration, time, node_id, metrics) "
-                            "VALUES (?,?,?,?,?,?)", self._queued)
+                self._commits += 1
+                if self._commits % 64 == 0 and not self.readonly:
+                    self._bound_wal()
             else:
                 yield
         finally:
             self._depth -= 1
-            if not self._depth:
-                self._queued.clear()
+
+    def _bound_wal(self) -> None:
+        """A WAL past WAL_LIMIT_BYTES is reset here, by the writer between its transactions: a checkpoint
+        from another connection cannot win the writer lock from a busy writer, and PASSIVE ones copy the
+        frames but never reset the file, which then grows without end (1.3 GB for a 77 MB database).
+        The frames are already copied (background PASSIVE checkpoints), so this mostly truncates; it
+        waits at most 0.25 s for readers still on an old snapshot, and tries again later otherwise."""
+        try:
+            if os.path.getsize(self.path + "-wal") <= self.WAL_LIMIT_BYTES:
+                return
+        except OSError:
+            return
+        try:
+            self.db.execute("PRAGMA busy_timeout=250")
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error:
+            pass
+        finally:
+            self.db.execute(f"PRAGMA busy_timeout={int(self.BUSY_TIMEOUT_S * 1000)}")
 
     # ---- writes (one transaction per call: written before the caller is answered)
     def upsert_run(self, run_id: str, name: str, kind: str, status: str, spec: dict | None = None,
@@ -188,15 +279,12 @@ class Store:
         self._update("trials", "trial_id", TRIAL_COLUMNS, trial_id, cols)
 
     def record_iteration(self, report: dict, seq: int, findings: Iterable[dict], interventions: Iterable[dict]
-                         ) -> list[int]:
-        """Store one report with its findings and decided interventions atomically; return intervention ids.
-        Inside an enclosing transaction a quiet report (nothing found, nothing decided) is queued and
-        written with the others in one ``executemany`` before that transaction commits."""
+                         ) -> list[int] | None:
+        """Store one report with its findings and decided interventions atomically; return intervention
+        ids, or None when (trial_id, seq) is already stored: the insert's row count, not anyone's memory,
+        says what is a replay."""
         row = (report["trial_id"], seq, report["iteration"], report.get("time") or time.time(),
                report.get("node_id"), dumps(report["metrics"]))
-        if self._depth and not findings and not interventions:
-            self._queued.append(row)
-            return []
         tid = report["trial_id"]
         ids = []
         with self.transaction():
@@ -204,7 +292,7 @@ class Store:
                 "INSERT OR IGNORE INTO reports (trial_id, seq, iteration, time, node_id, metrics) VALUES (?,?,?,?,?,?)",
                 row)
             if cur.rowcount == 0:
-                return []  # a replay of a report already stored
+                return None  # a replay of a report already stored
             for f in findings:
                 self.db.execute(
                     "INSERT OR IGNORE INTO findings (trial_id, seq, iteration, detector, severity, metric, value, "
@@ -219,6 +307,22 @@ class Store:
                      iv.get("detector"), time.time()))
                 ids.append(c.lastrowid)
         return ids
+
+    def add_request(self, trial_id: str, action: str, params: dict, reason: str) -> int:
+        """A manual action (dashboard) waiting for the trial's next verdict: kept across actor restarts."""
+        with self.transaction():
+            return self.db.execute("INSERT INTO requests (trial_id, action, params, reason, time) VALUES (?,?,?,?,?)",
+                                   (trial_id, action, dumps(params or {}), reason, time.time())).lastrowid
+
+    def take_requests(self, ids: Iterable[int], seq: int) -> None:
+        with self.transaction():
+            self.db.executemany("UPDATE requests SET taken_seq=? WHERE id=?", [(seq, i) for i in ids])
+
+    def pending_requests(self, trial_id: str) -> list[dict]:
+        rows = self._rows("SELECT id, action, params, reason FROM requests WHERE trial_id=? AND taken_seq IS NULL "
+                          "ORDER BY id", (trial_id,))
+        return [{"rid": r["id"], "action": r["action"], "params": loads(r["params"]) or {}, "reason": r["reason"]}
+                for r in rows]
 
     def record_finding(self, trial_id: str | None, f: dict, seq: int | None = None) -> None:
         """A finding outside the per-iteration path (node_down, gpu_fault, ...)."""
@@ -303,8 +407,9 @@ class Store:
         rows = self._rows("SELECT * FROM trials WHERE trial_id=?", (trial_id,))
         return rows[0] if rows else None
 
-    def reports(self, trial_id: str, since_seq: int = -1, raw: bool = False) -> list[dict]:
-        rows = self._rows("SELECT * FROM reports WHERE trial_id=? AND seq>? ORDER BY seq", (trial_id, since_seq))
+    def reports(self, trial_id: str, since_seq: int = -1, raw: bool = False, limit: int = -1) -> list[dict]:
+        rows = self._rows("SELECT * FROM reports WHERE trial_id=? AND seq>? ORDER BY seq LIMIT ?",
+                          (trial_id, since_seq, limit))
         return self._decode(rows, ("metrics",), raw)
 
     def latest_report(self, trial_id: str, raw: bool = False) -> dict | None:

@@ -12,6 +12,7 @@ import pytest
 import ray
 
 from actors.algo_config import build_config
+from actors.bootstrap import run_id_for
 from actors.callback import find_callback
 from actors.supervisor_actor import get_or_create_supervisor
 from supervisor.config import Experiment
@@ -261,7 +262,7 @@ def test_killed_supervisor_during_a_tune_sweep_loses_nothing(ray_local, tmp_path
     assert set(cb.status) == set(tune_rows) and "errored" not in cb.status.values(), cb.status
 
     store = Store(run_dir / "supervisor.db", readonly=True)
-    run = next(r for r in store.runs() if r["run_id"] == run_dir.name)
+    run = next(r for r in store.runs() if r["run_id"] == run_id_for(run_dir))  # the folder's path-derived id
     assert run["status"] in ("completed", "recovered") and run["ended"], run  # the run was closed
     stored = {t["trial_id"]: t for t in store.trials()}
     assert set(stored) == set(tune_rows), (set(stored), set(tune_rows))

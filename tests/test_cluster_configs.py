@@ -82,7 +82,9 @@ def test_cluster_launcher_configs_pass_rays_schema_and_install_this_package(name
     head, worker = ray_start(cfg["head_start_ray_commands"]), ray_start(cfg["worker_start_ray_commands"])
     assert worker["address"] == f"$RAY_HEAD_IP:{head['port']}"
     assert head["metrics-export-port"] == worker["metrics-export-port"]
-    assert head["dashboard-host"] == "0.0.0.0" and head["dashboard-port"] == "8265"
+    # the dashboard's job API runs code for whoever reaches it: loopback only, reached through `ray dashboard`
+    assert head["dashboard-host"] == "127.0.0.1" and head["dashboard-port"] == "8265"
+    assert "0.0.0.0" not in (CONFIGS / name).read_text()
     if "object-manager-port" in head:
         assert head["object-manager-port"] == worker["object-manager-port"]
     if "docker" in cfg:
@@ -122,7 +124,8 @@ def test_kuberay_rayjob_runs_an_experiment_under_the_supervisor():
     head = rc["headGroupSpec"]
     ports = {p["name"]: p["containerPort"] for p in head["template"]["spec"]["containers"][0]["ports"]}
     assert ports["dashboard"] == int(head["rayStartParams"]["dashboard-port"]) and ports["gcs-server"] == 6379
-    assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0"
+    assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0"  # the job submitter pod must reach it ...
+    assert rc["authOptions"] == {"mode": "token"}  # ... so Ray's token auth guards it
     # the run folder the entrypoint writes lives on a mounted volume, backed by the PVC in the same file
     out = shlex.split(spec["entrypoint"])[shlex.split(spec["entrypoint"]).index("--out") + 1]
     mounts = head["template"]["spec"]["containers"][0]["volumeMounts"]

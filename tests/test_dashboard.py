@@ -363,5 +363,28 @@ def test_node_cards_say_why_values_are_missing_and_plot_the_evaluation_return(tm
     page.goto(url + "#/trial/trial-e")
     expect(page.locator("#chart-return")).to_contain_text("evaluation")
     expect(page.locator("#chart-return .u-legend")).to_contain_text("40")  # the newest evaluation return
+
+
+def test_a_long_trial_comes_in_pages_and_the_page_shows_all_of_it(tmp_path, dashboard, page):
+    from supervisor.dashboard.server import TRIAL_PAGE
+
+    w = Writer(tmp_path)
+    n = TRIAL_PAGE + 300
+    w.engine.observe_batch([{"trial_id": "long", "run_id": w.run_id, "seq": i, "iteration": i + 1,
+                             "metrics": healthy(i % 50)} for i in range(n)])
+    w.engine.flush(force=True)
+    url = dashboard("--run", str(tmp_path))
+    status, _, body = http(url + "api/trial?id=long")
+    first = json.loads(body)
+    assert status == 200 and len(first["reports"]["seq"]) == TRIAL_PAGE and first["page"]["more"]
+    status, _, body = http(url + f"api/trial?id=long&since_seq={first['page']['next_since_seq']}")
+    rest = json.loads(body)
+    assert rest["reports"]["seq"] == list(range(TRIAL_PAGE, n)) and not rest["page"]["more"]
+    assert http(url + "api/trial?id=long&limit=0")[0] == 400
+    page.goto(url + "#/trial/long")
+    expect(page.locator("#trial-title")).to_have_text("long", timeout=30_000)
+    w.seq["long"] = n - 1
+    w.report("long", healthy(3))  # a live update re-draws the charts from every page fetched, plus this one
+    expect(page.locator("#charts")).to_have_attribute("data-points", str(n + 1), timeout=30_000)
     assert not page.errors, page.errors
     w.close()

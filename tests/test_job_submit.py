@@ -91,18 +91,21 @@ def head():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_status_without_a_cluster_or_supervisor_is_one_line_exit_1(head):
+def test_status_without_a_cluster_is_one_line_exit_1_and_without_a_supervisor_lists_nodes(head):
     env = {**head["env"], "PYTHONPATH": str(ROOT)}
     (port,) = free_ports(1)
     p = subprocess.run([sys.executable, "-m", "supervisor", "status", "--address", f"127.0.0.1:{port}"],
                        capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
     assert p.returncode == 1 and p.stdout == "" and len(p.stderr.strip().splitlines()) == 1
     assert "no Ray cluster at" in p.stderr
-    # a live cluster with no supervisor on it
-    p = subprocess.run([sys.executable, "-m", "supervisor", "status", "--address", head["gcs"]],
+    # a live cluster with no supervised run yet: its nodes from Ray, no trials, exit 0
+    p = subprocess.run([sys.executable, "-m", "supervisor", "status", "--address", head["gcs"], "--format", "json"],
                        capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
-    assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1, p.stderr
-    assert "no supervisor running" in p.stderr
+    assert p.returncode == 0, p.stderr
+    st = json.loads(p.stdout)
+    assert st["trials"] == [] and len(st["nodes"]) == 1, st
+    node = st["nodes"][0]
+    assert node["alive"] and node["health"] == "ok" and node["resources"]["CPU"] > 0 and node["resources"]["memory"] > 0
 
 
 def test_ray_job_submit_runs_a_supervised_experiment(head, tmp_path):

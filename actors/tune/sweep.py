@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from actors.bootstrap import RunInfo, new_run, start
+from actors.bootstrap import RunInfo, lock_run_dir, new_run, run_id_for, start
 from actors.callback import CONFIG_KEY
 from actors.tune.callback import SupervisorTuneCallback
 from actors.tune.stopper import RETURN_METRIC, StopRule, combine_stop, stability_stopper_of
@@ -90,7 +90,7 @@ def supervised_trainable_config(config, run_dir: str | Path, *, name: str | None
     cfg = config.copy(copy_frozen=False)
     space_probe = cfg.to_dict()
     search_keys = tuple(k for k, v in space_probe.items() if _is_search(v))
-    run = RunInfo(run_id=run_dir.name, run_dir=run_dir, name=name or run_dir.name, kind="sweep",
+    run = RunInfo(run_id=run_id_for(run_dir), run_dir=run_dir, name=name or run_dir.name, kind="sweep",
                   settings=SupervisorConfig.model_validate(dict(settings or {})), search_keys=search_keys)
     if run.settings.enabled:
         current = getattr(cfg, "callbacks_class", None)
@@ -103,7 +103,7 @@ def supervised_trainable_config(config, run_dir: str | Path, *, name: str | None
         cfg.learners(learner_config_dict={**(cfg.learner_config_dict or {}), CONFIG_KEY: run.callback_info()})
         if algorithms.ALGORITHMS[algorithm].instrumented:
             use_supervised_learner(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    lock_run_dir(run_dir)  # one writer per run folder
     cb = SupervisorTuneCallback(run, quiet=quiet)
     return SupervisedTune(trainable_for(algorithm), cfg.to_dict(), cb, run_dir, max_failures)
 

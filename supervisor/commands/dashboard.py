@@ -44,6 +44,23 @@ def run(args) -> int:
             raise InputError(args.run, None, "no such run folder")
         if p.is_file() and p.suffix != ".db":
             raise InputError(args.run, None, "not a run folder (give the folder holding supervisor.db)")
+        db = p / "supervisor.db" if p.is_dir() else p
+        if db.is_file():  # there but not a store we can read: say so now (a missing one is waited for)
+            import sqlite3
+
+            from supervisor.report.build import store_problem
+            from supervisor.store import Store
+
+            try:
+                st = Store.open_readonly(db)
+                try:  # the reads the dashboard starts with: damage past the first page shows here
+                    st.last_report_rowid()
+                    st.newest_findings(1)
+                    st.trials()
+                finally:
+                    st.close()
+            except sqlite3.Error as e:
+                raise InputError(str(db), None, store_problem(e)) from None
         hub = Hub("run", str(p.resolve()), [RunView(p.resolve())], poll_s=args.poll)
         where = f"run folder {p.resolve()} (read-only)"
     else:

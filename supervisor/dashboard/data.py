@@ -94,13 +94,19 @@ class RunView:
         except sqlite3.Error as e:
             self.error = f"cannot read {self.db_path}: {e}"
             return False
+        try:
+            report_rowid = st.last_report_rowid()
+            last_time = st.last_report_times()
+            rows = st.newest_findings(ALERT_LIMIT, raw=True)
+            ivs = st.newest_interventions(ALERT_LIMIT, raw=True)
+            finding_id = st.last_finding_id()
+            iv_state = st.intervention_states()
+        except sqlite3.Error as e:  # damaged past its first pages
+            st.close()
+            self.error = f"cannot read {self.db_path}: {e}"
+            return False
         self.store, self.error = st, None
-        self.report_rowid = st.last_report_rowid()
-        self.last_time = st.last_report_times()
-        rows = st.newest_findings(ALERT_LIMIT, raw=True)
-        ivs = st.newest_interventions(ALERT_LIMIT, raw=True)
-        self.finding_id = st.last_finding_id()
-        self.iv_state = st.intervention_states()
+        self.report_rowid, self.last_time, self.finding_id, self.iv_state = report_rowid, last_time, finding_id, iv_state
         items = [_finding(r) for r in rows] + [_intervention(r) for r in ivs]
         items.sort(key=lambda a: (a["time"] or 0, a["id"]))
         self.alerts.extend(items)
@@ -192,14 +198,17 @@ class RunView:
     def has_trial(self, trial_id: str) -> bool:
         return any(t["trial_id"] == trial_id for t in self.trials)
 
-    def trial_detail(self, trial_id: str) -> dict | None:
+    def trial_detail(self, trial_id: str, since_seq: int = -1, limit: int = -1) -> dict | None:
+        """One trial; its reports one page at a time (seq > since_seq, at most ``limit``; -1: all)."""
         with self.lock:
             if self.store is None and not self._open():
                 return None
             row = self.store.trial(trial_id)
             if row is None:
                 return None
-            reports = self.store.reports(trial_id, raw=True)
+            reports = self.store.reports(trial_id, since_seq, raw=True, limit=limit + 1 if limit > 0 else -1)
+            more = 0 < limit < len(reports)
+            reports = reports[:limit] if more else reports
             findings = [_finding(r) for r in self.store.findings(trial_id, raw=True)]
             ivs = [_intervention(r) for r in self.store.interventions(trial_id, raw=True)]
             cps = [{"seq": c["seq"], "iteration": c["iteration"], "path": c["path"], "time": c["time"]}
@@ -222,7 +231,9 @@ class RunView:
                 "config": _json_col(row["config"]) or {}, "overrides": _json_col(row["overrides"]) or {},
                 "health": health if isinstance(health, dict) else {},
                 "reports": {**cols, "metrics": metrics}, "findings": findings, "interventions": ivs,
-                "checkpoints": cps, "history": True}
+                "checkpoints": cps, "history": True,
+                "page": {"since_seq": since_seq, "limit": limit, "more": more,
+                         "next_since_seq": cols["seq"][-1] if more else None}}
 
     def latest_metric(self, trial_id: str, name: str) -> float | None:
         with self.lock:
@@ -413,10 +424,10 @@ class Hub:
                 return v
         return None
 
-    def trial(self, trial_id: str) -> dict | None:
+    def trial(self, trial_id: str, since_seq: int = -1, limit: int = -1) -> dict | None:
         v = self.view_of(trial_id)
         if v is not None:
-            d = v.trial_detail(trial_id)
+            d = v.trial_detail(trial_id, since_seq, limit)
             if d is not None:
                 d["run_dir"] = str(v.run_dir)
                 return d
@@ -425,5 +436,6 @@ class Hub:
             return None
         return {"trial": t, "config": {}, "overrides": {}, "health": {},
                 "reports": {"seq": [], "iteration": [], "time": [], "metrics": {}}, "findings": [],
-                "interventions": [], "checkpoints": [], "history": False, "run_dir": None}
+                "interventions": [], "checkpoints": [], "history": False, "run_dir": None,
+                "page": {"since_seq": since_seq, "limit": limit, "next_since_seq": None, "more": False}}
 

@@ -44,6 +44,11 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 ACTIONS = tuple(n for n, spec in actions.ACTIONS.items() if spec.manual) + ("set_lr",)
 MAX_BODY = 16 * 1024
 HEARTBEAT_S = 15.0
+# One thread per connection (ThreadingHTTPServer): bounded, and no socket waits forever on a silent client.
+MAX_CONNECTIONS = 64
+MAX_SSE_CLIENTS = 16  # live event streams (browser tabs); beyond: 503, the page falls back to polling
+SOCKET_TIMEOUT_S = 10.0
+TRIAL_PAGE = 2000  # reports per /api/trial page (5,000 iterations of every metric was 4 MB in one answer)
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 RUN_MODE_REFUSAL = ("controls need a live supervisor: this dashboard reads a run folder (--run) read-only; "
@@ -81,6 +86,7 @@ class DashboardServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    request_queue_size = 128  # the listen backlog: a burst of connections is accepted (and capped), not stalled
 
     def __init__(self, addr: tuple[str, int], hub: Hub, token: str | None = None, actor_call=None):
         if ":" in addr[0]:
@@ -94,6 +100,32 @@ class DashboardServer(ThreadingHTTPServer):
         self.static = load_static()
         self.loopback_only = is_loopback(addr[0])
         self.stopping = threading.Event()
+        self.timeout_s = SOCKET_TIMEOUT_S
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._sse = threading.BoundedSemaphore(MAX_SSE_CLIENTS)
+
+    def process_request(self, request, client_address):
+        """A thread per connection, up to MAX_CONNECTIONS; beyond, a 503 from the accepting thread."""
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                b"Retry-After: 2\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def url(self) -> str:
         host, port = self.server_address[:2]
@@ -108,6 +140,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, fmt, *args):  # quiet; errors go through logging
         log.debug("%s " + fmt, self.address_string(), *args)
+
+    def setup(self):
+        self.timeout = self.server.timeout_s  # every read and write on this socket: a silent client is dropped
+        super().setup()
+
+    def handle(self):
+        try:
+            super().handle()
+        except (TimeoutError, ConnectionError):  # the client went quiet or away
+            self.close_connection = True
 
     # ------------------------------------------------------------------ helpers
     def _headers(self, status: int, ctype: str, length: int | None, cache: str = "no-store") -> None:
@@ -183,7 +225,14 @@ class Handler(BaseHTTPRequestHandler):
                 tid = (q.get("id") or [None])[0]
                 if tid is None:
                     return self._error(400, "missing ?id=TRIAL_ID")
-                d = self.server.hub.trial(tid)
+                try:
+                    since = int((q.get("since_seq") or ["-1"])[0])
+                    limit = int((q.get("limit") or [str(TRIAL_PAGE)])[0])
+                except ValueError:
+                    return self._error(400, "since_seq and limit: integers")
+                if not 1 <= limit <= TRIAL_PAGE:
+                    return self._error(400, f"limit: 1 to {TRIAL_PAGE}")
+                d = self.server.hub.trial(tid, since_seq=since, limit=limit)
                 if d is None:
                     return self._error(404, "no such trial")
                 return self._json(200, d)
@@ -209,6 +258,15 @@ class Handler(BaseHTTPRequestHandler):
             after = int(last) if last is not None else hub.last_event_id()
         except ValueError:
             after = hub.last_event_id()
+        if not self.server._sse.acquire(blocking=False):
+            self.close_connection = True
+            return self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"at most {MAX_SSE_CLIENTS} live event streams")
+        try:
+            self._stream(hub, after)
+        finally:
+            self.server._sse.release()
+
+    def _stream(self, hub, after: int) -> None:
         self._headers(200, "text/event-stream; charset=utf-8", None)
         self.close_connection = True
         if self.command == "HEAD":
@@ -252,7 +310,15 @@ class Handler(BaseHTTPRequestHandler):
         if n < 0 or n > MAX_BODY:
             return self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body must be at most {MAX_BODY} bytes")
         try:
-            body = json.loads(self.rfile.read(n) or b"{}")
+            raw = self.rfile.read(n)
+        except TimeoutError:
+            self.close_connection = True
+            return self._error(HTTPStatus.REQUEST_TIMEOUT, "the body did not arrive (shorter than its Content-Length)")
+        if len(raw) < n:
+            self.close_connection = True
+            return self._error(400, "the body is shorter than its Content-Length")
+        try:
+            body = json.loads(raw or b"{}")
         except ValueError:
             return self._error(400, "body is not JSON")
         if not isinstance(body, dict):

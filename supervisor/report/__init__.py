@@ -34,7 +34,9 @@ def render(rep: dict, fmt: str, run_dir: str | Path | None = None) -> str:
     if fmt == "md":
         from supervisor.report.markdown import render_markdown
 
-        return render_markdown(rep)
+        from supervisor.report.text import terminal_safe
+
+        return terminal_safe(render_markdown(rep))
     if fmt == "html":
         from supervisor.report.html import render_html
 

@@ -4,12 +4,13 @@ the dict ``supervise report --format json`` prints and every other format render
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from supervisor.errors import InputError
 from supervisor.jsonsafe import json_safe
-from supervisor.store import Store, loads
+from supervisor.store import SchemaError, Store, loads
 
 
 def _iso(t: float | None) -> str | None:
@@ -21,11 +22,37 @@ def open_store(run_dir: str | Path) -> Store:
     db = p / "supervisor.db" if p.is_dir() else p
     if not db.is_file():
         raise InputError(str(run_dir), None, "not a run folder (no supervisor.db)")
-    return Store.open_readonly(db)
+    try:
+        return Store.open_readonly(db)
+    except sqlite3.Error as e:
+        raise InputError(str(db), None, store_problem(e)) from None
+
+
+def store_problem(e: Exception) -> str:
+    """One line for a file that is not a store this version can read."""
+    msg = str(e)
+    if isinstance(e, ValueError):
+        return f"corrupted store (a stored value is not valid JSON: {msg})"
+    if isinstance(e, SchemaError):
+        return msg
+    if "no such table" in msg:
+        return "not a supervisor store (no reports table; empty, or another program's database)"
+    if "not a database" in msg or "malformed" in msg or "disk image" in msg:
+        return f"not a readable SQLite database (corrupted or truncated: {msg})"
+    return f"cannot read the store: {msg}"
 
 
 def build_report(run_dir: str | Path) -> dict:
     store = open_store(run_dir)
+    try:
+        return _build(store, run_dir)
+    except (sqlite3.Error, ValueError) as e:  # damage past the first page shows only when it is read
+        raise InputError(str(store.path), None, store_problem(e)) from None
+    finally:
+        store.close()
+
+
+def _build(store: Store, run_dir: str | Path) -> dict:
     try:
         runs = store.runs()
         run = runs[-1] if runs else {"name": Path(run_dir).name, "status": "unknown", "started": None,
@@ -116,6 +143,15 @@ def _loads(s):
 def load_series(run_dir: str | Path) -> dict[str, dict[str, list]]:
     """Per trial: ``{"iteration": [...], metric: [...]}`` (None where a report lacks the metric)."""
     store = open_store(run_dir)
+    try:
+        return _series(store)
+    except (sqlite3.Error, ValueError) as e:
+        raise InputError(str(store.path), None, store_problem(e)) from None
+    finally:
+        store.close()
+
+
+def _series(store: Store) -> dict[str, dict[str, list]]:
     try:
         out = {}
         for t in store.trials():

@@ -3,9 +3,27 @@ and ``supervise status`` (:func:`render_status`)."""
 
 from __future__ import annotations
 
+import functools
+import re
 from typing import Any, Mapping
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
+
+def terminal_safe(text: str) -> str:
+    """Control characters from logs, trial ids or messages are shown escaped (``\\x1b``), never
+    interpreted by the terminal (colors, cursor moves, a title change, a carriage return hiding a line)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
+def _safe(fn):
+    @functools.wraps(fn)
+    def wrapper(*a, **k):
+        return terminal_safe(fn(*a, **k))
+    return wrapper
+
+
+@_safe
 def render_text(rep: dict) -> str:
     """``supervise report`` as text."""
     r = rep["run"]
@@ -81,6 +99,7 @@ def compute_line(c: dict) -> str:
     return out
 
 
+@_safe
 def render_scan(res: dict) -> str:
     """``supervise scan`` as text."""
     from supervisor.detectors._common import fmt
@@ -131,6 +150,7 @@ def _pct(x) -> str:
     return f"{x:5.1f}" if isinstance(x, (int, float)) else "    -"
 
 
+@_safe
 def render_status(st: Mapping[str, Any]) -> str:
     """``supervise status`` as text."""
     nodes = st.get("nodes") or []

@@ -125,6 +125,31 @@
     return r.json();
   }
 
+  // /api/trial answers in pages of reports: fetch them all, appending each page's columns.
+  async function getTrial(id) {
+    const base = '/api/trial?id=' + encodeURIComponent(id);
+    const detail = await getJSON(base);
+    let page = detail.page;
+    while (page && page.more) {
+      const next = await getJSON(base + '&since_seq=' + encodeURIComponent(page.next_since_seq));
+      appendReports(detail.reports, next.reports);
+      page = next.page;
+    }
+    return detail;
+  }
+
+  function appendReports(rep, more) {
+    const n = rep.seq.length, m = more.seq.length;
+    for (const k of ['seq', 'iteration', 'time']) rep[k].push(...more[k]);
+    for (const [k, arr] of Object.entries(more.metrics)) {
+      if (!rep.metrics[k]) rep.metrics[k] = new Array(n).fill(null);
+      rep.metrics[k].push(...arr);
+    }
+    for (const [k, arr] of Object.entries(rep.metrics)) {
+      if (!(k in more.metrics)) for (let i = 0; i < m; i++) arr.push(null);
+    }
+  }
+
   function applyState(d) {
     S.mode = d.mode; S.source = d.source; S.controls = d.controls || { enabled: false };
     S.runs = d.runs || []; S.nodes = d.nodes || []; S.supervisor = d.supervisor; S.errors = d.errors || [];
@@ -528,7 +553,7 @@
     S.page = 'trial';
     let detail;
     try {
-      detail = await getJSON('/api/trial?id=' + encodeURIComponent(id));
+      detail = await getTrial(id);
     } catch (e) {
       destroyCharts();
       S.trial = null;
