@@ -67,9 +67,11 @@ def handler_threads() -> int:
 
 
 def test_idle_sockets_are_capped_and_timed_out(dash):
+    before = threading.active_count()  # other tests of the session may have left threads of their own
     idle = [connect(dash) for _ in range(40)]  # never send a byte
     time.sleep(0.3)
-    assert threading.active_count() < 12 + 8, threading.active_count()  # capped: not one thread per socket
+    grown = threading.active_count() - before
+    assert grown <= 12 + 2, grown  # capped: at most one thread per admitted socket, not one per socket
     refused = 0
     for s in idle:
         s.settimeout(5)
