@@ -35,7 +35,6 @@ import argparse
 import fcntl
 import gzip
 import json
-import math
 import os
 import sys
 import time
@@ -123,29 +122,6 @@ def priors(algorithm, exp) -> dict:
     return out
 
 
-RAW_PREFIXES = ("learners/", "env_runners/", "replay_buffer/", "timers/", "fault_tolerance/", "supervisor_extra/")
-RAW_TOP = ("training_iteration", "time_this_iter_s", "time_total_s", "num_env_steps_sampled_lifetime")
-
-
-def flatten_raw(result, prefix: str = "") -> dict:
-    out = {}
-    for k, v in result.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            if key != "config":
-                out.update(flatten_raw(v, key + "/"))
-            continue
-        if not (key in RAW_TOP or key.startswith(RAW_PREFIXES)) or isinstance(v, bool) or v is None:
-            continue
-        if isinstance(v, int):
-            out[key] = v
-            continue
-        try:
-            v = float(v)
-        except (TypeError, ValueError):
-            continue
-        out[key] = float(f"{v:.9g}") if math.isfinite(v) else v
-    return out
 
 
 def onset_of(meta: dict, rows: list[dict]) -> dict:

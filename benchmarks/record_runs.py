@@ -277,7 +277,8 @@ def priors_of(algo, env_config: dict) -> dict:
     return pri
 
 
-RAW_PREFIXES = ("learners/", "env_runners/", "timers/", "fault_tolerance/", "evaluation/")
+RAW_PREFIXES = ("learners/", "env_runners/", "timers/", "fault_tolerance/", "evaluation/", "replay_buffer/",
+                "supervisor_extra/")  # the last: what actors.algos.extra_metrics adds (DQN's epsilon)
 RAW_TOP = ("training_iteration", "time_this_iter_s", "time_total_s", "num_env_steps_sampled_lifetime")
 
 
