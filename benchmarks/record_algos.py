@@ -122,8 +122,6 @@ def priors(algorithm, exp) -> dict:
     return out
 
 
-
-
 def onset_of(meta: dict, rows: list[dict]) -> dict:
     if meta["fault"] is None or not rows:
         return {"onset_index": None, "onset_iteration": None}
