@@ -262,7 +262,7 @@ class Engine:
         checkpoint = (not todo and seq - state.last_trouble_seq >= every and (seq + 1) % every == 0
                       and all(v - v == 0.0 for v in metrics.values())
                       and not state.detectors.alarmed())  # a persisting fault between its reports is no health
-        best = self._new_best(state, seq, metrics) if not todo and not state.detectors.alarmed() else None
+        best = self._new_best(state, seq, metrics) if not todo else None
         effects = {actions.get(a["action"]).effect for a in todo}
         stop, restart = "stop" in effects, "restart" in effects
         health = state.health.snapshot(seq)
@@ -311,6 +311,8 @@ class Engine:
         if old is not None and old["metric"] == "eval_return_mean" and metric != old["metric"]:
             return None  # judged on evaluation: iterations without one cannot beat it
         if old is not None and old["metric"] == metric and v <= old["value"]:
+            return None
+        if state.detectors.alarmed():  # last: a persisting fault between its reports is no health
             return None
         return {"metric": metric, "value": v}
 
@@ -513,7 +515,7 @@ class Engine:
         try that action on this trial again."""
         fired = {f.detector for f in findings if severity_rank(f.severity) >= severity_rank("warning")}
         window = self.settings.outcome_window
-        alarmed = state.detectors.alarmed()
+        alarmed = None  # the detectors still in alarm, looked up only once an outcome window has passed
         for p in list(state.pending):
             spec = actions.get(p.action)
             if not spec.judged or seq <= p.seq:
@@ -522,7 +524,7 @@ class Engine:
                 continue  # still waiting for a lagging report (report_lag) to show the change
             if p.detector in fired or "non_finite" in fired or "reward_collapse" in fired:
                 outcome = "ineffective"
-            elif seq - p.seq >= window and p.detector not in alarmed:
+            elif seq - p.seq >= window and p.detector not in (alarmed := alarmed or state.detectors.alarmed()):
                 outcome = "effective"
             elif seq - p.seq >= 2 * window:  # the signal never left its alarm: the action did not fix it
                 outcome = "ineffective"

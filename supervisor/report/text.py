@@ -39,12 +39,7 @@ def render_text(rep: dict) -> str:
         if rec and rec.get("return_at_fault") is not None:
             lines.append(f"  recovered: return {_num(rec['return_at_fault'])} when the supervisor acted (iteration "
                          f"{rec['fault_iteration']}), {_num(rec['return_reached'])} at the end")
-        if t["findings"]:
-            lines.append("  findings:")
-            for f in t["findings"]:
-                lines.append(f"    iter {f['iteration']:>4}  {f['severity']:<8} {f['detector']:<20} {f['message']}")
-        else:
-            lines.append("  findings: none")
+        lines += _findings_lines(t["findings"], "iter", "iteration", 4)
         if t["interventions"]:
             lines.append("  interventions:")
             for i in t["interventions"]:
@@ -87,6 +82,14 @@ def extras_lines(t: dict) -> list[str]:
     return out
 
 
+def _findings_lines(findings: list, label: str, key: str, width: int) -> list[str]:
+    """A trial's findings, one line each, under the run report's or the scan's step label."""
+    if not findings:
+        return ["  findings: none"]
+    return ["  findings:"] + [f"    {label} {f[key]!s:>{width}}  {f['severity']:<8} {f['detector']:<20} {f['message']}"
+                              for f in findings]
+
+
 def _num(x) -> str:
     return f"{x:.1f}" if isinstance(x, (int, float)) else "-"
 
@@ -123,12 +126,7 @@ def render_scan(res: dict) -> str:
                      f"{t['first_step']}..{t['last_step']}), {len(t['metrics'])} metrics, "
                      f"final return {fmt(ret) if ret is not None else '-'}, health {score} "
                      f"(worst {th['worst_severity']})")
-        if t["findings"]:
-            lines.append("  findings:")
-            for f in t["findings"]:
-                lines.append(f"    step {f['step']!s:>8}  {f['severity']:<8} {f['detector']:<20} {f['message']}")
-        else:
-            lines.append("  findings: none")
+        lines += _findings_lines(t["findings"], "step", "step", 8)
         for w in t.get("warnings", ()):
             lines.append(f"  warning: {w}")
         for n in t.get("notes", ()):
