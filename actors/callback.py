@@ -124,7 +124,8 @@ class SupervisorCallback(RLlibCallback):
                            findings=[f"{f['detector']}:{f['severity']}" for f in verdict.get("findings", [])],
                            finding_text=[f"{f['detector']} ({f['severity']}): {f['message']}"
                                          for f in verdict.get("findings", [])],
-                           actions=[a["action"] for a in actions])
+                           actions=[a["action"] for a in actions],
+                           repairing=bool(verdict.get("repairing")))
             self._apply(algorithm, actions)
             if verdict.get("checkpoint") and not actions:
                 self._checkpoint(algorithm, report["iteration"], seq=report["seq"])

@@ -78,6 +78,9 @@ class SupervisorConfig(BaseModel):
                                                          "finding")
     outcome_window: int = Field(3, gt=0, le=_BIG, description="iterations after which an action's outcome is judged")
     max_interventions: int = Field(4, gt=0, le=_BIG, description="intensity limit: at most N interventions ...")
+    stop_unsalvageable: bool = Field(True, description="a trial whose repair proved ineffective and that shows "
+                                                        "no learning is stopped at once, not after its ladder's "
+                                                        "last rung (supervisor.salvage)")
     intensity_window: int = Field(20, gt=0, le=_BIG, description="... in K iterations, then escalate to stop_trial")
     ladders: dict[str, list[list[str]]] = Field(default_factory=dict,
                                                 description="per detector: ordered steps, each a list of actions")

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor import actions, algorithms
+from supervisor import actions, algorithms, salvage
 from supervisor.actions import VERIFIABLE
 from supervisor.config import SupervisorConfig
 from supervisor.detectors import DetectorSuite
@@ -25,6 +25,7 @@ from supervisor.findings import Finding, severity_rank
 from supervisor.health import HealthScore
 from supervisor.history import History
 from supervisor.policy import EscalationPolicy, PolicyState
+from supervisor.priors import Priors
 from supervisor.store import Store
 
 MAX_SEQ_JUMP = 100_000
@@ -93,6 +94,9 @@ class TrialState:
     prev_lr: float | None = None  # lr reported one iteration before the newest report
     algorithm: str | None = None  # PPO, APPO, IMPALA, DQN, SAC (supervisor.algorithms); None: unknown
     node_id: str | None = None
+    priors: Priors = field(default_factory=Priors)
+    first_returns: list = field(default_factory=list)  # the first finite returns: the level the trial started at
+    give_up: tuple | None = None  # (failed Pending, evidence): stop at once (supervisor.salvage)
 
 
 def _algorithm_of(config: Any) -> str | None:
@@ -131,11 +135,10 @@ class Engine:
     def _new_state(self, trial_id: str, run_id: str, config: dict | None = None) -> TrialState:
         # Only the detectors that apply to the trial's algorithm (supervisor.algorithms) judge it.
         algorithm = _algorithm_of(config)
+        priors = Priors.from_dict(config.get("priors") if isinstance(config, dict) else None)
         state = TrialState(trial_id, run_id, History(self.settings.history),
-                           DetectorSuite.build(self.settings.detectors, self.profile,
-                                               (config or {}).get("priors") if isinstance(config, dict) else None,
-                                               algorithm=algorithm))
-        state.algorithm = algorithm
+                           DetectorSuite.build(self.settings.detectors, self.profile, priors, algorithm=algorithm),
+                           algorithm=algorithm, priors=priors)
         return state
 
     def register_trial(self, trial_id: str, run_id: str, node_id: str | None = None,
@@ -162,6 +165,8 @@ class Engine:
         reports = self.store.reports(trial_id)
         for r in reports[-self.settings.history:]:
             state.history.append(r["metrics"])
+        for r in reports:
+            _note_start(state, r["metrics"])
         if reports:
             state.last_seq = reports[-1]["seq"]
             state.last_iteration = reports[-1]["iteration"]
@@ -242,13 +247,21 @@ class Engine:
         self._verify(state, metrics)
 
         findings = state.detectors.observe(iteration, metrics, state.history)  # judged, then appended
+        _note_start(state, metrics)
         if state.pending:  # judged before deciding: an ineffective action is not chosen again
-            self._judge(state, seq, findings)
+            self._judge(state, seq, findings, metrics)
         decision = None
         if findings:
             if any(severity_rank(f.severity) >= severity_rank("warning") for f in findings):
                 state.last_trouble_seq = seq
             decision = self.policy.decide(state.policy, seq, findings, algorithm=state.algorithm)
+        if state.give_up is not None and not (decision and "stop_trial" in decision.actions):
+            failed, evidence = state.give_up
+            why = (f"cannot be saved: {failed.action} for {failed.detector} was ineffective and the trial shows "
+                   f"no learning: {evidence}")
+            decision = self.policy.give_up(state.policy, seq, Finding(failed.detector, "critical", None, None,
+                                                                     evidence), why)
+        state.give_up = None
         todo = self._materialize(state, decision, iteration) if decision else []
         requested = state.requested
         if requested:
@@ -290,8 +303,12 @@ class Engine:
             d.update(cols)
         if not self._in_batch:
             self.flush(force=True)
+        # A repair inside its outcome window: an early-stopping scheduler waits for the outcome
+        # (actors.tune.scheduler) instead of judging a dip the repair itself caused.
+        repairing = not stop and any(actions.get(p.action).judged and actions.get(p.action).counts_toward_limit
+                                     for p in state.pending)
         out = {"seq": seq, "actions": todo, "checkpoint": checkpoint, "stop": stop, "restart": restart,
-               "health": health, "findings": found}
+               "health": health, "findings": found, "repairing": repairing}
         if best is not None:
             out["best"] = best
         return out
@@ -393,7 +410,7 @@ class Engine:
     # ------------------------------------------------------------------ helpers
     def _materialize(self, state: TrialState, decision, iteration: int) -> list[dict]:
         f = decision.finding
-        why = f"{f.detector} ({f.severity}): {f.message}"
+        why = decision.why or f"{f.detector} ({f.severity}): {f.message}"
         if decision.escalated:
             why = (f"intensity limit: {self.settings.max_interventions} interventions within "
                    f"{self.settings.intensity_window} iterations; last trouble: {why}")
@@ -509,13 +526,16 @@ class Engine:
             p.verified = ok
             self.store.set_intervention(p.id, verified=int(ok))
 
-    def _judge(self, state: TrialState, seq: int, findings: list[Finding]) -> None:
+    def _judge(self, state: TrialState, seq: int, findings: list[Finding], metrics: dict) -> None:
         """Effective: for ``outcome_window`` iterations the triggering signal stayed in its band, nothing
         went non-finite and the return did not collapse. Otherwise ineffective, and the policy will not
-        try that action on this trial again."""
+        try that action on this trial again; if no repair has worked on the trial and it shows no
+        learning (``supervisor.salvage``), it is given up on (``stop_unsalvageable``)."""
         fired = {f.detector for f in findings if severity_rank(f.severity) >= severity_rank("warning")}
         window = self.settings.outcome_window
         alarmed = None  # the detectors still in alarm, looked up only once an outcome window has passed
+        # a repair one of whose changes never showed (verified False) was no real try: no giving up on it
+        unapplied = {p.seq for p in state.pending if p.verified is False}
         for p in list(state.pending):
             spec = actions.get(p.action)
             if not spec.judged or seq <= p.seq:
@@ -536,6 +556,14 @@ class Engine:
                 state.policy.ineffective.add(p.action)
             if outcome == "effective" and spec.counts_toward_limit:
                 state.had_effective = True
+            if (outcome == "ineffective" and spec.counts_toward_limit and not state.had_effective
+                    and self.settings.stop_unsalvageable and state.give_up is None
+                    and p.seq not in unapplied and self.policy.may_stop(p.detector, state.algorithm)):
+                evidence = salvage.no_learning(state.first_returns,
+                                               list(state.history.series("episode_return_mean")),
+                                               metrics, state.priors)
+                if evidence is not None:
+                    state.give_up = (p, evidence)
 
     def record_checkpoint(self, trial_id: str, seq: int, iteration: int, path: str, hparams: dict | None) -> None:
         state = self.trials.get(trial_id)
@@ -578,6 +606,13 @@ class Engine:
 
 
 _FINAL_KEYS = ("episode_return_mean", "env_steps_lifetime", "time_total_s")
+
+
+def _note_start(state: TrialState, metrics: dict) -> None:
+    """Keep the trial's first finite returns: the level it started at (``supervisor.salvage``)."""
+    r = metrics.get("episode_return_mean")
+    if len(state.first_returns) < salvage.FIRST and r is not None and math.isfinite(r):
+        state.first_returns.append(r)
 
 
 def _summary(state: TrialState, health: dict) -> dict:

@@ -11,6 +11,8 @@ that detector's ladder. Explicit limits instead of ad-hoc retries:
   iterations; past that, escalate straight to ``stop_trial``;
 - an action judged ineffective on a trial is not tried on it again (the
   ladder skips it);
+- a trial whose repair proved ineffective and that shows no learning is
+  stopped at once (``give_up``; the evidence is ``supervisor.salvage``);
 - ``info`` findings never trigger actions.
 """
 
@@ -65,6 +67,7 @@ class Decision:
     finding: Finding
     escalated: bool = False  # chosen by the intensity limit, not the ladder
     rung: int = 0
+    why: str | None = None  # the reason, when it is not the finding's own message
 
 
 @dataclass
@@ -120,13 +123,22 @@ class EscalationPolicy:
                 break
             rung += 1
         else:
-            # Exhausted: give up cleanly, except that a ladder ending in alert only ever alerts
-            # (those findings are worth a human's eye, never a reason to kill a trial).
-            free = ladder and not any(ACTIONS[a].counts_toward_limit for a in ladder[-1])
-            step = ["alert"] if free else ["stop_trial"]
+            # Exhausted: give up cleanly (unless the ladder ends in alert: may_stop).
+            step = ["stop_trial"] if self.may_stop(finding.detector, algorithm) else ["alert"]
             rung = len(ladder)
         state.rungs[finding.detector] = rung + 1
         return self._commit(state, seq, Decision(step, finding, rung=rung))
+
+    def may_stop(self, detector: str, algorithm: str | None = None) -> bool:
+        """Whether this detector's findings may end a trial: a ladder ending in alert only ever alerts
+        (those findings are worth a human's eye, never a reason to kill a trial)."""
+        ladder = self.ladder(detector, algorithm)
+        return not ladder or any(ACTIONS[a].counts_toward_limit for a in ladder[-1])
+
+    def give_up(self, state: PolicyState, seq: int, finding: Finding, why: str) -> Decision:
+        """Stop a trial that cannot be saved, whatever rungs its ladder has left."""
+        return self._commit(state, seq, Decision(["stop_trial"], finding, rung=state.rungs.get(finding.detector, 0),
+                                                   why=why))
 
     @staticmethod
     def _commit(state: PolicyState, seq: int, d: Decision) -> Decision:

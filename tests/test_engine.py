@@ -271,3 +271,93 @@ def test_a_lost_answer_is_handed_out_again_once(engine, tmp_path):
     applied = [{"id": a["id"], "ok": True, "after": {}} for a in first["actions"]]
     again = restarted.observe({"trial_id": "t", "seq": 6, "metrics": diverged(), "applied": applied})
     assert again["duplicate"] and again["actions"] == []
+
+
+def _stuck(i):
+    """A trial that never learns: the return stays at its first iterations' level."""
+    m = healthy(0)
+    m["episode_return_mean"] = 20.0 + 0.5 * math.sin(i)
+    return m
+
+
+def _applied(v):
+    return [{"id": a["id"], "ok": True, "verified": True, "after": {"lr": 3e-4}} if a["action"] == "rollback"
+            else {"id": a["id"], "ok": True, "after": {"lr": 1.5e-4}} for a in v["actions"]]
+
+
+def test_ineffective_repair_without_learning_stops_at_once(engine):
+    """Bad from the start: diverges at iteration 4 having never learned; the first repair (rollback +
+    reduce_lr, applied) does not hold -> stopped right there, not after the ladder's second rollback."""
+    for s in range(3):
+        if send(engine, s, _stuck(s))["checkpoint"]:
+            engine.record_checkpoint("t", s, s + 1, f"/ckpt/{s}", {"lr": 3e-4})
+    v = send(engine, 3, diverged())
+    assert [a["action"] for a in v["actions"]] == ["rollback", "reduce_lr"] and v["repairing"]
+    m = diverged()
+    m["lr"] = 1.5e-4  # the lower lr took; the numbers are still not finite
+    v = send(engine, 4, m, _applied(v))
+    assert [a["action"] for a in v["actions"]] == ["stop_trial"] and v["stop"] and not v["repairing"]
+    reason = v["actions"][0]["reason"]
+    assert reason.startswith("cannot be saved: rollback for non_finite was ineffective") and "non-finite" in reason
+    assert [i["outcome"] for i in engine.store.interventions("t")][:2] == ["ineffective", "ineffective"]
+
+
+def test_return_at_its_starting_level_is_no_learning(engine):
+    """Finite numbers, but the update is far too large from iteration 4 on and the return never left its
+    start: the first repair (raise_kl_coeff) does not hold -> stopped, not after three more rungs."""
+    for s in range(3):
+        if send(engine, s, _stuck(s))["checkpoint"]:
+            engine.record_checkpoint("t", s, s + 1, f"/ckpt/{s}", {"lr": 3e-4})
+    acts = []
+    for s in range(3, 16):
+        m = _stuck(s)
+        m["kl"] = 5.0
+        v = send(engine, s, m)
+        acts += [a["action"] for a in v["actions"]]
+        if v["stop"]:
+            break
+    assert acts == ["raise_kl_coeff", "stop_trial"], acts
+    assert "never left the level it started at (20" in v["actions"][0]["reason"]
+
+
+def test_a_trial_that_learned_keeps_its_ladder(engine):
+    """The same fault on a trial whose return had risen (20 -> 60): its ladder goes on, no stop."""
+    warm_up(engine, 6)
+    acts = []
+    for s in range(6, 16):
+        m = healthy(s)
+        m["kl"] = 5.0
+        v = send(engine, s, m)
+        acts += [a["action"] for a in v["actions"]]
+    # the stuck trial above was stopped once raise_kl_coeff proved ineffective; this one goes on
+    assert acts == ["raise_kl_coeff"] and not v["stop"], acts
+    assert [i["outcome"] for i in engine.store.interventions("t")] == ["ineffective"]
+
+
+def test_stop_unsalvageable_off_climbs_the_ladder(tmp_path):
+    store = Store(tmp_path / "supervisor.db")
+    store.upsert_run("r", "r", "run", "running")
+    eng = Engine(store, SupervisorConfig(checkpoint_every=3, cooldown=1, stop_unsalvageable=False))
+    eng.register_trial("t", "r")
+    for s in range(3):
+        if send(eng, s, _stuck(s))["checkpoint"]:
+            eng.record_checkpoint("t", s, s + 1, f"/ckpt/{s}", {"lr": 3e-4})
+    v = send(eng, 3, diverged())
+    m = diverged()
+    m["lr"] = 1.5e-4
+    assert not send(eng, 4, m, _applied(v))["stop"]
+    store.close()
+
+
+def test_repairing_until_the_outcome_is_judged(engine):
+    warm_up(engine, 6)
+    v = send(engine, 6, diverged())
+    assert v["repairing"]
+    seen = []
+    for s in range(7, 12):
+        m = healthy(s - 2)
+        m["lr"] = 1.5e-4
+        seen.append(send(engine, s, m, _applied(v) if s == 7 else None)["repairing"])
+    # inside the outcome window (3 iterations) the repair is pending; judged effective, it is over
+    assert seen[:2] == [True, True] and seen[-1] is False
+    assert [i["outcome"] for i in engine.store.interventions("t")] == ["effective", "effective"]

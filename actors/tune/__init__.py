@@ -7,6 +7,8 @@ What is here
                file's ``stop:`` section (also what ``supervise run`` stops on); ``combine_stop``.
 ``trainable``  ``SupervisedPPO`` (and ``SupervisedAPPO``, ``SupervisedIMPALA``, ``SupervisedDQN``,
                ``SupervisedSAC``): the RLlib algorithm as a Tune trainable that knows its real Tune trial id.
+``scheduler``  ``SupervisedASHA``: ASHA that defers its rung decision for a trial the supervisor is
+               repairing (``scheduler: asha`` in a supervised sweep file uses it).
 ``callback``   ``SupervisorTuneCallback``: the driver side: opens the run in the supervisor actor,
                prints progress, and closes every trial with the right status (completed / recovered /
                stopped / errored).
@@ -45,6 +47,7 @@ in-process ``rollback`` uses.
 """
 
 from actors.tune.callback import SupervisorTuneCallback
+from actors.tune.scheduler import SupervisedASHA
 from actors.tune.stopper import (RETURN_METRIC, STOP_KEYS, StabilityStopper, StopRule, ThresholdStopper,
                                  combine_stop, stability_stopper_of)
 from actors.tune.sweep import (SupervisedTune, build_sweep_space, run_sweep, search_domain,
@@ -54,7 +57,7 @@ from actors.tune.trainable import (SEARCH_KEY, TRAINABLES, SupervisedAPPO, Super
 
 __all__ = [
     "RETURN_METRIC", "SEARCH_KEY", "STOP_KEYS", "StabilityStopper", "StopRule", "SupervisedPPO", "SupervisedAPPO", "SupervisedIMPALA",
-    "SupervisedDQN", "SupervisedSAC", "TRAINABLES", "trainable_for", "SupervisedTune",
+    "SupervisedDQN", "SupervisedSAC", "SupervisedASHA", "TRAINABLES", "trainable_for", "SupervisedTune",
     "SupervisorTuneCallback", "ThresholdStopper", "build_sweep_space", "combine_stop", "run_sweep",
     "search_domain", "stability_stopper_of", "supervised_trainable_config", "sweep_tune_config",
 ]

@@ -208,9 +208,13 @@ def sweep_tune_config(sweep, max_concurrent: int | None):
     if sweep.scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
+        from actors.tune.scheduler import SupervisedASHA
+
         max_t = sweep.stop.iterations or 100
-        scheduler = ASHAScheduler(time_attr="training_iteration", metric=RETURN_METRIC, mode="max",
-                                  max_t=max_t, grace_period=max(1, max_t // 8), reduction_factor=3)
+        # supervised: ASHA waits for a repair's outcome before judging the trial (actors.tune.scheduler)
+        cls = SupervisedASHA if sweep.supervisor.enabled else ASHAScheduler
+        scheduler = cls(time_attr="training_iteration", metric=RETURN_METRIC, mode="max",
+                        max_t=max_t, grace_period=max(1, max_t // 8), reduction_factor=3)
     return tune.TuneConfig(num_samples=sweep.num_samples, scheduler=scheduler,
                            max_concurrent_trials=max_concurrent or sweep.max_concurrent,
                            reuse_actors=False)
