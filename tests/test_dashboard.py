@@ -54,10 +54,10 @@ def healthy(i: int) -> dict:
 class Writer:
     """Plays the supervisor's part: a writable store and an engine, in this process."""
 
-    def __init__(self, run_dir: Path, run_id: str = "dash-run"):
+    def __init__(self, run_dir: Path, run_id: str = "dash-run", spec: dict | None = None):
         self.store = Store(run_dir / "supervisor.db")
         self.run_id = run_id
-        self.store.upsert_run(run_id, "dashboard-test", "run", "running")
+        self.store.upsert_run(run_id, "dashboard-test", "run", "running", spec)
         self.engine = Engine(self.store, SupervisorConfig(checkpoint_every=3, cooldown=1))
         self.seq: dict[str, int] = {}
 
@@ -230,6 +230,36 @@ def test_planted_fault_shows_in_feed_and_on_chart(tmp_path, dashboard, page):
     page.goto(url)
     expect(page.locator("#trials-table tr[data-trial='PPO_fault_00000'] .sev.critical")).to_be_visible()
     shot(page, "dashboard_overview.png")
+    assert not page.errors, page.errors
+    w.close()
+
+
+def test_env_steps_column_shows_what_each_trial_used_and_what_a_stop_saved(tmp_path, dashboard, page):
+    w = Writer(tmp_path, spec={"name": "dashboard-test", "stop": {"iterations": 10}})
+    for i in range(5):  # stopped by the supervisor after 5 of its 10 iterations, 200 env steps each
+        w.report("PPO_stopped", {**healthy(i), "env_steps_lifetime": 200.0 * (i + 1)})
+    w.engine.finish_trial("PPO_stopped", "stopped")
+    for i in range(10):  # the whole budget, 1,250 env steps an iteration
+        w.report("PPO_full", {**healthy(i), "env_steps_lifetime": 1250.0 * (i + 1)})
+    w.engine.finish_trial("PPO_full", "completed")
+    url = dashboard("--run", str(tmp_path))
+    page.goto(url)
+
+    stopped = page.locator("#trials-table tr[data-trial='PPO_stopped'] td.steps")
+    expect(stopped.locator(".steps-used")).to_have_text("1k")
+    expect(stopped.locator(".steps-used")).to_have_attribute("title", "1,000 env steps used")
+    expect(stopped.locator(".steps-saved")).to_have_text("saved 1k")
+    expect(stopped.locator(".steps-saved")).to_have_attribute("title", re.compile(r"^1,000 env steps of the budget"))
+    full = page.locator("#trials-table tr[data-trial='PPO_full'] td.steps")
+    expect(full.locator(".steps-used")).to_have_text("12.5k")
+    expect(full.locator(".steps-saved")).to_have_count(0)  # nothing left unused
+    expect(page.locator("#kpi-steps .k-value")).to_have_text("13.5k")
+    expect(page.locator("#kpi-steps .k-sub")).to_have_text("saved 1k by stops")
+
+    page.click("#trials-table th[data-key='env_steps']")  # descending first
+    expect(page.locator("#trials-table tbody tr").first).to_have_attribute("data-trial", "PPO_full")
+    page.click("#trials-table th[data-key='env_steps']")
+    expect(page.locator("#trials-table tbody tr").first).to_have_attribute("data-trial", "PPO_stopped")
     assert not page.errors, page.errors
     w.close()
 

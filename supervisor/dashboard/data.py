@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from supervisor.jsonsafe import js_name, json_safe
+from supervisor.report.build import compute_account
 from supervisor.store import Store, loads
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,16 @@ def _intervention(row: dict) -> dict:
             "iteration": row["iteration"], "action": row["action"], "params": params, "reason": row["reason"],
             "detector": row["detector"], "outcome": row["outcome"],
             "verified": None if row["verified"] is None else bool(row["verified"]), "time": row["time"]}
+
+
+def _compute(row: dict, final: Any, spec: Any) -> dict | None:
+    """The report's compute account of one store trial row (None when the row is too damaged to count)."""
+    trial = {"final": json_safe(final) if isinstance(final, dict) else {}, "iterations": row["iterations"],
+             "status": row["status"]}
+    try:
+        return compute_account(trial, spec if isinstance(spec, dict) else {})
+    except (AttributeError, TypeError, ValueError, OverflowError):  # a damaged row or spec: no account
+        return None
 
 
 class RunView:
@@ -121,9 +132,12 @@ class RunView:
 
     def _refresh_lists(self) -> None:
         st = self.store
+        runs = st.runs()
         self.runs = [{"run_id": r["run_id"], "name": r["name"], "kind": r["kind"], "status": r["status"],
                       "started": r["started"], "ended": r["ended"], "run_dir": str(self.run_dir)}
-                     for r in st.runs()]
+                     for r in runs]
+        specs = {r["run_id"]: _json_col(r["spec"]) for r in runs}
+        newest_spec = specs.get(runs[-1]["run_id"]) if runs else None  # what `supervise report` reads
         newest = {tid: _finding(r) for tid, r in st.newest_finding_per_trial(raw=True).items()}
         counts = st.severity_counts_per_trial()
         ivn = st.intervention_counts_per_trial()
@@ -140,6 +154,7 @@ class RunView:
                 "started": t["started"], "ended": t["ended"], "updated": self.last_time.get(tid),
                 "newest_finding": newest.get(tid), "critical": c.get("critical") or 0,
                 "warning": c.get("warning") or 0, "interventions": ivn.get(tid, 0),
+                "compute": _compute(t, final, specs.get(t["run_id"]) or newest_spec),
                 "run_dir": str(self.run_dir)})
         self.trials = trials
         nodes = []
@@ -349,7 +364,8 @@ class Hub:
                         "node_id": s.get("node_id"), "iteration": s.get("iteration"), "seq": s.get("seq"),
                         "health_score": h.get("score"), "worst_severity": h.get("worst_severity"),
                         "return": s.get("episode_return_mean"), "started": None, "ended": None, "updated": None,
-                        "newest_finding": None, "critical": 0, "warning": 0, "interventions": 0, "run_dir": None}
+                        "newest_finding": None, "critical": 0, "warning": 0, "interventions": 0, "compute": None,
+                        "run_dir": None}
         return list(out.values())
 
     def _merged_nodes(self) -> list[dict]:

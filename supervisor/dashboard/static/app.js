@@ -49,6 +49,19 @@
     return String(+v.toPrecision(digits || 4));
   }
 
+  // Counts such as env steps: 950, 12.5k, 3.2M, 1.4B (the exact figure goes in a tooltip).
+  function compact(v) {
+    v = num(v);
+    if (v == null || !Number.isFinite(v)) return '–';
+    const a = Math.abs(v);
+    for (const [d, u] of [[1e9, 'B'], [1e6, 'M'], [1e3, 'k']]) {
+      if (a >= d) return String(+(v / d).toFixed(a >= 100 * d ? 0 : 1)) + u;
+    }
+    return String(Math.round(v));
+  }
+
+  const grouped = (v) => (num(v) == null ? '–' : Math.round(num(v)).toLocaleString('en-US'));
+
   function ago(t) {
     if (!t) return '–';
     const s = Math.max(0, Date.now() / 1000 + S.skew - t);
@@ -342,6 +355,7 @@
       tile('Critical', String(critical), 'critical findings', critical ? 'crit' : 'ok'),
       tile('Warnings', String(warnings), 'warning findings', warnings ? 'warn' : 'ok'),
       tile('Interventions', String(ivs), 'actions taken', ''),
+      stepsTile(trials),
       tile('Nodes', S.nodes.length ? alive + '/' + S.nodes.length : '–', gpus ? gpus + ' GPUs' : 'alive / known', S.nodes.length && alive < S.nodes.length ? 'crit' : ''));
     const banner = $('banner');
     if (banner) {
@@ -349,6 +363,17 @@
       if (S.mode === 'live' && S.supervisor === false) msgs.push('No supervisor actor found on this cluster yet (namespace rl_supervisor); retrying.');
       banner.replaceChildren(...msgs.map((m) => el('div', { class: 'banner', text: m })));
     }
+  }
+
+  function stepsTile(trials) {
+    let used = 0, saved = 0;
+    for (const t of trials) {
+      used += num(t.compute && t.compute.env_steps) || 0;
+      saved += num(t.compute && t.compute.saved_env_steps) || 0;
+    }
+    return el('div', { class: 'kpi', id: 'kpi-steps', title: grouped(used) + ' env steps used, ' + grouped(saved) + ' left unused by supervisor stops' },
+      el('div', { class: 'k-label', text: 'Env steps' }), el('div', { class: 'k-value', text: compact(used) }),
+      el('div', { class: 'k-sub', text: saved > 0 ? 'saved ' + compact(saved) + ' by stops' : 'used by all trials' }));
   }
 
   function gpuList(n) {
@@ -451,6 +476,7 @@
     { key: 'health_score', label: 'Health' },
     { key: 'iteration', label: 'Iter', num: true },
     { key: 'return', label: 'Return', num: true },
+    { key: 'env_steps', label: 'Env steps', num: true },
     { key: 'alerts', label: 'Alerts' },
     { key: 'newest', label: 'Newest finding' },
     { key: 'updated', label: 'Updated', num: true },
@@ -462,6 +488,7 @@
       case 'newest': return t.newest_finding ? (SEV_RANK[t.newest_finding.severity] || 0) * 1e12 + (t.newest_finding.time || 0) : -1;
       case 'status': return STATUSES.indexOf(t.status);
       case 'trial_id': return String(t.trial_id);
+      case 'env_steps': { const v = num(t.compute && t.compute.env_steps); return v == null ? -Infinity : v; }
       default: { const v = num(t[key]); return v == null || Number.isNaN(v) ? -Infinity : v; }
     }
   }
@@ -521,6 +548,7 @@
       el('td', null, el('div', { class: 'health' }, bar(h, healthClass(h)), el('span', { class: 'health-val', text: h == null ? '–' : h.toFixed(2) }))),
       el('td', { class: 'num iter', text: t.iteration == null ? '–' : String(t.iteration) }),
       el('td', { class: 'num ret', text: fmt(t.return) }),
+      stepsCell(t.compute),
       el('td', null, el('div', { class: 'counts' },
         t.critical ? el('span', { class: 'count-chip crit', text: t.critical + ' crit', title: 'critical findings' }) : null,
         t.warning ? el('span', { class: 'count-chip warn', text: t.warning + ' warn', title: 'warning findings' }) : null,
@@ -532,6 +560,16 @@
           el('span', { class: 'msg', text: nf.message, title: nf.message })]
         : el('span', { class: 'muted', text: 'none' })),
       el('td', { class: 'num muted when', text: ago(t.updated || t.started), dataset: { t: String(t.updated || t.started || '') } }));
+  }
+
+  // What the trial used and, for a trial the supervisor stopped, what of its budget it did not spend.
+  function stepsCell(c) {
+    if (!c) return el('td', { class: 'num steps muted', text: '–' });
+    const saved = num(c.saved_env_steps) || 0;
+    return el('td', { class: 'num steps' },
+      el('div', { class: 'steps-used', text: compact(c.env_steps), title: grouped(c.env_steps) + ' env steps used' }),
+      saved > 0 ? el('div', { class: 'muted steps-saved', text: 'saved ' + compact(saved),
+        title: grouped(saved) + ' env steps of the budget (stop.timesteps or stop.iterations) left unused because the supervisor stopped the trial' }) : null);
   }
 
   // ------------------------------------------------------------------ trial page
