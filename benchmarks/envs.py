@@ -67,6 +67,14 @@ def make(config=None) -> gym.Env:
                      config.get("seed", 0))
 
 
+class BenchEnv(gym.Wrapper):
+    """``make(config)`` as an env class, for configs that name an env by ``module:Class``
+    (``env: benchmarks.envs:BenchEnv``, ``env_config: {id: Pendulum-v1, fault: nan_reward, after: 5000}``)."""
+
+    def __init__(self, config=None):
+        super().__init__(make(config))
+
+
 def register() -> str:
     from ray.tune.registry import register_env
 

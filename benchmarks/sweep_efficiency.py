@@ -1,168 +1,148 @@
-"""Sweep efficiency: the same PPO sweep run without a supervisor (FIFO), with ASHA, and supervised.
+"""Sweep efficiency: the same PPO sweeps run four ways, FIFO, ASHA, the supervisor, and the supervisor with ASHA.
 
-One script, one run. The sweep (PPO on CartPole-v1, same seed for every trial):
+The sweep: two environments, each its own Tune experiment (ASHA compares trials of one environment),
+``benchmarks.envs:BenchEnv`` (gymnasium's env with a fault planted after a fixed number of env steps):
 
-* lr trials over a range that includes diverging values: healthy ones
-  (1e-4 .. 3e-3) and diverging ones (1, 10, 1000: the first update already
-  reports ``total_loss=inf``);
-* one trial whose lr schedule jumps from 1e-3 to 5.0 mid-run (it trains
-  well, then diverges): the trial a supervisor should recover;
-* trials on an environment that breaks mid-run (``BreakingCartPole``): after
-  ``break_after`` env steps its rewards become NaN (a broken reward pipeline), or
-  its observations become garbage (a failed sensor). No hyperparameter fixes
-  those: the right call is to stop the trial.
+* CartPole-v1 (discrete), at most ``--cartpole-iterations`` iterations, stop at a return of ``--target``;
+* Pendulum-v1 (continuous control), at most ``--pendulum-iterations`` iterations, no return target.
 
-Each way runs the same trials with the same stop conditions (``--iterations``
-per trial, or a return of ``--target``):
+Per environment, 9 trials (18 in all, 10 healthy):
 
-* ``fifo``        no supervisor, Tune's FIFO scheduler (every trial runs to the end);
-* ``asha``        no supervisor, ``ASHAScheduler`` on ``env_runners/episode_return_mean``
-                  (the same settings ``supervise sweep`` uses: grace period max_t // 8,
-                  reduction factor 3);
-* ``supervisor``  every trial supervised (``supervise sweep``'s code path), FIFO.
+* 5 healthy: CartPole lr 3e-4, 1e-3 (two seeds), 2e-3, 3e-3; Pendulum lr 1e-4, 3e-4 (two seeds),
+  5e-4, 1e-3;
+* 3 faults mid-run, after ``--fault-at`` iterations of training (lr 1e-3 until then): the lr schedule
+  jumps to 5.0 (a config bug a repair can fix), the rewards become NaN (a broken reward pipeline), the
+  observations become garbage (a failed sensor) -- no hyperparameter fixes the last two;
+* 1 bad from the first iteration: CartPole lr 0.05 with 10 epochs (every update far too large),
+  Pendulum lr 10 (the first update diverges).
 
-Reported per way: env steps consumed (every reported iteration of every trial,
-restarts included), wall time, best final return (the best trial's last
-``episode_return_mean``), healthy trials killed (a healthy trial ended before
-its iteration budget without reaching the target), bad trials caught (a
-diverging-lr, lr-jump or broken-env trial that the way acted on: supervisor: an
-intervention other than ``alert``; ASHA: terminated before its budget), trials
-recovered (the supervisor's ``recovered`` status: an intervention worked and the
-trial finished). Healthy and bad are defined by construction, not by outcome;
-the per-trial table shows what happened to each.
+Every way runs the same trials with the same seeds; ``--reps`` repetitions use different seeds
+(repetition r: the sweep seed and every trial's seed shifted by 100 r). The PPO settings are
+``benchmarks/record_runs.py``'s (batch 1000, minibatch 250, 4 epochs, gamma 0.99, lambda 0.95,
+vf_loss_coeff 0.01: the recorded healthy runs the detectors were validated on), 0 env runners,
+``--num-cpus`` trials at a time (more trials than slots: a trial ended early frees its slot for the
+next one at once).
 
-    python benchmarks/sweep_efficiency.py [--iterations 16] [--batch 500] [--num-cpus 2]
-        [--modes fifo,asha,supervisor] [--out benchmarks/results/sweep_efficiency.md]
+The ways:
 
-Prints a markdown table and writes it (with the per-trial table and the
-settings) to ``--out``, and the raw per-trial figures next to it (``.json``).
-Starts (and shuts down) its own local Ray. About 16 minutes on a busy 2-core machine.
+* ``fifo``            no supervisor, Tune's FIFO scheduler: every trial runs to its budget or target;
+* ``asha``            no supervisor, ``ASHAScheduler`` on ``env_runners/episode_return_mean`` (what
+                      ``scheduler: asha`` gives: grace period max_t // 8, reduction factor 3);
+* ``supervisor``      every trial supervised (``supervise sweep``'s code path, the supervisor's defaults,
+                      ``checkpoint_every: 2``), FIFO;
+* ``supervisor+asha`` both: ``SupervisedASHA`` (ASHA that waits for a repair's outcome).
+
+Reported per way (mean and spread, max - min, over the repetitions): env steps (every reported
+iteration of every trial, restarts included) and their ratio to FIFO's, wall time, the best final return
+per environment (the best trial's last ``episode_return_mean``), healthy trials stopped by the supervisor,
+healthy trials ended early by ASHA (before their budget, target not reached), bad trials caught (the
+supervisor acted on it, other than alert, or it ended early under ASHA), bad trials recovered (the
+supervisor's ``recovered``), bad-from-start trials acted on within 3 iterations, and how soon a slot
+freed by an early end started the next trial. Healthy and bad are by construction, not by outcome.
+
+    python benchmarks/sweep_efficiency.py [--reps 2] [--modes fifo,asha,supervisor,supervisor+asha]
+        [--num-cpus 2] [--out benchmarks/results/sweep_efficiency.md]
+
+Writes the tables to ``--out`` and every trial's figures next to it (``.json``). Starts (and shuts
+down) its own local Ray. Run it alone on the machine: about 35 minutes on 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from gymnasium.envs.classic_control import CartPoleEnv
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-ENV = "benchmarks.sweep_efficiency:BreakingCartPole"
+ENV = "benchmarks.envs:BenchEnv"
+MODES = ("fifo", "asha", "supervisor", "supervisor+asha")
+BATCH = 1000
+PPO = {"train_batch_size_per_learner": BATCH, "minibatch_size": 250, "num_epochs": 4, "gamma": 0.99,
+       "lambda_": 0.95, "vf_loss_coeff": 0.01, "num_env_runners": 0, "lr": 1e-3}
 
 
-class BreakingCartPole(CartPoleEnv):
-    """CartPole-v1 (500-step limit) that breaks after ``break_after`` env steps of this instance.
-
-    ``mode``: ``nan_reward`` (every reward becomes NaN) or ``garbage_obs`` (observations
-    become N(0, 100^2) noise: a failed sensor). ``break_after`` 0 (the default): never breaks.
-    """
-
-    def __init__(self, config=None):
-        super().__init__()
-        cfg = dict(config or {})
-        self.break_after = int(cfg.get("break_after", 0))
-        self.mode = cfg.get("mode", "nan_reward")
-        self.total = 0
-        self.t = 0
-        self.rng = np.random.default_rng(int(cfg.get("noise_seed", 0)))
-
-    @property
-    def broken(self) -> bool:
-        return self.break_after > 0 and self.total >= self.break_after
-
-    def _obs(self, obs):
-        if self.broken and self.mode == "garbage_obs":
-            return self.rng.normal(0.0, 100.0, size=obs.shape).astype(np.float32)
-        return obs
-
-    def reset(self, *, seed=None, options=None):
-        obs, info = super().reset(seed=seed, options=options)
-        self.t = 0
-        return self._obs(obs), info
-
-    def step(self, action):
-        obs, reward, term, trunc, info = super().step(action)
-        self.total += 1
-        self.t += 1
-        trunc = trunc or self.t >= 500
-        if self.broken and self.mode == "nan_reward":
-            reward = float("nan")
-        return self._obs(obs), reward, term, trunc, info
+def envs(args) -> dict[str, dict]:
+    # healthy lrs: the range where PPO with these settings trains normally on that env (Pendulum's
+    # Gaussian policy moves further per step: at lr 2e-3 its first update is already 45x kl_target)
+    return {"CartPole-v1": {"iterations": args.cartpole_iterations, "target": args.target,
+                            "healthy": (3e-4, 1e-3, 1e-3, 2e-3, 3e-3),
+                            "bad_start": ("lr 0.05, 10 epochs", {"lr": 0.05, "num_epochs": 10})},
+            "Pendulum-v1": {"iterations": args.pendulum_iterations, "target": None,
+                            "healthy": (1e-4, 3e-4, 3e-4, 5e-4, 1e-3),
+                            "bad_start": ("lr 10", {"lr": 10.0})}}
 
 
-def variants(args) -> list[tuple[str, str, dict]]:
-    """(label, kind, PPOConfig values) per trial; kind is healthy / diverging / lr_jump / broken_env."""
-    jump = args.batch * args.iterations * 2 // 5  # 40 % into the budget
-    brk = args.batch * args.iterations * 2 // 5
-    out = [(f"lr={lr:g}", "healthy", {"lr": lr}) for lr in (1e-4, 3e-4, 1e-3, 3e-3)]
-    out += [(f"lr={lr:g}", "diverging", {"lr": lr}) for lr in (1.0, 10.0, 1000.0)]
-    out.append((f"lr 1e-3 -> 5.0 at {jump} steps", "lr_jump",
-                {"lr": [[0, 1e-3], [jump - 1, 1e-3], [jump, 5.0]]}))
-    out.append((f"env: NaN rewards after {brk} steps", "broken_env",
-                {"lr": 1e-3, "env_config": {"break_after": brk, "mode": "nan_reward"}}))
-    out.append((f"env: garbage obs after {brk} steps", "broken_env",
-                {"lr": 1e-3, "env_config": {"break_after": brk, "mode": "garbage_obs"}}))
+def variants(env: str, spec: dict, rep: int, args) -> list[tuple[str, str, dict]]:
+    """(label, kind, config values) per trial; kind: healthy, midrun or bad_start."""
+    s = 100 * rep
+    after = args.fault_at * BATCH  # the fault acts from the first sample of iteration fault_at + 1
+    out = [(f"lr={lr:g} seed {seed}", "healthy", {"lr": lr, "seed": s + seed})
+           for seed, lr in enumerate(spec["healthy"], start=1)]
+    out.append((f"lr 1e-3 -> 5.0 after {after} steps", "midrun",
+                {"lr": [[0, 1e-3], [after, 1e-3], [after + 1, 5.0]], "seed": s + 6}))
+    for fault, what in (("nan_reward", "NaN rewards"), ("garbage_obs", "garbage observations")):
+        out.append((f"{what} after {after} steps", "midrun",
+                    {"env_config": {"id": env, "fault": fault, "after": after, "seed": s + 7}, "seed": s + 7}))
+    label, values = spec["bad_start"]
+    out.append((label, "bad_start", {**values, "seed": s + 8}))
     return out
 
 
-def sweep_for(mode: str, args):
+def sweep_for(mode: str, env: str, spec: dict, rep: int):
     from supervisor.config import Sweep
 
-    sup = {"enabled": mode.startswith("supervisor"), "checkpoint_every": 2,
-           # a sweep has many other trials to spend its budget on: one repair, then stop
-           "ladders": {"non_finite": [["rollback", "reduce_lr"], ["stop_trial"]]},
-           "action_params": {"reduce_lr": {"factor": 0.01}}}
+    stop = {"iterations": spec["iterations"]}
+    if spec["target"] is not None:
+        stop["episode_return_mean"] = spec["target"]
     return Sweep.model_validate({
-        "name": f"bench-{mode}", "env": ENV, "seed": 1,
-        "config": {"lr": 1e-3, "train_batch_size_per_learner": args.batch, "minibatch_size": 250, "num_epochs": 2,
-                   "num_env_runners": 0, "gamma": 0.99, "lambda_": 0.95, "vf_loss_coeff": 0.01},
-        "stop": {"iterations": args.iterations, "episode_return_mean": args.target},
-        "scheduler": "asha" if "asha" in mode else "none",
-        "max_failures": 1,
-        "supervisor": sup,
+        "name": f"bench-{mode.replace('+', '-')}-{env.split('-')[0].lower()}-r{rep}", "env": ENV,
+        "env_config": {"id": env}, "seed": 1 + 100 * rep, "config": dict(PPO), "stop": stop,
+        "scheduler": "asha" if "asha" in mode else "none", "max_failures": 1,
+        "supervisor": {"enabled": mode.startswith("supervisor"), "checkpoint_every": 2},
     })
 
 
-def run_mode(mode: str, args, root: Path) -> dict:
+def run_one(mode: str, env: str, spec: dict, rep: int, args, root: Path) -> dict:
     from actors.tune import run_sweep
     from supervisor.report import build_report
 
-    vs = variants(args)
+    vs = variants(env, spec, rep, args)
     sink: dict = {}
+    out = root / f"{mode.replace('+', '-')}-{env}-r{rep}"
     t0 = time.time()
-    code = run_sweep(sweep_for(mode, args), "benchmarks/sweep_efficiency.py", out=str(root / mode),
+    code = run_sweep(sweep_for(mode, env, spec, rep), "benchmarks/sweep_efficiency.py", out=str(out),
                      quiet=not args.verbose, result_sink=sink, variants=[v for _, _, v in vs],
                      max_concurrent=args.num_cpus)
     wall = time.time() - t0
     cb = sink.get("callback")
     if cb is None:
-        raise SystemExit(f"{mode}: the sweep failed (exit code {code})")
-    report = {t["trial_id"]: t for t in build_report(root / mode)["trials"]} if mode.startswith("supervisor") else {}
+        raise SystemExit(f"{mode} {env}: the sweep failed (exit code {code})")
+    report = {t["trial_id"]: t for t in build_report(out)["trials"]} if mode.startswith("supervisor") else {}
     trials = []
     for tid, vals in cb.configs.items():
-        label, kind = next(((lab, k) for lab, k, v in vs if _same(v, vals)), ("?", "?"))
+        label, kind = next(((lab, k) for lab, k, v in vs if _norm(v) == _norm(vals)), ("?", "?"))
         last = cb.last.get(tid, {})
-        rep = report.get(tid, {})
-        acts = [i["action"] for i in rep.get("interventions", []) if i["action"] != "alert"]
-        trials.append({"trial_id": tid, "label": label, "kind": kind, "status": cb.status.get(tid, "?"),
-                       "iteration": last.get("iteration") or 0, "iterations_run": cb.iterations_run.get(tid, 0),
-                       "steps": cb.steps_consumed.get(tid, 0), "final": last.get("return"),
-                       "actions": acts, "restarts": cb.restarts.get(tid, 0)})
-    trials.sort(key=lambda t: [lab for lab, _, _ in vs].index(t["label"]) if t["label"] != "?" else 99)
-    return {"mode": mode, "code": code, "wall": wall, "trials": trials}
-
-
-def _same(a: dict, b: dict) -> bool:
-    return _norm(a) == _norm(b)
+        rep_t = report.get(tid, {})
+        acts = [(i["iteration"], i["action"]) for i in rep_t.get("interventions", []) if i["action"] != "alert"]
+        trials.append({"trial_id": tid, "label": label, "kind": kind, "env": env,
+                       "status": cb.status.get(tid, "?"), "iteration": last.get("iteration") or 0,
+                       "iterations_run": cb.iterations_run.get(tid, 0), "steps": cb.steps_consumed.get(tid, 0),
+                       "final": last.get("return"), "actions": acts, "restarts": cb.restarts.get(tid, 0),
+                       "stopped_by_supervisor": tid in sink.get("stopped_by_supervisor", set()),
+                       "started": cb.started_at.get(tid), "ended": cb.ended_at.get(tid)})
+    order = [lab for lab, _, _ in vs]
+    trials.sort(key=lambda t: order.index(t["label"]) if t["label"] in order else 99)
+    return {"mode": mode, "env": env, "rep": rep, "code": code, "wall": wall, "trials": trials,
+            "budget": spec["iterations"], "target": spec["target"]}
 
 
 def _norm(x):
@@ -175,123 +155,195 @@ def _norm(x):
     return x
 
 
-def summarize(res: dict, args) -> dict:
-    ts = res["trials"]
-    finals = [t["final"] for t in ts if isinstance(t["final"], (int, float)) and math.isfinite(t["final"])]
-    solved = lambda t: isinstance(t["final"], (int, float)) and math.isfinite(t["final"]) and t["final"] >= args.target
-    ended_early = lambda t: t["iteration"] < args.iterations and not solved(t)
-    mode = res["mode"]
-    if mode.startswith("supervisor"):
-        killed = [t for t in ts if t["kind"] == "healthy" and (t["status"] in ("stopped", "errored")
-                                                             or (ended_early(t) and "asha" in mode))]
-        caught = [t for t in ts if t["kind"] != "healthy" and (t["actions"] or t["status"] == "stopped")]
-        recovered = [t for t in ts if t["kind"] != "healthy" and t["status"] == "recovered"]
-    elif mode == "asha":
-        killed = [t for t in ts if t["kind"] == "healthy" and ended_early(t)]
-        caught = [t for t in ts if t["kind"] != "healthy" and ended_early(t)]
-        recovered = []
-    else:
-        killed, caught, recovered = [t for t in ts if t["kind"] == "healthy" and t["status"] == "errored"], [], []
-    bad = sum(t["kind"] != "healthy" for t in ts)
-    touched = [t for t in ts if t["kind"] == "healthy" and t["actions"]]
-    return {"mode": mode, "steps": sum(t["steps"] for t in ts), "wall": res["wall"], "touched": len(touched),
-            "best": max(finals) if finals else float("nan"), "killed": len(killed),
-            "healthy": sum(t["kind"] == "healthy" for t in ts), "caught": len(caught), "bad": bad,
-            "recovered": len(recovered), "trials": len(ts)}
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def markdown(results: list[dict], summaries: list[dict], args, machine: str) -> str:
-    base = next((s for s in summaries if s["mode"] == "fifo"), None)
-    lines = ["# Sweep efficiency: FIFO vs ASHA vs the supervisor", "",
-             f"PPO on CartPole-v1 (`{ENV}`), {summaries[0]['trials']} trials, at most {args.iterations} "
-             f"iterations of {args.batch} env steps each (minibatch 250, 2 epochs, 0 env runners), stop at return "
-             f">= {args.target}; {args.num_cpus} trials at a time on {machine}. Generated by "
-             "`python benchmarks/sweep_efficiency.py` "
-             f"(`--iterations {args.iterations} --batch {args.batch} --num-cpus {args.num_cpus}`), "
-             f"{time.strftime('%Y-%m-%d %H:%M')}.", "",
-             "| way | env steps | vs FIFO | wall time | best final return | healthy trials killed "
-             "| healthy trials intervened on | bad trials caught | bad trials recovered |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for s in summaries:
-        rel = f"{s['steps'] / base['steps']:.0%}" if base and base["steps"] else "-"
-        lines.append(f"| {s['mode']} | {s['steps']:,} | {rel} | {s['wall']:.0f} s | {s['best']:.1f} | "
-                     f"{s['killed']} / {s['healthy']} | {s['touched']} / {s['healthy']} | {s['caught']} / {s['bad']} "
-                     f"| {s['recovered']} / {s['bad']} |")
-    lines += ["", "Per trial: last iteration reached (iterations actually run, restarts and rollbacks included), "
-              "final return, status / actions.", ""]
-    head = "| trial | kind | " + " | ".join(r["mode"] for r in results) + " |"
-    lines += [head, "| --- | --- |" + " --- |" * len(results)]
-    labels = [t["label"] for t in results[0]["trials"]]
-    for lab in labels:
-        row = [lab, next(t["kind"] for t in results[0]["trials"] if t["label"] == lab)]
-        for r in results:
-            t = next((t for t in r["trials"] if t["label"] == lab), None)
-            if t is None:
-                row.append("-")
+def summarize(runs: list[dict]) -> dict:
+    """One way, one repetition (its runs: one per environment)."""
+    out = {"steps": 0, "wall": 0.0, "best": {}, "healthy": 0, "killed_by_supervisor": 0, "ended_by_asha": 0,
+           "bad": 0, "caught": 0, "recovered": 0, "bad_start": 0, "bad_start_in_3": 0, "refill_s": []}
+    for r in runs:
+        ts, budget, target = r["trials"], r["budget"], r["target"]
+        sup, asha = r["mode"].startswith("supervisor"), "asha" in r["mode"]
+        out["steps"] += sum(t["steps"] for t in ts)
+        out["wall"] += r["wall"]
+        finals = [t["final"] for t in ts if _finite(t["final"])]
+        out["best"][r["env"]] = max(finals) if finals else float("nan")
+        for t in ts:
+            solved = target is not None and _finite(t["final"]) and t["final"] >= target
+            early = t["iteration"] < budget and not solved
+            stopped = t["status"] == "stopped" or t["stopped_by_supervisor"]
+            if t["kind"] == "healthy":
+                out["healthy"] += 1
+                out["killed_by_supervisor"] += sup and stopped
+                out["ended_by_asha"] += asha and early and not stopped and t["status"] != "errored"
                 continue
-            fin = f"{t['final']:.1f}" if isinstance(t["final"], (int, float)) and math.isfinite(t["final"]) else "nan"
-            what = t["status"]
-            if t["actions"]:
-                what += ": " + ", ".join(dict.fromkeys(t["actions"]))
-            row.append(f"it {t['iteration']} ({t['iterations_run']}), {fin}, {what}")
-        lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Definitions: *healthy* and *bad* (diverging lr >= 1, the lr jump, the broken env) are by "
-              "construction. *Killed*: a healthy trial ended before its budget without reaching the target "
-              "(ASHA's early stops; the supervisor's `stopped`). *Caught*: a bad trial the way acted on "
-              "(supervisor: an intervention other than alert, or stopped; ASHA: ended early). *Intervened on*: a "
-              "healthy trial that got an intervention other than alert (a false alarm acted on). *Recovered*: a bad "
-              "trial with the supervisor's `recovered` status (an intervention judged effective, trial finished). "
-              "Env steps: every iteration any trial ran. The "
-              "supervised sweep's ladder for `non_finite` is `[rollback, reduce_lr (x0.01)]`, then "
-              "`stop_trial`; everything else is the supervisor's default."]
+            out["bad"] += 1
+            out["caught"] += bool(t["actions"]) or stopped or (asha and early)
+            out["recovered"] += t["status"] == "recovered"
+            if t["kind"] == "bad_start":
+                out["bad_start"] += 1
+                out["bad_start_in_3"] += sup and any(it <= 3 for it, _ in t["actions"])
+        # a slot freed before the budget: how soon the next trial started in it
+        starts = sorted(t["started"] for t in ts if t["started"] is not None)
+        for t in ts:
+            if t["ended"] is None or not (t["iteration"] < budget):
+                continue
+            nxt = [s for s in starts if s >= t["ended"] - 1e-3]
+            if nxt:
+                out["refill_s"].append(nxt[0] - t["ended"])
+    return out
+
+
+def _mean_spread(xs: list[float]) -> tuple[float, float]:
+    xs = [x for x in xs if _finite(x)]
+    if not xs:
+        return float("nan"), float("nan")
+    return sum(xs) / len(xs), max(xs) - min(xs)
+
+
+def _ms(xs, fmt="{:,.0f}") -> str:
+    m, s = _mean_spread(xs)
+    if not _finite(m):
+        return "-"
+    return fmt.format(m) + (f" ± {fmt.format(s / 2)}" if len(xs) > 1 else "")
+
+
+def markdown(results: list[dict], args, envmap: dict) -> str:
+    modes = list(dict.fromkeys(r["mode"] for r in results))
+    reps = sorted({r["rep"] for r in results})
+    summ = {(m, rep): summarize([r for r in results if r["mode"] == m and r["rep"] == rep])
+            for m in modes for rep in reps}
+    env_names = list(envmap)
+    where = []
+    for e in env_names:
+        tgt = envmap[e]["target"]
+        where.append(f"{e}: at most {envmap[e]['iterations']} iterations"
+                     + (f", stop at return >= {tgt:g}" if tgt is not None else ""))
+    lines = ["# Sweep efficiency: FIFO, ASHA, the supervisor, the supervisor with ASHA", "",
+             f"PPO, {sum(len(variants(e, envmap[e], 0, args)) for e in env_names)} trials per sweep "
+             f"({'; '.join(where)}; "
+             f"{BATCH} env steps an iteration), {args.num_cpus} trials at a time, {len(reps)} repetitions with "
+             f"different seeds, on {os.cpu_count()} cores ({platform.machine()}). Generated by "
+             f"`python benchmarks/sweep_efficiency.py --reps {args.reps}` on {time.strftime('%Y-%m-%d %H:%M')}, "
+             "alone on the machine. Figures: mean ± half the spread (max - min) over the repetitions.", "",
+             "| way | env steps | vs FIFO | wall time | " + " | ".join(f"best return {e}" for e in env_names)
+             + " | healthy stopped by the supervisor | healthy ended early by ASHA | bad caught | bad recovered "
+               "| bad-from-start acted on by iteration 3 | slot refilled after an early end |",
+             "| --- | ---: | ---: | ---: | " + " ---: |" * len(env_names) + " ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for m in modes:
+        ss = [summ[(m, rep)] for rep in reps]
+        ratio = [summ[(m, rep)]["steps"] / summ[("fifo", rep)]["steps"] for rep in reps
+                 if ("fifo", rep) in summ and summ[("fifo", rep)]["steps"]]
+        refill = [x for s in ss for x in s["refill_s"]]
+        refill_s = f"median {sorted(refill)[len(refill) // 2]:.1f} s, max {max(refill):.1f} s" if refill else "-"
+        sup = m.startswith("supervisor")
+        lines.append(
+            f"| {m} | {_ms([s['steps'] for s in ss])} | {_ms(ratio, '{:.0%}')} | {_ms([s['wall'] for s in ss], '{:.0f} s')} | "
+            + " | ".join(_ms([s["best"].get(e) for s in ss], "{:.1f}") for e in env_names)
+            + f" | {_ms([s['killed_by_supervisor'] for s in ss], '{:.1f}') if sup else '-'} / {ss[0]['healthy']}"
+              f" | {_ms([s['ended_by_asha'] for s in ss], '{:.1f}') if 'asha' in m else '-'} / {ss[0]['healthy']}"
+              f" | {_ms([s['caught'] for s in ss], '{:.1f}')} / {ss[0]['bad']}"
+              f" | {_ms([s['recovered'] for s in ss], '{:.1f}') if sup else '-'} / {ss[0]['bad']}"
+              f" | {_ms([s['bad_start_in_3'] for s in ss], '{:.1f}') if sup else '-'} / {ss[0]['bad_start']}"
+              f" | {refill_s} |")
+    lines += ["", "Per environment, env steps (mean over the repetitions) and the ratio to FIFO:", "",
+              "| way | " + " | ".join(env_names) + " |", "| --- |" + " ---: |" * len(env_names)]
+    for m in modes:
+        cells = []
+        for e in env_names:
+            st = [sum(t["steps"] for t in r["trials"]) for r in results if r["mode"] == m and r["env"] == e]
+            fi = [sum(t["steps"] for t in r["trials"]) for r in results if r["mode"] == "fifo" and r["env"] == e]
+            rel = f" ({sum(st) / sum(fi):.0%})" if fi and sum(fi) else ""
+            cells.append(f"{sum(st) / max(len(st), 1):,.0f}{rel}")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    for rep in reps:
+        for e in env_names:
+            rs = [r for r in results if r["rep"] == rep and r["env"] == e]
+            if not rs:
+                continue
+            lines += ["", f"Repetition {rep + 1}, {e}: per trial, the last iteration reached (iterations run, "
+                          "restarts and rollbacks included), final return, status, and the supervisor's actions "
+                          "(iteration: action).", "",
+                      "| trial | kind | " + " | ".join(r["mode"] for r in rs) + " |",
+                      "| --- | --- |" + " --- |" * len(rs)]
+            for lab, kind, _ in variants(e, envmap[e], rep, args):
+                row = [lab, kind]
+                for r in rs:
+                    t = next((t for t in r["trials"] if t["label"] == lab), None)
+                    if t is None:
+                        row.append("-")
+                        continue
+                    fin = f"{t['final']:.1f}" if _finite(t["final"]) else "nan"
+                    what = t["status"]
+                    if t["actions"]:
+                        what += ": " + ", ".join(f"{it}: {a}" for it, a in t["actions"])
+                    row.append(f"it {t['iteration']} ({t['iterations_run']}), {fin}, {what}")
+                lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Definitions. *Healthy* and *bad* are by construction. *Stopped by the supervisor*: a healthy "
+              "trial the supervisor ended (a false alarm acted on). *Ended early by ASHA*: a healthy trial ASHA "
+              "stopped before its budget without reaching the target (ASHA's own policy: it ranks trials by their "
+              "return so far). *Caught*: a bad trial the supervisor acted on (other than alert) or that ended "
+              "early under ASHA. *Recovered*: the supervisor's `recovered` status (a repair judged effective, "
+              "trial finished). *Slot refilled*: for every trial that ended before its budget while trials were "
+              "waiting, the seconds until the next trial started. The supervisor runs on its defaults "
+              "(`checkpoint_every: 2` for trials this short): a repair that proves ineffective on a trial that "
+              "shows no learning stops it at once (`stop_unsalvageable`)."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--iterations", type=int, default=16)
-    p.add_argument("--batch", type=int, default=500)
-    p.add_argument("--target", type=float, default=450.0)
+    p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--cartpole-iterations", type=int, default=25)
+    p.add_argument("--pendulum-iterations", type=int, default=15)
+    p.add_argument("--fault-at", type=int, default=5, help="iterations of healthy training before a mid-run fault")
+    p.add_argument("--target", type=float, default=450.0, help="CartPole's return target")
     p.add_argument("--num-cpus", type=int, default=2)
-    p.add_argument("--modes", default="fifo,asha,supervisor")
+    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--envs", default="CartPole-v1,Pendulum-v1")
     p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "sweep_efficiency.md"))
     p.add_argument("--runs", help="where the sweeps' run folders go (default: a temporary folder)")
     p.add_argument("--verbose", action="store_true", help="per-iteration progress lines")
     args = p.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        p.error(f"--modes: unknown {', '.join(bad)} (known: {', '.join(MODES)})")
+    envmap = {e: s for e, s in envs(args).items() if e in args.envs.split(",")}
 
     import logging
 
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.WARNING)
     root = Path(args.runs or tempfile.mkdtemp(prefix="sweep_efficiency_")).resolve()
-    results, summaries = [], []
+    results = []
     try:
-        for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-            print(f"== {mode}: running ...", flush=True)
-            res = run_mode(mode, args, root)
-            results.append(res)
-            summaries.append(summarize(res, args))
-            s = summaries[-1]
-            print(f"== {mode}: {s['steps']:,} env steps, {s['wall']:.0f} s, best {s['best']:.1f}, "
-                  f"killed {s['killed']}, caught {s['caught']}, recovered {s['recovered']}", flush=True)
+        for rep in range(args.reps):
+            for mode in modes:
+                for env, spec in envmap.items():
+                    print(f"== repetition {rep + 1}, {mode}, {env}: running ...", flush=True)
+                    r = run_one(mode, env, spec, rep, args, root)
+                    results.append(r)
+                    s = summarize([r])
+                    print(f"== {mode} {env}: {s['steps']:,} env steps, {s['wall']:.0f} s, best "
+                          f"{s['best'][env]:.1f}, caught {s['caught']}/{s['bad']}, recovered {s['recovered']}, "
+                          f"healthy stopped {s['killed_by_supervisor']}, ended by ASHA {s['ended_by_asha']}",
+                          flush=True)
     finally:
         ray.shutdown()
-    import platform
-
-    machine = f"{os.cpu_count()} cores ({platform.machine()}), shared"
-    md = markdown(results, summaries, args, machine)
+    md = markdown(results, args, envmap)
     print(md)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(md)
-    import json
-
     raw = out.with_suffix(".json")
-    raw.write_text(json.dumps({"args": vars(args), "summaries": summaries, "results": results}, indent=1,
-                              default=str))
-    print(f"written to {out} (raw per-trial figures: {raw}); run folders under {root}")
+    raw.write_text(json.dumps({"args": vars(args), "results": results}, indent=1, default=str))
+    print(f"written to {out} (every trial's figures: {raw}); run folders under {root}")
     return 0
 
 

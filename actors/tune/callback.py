@@ -49,6 +49,8 @@ class SupervisorTuneCallback(Callback):
         self.configs: dict[str, dict] = {}  # trial_id -> sampled values
         self.steps_consumed: dict[str, int] = {}  # env steps of every reported iteration, restarts included
         self.iterations_run: dict[str, int] = {}
+        self.started_at: dict[str, float] = {}  # wall clock of a trial's first start, and of its end
+        self.ended_at: dict[str, float] = {}
         self._sup = None
         self._pid: int | None = None  # the supervisor actor's process when the run was opened
         self._unsure: set[str] = set()  # trials whose closing record may not have reached the store
@@ -157,6 +159,7 @@ class SupervisorTuneCallback(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         tid = trial.trial_id
+        self.started_at.setdefault(tid, time.time())
         if tid not in self.labels:
             cfg = trial.config or {}
             search = cfg.get(SEARCH_KEY) or {}
@@ -235,6 +238,7 @@ class SupervisorTuneCallback(Callback):
             self._print(f"[cyan]{trial.trial_id}[/cyan] error: {trial.error_file}")
 
     def _finish(self, tid: str, status: str) -> None:
+        self.ended_at[tid] = time.time()
         final = self._call("finish_trial", self.run_id, tid, status)
         if final is None:
             self._unsure.add(tid)
