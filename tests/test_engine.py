@@ -43,10 +43,10 @@ def send(eng, seq, metrics, applied=None):
                         "applied": applied or []})
 
 
-def warm_up(eng, n):
-    """n healthy iterations, taking the checkpoints the engine asks for."""
+def warm_up(eng, n, stream=None):
+    """n healthy iterations (of ``stream``, default ``healthy``), taking the checkpoints the engine asks for."""
     for s in range(n):
-        if send(eng, s, healthy(s))["checkpoint"]:
+        if send(eng, s, (stream or healthy)(s))["checkpoint"]:
             eng.record_checkpoint("t", s, s + 1, f"/ckpt/{s}", {"lr": 3e-4})
 
 
@@ -285,12 +285,23 @@ def _applied(v):
             else {"id": a["id"], "ok": True, "after": {"lr": 1.5e-4}} for a in v["actions"]]
 
 
+def _kl_far_too_large(eng, start, stream):
+    """From ``start`` to iteration 16, ``stream`` with kl 5.0; the actions decided, until a stop."""
+    acts = []
+    for s in range(start, 16):
+        m = stream(s)
+        m["kl"] = 5.0
+        v = send(eng, s, m)
+        acts += [a["action"] for a in v["actions"]]
+        if v["stop"]:
+            break
+    return acts, v
+
+
 def test_ineffective_repair_without_learning_stops_at_once(engine):
     """Bad from the start: diverges at iteration 4 having never learned; the first repair (rollback +
     reduce_lr, applied) does not hold -> stopped right there, not after the ladder's second rollback."""
-    for s in range(3):
-        if send(engine, s, _stuck(s))["checkpoint"]:
-            engine.record_checkpoint("t", s, s + 1, f"/ckpt/{s}", {"lr": 3e-4})
+    warm_up(engine, 3, _stuck)
     v = send(engine, 3, diverged())
     assert [a["action"] for a in v["actions"]] == ["rollback", "reduce_lr"] and v["repairing"]
     m = diverged()
@@ -305,17 +316,8 @@ def test_ineffective_repair_without_learning_stops_at_once(engine):
 def test_return_at_its_starting_level_is_no_learning(engine):
     """Finite numbers, but the update is far too large from iteration 4 on and the return never left its
     start: the first repair (raise_kl_coeff) does not hold -> stopped, not after three more rungs."""
-    for s in range(3):
-        if send(engine, s, _stuck(s))["checkpoint"]:
-            engine.record_checkpoint("t", s, s + 1, f"/ckpt/{s}", {"lr": 3e-4})
-    acts = []
-    for s in range(3, 16):
-        m = _stuck(s)
-        m["kl"] = 5.0
-        v = send(engine, s, m)
-        acts += [a["action"] for a in v["actions"]]
-        if v["stop"]:
-            break
+    warm_up(engine, 3, _stuck)
+    acts, v = _kl_far_too_large(engine, 3, _stuck)
     assert acts == ["raise_kl_coeff", "stop_trial"], acts
     assert "never left the level it started at (20" in v["actions"][0]["reason"]
 
@@ -323,12 +325,7 @@ def test_return_at_its_starting_level_is_no_learning(engine):
 def test_a_trial_that_learned_keeps_its_ladder(engine):
     """The same fault on a trial whose return had risen (20 -> 60): its ladder goes on, no stop."""
     warm_up(engine, 6)
-    acts = []
-    for s in range(6, 16):
-        m = healthy(s)
-        m["kl"] = 5.0
-        v = send(engine, s, m)
-        acts += [a["action"] for a in v["actions"]]
+    acts, v = _kl_far_too_large(engine, 6, healthy)
     # the stuck trial above was stopped once raise_kl_coeff proved ineffective; this one goes on
     assert acts == ["raise_kl_coeff"] and not v["stop"], acts
     assert [i["outcome"] for i in engine.store.interventions("t")] == ["ineffective"]
@@ -339,9 +336,7 @@ def test_stop_unsalvageable_off_climbs_the_ladder(tmp_path):
     store.upsert_run("r", "r", "run", "running")
     eng = Engine(store, SupervisorConfig(checkpoint_every=3, cooldown=1, stop_unsalvageable=False))
     eng.register_trial("t", "r")
-    for s in range(3):
-        if send(eng, s, _stuck(s))["checkpoint"]:
-            eng.record_checkpoint("t", s, s + 1, f"/ckpt/{s}", {"lr": 3e-4})
+    warm_up(eng, 3, _stuck)
     v = send(eng, 3, diverged())
     m = diverged()
     m["lr"] = 1.5e-4
