@@ -10,7 +10,7 @@ Per environment, 9 trials (18 in all, 10 healthy):
 
 * 5 healthy: CartPole lr 3e-4, 1e-3 (two seeds), 2e-3, 3e-3; Pendulum lr 1e-4, 3e-4 (two seeds),
   5e-4, 1e-3;
-* 3 faults mid-run, after ``--fault-at`` iterations of training (lr 1e-3 until then): the lr schedule
+* 3 faults mid-run, after ``--fault-at`` (0.4) of the iteration budget (lr 1e-3 until then): the lr schedule
   jumps to 5.0 (a config bug a repair can fix), the rewards become NaN (a broken reward pipeline), the
   observations become garbage (a failed sensor) -- no hyperparameter fixes the last two;
 * 1 bad from the first iteration: CartPole lr 0.05 with 10 epochs (every update far too large),
@@ -84,7 +84,8 @@ def envs(args) -> dict[str, dict]:
 def variants(env: str, spec: dict, rep: int, args) -> list[tuple[str, str, dict]]:
     """(label, kind, config values) per trial; kind: healthy, midrun or bad_start."""
     s = 100 * rep
-    after = args.fault_at * BATCH  # the fault acts from the first sample of iteration fault_at + 1
+    # the fault acts from the first sample after round(fault_at x budget) healthy iterations
+    after = round(args.fault_at * spec["iterations"]) * BATCH
     out = [(f"lr={lr:g} seed {seed}", "healthy", {"lr": lr, "seed": s + seed})
            for seed, lr in enumerate(spec["healthy"], start=1)]
     out.append((f"lr 1e-3 -> 5.0 after {after} steps", "midrun",
@@ -298,7 +299,8 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--cartpole-iterations", type=int, default=25)
     p.add_argument("--pendulum-iterations", type=int, default=15)
-    p.add_argument("--fault-at", type=int, default=5, help="iterations of healthy training before a mid-run fault")
+    p.add_argument("--fault-at", type=float, default=0.4,
+                   help="a mid-run fault acts after this fraction of the env's iteration budget")
     p.add_argument("--target", type=float, default=450.0, help="CartPole's return target")
     p.add_argument("--num-cpus", type=int, default=2)
     p.add_argument("--modes", default=",".join(MODES))

@@ -536,6 +536,7 @@ class Engine:
         alarmed = None  # the detectors still in alarm, looked up only once an outcome window has passed
         # a repair one of whose changes never showed (verified False) was no real try: no giving up on it
         unapplied = {p.seq for p in state.pending if p.verified is False}
+        rolled_back = {p.seq for p in state.pending if p.action == "rollback"}
         for p in list(state.pending):
             spec = actions.get(p.action)
             if not spec.judged or seq <= p.seq:
@@ -561,7 +562,7 @@ class Engine:
                     and p.seq not in unapplied and self.policy.may_stop(p.detector, state.algorithm)):
                 evidence = salvage.no_learning(state.first_returns,
                                                list(state.history.series("episode_return_mean")),
-                                               metrics, state.priors)
+                                               metrics, state.priors, rolled_back=p.seq in rolled_back)
                 if evidence is not None:
                     state.give_up = (p, evidence)
 

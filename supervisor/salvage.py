@@ -7,15 +7,17 @@ learning" is one of:
 
 - non-finite values persist: the newest report still has a NaN/inf (after the no-data NaNs are
   dropped, ``supervisor.metrics.drop_no_data``), so the repair did not even make the numbers finite;
-- the return never left the level it started at: no median of ``RECENT`` consecutive finite returns
-  (the trial's whole history) is ``MARGIN`` (of the larger magnitude) above the median of its first
-  ``FIRST`` ones, and the newest is not either;
+- the return is at the level it started at (the median of the newest ``RECENT`` finite returns is not
+  ``MARGIN``, of the larger magnitude, above the median of the first ``FIRST``) and either it never
+  left it (no median of ``RECENT`` consecutive returns in the history was) or the failed repair was
+  a rollback: the trial went back to a state that had learned, and it did not hold, so the fault is
+  outside the weights (a broken env, a broken reward pipeline);
 - the policy's entropy collapsed: below ``ENTROPY_FRACTION`` of the action space's maximum (a
   discrete space's log n, from the trial's priors), the point where ``premature_convergence`` calls
   a policy deterministic.
 
-A trial that learned before its fault (its return rose, its numbers are finite) keeps its ladder: a
-rollback has a good state to go back to.
+A trial that learned before its fault and has not been rolled back yet keeps its ladder: the rollback
+may still save it (an lr that jumped, a KL that blew up).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ ENTROPY_FRACTION = 0.15
 
 
 def no_learning(first_returns: Sequence[float], returns: Sequence[float], newest: Mapping[str, float],
-                priors: Priors | None = None) -> str | None:
+                priors: Priors | None = None, rolled_back: bool = False) -> str | None:
     """Why the trial shows no learning (one line, with the figures), or None if it does.
 
     Args:
@@ -41,6 +43,7 @@ def no_learning(first_returns: Sequence[float], returns: Sequence[float], newest
         returns: its ``episode_return_mean`` history (NaN allowed), oldest first, the newest last.
         newest: the newest report's metrics.
         priors: the trial's priors (``supervisor.priors.Priors``): ``max_entropy`` and ``action_kind``.
+        rolled_back: the repair that failed rolled the trial back to a healthy checkpoint.
     """
     bad = sorted(k for k, v in newest.items() if not math.isfinite(v))
     if bad:
@@ -49,9 +52,16 @@ def no_learning(first_returns: Sequence[float], returns: Sequence[float], newest
     if finite and first_returns:
         start = median(list(first_returns[:FIRST]))
         medians = [median(finite[i:i + RECENT]) for i in range(max(len(finite) - RECENT + 1, 1))]
-        best = max(medians)
-        if best - start <= MARGIN * max(abs(start), abs(best), 1e-9):
-            return f"return {medians[-1]:.4g} never left the level it started at ({start:.4g}; best {best:.4g})"
+        best, now = max(medians), medians[-1]
+
+        def flat(x):
+            return x - start <= MARGIN * max(abs(start), abs(x), 1e-9)
+
+        if flat(best):
+            return f"return {now:.4g} never left the level it started at ({start:.4g}; best {best:.4g})"
+        if rolled_back and flat(now):
+            return (f"return {now:.4g} is back at the level it started at ({start:.4g}; best {best:.4g}) "
+                    "after a rollback to a healthy state")
     top, ent = getattr(priors, "max_entropy", None), newest.get("entropy")
     if getattr(priors, "action_kind", None) == "discrete" and top and top > 0 and ent is not None \
             and ent < ENTROPY_FRACTION * top:

@@ -31,3 +31,14 @@ def test_collapsed_entropy_of_a_discrete_policy():
     assert no_learning([20, 21, 22], returns, {"entropy": 0.05}, DISCRETE).startswith("entropy 0.05 collapsed")
     # a Gaussian policy's entropy says nothing here (it can be negative in a healthy run)
     assert no_learning([20, 21, 22], returns, {"entropy": -2.0}, Priors(action_kind="continuous")) is None
+
+
+def test_back_at_the_start_after_a_rollback():
+    """Learned (to ~90), fell back to the start; a rollback to the learned state did not hold: nothing left
+    to try. Without the rollback tried, the same stream keeps its ladder (the rollback may save it)."""
+    returns = [20, 21, 22, 60, 80, 95, 90, 21, 19, 22]
+    why = no_learning([20, 21, 22], returns, {"entropy": 0.5}, DISCRETE, rolled_back=True)
+    assert why.startswith("return 21 is back at the level it started at (21") and "after a rollback" in why
+    assert no_learning([20, 21, 22], returns, {"entropy": 0.5}, DISCRETE, rolled_back=False) is None
+    # rolled back and learning again: not given up on
+    assert no_learning([20, 21, 22], returns[:7] + [70, 75, 80], {}, DISCRETE, rolled_back=True) is None
