@@ -10,7 +10,8 @@ Per environment, 9 trials (18 in all, 10 healthy):
 
 * 5 healthy: CartPole lr 3e-4, 1e-3 (two seeds), 2e-3, 3e-3; Pendulum lr 1e-4, 3e-4 (two seeds),
   5e-4, 1e-3;
-* 3 faults mid-run, after ``--fault-at`` (0.4) of the iteration budget (lr 1e-3 until then): the lr schedule
+* 3 faults mid-run, after ``--fault-at`` (0.4) of the iteration budget (lr 1e-3 on CartPole, 3e-4 on
+  Pendulum, the recorded runs' healthy config, until then): the lr schedule
   jumps to 5.0 (a config bug a repair can fix), the rewards become NaN (a broken reward pipeline), the
   observations become garbage (a failed sensor) -- no hyperparameter fixes the last two;
 * 1 bad from the first iteration: CartPole lr 0.05 with 10 epochs (every update far too large),
@@ -73,11 +74,12 @@ PPO = {"train_batch_size_per_learner": BATCH, "minibatch_size": 250, "num_epochs
 def envs(args) -> dict[str, dict]:
     # healthy lrs: the range where PPO with these settings trains normally on that env (Pendulum's
     # Gaussian policy moves further per step: at lr 2e-3 its first update is already 45x kl_target)
+    # fault_lr: the mid-run fault trials' lr until their fault (a config that trains cleanly there)
     return {"CartPole-v1": {"iterations": args.cartpole_iterations, "target": args.target,
-                            "healthy": (3e-4, 1e-3, 1e-3, 2e-3, 3e-3),
+                            "healthy": (3e-4, 1e-3, 1e-3, 2e-3, 3e-3), "fault_lr": 1e-3,
                             "bad_start": ("lr 0.05, 10 epochs", {"lr": 0.05, "num_epochs": 10})},
             "Pendulum-v1": {"iterations": args.pendulum_iterations, "target": None,
-                            "healthy": (1e-4, 3e-4, 3e-4, 5e-4, 1e-3),
+                            "healthy": (1e-4, 3e-4, 3e-4, 5e-4, 1e-3), "fault_lr": 3e-4,
                             "bad_start": ("lr 10", {"lr": 10.0})}}
 
 
@@ -88,11 +90,13 @@ def variants(env: str, spec: dict, rep: int, args) -> list[tuple[str, str, dict]
     after = round(args.fault_at * spec["iterations"]) * BATCH
     out = [(f"lr={lr:g} seed {seed}", "healthy", {"lr": lr, "seed": s + seed})
            for seed, lr in enumerate(spec["healthy"], start=1)]
-    out.append((f"lr 1e-3 -> 5.0 after {after} steps", "midrun",
-                {"lr": [[0, 1e-3], [after, 1e-3], [after + 1, 5.0]], "seed": s + 6}))
+    lr = spec["fault_lr"]
+    out.append((f"lr {lr:g} -> 5.0 after {after} steps", "midrun",
+                {"lr": [[0, lr], [after, lr], [after + 1, 5.0]], "seed": s + 6}))
     for fault, what in (("nan_reward", "NaN rewards"), ("garbage_obs", "garbage observations")):
         out.append((f"{what} after {after} steps", "midrun",
-                    {"env_config": {"id": env, "fault": fault, "after": after, "seed": s + 7}, "seed": s + 7}))
+                    {"lr": lr, "env_config": {"id": env, "fault": fault, "after": after, "seed": s + 7},
+                     "seed": s + 7}))
     label, values = spec["bad_start"]
     out.append((label, "bad_start", {**values, "seed": s + 8}))
     return out
@@ -163,6 +167,7 @@ def _finite(x) -> bool:
 def summarize(runs: list[dict]) -> dict:
     """One way, one repetition (its runs: one per environment)."""
     out = {"steps": 0, "wall": 0.0, "best": {}, "healthy": 0, "killed_by_supervisor": 0, "ended_by_asha": 0,
+           "touched": 0, "touched_actions": set(),
            "bad": 0, "caught": 0, "recovered": 0, "bad_start": 0, "bad_start_in_3": 0, "refill_s": []}
     for r in runs:
         ts, budget, target = r["trials"], r["budget"], r["target"]
@@ -179,6 +184,8 @@ def summarize(runs: list[dict]) -> dict:
                 out["healthy"] += 1
                 out["killed_by_supervisor"] += sup and stopped
                 out["ended_by_asha"] += asha and early and not stopped and t["status"] != "errored"
+                out["touched"] += bool(t["actions"])
+                out["touched_actions"] |= {a for _, a in t["actions"]}
                 continue
             out["bad"] += 1
             out["caught"] += bool(t["actions"]) or stopped or (asha and early)
@@ -230,9 +237,10 @@ def markdown(results: list[dict], args, envmap: dict) -> str:
              f"`python benchmarks/sweep_efficiency.py --reps {args.reps}` on {time.strftime('%Y-%m-%d %H:%M')}, "
              "alone on the machine. Figures: mean ± half the spread (max - min) over the repetitions.", "",
              "| way | env steps | vs FIFO | wall time | " + " | ".join(f"best return {e}" for e in env_names)
-             + " | healthy stopped by the supervisor | healthy ended early by ASHA | bad caught | bad recovered "
+             + " | healthy stopped by the supervisor | healthy intervened on | healthy ended early by ASHA "
+               "| bad caught | bad recovered "
                "| bad-from-start acted on by iteration 3 | slot refilled after an early end |",
-             "| --- | ---: | ---: | ---: | " + " ---: |" * len(env_names) + " ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| --- | ---: | ---: | ---: | " + " ---: |" * len(env_names) + " ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for m in modes:
         ss = [summ[(m, rep)] for rep in reps]
         ratio = [summ[(m, rep)]["steps"] / summ[("fifo", rep)]["steps"] for rep in reps
@@ -240,15 +248,26 @@ def markdown(results: list[dict], args, envmap: dict) -> str:
         refill = [x for s in ss for x in s["refill_s"]]
         refill_s = f"median {sorted(refill)[len(refill) // 2]:.1f} s, max {max(refill):.1f} s" if refill else "-"
         sup = m.startswith("supervisor")
+        acted = sorted(set().union(*(s["touched_actions"] for s in ss)))
+        touched = (f"{_ms([s['touched'] for s in ss], '{:.1f}')} / {ss[0]['healthy']}"
+                   + (f" ({', '.join(acted)})" if acted else "")) if sup else f"- / {ss[0]['healthy']}"
         lines.append(
             f"| {m} | {_ms([s['steps'] for s in ss])} | {_ms(ratio, '{:.0%}')} | {_ms([s['wall'] for s in ss], '{:.0f} s')} | "
             + " | ".join(_ms([s["best"].get(e) for s in ss], "{:.1f}") for e in env_names)
             + f" | {_ms([s['killed_by_supervisor'] for s in ss], '{:.1f}') if sup else '-'} / {ss[0]['healthy']}"
+              f" | {touched}"
               f" | {_ms([s['ended_by_asha'] for s in ss], '{:.1f}') if 'asha' in m else '-'} / {ss[0]['healthy']}"
               f" | {_ms([s['caught'] for s in ss], '{:.1f}')} / {ss[0]['bad']}"
               f" | {_ms([s['recovered'] for s in ss], '{:.1f}') if sup else '-'} / {ss[0]['bad']}"
               f" | {_ms([s['bad_start_in_3'] for s in ss], '{:.1f}') if sup else '-'} / {ss[0]['bad_start']}"
               f" | {refill_s} |")
+    fifo = [r for r in results if r["mode"] == "fifo"]
+    if fifo:
+        healthy = sum(t["steps"] for r in fifo for t in r["trials"] if t["kind"] == "healthy")
+        total = sum(t["steps"] for r in fifo for t in r["trials"])
+        lines += ["", f"The healthy trials alone used {healthy / total:.0%} of FIFO's env steps: a way that lets every "
+                      "healthy trial run its course (stops none early, as FIFO and the supervisor do) cannot spend "
+                      "less, whatever it does with the bad ones."]
     lines += ["", "Per environment, env steps (mean over the repetitions) and the ratio to FIFO:", "",
               "| way | " + " | ".join(env_names) + " |", "| --- |" + " ---: |" * len(env_names)]
     for m in modes:
@@ -283,7 +302,9 @@ def markdown(results: list[dict], args, envmap: dict) -> str:
                     row.append(f"it {t['iteration']} ({t['iterations_run']}), {fin}, {what}")
                 lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Definitions. *Healthy* and *bad* are by construction. *Stopped by the supervisor*: a healthy "
-              "trial the supervisor ended (a false alarm acted on). *Ended early by ASHA*: a healthy trial ASHA "
+              "trial the supervisor ended (a false alarm acted on). *Intervened on*: a healthy trial that got an "
+              "action other than alert, and which ones (`raise_vf_clip` on Pendulum is the true "
+              "`value_loss_clipped`: RLlib's default vf_clip_param 10 clips every sample of Pendulum's returns). *Ended early by ASHA*: a healthy trial ASHA "
               "stopped before its budget without reaching the target (ASHA's own policy: it ranks trials by their "
               "return so far). *Caught*: a bad trial the supervisor acted on (other than alert) or that ended "
               "early under ASHA. *Recovered*: the supervisor's `recovered` status (a repair judged effective, "

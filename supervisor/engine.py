@@ -529,8 +529,8 @@ class Engine:
     def _judge(self, state: TrialState, seq: int, findings: list[Finding], metrics: dict) -> None:
         """Effective: for ``outcome_window`` iterations the triggering signal stayed in its band, nothing
         went non-finite and the return did not collapse. Otherwise ineffective, and the policy will not
-        try that action on this trial again; if no repair has worked on the trial and it shows no
-        learning (``supervisor.salvage``), it is given up on (``stop_unsalvageable``)."""
+        try that action on this trial again, and if the trial shows no learning (``supervisor.salvage``)
+        it is given up on (``stop_unsalvageable``)."""
         fired = {f.detector for f in findings if severity_rank(f.severity) >= severity_rank("warning")}
         window = self.settings.outcome_window
         alarmed = None  # the detectors still in alarm, looked up only once an outcome window has passed
@@ -557,8 +557,8 @@ class Engine:
                 state.policy.ineffective.add(p.action)
             if outcome == "effective" and spec.counts_toward_limit:
                 state.had_effective = True
-            if (outcome == "ineffective" and spec.counts_toward_limit and not state.had_effective
-                    and self.settings.stop_unsalvageable and state.give_up is None
+            # an earlier repair that worked says nothing about this fault: the evidence decides
+            if (outcome == "ineffective" and spec.counts_toward_limit and self.settings.stop_unsalvageable and state.give_up is None
                     and p.seq not in unapplied and self.policy.may_stop(p.detector, state.algorithm)):
                 evidence = salvage.no_learning(state.first_returns,
                                                list(state.history.series("episode_return_mean")),

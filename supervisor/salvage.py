@@ -1,7 +1,7 @@
 """Can this trial still be saved? The evidence for stopping it at once instead of climbing its ladder.
 
 A ladder's later rungs are worth their compute only for a trial that has something to save. Once a
-repair has proved ineffective (and none before it worked), a trial that also shows no learning is
+repair has proved ineffective, a trial that also shows no learning is
 stopped without trying the rest: in a sweep its slot is better spent on the next sample. "No
 learning" is one of:
 
