@@ -545,7 +545,9 @@ class Engine:
                 continue  # still waiting for a lagging report (report_lag) to show the change
             if p.detector in fired or "non_finite" in fired or "reward_collapse" in fired:
                 outcome = "ineffective"
-            elif seq - p.seq >= window and p.detector not in (alarmed := alarmed or state.detectors.alarmed()):
+            elif seq - p.seq >= window and not ({p.detector, "non_finite", "reward_collapse"}
+                                                 & (alarmed := alarmed or state.detectors.alarmed())):
+                # a collapsed return still in alarm (reported once, then latched) is no recovery
                 outcome = "effective"
             elif seq - p.seq >= 2 * window:  # the signal never left its alarm: the action did not fix it
                 outcome = "ineffective"

@@ -356,3 +356,26 @@ def test_repairing_until_the_outcome_is_judged(engine):
     # inside the outcome window (3 iterations) the repair is pending; judged effective, it is over
     assert seen[:2] == [True, True] and seen[-1] is False
     assert [i["outcome"] for i in engine.store.interventions("t")] == ["effective", "effective"]
+
+
+def test_a_collapsed_return_still_in_alarm_is_no_recovery(tmp_path):
+    """The return fell back to its start and stays there; reward_collapse reports it once and stays in
+    alarm (latched). A repair decided meanwhile (here by hand) must not be judged effective on quiet."""
+    store = Store(tmp_path / "supervisor.db")
+    store.upsert_run("r", "r", "run", "running")
+    eng = Engine(store, SupervisorConfig(checkpoint_every=3, cooldown=1,
+                                         ladders={"reward_collapse": [["alert"]]}))
+    eng.register_trial("t", "r")
+    warm_up(eng, 15)  # returns 20 -> ~80
+    fell = None
+    for s in range(15, 30):
+        m = healthy(s)
+        m["episode_return_mean"] = 20.0 + 0.3 * math.sin(s)
+        v = send(eng, s, m)
+        if fell is None and any(f["detector"] == "reward_collapse" for f in v["findings"]):
+            fell = s
+            assert eng.request_action("t", "reduce_lr")
+    assert fell is not None
+    ivs = [i for i in store.interventions("t") if i["action"] == "reduce_lr"]
+    assert [i["outcome"] for i in ivs] == ["ineffective"], ivs
+    store.close()
