@@ -142,8 +142,8 @@ def _tune_all_done(run_dir, n_trials: int) -> bool:
 
 class _Killer:
     """Background thread that kills the supervisor actor (Ray restarts it), each time checking through
-    ``ping`` that it came back in a new process. Once every trial trains: ``spaced`` kills ``gap_s``
-    seconds apart; then, once a trial has ``final_at`` iterations stored, kills back to back (at most
+    ``ping`` that it came back in a new process. Once every trial trains: ``spaced`` kills, each after
+    every trial stored another report or at most ``gap_s`` seconds after the one before; then, once a trial has ``final_at`` iterations stored, kills back to back (at most
     ``burst``) until Tune has every trial's final result, so the trials' last reports meet a dead or
     restarting supervisor and must still reach the store when the trials end."""
 
@@ -195,7 +195,12 @@ class _Killer:
             for _ in range(self.spaced):
                 if not self._kill():
                     return
-                self.done.wait(self.gap_s)
+                # the next kill once every trial stored another report (or gap_s passed): spaced by the
+                # trials' progress, so all of them land inside the sweep however fast it trains
+                before = self.kills[-1]["reports"]
+                t_next = time.monotonic() + self.gap_s
+                self._wait_for(lambda c: time.monotonic() >= t_next
+                               or all(c.get(t, 0) > n for t, n in before.items()))
             if not self._wait_for(lambda c: c and max(c.values()) >= self.final_at):
                 return
             for _ in range(self.burst):
