@@ -269,6 +269,7 @@ class Engine:
             state.requested = []
         state.health.observe(seq, findings)
         if any(actions.get(a["action"]).needs_checkpoint for a in todo):
+            self._settle_before_rollback(state, seq)
             self._rewind(state)
 
         every = self.settings.checkpoint_every
@@ -553,20 +554,33 @@ class Engine:
                 outcome = "ineffective"
             else:
                 continue
-            state.pending.remove(p)
-            self.store.set_intervention(p.id, outcome=outcome, judged_seq=seq)
-            if outcome == "ineffective" and not spec.retry_if_ineffective:
-                state.policy.ineffective.add(p.action)
-            if outcome == "effective" and spec.counts_toward_limit:
-                state.had_effective = True
+            self._settle(state, p, outcome, seq)
             # an earlier repair that worked says nothing about this fault: the evidence decides
-            if (outcome == "ineffective" and spec.counts_toward_limit and self.settings.stop_unsalvageable and state.give_up is None
-                    and p.seq not in unapplied and self.policy.may_stop(p.detector, state.algorithm)):
+            if (outcome == "ineffective" and spec.counts_toward_limit and self.settings.stop_unsalvageable
+                    and state.give_up is None and p.seq not in unapplied
+                    and self.policy.may_stop(p.detector, state.algorithm)):
                 evidence = salvage.no_learning(state.first_returns,
                                                list(state.history.series("episode_return_mean")),
                                                metrics, state.priors, rolled_back=p.seq in rolled_back)
                 if evidence is not None:
                     state.give_up = (p, evidence)
+
+    def _settle(self, state: TrialState, p: Pending, outcome: str, seq: int) -> None:
+        spec = actions.get(p.action)
+        state.pending.remove(p)
+        self.store.set_intervention(p.id, outcome=outcome, judged_seq=seq)
+        if outcome == "ineffective" and not spec.retry_if_ineffective:
+            state.policy.ineffective.add(p.action)
+        if outcome == "effective" and spec.counts_toward_limit:
+            state.had_effective = True
+
+    def _settle_before_rollback(self, state: TrialState, seq: int) -> None:
+        """A rollback resets the detectors, so a repair still waiting for its outcome would next be judged
+        on their silence: judge it now, on the alarms as they stand (a new repair was needed meanwhile)."""
+        alarmed = state.detectors.alarmed()
+        for p in [p for p in state.pending if actions.get(p.action).judged and p.seq < seq]:
+            bad = {p.detector, "non_finite", "reward_collapse"} & alarmed
+            self._settle(state, p, "ineffective" if bad else "effective", seq)
 
     def record_checkpoint(self, trial_id: str, seq: int, iteration: int, path: str, hparams: dict | None) -> None:
         state = self.trials.get(trial_id)

@@ -379,3 +379,26 @@ def test_a_collapsed_return_still_in_alarm_is_no_recovery(tmp_path):
     ivs = [i for i in store.interventions("t") if i["action"] == "reduce_lr"]
     assert [i["outcome"] for i in ivs] == ["ineffective"], ivs
     store.close()
+
+
+def test_a_rollback_settles_the_repairs_still_pending(engine):
+    """raise_kl_coeff is pending (inside its outcome window) when a rollback goes out (here asked by hand).
+    The rollback resets the detectors; the pending repair is judged on the alarms as they stood (kl still
+    in alarm -> ineffective), not, 3 iterations later, on the silence after the reset."""
+    warm_up(engine, 6)
+    s, first = 6, None
+    while first is None and s < 16:
+        m = healthy(s)
+        m["kl"] = 5.0
+        if [a["action"] for a in send(engine, s, m)["actions"]] == ["raise_kl_coeff"]:
+            first = s
+        s += 1
+    assert first is not None and engine.request_action("t", "rollback")
+    m = healthy(s)
+    m["kl"] = 5.0
+    assert [a["action"] for a in send(engine, s, m)["actions"]] == ["rollback"]
+    for k in range(s + 1, s + 5):  # healthy again after the rollback
+        send(engine, k, healthy(k - 4))
+    ivs = engine.store.interventions("t")
+    assert ivs[0]["action"] == "raise_kl_coeff" and ivs[0]["outcome"] == "ineffective"
+    assert ivs[0]["judged_seq"] == s == first + 1
