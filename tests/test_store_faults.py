@@ -13,13 +13,12 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from supervisor.config import SupervisorConfig
+from benchmarks.faults import Locker  # another process holding BEGIN EXCLUSIVE until released
 from benchmarks.synthetic import healthy_stream
 from supervisor.engine import Engine
 from supervisor.store import Store
@@ -138,26 +137,6 @@ def test_manual_requests_survive_a_failed_write(tmp_path):
     v = eng.observe(rep(s, pad=600))
     assert [a["action"] for a in v["actions"]] == ["alert"] and v["actions"][0]["reason"] == "by hand"
     store.close()
-
-
-class Locker:
-    """Another process holding an exclusive lock on the database until told to let go."""
-
-    def __init__(self, path: Path):
-        code = ("import sqlite3, sys\n"
-                f"db = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
-                "db.execute('BEGIN EXCLUSIVE')\n"
-                "print('locked', flush=True)\n"
-                "sys.stdin.readline()\n"
-                "db.execute('ROLLBACK')\n")
-        self.p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  text=True)
-        assert self.p.stdout.readline().strip() == "locked"
-
-    def release(self) -> None:
-        self.p.stdin.write("\n")
-        self.p.stdin.flush()
-        self.p.wait(timeout=30)
 
 
 def test_a_lock_held_by_another_process_loses_nothing(tmp_path, monkeypatch):
