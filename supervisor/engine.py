@@ -29,6 +29,8 @@ from supervisor.priors import Priors
 from supervisor.store import Store
 
 MAX_SEQ_JUMP = 100_000
+# While either is in alarm no repair has worked, whatever signal it was aimed at
+RETURN_BROKEN = frozenset({"non_finite", "reward_collapse"})
 FLUSH_S = 0.5
 
 
@@ -544,10 +546,10 @@ class Engine:
                 continue
             if p.verified is None and p.target:
                 continue  # still waiting for a lagging report (report_lag) to show the change
-            if p.detector in fired or "non_finite" in fired or "reward_collapse" in fired:
+            broken = RETURN_BROKEN | {p.detector}
+            if broken & fired:
                 outcome = "ineffective"
-            elif seq - p.seq >= window and not ({p.detector, "non_finite", "reward_collapse"}
-                                                 & (alarmed := alarmed or state.detectors.alarmed())):
+            elif seq - p.seq >= window and not broken & (alarmed := alarmed or state.detectors.alarmed()):
                 # a collapsed return still in alarm (reported once, then latched) is no recovery
                 outcome = "effective"
             elif seq - p.seq >= 2 * window:  # the signal never left its alarm: the action did not fix it
@@ -579,8 +581,8 @@ class Engine:
         on their silence: judge it now, on the alarms as they stand (a new repair was needed meanwhile)."""
         alarmed = state.detectors.alarmed()
         for p in [p for p in state.pending if actions.get(p.action).judged and p.seq < seq]:
-            bad = {p.detector, "non_finite", "reward_collapse"} & alarmed
-            self._settle(state, p, "ineffective" if bad else "effective", seq)
+            broken = (RETURN_BROKEN | {p.detector}) & alarmed
+            self._settle(state, p, "ineffective" if broken else "effective", seq)
 
     def record_checkpoint(self, trial_id: str, seq: int, iteration: int, path: str, hparams: dict | None) -> None:
         state = self.trials.get(trial_id)
