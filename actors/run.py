@@ -134,7 +134,7 @@ def _restart(algo, config):
     cb = find_callback(algo)
     ckpt = None
     if cb is not None and cb.last_verdict:
-        for a in cb.last_verdict.get("actions", []):
+        for a in cb.last_verdict.actions:
             ckpt = ckpt or (a.get("params") or {}).get("checkpoint")
     ckpt = ckpt or (cb.checkpoints[-1] if cb and cb.checkpoints else None)
     algo.stop()

@@ -59,10 +59,10 @@ class _Supervised:
         cb = find_callback(self)
         if cb is None or cb.client is None:
             return
-        v = cb.last_verdict or {}
+        v = cb.last_verdict
         sup = result.get("supervisor")
-        fresh = isinstance(sup, dict) and sup.get("reported") and v.get("seq") == cb.seq - 1
-        if fresh and v.get("checkpoint") and not v.get("actions"):
+        fresh = v is not None and isinstance(sup, dict) and sup.get("reported") and v.seq == cb.seq - 1
+        if fresh and v.checkpoint and not v.actions:
             result["should_checkpoint"] = True  # Tune's checkpoints are the health-gated ones
 
     def cleanup(self) -> None:
@@ -88,7 +88,6 @@ class _Supervised:
 
             try:
                 after = iv.set_hparams(self, overrides)
-                cb.applied.append({"id": None, "action": "overrides", "after": after, "ok": True})
                 log.info("trial %s restored with supervisor overrides %s", cb.trial_id, after)
             except Exception:
                 log.exception("could not re-apply supervisor overrides after restore")
