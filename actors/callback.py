@@ -17,9 +17,8 @@ from pathlib import Path
 import ray
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
-from actors import interventions as iv
-from actors.algos import EXTRA_ROOT, extra_metrics, name_of
-from actors.appliers import RLlibApplier
+from actors.algos import EXTRA_ROOT, name_of
+from actors.appliers.rllib import RLlibApplier, current_hparams, extra_metrics, save_checkpoint, set_hparams
 from actors.client import SupervisorClient
 from actors.priors import priors_of
 from supervisor import actions
@@ -82,7 +81,7 @@ class SupervisorCallback(RLlibCallback):
         self.registered = True
         self.seq = reg["next_seq"]
         if reg.get("overrides"):  # a restarted trial re-applies what the supervisor changed
-            after = iv.set_hparams(algorithm, reg["overrides"])
+            after = set_hparams(algorithm, reg["overrides"])
             log.info("trial %s restarted with supervisor overrides %s", self.trial_id, after)
         if reg.get("checkpoint") is None:
             # The starting point is the first known-good state: rollback always has a target.
@@ -150,12 +149,12 @@ class SupervisorCallback(RLlibCallback):
         root = Path(self.info["run_info"]["run_dir"]) / "checkpoints" / _safe(self.trial_id)
         path = root / f"seq_{seq + 1:06d}"
         try:
-            iv.save_checkpoint(algorithm, str(path))
+            save_checkpoint(algorithm, str(path))
         except Exception:
             log.exception("checkpoint failed; training continues")
             return
         self.client.call("record_checkpoint", self.info["run_id"], self.trial_id, seq, iteration, str(path),
-                         iv.current_hparams(algorithm))
+                         current_hparams(algorithm))
         self.checkpoints.append(str(path))
         keep = int(self.info.get("keep_checkpoints", 3))
         while len(self.checkpoints) > keep:
@@ -168,14 +167,14 @@ class SupervisorCallback(RLlibCallback):
         tmp = path.with_name(path.name + ".saving")
         try:
             shutil.rmtree(tmp, ignore_errors=True)
-            iv.save_checkpoint(algorithm, str(tmp))
+            save_checkpoint(algorithm, str(tmp))
             shutil.rmtree(path, ignore_errors=True)
             tmp.rename(path)
         except Exception:
             log.exception("best checkpoint failed; training continues")
             return
         self.client.call("record_best_checkpoint", self.info["run_id"], self.trial_id, seq, iteration, str(path),
-                         best["metric"], best["value"], iv.current_hparams(algorithm))
+                         best["metric"], best["value"], current_hparams(algorithm))
 
     def flush(self, timeout_s: float = 20.0) -> bool:
         """The trial ends (Tune stops it, or our runner closes it): nothing it knows may be lost.

@@ -119,9 +119,9 @@ def resolve_restore(path: str) -> str:
 def _restore(algo, path: str) -> None:
     """Start from a checkpoint's weights and optimizer state (counters start at 0: a new run); the
     trial's first known-good state, its rollback target, becomes the restored one."""
-    from actors import interventions as iv
+    from actors.appliers.rllib import rollback
 
-    iv.rollback(algo, path, None)
+    rollback(algo, path, None)
     cb = find_callback(algo)
     if cb is not None and cb.client is not None:
         cb._checkpoint(algo, iteration=0, seq=cb.seq - 1)  # overwrites the initial one, same folder
@@ -129,7 +129,7 @@ def _restore(algo, path: str) -> None:
 
 
 def _restart(algo, config):
-    from actors import interventions as iv
+    from actors.appliers.rllib import rollback
 
     cb = find_callback(algo)
     ckpt = None
@@ -140,5 +140,5 @@ def _restart(algo, config):
     algo.stop()
     fresh = config.build_algo()  # on_algorithm_init re-registers and re-applies overrides
     if ckpt:
-        iv.rollback(fresh, ckpt, None)
+        rollback(fresh, ckpt, None)
     return fresh

@@ -84,10 +84,10 @@ class _Supervised:
             return
         overrides = cb.client.call("trial_overrides", cb.info["run_id"], cb.trial_id)
         if overrides:
-            from actors import interventions as iv
+            from actors.appliers.rllib import set_hparams
 
             try:
-                after = iv.set_hparams(self, overrides)
+                after = set_hparams(self, overrides)
                 log.info("trial %s restored with supervisor overrides %s", cb.trial_id, after)
             except Exception:
                 log.exception("could not re-apply supervisor overrides after restore")
