@@ -12,12 +12,15 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import ray
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
 from actors.algos import EXTRA_ROOT, name_of
+from actors import run_registry
 from actors.appliers.rllib import RLlibApplier, current_hparams, extra_metrics, save_checkpoint, set_hparams
 from actors.client import SupervisorClient
 from actors.priors import priors_of
@@ -27,15 +30,64 @@ from supervisor.metrics import normalize_result
 from supervisor.verdict import Verdict
 
 log = logging.getLogger(__name__)
-CONFIG_KEY = "supervisor"  # in AlgorithmConfig.learner_config_dict
+CONFIG_KEY = "supervisor"  # in AlgorithmConfig.learner_config_dict: {"run_id": ...}, nothing else
+# The trial a Tune trainable is building (its Tune id, its sampled values): set around the algorithm's
+# construction (actors.tune.trainable), read in on_algorithm_init; never part of RLlib's config.
+_TRIAL: ContextVar[dict | None] = ContextVar("supervised_trial", default=None)
 
 
 class RestartRequested(RuntimeError):
     """Raised from the callback to make Tune restart the trial from its latest checkpoint."""
 
 
+def attach(config, run_id: str):
+    """Point an RLlib ``AlgorithmConfig`` at its supervised run; returns the config. The run id is all it
+    carries (so all every checkpoint holds): the callback reads the rest from ``actors.run_registry``."""
+    config.learners(learner_config_dict={**(config.learner_config_dict or {}), CONFIG_KEY: {"run_id": run_id}})
+    return config
+
+
+def run_id_of(config) -> str | None:
+    """The run an ``AlgorithmConfig`` (or its dict form) was attached to, if any."""
+    lcd = config.get("learner_config_dict") if isinstance(config, dict) else getattr(config, "learner_config_dict",
+                                                                                      None)
+    ref = (lcd or {}).get(CONFIG_KEY)
+    return ref.get("run_id") if isinstance(ref, dict) else None
+
+
+@contextmanager
+def trial_context(trial: dict | None):
+    """While an algorithm is built inside: its Tune trial (``trial_id``, ``trial_name``, ``params``: Tune's
+    config dict, ``search``: the values sampled under ``SEARCH_KEY``), on top of what the run publishes."""
+    token = _TRIAL.set(trial)
+    try:
+        yield
+    finally:
+        _TRIAL.reset(token)
+
+
 def supervisor_info(algorithm) -> dict | None:
-    return (getattr(algorithm.config, "learner_config_dict", None) or {}).get(CONFIG_KEY)
+    """What the callback needs about the algorithm's run (``RunInfo.callback_info``), or None: not supervised."""
+    run_id = run_id_of(algorithm.config)
+    if run_id is None:
+        return None
+    info = run_registry.lookup(run_id)
+    if info is None:
+        log.warning("run %s is not open (closed, or its driver is gone): this algorithm trains unsupervised", run_id)
+        return None
+    return with_trial(info, _TRIAL.get())
+
+
+def with_trial(info: dict, trial: dict | None) -> dict:
+    """The run's callback info for one Tune trial: its id and name, and the values sampled for it (those of
+    the run's ``search_keys`` in Tune's config, and the sweep's ``search``) on top of the run's trial config."""
+    if not trial:
+        return info
+    info = {**info, **{k: trial[k] for k in ("trial_id", "trial_name") if trial.get(k) is not None}}
+    params = trial.get("params") or {}
+    sampled = {k: params[k] for k in info.get("search_keys", ()) if k in params}
+    info["trial_config"] = {**(info.get("trial_config") or {}), **sampled, **(trial.get("search") or {})}
+    return info
 
 
 class SupervisorCallback(RLlibCallback):

@@ -32,7 +32,7 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
                    quiet: bool = False, restore: str | None = None) -> int:
     run = new_run(exp, source, out, "run")
     restore_path = resolve_restore(restore) if restore else None  # InputError before anything starts
-    config = build_config(exp, source, run.callback_info(trial_id=run.run_id, best_dir=str(run.run_dir / "best")))
+    config = build_config(exp, source, run.run_id)
     rule = StopRule(exp.stop)
     progress = Progress(exp.name, exp.stop.iterations, target=exp.stop.episode_return_mean,
                         total_steps=exp.stop.timesteps, time_budget=exp.stop.time_s)
@@ -45,7 +45,7 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
     started = time.time()
     status, iteration, metrics, algo = "errored", 0, {}, None
     try:
-        open_run(run, get_or_create_supervisor())
+        open_run(run, get_or_create_supervisor(), trial_id=run.run_id, best_dir=str(run.run_dir / "best"))
         if not quiet:
             progress.start(str(run.run_dir), where)
         algo = config.build_algo()

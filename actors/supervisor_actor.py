@@ -21,6 +21,8 @@ from supervisor.engine import Engine, json_or_empty
 from supervisor.store import Store
 from supervisor.verdict import Verdict
 
+from actors import run_registry
+
 NAMESPACE = "rl_supervisor"
 ACTOR_NAME = "supervisor"
 
@@ -68,6 +70,7 @@ class SupervisorService:
     def close_run(self, run_id: str, status: str) -> None:
         """The run is over: record it and forget it (its engine, database connection, checkpoint thread
         and trials), so that a long-lived actor serving many runs stays the same size."""
+        run_registry.withdraw(run_id)  # a checkpoint of this run restored later trains unsupervised
         eng = self.runs.get(run_id)
         if eng is not None:
             eng.flush(force=True)

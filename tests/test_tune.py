@@ -91,21 +91,22 @@ def _trial_info(tid):
 def test_trainable_takes_tunes_real_trial_id_and_sampled_values():
     from ray.tune.result import TRIAL_INFO
 
-    from actors.callback import CONFIG_KEY
+    from actors.callback import CONFIG_KEY, with_trial
     from actors.tune import SEARCH_KEY, SupervisedPPO, _prepare_trial_config, build_sweep_space
     from supervisor.config import load_sweep
 
     sweep = load_sweep(ROOT / "experiments" / "cartpole_sweep.yaml")
     info = {"run_id": "r", "run_info": {"run_dir": "/tmp/x"}, "trial_config": dict(sweep.config),
-            "search_keys": []}
-    space, _ = build_sweep_space(sweep, "cartpole_sweep.yaml", info)
+            "search_keys": []}  # what the driver publishes for the run (actors.run_registry)
+    space, _ = build_sweep_space(sweep, "cartpole_sweep.yaml", "r")
     assert space[SEARCH_KEY]["lr"] == {"grid_search": sweep.search["config.lr"]["grid"]}
     # what Tune hands the trainable: the resolved dict plus its _TrialInfo
     trial = {**space, SEARCH_KEY: {"lr": 5.0}, TRIAL_INFO: _trial_info("ab12c_00003")}
-    cfg, ti = _prepare_trial_config(SupervisedPPO, trial)
+    cfg, ti, this = _prepare_trial_config(SupervisedPPO, trial)
     assert ti.trial_id == "ab12c_00003"
     assert cfg.lr == 5.0 and cfg.train_batch_size_per_learner == 1000
-    sup = cfg.learner_config_dict[CONFIG_KEY]
+    assert cfg.learner_config_dict[CONFIG_KEY] == {"run_id": "r"}  # all RLlib's config (a checkpoint) holds
+    sup = with_trial(info, this)
     assert sup["trial_id"] == "ab12c_00003"  # what SupervisorCallback.on_algorithm_init registers
     assert sup["trial_config"]["lr"] == 5.0
     assert TRIAL_INFO not in trial or trial[TRIAL_INFO] is not None  # the caller's dict is not consumed
@@ -143,7 +144,7 @@ def test_helper_for_your_own_tune_script(tmp_path):
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.tune.result import TRIAL_INFO
 
-    from actors.callback import CONFIG_KEY, SupervisorCallback
+    from actors.callback import CONFIG_KEY, SupervisorCallback, with_trial
     from actors.tune import StabilityStopper, SupervisedPPO, _prepare_trial_config, stability_stopper_of
     from actors.tune import supervised_trainable_config
 
@@ -156,8 +157,10 @@ def test_helper_for_your_own_tune_script(tmp_path):
     assert isinstance(stability_stopper_of(rc.stop), StabilityStopper)
     assert rc.failure_config.max_failures == 2 and rc.checkpoint_config.checkpoint_frequency == 0
     assert sup.callback in rc.callbacks and rc.storage_path == str(tmp_path / "mine")
-    cfg, _ = _prepare_trial_config(SupervisedPPO, {**sup.param_space, "lr": 5.0, TRIAL_INFO: _trial_info("x_00001")})
-    info = cfg.learner_config_dict[CONFIG_KEY]
+    cfg, _, trial = _prepare_trial_config(SupervisedPPO, {**sup.param_space, "lr": 5.0,
+                                                          TRIAL_INFO: _trial_info("x_00001")})
+    assert cfg.learner_config_dict[CONFIG_KEY] == {"run_id": sup.callback.run_id}
+    info = with_trial(sup.callback.run.callback_info(), trial)  # the run as published, for this trial
     assert info["trial_id"] == "x_00001" and info["trial_config"] == {"lr": 5.0}
     assert info["run_info"]["kind"] == "sweep"
 
