@@ -19,8 +19,8 @@ from pathlib import Path
 import ray
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
-from actors.algos import EXTRA_ROOT, name_of
 from actors import run_registry
+from actors.algos import EXTRA_ROOT, name_of
 from actors.appliers.rllib import RLlibApplier, current_hparams, extra_metrics, save_checkpoint, set_hparams
 from actors.client import SupervisorClient
 from actors.priors import priors_of
