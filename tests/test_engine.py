@@ -404,3 +404,19 @@ def test_a_rollback_settles_the_repairs_still_pending(engine):
     ivs = engine.store.interventions("t")
     assert ivs[0]["action"] == "raise_kl_coeff" and ivs[0]["outcome"] == "ineffective"
     assert ivs[0]["judged_seq"] == s == first + 1
+
+
+def test_verdict_travels_as_a_dict_and_replays_fold_into_one(engine):
+    """The actor sends verdicts as dicts; the trial reads them typed. Replayed reports' actions still apply."""
+    from supervisor.verdict import Verdict
+
+    warm_up(engine, 6)
+    bad = send(engine, 6, diverged())
+    wire = bad.to_dict()
+    assert Verdict.from_dict(wire) == bad and Verdict.from_dict({**wire, "from_a_newer_actor": 1}) == bad
+    assert Verdict.from_dict(None).reported is False  # no answer is no verdict
+    assert Verdict.from_dict({"error": "disk full"}).reported is False
+    later = send(engine, 7, healthy(7))
+    both = Verdict.merged([bad, later])
+    assert both.actions == bad.actions and both.seq == later.seq and both.health == later.health
+    assert Verdict.merged([]) is None
