@@ -83,6 +83,18 @@ def assign_split(entries: list[dict], split: dict | None = None) -> dict:
     return split
 
 
+def replay_split(doc: dict) -> dict:
+    """The split the rule gives when ``doc``'s repositories are added batch by batch, in the order of its
+    ``batches`` (each batch assigned by :func:`assign_split` after the ones before it, the first after ``pinned``):
+    what the recorded ``split`` must equal."""
+    split = dict(doc["pinned"])
+    done: set = set()
+    for batch in doc["batches"]:
+        done |= set(batch)
+        split = assign_split([e for e in doc["files"] if e["repo"] in done], split)
+    return split
+
+
 def _cell(x) -> str:
     return str(x if x is not None else "-").replace("|", "\\|").replace("\n", " ")
 

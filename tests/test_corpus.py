@@ -54,7 +54,9 @@ def test_split_is_by_repository_disjoint_and_follows_its_rule():
         assert e["half"] == split[e["repo"]]
     halves = {h: {e["repo"] for e in FILES if e["half"] == h} for h in cb.HALVES}
     assert halves["tuning"] and halves["held_out"] and not halves["tuning"] & halves["held_out"]
-    assert cb.assign_split(FILES, DOC["pinned"]) == split  # the recorded split is the rule's, nothing hand-moved
+    batches = [r for b in DOC["batches"] for r in b]
+    assert len(batches) == len(set(batches)) and set(batches) == set(split)
+    assert cb.replay_split(DOC) == split  # the recorded split is the rule's, batch by batch, nothing hand-moved
 
 
 def test_split_rule_is_append_only():
