@@ -458,7 +458,10 @@ def main() -> None:
                            "baselines": {n: v["flagged"] for n, v in b["baselines"].items()}}
                           for b in real["bad_start"]],
             "mid_run": [{k: r[k] for k in ("name", "algorithm", "env", "fault", "detected", "delay", "by")}
-                        for r in real["faulty"]]})
+                        for r in real["faulty"]],
+            "corpus": {"ways": corpus_res["ways"],
+                       "halves": {h: {k: d[k] for k in ("runs", "healthy", "faulty", "unknown", "ways")}
+                                  for h, d in corpus_res["halves"].items()}}})
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=str))
 

@@ -101,6 +101,23 @@ def table_detection() -> str:
     return "\n".join(out)
 
 
+def table_corpus() -> str:
+    """Other people's logs, tuning and held-out halves apart (benchmarks/corpus.py, in detection.py's run)."""
+    c = _figures("detection")["corpus"]
+    out = ["| half (runs behind it) | way | healthy runs with a warning / a critical | healthy runs with any alarm "
+           "| labelled faults flagged |", "|---|---|---:|---:|---:|"]
+    for h, d in c["halves"].items():
+        for i, w in enumerate(c["ways"]):
+            x = d["ways"][w]
+            half = f"{h.replace('_', '-')} ({d['healthy']} healthy, {d['faulty']} faulty, {d['unknown']} unknown)"
+            label = half if i == 0 else ""
+            warn = (f"{x['healthy_warned']} / {x['healthy_critical']} of {d['healthy']}" if w == c["ways"][0]
+                    else "-")
+            out.append(_row(label, _WAYS.get(w, w), warn, f"{x['healthy_alarmed']} of {d['healthy']}",
+                            f"{x['faults_flagged']} of {d['faulty']}"))
+    return "\n".join(out)
+
+
 def table_detection_synthetic() -> str:
     """The synthetic half of the detection benchmark, in one sentence."""
     f = _figures("detection")
@@ -206,6 +223,7 @@ def table_learner() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "detection": table_detection,
     "detection_synthetic": table_detection_synthetic,
+    "corpus": table_corpus,
     "sweep_efficiency": table_sweep,
     "faults": table_faults,
     "supervisor_load": table_load,

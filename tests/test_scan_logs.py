@@ -278,3 +278,16 @@ def test_fail_on_is_a_ci_gate(tmp_path):
     assert main(["scan", str(HEALTHY), "--fail-on", "warning", "--format", "json"]) == 0
     assert main(["scan", str(DATA / "tune_exp"), "--fail-on", "warning"]) == 4
     assert main(["scan", str(tmp_path / "missing"), "--fail-on", "critical"]) == 2  # bad input stays 2
+
+
+def test_the_third_party_corpus_as_one_folder():
+    """benchmarks/corpus (other people's logs, nine writers) scanned as a user would scan a folder of logs:
+    every log its index lists is read, the rest (its docs and index) is listed with a reason."""
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "corpus"
+    files = [f["file"] for f in json.loads((root / "corpus.json").read_text())["files"]]
+    res = read(root)
+    assert sorted(Path(lg.source).relative_to(root).as_posix() for lg in res.logs) == sorted(files)
+    skipped = {Path(s["path"]).name: s["reason"] for s in res.skipped}
+    assert set(skipped) == {"PROVENANCE.md", "README.md", "corpus.json"}, skipped
+    assert skipped["README.md"] == "not a log format scan reads (.md)"
+    assert skipped["corpus.json"].startswith("no known metric keys")
