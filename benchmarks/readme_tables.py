@@ -68,7 +68,7 @@ def _loaded(*names: str) -> str:
     busy = [f"{n} {la:g}" for n, la in loads if isinstance(la, (int, float)) and la > 2.5]
     return ("" if not busy else
             f"\n\n*Taken with other work on the machine (1-minute load average: {', '.join(busy)} on 2 cores):"
-            " the ratios hold, the absolute figures are pessimistic.*")
+            " times taken under it are pessimistic.*")
 
 
 # --------------------------------------------------------------------------------------------- tables
@@ -131,7 +131,13 @@ def table_detection_synthetic() -> str:
 
 def table_sweep() -> str:
     """FIFO, ASHA, the supervisor, both: env steps and outcomes (benchmarks/sweep_efficiency.py)."""
-    from benchmarks.sweep_efficiency import _ms, summarize
+    from benchmarks.sweep_efficiency import _mean_spread, summarize
+
+    def _ms(xs, fmt="{:,.0f}") -> str:  # mean ± half the spread over the repetitions (no "± 0")
+        m, s = _mean_spread(xs)
+        if m != m:
+            return "-"
+        return fmt.format(m) + (f" ± {fmt.format(s / 2)}" if s > 0 else "")
 
     raw = json.loads((RESULTS / "sweep_efficiency.json").read_text())
     results = raw["results"]

@@ -8,7 +8,7 @@ names a run folder), serves it with ``supervise dashboard --run``, and drives
 Debian's Chromium through Playwright, as the dashboard tests do (no browser
 download: ``apt-get install chromium``, ``pip install playwright``). The
 overview is taken as the table stands; the trial page of the trial with the
-most interventions (the one the supervisor repaired). The screenshots show
+supervisor repaired (recovered; else the one with the most interventions). The screenshots show
 the dashboard exactly as users get it: nothing is drawn or edited.
 """
 
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     import json
 
     trials = json.loads(report.stdout)["trials"]
-    repaired = max(trials, key=lambda t: (len(t["interventions"]), t["iterations"]))
+    repaired = max(trials, key=lambda t: (t["status"] == "recovered", len(t["interventions"]), t["iterations"]))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("SUPERVISOR_DASHBOARD_TOKEN", None)
     dash = subprocess.Popen([sys.executable, "-m", "supervisor", "dashboard", "--run", str(run), "--port", "0"],
