@@ -35,7 +35,8 @@ from supervisor.metrics import RESULT_PATHS, module_id_of, normalize_result
 
 # normalized name -> the keys that mean it, best first (lowercase).
 ALIASES: dict[str, tuple[str, ...]] = {
-    "episode_return_mean": ("episode_return_mean", "episode_reward_mean", "episodic_return", "ep_rew_mean",
+    "episode_return_mean": ("episode_return_mean", "episode_reward_mean", "episodic_return", "episodic_reward",
+                            "ep_rew_mean",
                             "eprewmean", "reward_mean", "mean_reward", "return_mean", "mean_return",
                             "mean 100 episode reward", "episode_return", "ep_return", "mean_scores", "scores",
                             "rlhf_reward", "episode_reward", "reward",
@@ -122,7 +123,8 @@ _RLLIB_ROOTS = ("learners", "env_runners", "fault_tolerance", "timers")
 # Tune's auto-filled result keys: bookkeeping, neither metrics nor "ignored".
 TUNE_BOOKKEEPING = frozenset(("pid", "timestamp", "time_since_restore", "iterations_since_restore",
                               "timesteps_since_restore", "experiment_tag", "done", "time_total_s", "date",
-                              "hostname", "node_ip", "trial_id", "experiment_id", "episodes_total"))
+                              "hostname", "node_ip", "trial_id", "experiment_id", "episodes_total",
+                              "_runtime", "_timestamp", "_wandb/runtime"))  # (and W&B's history bookkeeping)
 
 _LOOKUP: dict[str, tuple[str, int, bool]] = {}
 for _name, _keys in ALIASES.items():
