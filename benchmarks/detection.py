@@ -409,6 +409,11 @@ def main() -> None:
         head = before.split(CORPUS_HEADING, 1)[0].rstrip("\n")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text((head + "\n\n" if head else "") + section)
+        if out.resolve() == RESULTS.resolve():  # keep the published figures in step with the Markdown
+            js = RESULTS.with_suffix(".json")
+            doc = json.loads(js.read_text())
+            doc["figures"]["corpus"] = _corpus_figures(res)
+            js.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
         if args.json:
             Path(args.json).write_text(json.dumps({"corpus": res, "corpus_runs": runs}, indent=1, default=str))
         return
@@ -459,11 +464,16 @@ def main() -> None:
                           for b in real["bad_start"]],
             "mid_run": [{k: r[k] for k in ("name", "algorithm", "env", "fault", "detected", "delay", "by")}
                         for r in real["faulty"]],
-            "corpus": {"ways": corpus_res["ways"],
-                       "halves": {h: {k: d[k] for k in ("runs", "healthy", "faulty", "unknown", "ways")}
-                                  for h, d in corpus_res["halves"].items()}}})
+            "corpus": _corpus_figures(corpus_res)})
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+
+
+def _corpus_figures(corpus_res: dict) -> dict:
+    """The corpus section's figures as readme_tables.py reads them."""
+    return {"ways": corpus_res["ways"],
+            "halves": {h: {k: d[k] for k in ("runs", "healthy", "faulty", "unknown", "ways")}
+                       for h, d in corpus_res["halves"].items()}}
 
 
 if __name__ == "__main__":
