@@ -16,8 +16,12 @@ def priors_of(algorithm) -> dict:
 
     # by name_of: a Tune trainable's class is SupervisedDQN, its algorithm DQN
     out = {"algorithm": name_of(algorithm) or (getattr(cfg, "algo_class", None) and cfg.algo_class.__name__)}
-    for key in ("kl_target", "clip_param", "vf_clip_param", "use_kl_loss"):
+    for key in ("kl_target", "clip_param", "vf_clip_param", "use_kl_loss", "grad_clip", "log_gradients"):
         out[key] = getattr(cfg, key, None)
+    # what decides which metrics RLlib reports (supervisor.algorithms.reported: metrics_missing)
+    out["reporter"] = "rllib"
+    out["learning_starts"] = getattr(cfg, "num_steps_sampled_before_learning_starts", None)
+    out["instrumented"] = _instrumented(cfg)
     try:
         space = _action_space(algorithm)
     except Exception:  # priors only sharpen judgement: a space we cannot read costs nothing
@@ -32,6 +36,17 @@ def priors_of(algorithm) -> dict:
             dim *= int(s)
         out.update(action_kind="continuous", action_dim=dim)
     return Priors.from_dict(out).to_dict()
+
+
+def _instrumented(cfg) -> bool:
+    """Whether the learner is the supervisor's instrumented PPO learner (it reports the ``sup_*`` statistics)."""
+    try:
+        from actors.learner import SupervisedPPOTorchLearner
+
+        cls = getattr(cfg, "_learner_class", None)
+        return isinstance(cls, type) and issubclass(cls, SupervisedPPOTorchLearner)
+    except Exception:
+        return False
 
 
 def _action_space(algorithm):

@@ -24,7 +24,7 @@ from supervisor.detectors import DetectorSuite
 from supervisor.findings import Finding, severity_rank
 from supervisor.health import HealthScore
 from supervisor.history import History
-from supervisor.policy import EscalationPolicy, PolicyState
+from supervisor.policy import RECORD_ONLY, EscalationPolicy, PolicyState
 from supervisor.priors import Priors
 from supervisor.store import Store
 from supervisor.verdict import Verdict
@@ -178,7 +178,7 @@ class Engine:
             if f["seq"] is not None:
                 state.health.observe(f["seq"], [Finding(f["detector"], f["severity"], f["metric"], f["value"],
                                                         f["message"])])
-                if severity_rank(f["severity"]) >= severity_rank("warning"):
+                if severity_rank(f["severity"]) >= severity_rank("warning") and f["detector"] not in RECORD_ONLY:
                     state.last_trouble_seq = max(state.last_trouble_seq, f["seq"])
         steps = set()
         for iv in self.store.interventions(trial_id):
@@ -252,7 +252,8 @@ class Engine:
             self._judge(state, seq, findings, metrics)
         decision = None
         if findings:
-            if any(severity_rank(f.severity) >= severity_rank("warning") for f in findings):
+            if any(severity_rank(f.severity) >= severity_rank("warning") and f.detector not in RECORD_ONLY
+                   for f in findings):  # a blind detector is no trouble in the training
                 state.last_trouble_seq = seq
             decision = self.policy.decide(state.policy, seq, findings, algorithm=state.algorithm)
         if state.give_up is not None and not (decision and "stop_trial" in decision.actions):

@@ -13,7 +13,8 @@ that detector's ladder. Explicit limits instead of ad-hoc retries:
   ladder skips it);
 - a trial whose repair proved ineffective and that shows no learning is
   stopped at once (``give_up``; the evidence is ``supervisor.salvage``);
-- ``info`` findings never trigger actions.
+- ``info`` findings never trigger actions, nor do a record-only detector's (``RECORD_ONLY``:
+  ``metrics_missing`` says a detector is blind, which no action on the trial can fix).
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ DEFAULT_LADDERS: dict[str, list[list[str]]] = {
     # The cluster detectors (node_down, memory_pressure, gpu_fault, straggler) have no ladder: their
     # findings are stored and alerted on, and there is no trial-side actuator they could drive.
 }
+#: Detectors whose findings are recorded (stored, reported, alerted) but never acted on, whatever their
+#: severity or the ladders: they have no ladder (supervisor.config refuses one).
+RECORD_ONLY = frozenset({"metrics_missing"})
 # When several detectors fire at once, act on the root cause first.
 PRIORITY = ["non_finite", "loss_explosion", "gradient_explosion", "q_divergence", "td_error_explosion", "kl_spike",
             "update_too_large", "value_collapse", "gradient_vanishing", "entropy_saturated", "entropy_collapse",
@@ -103,7 +107,8 @@ class EscalationPolicy:
 
     def decide(self, state: PolicyState, seq: int, findings: list[Finding],
                algorithm: str | None = None) -> Decision | None:
-        actionable = [f for f in findings if severity_rank(f.severity) >= severity_rank("warning")]
+        actionable = [f for f in findings if severity_rank(f.severity) >= severity_rank("warning")
+                      and f.detector not in RECORD_ONLY]
         if not actionable:
             return None
         if state.last_action_seq is not None and seq - state.last_action_seq <= self.cooldown:

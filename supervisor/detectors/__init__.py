@@ -32,6 +32,7 @@ from supervisor.detectors.kl_controller_stuck import KLControllerStuck
 from supervisor.detectors.kl_spike import KLSpike
 from supervisor.detectors.loss_explosion import LossExplosion
 from supervisor.detectors.memory_pressure import MemoryPressure
+from supervisor.detectors.metrics_missing import MetricsMissing
 from supervisor.detectors.no_learning import NoLearning
 from supervisor.detectors.node_down import NodeDown
 from supervisor.detectors.non_finite import NonFinite
@@ -57,6 +58,7 @@ DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (
     # off-policy (DQN, SAC): supervisor.algorithms says which detectors run on which algorithm
     QDivergence, TDErrorExplosion, AlphaCollapse, AlphaRunaway, ExplorationTooShort,
     GeneralizationGap,  # only with evaluation results (evaluation_interval)
+    MetricsMissing,  # the others' needed metrics never arrived: records only, never acts
 )}
 # Judging the cluster (heartbeats, ray.nodes(), trials' iteration times), not one trial's metrics:
 # run by supervisor.cluster.ClusterState.
@@ -136,6 +138,9 @@ def build_detectors(overrides: Mapping[str, Mapping] | None = None,
         det.priors = priors
         det.reset()  # state that depends on the priors
         out.append(det)
+    for det in out:
+        if isinstance(det, MetricsMissing):
+            det.watch(out, algorithm)
     return DetectorSuite(out)
 
 
@@ -145,4 +150,5 @@ __all__ = ["CLUSTER_DETECTORS", "DETECTORS", "Detector", "DetectorOptionError", 
            "KLControllerStuck", "KLSpike", "LossExplosion", "NonFinite", "Plateau", "RewardCollapse",
            "ValueCollapse", "WorkerFault", "GpuFault", "MemoryPressure", "NodeDown", "Straggler",
            "EntropySaturated", "NoLearning", "PrematureConvergence", "UpdateTooLarge", "ValueLossClipped",
-           "QDivergence", "TDErrorExplosion", "AlphaCollapse", "AlphaRunaway", "ExplorationTooShort"]
+           "QDivergence", "TDErrorExplosion", "AlphaCollapse", "AlphaRunaway", "ExplorationTooShort",
+           "MetricsMissing"]

@@ -395,6 +395,9 @@ class SpikeDetector(Detector):
         self._held = {m: 0 for m in self.metrics}  # consecutive iterations at the sustained level
         self._kind = "log" if self.log else None
 
+    def needed(self) -> tuple[tuple[str, ...], ...]:
+        return (self.metrics,)
+
     def _ratio(self, v: float, ref: Reference) -> float:
         if ref.log:
             return v / ref.typical if ref.typical > 0 else math.inf

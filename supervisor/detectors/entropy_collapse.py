@@ -56,6 +56,7 @@ class EntropyCollapse(Detector):
     """
 
     name = "entropy_collapse"
+    needs = (("entropy",),)
     band_metrics = ("entropy",)
     Options = EntropyCollapseOptions
 
