@@ -41,7 +41,7 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
     if exp.supervisor.tensorboard:
         from supervisor.tensorboard import TensorBoardLog
 
-        tb = TensorBoardLog(run.run_dir)
+        tb = TensorBoardLog(run.run_dir, storage=run.store)
     started = time.time()
     status, iteration, metrics, algo = "errored", 0, {}, None
     try:
@@ -93,6 +93,9 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
         try:
             sup = get_or_create_supervisor()
             ray.get(sup.close_run.remote(run.run_id, status), timeout=10)
+            snap = ray.get(sup.wait_snapshot.remote(run.run_id, 60.0), timeout=90)
+            if snap is not None and not snap["ok"]:
+                log.warning("the store's last snapshot did not reach %s: %s", snap["uri"], snap["error"])
         except Exception:
             pass
         if algo is not None:
