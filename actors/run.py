@@ -105,6 +105,8 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
     if not quiet:
         progress.done(status, iteration, time.time() - started, metrics.get("episode_return_mean"))
         print(f"report: supervise report {run.run_dir}")
+        if not run.store.is_run_dir(run.run_dir):
+            print(f"from any machine: supervise report '{run.store.root}'")
     return {"completed": 0, "recovered": 0, "stopped": 3}.get(status, 1)
 
 

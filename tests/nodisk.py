@@ -29,6 +29,7 @@ from pathlib import Path
 
 import psutil
 
+ROOT = Path(__file__).resolve().parents[1]
 CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # what `ray start --head` leaves for later ray.init()s
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -171,7 +172,8 @@ class NoDiskCluster:
         self.temp = tempfile.mkdtemp(prefix="rsn", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
         self.nodes: dict[str, Node] = {}
         self._cluster_file = CURRENT_CLUSTER.read_bytes() if CURRENT_CLUSTER.is_file() else None
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", **AWS,
+        # every node's processes import this checkout (not whatever `pip install -e` points at)
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", **AWS, "PYTHONPATH": str(ROOT),
                     # a lost node is declared dead in ~3 s, not ~30 s: the trial restarts while the test waits
                     "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
                     "RAY_health_check_failure_threshold": "3"}
