@@ -215,3 +215,14 @@ def test_prometheus_alert_rules_use_exported_metrics_and_pass_promtool():
         p = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
         assert p.returncode == 0, p.stdout + p.stderr
         assert f"SUCCESS: {len(rules)} rules found" in p.stdout
+
+
+def test_kuberay_notes_give_a_sweep_a_run_storage_the_cli_takes():
+    """A sweep trains on worker pods that do not mount the head's PVC: the manifest's notes give it a
+    `--storage` URI, and that command line is one the CLI accepts as written."""
+    lines = [ln[1:].strip() for ln in (CONFIGS / "kuberay-rayjob.yaml").read_text().splitlines() if ln.startswith("#")]
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("supervise sweep"))
+    cmd = " ".join([lines[start]] + [ln for ln in lines[start + 1:start + 3] if ln.startswith("--")])
+    check_entrypoint(cmd, "kuberay-rayjob.yaml notes")
+    args = build_parser()[0].parse_args(shlex.split(cmd)[1:])
+    assert args.storage.startswith("s3://") and args.out.startswith("/home/ray/runs/")
