@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from supervisor.cli import build_parser
-from supervisor.config import load_experiment
+from supervisor.config import load_experiment, load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "cluster_configs"
@@ -63,7 +63,8 @@ def check_entrypoint(cmd: str, where: str) -> None:
         target = args.experiment if argv[1] == "run" else args.sweep
         path = ROOT / target
         assert path.is_file(), f"{where}: {target} is not in the repository"
-        load_experiment(str(path), list(args.set))  # and the --set overrides are valid keys and values
+        load = load_experiment if argv[1] == "run" else load_sweep
+        load(str(path), list(args.set))  # and the --set overrides are valid keys and values
 
 
 @pytest.mark.parametrize("name", LAUNCHER)
