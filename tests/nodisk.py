@@ -171,6 +171,7 @@ class NoDiskCluster:
         self.hidden, self.cpus = Path(hidden), cpus
         self.temp = tempfile.mkdtemp(prefix="rsn", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
         self.nodes: dict[str, Node] = {}
+        self.address = ""
         self._cluster_file = CURRENT_CLUSTER.read_bytes() if CURRENT_CLUSTER.is_file() else None
         # every node's processes import this checkout (not whatever `pip install -e` points at)
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", **AWS, "PYTHONPATH": str(ROOT),
@@ -241,10 +242,16 @@ class NoDiskCluster:
             self.kill_node(name)
         _end(_marked(self.temp))
         shutil.rmtree(self.temp, ignore_errors=True)
-        # the head's `ray start` named itself the machine's current cluster: put back what was there
-        if self._cluster_file is None:
+        # the head's `ray start` named itself the machine's current cluster: put back what was there (unless
+        # another cluster started on this machine since, and named itself)
+        try:
+            ours = bool(self.address) and CURRENT_CLUSTER.read_text().strip().endswith(
+                ":" + self.address.rsplit(":", 1)[1])
+        except OSError:
+            ours = False
+        if ours and self._cluster_file is None:
             CURRENT_CLUSTER.unlink(missing_ok=True)
-        else:
+        elif ours:
             CURRENT_CLUSTER.write_bytes(self._cluster_file)
 
 
