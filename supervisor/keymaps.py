@@ -120,6 +120,12 @@ for _name, _keys in ALIASES.items():
         _LOOKUP.setdefault(_k.lstrip("-"), (_name, _i, _k.startswith("-")))
 
 
+# The supervisor's own names mean themselves (this project's TensorBoard tags are metrics/<name>).
+for _name in RESULT_PATHS:
+    if _name not in TUNE_BOOKKEEPING:
+        _LOOKUP.setdefault(_name, (_name, 0, False))
+
+
 def lookup(key: str) -> tuple[str, int, bool] | None:
     """The normalized name a log key means: ``(name, rank, negate)``, or None for an unknown key."""
     k = key.strip().lower()
