@@ -54,8 +54,7 @@ class SupervisedTune:
             stop=combine_stop(stop),
             callbacks=[*(callbacks or []), self.callback],
             failure_config=failure_config or tune.FailureConfig(max_failures=self.max_failures),
-            checkpoint_config=checkpoint_config or tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=0,
-                                                                         checkpoint_at_end=False),
+            checkpoint_config=checkpoint_config or health_gated_checkpoints(),
             **kwargs)
 
 
@@ -121,6 +120,16 @@ def supervised_trainable_config(config, run_dir: str | Path, *, name: str | None
         store.probe()  # StorageError in one line now, not at the first checkpoint on a worker
     cb = SupervisorTuneCallback(run, quiet=quiet)
     return SupervisedTune(trainable_for(algorithm), cfg.to_dict(), cb, run_dir, max_failures, storage=store)
+
+
+def health_gated_checkpoints():
+    """Tune saves a trial only when the supervisor finds it healthy (``should_checkpoint``), never on a
+    clock nor at the end; Tune keeps them all (``num_to_keep=None``): the trial rotates them itself once
+    the supervisor acknowledged a newer rollback target (``SupervisorCallback``), so Tune never deletes the
+    checkpoint a rollback would restore."""
+    from ray import tune
+
+    return tune.CheckpointConfig(num_to_keep=None, checkpoint_frequency=0, checkpoint_at_end=False)
 
 
 def tune_storage(store) -> dict:
@@ -288,8 +297,7 @@ def run_sweep(sweep, source: str, out: str | None = None, max_concurrent: int | 
                     name="tune" if len(plans) == 1 else f"tune-{name.lower()}", **tune_storage(run.store),
                     stop=stopper, callbacks=[*loggers, cb], verbose=0,
                     failure_config=tune.FailureConfig(max_failures=sub.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=0,
-                                                            checkpoint_at_end=False)),
+                    checkpoint_config=health_gated_checkpoints()),
             )
             grids.append(tuner.fit())
             stopped |= set(stability_stopper_of(stopper).stopped)
