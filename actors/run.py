@@ -9,6 +9,7 @@ supervisor, 1 any other failure (bad input, 2, is raised before training).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -111,14 +112,24 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
 
 
 def resolve_restore(path: str) -> str:
-    """``--restore``: a checkpoint folder, or a run folder (its best checkpoint)."""
+    """``--restore``: a checkpoint folder or URI (a run storage's, e.g. the report's best checkpoint), or a run
+    folder (its best checkpoint)."""
+    from supervisor.storage import display, is_uri
+
+    from actors.appliers.rllib.checkpoints import is_checkpoint
+
+    if is_uri(path):
+        if not is_checkpoint(path):
+            raise InputError("--restore", None, f"{display(path)}: not an RLlib checkpoint (no learner_group/ "
+                                                "there, or the storage cannot be read from this machine)")
+        return path
     p = Path(path)
     if (p / "best" / "learner_group").is_dir():
         p = p / "best"
     if not (p / "learner_group").is_dir():
         raise InputError("--restore", None, f"{path}: not an RLlib checkpoint (no learner_group/) "
                                             "nor a run folder with a best checkpoint")
-    return str(p.resolve())
+    return os.path.abspath(p)
 
 
 def _restore(algo, path: str) -> None:
@@ -130,7 +141,6 @@ def _restore(algo, path: str) -> None:
     cb = find_callback(algo)
     if cb is not None and cb.client is not None:
         cb._checkpoint(algo, iteration=0, seq=cb.seq - 1)  # overwrites the initial one, same folder
-        cb.checkpoints = list(dict.fromkeys(cb.checkpoints))
 
 
 def _restart(algo, config):

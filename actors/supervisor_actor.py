@@ -204,16 +204,25 @@ class SupervisorService:
         return [v.to_dict() for v in verdicts]
 
     def record_checkpoint(self, run_id: str, trial_id: str, seq: int, iteration: int, path: str,
-                          hparams: dict | None) -> None:
-        eng = self.runs.get(run_id)
-        if eng is not None:
-            eng.record_checkpoint(trial_id, seq, iteration, path, hparams)
+                          hparams: dict | None) -> dict:
+        """A trial's new health-gated checkpoint; the answer acknowledges it (``{"target": path}``: the
+        rollback target the trial must keep), ``unknown_run`` (reopen and resend) or ``error`` (resend)."""
+        return self._record(run_id, "record_checkpoint", trial_id, seq, iteration, path, hparams)
 
     def record_best_checkpoint(self, run_id: str, trial_id: str, seq: int, iteration: int, path: str, metric: str,
-                               value: float, hparams: dict | None) -> None:
+                               value: float, hparams: dict | None) -> dict:
+        """A trial's new best checkpoint; answered as ``record_checkpoint`` (``{"best": path}``)."""
+        return self._record(run_id, "record_best_checkpoint", trial_id, seq, iteration, path, metric, value, hparams)
+
+    def _record(self, run_id: str, method: str, trial_id: str, *args) -> dict:
         eng = self.runs.get(run_id)
-        if eng is not None:
-            eng.record_best_checkpoint(trial_id, seq, iteration, path, metric, value, hparams)
+        if eng is None:
+            return {"unknown_run": True}
+        try:
+            out = getattr(eng, method)(trial_id, *args)
+        except Exception as e:  # the store could not take it (locked, disk full): the trial sends it again
+            return {"error": f"{e.__class__.__name__}: {e}"}
+        return out if out is not None else {"error": f"unknown trial {trial_id}"}
 
     def acknowledge(self, run_id: str, trial_id: str, applied: list) -> bool:
         """What a trial did with the actions it was handed (``Engine.acknowledge``). False: the run is

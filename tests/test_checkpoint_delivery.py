@@ -41,9 +41,8 @@ def trial(tmp_path_factory):
     start(run, None, num_cpus=2)
     algo = None
     try:
-        open_run(run)
-        algo = build_config(exp, EXP, run.callback_info(trial_id=run.run_id,
-                                                        best_dir=str(run.run_dir / "best"))).build_algo()
+        open_run(run, trial_id=run.run_id, best_dir=str(run.run_dir / "best"))
+        algo = build_config(exp, EXP, run.run_id).build_algo()
         algo.train()
         yield run, algo, find_callback(algo)
     finally:
@@ -143,4 +142,6 @@ def test_a_new_best_replaces_the_old_without_a_moment_with_no_best(trial):
         rec = st.best_checkpoint(cb.trial_id)
     finally:
         st.close()
-    assert rec["value"] == 20.0 and _exists(rec["path"])
+    assert rec["path"] == str(path) and _exists(rec["path"])  # the store names the stable link
+    versions = sorted(Path(os.path.realpath(path)).parent.glob("best-*"))
+    assert versions == [Path(os.path.realpath(path))], versions  # old versions went once the new one was held
