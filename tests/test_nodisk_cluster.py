@@ -27,29 +27,28 @@ import pytest
 from tests.nodisk import NoDiskCluster, S3Server
 
 ROOT = Path(__file__).resolve().parents[1]
-ITERATIONS = 12
+ITERATIONS = 10
 BATCH = 500
-JUMP_AT = 7 * BATCH  # env steps: the lr is 5.0 from iteration 8's update on, well after the move
+JUMP_AT = 6 * BATCH  # env steps: the lr is 5.0 from iteration 7's update on, well after the move
 
-SWEEP = f"""\
+EXPERIMENT = f"""\
 name: nodisk
 env: CartPole-v1
 seed: 1
 config:
-  lr: [[0, 0.0003], [{JUMP_AT - 1}, 0.0003], [{JUMP_AT}, 5.0]]
+  lr: 0.0003
   train_batch_size_per_learner: {BATCH}
   minibatch_size: 250
   num_epochs: 2
   num_env_runners: 0
-num_samples: 1
-max_failures: 3
 stop:
   iterations: {ITERATIONS}
 supervisor:
   checkpoint_every: 2
   store_snapshot_s: 1
-  tensorboard: false
 """
+SWEEP = EXPERIMENT.replace("  lr: 0.0003", f"  lr: [[0, 0.0003], [{JUMP_AT - 1}, 0.0003], [{JUMP_AT}, 5.0]]") + \
+    "num_samples: 1\nmax_failures: 3\n"
 
 pytestmark = pytest.mark.slow
 
@@ -82,6 +81,8 @@ def _wait(what: str, fn, proc: subprocess.Popen, timeout_s: float = 240.0):
 
 
 def test_sweep_survives_a_lost_node_with_storage_on_s3_and_nothing_on_shared_disk(tmp_path):
+    t0 = time.monotonic()
+    phases = {}
     s3 = S3Server()
     head_disk = tmp_path / "head"  # the run folder's parent: every worker node sees an empty tmpfs here
     cluster = None
@@ -93,6 +94,7 @@ def test_sweep_survives_a_lost_node_with_storage_on_s3_and_nothing_on_shared_dis
         run = head_disk / "run"
         storage = s3.uri("runs")
         cluster.add_node("nodeA")
+        phases["cluster up"] = time.monotonic() - t0
         driver = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "sweep", str(sweep), "--out", str(run), "--storage", storage,
              "--address", cluster.address], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -102,6 +104,7 @@ def test_sweep_survives_a_lost_node_with_storage_on_s3_and_nothing_on_shared_dis
         ckpt_it = _wait("a checkpoint in storage", lambda: [
             it for (it,) in _rows(db, "SELECT iteration FROM checkpoints WHERE iteration > 0 AND path LIKE 's3://%'")
             if _rows(db, f"SELECT 1 FROM reports WHERE iteration > {it}")], driver)[-1]
+        phases["node A trained"] = time.monotonic() - t0
         cluster.kill_node("nodeA")  # preempted: its process group, the trial's process with it
         killed_after = max(i for (i,) in _rows(db, "SELECT iteration FROM reports"))
         cluster.add_node("nodeB")
@@ -113,6 +116,7 @@ def test_sweep_survives_a_lost_node_with_storage_on_s3_and_nothing_on_shared_dis
             raise AssertionError(f"the sweep did not finish:\n{out[-3000:]}\n{err[-3000:]}")
         log = out[-4000:] + err[-4000:]
         assert driver.returncode == 0, log
+        phases["sweep done"] = time.monotonic() - t0
 
         # the report, read from the store's snapshot in storage: what outlives the head
         rep = subprocess.run([sys.executable, "-m", "supervisor", "report", s3.uri("runs/run"), "--format", "json"],
@@ -139,13 +143,19 @@ def test_sweep_survives_a_lost_node_with_storage_on_s3_and_nothing_on_shared_dis
         best = t["best_checkpoint"]["path"]
         assert best.startswith("s3://runs/runs/run/"), best
         exp = tmp_path / "exp.yaml"
-        exp.write_text(SWEEP.replace(f"lr: [[0, 0.0003], [{JUMP_AT - 1}, 0.0003], [{JUMP_AT}, 5.0]]", "lr: 0.0003"))
+        exp.write_text(EXPERIMENT)
         r = subprocess.run([sys.executable, "-m", "supervisor", "run", str(exp), "--iterations", "1", "--restore",
                             best, "--out", str(tmp_path / "restored"), "--address", cluster.address],
                            capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
         assert r.returncode == 0 and f"restored weights from {best}" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
-        # nothing reached the head's disk but the store and the sweep's own files
+        phases["restored"] = time.monotonic() - t0
+        # the storage holds Tune's checkpoints, the best, the TensorBoard files and the store's snapshot; the
+        # head's run folder none of them
+        keys = s3.keys("runs/run/")
+        for what in ("runs/run/tune/", "runs/run/checkpoints/", "runs/run/tensorboard/", "runs/run/supervisor.db"):
+            assert any(k.startswith(what) for k in keys), (what, keys[:20])
         assert not (run / "checkpoints").exists() and not (run / "tune").exists()
+        print(" ".join(f"{k}: {v:.0f} s," for k, v in phases.items()), f"iteration of the restart: {on_b[0]}")
     finally:
         if cluster is not None:
             cluster.shutdown()
