@@ -83,15 +83,21 @@ def run_id_for(run_dir: Path) -> str:
 
 
 def new_run(exp: Experiment, source: str, out: str | None, kind: str) -> RunInfo:
-    """An experiment or sweep file -> its ``RunInfo``; raises ``InputError`` (a bad profile) before anything
-    is created."""
+    """An experiment or sweep file -> its ``RunInfo``; raises ``InputError`` (a bad profile, a storage this
+    machine cannot write) before anything is created."""
     run_dir = (Path(out) if out else default_run_dir(exp.name)).resolve()
     if (run_dir / LOCK_FILE).exists():  # in use: say so now, before RLlib is even imported
         lock_run_dir(run_dir)
         unlock_run_dir(run_dir)
-    return RunInfo(run_id=run_id_for(run_dir), run_dir=run_dir, name=exp.name, kind=kind, settings=exp.supervisor,
-                   spec=_masked_spec(exp.model_dump(mode="json")), profile=load_profile(exp, source),
-                   trial_config=dict(exp.config), storage=Storage.for_run(exp.storage, run_dir).root)
+    run = RunInfo(run_id=run_id_for(run_dir), run_dir=run_dir, name=exp.name, kind=kind, settings=exp.supervisor,
+                  spec=_masked_spec(exp.model_dump(mode="json")), profile=load_profile(exp, source),
+                  trial_config=dict(exp.config), storage=Storage.for_run(exp.storage, run_dir).root)
+    if not run.store.is_run_dir(run_dir):
+        try:  # every node writes there: say now, in one line, before RLlib is even imported, if this one cannot
+            run.store.probe()
+        except StorageError as e:
+            raise InputError("storage", None, str(e)) from None
+    return run
 
 
 def _masked_spec(spec: dict) -> dict:
@@ -139,11 +145,6 @@ def start(run: RunInfo, address: str | None = None, num_cpus: int | None = None)
     """Take the run folder (exclusive), write the file that started the run, then attach to Ray;
     returns where."""
     lock_run_dir(run.run_dir)
-    if not run.store.is_run_dir(run.run_dir):
-        try:  # every node writes there: say now, in one line, if this one cannot
-            run.store.probe()
-        except StorageError as e:
-            raise InputError("storage", None, str(e)) from None
     if run.spec is not None:
         (run.run_dir / SPEC_FILES[run.kind]).write_text(yaml.safe_dump(run.spec, sort_keys=False))
     return init_ray(address, num_cpus)

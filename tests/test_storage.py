@@ -199,3 +199,12 @@ def test_report_and_dashboard_read_a_run_from_its_storage_uri(s3, tmp_path):
     none = _supervise("report", s3.uri("reports/nothing-here"))
     assert none.returncode == 2 and none.stderr.count("\n") == 1, none.stderr
     assert "s3://runs/reports/nothing-here: no store snapshot there" in none.stderr
+
+
+def test_a_storage_the_driver_cannot_write_is_bad_input_before_anything_trains(s3, tmp_path):
+    bad = f"s3://no-such-bucket/runs?endpoint_override=127.0.0.1:{s3.port}&scheme=http"
+    p = _supervise("run", "experiments/cartpole_ppo.yaml", "--out", str(tmp_path / "r"), "--storage", bad,
+                   env={"RAY_ADDRESS": ""})
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr[-2000:]
+    assert "s3://no-such-bucket/runs/r: cannot write there" in p.stderr and "not found" in p.stderr
+    assert not (tmp_path / "r" / "supervisor.db").exists()
