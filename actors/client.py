@@ -262,7 +262,8 @@ class SupervisorClient:
 
     def _run_args(self) -> tuple:
         i = self.run_info
-        return (i["run_dir"], i["name"], i["kind"], i.get("settings"), i.get("spec"), i.get("profile"))
+        return (i["run_dir"], i["name"], i["kind"], i.get("settings"), i.get("spec"), i.get("profile"), None,
+                i.get("storage"))  # open_run's alert_env (the driver's to give), then the run storage
 
     def _keep(self, report: dict) -> None:
         if self.buffer and self.buffer[-1] is report:
