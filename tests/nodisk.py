@@ -197,8 +197,21 @@ class NoDiskCluster:
         if p.returncode != 0:
             raise RuntimeError(f"ray start --head failed: {p.stdout[-1500:]}{p.stderr[-1500:]}")
 
-    def add_node(self, name: str, timeout_s: float = 120.0) -> Node:
-        """Start a worker node in its own mount namespace (custom resource ``name``: 1); wait until it joined."""
+    def add_node(self, name: str, timeout_s: float = 120.0, tries: int = 2) -> Node:
+        """Start a worker node in its own mount namespace (custom resource ``name``: 1); wait until it joined.
+        A node whose raylet does not register within Ray's fixed 30 s (a machine under heavy load) is
+        started once more before this raises."""
+        for attempt in range(tries):
+            try:
+                return self._add_node(name, timeout_s)
+            except RuntimeError:
+                if name in self.nodes:
+                    self.kill_node(name)
+                if attempt == tries - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _add_node(self, name: str, timeout_s: float) -> Node:
 
         self.hidden.mkdir(parents=True, exist_ok=True)
         ports = free_ports(4)
