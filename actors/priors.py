@@ -21,6 +21,10 @@ def priors_of(algorithm) -> dict:
     # what decides which metrics RLlib reports (supervisor.algorithms.reported: metrics_missing)
     out["reporter"] = "rllib"
     out["learning_starts"] = getattr(cfg, "num_steps_sampled_before_learning_starts", None)
+    if out["algorithm"] in ("APPO", "IMPALA"):
+        # RLlib 2.60's IMPALALearner.update hands back its results only every broadcast_interval calls
+        out["learning_starts"] = _int(getattr(cfg, "broadcast_interval", 1), 1) * _int(
+            getattr(cfg, "total_train_batch_size", 0), 0)
     out["instrumented"] = _instrumented(cfg)
     try:
         space = _action_space(algorithm)
@@ -36,6 +40,10 @@ def priors_of(algorithm) -> dict:
             dim *= int(s)
         out.update(action_kind="continuous", action_dim=dim)
     return Priors.from_dict(out).to_dict()
+
+
+def _int(x, default: int) -> int:
+    return int(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 else default
 
 
 def _instrumented(cfg) -> bool:

@@ -46,9 +46,11 @@ class AlgorithmSpec:
         reports: the learner metrics (normalized names, ``supervisor.metrics``) RLlib reports after every
             update of it, whatever the config; :func:`reported` adds the ones a config switches on.
         metrics_by: N: a metric it reports must have arrived by the N-th iteration after its source
-            started (the first iteration; for an off-policy learner the first after ``learning_starts`` env
-            steps; the first that finished an episode), or ``metrics_missing`` warns.
-        learning_starts: RLlib's default ``num_steps_sampled_before_learning_starts`` (off-policy).
+            started (the first iteration; for the learner's values the first after ``learning_starts`` env
+            steps: an off-policy learner's first update, APPO's/IMPALA's first results; the first that
+            finished an episode), or ``metrics_missing`` warns.
+        learning_starts: env steps before the learner's values can first be reported when the trial's
+            priors do not say (RLlib's default ``num_steps_sampled_before_learning_starts`` off-policy).
     """
 
     name: str
@@ -142,9 +144,9 @@ def applies(detector: str, algorithm: str | None) -> bool:
 def reported(metric: str, algorithm: str | None, priors) -> str | None:
     """Whether the supervisor's RLlib callback reports ``metric`` for a trial of ``algorithm`` under its config
     (``priors``: :class:`supervisor.priors.Priors`), and from when: the clock it follows, "iteration" (every
-    iteration), "learner" (every update: from the first iteration; off-policy, once ``learning_starts`` env
-    steps were sampled), "episodes" (once an episode finished) or "evaluation" (once an evaluation finished
-    an episode). None: not reported for this trial (unknown algorithm, or a config that turns it off: the
+    iteration), "learner" (after updates: once ``learning_starts`` env steps were sampled, from the first
+    iteration when there is none), "episodes" (once an episode finished) or "evaluation" (once an evaluation
+    finished an episode). None: not reported for this trial (unknown algorithm, or a config that turns it off: the
     gradient norm without ``grad_clip`` or ``log_gradients``, PPO's KL coefficient without ``use_kl_loss``,
     the ``sup_*`` statistics without the instrumented learner)."""
     spec = get(algorithm)

@@ -48,8 +48,10 @@ class Priors:
         grad_clip: the learner's gradient clip (RLlib reports the gradient norm only with one, or with
             ``log_gradients``).
         log_gradients: RLlib's ``.reporting(log_gradients=True)``.
-        learning_starts: env steps sampled before an off-policy learner's first update
-            (``num_steps_sampled_before_learning_starts``).
+        learning_starts: env steps sampled before the learner's values can first be reported: an off-policy
+            learner's first update (``num_steps_sampled_before_learning_starts``); APPO's and IMPALA's
+            learner hands back its results once every ``broadcast_interval`` updates (RLlib 2.60), so
+            ``broadcast_interval`` x the train batch.
         instrumented: trained with the supervisor's instrumented PPO learner (the ``sup_*`` statistics).
     """
 

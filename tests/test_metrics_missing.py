@@ -130,6 +130,20 @@ def test_episodes_that_never_finish_and_a_learner_that_has_not_started_are_no_da
 EPISODES = ("episode_return_mean", "episode_return_max", "episode_return_min", "episode_len_mean")
 
 
+def test_appo_results_every_broadcast_interval_updates_are_not_missing(runs):
+    # RLlib 2.60's APPO/IMPALA learner hands back its results once every broadcast_interval updates: with
+    # broadcast_interval 24 and 500-step batches the first learner values come with the 12,000th env step
+    meta, rows = runs["appo_ex_healthy"]
+    first = next(i for i, r in enumerate(rows) if r["env_steps_lifetime"] >= 24 * 500)
+    learner = set(LEARNER_METRICS) | {"entropy", "lr"}
+    sparse = [r if i == first else {k: v for k, v in r.items() if k not in learner} for i, r in enumerate(rows)]
+    pri = _priors(meta, rows)
+    assert missing(replay(sparse, {**pri, "learning_starts": 24 * 500})) == []
+    # not knowing the interval, the learner's values are due by report metrics_by (6): they are late
+    (i, f), = missing(replay(sparse, pri))
+    assert i + 1 == algorithms.ALGORITHMS["APPO"].metrics_by < first + 1
+
+
 def test_writers_that_report_what_their_user_logs_expect_nothing(tmp_path, runs):
     from supervisor import Supervisor
     from supervisor.scan import scan

@@ -36,10 +36,12 @@ class MetricsMissing(Detector):
 
     Rule: a need is due ``after`` iterations (default: the algorithm's
     ``metrics_by``) after the clock of its metrics starts: the trial's first
-    report; for an off-policy learner's values the first report with
-    ``learning_starts`` env steps sampled (or a learner value); for episode
-    returns the first report that finished an episode; for evaluation returns
-    the first that finished an evaluation episode. A due need none of whose
+    report; for the learner's values the first report with ``learning_starts``
+    env steps sampled (or a learner value): an off-policy learner's first
+    update, and for APPO/IMPALA the first time their learner hands back its
+    results, once every ``broadcast_interval`` updates (RLlib 2.60); for
+    episode returns the first report that finished an episode; for evaluation
+    returns the first that finished an evaluation episode. A due need none of whose
     metrics has arrived (NaN counts as arrived: it is evidence) is missing.
     The needs found missing at one iteration make one warning, which names
     the keys (with RLlib's result path) and the detectors left blind; no need
@@ -61,7 +63,6 @@ class MetricsMissing(Detector):
         self._n = 0
         self._by = self.after or 3
         self._learning_starts = 0.0
-        self._off_policy = False
 
     def watch(self, detectors, algorithm: str | None) -> None:
         """Expect what the suite's ``detectors`` need and the trial's writer reports (``self.priors`` must be
@@ -73,7 +74,6 @@ class MetricsMissing(Detector):
         if spec is None or self.priors.reporter is None:
             return
         self._by = self.after or spec.metrics_by
-        self._off_policy = spec.off_policy
         self._learning_starts = float(self.priors.learning_starts if self.priors.learning_starts is not None
                                       else spec.learning_starts)
         by_group: dict[tuple[str, ...], list[str]] = {}
@@ -116,7 +116,7 @@ class MetricsMissing(Detector):
         started, n = self._started, self._n
         if "iteration" not in started:
             started["iteration"] = n
-            if not self._off_policy:
+            if not self._learning_starts:
                 started["learner"] = n
         if "learner" not in started:
             steps = metrics.get("env_steps_lifetime")
