@@ -22,9 +22,14 @@ def priors_of(algorithm) -> dict:
     out["reporter"] = "rllib"
     out["learning_starts"] = getattr(cfg, "num_steps_sampled_before_learning_starts", None)
     if out["algorithm"] in ("APPO", "IMPALA"):
+        broadcast = _int(getattr(cfg, "broadcast_interval", 1), 1)
         # RLlib 2.60's IMPALALearner.update hands back its results only every broadcast_interval calls
-        out["learning_starts"] = _int(getattr(cfg, "broadcast_interval", 1), 1) * _int(
-            getattr(cfg, "total_train_batch_size", 0), 0)
+        out["learning_starts"] = broadcast * _int(getattr(cfg, "total_train_batch_size", 0), 0)
+        # the lag the config builds in: batches waiting in APPO's circular buffer / IMPALA's learner queue,
+        # and env runners that get new weights every broadcast_interval updates (policy_lag)
+        held = (getattr(cfg, "circular_buffer_num_batches", None) if out["algorithm"] == "APPO"
+                else getattr(cfg, "learner_queue_size", None))
+        out["lag_bound"] = _int(held, 1) + broadcast - 1
     out["instrumented"] = _instrumented(cfg)
     try:
         space = _action_space(algorithm)

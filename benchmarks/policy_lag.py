@@ -10,7 +10,9 @@ runs away means the learner trains on data from a policy ever further behind. Ea
 iteration, ``train_batch_size_per_learner`` 500) with a change:
 
 * healthy: as the example; with 2 env runners;
-* stale for real: weights broadcast to the env runners only every ``broadcast_interval`` learner updates
+* stale for real: the weight sync lost (RLlib's ``EnvRunnerStateServer``, the actor the env runners pull
+  new weights from, killed after iteration 3: they keep sampling with the weights they had, and the lag
+  grows by the learner's updates an iteration); weights broadcast only every ``broadcast_interval`` updates
   (RLlib's knob for how often samplers get new weights; in 2.60 it is also how often the learner hands
   back its results, so the lag is reported every few iterations), and many env runners feeding a slow
   learner (a 512x512 network, 4 epochs per batch, 4 sample requests in flight per runner).
@@ -51,7 +53,12 @@ CASES = {
     "impala_default": ("IMPALA", "healthy", {}, {}),
     "impala_broadcast8": ("IMPALA", "stale", BROADCAST, {}),
     "impala_slow_learner": ("IMPALA", "stale", SLOW, MANY),
+    # the weight sync lost: RLlib's EnvRunnerStateServer (the actor env runners pull new weights from) killed
+    # after iteration SYNC_LOST_AFTER; the env runners keep sampling with the weights they had
+    "appo_sync_lost": ("APPO", "stale", {}, {}),
+    "impala_sync_lost": ("IMPALA", "stale", {}, {}),
 }
+SYNC_LOST_AFTER = 3
 
 
 def build(algorithm: str, training: dict, runners: dict):
@@ -78,7 +85,11 @@ def run_case(name: str, iterations: int) -> dict:
     algo = build(algorithm, training, runners).build_algo()
     rows = []
     try:
-        for _ in range(iterations):
+        for i in range(iterations):
+            if name.endswith("_sync_lost") and i == SYNC_LOST_AFTER:
+                import ray
+
+                ray.kill(algo._env_runner_state_server, no_restart=True)
             t0 = time.perf_counter()
             res = algo.train()
             m = normalize_result(res, name)["metrics"]
@@ -89,7 +100,8 @@ def run_case(name: str, iterations: int) -> dict:
         algo.stop()
     lags = [r["policy_lag"] for r in rows if isinstance(r["policy_lag"], float) and math.isfinite(r["policy_lag"])]
     settled = lags[len(lags) // 3:]  # after the first third: the queue and the broadcast cycle have filled
-    return {"algorithm": algorithm, "kind": kind, "training": training, "env_runners": runners, "rows": rows,
+    return {"algorithm": algorithm, "kind": kind, "training": training, "env_runners": runners,
+            "sync_lost_after": SYNC_LOST_AFTER if name.endswith("_sync_lost") else None, "rows": rows,
             "lag_max": max(lags) if lags else None,
             "lag_median_settled": sorted(settled)[len(settled) // 2] if settled else None}
 

@@ -89,13 +89,15 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {a.name: a for a in (
                   ("lr", "entropy_coeff", "kl_coeff", "grad_clip", "vf_clip_param"), instrumented=True,
                   reports=_PG_REPORTS | {"vf_loss_unclipped", "kl", "explained_variance"}),
     # APPO: IMPALA's V-trace learner plus PPO's clipped surrogate, an optional KL term and a target network.
-    AlgorithmSpec("APPO", False, GENERIC | _PG | _PG_PRIORS | {"kl_spike", "kl_controller_stuck", "update_too_large"},
+    AlgorithmSpec("APPO", False, GENERIC | _PG | _PG_PRIORS | {"kl_spike", "kl_controller_stuck", "update_too_large",
+                                                              "policy_lag"},
                   ("lr", "entropy_coeff", "kl_coeff", "grad_clip", "tau", "target_network_update_freq"),
                   ladders={"kl_spike": [["reduce_lr"], ["slow_target_updates"], ROLLBACK_REDUCE, ["stop_trial"]]},
                   report_lag=4, metrics_by=6,
                   reports=_PG_REPORTS | {"kl", "kl_coeff", "is_ratio_mean", "is_ratio_var", "policy_lag"}),
     # IMPALA's policy loss is RLlib's pi_loss (not read); total_loss and vf_loss are.
-    AlgorithmSpec("IMPALA", False, GENERIC | _PG | _PG_PRIORS, ("lr", "entropy_coeff", "grad_clip"), report_lag=4,
+    AlgorithmSpec("IMPALA", False, GENERIC | _PG | _PG_PRIORS | {"policy_lag"}, ("lr", "entropy_coeff", "grad_clip"),
+                  report_lag=4,
                   metrics_by=6, reports=(_PG_REPORTS - {"policy_loss"}) | {"policy_lag"}),
     AlgorithmSpec("DQN", True, GENERIC | _Q | {"exploration_too_short"},
                   ("lr", "grad_clip", "tau", "target_network_update_freq", "epsilon"),

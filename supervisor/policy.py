@@ -50,6 +50,9 @@ DEFAULT_LADDERS: dict[str, list[list[str]]] = {
     "worker_fault": [["alert"]],
     # The fix (early stopping at the best evaluation, more env variety) is the experimenter's call: alert.
     "generalization_gap": [["alert"]],
+    # APPO/IMPALA: a lost or lagging weight sync. Push the weights past it; if it stays lost, a restart
+    # rebuilds it; then a human (fewer env runners, more learners). Lag alone never stops a trial.
+    "policy_lag": [["sync_weights"], ["restart_trial"], ["alert"]],
     # The cluster detectors (node_down, memory_pressure, gpu_fault, straggler) have no ladder: their
     # findings are stored and alerted on, and there is no trial-side actuator they could drive.
 }
@@ -61,7 +64,7 @@ PRIORITY = ["non_finite", "loss_explosion", "gradient_explosion", "q_divergence"
             "update_too_large", "value_collapse", "gradient_vanishing", "entropy_saturated", "entropy_collapse",
             "alpha_collapse", "alpha_runaway", "premature_convergence", "no_learning", "value_loss_clipped",
             "reward_collapse", "exploration_too_short", "kl_controller_stuck",
-            "advantage_anomaly", "worker_fault", "straggler", "memory_pressure", "gpu_fault", "node_down", "generalization_gap",
+            "advantage_anomaly", "policy_lag", "worker_fault", "straggler", "memory_pressure", "gpu_fault", "node_down", "generalization_gap",
             "plateau"]
 
 

@@ -53,6 +53,9 @@ class Priors:
             learner hands back its results once every ``broadcast_interval`` updates (RLlib 2.60), so
             ``broadcast_interval`` x the train batch.
         instrumented: trained with the supervisor's instrumented PPO learner (the ``sup_*`` statistics).
+        lag_bound: the policy lag (learner updates) APPO's or IMPALA's config builds in: the batches its
+            learner queue (IMPALA ``learner_queue_size``) or circular buffer (APPO
+            ``circular_buffer_num_batches``) holds, plus ``broadcast_interval`` - 1 (``policy_lag``).
     """
 
     algorithm: str | None = None
@@ -68,6 +71,7 @@ class Priors:
     log_gradients: bool | None = None
     learning_starts: int | None = None
     instrumented: bool | None = None
+    lag_bound: float | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "Priors":
@@ -91,7 +95,7 @@ class Priors:
                    reporter=d.get("reporter") if d.get("reporter") in REPORTERS else None,
                    grad_clip=_positive(d.get("grad_clip")), log_gradients=_bool(d.get("log_gradients")),
                    learning_starts=int(starts) if starts is not None and starts >= 0 else None,
-                   instrumented=_bool(d.get("instrumented")))
+                   instrumented=_bool(d.get("instrumented")), lag_bound=_positive(d.get("lag_bound")))
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -38,6 +38,7 @@ from supervisor.detectors.node_down import NodeDown
 from supervisor.detectors.non_finite import NonFinite
 from supervisor.detectors.options import DetectorOptionError, DetectorOptions
 from supervisor.detectors.plateau import Plateau
+from supervisor.detectors.policy_lag import PolicyLag
 from supervisor.detectors.premature_convergence import PrematureConvergence
 from supervisor.detectors.q_divergence import QDivergence
 from supervisor.detectors.reward_collapse import RewardCollapse
@@ -58,6 +59,7 @@ DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (
     # off-policy (DQN, SAC): supervisor.algorithms says which detectors run on which algorithm
     QDivergence, TDErrorExplosion, AlphaCollapse, AlphaRunaway, ExplorationTooShort,
     GeneralizationGap,  # only with evaluation results (evaluation_interval)
+    PolicyLag,  # APPO, IMPALA: env runners sampling with weights far behind the learner's
     MetricsMissing,  # the others' needed metrics never arrived: records only, never acts
 )}
 # Judging the cluster (heartbeats, ray.nodes(), trials' iteration times), not one trial's metrics:
@@ -151,4 +153,4 @@ __all__ = ["CLUSTER_DETECTORS", "DETECTORS", "Detector", "DetectorOptionError", 
            "ValueCollapse", "WorkerFault", "GpuFault", "MemoryPressure", "NodeDown", "Straggler",
            "EntropySaturated", "NoLearning", "PrematureConvergence", "UpdateTooLarge", "ValueLossClipped",
            "QDivergence", "TDErrorExplosion", "AlphaCollapse", "AlphaRunaway", "ExplorationTooShort",
-           "MetricsMissing"]
+           "MetricsMissing", "PolicyLag"]

@@ -11,7 +11,7 @@ import logging
 from typing import Any, Mapping
 
 from actors.appliers.rllib.hparams import current_hparams, set_hparams
-from actors.appliers.rllib.rollback import rollback
+from actors.appliers.rllib.rollback import _push_weights_to_env_runners, rollback
 from actors.appliers.rllib.weights import rollback_reached_runners
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,11 @@ class RLlibApplier:
     def rollback(self, checkpoint: str, hparams: Mapping[str, Any] | None) -> dict:
         out = rollback(self.algorithm, checkpoint, hparams=hparams)
         out["verified"] = rollback_reached_runners(self.algorithm)
+        return out
+
+    def sync_weights(self) -> dict:
+        out = _push_weights_to_env_runners(self.algorithm, timeout_s=30.0)
+        out["verified"] = rollback_reached_runners(self.algorithm)  # every runner holds the learner's weights
         return out
 
     def request_stop(self, reason: str) -> None:
