@@ -1,16 +1,35 @@
 """The supervisor actor: one named, detached actor per cluster, on the head node.
 
-A thin Ray wrapper around ``supervisor.engine.Engine``; it can serve several
-runs at once (each with its own SQLite store in its own run folder). Ray
-restarts it if it dies (``max_restarts=-1``); it then rebuilds each trial's
-state from the store when the trial next registers or reports.
+Two layers:
+
+* :class:`SupervisorService`: the state and the logic, single-threaded. It
+  serves several runs at once (each an ``Engine`` with its own SQLite store in
+  its own run folder), sends their alerts, closes the runs whose driver died
+  (``lost``) and stores what the cluster watch finds.
+* :class:`SupervisorActorImpl`: the Ray actor around it. Its methods are
+  coroutines on the actor's event loop, which only receives calls and hands
+  the work on: every engine and store call runs on one engine thread (the
+  store's single writer, in call order); rebuilding a trial from the store
+  (after an actor restart) reads on loader threads; the cluster watch polls
+  Ray from its own thread; alert deliveries and the flush at a run's end wait
+  on theirs. So a report never waits behind ``ray.nodes()``, a rebuild of
+  another trial, or an alert destination.
+
+Ray restarts the actor if it dies (``max_restarts=-1``); it then rebuilds each
+trial's state from the store when the trial next registers or reports (the
+driver's and the trials' calls carry what it needs to reopen their run).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Callable
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -20,8 +39,11 @@ from supervisor.config import SupervisorConfig
 from supervisor.engine import Engine, json_or_empty
 from supervisor.store import Store
 
+log = logging.getLogger(__name__)
+
 NAMESPACE = "rl_supervisor"
 ACTOR_NAME = "supervisor"
+LOST = "lost"  # the trial and run status of a run whose driver went away without closing it
 
 
 class StoreUnavailable(RuntimeError):
@@ -29,19 +51,31 @@ class StoreUnavailable(RuntimeError):
 
 
 class SupervisorService:
+    """The actor's state and logic. Not thread-safe by design: in the actor every call runs on its one
+    engine thread; in a test, call it from one thread."""
+
     def __init__(self):
         self.runs: dict[str, Engine] = {}
         self.run_of: dict[str, str] = {}  # trial_id -> run_id
         self.specs: dict[str, dict] = {}
         self.alerts: dict[str, AlertSender] = {}  # per run with ``supervisor.alerts``: sent off the report path
+        self.last_seen: dict[str, float] = {}  # run_id -> time of the newest call about it (lost runs)
+        self.node_written: dict[str, dict[str, tuple[float, bool]]] = {}  # run -> node -> (time, alive) stored
         self.started = time.time()
-        self._queue: list = []  # (run_id, report, future) awaiting the next batch
         # The final state of the trials of closed runs, newest kept: `supervise status` still lists a run
         # that just ended, and the actor's memory stays bounded however many runs it serves.
         self.closed_trials: deque = deque(maxlen=256)
-        self._latency_ms: deque = deque(maxlen=65536)  # recent verdict latencies inside the actor
-        self._busy_s, self._batches, self._judged = 0.0, 0, 0  # judging time, batches and reports since reset
+        # Set by the actor: the Prometheus counters (findings and interventions are counted as their
+        # verdicts go out), and how to run a function on the engine thread (alert deliveries are
+        # recorded there, by the store's one writer).
+        self.metrics = None
+        self.defer: Callable[[Callable[[], Any]], Any] | None = None
 
+    def _touch(self, run_id: str) -> None:
+        if run_id in self.runs:
+            self.last_seen[run_id] = time.time()
+
+    # ------------------------------------------------------------------ runs
     def open_run(self, run_id: str, run_dir: str, name: str, kind: str, settings: dict | None = None,
                  spec: dict | None = None, profile: dict | None = None, alert_env: dict | None = None) -> dict:
         """Attach a run (idempotent; the driver calls it again after an actor restart). ``alert_env``: the
@@ -54,45 +88,84 @@ class SupervisorService:
             self.specs[run_id] = {"run_dir": run_dir, "name": name, "kind": kind, "settings": settings or {},
                                   "spec": spec, "profile": profile, "started": time.time()}
             if cfg.alerts:
-                # its own connection: deliveries are recorded from the sender's thread
-                rec = Store(Path(run_dir) / "supervisor.db")
-                sender = AlertSender(cfg.alerts, rec.record_alert, run=name, dashboard_url=cfg.dashboard_url,
+                if self.defer is not None:  # recorded by the engine thread, on the run's own connection
+                    def record(a, run_id=run_id, run_dir=run_dir):
+                        self.defer(lambda: self._record_alert(run_id, run_dir, a))
+                    rec = None
+                else:  # its own connection: deliveries are recorded from the sender's thread
+                    rec = Store(Path(run_dir) / "supervisor.db")
+                    record = rec.record_alert
+                sender = AlertSender(cfg.alerts, record, run=name, dashboard_url=cfg.dashboard_url,
                                      quiet=cfg.alert_quiet, env=alert_env)
                 sender.record_store = rec
                 self.alerts[run_id] = sender
         elif alert_env and run_id in self.alerts:
             self.alerts[run_id].env.update(alert_env)
+        self._touch(run_id)
         return {"run_id": run_id, "pid": _pid()}
 
-    def close_run(self, run_id: str, status: str) -> None:
-        """The run is over: record it and forget it (its engine, database connection, checkpoint thread
-        and trials), so that a long-lived actor serving many runs stays the same size."""
+    def _record_alert(self, run_id: str, run_dir: str, a: dict) -> None:
+        """One alert delivery, into its run's store (opened for it when the run has closed meanwhile)."""
         eng = self.runs.get(run_id)
         if eng is not None:
+            eng.store.record_alert(a)
+            return
+        st = Store(Path(run_dir) / "supervisor.db")
+        try:
+            st.record_alert(a)
+        finally:
+            st.close()
+
+    def end_run(self, run_id: str, status: str) -> AlertSender | None:
+        """The run is over: record it and forget it (its engine, database connection, checkpoint thread,
+        trials and caches), so that a long-lived actor serving many runs stays the same size. Returns its
+        alert sender, the run-end summary queued, for the caller to flush and close off this thread."""
+        eng = self.runs.get(run_id)
+        if eng is None:
+            return None
+        sender = self.alerts.pop(run_id, None)
+        try:
             eng.flush(force=True)
             spec = self.specs[run_id]
             eng.store.upsert_run(run_id, spec["name"], spec["kind"], status, ended=time.time())
-            sender = self.alerts.get(run_id)
             if sender is not None:
                 trials = [{**t, "final_return": (json_or_empty(t.get("final")) or {}).get("episode_return_mean")}
                           for t in eng.store.trials() if t.get("run_id") == run_id]
                 sender.summary(status, trials, spec.get("started"))
-                # the driver waits 10 s; a dead destination is recorded as failed. The run is over: its
-                # sender's thread and connection go (a reopened run alerts no more).
-                sender.flush(timeout_s=8.0)
-                self.alerts.pop(run_id, None)
-                if sender.close(timeout_s=0):  # a delivery still retrying keeps its connection
-                    sender.record_store.close()
             self.closed_trials.extend(eng.snapshot())
+        finally:
             self.runs.pop(run_id, None)
             self.specs.pop(run_id, None)
+            self.last_seen.pop(run_id, None)
+            self.node_written.pop(run_id, None)
             for tid in [t for t, r in self.run_of.items() if r == run_id]:
                 del self.run_of[tid]
             eng.store.close()
+        return sender
 
-    def _engine(self, trial_id: str, run_id: str | None = None) -> Engine | None:
-        run_id = run_id or self.run_of.get(trial_id)
-        return self.runs.get(run_id) if run_id else None
+    def close_run(self, run_id: str, status: str) -> None:
+        """``end_run`` and, in this thread, wait (at most 8 s: the driver waits 10) for the run's alerts
+        to go out; a dead destination is recorded as failed."""
+        _close_sender(self.end_run(run_id, status))
+
+    # ------------------------------------------------------------------ trials
+    def load_trial(self, run_id: str, trial_id: str, eng: Engine):
+        """A trial's state rebuilt from its run's store, read on a connection of the calling thread (the
+        actor's loader threads); None when the store does not know it. Changes nothing: ``adopt_trial``
+        installs it on the engine thread."""
+        spec = self.specs.get(run_id)
+        load = getattr(eng, "load_trial", None)
+        if spec is None or load is None:
+            return None
+        reader = Store.open_readonly(Path(spec["run_dir"]) / "supervisor.db")
+        try:
+            return load(trial_id, run_id, reader)
+        finally:
+            reader.close()
+
+    def adopt_trial(self, run_id: str, eng: Engine, state) -> None:
+        if self.runs.get(run_id) is eng and state is not None:
+            eng.adopt(state)
 
     def register_trial(self, trial_id: str, run_id: str, node_id: str | None = None,
                        config: dict | None = None, run_info: dict | None = None) -> dict:
@@ -100,65 +173,14 @@ class SupervisorService:
             self.open_run(run_id, **run_info)
         eng = self.runs[run_id]
         self.run_of[trial_id] = run_id
+        self._touch(run_id)
         return eng.register_trial(trial_id, run_id, node_id, config)
-
-    async def report(self, run_id: str, report: dict) -> dict:
-        """One trial's iteration. Calls that arrive while a batch is being judged wait for the
-        next batch: under load they share one store transaction, with no added delay when idle."""
-        import asyncio
-
-        t0 = time.perf_counter()
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.append((run_id, report, fut))
-        if len(self._queue) == 1:
-            asyncio.get_running_loop().call_soon(self._flush)
-        verdict = await fut
-        self._latency_ms.append(1000.0 * (time.perf_counter() - t0))
-        return verdict
-
-    def verdict_latency(self, reset: bool = False) -> dict:
-        """Percentiles (ms) of the recent verdict latencies inside the actor: from a report's
-        arrival to its verdict (waiting for the batch in progress, judging, storing)."""
-        xs = sorted(self._latency_ms)
-        busy = {"judging_ms_per_report": 1000 * self._busy_s / max(self._judged, 1),
-                "reports_per_batch": self._judged / max(self._batches, 1)}
-        if reset:
-            self._latency_ms.clear()
-            self._busy_s, self._batches, self._judged = 0.0, 0, 0
-        if not xs:
-            return {"n": 0, **busy}
-
-        def q(p: float) -> float:
-            return xs[min(len(xs) - 1, int(p * len(xs)))]
-        return {"n": len(xs), "p50": q(0.5), "p99": q(0.99), "max": xs[-1], **busy}
-
-    def _flush(self) -> None:
-        t0 = time.perf_counter()
-        items, self._queue = self._queue, []
-        self._batches += 1
-        self._judged += len(items)
-        by_run: dict[str, list] = {}
-        for run_id, rep, fut in items:
-            by_run.setdefault(run_id, []).append((rep, fut))
-        for run_id, group in by_run.items():
-            try:
-                verdicts = self.report_batch(run_id, [r for r, _ in group])
-            except Exception as e:
-                # Nothing of this batch is stored (disk full, database locked): every caller hears the
-                # error, keeps its report and sends it again; no verdict for what is not durable.
-                for _, fut in group:
-                    if not fut.done():
-                        fut.set_exception(StoreUnavailable(f"{e.__class__.__name__}: {e}"))
-                continue
-            for (_, fut), v in zip(group, verdicts):
-                if not fut.done():
-                    fut.set_result(v)
-        self._busy_s += time.perf_counter() - t0
 
     def report_batch(self, run_id: str, reports: list) -> list[dict]:
         eng = self.runs.get(run_id)
         if eng is None:
             return [{"unknown_run": True, "actions": [], "checkpoint": False, "stop": False} for _ in reports]
+        self._touch(run_id)
         for r in reports:
             if isinstance(r, dict):
                 self.run_of.setdefault(str(r.get("trial_id")), run_id)
@@ -170,22 +192,41 @@ class SupervisorService:
                     sender.observe(str(r.get("trial_id") or "default"), v.get("seq", 0),
                                    v["findings"][0].get("iteration", r.get("iteration", 0)), v["findings"],
                                    v.get("actions") or [])
+        if self.metrics:
+            self._count(verdicts)
         return verdicts
+
+    def _count(self, verdicts: list[dict]) -> None:
+        """The findings and interventions counters, as the verdicts that carry them go out (a replay's
+        verdict hands out again what was counted once)."""
+        try:
+            for v in verdicts:
+                if v.get("duplicate"):
+                    continue
+                for f in v.get("findings") or ():
+                    self.metrics.finding(f["detector"], f["severity"])
+                for a in v.get("actions") or ():
+                    self.metrics.intervention(a["action"])
+        except Exception as e:  # metrics never cost a verdict
+            log.warning("finding/intervention counters not updated: %s", e)
 
     def record_checkpoint(self, run_id: str, trial_id: str, seq: int, iteration: int, path: str,
                           hparams: dict | None) -> None:
         eng = self.runs.get(run_id)
         if eng is not None:
+            self._touch(run_id)
             eng.record_checkpoint(trial_id, seq, iteration, path, hparams)
 
     def record_best_checkpoint(self, run_id: str, trial_id: str, seq: int, iteration: int, path: str, metric: str,
                                value: float, hparams: dict | None) -> None:
         eng = self.runs.get(run_id)
         if eng is not None:
+            self._touch(run_id)
             eng.record_best_checkpoint(trial_id, seq, iteration, path, metric, value, hparams)
 
     def finish_trial(self, run_id: str, trial_id: str, status: str, applied: list | None = None) -> str:
         eng = self.runs.get(run_id)
+        self._touch(run_id)
         return eng.finish_trial(trial_id, status, applied) if eng is not None else status
 
     def trial_overrides(self, run_id: str, trial_id: str) -> dict:
@@ -195,7 +236,8 @@ class SupervisorService:
 
     def request_action(self, trial_id: str, action: str, params: dict | None = None,
                        reason: str = "manual request") -> bool:
-        eng = self._engine(trial_id)
+        run_id = self.run_of.get(trial_id)
+        eng = self.runs.get(run_id) if run_id else None
         if eng is None:  # after a restart, before the trial reports again: the run whose store knows it
             eng = next((e for e in self.runs.values() if e.store.trial(trial_id) is not None), None)
         return eng.request_action(trial_id, action, params, reason) if eng else False
@@ -204,41 +246,132 @@ class SupervisorService:
         """Runs and live trial state, for ``supervise status`` and the dashboard."""
         return {"runs": [{"run_id": r, **{k: v for k, v in self.specs[r].items() if k in ("run_dir", "name", "kind")}}
                          for r in self.runs],
-                "trials": [t for eng in self.runs.values() for t in eng.snapshot()] + list(self.closed_trials)}
+                "trials": self.trial_snapshot()}
+
+    def trial_snapshot(self) -> list[dict]:
+        return [t for eng in self.runs.values() for t in eng.snapshot()] + list(self.closed_trials)
 
     def ping(self) -> dict:
         return {"pid": _pid(), "runs": list(self.runs), "uptime_s": time.time() - self.started}
 
-    # ---- cluster health: node monitors, heartbeats, node findings, status (actors/node_monitor.py)
-    def ensure_cluster_monitoring(self, interval_s: float | None = None, monitors: bool = True) -> dict:
-        """Start the cluster watch (idempotent): a monitor on every node, a tick every second."""
-        return self._cluster_watch().ensure(interval_s, monitors)
+    # ------------------------------------------------------------------ lost runs, periodic upkeep
+    def lost_after_s(self, run_id: str) -> float:
+        """How long a run may go without a call about it before it counts as lost: 10 times its trials'
+        median iteration time, at least the run's ``lost_after_s``."""
+        import numpy as np
 
-    def node_heartbeat(self, report: dict) -> None:
-        """A node monitor's heartbeat (fire-and-forget)."""
-        self._cluster_watch().heartbeat(report)
+        eng = self.runs[run_id]
+        times = [x for st in eng.trials.values() if st.status == "running"
+                 for x in st.history.series("time_this_iter_s", last=20).tolist()]
+        times = [x for x in times if x == x and 0 <= x < float("inf")]
+        return max(10.0 * float(np.median(times)) if times else 0.0, eng.settings.lost_after_s)
 
-    def cluster_tick(self) -> dict:
-        """Re-scan ray.nodes(), start monitors on new nodes, judge nodes and stragglers, export metrics."""
-        for eng in self.runs.values():  # trial summary rows that a quiet spell left unwritten
-            eng.flush()
-        return self._cluster_watch().tick()
+    def housekeeping(self, now: float | None = None) -> list[AlertSender]:
+        """Every second or so: write the trial summary rows a quiet spell left unwritten, and close as
+        ``lost`` the runs whose driver went away (no call about them for ``lost_after_s``): their running
+        trials end ``lost``, their engines and connections go. Returns the senders of the runs closed,
+        for the caller to flush off this thread."""
+        now = time.time() if now is None else now
+        out = []
+        for run_id in list(self.runs):
+            eng = self.runs[run_id]
+            try:
+                eng.flush()
+            except Exception as e:
+                log.warning("trial rows of run %s not written: %s", run_id, e)
+            if now - self.last_seen.get(run_id, now) <= self.lost_after_s(run_id):
+                continue
+            log.warning("run %s: nothing heard for %.0f s, its driver is gone: closed as lost", run_id,
+                        now - self.last_seen[run_id])
+            try:
+                for st in list(eng.trials.values()):
+                    if st.status == "running":
+                        eng.finish_trial(st.trial_id, LOST)
+            except Exception as e:
+                log.warning("run %s: trials not all closed as lost: %s", run_id, e)
+            sender = self.end_run(run_id, LOST)
+            if sender is not None:
+                out.append(sender)
+        return out
 
-    def cluster_status(self) -> dict:
-        """``{"nodes": [...], "trials": [...], "findings": [...]}`` for ``supervise status``."""
-        return self._cluster_watch().status()
+    # ------------------------------------------------------------------ the cluster watch's side
+    def trial_times(self, settings) -> dict:
+        """Recent iteration times of the running trials, per run (only runs with enough peers to judge)."""
+        out = {}
+        need = settings.straggler_min_peers + 1
+        for run_id, eng in self.runs.items():
+            running = {tid: st for tid, st in eng.trials.items() if st.status == "running"}
+            if len(running) < need:
+                continue
+            for tid, st in running.items():
+                times = st.history.series("time_this_iter_s", last=settings.straggler_window).tolist()
+                if times:
+                    out[tid] = {"run_id": run_id, "times": times, "node_id": st.node_id}
+        return out
 
-    def cluster_findings(self, since: float = 0.0) -> list:
-        """Node- and cluster-level findings (node_down, memory_pressure, gpu_fault, straggler) since a time."""
-        return self._cluster_watch().findings(since)
+    def trial_gauges(self) -> list[tuple]:
+        return [(run_id, t.trial_id, t.health.score(t.last_seq), t.last_metrics.get("time_this_iter_s"))
+                for run_id, eng in self.runs.items() for t in eng.trials.values()]
 
-    def _cluster_watch(self):
-        watch = getattr(self, "_watch", None)
-        if watch is None:
-            from actors.node_monitor import ClusterWatch
+    def record_cluster(self, found: list[dict], rows: list[dict] | None, now: float, write_every_s: float = 10.0
+                       ) -> None:
+        """Store node- and cluster-level findings (and queue their alerts) in every open run, and the
+        node rows (each node at most every ``write_every_s`` unless it changed alive/dead): one
+        transaction per run."""
+        for run_id, eng in list(self.runs.items()):
+            sender = self.alerts.get(run_id)
+            try:
+                with eng.store.transaction():
+                    for f in found:
+                        self._record_finding(eng, sender, f, now)
+                    if rows:
+                        self._write_nodes(run_id, eng, rows, now, write_every_s)
+            except Exception as e:
+                log.warning("could not store cluster findings/nodes in run %s: %s", run_id, e)
 
-            watch = self._watch = ClusterWatch(self)
-        return watch
+    @staticmethod
+    def _record_finding(eng: Engine, sender: AlertSender | None, f: dict, now: float) -> None:
+        rec = {k: f.get(k) for k in ("detector", "severity", "metric", "value", "threshold", "message")}
+        rec["details"] = f.get("details") or {}
+        tid = f.get("trial_id")
+        if sender is not None and (not tid or tid in eng.trials):
+            try:  # node findings latch by the minute (they have no iterations)
+                who = tid or f"node {str(f.get('node_id') or '?')[:12]}"
+                sender.observe(who, int(now // 60), -1, [{**rec, "iteration": -1}], [])
+            except Exception as e:
+                log.warning("could not queue an alert for a cluster finding: %s", e)
+        if tid:
+            if tid in eng.trials:
+                eng.store.record_finding(tid, rec)
+            return
+        eng.store.record_finding(None, rec)
+        if f["detector"] == "node_down" and f["severity"] != "info":
+            # the trials that were running there see it in their own findings too
+            for st in eng.trials.values():
+                if st.node_id == f.get("node_id") and st.status == "running":
+                    eng.store.record_finding(st.trial_id, rec)
+
+    def _write_nodes(self, run_id: str, eng: Engine, rows: list[dict], now: float, every_s: float) -> None:
+        written = self.node_written.get(run_id, {})
+        kept = {}
+        for r in rows:
+            last = written.get(r["node_id"])
+            if last is not None and last[1] == r["alive"] and now - last[0] < every_s:
+                kept[r["node_id"]] = last
+                continue
+            info = {k: v for k, v in r.items() if k not in ("node_id", "address", "alive")}
+            eng.store.upsert_node(r["node_id"], r["address"], r["alive"], info)
+            kept[r["node_id"]] = (now, r["alive"])
+        self.node_written[run_id] = kept  # only the nodes still known: bounded by the cluster's size
+
+
+def _close_sender(sender: AlertSender | None, timeout_s: float = 8.0) -> None:
+    """Wait for a finished run's alerts (a dead destination is recorded as failed), then end its thread
+    (a reopened run alerts no more); a delivery still retrying keeps its connection."""
+    if sender is None:
+        return
+    if sender.close(timeout_s=timeout_s) and sender.record_store is not None:
+        sender.record_store.close()
 
 
 def _validated(settings: dict) -> SupervisorConfig:
@@ -258,7 +391,244 @@ def _pid() -> int:
     return os.getpid()
 
 
-SupervisorActor = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1000)(SupervisorService)
+class SupervisorActorImpl:
+    """The supervisor actor (see the module's docstring). Every method is a coroutine on the event loop,
+    which never blocks: engine and store work goes to the engine thread, rebuilds to the loader threads."""
+
+    HOUSEKEEPING_S = 1.0
+
+    def __init__(self):
+        self.core = SupervisorService()
+        self._engine = ThreadPoolExecutor(1, thread_name_prefix="supervisor-engine")  # the single writer
+        self._loader = ThreadPoolExecutor(2, thread_name_prefix="supervisor-rebuild")
+        self._closer = ThreadPoolExecutor(2, thread_name_prefix="supervisor-alerts")  # run-end alert flushes
+        self.core.defer = lambda fn: self._engine.submit(fn)
+        if ray.is_initialized():
+            try:
+                from actors.metrics_export import SupervisorMetrics
+
+                self.core.metrics = SupervisorMetrics()
+            except Exception as e:  # no metrics: the supervisor works on
+                log.warning("metrics export unavailable: %s", e)
+        self._queue: list = []  # (run_id, report, future) awaiting the next batch
+        self._judging = False
+        self._loading: dict[tuple[str, str], asyncio.Future] = {}  # (run, trial) -> its rebuild in progress
+        self._latency_ms: deque = deque(maxlen=65536)  # recent verdict latencies inside the actor
+        self._busy_s, self._batches, self._judged = 0.0, 0, 0  # judging time, batches and reports since reset
+        self._watch = None
+        self._stop = threading.Event()
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="supervisor-housekeeping", daemon=True)
+        self._housekeeper.start()
+
+    # ------------------------------------------------------------------ plumbing
+    async def _on_engine(self, fn, *args):
+        return await asyncio.wrap_future(self._engine.submit(fn, *args))
+
+    def _run_on_engine(self, fn, *args):
+        """From another thread: run ``fn`` on the engine thread and wait for it."""
+        return self._engine.submit(fn, *args).result()
+
+    async def _ready(self, run_id: str, trial_ids) -> None:
+        """Trials the engine does not hold yet (the actor restarted, or a store error dropped them) are
+        rebuilt from the store on a loader thread, then installed on the engine thread: a long history
+        replayed never holds up the other trials' reports. Their own calls wait for it."""
+        eng = self.core.runs.get(run_id)
+        if eng is None:
+            return
+        for tid in dict.fromkeys(trial_ids):
+            if tid in eng.trials:
+                continue
+            task = self._loading.get((run_id, tid))
+            if task is None:
+                task = self._loading[(run_id, tid)] = asyncio.ensure_future(self._load(run_id, tid, eng))
+            await asyncio.shield(task)
+
+    async def _load(self, run_id: str, trial_id: str, eng: Engine) -> None:
+        try:
+            state = await asyncio.wrap_future(self._loader.submit(self.core.load_trial, run_id, trial_id, eng))
+            if state is not None:
+                await self._on_engine(self.core.adopt_trial, run_id, eng, state)
+        except Exception as e:  # the engine thread rebuilds it itself on the trial's next call
+            log.warning("trial %s not rebuilt off the report path: %s: %s", trial_id, e.__class__.__name__, e)
+        finally:
+            self._loading.pop((run_id, trial_id), None)
+
+    def _housekeeping(self) -> None:
+        while not self._stop.wait(self.HOUSEKEEPING_S):
+            try:
+                for sender in self._run_on_engine(self.core.housekeeping, time.time()):
+                    _close_sender(sender)
+            except Exception as e:
+                log.warning("housekeeping failed: %s", e)
+
+    def shutdown(self) -> None:
+        """Stop the threads (in-process use; the actor's threads end with its process)."""
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.stop()
+        self._engine.shutdown(wait=True)
+        self._loader.shutdown(wait=True)
+        self._closer.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ runs
+    async def open_run(self, run_id: str, run_dir: str, name: str, kind: str, settings: dict | None = None,
+                       spec: dict | None = None, profile: dict | None = None, alert_env: dict | None = None) -> dict:
+        return await self._on_engine(self.core.open_run, run_id, run_dir, name, kind, settings, spec, profile,
+                                     alert_env)
+
+    async def close_run(self, run_id: str, status: str) -> None:
+        sender = await self._on_engine(self.core.end_run, run_id, status)
+        if sender is not None:  # the driver waits for its alerts; the other runs' reports do not
+            await asyncio.wrap_future(self._closer.submit(_close_sender, sender))
+
+    async def register_trial(self, trial_id: str, run_id: str, node_id: str | None = None,
+                             config: dict | None = None, run_info: dict | None = None) -> dict:
+        if run_id not in self.core.runs and run_info:
+            await self.open_run(run_id, **run_info)
+        await self._ready(run_id, (trial_id,))
+        return await self._on_engine(self.core.register_trial, trial_id, run_id, node_id, config, run_info)
+
+    # ------------------------------------------------------------------ the hot path
+    async def report(self, run_id: str, report: dict) -> dict:
+        """One trial's iteration. Calls that arrive while a batch is being judged wait for the
+        next batch: under load they share one store transaction, with no added delay when idle."""
+        t0 = time.perf_counter()
+        await self._ready(run_id, (_trial_of(report),))
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._queue.append((run_id, report, fut))
+        if not self._judging:
+            self._judging = True
+            loop.create_task(self._judge_queue())
+        verdict = await fut
+        self._latency_ms.append(1000.0 * (time.perf_counter() - t0))
+        return verdict
+
+    async def report_batch(self, run_id: str, reports: list) -> list[dict]:
+        """A trial's buffered reports (replayed after the supervisor was unreachable), judged in one go."""
+        reports = reports if isinstance(reports, list) else []
+        await self._ready(run_id, [_trial_of(r) for r in reports])
+        return await self._on_engine(self.core.report_batch, run_id, reports)
+
+    async def _judge_queue(self) -> None:
+        try:
+            while self._queue:
+                items, self._queue = self._queue, []
+                t0 = time.perf_counter()
+                try:
+                    results = await self._on_engine(self._judge, items)
+                except BaseException as e:  # the engine thread is gone (shutdown): nobody waits forever
+                    results = [(fut, e) for _, _, fut in items]
+                self._busy_s += time.perf_counter() - t0
+                self._batches += 1
+                self._judged += len(items)
+                for fut, out in results:
+                    if fut.done():
+                        continue
+                    if isinstance(out, BaseException):
+                        fut.set_exception(out)
+                    else:
+                        fut.set_result(out)
+        finally:
+            self._judging = False
+
+    def _judge(self, items: list) -> list[tuple]:
+        """On the engine thread: one ``report_batch`` per run of the queued reports."""
+        by_run: dict[str, list] = {}
+        for run_id, rep, fut in items:
+            by_run.setdefault(run_id, []).append((rep, fut))
+        out = []
+        for run_id, group in by_run.items():
+            try:
+                verdicts = self.core.report_batch(run_id, [r for r, _ in group])
+            except Exception as e:
+                # Nothing of this batch is stored (disk full, database locked): every caller hears the
+                # error, keeps its report and sends it again; no verdict for what is not durable.
+                err = StoreUnavailable(f"{e.__class__.__name__}: {e}")
+                out += [(fut, err) for _, fut in group]
+                continue
+            out += [(fut, v) for (_, fut), v in zip(group, verdicts)]
+        return out
+
+    def verdict_latency(self, reset: bool = False) -> dict:
+        """Percentiles (ms) of the recent verdict latencies inside the actor: from a report's
+        arrival to its verdict (waiting for the batch in progress, judging, storing)."""
+        xs = sorted(self._latency_ms)
+        busy = {"judging_ms_per_report": 1000 * self._busy_s / max(self._judged, 1),
+                "reports_per_batch": self._judged / max(self._batches, 1)}
+        if reset:
+            self._latency_ms.clear()
+            self._busy_s, self._batches, self._judged = 0.0, 0, 0
+        if not xs:
+            return {"n": 0, **busy}
+
+        def q(p: float) -> float:
+            return xs[min(len(xs) - 1, int(p * len(xs)))]
+        return {"n": len(xs), "p50": q(0.5), "p99": q(0.99), "max": xs[-1], **busy}
+
+    # ------------------------------------------------------------------ trial calls
+    async def record_checkpoint(self, run_id: str, trial_id: str, seq: int, iteration: int, path: str,
+                                hparams: dict | None) -> None:
+        await self._ready(run_id, (trial_id,))
+        await self._on_engine(self.core.record_checkpoint, run_id, trial_id, seq, iteration, path, hparams)
+
+    async def record_best_checkpoint(self, run_id: str, trial_id: str, seq: int, iteration: int, path: str,
+                                     metric: str, value: float, hparams: dict | None) -> None:
+        await self._ready(run_id, (trial_id,))
+        await self._on_engine(self.core.record_best_checkpoint, run_id, trial_id, seq, iteration, path, metric,
+                              value, hparams)
+
+    async def finish_trial(self, run_id: str, trial_id: str, status: str, applied: list | None = None) -> str:
+        await self._ready(run_id, (trial_id,))
+        return await self._on_engine(self.core.finish_trial, run_id, trial_id, status, applied)
+
+    async def trial_overrides(self, run_id: str, trial_id: str) -> dict:
+        await self._ready(run_id, (trial_id,))
+        return await self._on_engine(self.core.trial_overrides, run_id, trial_id)
+
+    async def request_action(self, trial_id: str, action: str, params: dict | None = None,
+                             reason: str = "manual request") -> bool:
+        return await self._on_engine(self.core.request_action, trial_id, action, params, reason)
+
+    async def snapshot(self) -> dict:
+        return await self._on_engine(self.core.snapshot)
+
+    def ping(self) -> dict:
+        return self.core.ping()
+
+    # ---- cluster health: node monitors, heartbeats, node findings, status (actors/node_monitor.py)
+    def ensure_cluster_monitoring(self, interval_s: float | None = None, monitors: bool = True,
+                                  prune_s: float | None = None) -> dict:
+        """Start the cluster watch (idempotent): a monitor on every node, a tick every second, nodes down
+        for ``prune_s`` (default an hour) forgotten."""
+        return self._cluster_watch().ensure(interval_s, monitors, prune_s)
+
+    def node_heartbeat(self, report: dict) -> None:
+        """A node monitor's heartbeat (fire-and-forget): judged here, stored on the engine thread."""
+        self._cluster_watch().heartbeat(report)
+
+    async def cluster_status(self) -> dict:
+        """``{"nodes": [...], "trials": [...], "findings": [...]}`` for ``supervise status``."""
+        return await asyncio.get_running_loop().run_in_executor(None, self._cluster_watch().status)
+
+    def cluster_findings(self, since: float = 0.0) -> list:
+        """Node- and cluster-level findings (node_down, memory_pressure, gpu_fault, straggler) since a time."""
+        return self._cluster_watch().findings(since)
+
+    def _cluster_watch(self):
+        if self._watch is None:
+            from actors.node_monitor import ClusterWatch
+
+            self._watch = ClusterWatch(self.core, run=self._run_on_engine,
+                                       submit=lambda fn, *a: self._engine.submit(fn, *a), autostart=True)
+        return self._watch
+
+
+def _trial_of(report: Any) -> str:
+    return str(report.get("trial_id") or "default") if isinstance(report, dict) else "default"
+
+
+SupervisorActor = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1000)(SupervisorActorImpl)
 
 
 def head_node_id() -> str | None:
@@ -287,11 +657,14 @@ def get_or_create_supervisor():
 
 
 def _start_cluster_watch(actor) -> None:
-    """Fire-and-forget: node monitors on every node (RL_SUPERVISOR_NODE_MONITORS=0: the watch without them)."""
+    """Fire-and-forget: node monitors on every node (RL_SUPERVISOR_NODE_MONITORS=0: the watch without them;
+    RL_SUPERVISOR_NODE_PRUNE_S: how long a node is down before it is forgotten, default an hour)."""
     import os
 
     try:
-        actor.ensure_cluster_monitoring.remote(None, os.environ.get("RL_SUPERVISOR_NODE_MONITORS", "1") != "0")
+        prune = os.environ.get("RL_SUPERVISOR_NODE_PRUNE_S")
+        actor.ensure_cluster_monitoring.remote(None, os.environ.get("RL_SUPERVISOR_NODE_MONITORS", "1") != "0",
+                                               float(prune) if prune else None)
     except Exception:
         pass
 

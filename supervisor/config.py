@@ -94,6 +94,9 @@ class SupervisorConfig(BaseModel):
                                                    "its alert latch: the next finding alerts again")
     dashboard_url: str | None = Field(None, description="base URL of `supervise dashboard`, linked in alerts")
     tensorboard: bool = Field(True, description="write TensorBoard event files in the run folder")
+    lost_after_s: float = Field(600.0, gt=0, le=30 * 86400,
+                                description="a run none of whose trials reported for max(10 x their median "
+                                            "iteration time, this) seconds is closed as lost (its driver died)")
 
     @field_validator("ladders")
     @classmethod
