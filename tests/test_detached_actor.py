@@ -156,3 +156,32 @@ def test_rllib_supervise_gives_folders_named_alike_their_own_run_and_store(gcs, 
         st.close()
         assert run_id_for(d) in _call("ping")["runs"]
         _call("close_run", run_id_for(d), "completed")
+
+
+def test_the_tune_driver_callback_sends_and_collects_later(gcs, tmp_path):
+    """Tune's controller never waits on the supervisor while trials run: a trial's closing call is sent,
+    its answer (the final status) taken at a later controller step."""
+    from types import SimpleNamespace
+
+    from actors.bootstrap import RunInfo
+    from actors.tune.callback import SupervisorTuneCallback
+
+    run_dir = tmp_path / "sweep"
+    run = RunInfo(run_id_for(run_dir), run_dir, "sweep", "sweep", SupervisorConfig())
+    cb = SupervisorTuneCallback(run, quiet=True)
+    cb.setup(total_num_samples=1)
+    assert cb._inflight and cb._pid is None  # open_run sent, not waited for
+    cb._collect(timeout=60)
+    assert cb._pid == _call("ping")["pid"] and (run_dir / "supervisor.db").exists()
+    _call("register_trial", "t0", run.run_id, None, None, run.actor_args())
+    cb.on_trial_complete(0, [], SimpleNamespace(trial_id="t0", config={}))
+    assert "t0" in cb._unsure and len(cb._inflight) == 1  # sent; Tune's controller goes on
+    deadline = time.monotonic() + 60
+    while cb._inflight and time.monotonic() < deadline:
+        cb.on_step_begin(0, [])
+        time.sleep(0.05)
+    assert not cb._unsure and cb.status == {"t0": "completed"}
+    cb.on_experiment_end([])
+    st = Store.open_readonly(run_dir / "supervisor.db")
+    assert st.runs()[0]["status"] == "completed" and st.trials()[0]["status"] == "completed"
+    st.close()
