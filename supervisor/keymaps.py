@@ -38,16 +38,17 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "episode_return_mean": ("episode_return_mean", "episode_reward_mean", "episodic_return", "ep_rew_mean",
                             "eprewmean", "reward_mean", "mean_reward", "return_mean", "mean_return",
                             "mean 100 episode reward", "episode_return", "ep_return", "mean_scores", "scores",
-                            "rlhf_reward", "episode_reward", "reward"),
+                            "rlhf_reward", "episode_reward", "reward",
+                            "return_history"),  # baselines DDPG: rollout/return_history (last 100 episodes)
     "episode_return_max": ("episode_return_max", "episode_reward_max", "reward_max", "return_max", "max_scores"),
     "episode_return_min": ("episode_return_min", "episode_reward_min", "reward_min", "return_min", "min_scores"),
     "episode_len_mean": ("episode_len_mean", "episodic_length", "ep_len_mean", "eplenmean", "episode_length_mean",
-                         "episode_length"),
+                         "episode_length", "episode_steps"),
     "total_loss": ("total_loss", "loss", "ppo/loss/total", "loss/total"),
     "policy_loss": ("policy_loss", "pg_loss", "policy_gradient_loss", "actor_loss", "ppo/loss/policy",
-                    "loss/policy_avg", "loss/policy"),
+                    "loss/policy_avg", "loss/policy", "loss_actor"),
     "vf_loss": ("vf_loss", "value_loss", "critic_loss", "v_loss", "value_function_loss", "ppo/loss/value",
-                "loss/value_avg", "loss/value"),
+                "loss/value_avg", "loss/value", "loss_critic"),
     "vf_loss_unclipped": ("vf_loss_unclipped",),
     "entropy": ("entropy", "policy_entropy", "entropy_mean", "ent", "ppo/policy/entropy", "policy/entropy_avg",
                 "policy/entropy", "-train/entropy_loss"),
@@ -76,6 +77,10 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "advantage_skew": ("advantage_skew", "sup_advantage_skew"),
     "advantage_kurtosis": ("advantage_kurtosis", "sup_advantage_kurtosis"),
     "value_target_scale": ("value_target_scale", "sup_value_target_scale"),
+    # Q-value statistics (DDPG/TD3/SAC/DQN); baselines DDPG logs rollout/Q_mean, RLlib's old stack mean_q/max_q/min_q.
+    "q_mean": ("q_mean", "qf_mean", "mean_q"),
+    "q_max": ("q_max", "qf_max", "max_q"),
+    "q_min": ("q_min", "qf_min", "min_q"),
     "time_this_iter_s": ("time_this_iter_s",),
     "num_episodes": ("num_episodes", "episodes_this_iter"),
     # Context no detector reads yet: mapped so that it is shown, not listed as ignored.
@@ -118,6 +123,12 @@ _LOOKUP: dict[str, tuple[str, int, bool]] = {}
 for _name, _keys in ALIASES.items():
     for _i, _k in enumerate(_keys):
         _LOOKUP.setdefault(_k.lstrip("-"), (_name, _i, _k.startswith("-")))
+
+
+# The supervisor's own names mean themselves (this project's TensorBoard tags are metrics/<name>).
+for _name in RESULT_PATHS:
+    if _name not in TUNE_BOOKKEEPING:
+        _LOOKUP.setdefault(_name, (_name, 0, False))
 
 
 def lookup(key: str) -> tuple[str, int, bool] | None:

@@ -46,14 +46,15 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from supervisor.errors import InputError
+from supervisor.eventfiles import is_event_file, own_run, read_scalars, to_records
 from supervisor.jsonsafe import json_safe
 from supervisor.keymaps import (ALIASES, PREFIXES, STEP_KEYS, flatten, is_rllib, lookup, map_keys, number,
                                 rank_ignored, unflatten)
 from supervisor.logformats import (is_event_stream, is_monitor, pivot_events, read_monitor, source_kind,
                                    trainer_state_history)
 
-__all__ = ["ALIASES", "PREFIXES", "STEP_KEYS", "Log", "analyze", "flatten", "load", "load_file", "lookup",
-           "map_record", "number", "scan", "unflatten"]
+__all__ = ["ALIASES", "PREFIXES", "STEP_KEYS", "Log", "Scanned", "analyze", "flatten", "load", "load_file",
+           "load_tensorboard", "lookup", "map_record", "number", "read", "scan", "unflatten"]
 
 _MAX_IGNORED = 20
 
@@ -298,7 +299,9 @@ def _kind(path: Path, text: str) -> str:
 
 
 def load_file(path: Path, trial_id: str | None = None) -> Log:
-    """One log file -> a Log (``error`` set when it holds nothing we can judge)."""
+    """One log file (any format :func:`read` knows) -> a Log (``error`` set when it holds nothing we can judge)."""
+    if is_event_file(Path(path)):
+        return load_tensorboard(path, trial_id)
     try:
         return _load_file(path, trial_id)
     except RecursionError:  # a JSON reader of some format below met a deeply nested document
@@ -351,6 +354,125 @@ def _load_file(path: Path, trial_id: str | None) -> Log:
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
+# Files a folder scan does not read, by name, and why (every other unread file is listed with its own reason).
+_NOT_LOGS = {
+    "params.json": "Tune's trial parameters (no metrics)",
+    "params.pkl": "Tune's trial parameters (no metrics)",
+    "wandb-summary.json": "W&B run summary: last values only (the history is wandb-history.jsonl)",
+    "wandb-metadata.json": "W&B run metadata (no metrics)",
+    "wandb-events.jsonl": "W&B system metrics (CPU, GPU, memory), not training metrics",
+    "supervisor.db": "the store of a supervised run: 'supervise report' reads it",
+    "supervisor.db-wal": "the store of a supervised run: 'supervise report' reads it",
+    "supervisor.db-shm": "the store of a supervised run: 'supervise report' reads it",
+}
+_CHECKPOINT_MARKS = ("rllib_checkpoint.json", ".is_checkpoint", ".tune_metadata")
+_CHECKPOINT_DIR = re.compile(r"^checkpoints?(?:_\d+)?$")  # Tune's checkpoint_000010, a checkpoints/ folder
+_MODEL_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".safetensors", ".bin", ".npz", ".npy", ".h5",
+                   ".onnx", ".zip", ".msgpack")
+_LOG_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv")
+
+
+def _why_not(path: Path) -> str:
+    """Why a folder scan does not read ``path`` (a file no rule below picked)."""
+    name = path.name
+    if name in _NOT_LOGS:
+        return _NOT_LOGS[name]
+    if name.startswith("."):
+        return "hidden file"
+    if name.endswith(".wandb"):
+        return "W&B's binary run log (read its files/wandb-history.jsonl where the run has one)"
+    if name.lower().endswith(_MODEL_SUFFIXES):
+        return "model or checkpoint data"
+    return f"not a log format scan reads ({path.suffix or 'no extension'})"
+
+
+@dataclass
+class Discovered:
+    """What a folder holds: the logs to read (trial id, candidate files best first) and the files not read."""
+
+    groups: list[tuple[str, list[Path]]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _trial_id(root: Path, d: Path) -> str:
+    return d.relative_to(root).as_posix() if d != root else root.name
+
+
+def _discover(root: Path) -> Discovered:
+    """Every file below ``root``: read as part of a log, or listed with the reason it is not."""
+    out = Discovered()
+    by_dir: dict[Path, list[Path]] = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts[:-1]):
+            by_dir.setdefault(p.parent, []).append(p)
+        elif p.is_file():
+            out.skipped.append((p, "in a hidden folder"))
+    # RLlib/Tune checkpoints (and this project's checkpoints/, best/): everything below is model state
+    ckpts = {d for d, files in by_dir.items() if any(f.name in _CHECKPOINT_MARKS for f in files)}
+    ckpts |= {d for d in by_dir for d in (d, *d.parents) if _CHECKPOINT_DIR.match(d.name) and root in d.parents}
+    states: list[Path] = []
+    for d, files in sorted(by_dir.items()):
+        if d in ckpts or ckpts.intersection(d.parents):
+            out.skipped += [(f, "model or checkpoint data") for f in files if f.name != "trainer_state.json"]
+            states += [f for f in files if f.name == "trainer_state.json"]
+            continue
+        names = {f.name: f for f in files}
+        tune = [names[n] for n in ("result.json", "progress.csv") if n in names]
+        events = [f for f in files if is_event_file(f)]
+        if tune:  # a Tune trial (or a logger's progress.csv): its event files hold the same values
+            out.groups.append((_trial_id(root, d), tune))
+            out.skipped += [(f, f"the same values as {tune[0].name} beside it") for f in events]
+        elif events:  # a TensorBoard run: this folder's event files, merged
+            out.groups.append((_trial_id(root, d), events))
+        for f in files:
+            if f in tune or f in events:
+                continue
+            name = f.name.lower()
+            if f.name in _NOT_LOGS:
+                out.skipped.append((f, _NOT_LOGS[f.name]))
+            elif f.name == "trainer_state.json":
+                states.append(f)
+            elif name.endswith(_LOG_SUFFIXES):
+                out.groups.append((_log_id(root, f), [f]))
+            else:
+                out.skipped.append((f, _why_not(f)))
+    latest = _latest_trainer_states(states)
+    out.groups += [(_log_id(root, f), [f]) for f in latest]
+    out.skipped += [(f, "an earlier checkpoint's copy of the history in the latest checkpoint's")
+                    for f in states if f not in latest]
+    out.groups.sort(key=lambda g: g[0])
+    return out
+
+
+def _log_id(root: Path, f: Path) -> str:
+    """A single-file log's trial id: its path below the folder (a W&B run: the run's folder)."""
+    if f.name == "wandb-history.jsonl" and f.parent.name == "files" and f.parent.parent != root:
+        return _trial_id(root, f.parent.parent)
+    return f.relative_to(root).as_posix()
+
+
+def _collapse(root: Path, skipped: list[tuple[Path, str]], read: set[Path]) -> list[dict]:
+    """Skipped files for people and JSON: a folder whose every file was skipped for one reason is one entry."""
+    reasons: dict[Path, str] = {p: r for p, r in skipped}
+    dirs: dict[Path, set] = {}  # folder -> reasons of everything below it (None: something below was read)
+    for p in list(reasons) + list(read):
+        for d in p.parents:
+            if d == root or root not in d.parents:
+                break
+            dirs.setdefault(d, set()).add(reasons.get(p))
+    whole = {d for d, rs in dirs.items() if len(rs) == 1 and None not in rs}
+    out, counted = [], {}
+    for p, r in sorted(reasons.items()):
+        top = next((d for d in reversed(p.parents) if d in whole), None)
+        if top is None:
+            out.append({"path": str(p), "reason": r})
+        elif top not in counted:
+            counted[top] = {"path": str(top) + "/", "reason": r, "files": 0}
+            out.append(counted[top])
+        if top is not None:
+            counted[top]["files"] += 1
+    return out
+
 
 def _latest_trainer_states(paths: list[Path]) -> list[Path]:
     """Each checkpoint-N/trainer_state.json repeats the history before it: keep the latest per run."""
@@ -367,54 +489,94 @@ def _latest_trainer_states(paths: list[Path]) -> list[Path]:
     return sorted(out + [p for _, p in best.values()])
 
 
-def _discover(root: Path) -> list[tuple[str, list[Path]]]:
-    """Trial folders below ``root``: (trial id, candidate files best first)."""
-    by_dir: dict[Path, list[Path]] = {}
-    for name in ("result.json", "progress.csv"):
-        for p in sorted(root.rglob(name)):
-            if p.is_file():
-                by_dir.setdefault(p.parent, []).append(p)
-    if by_dir:
-        return [(d.relative_to(root).as_posix() if d != root else root.name, files)
-                for d, files in sorted(by_dir.items())]
-    files = sorted(p for pat in ("*.jsonl", "*.ndjson", "*monitor.csv") for p in root.rglob(pat) if p.is_file())
-    files += _latest_trainer_states([p for p in root.rglob("trainer_state.json") if p.is_file()])
-    return [(p.relative_to(root).as_posix(), [p]) for p in sorted(files)]
+def load_tensorboard(path: str | Path, trial_id: str | None = None) -> Log:
+    """TensorBoard event files -> a Log: one event file, or a run folder (the event files directly in it).
+
+    See :mod:`supervisor.eventfiles` for how scalars become iterations.
+    """
+    p = Path(path)
+    files = [p] if p.is_file() else sorted(f for f in p.iterdir() if f.is_file() and is_event_file(f))
+    tid = trial_id or (p.parent.name if p.is_file() else p.name)
+    series, warnings, notes = read_scalars(files)
+    kind = None
+    if own_run(series):  # this project's RUN_DIR/tensorboard/<trial>: metrics/<name>, and its own verdicts
+        series = {t.removeprefix("metrics/"): v for t, v in series.items() if not t.startswith("supervisor/")}
+        kind = "rl-supervisor"
+    records, more_warnings, more_notes = to_records(series)
+    if not records:
+        log = Log(tid, str(p), "tensorboard", warnings=warnings, notes=notes)
+        log.error = "no scalars in its event files"
+        return log
+    log = _build(tid, str(p), "tensorboard", ((r, None) for r in records), kind=kind)
+    log.step_key = "TensorBoard step"
+    log.warnings[:0] = warnings + more_warnings
+    log.notes[:0] = notes + more_notes
+    return log
 
 
-def load(path: str | Path) -> tuple[str, list[Log]]:
-    """``path`` -> (kind, logs): kind is "tune" for a folder, else the file's format."""
+@dataclass
+class Scanned:
+    """:func:`read`'s answer: the kind of input, a Log per trial (errors included), the files not read."""
+
+    kind: str
+    logs: list[Log]
+    skipped: list[dict] = field(default_factory=list)
+
+
+def read(path: str | Path) -> Scanned:
+    """``path`` (a log file, a TensorBoard run folder, a folder of logs) -> :class:`Scanned`.
+
+    A folder's every file is read as part of a log or listed in ``skipped``
+    with the reason (a log that cannot be read: its error). InputError when
+    nothing below ``path`` could be read at all.
+    """
     p = Path(path)
     if not p.exists():
         raise InputError(str(path), None, "no such file or directory")
     if p.is_dir():
-        trials = _discover(p)
-        if not trials:
-            hint = " (a supervised run folder: use 'supervise report')" if (p / "supervisor.db").exists() else ""
-            raise InputError(str(path), None, "no result.json, progress.csv, *.jsonl, monitor.csv or "
-                                              f"trainer_state.json found below it{hint}")
+        found = _discover(p)
         logs = []
-        for tid, files in trials:
+        for tid, files in found.groups:
             log = None
-            for f in files:  # result.json first; its progress.csv if it holds nothing
+            if is_event_file(files[0]):
+                candidates = [files]
+            else:
+                candidates = [[f] for f in files]  # result.json first; its progress.csv if it holds nothing
+            for c in candidates:
                 try:
-                    log = load_file(f, tid)
+                    log = load_tensorboard(c[0].parent, tid) if is_event_file(c[0]) else load_file(c[0], tid)
                 except InputError as e:
-                    log = Log(tid, str(f), "error", error=e.problem if e.key is None else f"{e.key}: {e.problem}")
+                    log = Log(tid, str(c[0]), "error", error=e.problem if e.key is None else f"{e.key}: {e.problem}")
                 if log.error is None:
                     break
             logs.append(log)
-        if all(lg.error for lg in logs):
-            first = logs[0]
-            raise InputError(first.source, None, f"{first.error} (and so for every log below {path})"
-                             if len(logs) > 1 else first.error)
-        return "tune", logs
+        bad = [(Path(lg.source), lg.error) for lg in logs if lg.error]
+        read_files = {f for (tid, files), lg in zip(found.groups, logs) if not lg.error for f in files}
+        skipped = _collapse(p, found.skipped + bad, read_files)
+        if not logs or all(lg.error for lg in logs):
+            if logs:
+                first = logs[0]
+                raise InputError(first.source, None, f"{first.error} (and so for every log below {path})"
+                                 if len(logs) > 1 else first.error)
+            hint = " (a supervised run folder: use 'supervise report')" if (p / "supervisor.db").exists() else ""
+            raise InputError(str(path), None, "no log found below it: no result.json, progress.csv, TensorBoard "
+                                              f"event file, CSV, JSONL or trainer_state.json{hint}")
+        logs = [lg for lg in logs if not lg.error]
+        tune = all(lg.format in ("result.json", "progress.csv") for lg in logs)
+        return Scanned("tune" if tune else "folder", logs, skipped)
     if not p.is_file():
         raise InputError(str(path), None, "not a regular file or folder")
-    log = load_file(p)
+    log = load_tensorboard(p) if is_event_file(p) else load_file(p)
     if log.error:
         raise InputError(str(path), None, log.error)
-    return log.format, [log]
+    return Scanned(log.format, [log])
+
+
+def load(path: str | Path) -> tuple[str, list[Log]]:
+    """``path`` -> (kind, logs): kind is "tune" for a folder of Tune trials, "folder" for another folder,
+    else the file's format (:func:`read` also says which files were not read)."""
+    res = read(path)
+    return res.kind, res.logs
 
 
 # --------------------------------------------------------------------------------------- judging
@@ -466,12 +628,14 @@ def scan(path: str | Path, overrides: Mapping | None = None, profile: Mapping | 
     """Scan ``path``; the JSON of ``supervise scan --format json``.
 
     Top level: ``source``, ``format``, ``findings`` (every trial's, each with
-    its ``trial``), ``health`` (the worst trial's score and severity), and
-    ``trials`` (per trial: its own findings, health, steps, metrics found).
+    its ``trial``), ``health`` (the worst trial's score and severity),
+    ``trials`` (per trial: its own findings, health, steps, metrics found) and
+    ``skipped`` (the files of a folder not read, each with its reason).
     """
     from supervisor.findings import worst
 
-    kind, logs = load(path)
+    res = read(path)
+    kind, logs = res.kind, res.logs
     if profile is None:  # as live: the shipped healthy bands until a log's own history takes over
         from supervisor.calibrate import default_profile
 
@@ -488,4 +652,5 @@ def scan(path: str | Path, overrides: Mapping | None = None, profile: Mapping | 
               "worst_severity": worst(t["health"]["worst_severity"] for t in judged),
               "counts": counts, "trials": len(trials),
               "unhealthy_trials": sum(t["health"]["worst_severity"] in ("warning", "critical") for t in judged)}
-    return json_safe({"source": str(path), "format": kind, "findings": findings, "health": health, "trials": trials})
+    return json_safe({"source": str(path), "format": kind, "findings": findings, "health": health, "trials": trials,
+                      "skipped": res.skipped})

@@ -110,7 +110,7 @@ def render_scan(res: dict) -> str:
     trials = res["trials"]
     h = res["health"]
     head = f"scan {res['source']} ({res['format']}"
-    head += f", {len(trials)} trials)" if res["format"] == "tune" else ")"
+    head += f", {len(trials)} trials)" if res["format"] in ("tune", "folder") else ")"
     score = "-" if h["score"] is None else f"{h['score']:.2f}"
     lines = [head, f"health {score} (worst {h['worst_severity']})", ""]
     for t in trials:
@@ -137,7 +137,26 @@ def render_scan(res: dict) -> str:
             tail = f" (+ {', '.join(more)})" if more else ""
             lines.append(f"  ignored keys: {', '.join(t['ignored_keys'])}{tail}")
         lines.append("")
+    lines += _skipped_lines(res.get("skipped") or [], res["source"])
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _skipped_lines(skipped: list, root: str, examples: int = 3) -> list[str]:
+    """The files a folder scan did not read, grouped by reason (a few paths each; the JSON has them all)."""
+    if not skipped:
+        return []
+    by: dict[str, list] = {}
+    for s in skipped:
+        by.setdefault(s["reason"], []).append(s)
+    n = sum(s.get("files", 1) for s in skipped)
+    lines = [f"not read: {n} file{'s' if n != 1 else ''}"]
+    prefix = root.rstrip("/") + "/"
+    for reason, items in by.items():
+        files = sum(s.get("files", 1) for s in items)
+        paths = [s["path"][len(prefix):] if s["path"].startswith(prefix) else s["path"] for s in items]
+        more = f", +{len(paths) - examples} more" if len(paths) > examples else ""
+        lines.append(f"  {reason}: {files} file{'s' if files != 1 else ''} ({', '.join(paths[:examples])}{more})")
+    return lines
 
 
 def _gib(b) -> str:
