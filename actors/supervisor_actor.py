@@ -77,11 +77,16 @@ class SupervisorService:
 
     # ------------------------------------------------------------------ runs
     def open_run(self, run_id: str, run_dir: str, name: str, kind: str, settings: dict | None = None,
-                 spec: dict | None = None, profile: dict | None = None, alert_env: dict | None = None) -> dict:
+                 spec: dict | None = None, profile: dict | None = None, alert_env: dict | None = None,
+                 store: Store | None = None) -> dict:
         """Attach a run (idempotent; the driver calls it again after an actor restart). ``alert_env``: the
-        driver's values of the ``${VAR}`` names in alert URLs (kept in memory only, never stored)."""
+        driver's values of the ``${VAR}`` names in alert URLs (kept in memory only, never stored).
+        ``store``: the run's store, already opened (the actor opens it off the engine thread); closed here
+        if the run is open already."""
+        if run_id in self.runs and store is not None:
+            store.close()
         if run_id not in self.runs:
-            store = Store(Path(run_dir) / "supervisor.db", background_checkpoints=True)
+            store = store or open_store(run_dir)
             store.upsert_run(run_id, name, kind, "running", spec)
             cfg = _validated(settings or {})
             self.runs[run_id] = Engine(store, cfg, profile)
@@ -116,13 +121,14 @@ class SupervisorService:
         finally:
             st.close()
 
-    def end_run(self, run_id: str, status: str) -> AlertSender | None:
+    def end_run(self, run_id: str, status: str, close_store: bool = True) -> tuple[AlertSender | None, Store | None]:
         """The run is over: record it and forget it (its engine, database connection, checkpoint thread,
         trials and caches), so that a long-lived actor serving many runs stays the same size. Returns its
-        alert sender, the run-end summary queued, for the caller to flush and close off this thread."""
+        alert sender, the run-end summary queued, for the caller to flush and close, and (``close_store``
+        False) its store, for the caller to close: both may wait, so the actor does it off this thread."""
         eng = self.runs.get(run_id)
         if eng is None:
-            return None
+            return None, None
         sender = self.alerts.pop(run_id, None)
         try:
             eng.flush(force=True)
@@ -140,13 +146,14 @@ class SupervisorService:
             self.node_written.pop(run_id, None)
             for tid in [t for t, r in self.run_of.items() if r == run_id]:
                 del self.run_of[tid]
-            eng.store.close()
-        return sender
+            if close_store:
+                eng.store.close()
+        return sender, (None if close_store else eng.store)
 
     def close_run(self, run_id: str, status: str) -> None:
         """``end_run`` and, in this thread, wait (at most 8 s: the driver waits 10) for the run's alerts
         to go out; a dead destination is recorded as failed."""
-        _close_sender(self.end_run(run_id, status))
+        _close_sender(self.end_run(run_id, status)[0])
 
     # ------------------------------------------------------------------ trials
     def load_trial(self, run_id: str, trial_id: str, eng: Engine):
@@ -266,11 +273,11 @@ class SupervisorService:
         times = [x for x in times if x == x and 0 <= x < float("inf")]
         return max(10.0 * float(np.median(times)) if times else 0.0, eng.settings.lost_after_s)
 
-    def housekeeping(self, now: float | None = None) -> list[AlertSender]:
+    def housekeeping(self, now: float | None = None, close_stores: bool = True) -> list[tuple]:
         """Every second or so: write the trial summary rows a quiet spell left unwritten, and close as
         ``lost`` the runs whose driver went away (no call about them for ``lost_after_s``): their running
-        trials end ``lost``, their engines and connections go. Returns the senders of the runs closed,
-        for the caller to flush off this thread."""
+        trials end ``lost``, their engines and connections go. Returns ``end_run``'s answer for each run
+        closed (alert sender, store left to close), for the caller to finish off this thread."""
         now = time.time() if now is None else now
         out = []
         for run_id in list(self.runs):
@@ -289,9 +296,7 @@ class SupervisorService:
                         eng.finish_trial(st.trial_id, LOST)
             except Exception as e:
                 log.warning("run %s: trials not all closed as lost: %s", run_id, e)
-            sender = self.end_run(run_id, LOST)
-            if sender is not None:
-                out.append(sender)
+            out.append(self.end_run(run_id, LOST, close_stores))
         return out
 
     # ------------------------------------------------------------------ the cluster watch's side
@@ -363,6 +368,18 @@ class SupervisorService:
             eng.store.upsert_node(r["node_id"], r["address"], r["alive"], info)
             kept[r["node_id"]] = (now, r["alive"])
         self.node_written[run_id] = kept  # only the nodes still known: bounded by the cluster's size
+
+
+def open_store(run_dir: str | Path) -> Store:
+    """A run's store as the actor writes it: WAL checkpoints from a thread of its own."""
+    return Store(Path(run_dir) / "supervisor.db", background_checkpoints=True)
+
+
+def _finish_run(sender: AlertSender | None, store: Store | None) -> None:
+    """What is left of a closed run: its store's connection closed, its alerts flushed."""
+    if store is not None:
+        store.close()
+    _close_sender(sender)
 
 
 def _close_sender(sender: AlertSender | None, timeout_s: float = 8.0) -> None:
@@ -456,8 +473,8 @@ class SupervisorActorImpl:
     def _housekeeping(self) -> None:
         while not self._stop.wait(self.HOUSEKEEPING_S):
             try:
-                for sender in self._run_on_engine(self.core.housekeeping, time.time()):
-                    _close_sender(sender)
+                for sender, store in self._run_on_engine(self.core.housekeeping, time.time(), False):
+                    _finish_run(sender, store)
             except Exception as e:
                 log.warning("housekeeping failed: %s", e)
 
@@ -473,13 +490,16 @@ class SupervisorActorImpl:
     # ------------------------------------------------------------------ runs
     async def open_run(self, run_id: str, run_dir: str, name: str, kind: str, settings: dict | None = None,
                        spec: dict | None = None, profile: dict | None = None, alert_env: dict | None = None) -> dict:
+        store = None
+        if run_id not in self.core.runs:  # opening a database (schema, migrations) is no work for the engine
+            store = await asyncio.wrap_future(self._loader.submit(open_store, run_dir))
         return await self._on_engine(self.core.open_run, run_id, run_dir, name, kind, settings, spec, profile,
-                                     alert_env)
+                                     alert_env, store)
 
     async def close_run(self, run_id: str, status: str) -> None:
-        sender = await self._on_engine(self.core.end_run, run_id, status)
-        if sender is not None:  # the driver waits for its alerts; the other runs' reports do not
-            await asyncio.wrap_future(self._closer.submit(_close_sender, sender))
+        sender, store = await self._on_engine(self.core.end_run, run_id, status, False)
+        if sender is not None or store is not None:  # the driver waits for its alerts; other runs do not
+            await asyncio.wrap_future(self._closer.submit(_finish_run, sender, store))
 
     async def register_trial(self, trial_id: str, run_id: str, node_id: str | None = None,
                              config: dict | None = None, run_info: dict | None = None) -> dict:

@@ -76,22 +76,6 @@ def main() -> int:
         proc = psutil.Process(pid)
         stream = healthy_stream(10, seed=1)
 
-        def churn_nodes():
-            alive = []
-            while not stop.is_set() and events["joined"] < args.nodes:
-                alive.append(c.add_node(num_cpus=0))
-                events["joined"] += 1
-                if len(alive) >= 2:
-                    stop.wait(1.0)  # long enough for its monitor to start and heartbeat, sometimes
-                    c.remove_node(alive.pop(0))
-                    events["left"] += 1
-            while alive:
-                c.remove_node(alive.pop(0))
-                events["left"] += 1
-
-        nodes_thread = threading.Thread(target=churn_nodes, daemon=True)
-        nodes_thread.start()
-
         def sample(i: int) -> None:
             st = ray.get(sup.cluster_status.remote(), timeout=120)
             with proc.oneshot():
@@ -105,10 +89,24 @@ def main() -> int:
             print(json.dumps(s), flush=True)
 
         settings = {"lost_after_s": 2.0, "checkpoint_every": 2}
-        t0 = time.monotonic()
-        sample(0)
-        lost = []
-        for i in range(args.runs):
+        lost: list[str] = []
+        failures: list[str] = []
+
+        def runs() -> None:  # a thread: Ray's Cluster adds and removes nodes from the main thread only
+            try:
+                for i in range(args.runs):
+                    # paced by the nodes: the joins and leaves go on all through the runs
+                    while events["joined"] < i * args.nodes // args.runs and not stop.is_set():
+                        time.sleep(0.05)
+                    one_run(i)
+                    if (i + 1) % args.sample_every == 0:
+                        sample(i + 1)
+            except Exception as e:  # shown, and the soak ends
+                failures.append(f"{e.__class__.__name__}: {e}")
+            finally:
+                stop.set()
+
+        def one_run(i: int) -> None:
             rid = f"soak-{i}"
             info = {"run_dir": str(tmp / rid), "name": rid, "kind": "sweep", "settings": settings, "spec": None,
                     "profile": None}
@@ -123,14 +121,29 @@ def main() -> int:
                                                     "metrics": m}), timeout=120)
             if args.lost_every and i % args.lost_every == args.lost_every - 1:
                 lost.append(rid)  # its driver died here
-            else:
-                for t in ("a", "b"):
-                    ray.get(sup.finish_trial.remote(rid, f"{rid}-{t}", "completed"), timeout=120)
-                ray.get(sup.close_run.remote(rid, "completed"), timeout=120)
-            if (i + 1) % args.sample_every == 0:
-                sample(i + 1)
-        stop.set()
-        nodes_thread.join(timeout=900)
+                return
+            for t in ("a", "b"):
+                ray.get(sup.finish_trial.remote(rid, f"{rid}-{t}", "completed"), timeout=120)
+            ray.get(sup.close_run.remote(rid, "completed"), timeout=120)
+
+        t0 = time.monotonic()
+        sample(0)
+        runner = threading.Thread(target=runs, daemon=True)
+        runner.start()
+        alive = []
+        while events["joined"] < args.nodes and not (stop.is_set() and failures):
+            alive.append(c.add_node(num_cpus=0))
+            events["joined"] += 1
+            if len(alive) >= 2:
+                time.sleep(1.0)  # long enough for its monitor to start and heartbeat, sometimes
+                c.remove_node(alive.pop(0))
+                events["left"] += 1
+        while alive:
+            c.remove_node(alive.pop(0))
+            events["left"] += 1
+        runner.join()
+        if failures:
+            raise RuntimeError(failures[0])
         deadline = time.monotonic() + 60
         while ray.get(sup.ping.remote(), timeout=60)["runs"] and time.monotonic() < deadline:
             time.sleep(1.0)
@@ -166,7 +179,8 @@ def write(out: Path, res: dict) -> None:
              f"{res['time']}: {res['runs']} runs ({res['lost_runs']} abandoned by their driver, "
              f"{res['lost_closed_as_lost']} of them closed as `lost` by the actor), {res['nodes_joined']} nodes "
              f"joined and {res['nodes_left']} left (forgotten {res['prune_s']:g} s after leaving), "
-             f"{res['wall_s']:.0f} s. The actor's process, sampled as the runs went by:", "",
+             f"{res['wall_s']:.0f} s. The actor's process, sampled as the runs went by (paced so that "
+             "the node joins and leaves go on all through them):", "",
              "| runs done | s | threads | open fds | RSS MB | USS MB | runs held | nodes known | monitors | nodes joined / left |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for x in s:

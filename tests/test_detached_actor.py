@@ -19,7 +19,7 @@ ray = pytest.importorskip("ray")
 
 from actors.supervisor_actor import get_or_create_supervisor  # noqa: E402
 from supervisor.config import SupervisorConfig  # noqa: E402
-from supervisor.identity import run_id_for  # noqa: E402
+from actors.bootstrap import run_id_for  # noqa: E402  (the CLI's run id)
 from supervisor.store import Store  # noqa: E402
 from tests.test_restart import N, SETTINGS, SimTrial, _verdict, healthy, judge  # noqa: E402
 
