@@ -373,6 +373,8 @@ class Engine:
         cols = _summary(state, health)
         if node_id:
             cols["node_id"] = state.node_id = node_id
+        if state.status == "lost":  # closed as lost (its driver went silent), and it reports again
+            state.status = cols["status"] = "running"
         d = self._dirty.get(trial_id)
         if d is None:
             self._dirty[trial_id] = cols

@@ -122,3 +122,21 @@ def test_runs_and_nodes_coming_and_going_leave_nothing_behind(tmp_path, monkeypa
     grew = {k: (before.get(k, 0), n) for k, n in after.items() if n > before.get(k, 0)}
     assert not grew, f"per-run or per-node state grew from run 8 to run 30: {grew}"
     assert len(watch.state.nodes) <= 3
+
+
+def test_a_lost_run_that_reports_again_is_running_again(tmp_path):
+    """A driver taken for dead (a long pause, a partition) that comes back: its next report reopens the
+    run (the trial's client does so on ``unknown_run``) and the trial runs again."""
+    svc = SupervisorService()
+    svc.open_run("r", str(tmp_path), "r", "run", {"lost_after_s": 1})
+    svc.register_trial("t", "r")
+    svc.report_batch("r", _reports("t", 3, 0.01))
+    svc.housekeeping(time.time() + 5)
+    assert svc.report_batch("r", _reports("t", 4, 0.01)[3:])[0]["unknown_run"]
+    svc.open_run("r", str(tmp_path), "r", "run", {"lost_after_s": 1})
+    (v,) = svc.report_batch("r", _reports("t", 4, 0.01)[3:])
+    assert v["seq"] == 3 and not v.get("duplicate")
+    st = Store.open_readonly(tmp_path / "supervisor.db")
+    assert st.runs()[0]["status"] == "running" and st.trials()[0]["status"] == "running"
+    st.close()
+    assert svc.finish_trial("r", "t", "completed") == "completed"
