@@ -2,6 +2,7 @@
 
     python benchmarks/corpus.py [--json OUT]   # the corpus figures alone (also: detection.py --corpus-only)
     python benchmarks/corpus.py --provenance   # re-render benchmarks/corpus/PROVENANCE.md from corpus.json
+    python benchmarks/corpus.py --assign       # place newly added files' repositories (append-only split)
 
 Every file of ``benchmarks/corpus/corpus.json`` (other people's training logs, see its README) is read by
 ``supervise scan``'s own readers and judged exactly as ``supervise scan`` judges it
@@ -81,6 +82,30 @@ def assign_split(entries: list[dict], split: dict | None = None) -> dict:
         counts[half].update(mine)
         totals[half] += n
     return split
+
+
+def replay_split(doc: dict) -> dict:
+    """The split the rule gives when the files arrive batch by batch (``doc["split_batches"]``, in order): each
+    batch places only its new repositories, by :func:`assign_split` over the files known by then."""
+    by_file = {e["file"]: e for e in doc["files"]}
+    split, known = dict(doc["pinned"]), []
+    for batch in doc["split_batches"]:
+        known += [by_file[f] for f in batch]
+        split = assign_split(known, split)
+    return split
+
+
+def assign_new_batch(doc: dict) -> list[str]:
+    """Appends the files no batch holds yet as one new batch and places their new repositories (append-only);
+    sets every entry's half. Returns the new batch."""
+    batched = {f for b in doc["split_batches"] for f in b}
+    batch = [e["file"] for e in doc["files"] if e["file"] not in batched]
+    if batch:
+        doc["split_batches"].append(batch)
+    doc["split"] = replay_split(doc)
+    for e in doc["files"]:
+        e["half"] = doc["split"][e["repo"]]
+    return batch
 
 
 def _cell(x) -> str:
@@ -313,8 +338,19 @@ def render(res: dict, elapsed: float | None = None) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--provenance", action="store_true", help="re-render PROVENANCE.md from corpus.json and exit")
+    ap.add_argument("--assign", action="store_true",
+                    help="put the files no split batch holds yet into a new batch, place their new repositories "
+                         "(append-only), write corpus.json and PROVENANCE.md, and exit")
     ap.add_argument("--json", default=None, help="also write the per-run results here")
     args = ap.parse_args()
+    if args.assign:
+        doc = load_corpus()
+        batch = assign_new_batch(doc)
+        (CORPUS / "corpus.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+        (CORPUS / "PROVENANCE.md").write_text(render_provenance(doc))
+        print(f"{len(batch)} file(s) in a new batch: " + ", ".join(f"{f} -> {doc['split'][e['repo']]}"
+              for f in batch for e in doc["files"] if e["file"] == f))
+        return
     if args.provenance:
         (CORPUS / "PROVENANCE.md").write_text(render_provenance(load_corpus()))
         return

@@ -128,6 +128,8 @@ def source_kind(fmt: str, flats: Sequence[dict]) -> str:
         return "rldk"
     if fmt == "monitor.csv":
         return "sb3/baselines monitor"
+    if has("_runtime", "_timestamp", "_wandb/runtime") and has("_step"):
+        return "wandb"
     if starts("learners/"):
         return "rllib (new API stack)"
     if starts("info/learner/"):

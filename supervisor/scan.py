@@ -81,6 +81,8 @@ class Log:
     ignored_config: int = 0  # config/* and other hyperparameter keys (counted, never listed)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    rows: int = 0     # records read from the file (lines, rows, steps of a pivoted log)
+    dropped: int = 0  # of those, not judged: unreadable, or holding no value a detector reads
 
     def names(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -111,7 +113,7 @@ def _build(trial_id: str, source: str, fmt: str, records: Iterable[tuple[dict, d
     ignored: dict[str, None] = {}
     mapped: set[str] = set()
     dropped: list[str] = []
-    no_episode = 0
+    no_episode = empty = 0
     merged = backwards = 0
     first_back = None
     prev = None
@@ -127,7 +129,9 @@ def _build(trial_id: str, source: str, fmt: str, records: Iterable[tuple[dict, d
         if log.steps and step == log.steps[-1]:
             merged += 1
             log.metrics[-1].update(m)  # one iteration logged over several lines
-        elif m:
+        elif not m:
+            empty += len(dropped) == n_dropped  # (a row of NaN returns only is counted as such, above)
+        else:
             if log.steps and isinstance(step, (int, float)) and step < log.steps[-1]:
                 backwards += 1
                 first_back = first_back or (i + 1, log.steps[-1], step)
@@ -149,6 +153,12 @@ def _build(trial_id: str, source: str, fmt: str, records: Iterable[tuple[dict, d
     if no_episode:
         rows = "1 row has" if no_episode == 1 else f"{no_episode} rows have"
         log.notes.append(f"{rows} NaN episode returns (no episode finished yet): no data, not judged")
+    log.rows = len(records)
+    if empty:
+        log.dropped += empty
+        msg = (f"{empty} of {len(records)} rows hold no value a detector reads (only unknown keys, text or empty "
+               f"cells): not judged")
+        (log.warnings if 2 * empty > len(records) and log.metrics else log.notes).append(msg)
     if not log.metrics:
         seen = sorted({k for flat in flats for k in flat})
         log.error = f"no known metric keys (saw: {', '.join(seen[:8])}{', ...' if len(seen) > 8 else ''})"
@@ -283,6 +293,89 @@ def _csv_records(path: Path, text: str) -> tuple[list[dict], int]:
     return rows, ragged
 
 
+TB_CSV_HEADER = ["wall time", "step", "value"]  # TensorBoard's "download CSV" of one tag of one run
+_TB_CSV_NAME = re.compile(r"^run[-_](?P<run>.*?)[-_]tag[-_](?P<tag>.+)$")  # run-<run>-tag-<tag, / as _>.csv
+_LONG_NAME = ("tag", "name", "metric", "key")
+
+
+def long_columns(header: list[str]) -> tuple[str, str, str] | None:
+    """A long-format CSV's (step, name, value) columns (``step,tag,value``: one metric a row), else None."""
+    cols = set(header)
+    name = next((c for c in _LONG_NAME if c in cols), None)
+    step = next((c for c in STEP_KEYS if c in cols), None) or ("wall time" if "wall time" in cols else None)
+    if name and step and "value" in cols and len(cols) <= 5:
+        return step, name, "value"
+    return None
+
+
+def _long_csv(path: Path, rows: list[dict], cols: tuple[str, str, str], trial_id: str | None) -> Log:
+    """``step,tag,value`` rows pivoted into one record per step (as RLDK's event stream)."""
+    step, name, value = cols
+    low = [{k.strip().lower(): v for k, v in r.items()} for r in rows]
+    events, bad = [], 0
+    for r in low:
+        if r.get(name) is None or r.get(value) is None or number(r.get(step)) is None:
+            bad += 1
+            continue
+        events.append({"step": r[step], "name": r[name], "value": r[value]})
+    recs, dup, _ = pivot_events(path, events) if events else ([], 0, 0)
+    log = _build(trial_id or path.stem, str(path), "long-csv", ((r, None) for r in recs))
+    log.step_key = step
+    if bad:
+        log.dropped += bad
+        log.warnings.append(f"{bad} of {len(rows)} rows dropped: no {name}, {value} or numeric {step}")
+    if dup:
+        log.warnings.append(f"{dup} rows repeat a {name} already logged at their step: the last value wins")
+    return log
+
+
+def tensorboard_csv_tag(path: Path) -> tuple[str, str]:
+    """(run, tag) of a TensorBoard CSV download from its file name; the tag's ``/`` were written as ``_``."""
+    m = _TB_CSV_NAME.match(path.stem)
+    run, tag = (m.group("run"), m.group("tag")) if m else ("", path.stem)
+    if tag.startswith("ray_tune_"):
+        tag = tag[len("ray_tune_"):]
+    restored = [p + tag[len(p):] for p in PREFIXES if tag.startswith(p[:-1] + "_")]  # losses_approx_kl
+    parts = tag.split("_")
+    for root in ("learners", "info_learner"):  # learners_<module id>_<stat>: where the module id ends is unknown
+        if tag.startswith(root + "_"):
+            n = root.count("_") + 1
+            restored += [f"{root.replace('_', '/')}/{'_'.join(parts[n:i])}/{'_'.join(parts[i:])}"
+                         for i in range(n + 1, len(parts))]
+    return run, next((c for c in [tag, *restored] if lookup(c)), restored[0] if restored else tag)
+
+
+def load_tensorboard_csv(paths: list[Path], trial_id: str | None = None) -> Log:
+    """TensorBoard CSV downloads (``Wall time,Step,Value``, one tag a file) of one run -> a Log."""
+    series: dict[str, dict[int, list[float]]] = {}
+    bad = 0
+    for path in paths:
+        rows, _ = _csv_records(path, _read_text(path))
+        _, tag = tensorboard_csv_tag(path)
+        for r in rows:
+            r = {k.strip().lower(): v for k, v in r.items()}
+            s, v = number(r.get("step")), number(r.get("value"))
+            if s is None or v is None or not math.isfinite(s):
+                bad += 1
+                continue
+            series.setdefault(tag, {}).setdefault(int(s), []).append(v)
+    first = paths[0]
+    run = tensorboard_csv_tag(first)[0]
+    tid = trial_id or run or first.parent.name
+    source = str(first) if len(paths) == 1 else str(first.parent)
+    records, warnings, notes = to_records(series)
+    if not records:
+        return Log(tid, source, "tensorboard-csv", error="no rows with a numeric Step and Value")
+    log = _build(tid, source, "tensorboard-csv", ((r, None) for r in records))
+    log.step_key = "TensorBoard step"
+    log.warnings[:0] = warnings
+    log.notes[:0] = notes + ([f"{len(paths)} CSV downloads, one tag each"] if len(paths) > 1 else [])
+    if bad:
+        log.dropped += bad
+        log.warnings.append(f"{bad} rows dropped: no numeric Step or Value")
+    return log
+
+
 def _kind(path: Path, text: str) -> str:
     if is_monitor(text):
         return "monitor"
@@ -324,11 +417,18 @@ def _load_file(path: Path, trial_id: str | None) -> Log:
         return _build(trial_id or path.name, str(path), "monitor.csv", ((r, None) for r in recs))
     if kind == "csv":
         rows, ragged = _csv_records(path, text)
-        tune = path.name == "progress.csv"
-        tid = trial_id or (path.parent.name if tune else path.stem)
-        log = _build(tid, str(path), "progress.csv" if tune else "csv", ((r, None) for r in rows))
+        header = [c.strip().lower() for c in next(csv.reader(text.splitlines()[:1]), [])]
+        if header == TB_CSV_HEADER:
+            log = load_tensorboard_csv([path], trial_id)
+        elif long_columns(header):
+            log = _long_csv(path, rows, long_columns(header), trial_id)
+        else:
+            tune = path.name == "progress.csv"
+            tid = trial_id or (path.parent.name if tune else path.stem)
+            log = _build(tid, str(path), "progress.csv" if tune else "csv", ((r, None) for r in rows))
         if ragged:
             log.warnings.append(f"{ragged} row(s) dropped: their number of fields differs from the header's")
+            log.dropped += ragged
         return log
     if kind == "json":
         objs, trainer_state = _json_records(path, text)
@@ -346,7 +446,8 @@ def _load_file(path: Path, trial_id: str | None) -> Log:
         flats = [flatten(o) for o in objs]
         rllib = any(is_rllib(f) for f in flats[:5])
         fmt = "result.json" if path.name == "result.json" or rllib else "jsonl"
-        tid = trial_id or (path.parent.name if path.name == "result.json" else path.stem)
+        tid = trial_id or (path.parent.name if path.name == "result.json" else
+                           _wandb_run(path) if path.name == "wandb-history.jsonl" else path.stem)
         return _build(tid, str(path), fmt, zip(flats, objs))
     raise InputError(str(path), None, "unrecognized format: expected a Tune folder, result.json, progress.csv, "
                                       "monitor.csv, trainer_state.json or a JSONL file of metric objects")
@@ -388,9 +489,10 @@ def _why_not(path: Path) -> str:
 
 @dataclass
 class Discovered:
-    """What a folder holds: the logs to read (trial id, candidate files best first) and the files not read."""
+    """What a folder holds: the logs to read (trial id, candidate files best first, and how to read them:
+    "file", "events" or "tensorboard-csv") and the files not read."""
 
-    groups: list[tuple[str, list[Path]]] = field(default_factory=list)
+    groups: list[tuple[str, list[Path], str]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
@@ -420,12 +522,20 @@ def _discover(root: Path) -> Discovered:
         tune = [names[n] for n in ("result.json", "progress.csv") if n in names]
         events = [f for f in files if is_event_file(f)]
         if tune:  # a Tune trial (or a logger's progress.csv): its event files hold the same values
-            out.groups.append((_trial_id(root, d), tune))
+            out.groups.append((_trial_id(root, d), tune, "file"))
             out.skipped += [(f, f"the same values as {tune[0].name} beside it") for f in events]
         elif events:  # a TensorBoard run: this folder's event files, merged
-            out.groups.append((_trial_id(root, d), events))
+            out.groups.append((_trial_id(root, d), events, "events"))
+        downloads: dict[str, list[Path]] = {}  # TensorBoard CSV downloads, one tag a file: per run
         for f in files:
-            if f in tune or f in events:
+            if f.suffix.lower() == ".csv" and f not in tune and _first_line(f) == TB_CSV_HEADER:
+                downloads.setdefault(tensorboard_csv_tag(f)[0], []).append(f)
+        for run, fs in downloads.items():
+            tid = _trial_id(root, d) + (f"/{run}" if run and (len(downloads) > 1 or d == root) else "")
+            out.groups.append((tid, fs, "tensorboard-csv"))
+        taken = {f for fs in downloads.values() for f in fs}
+        for f in files:
+            if f in tune or f in events or f in taken:
                 continue
             name = f.name.lower()
             if f.name in _NOT_LOGS:
@@ -433,22 +543,37 @@ def _discover(root: Path) -> Discovered:
             elif f.name == "trainer_state.json":
                 states.append(f)
             elif name.endswith(_LOG_SUFFIXES):
-                out.groups.append((_log_id(root, f), [f]))
+                out.groups.append((_log_id(root, f), [f], "file"))
             else:
                 out.skipped.append((f, _why_not(f)))
     latest = _latest_trainer_states(states)
-    out.groups += [(_log_id(root, f), [f]) for f in latest]
+    out.groups += [(_log_id(root, f), [f], "file") for f in latest]
     out.skipped += [(f, "an earlier checkpoint's copy of the history in the latest checkpoint's")
                     for f in states if f not in latest]
     out.groups.sort(key=lambda g: g[0])
     return out
 
 
+def _first_line(path: Path) -> list[str]:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.readline(4096).decode("utf-8-sig", "replace")
+    except OSError:
+        return []
+    return [c.strip().lower() for c in head.strip().split(",")]
+
+
 def _log_id(root: Path, f: Path) -> str:
     """A single-file log's trial id: its path below the folder (a W&B run: the run's folder)."""
-    if f.name == "wandb-history.jsonl" and f.parent.name == "files" and f.parent.parent != root:
-        return _trial_id(root, f.parent.parent)
+    if f.name == "wandb-history.jsonl":
+        run = f.parent.parent if f.parent.name == "files" and f.parent != root else f.parent
+        return _trial_id(root, run)
     return f.relative_to(root).as_posix()
+
+
+def _wandb_run(path: Path) -> str:
+    """A W&B run's name for its history file (``<run>/wandb-history.jsonl`` or ``<run>/files/...``)."""
+    return (path.parent.parent if path.parent.name == "files" else path.parent).name
 
 
 def _collapse(root: Path, skipped: list[tuple[Path, str]], read: set[Path]) -> list[dict]:
@@ -536,22 +661,25 @@ def read(path: str | Path) -> Scanned:
     if p.is_dir():
         found = _discover(p)
         logs = []
-        for tid, files in found.groups:
+        for tid, files, how in found.groups:
             log = None
-            if is_event_file(files[0]):
-                candidates = [files]
-            else:
-                candidates = [[f] for f in files]  # result.json first; its progress.csv if it holds nothing
+            # result.json first; its progress.csv if it holds nothing. Event files and CSV downloads: one run.
+            candidates = [[f] for f in files] if how == "file" else [files]
             for c in candidates:
                 try:
-                    log = load_tensorboard(c[0].parent, tid) if is_event_file(c[0]) else load_file(c[0], tid)
+                    if how == "events":
+                        log = load_tensorboard(c[0].parent, tid)
+                    elif how == "tensorboard-csv":
+                        log = load_tensorboard_csv(c, tid)
+                    else:
+                        log = load_file(c[0], tid)
                 except InputError as e:
                     log = Log(tid, str(c[0]), "error", error=e.problem if e.key is None else f"{e.key}: {e.problem}")
                 if log.error is None:
                     break
             logs.append(log)
         bad = [(Path(lg.source), lg.error) for lg in logs if lg.error]
-        read_files = {f for (tid, files), lg in zip(found.groups, logs) if not lg.error for f in files}
+        read_files = {f for (tid, files, _), lg in zip(found.groups, logs) if not lg.error for f in files}
         skipped = _collapse(p, found.skipped + bad, read_files)
         if not logs or all(lg.error for lg in logs):
             if logs:
@@ -594,7 +722,7 @@ def analyze(log: Log, overrides: Mapping | None = None, profile: Mapping | None 
            "steps": len(log.steps), "first_step": log.steps[0] if log.steps else None,
            "last_step": log.steps[-1] if log.steps else None, "metrics": log.names(), "ignored_keys": log.ignored,
            "source_kind": log.source_kind, "ignored_more": log.ignored_more, "ignored_config": log.ignored_config,
-           "warnings": log.warnings, "notes": log.notes}
+           "warnings": log.warnings, "notes": log.notes, "rows": log.rows, "dropped_rows": log.dropped}
     if log.error:
         out.update(error=log.error, findings=[], health={"score": None, "worst_severity": "ok", "components": {},
                                                           "counts": {}}, final={})
@@ -610,7 +738,7 @@ def analyze(log: Log, overrides: Mapping | None = None, profile: Mapping | None 
         fs = detectors.observe(i, metrics, hist)  # as the engine: a detector bug never stops the scan
         health.observe(i, fs)
         for f in fs:
-            findings.append({"step": log.steps[i], "detector": f.detector, "severity": f.severity,
+            findings.append({"step": log.steps[i], "row": i, "detector": f.detector, "severity": f.severity,
                              "metric": f.metric, "value": f.value, "message": f.message,
                              "threshold": f.threshold})
     counts: dict[str, int] = {}

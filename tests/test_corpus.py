@@ -54,13 +54,19 @@ def test_split_is_by_repository_disjoint_and_follows_its_rule():
         assert e["half"] == split[e["repo"]]
     halves = {h: {e["repo"] for e in FILES if e["half"] == h} for h in cb.HALVES}
     assert halves["tuning"] and halves["held_out"] and not halves["tuning"] & halves["held_out"]
-    assert cb.assign_split(FILES, DOC["pinned"]) == split  # the recorded split is the rule's, nothing hand-moved
+    batched = [f for b in DOC["split_batches"] for f in b]
+    assert sorted(batched) == sorted(e["file"] for e in FILES)  # every file in exactly one batch
+    assert cb.replay_split(DOC) == split  # the recorded split is the rule's, batch by batch; nothing hand-moved
 
 
 def test_split_rule_is_append_only():
     extra = [{"repo": "someone/new-repo", "writer": "sb3-monitor"}]
     again = cb.assign_split(FILES + extra, DOC["split"])
     assert {r: again[r] for r in DOC["split"]} == DOC["split"] and again["someone/new-repo"] in cb.HALVES
+    doc = {**DOC, "files": [dict(e) for e in FILES] + [{**FILES[-1], "file": "x/new.csv", "repo": "someone/new-repo"}],
+           "split_batches": [list(b) for b in DOC["split_batches"]]}
+    assert cb.assign_new_batch(doc) == ["x/new.csv"]
+    assert {r: doc["split"][r] for r in DOC["split"]} == DOC["split"] and doc["split"]["someone/new-repo"] in cb.HALVES
 
 
 def test_provenance_table_is_rendered_from_corpus_json():
