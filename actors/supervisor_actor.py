@@ -178,7 +178,9 @@ class SupervisorService:
                        config: dict | None = None, run_info: dict | None = None) -> dict:
         if run_id not in self.runs and run_info:  # the actor restarted: trials carry what it needs to reopen
             self.open_run(run_id, **run_info)
-        eng = self.runs[run_id]
+        eng = self.runs.get(run_id)
+        if eng is None:
+            raise KeyError(f"run {run_id} is not open here (closed, lost, or the actor restarted): open it again")
         self.run_of[trial_id] = run_id
         self._touch(run_id)
         return eng.register_trial(trial_id, run_id, node_id, config)

@@ -1,7 +1,7 @@
 """Does the supervisor actor stall reports? Round trip of a report with node monitoring and alerts on,
 against the same actor with them off, side by side in one run on one 8-node Ray cluster.
 
-    python benchmarks/actor_stall.py [--nodes 8] [--seconds 90] [--trials 4] [--out benchmarks/results]
+    python benchmarks/actor_stall.py [--nodes 8] [--seconds 90] [--trials 4] [--baseline DIR]
 
 The cluster: ``ray.cluster_utils.Cluster``, a head and ``--nodes - 1`` worker
 nodes (real raylets), all on this machine. Two supervisor actors on the head:
@@ -23,9 +23,11 @@ same machine at the same moments. The figure: the report round trip, p50
 and p99, per actor, and the ratio on/off (goal p99 <= 1.25).
 
 Run it alone on the machine (other processes' load shows in both columns but
-widens p99); the load average is written next to the figures. Point
-``PYTHONPATH`` at another checkout to measure its actor with the same script.
-Writes ``<out>/actor_stall.json`` (appends one entry per run) and ``actor_stall.md``.
+widens p99); the load average is written next to the figures.
+``--baseline DIR``: first the same measurement of the actor in another
+checkout (``git archive main | tar -x -C DIR``: the code before a change),
+in a process of its own on a cluster of its own, for comparison.
+Writes ``benchmarks/results/actor_stall.md`` and ``.json``.
 """
 
 from __future__ import annotations
@@ -139,22 +141,15 @@ class Side:
         self.churned += 1
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--nodes", type=int, default=8)
-    ap.add_argument("--seconds", type=float, default=90.0)
-    ap.add_argument("--trials", type=int, default=4)
-    ap.add_argument("--label", default="")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    args = ap.parse_args()
-
+def measure(args) -> dict:
+    """One side-by-side run of the actor code on ``sys.path`` (``PYTHONPATH`` first)."""
     import tempfile
 
     from ray.cluster_utils import Cluster
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     code = Path(sys.modules["actors.supervisor_actor"].__file__).resolve().parents[1]
-    print(f"actor code: {code}; {load()}", flush=True)
+    print(f"actor code: {code}; {load()}", file=sys.stderr, flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="actor-stall-"))
     hook = SlowHook(SLOW_HOOK_S)
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "dashboard_agent_listen_port": free_port()})
@@ -176,7 +171,7 @@ def main() -> int:
                 break
             time.sleep(1.0)
         beating = sum(1 for n in st["nodes"] if n.get("monitor") and n.get("cpu_percent") is not None)
-        print(f"{len(st['nodes'])} nodes, {beating} heartbeating to the monitored actor", flush=True)
+        print(f"{len(st['nodes'])} nodes, {beating} heartbeating to the monitored actor", file=sys.stderr, flush=True)
         alerts = {"alerts": [{"url": hook.url, "min_severity": "warning"}]}
         on = Side("on", on_actor, tmp / "on", alerts, args.trials)
         off = Side("off", off_actor, tmp / "off", {}, args.trials)
@@ -195,10 +190,10 @@ def main() -> int:
                     try:
                         side.churn(i)
                     except Exception as e:  # noqa: BLE001 (shown, never fatal to the measurement)
-                        print(f"churn on {side.name} failed: {e}", flush=True)
+                        print(f"churn on {side.name} failed: {e}", file=sys.stderr, flush=True)
                 i += 1
         th = threading.Thread(target=churner, daemon=True)
-        load_before = load()
+        load_before = os.getloadavg()[0]
         t_end = time.monotonic() + args.seconds
         th.start()
         k = 0
@@ -210,46 +205,72 @@ def main() -> int:
             time.sleep(0.005)
         stop.set()
         th.join(timeout=60)
-        load_after = load()
         inside = {s.name: ray.get(s.actor.verdict_latency.remote(), timeout=60) for s in sides}
-        res = {"label": args.label, "code": str(code), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-               "nodes": len(st["nodes"]), "heartbeating": beating, "trials": args.trials, "seconds": args.seconds,
-               "hook_delay_s": SLOW_HOOK_S, "alert_posts": hook.posts, "load_before": load_before,
-               "load_after": load_after}
+        res = {"code": code.name, "nodes": len(st["nodes"]), "heartbeating": beating, "trials": args.trials,
+               "seconds": args.seconds, "alert_posts": hook.posts,
+               "load_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
         for s in sides:
-            res[s.name] = {"n": len(s.rtt), "p50_ms": pct(s.rtt, 0.5), "p99_ms": pct(s.rtt, 0.99),
-                           "max_ms": max(s.rtt), "churned_runs": s.churned, "inside_actor": inside[s.name]}
-        res["p50_ratio"] = res["on"]["p50_ms"] / res["off"]["p50_ms"]
-        res["p99_ratio"] = res["on"]["p99_ms"] / res["off"]["p99_ms"]
-        print(json.dumps(res, indent=1), flush=True)
-        write(Path(args.out), res)
+            res[s.name] = {"n": len(s.rtt), "p50_ms": round(pct(s.rtt, 0.5), 3), "p99_ms": round(pct(s.rtt, 0.99), 3),
+                           "max_ms": round(max(s.rtt), 3), "churned_runs": s.churned,
+                           "inside_actor_p99_ms": round(inside[s.name].get("p99", float("nan")), 3)}
+        res["p50_ratio"] = round(res["on"]["p50_ms"] / res["off"]["p50_ms"], 3)
+        res["p99_ratio"] = round(res["on"]["p99_ms"] / res["off"]["p99_ms"], 3)
+        return res
     finally:
         ray.shutdown()
         c.shutdown()
         hook.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nodes", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=90.0)
+    ap.add_argument("--trials", type=int, default=4)
+    ap.add_argument("--baseline", help="another checkout whose actor is measured the same way first")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON and write nothing")
+    args = ap.parse_args()
+    baseline = None
+    if args.baseline:
+        import subprocess
+        import tempfile
+
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--json", "--nodes", str(args.nodes),
+               "--seconds", str(args.seconds), "--trials", str(args.trials)]
+        # a folder of its own as the working directory: Ray's workers take the driver's onto their path
+        p = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(Path(args.baseline).resolve())},
+                           cwd=tempfile.mkdtemp(prefix="actor-stall-baseline-"), stdout=subprocess.PIPE, text=True)
+        if p.returncode != 0:
+            raise SystemExit(f"the baseline run failed (exit {p.returncode})")
+        baseline = json.loads(p.stdout)
+    res = measure(args)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(json.dumps({"current": res, "baseline": baseline}, indent=1), flush=True)
+    write(res, baseline)
     return 0
 
 
-def write(out: Path, res: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    jf = out / "actor_stall.json"
-    runs = json.loads(jf.read_text()) if jf.exists() else []
-    runs.append(res)
-    jf.write_text(json.dumps(runs, indent=1) + "\n")
+def write(res: dict, baseline: dict | None) -> None:
+    from benchmarks.results_io import write_results
+
     lines = ["# Report round trip with node monitoring and alerts on, against off (benchmarks/actor_stall.py)", "",
-             "One 8-node `ray.cluster_utils.Cluster` on this machine; two supervisor actors on the head, the same "
-             "load on both (trials reporting, a short run opened and closed every 2 s); **on**: node monitors on "
-             "every node, the cluster watch every second, alerts to a json:// endpoint that answers in "
+             f"One {res['nodes']}-node `ray.cluster_utils.Cluster` on this machine; two supervisor actors on the head, "
+             "the same load on both (trials reporting, a short run opened and closed every 2 s); **on**: node "
+             "monitors on every node, the cluster watch every second, alerts to a json:// endpoint that answers in "
              f"{SLOW_HOOK_S} s; **off**: neither. Round trip of one report (ms) from one caller, round-robin.", "",
-             "| run | actor code | nodes | reports each | on p50 | on p99 | off p50 | off p99 | p50 on/off | p99 on/off "
-             "| alert posts | load (before / after) |",
+             "| actor | reports each | on p50 | on p99 | on max | off p50 | off p99 | off max | p50 on/off "
+             "| p99 on/off | alert posts | load 1m (before / after) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in runs:
-        lines.append(f"| {r['time']} {r['label']} | `{Path(r['code']).name}` | {r['nodes']} | {r['on']['n']} | "
-                     f"{r['on']['p50_ms']:.2f} | {r['on']['p99_ms']:.2f} | {r['off']['p50_ms']:.2f} | "
-                     f"{r['off']['p99_ms']:.2f} | {r['p50_ratio']:.2f} | {r['p99_ratio']:.2f} | {r['alert_posts']} | "
-                     f"{r['load_before'].split()[-3]} / {r['load_after'].split()[-3]} |")
-    (out / "actor_stall.md").write_text("\n".join(lines) + "\n")
+    for label, r in (("before (baseline)", baseline), ("this code", res)):
+        if r is None:
+            continue
+        lines.append(f"| {label}: `{r['code']}` | {r['on']['n']} | {r['on']['p50_ms']:.2f} | {r['on']['p99_ms']:.2f} | "
+                     f"{r['on']['max_ms']:.0f} | {r['off']['p50_ms']:.2f} | {r['off']['p99_ms']:.2f} | "
+                     f"{r['off']['max_ms']:.0f} | {r['p50_ratio']:.2f} | {r['p99_ratio']:.2f} | {r['alert_posts']} | "
+                     f"{r['load_1m'][0]:g} / {r['load_1m'][1]:g} |")
+    write_results("actor_stall", "\n".join(lines), {"current": res, "baseline": baseline})
 
 
 if __name__ == "__main__":

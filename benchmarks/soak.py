@@ -1,7 +1,7 @@
 """Soak: a thousand short runs and two hundred node joins and leaves through one supervisor actor.
 Its threads, open files and memory must stay flat.
 
-    python benchmarks/soak.py [--runs 1000] [--nodes 200] [--lost-every 10] [--out benchmarks/results]
+    python benchmarks/soak.py [--runs 1000] [--nodes 200] [--lost-every 10] [--prune-s 10]
 
 One ``ray.cluster_utils.Cluster`` on this machine: the head, and worker nodes
 (real raylets) that join and leave one after another, ``--nodes`` of each, at
@@ -15,9 +15,9 @@ Each run: open, two trials, five reports each (one non-finite, so findings,
 interventions and alerts go through), both trials finished, run closed. Every
 ``--lost-every``-th run is abandoned instead (its driver "dies" after the
 reports): the actor must close it as ``lost`` by itself (``lost_after_s`` of
-2 s here). Every 50 runs the actor's process is sampled: threads, open file
+10 s here). Every 50 runs the actor's process is sampled: threads, open file
 descriptors, resident memory, the runs it holds, and the nodes its cluster
-watch knows. Writes ``<out>/soak.json`` and ``soak.md``.
+watch knows. Writes ``benchmarks/results/soak.md`` and ``.json``.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def main() -> int:
     ap.add_argument("--nodes", type=int, default=200, help="worker nodes that join and then leave")
     ap.add_argument("--lost-every", type=int, default=10)
     ap.add_argument("--prune-s", type=float, default=10.0)
+    ap.add_argument("--lost-after-s", type=float, default=10.0, help="the runs' lost_after_s (production: 600)")
     ap.add_argument("--sample-every", type=int, default=50)
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args()
 
     from ray.cluster_utils import Cluster
@@ -88,7 +88,7 @@ def main() -> int:
             samples.append(s)
             print(json.dumps(s), flush=True)
 
-        settings = {"lost_after_s": 2.0, "checkpoint_every": 2}
+        settings = {"lost_after_s": args.lost_after_s, "checkpoint_every": 2}
         lost: list[str] = []
         failures: list[str] = []
 
@@ -145,6 +145,7 @@ def main() -> int:
         if failures:
             raise RuntimeError(failures[0])
         deadline = time.monotonic() + 60
+        deadline += args.lost_after_s
         while ray.get(sup.ping.remote(), timeout=60)["runs"] and time.monotonic() < deadline:
             time.sleep(1.0)
         time.sleep(args.prune_s + 5)  # the last nodes to leave get forgotten too
@@ -160,7 +161,7 @@ def main() -> int:
                "lost_closed_as_lost": sum(s == "lost" for s in statuses), "nodes_joined": events["joined"],
                "nodes_left": events["left"], "prune_s": args.prune_s, "wall_s": round(time.monotonic() - t0, 1),
                "load_after": list(os.getloadavg()), "samples": samples}
-        write(Path(args.out), res)
+        write(res)
         print(json.dumps({k: v for k, v in res.items() if k != "samples"}), flush=True)
     finally:
         stop.set()
@@ -169,12 +170,15 @@ def main() -> int:
     return 0
 
 
-def write(out: Path, res: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "soak.json").write_text(json.dumps(res, indent=1) + "\n")
+def write(res: dict) -> None:
+    from benchmarks.results_io import write_results
+
     s = res["samples"]
     warm = next((x for x in s if x["runs_done"] >= res["runs"] // 10), s[0])
     last = s[-1]
+    res["flat"] = {"from_runs": warm["runs_done"], "threads": [warm["threads"], last["threads"]],
+                   "fds": [warm["fds"], last["fds"]], "uss_mb": [warm["uss_mb"], last["uss_mb"]],
+                   "rss_mb": [warm["rss_mb"], last["rss_mb"]]}
     lines = ["# Soak: short runs and node joins/leaves through one supervisor actor (benchmarks/soak.py)", "",
              f"{res['time']}: {res['runs']} runs ({res['lost_runs']} abandoned by their driver, "
              f"{res['lost_closed_as_lost']} of them closed as `lost` by the actor), {res['nodes_joined']} nodes "
@@ -189,7 +193,7 @@ def write(out: Path, res: dict) -> None:
                      f"{x['nodes_joined']} / {x['nodes_left']} |")
     lines += ["", f"From {warm['runs_done']} runs (warmed up) to the end: threads {warm['threads']} -> {last['threads']}, "
               f"open fds {warm['fds']} -> {last['fds']}, USS {warm['uss_mb']:.0f} -> {last['uss_mb']:.0f} MB."]
-    (out / "soak.md").write_text("\n".join(lines) + "\n")
+    write_results("soak", "\n".join(lines), res)
 
 
 if __name__ == "__main__":
