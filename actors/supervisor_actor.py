@@ -38,6 +38,9 @@ from supervisor.alerts import AlertSender
 from supervisor.config import SupervisorConfig
 from supervisor.engine import Engine, json_or_empty
 from supervisor.store import Store
+from supervisor.verdict import Verdict
+
+from actors import run_registry
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +129,7 @@ class SupervisorService:
         trials and caches), so that a long-lived actor serving many runs stays the same size. Returns its
         alert sender, the run-end summary queued, for the caller to flush and close, and (``close_store``
         False) its store, for the caller to close: both may wait, so the actor does it off this thread."""
+        run_registry.withdraw(run_id)  # a checkpoint of this run restored later trains unsupervised
         eng = self.runs.get(run_id)
         if eng is None:
             return None, None
@@ -186,9 +190,10 @@ class SupervisorService:
         return eng.register_trial(trial_id, run_id, node_id, config)
 
     def report_batch(self, run_id: str, reports: list) -> list[dict]:
+        """One verdict per report, in its wire form (``Verdict.to_dict``)."""
         eng = self.runs.get(run_id)
         if eng is None:
-            return [{"unknown_run": True, "actions": [], "checkpoint": False, "stop": False} for _ in reports]
+            return [Verdict(reported=False, unknown_run=True).to_dict() for _ in reports]
         self._touch(run_id)
         for r in reports:
             if isinstance(r, dict):
@@ -197,24 +202,23 @@ class SupervisorService:
         sender = self.alerts.get(run_id)
         if sender is not None:  # cheap latch bookkeeping here; sending is on the sender's thread
             for r, v in zip(reports, verdicts):
-                if isinstance(r, dict) and v.get("findings"):
-                    sender.observe(str(r.get("trial_id") or "default"), v.get("seq", 0),
-                                   v["findings"][0].get("iteration", r.get("iteration", 0)), v["findings"],
-                                   v.get("actions") or [])
+                if isinstance(r, dict) and v.findings:
+                    sender.observe(str(r.get("trial_id") or "default"), v.seq,
+                                   v.findings[0].get("iteration", r.get("iteration", 0)), v.findings, v.actions)
         if self.metrics:
             self._count(verdicts)
-        return verdicts
+        return [v.to_dict() for v in verdicts]
 
-    def _count(self, verdicts: list[dict]) -> None:
+    def _count(self, verdicts: list[Verdict]) -> None:
         """The findings and interventions counters, as the verdicts that carry them go out (a replay's
         verdict hands out again what was counted once)."""
         try:
             for v in verdicts:
-                if v.get("duplicate"):
+                if v.duplicate:
                     continue
-                for f in v.get("findings") or ():
+                for f in v.findings:
                     self.metrics.finding(f["detector"], f["severity"])
-                for a in v.get("actions") or ():
+                for a in v.actions:
                     self.metrics.intervention(a["action"])
         except Exception as e:  # metrics never cost a verdict
             log.warning("finding/intervention counters not updated: %s", e)
@@ -233,10 +237,21 @@ class SupervisorService:
             self._touch(run_id)
             eng.record_best_checkpoint(trial_id, seq, iteration, path, metric, value, hparams)
 
-    def finish_trial(self, run_id: str, trial_id: str, status: str, applied: list | None = None) -> str:
+    def acknowledge(self, run_id: str, trial_id: str, applied: list) -> bool:
+        """What a trial did with the actions it was handed (``Engine.acknowledge``). False: the run is
+        unknown here (the actor restarted): the trial reopens it and sends this again."""
+        eng = self.runs.get(run_id)
+        if eng is None:
+            return False
+        self._touch(run_id)
+        self.run_of.setdefault(trial_id, run_id)
+        eng.acknowledge(trial_id, applied)
+        return True
+
+    def finish_trial(self, run_id: str, trial_id: str, status: str) -> str:
         eng = self.runs.get(run_id)
         self._touch(run_id)
-        return eng.finish_trial(trial_id, status, applied) if eng is not None else status
+        return eng.finish_trial(trial_id, status) if eng is not None else status
 
     def trial_overrides(self, run_id: str, trial_id: str) -> dict:
         eng = self.runs.get(run_id)
@@ -600,9 +615,13 @@ class SupervisorActorImpl:
         await self._on_engine(self.core.record_best_checkpoint, run_id, trial_id, seq, iteration, path, metric,
                               value, hparams)
 
-    async def finish_trial(self, run_id: str, trial_id: str, status: str, applied: list | None = None) -> str:
+    async def acknowledge(self, run_id: str, trial_id: str, applied: list) -> bool:
         await self._ready(run_id, (trial_id,))
-        return await self._on_engine(self.core.finish_trial, run_id, trial_id, status, applied)
+        return await self._on_engine(self.core.acknowledge, run_id, trial_id, applied)
+
+    async def finish_trial(self, run_id: str, trial_id: str, status: str) -> str:
+        await self._ready(run_id, (trial_id,))
+        return await self._on_engine(self.core.finish_trial, run_id, trial_id, status)
 
     async def trial_overrides(self, run_id: str, trial_id: str) -> dict:
         await self._ready(run_id, (trial_id,))

@@ -45,7 +45,7 @@ def _call(method: str, *args, run=None, timeout_s: float = 60.0, **kwargs):
                 raise
             time.sleep(0.2)
             continue
-        if isinstance(out, dict) and out.get("unknown_run") and run is not None:
+        if run is not None and (out is False or isinstance(out, dict) and out.get("unknown_run")):
             ray.get(get_or_create_supervisor().open_run.remote(run["run_id"], **run["info"]), timeout=30)
             continue
         return out
@@ -63,8 +63,11 @@ def test_killing_the_actor_between_a_repair_and_its_outcome_changes_nothing(gcs,
     _call("register_trial", "t", rid, None, None, run["info"])
     trial, verdicts, kill_at, pids = SimTrial(), [], None, []
     for seq in range(N):
+        applied = trial.take_applied()
+        if applied:  # what the trial did, before its next report (the client's one route for it)
+            assert _call("acknowledge", rid, "t", applied, run=run) is True
         v = _call("report", rid, {"trial_id": "t", "seq": seq, "iteration": trial.progress + 1,
-                                  "metrics": trial.metrics(seq), "applied": trial.take_applied()}, run=run)
+                                  "metrics": trial.metrics(seq)}, run=run)
         verdicts.append(_verdict(v))
         if v["checkpoint"]:
             _call("record_checkpoint", rid, "t", seq, trial.progress + 1, trial.save(seq), dict(trial.hp))
@@ -76,7 +79,8 @@ def test_killing_the_actor_between_a_repair_and_its_outcome_changes_nothing(gcs,
             pids.append(_call("ping")["pid"])
             ray.kill(get_or_create_supervisor(), no_restart=False)  # Ray restarts it
     assert kill_at is not None
-    final = _call("finish_trial", rid, "t", "completed", trial.take_applied(), run=run)
+    _call("acknowledge", rid, "t", trial.take_applied(), run=run)
+    final = _call("finish_trial", rid, "t", "completed", run=run)
     pids.append(_call("ping")["pid"])
     assert pids[0] != pids[1], "the actor really died and came back"
     assert verdicts == reference[0][:len(verdicts)] and len(verdicts) == len(reference[0])

@@ -33,8 +33,8 @@ def healthy(i: int) -> dict:
 
 class SimTrial:
     """A trial that does what the verdicts say: lowers its lr, raises its KL coefficient, rolls back to
-    the checkpoint named (its progress and hyperparameters as they were there), and says so in its next
-    report."""
+    the checkpoint named (its progress and hyperparameters as they were there), and says so
+    (``acknowledge``) before its next report."""
 
     def __init__(self):
         self.hp = {"lr": 3e-4, "kl_coeff": 0.2}
@@ -84,8 +84,9 @@ class SimTrial:
         return out
 
 
-def _verdict(v: dict) -> dict:
-    """What the trial and the user see of a verdict."""
+def _verdict(v) -> dict:
+    """What the trial and the user see of a verdict (``Verdict``, or its wire form)."""
+    v = v if isinstance(v, dict) else v.to_dict()
     return {"actions": [(a["action"], a.get("params", {}).get("checkpoint")) for a in v.get("actions") or []],
             "findings": sorted((f["detector"], f["severity"]) for f in v.get("findings") or []),
             "checkpoint": v.get("checkpoint"), "stop": v.get("stop"), "repairing": v.get("repairing"),
@@ -103,19 +104,21 @@ def judge(db, restart_before_every_report: bool) -> tuple[list, list, str]:
         if restart_before_every_report:  # the actor died and came back: a new engine on the same store
             eng = Engine(store, settings)
             eng.register_trial("t", "r")
+        eng.acknowledge("t", trial.take_applied())
         v = eng.observe({"trial_id": "t", "seq": seq, "iteration": trial.progress + 1,
-                         "metrics": trial.metrics(seq), "applied": trial.take_applied()})
+                         "metrics": trial.metrics(seq)})
         verdicts.append(_verdict(v))
-        if v["checkpoint"]:
+        if v.checkpoint:
             eng.record_checkpoint("t", seq, trial.progress + 1, trial.save(seq), dict(trial.hp))
-        trial.apply(v["actions"])
+        trial.apply(v.actions)
         trial.step()
         if trial.stopped:
             break
     if restart_before_every_report:
         eng = Engine(store, settings)
         eng.register_trial("t", "r")
-    status = eng.finish_trial("t", "stopped" if trial.stopped else "completed", trial.take_applied())
+    eng.acknowledge("t", trial.take_applied())
+    status = eng.finish_trial("t", "stopped" if trial.stopped else "completed")
     ivs = [(i["seq"], i["action"], i["outcome"], i["verified"], i["judged_seq"]) for i in store.interventions("t")]
     store.close()
     return verdicts, ivs, status
