@@ -132,7 +132,13 @@ def main() -> int:
         runner.start()
         alive = []
         while events["joined"] < args.nodes and not (stop.is_set() and failures):
-            alive.append(c.add_node(num_cpus=0))
+            try:
+                alive.append(c.add_node(num_cpus=0))
+            except Exception as e:  # a raylet that did not start in time on a busy machine: try again
+                events["failed_starts"] = events.get("failed_starts", 0) + 1
+                print(f"a node did not start ({e}); trying again", flush=True)
+                time.sleep(5.0)
+                continue
             events["joined"] += 1
             if len(alive) >= 2:
                 time.sleep(1.0)  # long enough for its monitor to start and heartbeat, sometimes
@@ -159,7 +165,8 @@ def main() -> int:
             st.close()
         res = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": args.runs, "lost_runs": len(lost),
                "lost_closed_as_lost": sum(s == "lost" for s in statuses), "nodes_joined": events["joined"],
-               "nodes_left": events["left"], "prune_s": args.prune_s, "wall_s": round(time.monotonic() - t0, 1),
+               "nodes_left": events["left"], "failed_node_starts": events.get("failed_starts", 0),
+               "prune_s": args.prune_s, "wall_s": round(time.monotonic() - t0, 1),
                "load_after": list(os.getloadavg()), "samples": samples}
         write(res)
         print(json.dumps({k: v for k, v in res.items() if k != "samples"}), flush=True)
