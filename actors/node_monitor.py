@@ -344,7 +344,7 @@ class ClusterWatch:
     NODE_WRITE_EVERY_S = 10.0
 
     def __init__(self, service, settings=None, tick_s: float = 1.0, monitor_interval_s: float = DEFAULT_INTERVAL_S,
-                 run=None, submit=None, autostart: bool = False):
+                 run=None, submit=None, autostart: bool = False, ray_nodes_every_s: float = 0.0):
         from supervisor.cluster import ClusterSettings, ClusterState
 
         self.service = service
@@ -362,6 +362,11 @@ class ClusterWatch:
         self._stop = threading.Event()
         self._metrics = None
         self._last_scan = 0.0
+        # ray.nodes() at most this often (the heartbeats, every 2 s, are what finds a node gone within 10 s):
+        # every GCS query costs the process a little memory that Ray never gives back (benchmarks/soak.py)
+        self.ray_nodes_every_s = ray_nodes_every_s
+        self._ray_nodes: list = []
+        self._ray_nodes_at = -float("inf")
         self.ticks = 0
         self.monitors_enabled = True
         self.autostart = autostart  # the first heartbeat starts the tick thread (in the actor)
@@ -410,12 +415,17 @@ class ClusterWatch:
     def tick(self, now: float | None = None) -> dict:
         import ray
 
-        try:
-            ray_nodes = ray.nodes()
-        except Exception as e:
-            log.warning("ray.nodes() failed: %s", e)
-            ray_nodes = []
         now = time.time() if now is None else now
+        if now - self._ray_nodes_at >= self.ray_nodes_every_s:
+            try:
+                listed = ray.nodes()
+                with self._lock:  # kept: the alive, and the dead this watch still tracks (Ray lists 1,000 more)
+                    self._ray_nodes = [n for n in listed if n.get("Alive") or n.get("NodeID") in self.state.nodes]
+                self._ray_nodes_at = now
+            except Exception as e:
+                log.warning("ray.nodes() failed: %s", e)
+                self._ray_nodes = []
+        ray_nodes = self._ray_nodes
         with self._lock:
             self.ticks += 1
             found = self.state.sync_ray_nodes(ray_nodes, now)

@@ -661,7 +661,8 @@ class SupervisorActorImpl:
             from actors.node_monitor import ClusterWatch
 
             self._watch = ClusterWatch(self.core, run=self._run_on_engine,
-                                       submit=lambda fn, *a: self._engine.submit(fn, *a), autostart=True)
+                                       submit=lambda fn, *a: self._engine.submit(fn, *a), autostart=True,
+                                       ray_nodes_every_s=5.0)
         return self._watch
 
 
