@@ -28,9 +28,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def gcs():
+    before = os.environ.get("RL_SUPERVISOR_NODE_MONITORS")
+    os.environ["RL_SUPERVISOR_NODE_MONITORS"] = "0"  # one node, nothing to watch: no monitor process to start
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+        if before is None:
+            os.environ.pop("RL_SUPERVISOR_NODE_MONITORS", None)
+        else:
+            os.environ["RL_SUPERVISOR_NODE_MONITORS"] = before
 
 
 def _call(method: str, *args, run=None, timeout_s: float = 60.0, **kwargs):
