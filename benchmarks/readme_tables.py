@@ -227,6 +227,49 @@ def table_learner() -> str:
         _loaded("learner_overhead")
 
 
+def table_actor_stall() -> str:
+    """Report round trip with node monitoring and alerts on, against off (benchmarks/actor_stall.py)."""
+    f = _figures("actor_stall")
+    rows = []
+    for label, r in (("before this round (baseline checkout)", f.get("baseline")), ("now", f["current"])):
+        if r:
+            goal = "met" if r["p99_ratio"] <= 1.25 else "**not met**"
+            rows.append(_row(label, f"{r['on']['p50_ms']:.2f} / {r['on']['p99_ms']:.2f} / {r['on']['max_ms']:,.0f}",
+                             f"{r['off']['p50_ms']:.2f} / {r['off']['p99_ms']:.2f} / {r['off']['max_ms']:,.0f}",
+                             f"{r['p50_ratio']:.2f}", f"{r['p99_ratio']:.2f} ({goal})", f"{r['on']['n']:,}"))
+    cur = f["current"]
+    head = ("| actor | monitoring and alerts on: p50 / p99 / max ms | off: p50 / p99 / max ms | p50 on/off "
+            "| p99 on/off (goal <= 1.25) | reports each |")
+    return ("\n".join([head, "|---|---:|---:|---:|---:|---:|", *rows]) +
+            f"\n\n{cur['nodes']} Ray nodes (`ray.cluster_utils.Cluster`), a monitor heartbeating from each; alerts to a "
+            f"json:// endpoint on 127.0.0.1 that answers in 0.3 s ({cur['alert_posts']} posts); short runs opened "
+            f"and closed beside the measured ones every 2 s on both actors. Measured {_meta('actor_stall')['date']}, "
+            f"load average {cur['load_1m'][0]:g} / {cur['load_1m'][1]:g} before / after (2 cores)." +
+            _loaded("actor_stall"))
+
+
+def table_soak() -> str:
+    """A thousand runs and two hundred node joins/leaves through one actor (benchmarks/soak.py)."""
+    f = _figures("soak")
+    fl = f["flat"]
+    s = f["samples"]
+    per_node = 1024 * (fl["uss_mb"][1] - fl["uss_mb"][0]) / max(f["nodes_joined"] * (1 - fl["from_runs"] / f["runs"]), 1)
+    return "\n".join([
+        "| measure | after " + f"{fl['from_runs']} runs | after {f['runs']} runs |", "|---|---:|---:|",
+        _row("threads", fl["threads"][0], fl["threads"][1]),
+        _row("open file descriptors", fl["fds"][0], fl["fds"][1]),
+        _row("memory (USS), MB", f"{fl['uss_mb'][0]:.0f}", f"{fl['uss_mb'][1]:.0f}"),
+        _row("runs held", next(x for x in s if x["runs_done"] == fl["from_runs"])["runs_held"], s[-1]["runs_held"]),
+        _row("nodes known", next(x for x in s if x["runs_done"] == fl["from_runs"])["nodes_known"],
+             s[-1]["nodes_known"])]) + (
+        f"\n\n{f['runs']:,} runs ({f['lost_runs']} abandoned by their driver, {f['lost_closed_as_lost']} of them closed "
+        f"as `lost` by the actor) and {f['nodes_joined']} nodes joining and leaving, {f['wall_s'] / 60:.0f} minutes. "
+        f"Memory grows about {per_node:.0f} KiB per node that joined: Ray's own bookkeeping of the node monitor "
+        "the actor starts there (not the supervisor's state, which stays the same size: "
+        "`tests/test_bounded_actor.py`; runs alone leave the actor's memory flat). Every sample: "
+        "`benchmarks/results/soak.md`." + _loaded("soak"))
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "detection": table_detection,
     "detection_synthetic": table_detection_synthetic,

@@ -98,6 +98,9 @@ class SupervisorConfig(BaseModel):
     store_snapshot_s: float = Field(60.0, ge=1, le=86_400, description="with a run storage other than the run "
                                                                       "folder: copy supervisor.db there at most "
                                                                       "this often (and at the run's end)")
+    lost_after_s: float = Field(600.0, gt=0, le=30 * 86400,
+                                description="a run none of whose trials reported for max(10 x their median "
+                                            "iteration time, this) seconds is closed as lost (its driver died)")
 
     @field_validator("ladders")
     @classmethod

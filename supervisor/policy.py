@@ -115,19 +115,22 @@ class EscalationPolicy:
             state.action_seqs.popleft()
         if len(state.action_seqs) >= self.max_interventions:
             return self._commit(state, seq, Decision(["stop_trial"], finding, escalated=True))
-        ladder = self.ladder(finding.detector, algorithm)
-        rung = state.rungs.get(finding.detector, 0)
+        rung, step = self.next_step(state, finding.detector, algorithm)
+        state.rungs[finding.detector] = rung + 1
+        return self._commit(state, seq, Decision(step, finding, rung=rung))
+
+    def next_step(self, state: PolicyState, detector: str, algorithm: str | None = None) -> tuple[int, list[str]]:
+        """The rung ``detector``'s next finding climbs to and its actions: the trial's current rung or the
+        first above it with an action not proven ineffective on the trial."""
+        ladder = self.ladder(detector, algorithm)
+        rung = state.rungs.get(detector, 0)
         while rung < len(ladder):
             step = [a for a in ladder[rung] if a not in state.ineffective or ACTIONS[a].retry_if_ineffective]
             if any(ACTIONS[a].standalone for a in step):
-                break
+                return rung, step
             rung += 1
-        else:
-            # Exhausted: give up cleanly (unless the ladder ends in alert: may_stop).
-            step = ["stop_trial"] if self.may_stop(finding.detector, algorithm) else ["alert"]
-            rung = len(ladder)
-        state.rungs[finding.detector] = rung + 1
-        return self._commit(state, seq, Decision(step, finding, rung=rung))
+        # Exhausted: give up cleanly (unless the ladder ends in alert: may_stop).
+        return len(ladder), ["stop_trial"] if self.may_stop(detector, algorithm) else ["alert"]
 
     def may_stop(self, detector: str, algorithm: str | None = None) -> bool:
         """Whether this detector's findings may end a trial: a ladder ending in alert only ever alerts
