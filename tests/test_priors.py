@@ -180,7 +180,8 @@ def test_a_fault_between_its_reports_is_not_health(tmp_path):
         checkpoints += [i] if v["checkpoint"] else []
         actions += [(i, a["action"]) for a in v["actions"]]
     assert checkpoints == []
-    assert actions[0] == (0, "reduce_lr")
+    # a warning acts once confirmed: on the third report, where kl_spike (first in priority) corroborates it
+    assert actions[0] == (2, "raise_kl_coeff")
     outcomes = {iv["action"]: iv["outcome"] for iv in store.interventions("t")}
-    assert outcomes["reduce_lr"] == "ineffective"
+    assert outcomes["raise_kl_coeff"] == outcomes["reduce_lr"] == "ineffective"
     store.close()

@@ -394,6 +394,12 @@ class SpikeDetector(Detector):
         self._streak = {m: 0 for m in self.metrics}
         self._held = {m: 0 for m in self.metrics}  # consecutive iterations at the sustained level
         self._kind = "log" if self.log else None
+        self._vetoes = {m: Alarm(1, self.exit, 10 * self.repeat) for m in self.metrics}
+
+    def _veto(self, metric: str, value: float, metrics) -> str | None:
+        """Why a value that triggers the rule is nonetheless no fault (then it is an ``info`` finding, and
+        it joins the reference as a normal value); None: it is one. Subclasses override."""
+        return None
 
     def _ratio(self, v: float, ref: Reference) -> float:
         if ref.log:
@@ -473,6 +479,14 @@ class SpikeDetector(Detector):
                     triggered = triggered or held
             elif self.sustain:
                 self._held[m] = 0
+            if triggered and (why := self._veto(m, v, metrics)) is not None:
+                self._streak[m] = self._held[m] = 0
+                self._alarms[m].update(False)
+                if self._vetoes[m].update(True, "info"):
+                    out.append(self.finding(iteration, "info", m, v, f"{self.what}? {m}={fmt(v)} is {fmt(r)}x "
+                                            f"its reference {fmt(ref.typical)}, but {why}", None, z=z, ratio=r,
+                                            center=ref.typical, source=ref.source, vetoed=True))
+                continue
             self._streak[m] = self._streak[m] + 1 if triggered else 0
             if self._alarms[m].update(triggered, sev):
                 src = "learned profile band" if ref.source == "profile" else f"last {ref.n} iterations"

@@ -4,8 +4,24 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from supervisor.detectors._common import SpikeDetector, SpikeOptions
+from supervisor.detectors._common import SpikeDetector, SpikeOptions, fmt, value_of
 from supervisor.detectors.options import Number, positive
+
+#: Losses with a value-regression part: their scale follows the square of the value targets' (an unclipped
+#: value loss as returns grow, a TD loss with its Q-values).
+VALUE_DRIVEN = frozenset(("total_loss", "vf_loss", "vf_loss_unclipped", "q_loss", "q_twin_loss"))
+
+
+def target_scale(metrics) -> tuple[float, str] | None:
+    """The scale of what a value loss regresses on, and its name: ``value_target_scale`` (mean |value
+    target|), else |``q_mean``| (a Q-learner's targets are its own Q-values); None when not reported."""
+    s = value_of(metrics, "value_target_scale")
+    if s is not None and s > 0:
+        return s, "value_target_scale"
+    q = value_of(metrics, "q_mean")
+    if q is not None and q != 0:
+        return abs(q), "|q_mean|"
+    return None
 
 
 class LossExplosionOptions(SpikeOptions):
@@ -32,6 +48,14 @@ class LossExplosion(SpikeDetector):
     it legitimately grows tens of times while a run learns; add it to
     ``metrics`` (with a larger ``ratio``) where returns are normalized.
 
+    Writer semantics. A value loss that is not clipped (Stable-Baselines3, CleanRL; RLlib clips it at
+    ``vf_clip_param``, a prior) grows with the square of its targets as returns grow, and a TD loss with
+    its Q-values: a jump against its own early history is then no fault. So a loss with a value part
+    (``total_loss``, ``vf_loss``, ``vf_loss_unclipped``, ``q_loss``) is an explosion only when it also
+    exceeds s^2, s the scale of its targets (``value_target_scale``, else |``q_mean``|): what a critic
+    that predicts 0 everywhere would score. Below that the finding is ``info``. Without s (not reported)
+    the history rule alone decides.
+
     Args:
         metrics: losses to watch. Default ("total_loss", "policy_loss").
         z: robust z-score needed. Default 10.
@@ -50,3 +74,17 @@ class LossExplosion(SpikeDetector):
     default_metrics = ("total_loss", "policy_loss")
     band_metrics = ("total_loss", "policy_loss", "vf_loss_unclipped")
     Options = LossExplosionOptions
+
+    def _veto(self, metric, value, metrics):
+        if metric not in VALUE_DRIVEN:
+            return None
+        if self.priors.vf_clip_param is not None and metric in ("total_loss", "vf_loss"):
+            return None  # the writer clips its value loss: it cannot grow with the targets
+        got = target_scale(metrics)
+        if got is None:
+            return None
+        s, name = got
+        if value >= s * s:
+            return None
+        return (f"below ({name}={fmt(s)})^2 = {fmt(s * s)}, what a critic predicting 0 would score: a value "
+                f"loss growing with its targets, not an explosion")

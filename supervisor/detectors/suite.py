@@ -66,6 +66,10 @@ class DetectorSuite:
         """The detectors whose warning or critical alarm is still on (see :meth:`Detector.alarmed`)."""
         return {d.name for d in self.detectors if d.alarmed()}
 
+    def streak(self, name: str) -> int:
+        """The evidence behind detector ``name``'s alarm, in consecutive reports (see :meth:`Detector.streak`)."""
+        return max((d.streak() for d in self.detectors if d.name == name), default=0)
+
     def reset(self) -> None:
         """Forget every detector's state (after a rollback the stream starts over)."""
         for det in self.detectors:
