@@ -99,7 +99,9 @@ class PolicyState:
     action_seqs: deque = field(default_factory=deque)
     last_action_seq: int | None = None
     ineffective: set = field(default_factory=set)
-    waiting: dict = field(default_factory=dict)  # detector -> its warning not confirmed yet
+    # detector -> (finding, need): a warning not confirmed yet (need "act"), or one whose stop waits for
+    # more evidence (need "stop")
+    waiting: dict = field(default_factory=dict)
 
 
 class EscalationPolicy:
@@ -138,9 +140,13 @@ class EscalationPolicy:
             return []
         active = set(alarmed) | set(fresh)
         out = []
-        for d, f in list(fresh.items()) + [(d, f) for d, f in state.waiting.items() if d not in fresh]:
+        todo = [(d, f, "act") for d, f in fresh.items()]
+        todo += [(d, f, need) for d, (f, need) in state.waiting.items() if d not in fresh]
+        for d, f, need in todo:
             others = active - {d}
-            if d in RETURN_ONLY:
+            if need == "stop":  # a stop deferred for want of evidence: only more evidence brings it back
+                ok, how = self.may_end(f, n := streak(d)), f"held {n} reports"
+            elif d in RETURN_ONLY:
                 ok, how = bool(others - RETURN_ONLY), "with " + ", ".join(sorted(others - RETURN_ONLY))
             elif f.severity == "critical":
                 ok, how = True, ""
@@ -149,7 +155,7 @@ class EscalationPolicy:
             else:
                 ok, how = bool(others), "with " + ", ".join(sorted(others))
             if not ok:
-                state.waiting[d] = f
+                state.waiting[d] = (f, need)
                 continue
             state.waiting.pop(d, None)
             if d not in fresh or how.startswith("with"):
@@ -184,6 +190,7 @@ class EscalationPolicy:
             state.action_seqs.popleft()
         if len(state.action_seqs) >= self.max_interventions:
             if not self.may_end(finding, held):
+                state.waiting[finding.detector] = (finding, "stop")
                 return Decision(["alert"], finding, escalated=True, why=self._not_yet(finding))
             return self._commit(state, seq, Decision(["stop_trial"], finding, escalated=True))
         ladder = self.ladder(finding.detector, algorithm)
@@ -198,7 +205,8 @@ class EscalationPolicy:
             step = ["stop_trial"] if self.may_stop(finding.detector, algorithm) else ["alert"]
             rung = len(ladder)
         if "stop_trial" in step and not self.may_end(finding, held):
-            return Decision(["alert"], finding, rung=rung, why=self._not_yet(finding))  # the rung waits
+            state.waiting[finding.detector] = (finding, "stop")  # the rung waits for more evidence
+            return Decision(["alert"], finding, rung=rung, why=self._not_yet(finding))
         state.rungs[finding.detector] = rung + 1
         return self._commit(state, seq, Decision(step, finding, rung=rung))
 

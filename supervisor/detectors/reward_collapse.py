@@ -56,8 +56,8 @@ class RewardCollapse(Detector):
     step, with the same few episodes in each, is not a trend.
 
     Rule: over the whole run (points judged collapsed are left out), ``best`` is the highest rolling
-    median (width ``smooth`` points) of the return, ``base`` the lowest (the run's starting level),
-    progress = best - base, and sigma the noise of a point (MAD of successive differences over the last
+    median (width ``smooth`` points) of the return, ``base`` the lowest one before it (the level the run
+    rose from: a return that only fell since its start made no progress), progress = best - base, and sigma the noise of a point (MAD of successive differences over the last
     ``window`` points; at least 1 % of |best|). Fire when the newest point is below best -
     max(``drop_fraction`` x progress, ``z`` x sigma), on ``patience`` consecutive points, provided the
     run has made real progress: progress >= ``z`` x sigma and >= ``min_progress`` x max(|best|, |base|)
@@ -103,6 +103,7 @@ class RewardCollapse(Detector):
         self._points: deque = deque(maxlen=self.window + 1)  # the newest points not judged collapsed
         self._smooth: deque = deque(maxlen=self.smooth)
         self._best = self._base = None  # remembered over the whole run (beyond the history ring)
+        self._low = None  # the lowest level so far
         self.count = 0  # points so far
         self._seeded = False
 
@@ -119,8 +120,9 @@ class RewardCollapse(Detector):
         self._smooth.append(v)
         if len(self._smooth) == self.smooth:
             m = median(list(self._smooth))
-            self._best = m if self._best is None else max(self._best, m)
-            self._base = m if self._base is None else min(self._base, m)
+            self._low = m if self._low is None else min(self._low, m)
+            if self._best is None or m > self._best:  # progress is measured from the lowest level before it
+                self._best, self._base = m, self._low
 
     def _point(self, metrics) -> float | None:
         """Fold this report in; the new point's value once it holds enough episodes, else None."""

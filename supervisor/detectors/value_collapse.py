@@ -46,7 +46,10 @@ class ValueCollapse(Detector):
       ``warmup`` values exist, the learned band's ``low``: early explained
       variance is near 0 and the band spans whole runs), on ``patience``
       consecutive iterations. Warning; critical at or below ``critical_ev``
-      (predictions much worse than a constant). Only a material error counts:
+      (predictions much worse than a constant). An explained variance that is
+      undefined (NaN: constant targets) or noise (a value error negligible
+      against the targets' scale, e.g. A2C's 5-step batches inside 500-step
+      episodes) never reaches it: it is no data (``supervisor.metrics.drop_no_data``). Only a material error counts:
       when the value loss and ``value_target_scale`` (mean |target|) are both
       reported, the loss (``vf_loss_unclipped``, else ``vf_loss``) must be at
       least ``material`` x scale^2 (an RMS error of 1 % of the targets). An
