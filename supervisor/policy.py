@@ -115,7 +115,7 @@ class EscalationPolicy:
     """
 
     def __init__(self, ladders: dict[str, list[list[str]]] | None = None, cooldown: int = 2,
-                 max_interventions: int = 4, intensity_window: int = 20, confirm: int = 3):
+                 max_interventions: int = 4, intensity_window: int = 20, confirm: int = 2):
         self.custom = dict(ladders or {})
         self.ladders = {**DEFAULT_LADDERS, **self.custom}
         self.cooldown = cooldown
