@@ -84,9 +84,12 @@ def main() -> None:
     ]
     text = "\n".join(lines) + "\n"
     print(text)
-    out = ROOT / "benchmarks" / "results" / "api_overhead.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    from benchmarks.results_io import write_results
+
+    write_results("api_overhead", text, {
+        "reports": a.reports, "observe_median_us": med_us, "observe_p99_us": p99_us,
+        "update_median_ms": 1000 * update_s, "median_share_percent": 100 * med_us / 1e6 / update_s,
+        "p99_share_percent": 100 * p99_us / 1e6 / update_s, "control_median_us": c_med, "control_p99_us": c_p99})
 
 
 if __name__ == "__main__":

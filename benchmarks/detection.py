@@ -1,6 +1,6 @@
 """Detection benchmark: recall, precision, delay and false alarms of every training detector.
 
-    python benchmarks/detection.py [--split report|tune] [--seeds 30] [--healthy 240] [--workers 2]
+    python benchmarks/detection.py [--split report|tune] [--seeds 30] [--healthy 240] [--workers 2] [--corpus-only]
 
 Replays two kinds of metric streams through the detectors exactly as the
 supervisor runs them (``build_detectors()`` with its defaults, each iteration
@@ -16,7 +16,11 @@ judged against the history before it):
   several environments and algorithms, configs that are bad from the first
   iteration, and faults planted mid-run, replayed through the real engine
   with each trial's priors, beside the published rule sets of
-  ``benchmarks/baselines.py`` (see ``benchmarks/real_runs.py``).
+  ``benchmarks/baselines.py`` (see ``benchmarks/real_runs.py``);
+* the third-party corpus (``benchmarks/corpus/``: other people's logs of several writers, labelled, split
+  by source repository into a tuning and a held-out half), each file judged as ``supervise scan`` judges
+  it, beside the same published rule sets, the two halves reported apart (``benchmarks/corpus.py``).
+  ``--corpus-only`` runs just that section and replaces it in the results file.
 
 Definitions (warning and critical findings only; ``plateau`` reports info, so
 for the plateau fault its info findings count as its detections):
@@ -57,6 +61,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks import corpus as corpus_bench  # noqa: E402
 from benchmarks import real_runs  # noqa: E402
 from supervisor.detectors import build_detectors  # noqa: E402
 from benchmarks.synthetic import faulty_stream, healthy_stream, run_detectors  # noqa: E402
@@ -65,6 +70,7 @@ DATA = REPO / "benchmarks" / "data"
 RESULTS = REPO / "benchmarks" / "results" / "detection.md"
 
 SEED_BASE = {"report": 1_000_000, "tune": 500_000}
+CORPUS_HEADING = "## Third-party corpus"
 HORIZON = 30          # iterations after the onset in which a detection counts
 RAMP = 8              # gradual faults reach full strength at onset + RAMP - 1
 ONSETS = (30, 110)    # onset drawn uniformly in this range (inclusive)
@@ -390,8 +396,27 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--json", default=None, help="also write the raw results here")
     ap.add_argument("--data", default=str(DATA), help="recorded runs (runs.json and one JSONL per run)")
+    ap.add_argument("--corpus-only", action="store_true",
+                    help="only the third-party corpus section (benchmarks/corpus.py); replaces it in --out")
     args = ap.parse_args()
     t0 = time.time()
+    if args.corpus_only:
+        res, runs = corpus_bench.run_corpus()
+        section = corpus_bench.render(res, time.time() - t0)
+        print(section)
+        out = Path(args.out)
+        before = out.read_text() if out.exists() else ""
+        head = before.split(CORPUS_HEADING, 1)[0].rstrip("\n")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text((head + "\n\n" if head else "") + section)
+        if out.resolve() == RESULTS.resolve():  # keep the published figures in step with the Markdown
+            js = RESULTS.with_suffix(".json")
+            doc = json.loads(js.read_text())
+            doc["figures"]["corpus"] = _corpus_figures(res)
+            js.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"corpus": res, "corpus_runs": runs}, indent=1, default=str))
+        return
     specs = synthetic_specs(args.split, args.seeds, args.healthy)
     cases: list[Case]
     if args.workers > 1:
@@ -415,12 +440,40 @@ def main() -> None:
     real = real_runs.summarize(reps)
     text += "\n" + real_runs.render(real) + "\n" + render_totals(real_runs.totals(real))
     res["real"] = real
+    # Third-party corpus (other people's logs), tuning and held-out halves apart (benchmarks/corpus.py).
+    t1 = time.time()
+    corpus_res, _ = corpus_bench.run_corpus()
+    text += "\n" + corpus_bench.render(corpus_res, time.time() - t1)
+    res["corpus"] = corpus_res
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
+    if Path(args.out).resolve() == RESULTS.resolve():  # the published run: its figures for readme_tables.py
+        from benchmarks.results_io import write_results
+
+        write_results("detection", text, {
+            "synthetic": {k: res[k] for k in ("healthy_iterations", "healthy_streams", "faulty_streams",
+                                              "false_alarms")},
+            "synthetic_detectors": [{k: d[k] for k in ("detector", "cases", "recall", "alarms", "false_alarms")}
+                                    for d in res["detectors"]],
+            "totals": real_runs.totals(real),
+            "bad_start": [{**{k: b[k] for k in ("name", "algorithm", "env", "fault", "first", "flagged",
+                                                "cause_named", "acted")},
+                           "baselines": {n: v["flagged"] for n, v in b["baselines"].items()}}
+                          for b in real["bad_start"]],
+            "mid_run": [{k: r[k] for k in ("name", "algorithm", "env", "fault", "detected", "delay", "by")}
+                        for r in real["faulty"]],
+            "corpus": _corpus_figures(corpus_res)})
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+
+
+def _corpus_figures(corpus_res: dict) -> dict:
+    """The corpus section's figures as readme_tables.py reads them."""
+    return {"ways": corpus_res["ways"],
+            "halves": {h: {k: d[k] for k in ("runs", "healthy", "faulty", "unknown", "ways")}
+                       for h, d in corpus_res["halves"].items()}}
 
 
 if __name__ == "__main__":

@@ -206,14 +206,17 @@ def main() -> int:
         print(f"{k:<{width}}  {v}")
     if not on_tmpfs:
         print("note: not root (no tmpfs): the disk-full fault was skipped")
-    out = Path(__file__).parent / "results" / "faults.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text("# Fault injection (benchmarks/faults.py)\n\n"
+    from benchmarks.results_io import write_results
+
+    keys = ("expected", "stored", "lost", "duplicates", "hung", "calls_dropped", "answers_dropped",
+            "drain_iterations", "findings", "interventions")
+    write_results("faults", "# Fault injection (benchmarks/faults.py)\n\n"
                    f"`python benchmarks/faults.py --iterations {n} --seed {args.seed}`: one real RLlib PPO trial "
                    "(CartPole, 500 steps an iteration) under the real supervisor actor, "
                    f"{'on a 48 MB tmpfs' if on_tmpfs else 'on a temporary folder (disk-full fault skipped)'}.\n\n"
                    + "".join(f"- {e}\n" for e in events) + "\n| measure | value |\n|---|---|\n"
-                   + "".join(f"| {k} | {v} |\n" for k, v in rows))
+                   + "".join(f"| {k} | {v} |\n" for k, v in rows),
+                  {**dict(zip(keys, (v for _, v in rows))), "events": events, "tmpfs": on_tmpfs})
     return 0 if lost == 0 and duplicates == 0 and hung == 0 else 1
 
 

@@ -143,7 +143,7 @@ def main() -> None:
     ap.add_argument("--concurrent", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=20)
     args = ap.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never a cluster found here
     tmp = tempfile.mkdtemp()
     sup = SupervisorActor.remote()
     noop = NoOpActor.remote()
@@ -179,8 +179,17 @@ def main() -> None:
     text = "\n".join(table)
     print(text)
     print(f"(latency samples: {len(real['rtt'])} real, {len(base['rtt'])} no-op; cpus={os.cpu_count()})")
-    out = Path(__file__).parent / "results" / "ingestion.md"
-    out.write_text(text + "\n")
+    from benchmarks.results_io import write_results
+
+    write_results("ingestion", text, {
+        "batch": args.batch, "concurrent_trials": args.concurrent, "synchronous": "FULL",
+        "reports_per_s": round(r_med), "noop_reports_per_s": round(b_med),
+        "round_trip_p50_ms": pct(real["rtt"], 0.5), "round_trip_p99_ms": pct(real["rtt"], 0.99),
+        "noop_round_trip_p50_ms": pct(base["rtt"], 0.5), "noop_round_trip_p99_ms": pct(base["rtt"], 0.99),
+        "actor_latency_p50_ms": real["server"]["p50"], "actor_latency_p99_ms": real["server"]["p99"],
+        "load_generator_lateness_p99_ms": pct(real["lag"], 0.99),
+        "judging_ms_per_report": real["server"]["judging_ms_per_report"],
+        "reports_per_batch": real["server"]["reports_per_batch"]})
     ray.shutdown()
 
 

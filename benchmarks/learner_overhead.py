@@ -90,6 +90,34 @@ def row(label, stock, sup):
             f"{b / a:.4f} | {quantile(sup, 0.1) / quantile(stock, 0.1):.4f} | {100 * (r - 1):+.2f}% |")
 
 
+def _write_results(args, times_b, col) -> None:
+    """Section B's paired medians into results/learner_overhead.json (one entry per config, merged)."""
+    import json
+
+    from benchmarks.results_io import RESULTS, write_results
+
+    entry = {"batch": args.batch, "minibatch": args.minibatch, "epochs": args.epochs}
+    for i, what in ((0, "wall"), (1, "cpu")):
+        stock, sup = col(times_b, "stock", i), col(times_b, "supervised", i)
+        entry[f"{what}_stock_ms"] = 1e3 * median(stock)
+        entry[f"{what}_supervised_ms"] = 1e3 * median(sup)
+        entry[f"{what}_overhead_percent"] = 100 * (median([b / a for a, b in zip(stock, sup)]) - 1)
+        entry["pairs"] = len(stock)
+    old = RESULTS / "learner_overhead.json"
+    configs = json.loads(old.read_text())["figures"]["configs"] if old.exists() else []
+    configs = [c for c in configs if (c["batch"], c["minibatch"], c["epochs"]) != (args.batch, args.minibatch,
+                                                                                   args.epochs)] + [entry]
+    configs.sort(key=lambda c: (c["batch"], c["minibatch"], c["epochs"]))
+    md = ["| config | pairs | wall per update, stock / supervised | overhead | CPU per update, stock / supervised "
+          "| overhead |", "|---|---:|---:|---:|---:|---:|"]
+    md += [f"| batch {c['batch']}, minibatch {c['minibatch']}, {c['epochs']} epochs | {c['pairs']} | "
+           f"{c['wall_stock_ms']:.1f} / {c['wall_supervised_ms']:.1f} ms | {c['wall_overhead_percent']:+.1f} % | "
+           f"{c['cpu_stock_ms']:.1f} / {c['cpu_supervised_ms']:.1f} ms | {c['cpu_overhead_percent']:+.1f} % |"
+           for c in configs]
+    write_results("learner_overhead", "# Instrumented learner overhead (section B: the same episodes to both "
+                  "learners, interleaved; median of paired ratios)\n\n" + "\n".join(md), {"configs": configs})
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps-train", type=int, default=20, help="section A: measured train() calls per learner")
@@ -246,6 +274,7 @@ def main(argv=None) -> int:
                       f"{100 * c / prof_cpu:.2f}% |")
         print(f"| all | | | {tc / args.profile_iters * 1e3:.3f} | {100 * tc / prof_cpu:.2f}% |")
         print()
+        _write_results(args, times_b, col)
         for algo, _ in algos.values():
             algo.stop()
     finally:

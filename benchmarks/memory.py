@@ -59,7 +59,11 @@ def main() -> None:
             ("ingest rate while measuring (tracemalloc on)", f"{args.trials * args.iterations / elapsed:,.0f} reports/s", "")]
     text = "\n".join(["| measure | value | note |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows])
     print(text)
-    (Path(__file__).parent / "results" / "memory.md").write_text(text + "\n")
+    from benchmarks.results_io import write_results
+
+    write_results("memory", text, {"iterations": args.iterations, "trials": args.trials,
+                                   "heap_per_trial_kib": per_trial / 1024, "history_kib": hist / 1024,
+                                   "reports_per_s": args.trials * args.iterations / elapsed})
 
 
 if __name__ == "__main__":

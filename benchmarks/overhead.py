@@ -34,7 +34,7 @@ def main() -> None:
         "name": "overhead", "env": "CartPole-v1", "seed": 3, "stop": {"iterations": args.iterations},
         "config": {"lr": 3e-4, "train_batch_size_per_learner": 2000, "minibatch_size": 250, "num_epochs": 6,
                    "num_env_runners": 1}})
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)  # never a cluster found here
     run_dir = tempfile.mkdtemp()
     run_info = {"run_dir": run_dir, "name": "overhead", "kind": "run", "settings": {}, "spec": None,
                 "profile": None}
@@ -55,7 +55,10 @@ def main() -> None:
                       f"| median PPO iteration time, s ({args.iterations} interleaved iterations) | {s:.3f} | {p:.3f} "
                       f"| {s / p:.3f} |"])
     print(text)
-    (Path(__file__).parent / "results" / "overhead.md").write_text(text + "\n")
+    from benchmarks.results_io import write_results
+
+    write_results("overhead", text, {"iterations": args.iterations, "supervised_s": s, "plain_s": p,
+                                     "ratio": s / p})
     plain.stop()
     supervised.stop()
     ray.shutdown()

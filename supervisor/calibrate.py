@@ -229,7 +229,7 @@ def calibrate(paths: Sequence[str | Path], include_unhealthy: bool = False, quan
     """Learn a profile from ``paths``; returns the YAML document as a dict."""
     if not 0 < quantile < 0.5:
         raise InputError("--quantile", None, f"must be between 0 and 0.5 (got {quantile})")
-    if not widen >= 0:
+    if not (0 <= widen < float("inf")):
         raise InputError("--widen", None, f"must be >= 0 (got {widen})")
     if min_samples < 2:
         raise InputError("--min-samples", None, f"must be >= 2 (got {min_samples})")

@@ -11,9 +11,27 @@ from supervisor.errors import InputError
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one plain line, exit 2
+    def error(self, message: str):  # one plain line, exit 2, worded as every input error: key, problem, given
+        if message.startswith("argument "):  # "argument --widen: must be ..." -> "--widen: must be ..."
+            message = message[len("argument "):]
         print(f"{self.prog}: {message}", file=sys.stderr)
         raise SystemExit(2)
+
+
+def version() -> str:
+    """The installed distribution's version (the source tree's pyproject when run from a checkout)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("rl-supervisor")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        import re
+        from pathlib import Path
+
+        toml = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        m = re.search(r'^version = "([^"]+)"', toml.read_text(), re.M) if toml.is_file() else None
+        return m.group(1) if m else "unknown"
 
 
 def _modules():
@@ -26,7 +44,10 @@ def _modules():
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    p = _Parser(prog="supervise", description="Supervise RLlib PPO training on Ray.")
+    p = _Parser(prog="supervise", description="Watch RL training (RLlib PPO, APPO, IMPALA, DQN, SAC, or any loop "
+                                              "through the Python API), diagnose divergence and act before the "
+                                              "next iteration; read old logs offline.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     handlers = {}
     for mod in _modules():
@@ -37,7 +58,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser, handlers = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # usage errors (2), --help and --version (0): a code, as every command returns
+        return e.code if isinstance(e.code, int) else 2
     try:
         return handlers[args.command](args)
     except InputError as e:

@@ -145,6 +145,11 @@ _POSITIVE = {"lr", "train_batch_size_per_learner", "train_batch_size", "minibatc
 _NON_NEGATIVE = {"num_env_runners", "num_learners", "num_envs_per_env_runner", "entropy_coeff",
                  "kl_coeff", "kl_target", "vf_loss_coeff", "num_cpus_per_env_runner", "num_gpus_per_learner"}
 _UNIT = {"gamma", "lambda_"}
+# Counts: a fraction is a typo (``num_env_runners: 1.5``); a whole float (``2.0``, ``1e3``) is taken as an int.
+_INTEGER = {"num_env_runners", "num_learners", "num_envs_per_env_runner", "train_batch_size_per_learner",
+            "train_batch_size", "minibatch_size", "num_epochs", "rollout_fragment_length", "evaluation_interval",
+            "num_steps_sampled_before_learning_starts", "target_network_update_freq", "n_step",
+            "num_aggregator_actors_per_learner", "broadcast_interval", "circular_buffer_num_batches"}
 
 
 def _check_config_values(config: dict[str, Any]) -> None:
@@ -163,6 +168,10 @@ def _check_config_values(config: dict[str, Any]) -> None:
             raise ValueError(f"config.{key}: must be >= 0 (got {val})")
         if key in _UNIT and not 0 <= val <= 1:
             raise ValueError(f"config.{key}: must be between 0 and 1 (got {val})")
+        if key in _INTEGER and isinstance(val, float):
+            if val != int(val):
+                raise ValueError(f"config.{key}: must be a whole number (got {val})")
+            config[key] = int(val)
 
 
 class Experiment(BaseModel):
@@ -286,14 +295,34 @@ def apply_overrides(data: dict, sets: list[str], source: str) -> dict:
     return data
 
 
+# pydantic's error types in the project's one wording: "<file>: <key>: <what is wrong> (got <value>)".
+_PYDANTIC_WORDS = {
+    "greater_than": "must be > {gt}", "greater_than_equal": "must be >= {ge}", "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}", "int_from_float": "must be a whole number",
+    "int_parsing": "must be an integer", "int_type": "must be an integer", "float_parsing": "must be a number",
+    "float_type": "must be a number", "finite_number": "must be a finite number",
+    "bool_parsing": "must be true or false", "bool_type": "must be true or false",
+    "string_type": "must be a string", "string_too_short": "must not be empty",
+    "string_pattern_mismatch": "must be letters, digits, _ . - only", "literal_error": "must be one of {expected}",
+    "dict_type": "must be a mapping", "list_type": "must be a list", "enum": "must be one of {expected}",
+    "too_short": "must have at least {min_length} item(s)", "too_long": "must have at most {max_length} item(s)",
+}
+
+
 def _first_error(exc: ValidationError, source: str) -> InputError:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"]) or None
     msg = err["msg"]
+    words = _PYDANTIC_WORDS.get(err["type"])
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
     elif err["type"] == "missing":
         msg = "required key is missing"
+    elif words is not None:
+        try:
+            msg = words.format(**(err.get("ctx") or {}))
+        except (KeyError, IndexError):
+            msg = words.split(" {")[0]
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
         # our own validators already name a nested key ("config.lr: ...", "search.config.lr.uniform: ...")
@@ -301,7 +330,7 @@ def _first_error(exc: ValidationError, source: str) -> InputError:
             key, msg = msg.split(": ", 1)
     if "input" in err and err["type"] not in ("missing", "extra_forbidden") and "got" not in msg:
         inp = err["input"]
-        if not isinstance(inp, (dict, list)) and repr(inp) not in msg:
+        if not isinstance(inp, (dict, list)) and "(got " not in msg:
             msg = f"{msg} (got {inp!r})"
     return InputError(source, key, msg)
 
@@ -395,14 +424,28 @@ def check_env(env: str, source: str) -> None:
                                         "nor package.module:ClassName)")
 
 
+def _blame_set(err: InputError, sets: list[str]) -> InputError:
+    """An error on a key that ``--set`` gave is ``--set``'s, not the file's: it names the item as given."""
+    key = err.key or ""
+    for item in reversed(sets):
+        path = item.split("=", 1)[0]
+        if key == path or key.startswith(path + ".") or path.startswith(key + ".") and key:
+            return InputError("--set", item, f"{key}: {err.problem}" if key != path else err.problem)
+    return err
+
+
 def load_experiment(path: str | Path, sets: list[str] | None = None, model: type[Experiment] = Experiment) -> Experiment:
     source = str(path)
-    data = apply_overrides(read_yaml(path), sets or [], source)
+    sets = list(sets or [])
+    data = apply_overrides(read_yaml(path), sets, source)
     try:
         exp = model.model_validate(data)
     except ValidationError as e:
-        raise _first_error(e, source) from None
-    check_env(exp.env, source)
+        raise _blame_set(_first_error(e, source), sets) from None
+    try:
+        check_env(exp.env, source)
+    except InputError as e:
+        raise _blame_set(e, sets) from None
     if exp.supervisor.profile:  # read and checked now, before Ray starts
         from supervisor.calibrate import load_profile
 

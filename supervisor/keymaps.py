@@ -35,23 +35,29 @@ from supervisor.metrics import RESULT_PATHS, drop_no_data, module_id_of, normali
 
 # normalized name -> the keys that mean it, best first (lowercase).
 ALIASES: dict[str, tuple[str, ...]] = {
-    "episode_return_mean": ("episode_return_mean", "episode_reward_mean", "episodic_return", "ep_rew_mean",
+    "episode_return_mean": ("episode_return_mean", "episode_reward_mean", "episodic_return", "episodic_reward",
+                            "ep_rew_mean",
                             "eprewmean", "reward_mean", "mean_reward", "return_mean", "mean_return",
                             "mean 100 episode reward", "episode_return", "ep_return", "mean_scores", "scores",
-                            "rlhf_reward", "episode_reward", "reward"),
-    "episode_return_max": ("episode_return_max", "episode_reward_max", "reward_max", "return_max", "max_scores"),
-    "episode_return_min": ("episode_return_min", "episode_reward_min", "reward_min", "return_min", "min_scores"),
+                            "rlhf_reward", "episode_reward", "reward",
+                            "return_history",  # baselines DDPG: rollout/return_history (last 100 episodes)
+                            "averagereturn"),  # rllab/garage: AverageReturn (this iteration's trajectories)
+    "episode_return_max": ("episode_return_max", "episode_reward_max", "reward_max", "return_max", "max_scores",
+                           "maxreturn"),
+    "episode_return_min": ("episode_return_min", "episode_reward_min", "reward_min", "return_min", "min_scores",
+                           "minreturn"),
     "episode_len_mean": ("episode_len_mean", "episodic_length", "ep_len_mean", "eplenmean", "episode_length_mean",
-                         "episode_length"),
+                         "episode_length", "episode_steps"),
     "total_loss": ("total_loss", "loss", "ppo/loss/total", "loss/total"),
     "policy_loss": ("policy_loss", "pg_loss", "policy_gradient_loss", "actor_loss", "ppo/loss/policy",
-                    "loss/policy_avg", "loss/policy"),
+                    "loss/policy_avg", "loss/policy", "loss_actor", "loss_pol_surr"),
     "vf_loss": ("vf_loss", "value_loss", "critic_loss", "v_loss", "value_function_loss", "ppo/loss/value",
-                "loss/value_avg", "loss/value"),
+                "loss/value_avg", "loss/value", "loss_critic", "loss_vf_loss"),
     "vf_loss_unclipped": ("vf_loss_unclipped",),
     "entropy": ("entropy", "policy_entropy", "entropy_mean", "ent", "ppo/policy/entropy", "policy/entropy_avg",
-                "policy/entropy", "-train/entropy_loss"),
-    "kl": ("kl", "mean_kl", "kl_mean", "mean_kl_loss", "kl_divergence", "kl_div", "ppo/mean_kl"),
+                "policy/entropy", "-train/entropy_loss", "loss_ent"),
+    "kl": ("kl", "mean_kl", "kl_mean", "mean_kl_loss", "kl_divergence", "kl_div", "ppo/mean_kl", "meankl",
+           "loss_kl"),  # baselines/stable-baselines PPO1: loss_kl, loss_ent, loss_vf_loss, loss_pol_surr
     "approx_kl": ("approx_kl", "approxkl", "ppo/policy/approxkl", "policy/approxkl_avg", "policy/approx_kl"),
     # PPO ratio clipping; TRL GRPO calls it clip_ratio(/region_mean). Not completions/clipped_ratio
     # (completions cut at max length), which is completion_truncated_fraction below.
@@ -68,7 +74,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "grad_norm_policy": ("grad_norm_policy", "policy_grad_norm", "actor_grad_norm", "sup_grad_norm_policy"),
     "grad_norm_value": ("grad_norm_value", "value_grad_norm", "critic_grad_norm", "sup_grad_norm_value"),
     "explained_variance": ("explained_variance", "explained_var", "vf_explained_var", "ppo/val/var_explained",
-                           "val/var_explained"),
+                           "val/var_explained", "explainedvariance", "ev_tdlam_before"),
     "advantage_mean": ("advantage_mean", "advantages_mean", "adv_mean", "ppo/policy/advantages_mean",
                        "advantages/mean", "sup_advantage_mean"),
     "advantage_std": ("advantage_std", "advantages_std", "adv_std", "ppo/policy/advantages_std", "advantages/std",
@@ -76,8 +82,13 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "advantage_skew": ("advantage_skew", "sup_advantage_skew"),
     "advantage_kurtosis": ("advantage_kurtosis", "sup_advantage_kurtosis"),
     "value_target_scale": ("value_target_scale", "sup_value_target_scale"),
+    # Q-value statistics (DDPG/TD3/SAC/DQN); baselines DDPG logs rollout/Q_mean, RLlib's old stack mean_q/max_q/min_q.
+    "q_mean": ("q_mean", "qf_mean", "mean_q"),
+    "q_max": ("q_max", "qf_max", "max_q"),
+    "q_min": ("q_min", "qf_min", "min_q"),
     "time_this_iter_s": ("time_this_iter_s",),
-    "num_episodes": ("num_episodes", "episodes_this_iter"),
+    # rllab/garage: NumTrajs; baselines PPO1/TRPO: EpThisIter
+    "num_episodes": ("num_episodes", "episodes_this_iter", "numtrajs", "epthisiter"),
     # Context no detector reads yet: mapped so that it is shown, not listed as ignored.
     "reward_std": ("reward_std", "std_scores", "ppo/std_scores", "rewards_std"),
     "success_rate": ("success_rate", "test/success_rate", "eval/success_rate"),
@@ -96,9 +107,9 @@ _REWARD_COMPONENT = re.compile(r"^rewards/([^/]+?)(?:/mean)?$")
 REWARD_COMPONENT = "reward_component/"
 
 # The step column, best first; the scan uses the first one a log has (else the line index).
-STEP_KEYS = ("step", "global_step", "training_iteration", "_step", "iteration", "train/global_step",
+STEP_KEYS = ("step", "global_step", "training_iteration", "_step", "iteration", "Iteration", "train/global_step",
              "time/total_timesteps", "total_timesteps", "misc/total_timesteps", "nupdates", "misc/nupdates",
-             "timesteps_total", "total/steps", "steps", "epoch")
+             "timesteps_total", "total/steps", "steps", "TimestepsSoFar", "epoch")
 
 # No episode finished yet: RLlib (both stacks) and SB3 report these as NaN. "No data", never a fault.
 EPISODE_STATS = ("episode_return_mean", "episode_return_max", "episode_return_min", "episode_len_mean")
@@ -112,12 +123,19 @@ _RLLIB_ROOTS = ("learners", "env_runners", "fault_tolerance", "timers")
 # Tune's auto-filled result keys: bookkeeping, neither metrics nor "ignored".
 TUNE_BOOKKEEPING = frozenset(("pid", "timestamp", "time_since_restore", "iterations_since_restore",
                               "timesteps_since_restore", "experiment_tag", "done", "time_total_s", "date",
-                              "hostname", "node_ip", "trial_id", "experiment_id", "episodes_total"))
+                              "hostname", "node_ip", "trial_id", "experiment_id", "episodes_total",
+                              "_runtime", "_timestamp", "_wandb/runtime"))  # (and W&B's history bookkeeping)
 
 _LOOKUP: dict[str, tuple[str, int, bool]] = {}
 for _name, _keys in ALIASES.items():
     for _i, _k in enumerate(_keys):
         _LOOKUP.setdefault(_k.lstrip("-"), (_name, _i, _k.startswith("-")))
+
+
+# The supervisor's own names mean themselves (this project's TensorBoard tags are metrics/<name>).
+for _name in RESULT_PATHS:
+    if _name not in TUNE_BOOKKEEPING:
+        _LOOKUP.setdefault(_name, (_name, 0, False))
 
 
 def lookup(key: str) -> tuple[str, int, bool] | None:

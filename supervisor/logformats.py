@@ -1,6 +1,7 @@
 """Readers for the log formats ``supervise scan`` knows beyond one-record-per-line.
 
-* Stable-Baselines3 / OpenAI baselines ``monitor.csv``: a ``#{json}`` line,
+* Stable-Baselines3 / OpenAI baselines ``monitor.csv``: a ``#{json}`` line
+  (baselines' ResultsWriter writes ``# {json} ``, a space after ``#``),
   then one row per finished episode (``r`` return, ``l`` length, ``t``
   seconds since start, optional info keywords such as ``is_success``).
   Detectors judge iterations, not single episodes, so consecutive episodes
@@ -20,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,11 +29,15 @@ from supervisor.errors import InputError
 from supervisor.keymaps import number
 
 MONITOR_EPISODES_PER_STEP = 10
+_MONITOR_HEADER = re.compile(r"\s*#[ \t]*\{")
 
 
 def is_monitor(text: str) -> bool:
-    """Monitor's signature is its first line, ``#{"t_start": ..., "env_id": ...}`` (any file name)."""
-    return text.lstrip().startswith("#{")
+    """Monitor's signature is its first line, ``#{"t_start": ..., "env_id": ...}`` (any file name).
+
+    OpenAI baselines' ResultsWriter writes it as ``# {...} `` (a space after ``#``), its rows CRLF.
+    """
+    return _MONITOR_HEADER.match(text) is not None
 
 
 def read_monitor(path: Path, text: str, per_step: int = MONITOR_EPISODES_PER_STEP) -> list[dict]:
@@ -122,6 +128,8 @@ def source_kind(fmt: str, flats: Sequence[dict]) -> str:
         return "rldk"
     if fmt == "monitor.csv":
         return "sb3/baselines monitor"
+    if has("_runtime", "_timestamp", "_wandb/runtime") and has("_step"):
+        return "wandb"
     if starts("learners/"):
         return "rllib (new API stack)"
     if starts("info/learner/"):

@@ -46,14 +46,15 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from supervisor.errors import InputError
+from supervisor.eventfiles import is_event_file, own_run, read_scalars, to_records
 from supervisor.jsonsafe import json_safe
 from supervisor.keymaps import (ALIASES, PREFIXES, STEP_KEYS, flatten, is_rllib, lookup, map_keys, number,
                                 rank_ignored, unflatten)
 from supervisor.logformats import (is_event_stream, is_monitor, pivot_events, read_monitor, source_kind,
                                    trainer_state_history)
 
-__all__ = ["ALIASES", "PREFIXES", "STEP_KEYS", "Log", "analyze", "flatten", "load", "load_file", "lookup",
-           "map_record", "number", "scan", "unflatten"]
+__all__ = ["ALIASES", "PREFIXES", "STEP_KEYS", "Log", "Scanned", "analyze", "flatten", "load", "load_file",
+           "load_tensorboard", "lookup", "map_record", "number", "read", "scan", "unflatten"]
 
 _MAX_IGNORED = 20
 
@@ -80,6 +81,8 @@ class Log:
     ignored_config: int = 0  # config/* and other hyperparameter keys (counted, never listed)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    rows: int = 0     # records read from the file (lines, rows, steps of a pivoted log)
+    dropped: int = 0  # of those, not judged: unreadable, or holding no value a detector reads
 
     def names(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -110,7 +113,7 @@ def _build(trial_id: str, source: str, fmt: str, records: Iterable[tuple[dict, d
     ignored: dict[str, None] = {}
     mapped: set[str] = set()
     dropped: list[str] = []
-    no_episode = 0
+    no_episode = empty = 0
     merged = backwards = 0
     first_back = None
     prev = None
@@ -126,7 +129,9 @@ def _build(trial_id: str, source: str, fmt: str, records: Iterable[tuple[dict, d
         if log.steps and step == log.steps[-1]:
             merged += 1
             log.metrics[-1].update(m)  # one iteration logged over several lines
-        elif m:
+        elif not m:
+            empty += len(dropped) == n_dropped  # (a row of NaN returns only is counted as such, above)
+        else:
             if log.steps and isinstance(step, (int, float)) and step < log.steps[-1]:
                 backwards += 1
                 first_back = first_back or (i + 1, log.steps[-1], step)
@@ -148,6 +153,12 @@ def _build(trial_id: str, source: str, fmt: str, records: Iterable[tuple[dict, d
     if no_episode:
         rows = "1 row has" if no_episode == 1 else f"{no_episode} rows have"
         log.notes.append(f"{rows} NaN episode returns (no episode finished yet): no data, not judged")
+    log.rows = len(records)
+    if empty:
+        log.dropped += empty
+        msg = (f"{empty} of {len(records)} rows hold no value a detector reads (only unknown keys, text or empty "
+               f"cells): not judged")
+        (log.warnings if 2 * empty > len(records) and log.metrics else log.notes).append(msg)
     if not log.metrics:
         seen = sorted({k for flat in flats for k in flat})
         log.error = f"no known metric keys (saw: {', '.join(seen[:8])}{', ...' if len(seen) > 8 else ''})"
@@ -282,6 +293,89 @@ def _csv_records(path: Path, text: str) -> tuple[list[dict], int]:
     return rows, ragged
 
 
+TB_CSV_HEADER = ["wall time", "step", "value"]  # TensorBoard's "download CSV" of one tag of one run
+_TB_CSV_NAME = re.compile(r"^run[-_](?P<run>.*?)[-_]tag[-_](?P<tag>.+)$")  # run-<run>-tag-<tag, / as _>.csv
+_LONG_NAME = ("tag", "name", "metric", "key")
+
+
+def long_columns(header: list[str]) -> tuple[str, str, str] | None:
+    """A long-format CSV's (step, name, value) columns (``step,tag,value``: one metric a row), else None."""
+    cols = set(header)
+    name = next((c for c in _LONG_NAME if c in cols), None)
+    step = next((c for c in STEP_KEYS if c in cols), None) or ("wall time" if "wall time" in cols else None)
+    if name and step and "value" in cols and len(cols) <= 5:
+        return step, name, "value"
+    return None
+
+
+def _long_csv(path: Path, rows: list[dict], cols: tuple[str, str, str], trial_id: str | None) -> Log:
+    """``step,tag,value`` rows pivoted into one record per step (as RLDK's event stream)."""
+    step, name, value = cols
+    low = [{k.strip().lower(): v for k, v in r.items()} for r in rows]
+    events, bad = [], 0
+    for r in low:
+        if r.get(name) is None or r.get(value) is None or number(r.get(step)) is None:
+            bad += 1
+            continue
+        events.append({"step": r[step], "name": r[name], "value": r[value]})
+    recs, dup, _ = pivot_events(path, events) if events else ([], 0, 0)
+    log = _build(trial_id or path.stem, str(path), "long-csv", ((r, None) for r in recs))
+    log.step_key = step
+    if bad:
+        log.dropped += bad
+        log.warnings.append(f"{bad} of {len(rows)} rows dropped: no {name}, {value} or numeric {step}")
+    if dup:
+        log.warnings.append(f"{dup} rows repeat a {name} already logged at their step: the last value wins")
+    return log
+
+
+def tensorboard_csv_tag(path: Path) -> tuple[str, str]:
+    """(run, tag) of a TensorBoard CSV download from its file name; the tag's ``/`` were written as ``_``."""
+    m = _TB_CSV_NAME.match(path.stem)
+    run, tag = (m.group("run"), m.group("tag")) if m else ("", path.stem)
+    if tag.startswith("ray_tune_"):
+        tag = tag[len("ray_tune_"):]
+    restored = [p + tag[len(p):] for p in PREFIXES if tag.startswith(p[:-1] + "_")]  # losses_approx_kl
+    parts = tag.split("_")
+    for root in ("learners", "info_learner"):  # learners_<module id>_<stat>: where the module id ends is unknown
+        if tag.startswith(root + "_"):
+            n = root.count("_") + 1
+            restored += [f"{root.replace('_', '/')}/{'_'.join(parts[n:i])}/{'_'.join(parts[i:])}"
+                         for i in range(n + 1, len(parts))]
+    return run, next((c for c in [tag, *restored] if lookup(c)), restored[0] if restored else tag)
+
+
+def load_tensorboard_csv(paths: list[Path], trial_id: str | None = None) -> Log:
+    """TensorBoard CSV downloads (``Wall time,Step,Value``, one tag a file) of one run -> a Log."""
+    series: dict[str, dict[int, list[float]]] = {}
+    bad = 0
+    for path in paths:
+        rows, _ = _csv_records(path, _read_text(path))
+        _, tag = tensorboard_csv_tag(path)
+        for r in rows:
+            r = {k.strip().lower(): v for k, v in r.items()}
+            s, v = number(r.get("step")), number(r.get("value"))
+            if s is None or v is None or not math.isfinite(s):
+                bad += 1
+                continue
+            series.setdefault(tag, {}).setdefault(int(s), []).append(v)
+    first = paths[0]
+    run = tensorboard_csv_tag(first)[0]
+    tid = trial_id or run or first.parent.name
+    source = str(first) if len(paths) == 1 else str(first.parent)
+    records, warnings, notes = to_records(series)
+    if not records:
+        return Log(tid, source, "tensorboard-csv", error="no rows with a numeric Step and Value")
+    log = _build(tid, source, "tensorboard-csv", ((r, None) for r in records))
+    log.step_key = "TensorBoard step"
+    log.warnings[:0] = warnings
+    log.notes[:0] = notes + ([f"{len(paths)} CSV downloads, one tag each"] if len(paths) > 1 else [])
+    if bad:
+        log.dropped += bad
+        log.warnings.append(f"{bad} rows dropped: no numeric Step or Value")
+    return log
+
+
 def _kind(path: Path, text: str) -> str:
     if is_monitor(text):
         return "monitor"
@@ -298,7 +392,9 @@ def _kind(path: Path, text: str) -> str:
 
 
 def load_file(path: Path, trial_id: str | None = None) -> Log:
-    """One log file -> a Log (``error`` set when it holds nothing we can judge)."""
+    """One log file (any format :func:`read` knows) -> a Log (``error`` set when it holds nothing we can judge)."""
+    if is_event_file(Path(path)):
+        return load_tensorboard(path, trial_id)
     try:
         return _load_file(path, trial_id)
     except RecursionError:  # a JSON reader of some format below met a deeply nested document
@@ -321,11 +417,18 @@ def _load_file(path: Path, trial_id: str | None) -> Log:
         return _build(trial_id or path.name, str(path), "monitor.csv", ((r, None) for r in recs))
     if kind == "csv":
         rows, ragged = _csv_records(path, text)
-        tune = path.name == "progress.csv"
-        tid = trial_id or (path.parent.name if tune else path.stem)
-        log = _build(tid, str(path), "progress.csv" if tune else "csv", ((r, None) for r in rows))
+        header = [c.strip().lower() for c in next(csv.reader(text.splitlines()[:1]), [])]
+        if header == TB_CSV_HEADER:
+            log = load_tensorboard_csv([path], trial_id)
+        elif long_columns(header):
+            log = _long_csv(path, rows, long_columns(header), trial_id)
+        else:
+            tune = path.name == "progress.csv"
+            tid = trial_id or (path.parent.name if tune else path.stem)
+            log = _build(tid, str(path), "progress.csv" if tune else "csv", ((r, None) for r in rows))
         if ragged:
             log.warnings.append(f"{ragged} row(s) dropped: their number of fields differs from the header's")
+            log.dropped += ragged
         return log
     if kind == "json":
         objs, trainer_state = _json_records(path, text)
@@ -343,13 +446,157 @@ def _load_file(path: Path, trial_id: str | None) -> Log:
         flats = [flatten(o) for o in objs]
         rllib = any(is_rllib(f) for f in flats[:5])
         fmt = "result.json" if path.name == "result.json" or rllib else "jsonl"
-        tid = trial_id or (path.parent.name if path.name == "result.json" else path.stem)
+        tid = trial_id or (path.parent.name if path.name == "result.json" else
+                           _wandb_run(path) if path.name == "wandb-history.jsonl" else path.stem)
         return _build(tid, str(path), fmt, zip(flats, objs))
     raise InputError(str(path), None, "unrecognized format: expected a Tune folder, result.json, progress.csv, "
                                       "monitor.csv, trainer_state.json or a JSONL file of metric objects")
 
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+# Files a folder scan does not read, by name, and why (every other unread file is listed with its own reason).
+_NOT_LOGS = {
+    "params.json": "Tune's trial parameters (no metrics)",
+    "params.pkl": "Tune's trial parameters (no metrics)",
+    "wandb-summary.json": "W&B run summary: last values only (the history is wandb-history.jsonl)",
+    "wandb-metadata.json": "W&B run metadata (no metrics)",
+    "wandb-events.jsonl": "W&B system metrics (CPU, GPU, memory), not training metrics",
+    "supervisor.db": "the store of a supervised run: 'supervise report' reads it",
+    "supervisor.db-wal": "the store of a supervised run: 'supervise report' reads it",
+    "supervisor.db-shm": "the store of a supervised run: 'supervise report' reads it",
+}
+_CHECKPOINT_MARKS = ("rllib_checkpoint.json", ".is_checkpoint", ".tune_metadata")
+_CHECKPOINT_DIR = re.compile(r"^checkpoints?(?:_\d+)?$")  # Tune's checkpoint_000010, a checkpoints/ folder
+_MODEL_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".safetensors", ".bin", ".npz", ".npy", ".h5",
+                   ".onnx", ".zip", ".msgpack")
+_LOG_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv")
+
+
+def _why_not(path: Path) -> str:
+    """Why a folder scan does not read ``path`` (a file no rule below picked)."""
+    name = path.name
+    if name in _NOT_LOGS:
+        return _NOT_LOGS[name]
+    if name.startswith("."):
+        return "hidden file"
+    if name.endswith(".wandb"):
+        return "W&B's binary run log (read its files/wandb-history.jsonl where the run has one)"
+    if name.lower().endswith(_MODEL_SUFFIXES):
+        return "model or checkpoint data"
+    return f"not a log format scan reads ({path.suffix or 'no extension'})"
+
+
+@dataclass
+class Discovered:
+    """What a folder holds: the logs to read (trial id, candidate files best first, and how to read them:
+    "file", "events" or "tensorboard-csv") and the files not read."""
+
+    groups: list[tuple[str, list[Path], str]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _trial_id(root: Path, d: Path) -> str:
+    return d.relative_to(root).as_posix() if d != root else root.name
+
+
+def _discover(root: Path) -> Discovered:
+    """Every file below ``root``: read as part of a log, or listed with the reason it is not."""
+    out = Discovered()
+    by_dir: dict[Path, list[Path]] = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts[:-1]):
+            by_dir.setdefault(p.parent, []).append(p)
+        elif p.is_file():
+            out.skipped.append((p, "in a hidden folder"))
+    # RLlib/Tune checkpoints (and this project's checkpoints/, best/): everything below is model state
+    ckpts = {d for d, files in by_dir.items() if any(f.name in _CHECKPOINT_MARKS for f in files)}
+    ckpts |= {d for d in by_dir for d in (d, *d.parents) if _CHECKPOINT_DIR.match(d.name) and root in d.parents}
+    states: list[Path] = []
+    for d, files in sorted(by_dir.items()):
+        if d in ckpts or ckpts.intersection(d.parents):
+            out.skipped += [(f, "model or checkpoint data") for f in files if f.name != "trainer_state.json"]
+            states += [f for f in files if f.name == "trainer_state.json"]
+            continue
+        names = {f.name: f for f in files}
+        tune = [names[n] for n in ("result.json", "progress.csv") if n in names]
+        events = [f for f in files if is_event_file(f)]
+        if tune:  # a Tune trial (or a logger's progress.csv): its event files hold the same values
+            out.groups.append((_trial_id(root, d), tune, "file"))
+            out.skipped += [(f, f"the same values as {tune[0].name} beside it") for f in events]
+        elif events:  # a TensorBoard run: this folder's event files, merged
+            out.groups.append((_trial_id(root, d), events, "events"))
+        downloads: dict[str, list[Path]] = {}  # TensorBoard CSV downloads, one tag a file: per run
+        for f in files:
+            if f.suffix.lower() == ".csv" and f not in tune and _first_line(f) == TB_CSV_HEADER:
+                downloads.setdefault(tensorboard_csv_tag(f)[0], []).append(f)
+        for run, fs in downloads.items():
+            tid = _trial_id(root, d) + (f"/{run}" if run and (len(downloads) > 1 or d == root) else "")
+            out.groups.append((tid, fs, "tensorboard-csv"))
+        taken = {f for fs in downloads.values() for f in fs}
+        for f in files:
+            if f in tune or f in events or f in taken:
+                continue
+            name = f.name.lower()
+            if f.name in _NOT_LOGS:
+                out.skipped.append((f, _NOT_LOGS[f.name]))
+            elif f.name == "trainer_state.json":
+                states.append(f)
+            elif name.endswith(_LOG_SUFFIXES):
+                out.groups.append((_log_id(root, f), [f], "file"))
+            else:
+                out.skipped.append((f, _why_not(f)))
+    latest = _latest_trainer_states(states)
+    out.groups += [(_log_id(root, f), [f], "file") for f in latest]
+    out.skipped += [(f, "an earlier checkpoint's copy of the history in the latest checkpoint's")
+                    for f in states if f not in latest]
+    out.groups.sort(key=lambda g: g[0])
+    return out
+
+
+def _first_line(path: Path) -> list[str]:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.readline(4096).decode("utf-8-sig", "replace")
+    except OSError:
+        return []
+    return [c.strip().lower() for c in head.strip().split(",")]
+
+
+def _log_id(root: Path, f: Path) -> str:
+    """A single-file log's trial id: its path below the folder (a W&B run: the run's folder)."""
+    if f.name == "wandb-history.jsonl":
+        run = f.parent.parent if f.parent.name == "files" and f.parent != root else f.parent
+        return _trial_id(root, run)
+    return f.relative_to(root).as_posix()
+
+
+def _wandb_run(path: Path) -> str:
+    """A W&B run's name for its history file (``<run>/wandb-history.jsonl`` or ``<run>/files/...``)."""
+    return (path.parent.parent if path.parent.name == "files" else path.parent).name
+
+
+def _collapse(root: Path, skipped: list[tuple[Path, str]], read: set[Path]) -> list[dict]:
+    """Skipped files for people and JSON: a folder whose every file was skipped for one reason is one entry."""
+    reasons: dict[Path, str] = {p: r for p, r in skipped}
+    dirs: dict[Path, set] = {}  # folder -> reasons of everything below it (None: something below was read)
+    for p in list(reasons) + list(read):
+        for d in p.parents:
+            if d == root or root not in d.parents:
+                break
+            dirs.setdefault(d, set()).add(reasons.get(p))
+    whole = {d for d, rs in dirs.items() if len(rs) == 1 and None not in rs}
+    out, counted = [], {}
+    for p, r in sorted(reasons.items()):
+        top = next((d for d in reversed(p.parents) if d in whole), None)
+        if top is None:
+            out.append({"path": str(p), "reason": r})
+        elif top not in counted:
+            counted[top] = {"path": str(top) + "/", "reason": r, "files": 0}
+            out.append(counted[top])
+        if top is not None:
+            counted[top]["files"] += 1
+    return out
 
 
 def _latest_trainer_states(paths: list[Path]) -> list[Path]:
@@ -367,54 +614,97 @@ def _latest_trainer_states(paths: list[Path]) -> list[Path]:
     return sorted(out + [p for _, p in best.values()])
 
 
-def _discover(root: Path) -> list[tuple[str, list[Path]]]:
-    """Trial folders below ``root``: (trial id, candidate files best first)."""
-    by_dir: dict[Path, list[Path]] = {}
-    for name in ("result.json", "progress.csv"):
-        for p in sorted(root.rglob(name)):
-            if p.is_file():
-                by_dir.setdefault(p.parent, []).append(p)
-    if by_dir:
-        return [(d.relative_to(root).as_posix() if d != root else root.name, files)
-                for d, files in sorted(by_dir.items())]
-    files = sorted(p for pat in ("*.jsonl", "*.ndjson", "*monitor.csv") for p in root.rglob(pat) if p.is_file())
-    files += _latest_trainer_states([p for p in root.rglob("trainer_state.json") if p.is_file()])
-    return [(p.relative_to(root).as_posix(), [p]) for p in sorted(files)]
+def load_tensorboard(path: str | Path, trial_id: str | None = None) -> Log:
+    """TensorBoard event files -> a Log: one event file, or a run folder (the event files directly in it).
+
+    See :mod:`supervisor.eventfiles` for how scalars become iterations.
+    """
+    p = Path(path)
+    files = [p] if p.is_file() else sorted(f for f in p.iterdir() if f.is_file() and is_event_file(f))
+    tid = trial_id or (p.parent.name if p.is_file() else p.name)
+    series, warnings, notes = read_scalars(files)
+    kind = None
+    if own_run(series):  # this project's RUN_DIR/tensorboard/<trial>: metrics/<name>, and its own verdicts
+        series = {t.removeprefix("metrics/"): v for t, v in series.items() if not t.startswith("supervisor/")}
+        kind = "rl-supervisor"
+    records, more_warnings, more_notes = to_records(series)
+    if not records:
+        log = Log(tid, str(p), "tensorboard", warnings=warnings, notes=notes)
+        log.error = "no scalars in its event files"
+        return log
+    log = _build(tid, str(p), "tensorboard", ((r, None) for r in records), kind=kind)
+    log.step_key = "TensorBoard step"
+    log.warnings[:0] = warnings + more_warnings
+    log.notes[:0] = notes + more_notes
+    return log
 
 
-def load(path: str | Path) -> tuple[str, list[Log]]:
-    """``path`` -> (kind, logs): kind is "tune" for a folder, else the file's format."""
+@dataclass
+class Scanned:
+    """:func:`read`'s answer: the kind of input, a Log per trial (errors included), the files not read."""
+
+    kind: str
+    logs: list[Log]
+    skipped: list[dict] = field(default_factory=list)
+
+
+def read(path: str | Path) -> Scanned:
+    """``path`` (a log file, a TensorBoard run folder, a folder of logs) -> :class:`Scanned`.
+
+    A folder's every file is read as part of a log or listed in ``skipped``
+    with the reason (a log that cannot be read: its error). InputError when
+    nothing below ``path`` could be read at all.
+    """
     p = Path(path)
     if not p.exists():
         raise InputError(str(path), None, "no such file or directory")
     if p.is_dir():
-        trials = _discover(p)
-        if not trials:
-            hint = " (a supervised run folder: use 'supervise report')" if (p / "supervisor.db").exists() else ""
-            raise InputError(str(path), None, "no result.json, progress.csv, *.jsonl, monitor.csv or "
-                                              f"trainer_state.json found below it{hint}")
+        found = _discover(p)
         logs = []
-        for tid, files in trials:
+        for tid, files, how in found.groups:
             log = None
-            for f in files:  # result.json first; its progress.csv if it holds nothing
+            # result.json first; its progress.csv if it holds nothing. Event files and CSV downloads: one run.
+            candidates = [[f] for f in files] if how == "file" else [files]
+            for c in candidates:
                 try:
-                    log = load_file(f, tid)
+                    if how == "events":
+                        log = load_tensorboard(c[0].parent, tid)
+                    elif how == "tensorboard-csv":
+                        log = load_tensorboard_csv(c, tid)
+                    else:
+                        log = load_file(c[0], tid)
                 except InputError as e:
-                    log = Log(tid, str(f), "error", error=e.problem if e.key is None else f"{e.key}: {e.problem}")
+                    log = Log(tid, str(c[0]), "error", error=e.problem if e.key is None else f"{e.key}: {e.problem}")
                 if log.error is None:
                     break
             logs.append(log)
-        if all(lg.error for lg in logs):
-            first = logs[0]
-            raise InputError(first.source, None, f"{first.error} (and so for every log below {path})"
-                             if len(logs) > 1 else first.error)
-        return "tune", logs
+        bad = [(Path(lg.source), lg.error) for lg in logs if lg.error]
+        read_files = {f for (tid, files, _), lg in zip(found.groups, logs) if not lg.error for f in files}
+        skipped = _collapse(p, found.skipped + bad, read_files)
+        if not logs or all(lg.error for lg in logs):
+            if logs:
+                first = logs[0]
+                raise InputError(first.source, None, f"{first.error} (and so for every log below {path})"
+                                 if len(logs) > 1 else first.error)
+            hint = " (a supervised run folder: use 'supervise report')" if (p / "supervisor.db").exists() else ""
+            raise InputError(str(path), None, "no log found below it: no result.json, progress.csv, TensorBoard "
+                                              f"event file, CSV, JSONL or trainer_state.json{hint}")
+        logs = [lg for lg in logs if not lg.error]
+        tune = all(lg.format in ("result.json", "progress.csv") for lg in logs)
+        return Scanned("tune" if tune else "folder", logs, skipped)
     if not p.is_file():
         raise InputError(str(path), None, "not a regular file or folder")
-    log = load_file(p)
+    log = load_tensorboard(p) if is_event_file(p) else load_file(p)
     if log.error:
         raise InputError(str(path), None, log.error)
-    return log.format, [log]
+    return Scanned(log.format, [log])
+
+
+def load(path: str | Path) -> tuple[str, list[Log]]:
+    """``path`` -> (kind, logs): kind is "tune" for a folder of Tune trials, "folder" for another folder,
+    else the file's format (:func:`read` also says which files were not read)."""
+    res = read(path)
+    return res.kind, res.logs
 
 
 # --------------------------------------------------------------------------------------- judging
@@ -432,7 +722,7 @@ def analyze(log: Log, overrides: Mapping | None = None, profile: Mapping | None 
            "steps": len(log.steps), "first_step": log.steps[0] if log.steps else None,
            "last_step": log.steps[-1] if log.steps else None, "metrics": log.names(), "ignored_keys": log.ignored,
            "source_kind": log.source_kind, "ignored_more": log.ignored_more, "ignored_config": log.ignored_config,
-           "warnings": log.warnings, "notes": log.notes}
+           "warnings": log.warnings, "notes": log.notes, "rows": log.rows, "dropped_rows": log.dropped}
     if log.error:
         out.update(error=log.error, findings=[], health={"score": None, "worst_severity": "ok", "components": {},
                                                           "counts": {}}, final={})
@@ -448,7 +738,7 @@ def analyze(log: Log, overrides: Mapping | None = None, profile: Mapping | None 
         fs = detectors.observe(i, metrics, hist)  # as the engine: a detector bug never stops the scan
         health.observe(i, fs)
         for f in fs:
-            findings.append({"step": log.steps[i], "detector": f.detector, "severity": f.severity,
+            findings.append({"step": log.steps[i], "row": i, "detector": f.detector, "severity": f.severity,
                              "metric": f.metric, "value": f.value, "message": f.message,
                              "threshold": f.threshold})
     counts: dict[str, int] = {}
@@ -466,12 +756,14 @@ def scan(path: str | Path, overrides: Mapping | None = None, profile: Mapping | 
     """Scan ``path``; the JSON of ``supervise scan --format json``.
 
     Top level: ``source``, ``format``, ``findings`` (every trial's, each with
-    its ``trial``), ``health`` (the worst trial's score and severity), and
-    ``trials`` (per trial: its own findings, health, steps, metrics found).
+    its ``trial``), ``health`` (the worst trial's score and severity),
+    ``trials`` (per trial: its own findings, health, steps, metrics found) and
+    ``skipped`` (the files of a folder not read, each with its reason).
     """
     from supervisor.findings import worst
 
-    kind, logs = load(path)
+    res = read(path)
+    kind, logs = res.kind, res.logs
     if profile is None:  # as live: the shipped healthy bands until a log's own history takes over
         from supervisor.calibrate import default_profile
 
@@ -488,4 +780,5 @@ def scan(path: str | Path, overrides: Mapping | None = None, profile: Mapping | 
               "worst_severity": worst(t["health"]["worst_severity"] for t in judged),
               "counts": counts, "trials": len(trials),
               "unhealthy_trials": sum(t["health"]["worst_severity"] in ("warning", "critical") for t in judged)}
-    return json_safe({"source": str(path), "format": kind, "findings": findings, "health": health, "trials": trials})
+    return json_safe({"source": str(path), "format": kind, "findings": findings, "health": health, "trials": trials,
+                      "skipped": res.skipped})

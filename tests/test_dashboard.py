@@ -105,6 +105,8 @@ def dashboard():
         line = p.stdout.readline()
         m = re.search(r"(http://\S+/)", line)
         assert m, f"dashboard did not start: {line}{p.stdout.read() if p.poll() is not None else ''}"
+        if "generate" in args:  # --token generate: the URL to open, token included, comes next
+            return m.group(1), p.stdout.readline().strip()
         return m.group(1)
 
     yield start
@@ -303,6 +305,23 @@ def test_read_only_by_default_and_run_mode_refuses_controls(tmp_path, dashboard,
     assert http(tok + "api/action", "POST", act, {"X-Token": "wrong"})[0] == 403
     status, _, body = http(tok + "api/action", "POST", act, {"X-Token": TOKEN})
     assert status == 409 and "live supervisor" in json.loads(body)["error"]
+    w.close()
+
+
+def test_a_generated_token_is_printed_in_the_url_to_open(tmp_path, dashboard, page):
+    w = Writer(tmp_path)
+    w.report("t0", healthy(0))
+    url, line = dashboard("--run", str(tmp_path), "--token", "generate")
+    m = re.fullmatch(r"open: (http://\S+/)#token=(\S+)", line)
+    assert m and m.group(1) == url, line
+    token = m.group(2)
+    act = {"trial_id": "t0", "action": "stop_trial"}
+    assert http(url + "api/action", "POST", act, {"X-Token": "generate"})[0] == 403  # not the word itself
+    assert http(url + "api/action", "POST", act, {"X-Token": token})[0] == 409  # accepted; a run folder refuses
+    page.goto(line.split(" ", 1)[1])  # the app keeps the token for the tab and drops it from the address bar
+    expect(page.locator("#mode-badge")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('supervisor-token')") == token
+    assert "token" not in page.url
     w.close()
 
 

@@ -87,3 +87,20 @@ def test_tensorboard_event_files_hold_metrics_health_and_findings(gap_run):
     assert abs(by_step[12] - t["health"]["score"]) < 1e-6
     texts = [json.dumps(str(x.tensor_proto.string_val)) for x in acc.Tensors("supervisor/findings/text_summary")]
     assert any("generalization_gap" in s for s in texts), tags
+
+
+def test_scan_reads_the_run_folders_own_tensorboard(gap_run):
+    """``supervise scan RUN_DIR``: the run's tensorboard/ is read with its own names; the rest is listed."""
+    from supervisor.scan import scan
+
+    out, _ = gap_run
+    res = scan(out)
+    (t,) = report(out)["trials"]
+    (s,) = res["trials"]
+    assert s["source_kind"] == "rl-supervisor" and s["trial_id"].startswith("tensorboard/")
+    assert (s["steps"], s["first_step"], s["last_step"]) == (12, 1, 12)
+    assert s["final"]["episode_return_mean"] == pytest.approx(t["final"]["episode_return_mean"], rel=1e-6)
+    assert not s["ignored_keys"]
+    reasons = {k["path"]: k["reason"] for k in res["skipped"]}
+    assert "'supervise report' reads it" in reasons[str(out / "supervisor.db")]
+    assert reasons[str(out / "best") + "/"] == "model or checkpoint data"

@@ -18,6 +18,7 @@ from supervisor.keymaps import flatten, looks_like_learner, lookup, normalize_ke
 from supervisor.scan import load, scan
 
 REAL = Path(__file__).parent / "data" / "real"
+CORPUS = Path(__file__).resolve().parents[1] / "benchmarks" / "corpus"
 
 
 def rows(path):
@@ -210,6 +211,39 @@ def test_baselines_her_progress_csv():
     log = load(path)[1][0]
     assert t["step_key"] == "epoch" and log.steps == [0, 1, 2, 3, 4]
     assert [m["success_rate"] for m in log.metrics] == [float(r["test/success_rate"]) for r in rows(path)]
+
+
+def test_baselines_results_writer_monitor_header_with_a_space_and_crlf_rows():
+    # OpenAI baselines' ResultsWriter: '# {json} ' then csv.DictWriter rows (CRLF). Read byte for byte.
+    path = CORPUS / "baselines_monitor" / "humanoidstandup_ppo2_0.0.monitor.csv"
+    raw = path.read_bytes()
+    header, _, rest = raw.partition(b"\n")
+    assert header.startswith(b"# {") and header.endswith(b"} ") and rest.startswith(b"r,l,t\r\n")
+    eps = [(float(r["r"]), int(r["l"])) for r in csv.DictReader(rest.decode().splitlines())]
+    res, t = one(path)
+    assert (t["format"], t["source_kind"], t["step_key"]) == ("monitor.csv", "sb3/baselines monitor",
+                                                              "total_timesteps")
+    log = load(path)[1][0]
+    assert len(log.steps) == math.ceil(len(eps) / 10) > 1
+    for k, (step, m) in enumerate(zip(log.steps, log.metrics)):
+        block = eps[10 * k:10 * k + 10]
+        assert step == sum(n for _, n in eps[:10 * k + len(block)])
+        assert m["episode_return_mean"] == pytest.approx(sum(r for r, _ in block) / len(block))
+
+
+def test_baselines_ddpg_progress_csv():
+    path = CORPUS / "baselines" / "ddpg_aipilot_progress.csv"
+    src = rows(path)
+    assert {"rollout/return_history", "reference_Q_mean", "train/loss_critic"} <= set(src[0])  # the premise
+    res, t = one(path)
+    assert (t["source_kind"], t["step_key"]) == ("openai-baselines", "total/steps")
+    log = load(path)[1][0]
+    assert log.steps == [int(r["total/steps"]) for r in src]
+    for m, r in zip(log.metrics, src):
+        assert (m["episode_return_mean"], m["q_mean"], m["policy_loss"], m["vf_loss"], m["episode_len_mean"]) == tuple(
+            float(r[k]) for k in ("rollout/return_history", "rollout/Q_mean", "train/loss_actor", "train/loss_critic",
+                                  "rollout/episode_steps"))
+    assert "reference_Q_mean" in t["ignored_keys"]  # a fixed reference batch's Q: shown as not read, not guessed
 
 
 # ------------------------------------------------------------------ Hugging Face trainer_state.json

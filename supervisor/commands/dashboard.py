@@ -7,16 +7,24 @@ HELP = "the live web dashboard"
 TOKEN_ENV = "SUPERVISOR_DASHBOARD_TOKEN"
 
 
+GENERATE = "generate"  # --token generate: a fresh token, printed in the URL to open
+
+
 def add_arguments(p) -> None:
+    from supervisor.commands import number
+
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
-    p.add_argument("--port", type=int, default=8266, help="port (default 8266; 0 picks a free one)")
+    p.add_argument("--port", type=number(int, ge=0, le=65535), default=8266,
+                   help="port (default 8266; 0 picks a free one)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--run", metavar="RUN_DIR", help="read this run folder's supervisor.db (read-only, live-polled)")
     src.add_argument("--address", metavar="ADDR",
                      help="attach to the Ray cluster's live supervisor (default: RAY_ADDRESS)")
     p.add_argument("--token", help=f"enable manual controls, guarded by this token (default: ${TOKEN_ENV}); "
+                                   f"'{GENERATE}' makes one and prints the URL to open, token included; "
                                    "without one the dashboard is read-only")
-    p.add_argument("--poll", type=float, default=0.5, help="seconds between store polls (default 0.5)")
+    p.add_argument("--poll", type=number(float, ge=0.05, le=60), default=0.5,
+                   help="seconds between store polls (default 0.5)")
 
 
 def run(args) -> int:
@@ -26,13 +34,14 @@ def run(args) -> int:
 
     from supervisor.errors import InputError
 
-    if not 0 <= args.port <= 65535:
-        raise InputError("--port", None, f"must be 0..65535 (got {args.port})")
-    if not 0.05 <= args.poll <= 60:
-        raise InputError("--poll", None, f"must be 0.05..60 seconds (got {args.poll})")
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
     if token is not None and not token.strip():
         raise InputError("--token", None, "must not be empty")
+    generated = token == GENERATE
+    if generated:  # a token nobody sees is no use: it is printed once, in the URL to open
+        import secrets
+
+        token = secrets.token_urlsafe(24)
 
     from supervisor.dashboard.data import Hub, RunView
     from supervisor.dashboard.server import is_loopback, serve
@@ -86,6 +95,8 @@ def run(args) -> int:
         raise InputError("--port", None, f"cannot listen on {args.host}:{args.port}: {e.strerror or e}")
     controls = "controls on (token required)" if token else "read-only"
     print(f"dashboard: {srv.url()}  [{where}; {controls}]", flush=True)
+    if generated:  # the app reads the token from the URL's fragment (never sent to a server), then drops it
+        print(f"open: {srv.url().rstrip('/')}/#token={token}", flush=True)
     if token and not is_loopback(args.host):
         print("warning: the token crosses the network in clear text over plain HTTP; "
               "put a TLS proxy in front or bind to 127.0.0.1", file=sys.stderr, flush=True)

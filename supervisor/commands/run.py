@@ -3,8 +3,10 @@ HELP = "one supervised RLlib trial"
 
 
 def add_arguments(p) -> None:
+    from supervisor.commands import number
+
     p.add_argument("experiment", help="experiment YAML file")
-    p.add_argument("--iterations", type=int, help="stop after N iterations (overrides stop.iterations)")
+    p.add_argument("--iterations", type=number(int, gt=0), help="stop after N iterations (overrides stop.iterations)")
     p.add_argument("--out", help="run folder (default runs/<name>-<timestamp>/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a dotted key")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")

@@ -24,10 +24,12 @@ NO_SUPERVISOR_EXIT = 1
 
 
 def add_arguments(p) -> None:
+    from supervisor.commands import number
+
     p.add_argument("--address", help="Ray cluster (GCS) address host:port (default: RAY_ADDRESS, else this "
                                      "machine's cluster)")
     p.add_argument("--format", choices=FORMATS, default="text")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the supervisor (default 10)")
+    p.add_argument("--timeout", type=number(float, gt=0, le=3600), default=10.0, help="seconds to wait for the supervisor (default 10)")
 
 
 def _fail(msg: str, code: int) -> int:

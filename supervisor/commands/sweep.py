@@ -11,9 +11,11 @@ HELP = "a Ray Tune sweep, every trial supervised"
 
 
 def add_arguments(p) -> None:
+    from supervisor.commands import number
+
     p.add_argument("sweep", help="sweep YAML file (an experiment file plus search:, num_samples, scheduler)")
     p.add_argument("--out", help="run folder (default runs/<name>-<timestamp>/)")
-    p.add_argument("--max-concurrent", type=int, dest="max_concurrent",
+    p.add_argument("--max-concurrent", type=number(int, gt=0), dest="max_concurrent",
                    help="at most N trials at once (overrides max_concurrent in the file)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a dotted key")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")

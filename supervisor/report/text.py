@@ -110,9 +110,11 @@ def render_scan(res: dict) -> str:
     trials = res["trials"]
     h = res["health"]
     head = f"scan {res['source']} ({res['format']}"
-    head += f", {len(trials)} trials)" if res["format"] == "tune" else ")"
+    head += f", {len(trials)} trials)" if res["format"] in ("tune", "folder") else ")"
     score = "-" if h["score"] is None else f"{h['score']:.2f}"
-    lines = [head, f"health {score} (worst {h['worst_severity']})", ""]
+    unread = sum(s.get("files", 1) for s in res.get("skipped") or [])
+    lines = [head, f"health {score} (worst {h['worst_severity']})"
+             + (f"; {unread} file{'s' if unread != 1 else ''} not read (listed below)" if unread else ""), ""]
     for t in trials:
         if t.get("error"):
             lines += [f"trial {t['trial_id']}: skipped: {t['error']}  [{t['source']}]", ""]
@@ -126,7 +128,7 @@ def render_scan(res: dict) -> str:
                      f"{t['first_step']}..{t['last_step']}), {len(t['metrics'])} metrics, "
                      f"final return {fmt(ret) if ret is not None else '-'}, health {score} "
                      f"(worst {th['worst_severity']})")
-        lines += _findings_lines(t["findings"], "step", "step", 8)
+        lines += _findings_lines(_runs(t["findings"]), "step", "step", 8)
         for w in t.get("warnings", ()):
             lines.append(f"  warning: {w}")
         for n in t.get("notes", ()):
@@ -137,7 +139,45 @@ def render_scan(res: dict) -> str:
             tail = f" (+ {', '.join(more)})" if more else ""
             lines.append(f"  ignored keys: {', '.join(t['ignored_keys'])}{tail}")
         lines.append("")
+    lines += _skipped_lines(res.get("skipped") or [], res["source"])
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _runs(findings: list) -> list:
+    """A finding one detector repeats on consecutive rows: once, with its range (``step`` "a..b (n rows)")."""
+    out: list = []
+    open_runs: dict = {}  # (detector, severity, metric) -> the run it may extend
+    for f in findings:
+        key = (f["detector"], f["severity"], f.get("metric"))
+        run = open_runs.get(key)
+        if run is not None and f.get("row") is not None and f["row"] == run["last_row"] + 1:
+            run.update(last_row=f["row"], last_step=f["step"], n=run["n"] + 1)
+            continue
+        run = {"f": dict(f), "last_row": f.get("row", -2), "last_step": f["step"], "n": 1}
+        open_runs[key] = run
+        out.append(run)
+    for run in out:
+        if run["n"] > 1:
+            run["f"]["step"] = f"{run['f']['step']}..{run['last_step']} ({run['n']} rows)"
+    return [run["f"] for run in out]
+
+
+def _skipped_lines(skipped: list, root: str, examples: int = 3) -> list[str]:
+    """The files a folder scan did not read, grouped by reason (a few paths each; the JSON has them all)."""
+    if not skipped:
+        return []
+    by: dict[str, list] = {}
+    for s in skipped:
+        by.setdefault(s["reason"], []).append(s)
+    n = sum(s.get("files", 1) for s in skipped)
+    lines = [f"not read: {n} file{'s' if n != 1 else ''}"]
+    prefix = root.rstrip("/") + "/"
+    for reason, items in by.items():
+        files = sum(s.get("files", 1) for s in items)
+        paths = [s["path"][len(prefix):] if s["path"].startswith(prefix) else s["path"] for s in items]
+        more = f", +{len(paths) - examples} more" if len(paths) > examples else ""
+        lines.append(f"  {reason}: {files} file{'s' if files != 1 else ''} ({', '.join(paths[:examples])}{more})")
+    return lines
 
 
 def _gib(b) -> str:

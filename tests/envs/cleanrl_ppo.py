@@ -5,7 +5,8 @@
 After each update it calls ``on_update(update, metrics, ctx)`` with CleanRL's own metric names (the
 return of the episodes that finished in the rollout, with ``num_episodes``, and the value targets'
 scale, as supervisor.integrations.torch says a loop should report); returning True ends training.
-``before_update(update, ctx)`` may plant faults.
+``on_episode(global_step, return, length)`` sees each finished episode. ``before_update(update, ctx)``
+may plant faults.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class Ctx:
     update_s: list = field(default_factory=list)
 
 
-def train(updates: int, on_update=None, before_update=None, args: Args | None = None, ctx_ready=None) -> Ctx:
+def train(updates: int, on_update=None, before_update=None, args: Args | None = None, ctx_ready=None,
+          on_episode=None) -> Ctx:
     args = args or Args()
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
@@ -106,6 +108,9 @@ def train(updates: int, on_update=None, before_update=None, args: Args | None = 
                 next_done = torch.tensor(np.logical_or(term, trunc), dtype=torch.float32)
                 if "episode" in info:
                     finished += [float(x) for x in info["episode"]["r"][info["_episode"]]]
+                    if on_episode is not None:  # CleanRL logs each finished episode at its global step
+                        for ep_r, ep_l in zip(info["episode"]["r"][info["_episode"]], info["episode"]["l"][info["_episode"]]):
+                            on_episode(global_step, float(ep_r), int(ep_l))
             with torch.no_grad():
                 next_value = agent.get_value(next_obs).reshape(1, -1)
                 adv = torch.zeros_like(rewards)

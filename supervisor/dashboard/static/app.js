@@ -907,6 +907,12 @@
   }
 
   function init() {
+    // `supervise dashboard --token generate` prints a URL with #token=...: keep it for this tab, drop it from the URL
+    const m = /^#token=([^&]+)$/.exec(location.hash);
+    if (m) {
+      sessionStorage.setItem('supervisor-token', decodeURIComponent(m[1]));
+      history.replaceState(null, '', location.pathname + location.search + '#/');
+    }
     $('feed-info').addEventListener('change', (e) => { S.showInfo = e.target.checked; renderFeed(); });
     window.addEventListener('hashchange', route);
     boot();

@@ -1,0 +1,286 @@
+"""The README's benchmark tables, generated from ``benchmarks/results/*.json`` (never typed by hand).
+
+    python benchmarks/readme_tables.py           # rewrite the marked regions of README.md and docs/
+    python benchmarks/readme_tables.py --check   # exit 1 and print a diff when a file differs
+
+README.md holds each table between two markers (docs/api.md and docs/benchmarks.md may repeat one)::
+
+    <!-- table:NAME -->
+    ...generated, replaced on every run...
+    <!-- /table:NAME -->
+
+and :data:`TABLES` maps NAME to a function that reads the result files and
+returns the Markdown between the markers. ``tests/test_docs.py`` fails when
+README.md differs from what this script generates, so a benchmark re-run
+that changes a figure changes the README in the same commit.
+
+How a branch adds a table:
+
+1. the benchmark writes its figures as JSON next to its Markdown, with
+   :func:`benchmarks.results_io.write_results` (``results/NAME.json``:
+   ``command``, ``date``, ``machine`` and the ``figures`` it chooses);
+2. add ``def table_NAME() -> str`` here, reading ``_figures("NAME")``, and
+   an entry in :data:`TABLES`;
+3. put the two markers in README.md where the table goes, run this script,
+   and commit the README with the result file.
+
+Prose next to a table that repeats one of its figures goes inside the
+markers too (generated), or is reworded so it does not repeat it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+README = REPO / "README.md"
+#: the files whose marked regions are generated; README.md must mark every table, the others may repeat some
+FILES = (README, REPO / "docs" / "api.md", REPO / "docs" / "benchmarks.md")
+sys.path.insert(0, str(REPO))
+
+
+def _figures(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())["figures"]
+
+
+def _meta(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def _n(x: float, digits: int = 0) -> str:
+    return f"{x:,.{digits}f}"
+
+
+def _row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _loaded(*names: str) -> str:
+    """Where a result was taken on a busy machine, its load average (2 cores: above 2 is contention)."""
+    loads = [(n, _meta(n)["machine"].get("load_average_1m")) for n in names]
+    busy = [f"{n} {la:g}" for n, la in loads if isinstance(la, (int, float)) and la > 2.5]
+    return ("" if not busy else
+            f"\n\n*Taken with other work on the machine (1-minute load average: {', '.join(busy)} on 2 cores):"
+            " times taken under it are pessimistic.*")
+
+
+# --------------------------------------------------------------------------------------------- tables
+
+
+_WAYS = {"rldk_ppo_scan": "RLDK ppo_scan", "llm_foundry_kill_loss_spike": "llm-foundry KillLossSpike",
+         "megatron_loss_checks": "Megatron loss checks"}
+
+
+def table_detection() -> str:
+    """The supervisor beside the published rule sets on the recorded real runs (benchmarks/detection.py)."""
+    f = _figures("detection")
+    ppo_bad = [b for b in f["bad_start"] if b["algorithm"] == "PPO"]
+    flagged = sum(b["flagged"] for b in ppo_bad)
+    named = sum(b["flagged"] and b["cause_named"] and b["acted"] for b in ppo_bad)
+    iters = f["totals"][0]["healthy_iterations"]
+    out = [f"| way (same real runs) | mid-run faults found | median delay | PPO configs bad from the start, flagged "
+           f"by iteration 3 | false alarms (healthy runs and before onsets, {iters:,} iterations) |",
+           "|---|---:|---:|---:|---:|"]
+    for t in f["totals"]:
+        k, n = (int(x) for x in t["mid_run_recall"].split("/"))
+        delay = "n/a" if t["median_delay"] is None else f"{t['median_delay']:g}"
+        if t["way"] == "supervisor":
+            how = ("each by the detector naming the cause, each acted on" if named == flagged
+                   else f"{named} by the detector naming the cause and acted on")
+            bad = f"{flagged} / {len(ppo_bad)} ({how})"
+        else:
+            bad = f"{sum(b['baselines'][t['way']] for b in ppo_bad)} / {len(ppo_bad)}"
+        out.append(_row(_WAYS.get(t["way"], t["way"]), f"{k} / {n}", delay, bad, f"{t['false_alarms']:,}"))
+    return "\n".join(out)
+
+
+def table_corpus() -> str:
+    """Other people's logs, tuning and held-out halves apart (benchmarks/corpus.py, in detection.py's run)."""
+    c = _figures("detection")["corpus"]
+    out = ["| half (runs behind it) | way | healthy runs with a warning / a critical | healthy runs with any alarm "
+           "| labelled faults flagged |", "|---|---|---:|---:|---:|"]
+    for h, d in c["halves"].items():
+        for i, w in enumerate(c["ways"]):
+            x = d["ways"][w]
+            half = f"{h.replace('_', '-')} ({d['healthy']} healthy, {d['faulty']} faulty, {d['unknown']} unknown)"
+            label = half if i == 0 else ""
+            warn = (f"{x['healthy_warned']} / {x['healthy_critical']} of {d['healthy']}" if w == c["ways"][0]
+                    else "-")
+            out.append(_row(label, _WAYS.get(w, w), warn, f"{x['healthy_alarmed']} of {d['healthy']}",
+                            f"{x['faults_flagged']} of {d['faulty']}"))
+    return "\n".join(out)
+
+
+def table_detection_synthetic() -> str:
+    """The synthetic half of the detection benchmark, in one sentence."""
+    f = _figures("detection")
+    syn = f["synthetic"]
+    recall = min(d["recall"] for d in f["synthetic_detectors"] if d["cases"])
+    per10k = 1e4 * syn["false_alarms"] / syn["healthy_iterations"]
+    return (f"*Synthetic streams* (each fault at a known onset, abrupt and gradual, held-out seeds): every detector "
+            f"at >= {int(100 * recall)} %\nrecall, {per10k:.2f} false alarms per 10,000 healthy iterations "
+            f"({syn['healthy_iterations']:,} judged).")
+
+
+def table_sweep() -> str:
+    """FIFO, ASHA, the supervisor, both: env steps and outcomes (benchmarks/sweep_efficiency.py)."""
+    from benchmarks.sweep_efficiency import _mean_spread, summarize
+
+    def _ms(xs, fmt="{:,.0f}") -> str:  # mean ± half the spread over the repetitions (no "± 0")
+        m, s = _mean_spread(xs)
+        if m != m:
+            return "-"
+        return fmt.format(m) + (f" ± {fmt.format(s / 2)}" if s > 0 else "")
+
+    raw = json.loads((RESULTS / "sweep_efficiency.json").read_text())
+    results = raw["results"]
+    modes = list(dict.fromkeys(r["mode"] for r in results))
+    reps = sorted({r["rep"] for r in results})
+    envs = list(dict.fromkeys(r["env"] for r in results))
+    summ = {(m, rep): summarize([r for r in results if r["mode"] == m and r["rep"] == rep])
+            for m in modes for rep in reps}
+    names = {"fifo": "FIFO", "asha": "ASHA", "supervisor": "supervisor", "supervisor+asha": "supervisor + ASHA"}
+    out = ["| way | env steps | vs FIFO | " + " | ".join(f"best return {e.split('-')[0]}" for e in envs)
+           + " | healthy stopped by the supervisor | healthy ended early by ASHA | bad caught | bad recovered |",
+           "|---|---:|---:|" + "---:|" * len(envs) + "---:|---:|---:|---:|"]
+    for m in modes:
+        ss = [summ[(m, rep)] for rep in reps]
+        ratio = [summ[(m, rep)]["steps"] / summ[("fifo", rep)]["steps"] for rep in reps]
+        sup, asha = m.startswith("supervisor"), "asha" in m
+        h, b = ss[0]["healthy"], ss[0]["bad"]
+        out.append(_row(names.get(m, m), _ms([s["steps"] for s in ss]), _ms([100 * x for x in ratio], "{:.0f} %"),
+                        *(_ms([s["best"].get(e) for s in ss], "{:.1f}") for e in envs),
+                        f"{_ms([s['killed_by_supervisor'] for s in ss], '{:g}')} / {h}" if sup else "-",
+                        f"{_ms([s['ended_by_asha'] for s in ss], '{:g}')} / {h}" if asha else "-",
+                        f"{_ms([s['caught'] for s in ss], '{:g}')} / {b}",
+                        f"{_ms([s['recovered'] for s in ss], '{:g}')} / {b}" if sup else "-"))
+    return "\n".join(out)
+
+
+def table_faults() -> str:
+    """Records through actor kills, a full disk, a locked database, dropped calls (benchmarks/faults.py)."""
+    f = _figures("faults")
+    return "\n".join(["| records expected | stored | lost | duplicates | trials hung |",
+                      "|---:|---:|---:|---:|---:|",
+                      _row(f["expected"], f["stored"], f["lost"], f["duplicates"], f["hung"])])
+
+
+def table_load() -> str:
+    """Ingestion, latency, memory and PPO overhead (benchmarks/ingestion.py, memory.py, overhead.py)."""
+    ing, mem, ovh = _figures("ingestion"), _figures("memory"), _figures("overhead")
+
+    def goal(ok: bool, text: str) -> str:
+        return text + (": met" if ok else ": **not met**")
+
+    p50, p99 = ing["actor_latency_p50_ms"], ing["actor_latency_p99_ms"]
+    lat_goal = ("<= 5 ms: met" if p99 <= 5 else "<= 5 ms: p50 met, **p99 not met**" if p50 <= 5
+                else "<= 5 ms: **not met**")
+    rows = [
+        _row(f"ingestion, reports/s (batches of {ing['batch']}, every detector on; a no-op actor: "
+             f"{_n(ing['noop_reports_per_s'])})", _n(ing["reports_per_s"]),
+             goal(ing["reports_per_s"] >= 10_000, ">= 10,000")),
+        _row(f"verdict latency inside the actor, p50 / p99, {ing['concurrent_trials']:,} trials at 1 report/s",
+             f"{p50:.2f} / {p99:.2f} ms", lat_goal),
+        _row("verdict round trip seen by the trials, p50 / p99 (a no-op actor: "
+             f"{ing['noop_round_trip_p50_ms']:.1f} / {ing['noop_round_trip_p99_ms']:.1f} ms)",
+             f"{ing['round_trip_p50_ms']:.1f} / {ing['round_trip_p99_ms']:.1f} ms",
+             goal(ing["round_trip_p99_ms"] <= 5, "<= 5 ms")),
+        _row(f"heap per supervised trial after {mem['iterations']:,} iterations",
+             f"{mem['heap_per_trial_kib']:.0f} KiB", goal(mem["heap_per_trial_kib"] <= 1024, "<= 1 MiB")),
+        _row("PPO iteration time, supervised / plain", f"{ovh['ratio']:.3f}", goal(ovh["ratio"] <= 1.01, "<= 1.01")),
+    ]
+    when = "; ".join(f"{n} {_meta(n)['date'][:10]}" for n in ("ingestion", "memory", "overhead"))
+    note = f"\n\nMeasured: {when}."
+    if ing.get("synchronous", "FULL") != "FULL":
+        note += (f" The ingestion and latency rows predate the store's `synchronous=FULL` (measured with "
+                 f"`{ing['synchronous']}`); FULL against NORMAL side by side: `benchmarks/results/ingestion_sync.md`. "
+                 "A re-run on a quiet machine is due (`benchmarks/results/ingestion.json`, its note).")
+    return "\n".join(["| measure | supervisor | goal |", "|---|---:|---|", *rows]) + note + \
+        _loaded("ingestion", "memory", "overhead")
+
+
+def table_api() -> str:
+    """Supervisor.observe against a CleanRL update (benchmarks/api_overhead.py)."""
+    f = _figures("api_overhead")
+    return (f"**Python API** (`python benchmarks/api_overhead.py`): `Supervisor.observe` median "
+            f"{f['observe_median_us']:,.0f} µs per report (p99 {f['observe_p99_us']:,.0f} µs), "
+            f"{f['median_share_percent']:.3f} % of a CleanRL CartPole PPO update ({f['update_median_ms']:.1f} ms); "
+            f"a fixed pure-Python control loop interleaved with it: median {f['control_median_us']:.0f} µs, p99 "
+            f"{f['control_p99_us']:.0f} µs. Each report is committed with `synchronous=FULL` (a flush to disk) "
+            "before its verdict returns: the figure depends on the disk, which other jobs were using.") + _loaded("api_overhead")
+
+
+def table_learner() -> str:
+    """The instrumented learner against RLlib's stock one, same episodes (benchmarks/learner_overhead.py)."""
+    f = _figures("learner_overhead")
+    rows = [_row(f"batch {c['batch']}, minibatch {c['minibatch']}, {c['epochs']} epochs",
+                 f"{c['wall_overhead_percent']:+.1f} %", f"{c['cpu_overhead_percent']:+.1f} %") for c in f["configs"]]
+    return "\n".join(["| config | wall time overhead | CPU time overhead |", "|---|---:|---:|", *rows]) + \
+        _loaded("learner_overhead")
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "detection": table_detection,
+    "detection_synthetic": table_detection_synthetic,
+    "corpus": table_corpus,
+    "sweep_efficiency": table_sweep,
+    "faults": table_faults,
+    "supervisor_load": table_load,
+    "api_overhead": table_api,
+    "learner_overhead": table_learner,
+}
+
+_REGION = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /table:(?P=name) -->)", re.S)
+
+
+def generate(text: str, require_all: bool = True) -> str:
+    """``text`` with every marked region regenerated; KeyError for an unknown table, or (``require_all``,
+    the README) for a table it does not mark."""
+    seen = set()
+
+    def sub(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in TABLES:
+            raise KeyError(f"README.md marks a table {name!r} that benchmarks/readme_tables.py does not know "
+                           f"(known: {', '.join(TABLES)})")
+        seen.add(name)
+        return m.group(1) + TABLES[name]().rstrip("\n") + m.group(4)
+
+    out = _REGION.sub(sub, text)
+    missing = set(TABLES) - seen
+    if missing and require_all:
+        raise KeyError(f"README.md has no markers for the table(s) {', '.join(sorted(missing))}")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 (with a diff) when a file is not as generated")
+    args = ap.parse_args(argv)
+    stale = 0
+    for path in FILES:
+        old = path.read_text()
+        new = generate(old, require_all=path == README)
+        if new == old:
+            continue
+        if args.check:
+            stale += 1
+            sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True), str(path),
+                                                       "generated"))
+        else:
+            path.write_text(new)
+            print(f"rewrote {path}")
+    if stale:
+        print(f"\n{stale} file(s) differ from benchmarks/results/: run python benchmarks/readme_tables.py")
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
