@@ -60,9 +60,10 @@ class RewardCollapse(Detector):
     rose from: a return that only fell since its start made no progress), progress = best - base, and sigma the noise of a point (MAD of successive differences over the last
     ``window`` points; at least 1 % of |best|). Fire when the newest point is below best -
     max(``drop_fraction`` x progress, ``z`` x sigma), on ``patience`` consecutive points, provided the
-    run has made real progress: progress >= ``z`` x sigma and >= ``min_progress`` x max(|best|, |base|)
-    (a run that never improved cannot collapse; this also keeps noise in the first points from counting
-    as progress), after ``warmup`` points. Warning; critical when the return is back within (1 -
+    run has made real progress: progress >= ``z`` x sigma and >= ``min_progress`` x max(|best|, |base|),
+    and best is that far above the first level too (a run that never rose above where it started cannot
+    collapse: an exploring learner that first gets worse and then climbs back; this also keeps noise in
+    the first points from counting as progress), after ``warmup`` points. Warning; critical when the return is back within (1 -
     ``critical_fraction``) x progress of the base or below it (the run lost nearly everything it
     learned, e.g. a diverged PPO whose return falls to the environment's minimum). After a reset (a
     rollback: the history is back at the checkpoint) the levels and points start again from the returns
@@ -104,6 +105,7 @@ class RewardCollapse(Detector):
         self._smooth: deque = deque(maxlen=self.smooth)
         self._best = self._base = None  # remembered over the whole run (beyond the history ring)
         self._low = None  # the lowest level so far
+        self._start = None  # the first level: where the run started
         self.count = 0  # points so far
         self._seeded = False
 
@@ -121,6 +123,8 @@ class RewardCollapse(Detector):
         if len(self._smooth) == self.smooth:
             m = median(list(self._smooth))
             self._low = m if self._low is None else min(self._low, m)
+            if self._start is None:
+                self._start = m
             if self._best is None or m > self._best:  # progress is measured from the lowest level before it
                 self._best, self._base = m, self._low
 
@@ -164,7 +168,8 @@ class RewardCollapse(Detector):
                 recent = pts[max(n - self.window, 0):]
                 sigma = max(noise_scale(recent), 0.01 * abs(best), 1e-8)
                 thr = best - max(self.drop_fraction * progress, self.z * sigma)
-                real = progress >= max(self.z * sigma, self.min_progress * max(abs(best), abs(base)))
+                real = (progress >= max(self.z * sigma, self.min_progress * max(abs(best), abs(base)))
+                        and best - self._start >= self.min_progress * max(abs(best), abs(self._start)))
                 triggered = real and v < thr
                 if v <= base + (1 - self.critical_fraction) * progress:
                     sev = "critical"
