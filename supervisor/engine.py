@@ -254,9 +254,9 @@ class Engine:
             self._judge(state, seq, findings, metrics)
         decision = None
         trouble = any(severity_rank(f.severity) >= severity_rank("warning") for f in findings)
+        if trouble or any(f.details.get("unconfirmed") for f in findings):
+            state.last_trouble_seq = seq  # a one-report spike is no health to checkpoint either
         if trouble or state.policy.waiting:
-            if trouble:
-                state.last_trouble_seq = seq
             # a warning acts when confirmed (held, or corroborated), the return alone never (supervisor.policy)
             confirmed = self.policy.confirm(state.policy, findings, state.detectors.alarmed(),
                                             state.detectors.streak)

@@ -156,7 +156,8 @@ def drop_no_data(metrics: dict) -> dict:
         # 1 - Var(y - v)/Var(y) is undefined when the returns do not vary (CleanRL and SB3 log NaN, sparse
         # rewards, a return at its cap); a NaN critic would show in its loss. And it is noise when the
         # critic's error is negligible against its targets (A2C's 5-step batches inside a 500-step
-        # episode: targets all ~100, an MSE of 1e-9, EV -12): a ratio of two tiny variances.
+        # episode: targets all ~100, an MSE of 1e-9, EV -12): a ratio of two tiny variances. The targets'
+        # scale: reported, else estimated from the returns (target_scale).
         del metrics["explained_variance"]
     ratio = metrics.get("grad_norm_ratio")
     if ratio is not None and not math.isfinite(ratio) and metrics.get("grad_norm_value", 1.0) == 0.0:
@@ -167,13 +168,38 @@ def drop_no_data(metrics: dict) -> dict:
 #: A value loss below this fraction of its squared target scale (an RMS error of 1 % of the targets) is
 #: a negligible error: the explained variance of such a batch says nothing.
 NEGLIGIBLE_VF_ERROR = 1e-4
+#: The discount assumed where the trial's config does not give one (RLlib's, SB3's and CleanRL's default).
+GAMMA = 0.99
+
+
+def _finite(x) -> float | None:
+    return x if isinstance(x, float) and math.isfinite(x) else None
+
+
+def target_scale(metrics: Mapping[str, float], gamma: float = GAMMA) -> tuple[float, str] | None:
+    """The scale of what a value loss regresses on, and where it came from: ``value_target_scale`` (mean
+    |value target|) when the writer reports it; else |``q_mean``| (a Q-learner's targets are its own
+    Q-values); else estimated from the returns: per-step reward r = |return| / episode length L, and the
+    mean discounted value over an episode, r / (1 - gamma) x (1 - (1 - gamma^L) / (L (1 - gamma))).
+    None when none of these is reported (or the scale is 0)."""
+    s = _finite(metrics.get("value_target_scale"))
+    if s is not None and s > 0:
+        return s, "value_target_scale"
+    q = _finite(metrics.get("q_mean"))
+    if q is not None and q != 0:
+        return abs(q), "|q_mean|"
+    ret, length = _finite(metrics.get("episode_return_mean")), _finite(metrics.get("episode_len_mean"))
+    if ret is None or length is None or length < 1 or ret == 0:
+        return None
+    g = 1.0 - gamma
+    s = abs(ret) / length / g * (1.0 - (1.0 - gamma ** length) / (length * g))
+    return (s, f"the returns' value scale (gamma {gamma:g})") if s > 0 else None
 
 
 def _negligible_error(metrics: dict) -> bool:
-    scale = metrics.get("value_target_scale")
-    loss = metrics.get("vf_loss_unclipped", metrics.get("vf_loss"))
-    return (scale is not None and loss is not None and math.isfinite(scale) and math.isfinite(loss)
-            and scale > 0 and 0 <= loss < NEGLIGIBLE_VF_ERROR * scale * scale)
+    got = target_scale(metrics)
+    loss = _finite(metrics.get("vf_loss_unclipped", metrics.get("vf_loss")))
+    return got is not None and loss is not None and 0 <= loss < NEGLIGIBLE_VF_ERROR * got[0] * got[0]
 
 
 EVAL_METRICS = ("eval_return_mean", "eval_num_episodes")

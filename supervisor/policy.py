@@ -158,7 +158,7 @@ class EscalationPolicy:
                 state.waiting[d] = (f, need)
                 continue
             state.waiting.pop(d, None)
-            if d not in fresh or how.startswith("with"):
+            if how:
                 f = replace(f, message=f"{f.message} [confirmed: {how}]")
             out.append(f)
         return out

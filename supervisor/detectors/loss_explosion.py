@@ -4,24 +4,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from supervisor.detectors._common import SpikeDetector, SpikeOptions, fmt, value_of
+from supervisor.detectors._common import SpikeDetector, SpikeOptions, fmt
+from supervisor.metrics import GAMMA, target_scale
 from supervisor.detectors.options import Number, positive
 
 #: Losses with a value-regression part: their scale follows the square of the value targets' (an unclipped
 #: value loss as returns grow, a TD loss with its Q-values).
 VALUE_DRIVEN = frozenset(("total_loss", "vf_loss", "vf_loss_unclipped", "q_loss", "q_twin_loss"))
-
-
-def target_scale(metrics) -> tuple[float, str] | None:
-    """The scale of what a value loss regresses on, and its name: ``value_target_scale`` (mean |value
-    target|), else |``q_mean``| (a Q-learner's targets are its own Q-values); None when not reported."""
-    s = value_of(metrics, "value_target_scale")
-    if s is not None and s > 0:
-        return s, "value_target_scale"
-    q = value_of(metrics, "q_mean")
-    if q is not None and q != 0:
-        return abs(q), "|q_mean|"
-    return None
 
 
 class LossExplosionOptions(SpikeOptions):
@@ -55,8 +44,10 @@ class LossExplosion(SpikeDetector):
     loss from 0.06 to 61 as the episodes lengthen, an RMS error of 8 on targets of ~90). So a loss with a
     value part (``total_loss``, ``vf_loss``, ``vf_loss_unclipped``, ``q_loss``) is an explosion only when
     it also exceeds ``driver_fraction`` x s^2, s the scale of its targets (``value_target_scale``, else
-    |``q_mean``|): an RMS error of ~30 % of the targets (a critic predicting 0 everywhere scores ~s^2).
-    Below that the finding is ``info``. Without s (not reported) the history rule alone decides.
+    |``q_mean``|, else estimated from the return and the episode length with the trial's discount:
+    :func:`supervisor.metrics.target_scale`): an RMS error of ~30 % of the targets (a critic predicting 0
+    everywhere scores ~s^2). Below that the finding is ``info``. Without any of them the history rule
+    alone decides.
 
     Args:
         metrics: losses to watch. Default ("total_loss", "policy_loss").
@@ -83,7 +74,7 @@ class LossExplosion(SpikeDetector):
             return None
         if self.priors.vf_clip_param is not None and metric in ("total_loss", "vf_loss"):
             return None  # the writer clips its value loss: it cannot grow with the targets
-        got = target_scale(metrics)
+        got = target_scale(metrics, self.priors.gamma or GAMMA)
         if got is None:
             return None
         s, name = got

@@ -314,6 +314,8 @@ def _priors(m) -> dict:
             out["clip_param"] = float(clip(1.0))
         except Exception:
             pass
+    if _is_num(getattr(m, "gamma", None)):
+        out["gamma"] = float(m.gamma)
     if name == "PPO":
         out["use_kl_loss"] = False
         if _is_num(getattr(m, "target_kl", None)):
