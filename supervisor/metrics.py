@@ -156,8 +156,7 @@ def drop_no_data(metrics: dict) -> dict:
         # 1 - Var(y - v)/Var(y) is undefined when the returns do not vary (CleanRL and SB3 log NaN, sparse
         # rewards, a return at its cap); a NaN critic would show in its loss. And it is noise when the
         # critic's error is negligible against its targets (A2C's 5-step batches inside a 500-step
-        # episode: targets all ~100, an MSE of 1e-9, EV -12): a ratio of two tiny variances. The targets'
-        # scale: reported, else estimated from the returns (target_scale).
+        # episode: targets all ~100, an MSE of 1e-9, EV -12): a ratio of two tiny variances.
         del metrics["explained_variance"]
     ratio = metrics.get("grad_norm_ratio")
     if ratio is not None and not math.isfinite(ratio) and metrics.get("grad_norm_value", 1.0) == 0.0:
@@ -180,8 +179,9 @@ def target_scale(metrics: Mapping[str, float], gamma: float = GAMMA) -> tuple[fl
     """The scale of what a value loss regresses on, and where it came from: ``value_target_scale`` (mean
     |value target|) when the writer reports it; else |``q_mean``| (a Q-learner's targets are its own
     Q-values); else estimated from the returns: per-step reward r = |return| / episode length L, and the
-    mean discounted value over an episode, r / (1 - gamma) x (1 - (1 - gamma^L) / (L (1 - gamma))).
-    None when none of these is reported (or the scale is 0)."""
+    mean discounted value over an episode, r / (1 - gamma) x (1 - (1 - gamma^L) / (L (1 - gamma))) (a
+    writer that normalizes its rewards, VecNormalize, regresses on smaller targets than this: the estimate
+    is then generous). None when none of these is reported (or the scale is 0)."""
     s = _finite(metrics.get("value_target_scale"))
     if s is not None and s > 0:
         return s, "value_target_scale"
@@ -197,9 +197,10 @@ def target_scale(metrics: Mapping[str, float], gamma: float = GAMMA) -> tuple[fl
 
 
 def _negligible_error(metrics: dict) -> bool:
-    got = target_scale(metrics)
+    # the reported scale only: an estimate from raw returns says nothing of normalized targets (VecNormalize)
+    scale = _finite(metrics.get("value_target_scale"))
     loss = _finite(metrics.get("vf_loss_unclipped", metrics.get("vf_loss")))
-    return got is not None and loss is not None and 0 <= loss < NEGLIGIBLE_VF_ERROR * got[0] * got[0]
+    return scale is not None and loss is not None and scale > 0 and 0 <= loss < NEGLIGIBLE_VF_ERROR * scale * scale
 
 
 EVAL_METRICS = ("eval_return_mean", "eval_num_episodes")

@@ -22,7 +22,6 @@ class ValueCollapseOptions(DetectorOptions):
     ev_zero: Number = at_least(0, 0.1)
     vf_clip: Number | None = positive(None)
     learned_below: Number = Field(0.9, gt=0, lt=1)
-    material: Number = at_least(0, 1e-4)
     exit: Count = at_least(1, 3)
     repeat: Count = positive(10)
     band: BandOption = None
@@ -48,15 +47,9 @@ class ValueCollapse(Detector):
       consecutive iterations. Warning; critical at or below ``critical_ev``
       (predictions much worse than a constant). An explained variance that is
       undefined (NaN: constant targets) or noise (a value error negligible
-      against the targets' scale, e.g. A2C's 5-step batches inside 500-step
-      episodes) never reaches it: it is no data (``supervisor.metrics.drop_no_data``). Only a material error counts:
-      when the value loss and ``value_target_scale`` (mean |target|) are both
-      reported, the loss (``vf_loss_unclipped``, else ``vf_loss``) must be at
-      least ``material`` x scale^2 (an RMS error of 1 % of the targets). An
-      explained variance is a ratio of two variances: over a batch whose
-      targets barely vary (A2C's 5-step rollouts inside a 500-step episode,
-      returns all ~100) both are tiny and the ratio is noise, as undefined as
-      the NaN of a constant target (which is dropped as no data).
+      against the reported ``value_target_scale``, e.g. A2C's 5-step batches
+      inside 500-step episodes) never reaches it: it is no data
+      (``supervisor.metrics.drop_no_data``).
     * vf_loss pinned: the last ``pin_window`` values of ``vf_loss`` (this one
       included) all equal within ``pin_tol`` (relative), while explained
       variance is within ``ev_zero`` of 0 (or, when it is not reported, the
@@ -82,8 +75,6 @@ class ValueCollapse(Detector):
         vf_clip: the run's vf_clip_param, if known. Default None.
         learned_below: an earlier vf_loss below this fraction of the pinned value shows the critic
             once learned. Default 0.9.
-        material: the value loss, relative to the squared target scale, below which the critic's
-            error is immaterial. Default 1e-4.
         exit, repeat: Latch hysteresis. Default 3, 10.
         band: learned healthy band for ``explained_variance`` (its ``low`` is
             the recent level until ``warmup`` values exist). Default None.
@@ -105,15 +96,8 @@ class ValueCollapse(Detector):
         self._ev_streak = 0
         self._learned = False
 
-    def _immaterial(self, metrics) -> bool:
-        """The critic's error is negligible against its targets' scale (both reported)."""
-        scale = value_of(metrics, "value_target_scale")
-        loss = value_of(metrics, "vf_loss_unclipped")
-        loss = value_of(metrics, "vf_loss") if loss is None else loss
-        return scale is not None and loss is not None and scale > 0 and loss < self.material * scale * scale
-
-    def _ev_rule(self, iteration, ev, history, metrics) -> list[Finding]:
-        if ev >= self.ev_floor or self._immaterial(metrics):  # cannot trigger: skip the reference
+    def _ev_rule(self, iteration, ev, history) -> list[Finding]:
+        if ev >= self.ev_floor:  # cannot trigger: skip the reference
             self._ev_streak = 0
             self._ev_alarm.update(False)
             return []
@@ -171,7 +155,7 @@ class ValueCollapse(Detector):
         ev = value_of(metrics, "explained_variance")
         vf = value_of(metrics, "vf_loss")
         if ev is not None:
-            out += self._ev_rule(iteration, ev, history, metrics)
+            out += self._ev_rule(iteration, ev, history)
         if vf is not None:
             out += self._pin_rule(iteration, vf, ev, history)
         return out
