@@ -225,7 +225,7 @@ def send(eng, i, m):
 
 
 def acts(v):
-    return [a["action"] for a in v["actions"]]
+    return [a["action"] for a in v.actions]
 
 
 def test_a_warning_acts_once_it_held_and_a_lone_transient_never(engine):
@@ -234,9 +234,9 @@ def test_a_warning_acts_once_it_held_and_a_lone_transient_never(engine):
     m = healthy(20)
     m["grad_norm"] = 30.0  # one gradient spike (30x: warning level), gone the next report
     v = send(engine, 20, m)
-    (f,) = [f for f in v["findings"] if f["detector"] == "gradient_explosion"]
+    (f,) = [f for f in v.findings if f["detector"] == "gradient_explosion"]
     assert f["severity"] == "info" and f["details"]["unconfirmed"]  # one report: a transient so far
-    assert acts(v) == [] and not v["checkpoint"]
+    assert acts(v) == [] and not v.checkpoint
     for i in range(21, 26):
         assert acts(send(engine, i, healthy(i))) == []
     got = {}
@@ -254,9 +254,9 @@ def test_a_second_detector_in_alarm_confirms_a_warning_at_once(engine):
     m = healthy(20)
     m["grad_norm"], m["kl"] = 30.0, 0.2  # gradient and KL spike together (warnings)
     v = send(engine, 20, m)
-    assert {f["detector"] for f in v["findings"]} >= {"gradient_explosion", "kl_spike"}
+    assert {f["detector"] for f in v.findings} >= {"gradient_explosion", "kl_spike"}
     assert acts(v) == ["tighten_grad_clip"]
-    assert "confirmed: with kl_spike" in v["actions"][0]["reason"]
+    assert "confirmed: with kl_spike" in v.actions[0]["reason"]
 
 
 def test_the_return_alone_never_acts_and_never_stops(engine):
@@ -267,8 +267,8 @@ def test_the_return_alone_never_acts_and_never_stops(engine):
         m = healthy(i)
         m["episode_return_mean"] = 20.0
         v = send(engine, i, m)
-        seen += [f["severity"] for f in v["findings"] if f["detector"] == "reward_collapse"]
-        assert acts(v) == [] and not v["stop"]
+        seen += [f["severity"] for f in v.findings if f["detector"] == "reward_collapse"]
+        assert acts(v) == [] and not v.stop
     assert "critical" in seen
     got = []
     for i in (60, 61):
@@ -290,12 +290,12 @@ def test_a_stop_needs_a_critical_or_held_finding(tmp_path):
     m = healthy(20)
     m["grad_norm"], m["kl"] = 30.0, 0.2  # corroborated warnings: enough to act, not to stop
     v = send(eng, 20, m)
-    assert acts(v) == ["alert"] and not v["stop"] and "not stopped" in v["actions"][0]["reason"]
+    assert acts(v) == ["alert"] and not v.stop and "not stopped" in v.actions[0]["reason"]
     stops = []
     for i in range(21, 24):
         m = healthy(i)
         m["grad_norm"] = 30.0
-        stops += [i] if send(eng, i, m)["stop"] else []
+        stops += [i] if send(eng, i, m).stop else []
     assert stops == [21]  # its alarm held two reports (20, 21): the stop rung is taken
     store.close()
 
