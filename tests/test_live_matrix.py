@@ -4,8 +4,8 @@ under supervision with zero interventions; the same loops with a planted fault (
 caught: a finding and an action (here for DQN, A2C, SAC and TD3; PPO's lr jump and NaN reward are
 tests/test_sb3.py's, the CleanRL loop's lr jump tests/test_api.py's, the Trainer's blow-up tests/test_hf.py's).
 
-Budgets are the shortest that cover the transients that stopped these runs before (SAC at 415 env steps,
-A2C at 795, DQN at 7,916, PPO n_steps=512 at ~37-55k): see the table in each case. Set
+Budgets are the shortest that cover the transients that stopped these runs before issue 25: see the comment
+on each case. Set
 ``LIVE_MATRIX_OUT=path.jsonl`` to append one row per run (steps, reports, findings, interventions)."""
 
 import json
@@ -72,13 +72,14 @@ def learn(tmp_path, algo, env, steps, seed=0, extra=(), **kw):
 # --- healthy: default hyperparameters, zero interventions ------------------------------------------
 
 HEALTHY = [
-    # (algorithm, env, env steps, non-default args): what stopped it before (issue 25)
-    ("ppo", "CartPole-v1", 45_000, {"n_steps": 512}),  # loss_explosion at ~37-55k: the unclipped value loss
-    ("a2c", "CartPole-v1", 10_000, {}),                 # value_collapse at 795: EV of 5-step batches
-    ("a2c", "Acrobot-v1", 5_000, {}),                   # value_collapse at 1,241
-    ("dqn", "CartPole-v1", 12_000, {}),                 # reward_collapse at 7,916: a report per gradient step
-    ("sac", "Pendulum-v1", 1_000, {}),                  # reward_collapse at 415: the first two episodes
-    ("td3", "Pendulum-v1", 1_000, {}),
+    # (algorithm, env, env steps, non-default args). Before issue 25 (seed 0; the issue's own figure after /):
+    ("ppo", "CartPole-v1", 40_000, {"n_steps": 512}),  # stopped at 37,377 / 55,296: loss_explosion, the value
+                                                        # loss (not clipped) growing with the returns
+    ("a2c", "CartPole-v1", 8_000, {}),                  # stopped at 196 / 795: EV of 5-step batches, returns
+    ("a2c", "Acrobot-v1", 5_000, {}),                   # stopped at 1,241: value_collapse
+    ("dqn", "CartPole-v1", 12_000, {}),                 # stopped at 2,845 / 7,916: a report per gradient step
+    ("sac", "Pendulum-v1", 1_000, {}),                  # stopped at 416 / 415: the first two episodes' returns
+    ("td3", "Pendulum-v1", 1_000, {}),                  # completed (3,000 steps)
 ]
 
 
