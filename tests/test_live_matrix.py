@@ -78,8 +78,8 @@ HEALTHY = [
     ("a2c", "CartPole-v1", 8_000, {}),                  # stopped at 196 / 795: EV of 5-step batches, returns
     ("a2c", "Acrobot-v1", 5_000, {}),                   # stopped at 1,241: value_collapse
     ("dqn", "CartPole-v1", 12_000, {}),                 # stopped at 2,845 / 7,916: a report per gradient step
-    ("sac", "Pendulum-v1", 1_000, {}),                  # stopped at 416 / 415: the first two episodes' returns
-    ("td3", "Pendulum-v1", 1_000, {}),                  # completed (3,000 steps)
+    ("sac", "Pendulum-v1", 600, {}),                    # stopped at 416 / 415: the first two episodes' returns
+    ("td3", "Pendulum-v1", 600, {}),                    # completed (3,000 steps)
 ]
 
 
