@@ -90,8 +90,10 @@ def table_detection() -> str:
            f"by iteration 3 | false alarms (healthy runs and before onsets, {iters:,} iterations) |",
            "|---|---:|---:|---:|---:|"]
     before = _figures(BEFORE_25) if (RESULTS / f"{BEFORE_25}.json").is_file() else None
-    out += _detection_rows(f) + (_detection_rows(before, " (before issue 25)", only_ours=True) if before else [])
-    return "\n".join(out)
+    rows = _detection_rows(f)
+    if before:  # right under today's supervisor row
+        rows[1:1] = _detection_rows(before, " (before issue 25)", only_ours=True)
+    return "\n".join(out + rows)
 
 
 def _detection_rows(f: dict, suffix: str = "", only_ours: bool = False) -> list[str]:
