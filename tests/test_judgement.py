@@ -140,6 +140,21 @@ def test_td_loss_jump_at_a_target_update_is_measured_against_the_q_values():
     assert firing(run_detectors([LossExplosion()], stream)) == [(16, "critical")]
 
 
+def test_an_a2c_policy_loss_moves_with_the_critics_errors():
+    """SB3's A2C on Acrobot (unnormalized advantages): returns -500 for many reports, a critic that is exact
+    (vf_loss 1e-9, policy loss ~1e-6); then one episode ends early (vf_loss 113, policy loss 0.93: x470 its
+    typical magnitude). Driven by the critic, whose error is 10 % of its targets: info. A value loss that
+    explodes too (3,898 on targets of ~55: the critic broke) leaves the policy loss's explosion standing."""
+    rng = random.Random(4)
+    quiet = [{"policy_loss": 1e-6 * rng.gauss(0, 1), "vf_loss": 1e-9, "value_target_scale": 100.0}
+             for _ in range(30)]
+    found = run_detectors([LossExplosion()], quiet + [{"policy_loss": 0.93, "vf_loss": 113.0,
+                                                       "value_target_scale": 98.8}])
+    assert firing(found) == [] and firing(found, at_least="info") == [(30, "info")]
+    broke = {"policy_loss": 27.7, "vf_loss": 3898.0, "episode_return_mean": 189.0, "episode_len_mean": 189.0}
+    assert firing(run_detectors([LossExplosion()], quiet + [broke])) == [(30, "critical")]
+
+
 def test_explained_variance_of_a_negligible_error_is_no_collapse():
     """A2C's 5-step rollouts in 500-step episodes: targets all ~100, vf_loss 1e-9, EV -12 (a ratio of two
     tiny variances). Then the critic really fails (vf_loss 60 on targets of scale 100): warning."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from supervisor.detectors._common import SpikeDetector, SpikeOptions, fmt
+from supervisor.detectors._common import SpikeDetector, SpikeOptions, fmt, value_of
 from supervisor.metrics import GAMMA, target_scale
 from supervisor.detectors.options import Number, positive
 
@@ -47,7 +47,8 @@ class LossExplosion(SpikeDetector):
     |``q_mean``|, else estimated from the return and the episode length with the trial's discount:
     :func:`supervisor.metrics.target_scale`): an RMS error of ~30 % of the targets (a critic predicting 0
     everywhere scores ~s^2). Below that the finding is ``info``. Without any of them the history rule
-    alone decides.
+    alone decides. A ``policy_loss`` whose advantages are not normalized (A2C) scales with the critic's
+    errors: within sqrt(value loss), while the value loss is below that bar, it is ``info`` too.
 
     Args:
         metrics: losses to watch. Default ("total_loss", "policy_loss").
@@ -70,6 +71,8 @@ class LossExplosion(SpikeDetector):
     Options = LossExplosionOptions
 
     def _veto(self, metric, value, metrics):
+        if metric == "policy_loss":
+            return self._driven_policy_loss(value, metrics)
         if metric not in VALUE_DRIVEN:
             return None
         if self.priors.vf_clip_param is not None and metric in ("total_loss", "vf_loss"):
@@ -84,3 +87,21 @@ class LossExplosion(SpikeDetector):
         return (f"below {fmt(self.driver_fraction)} x ({name}={fmt(s)})^2 = {fmt(bar)}: an RMS error under "
                 f"{fmt(100 * self.driver_fraction ** 0.5)}% of its targets, a value loss growing with them, not an "
                 f"explosion")
+
+    def _driven_policy_loss(self, value, metrics):
+        """A policy-gradient loss scales with its advantages; where they are not normalized (A2C) they
+        are the critic's errors, of RMS sqrt(value loss). A policy loss within that, while the value loss
+        itself is not exploded (below ``driver_fraction`` x its targets' scale^2), is driven by the critic
+        (a rare terminal state in a run of identical steps), not exploded. Writers that clip the value
+        loss (RLlib's PPO: ``vf_clip_param``) normalize their advantages: no such allowance."""
+        if self.priors.vf_clip_param is not None:
+            return None
+        vf = value_of(metrics, "vf_loss_unclipped")
+        vf = value_of(metrics, "vf_loss") if vf is None else vf
+        if vf is None or vf <= 0 or abs(value) >= vf ** 0.5:
+            return None
+        got = target_scale(metrics, self.priors.gamma or GAMMA)
+        if got is not None and vf >= self.driver_fraction * got[0] ** 2:
+            return None  # the critic exploded too: the policy loss with it is a fault
+        return (f"|policy_loss| is within the advantages' scale sqrt(vf_loss) = {fmt(vf ** 0.5)} while the value "
+                f"loss is not exploded: a policy loss driven by the critic's errors, not an explosion")
