@@ -78,17 +78,32 @@ _WAYS = {"rldk_ppo_scan": "RLDK ppo_scan", "llm_foundry_kill_loss_spike": "llm-f
          "megatron_loss_checks": "Megatron loss checks"}
 
 
+#: The detection figures before issue 25's detection work (benchmarks/detection.py shows them beside its own).
+BEFORE_25 = "detection_before_issue25"
+
+
 def table_detection() -> str:
     """The supervisor beside the published rule sets on the recorded real runs (benchmarks/detection.py)."""
     f = _figures("detection")
-    ppo_bad = [b for b in f["bad_start"] if b["algorithm"] == "PPO"]
-    flagged = sum(b["flagged"] for b in ppo_bad)
-    named = sum(b["flagged"] and b["cause_named"] and b["acted"] for b in ppo_bad)
     iters = f["totals"][0]["healthy_iterations"]
     out = [f"| way (same real runs) | mid-run faults found | median delay | PPO configs bad from the start, flagged "
            f"by iteration 3 | false alarms (healthy runs and before onsets, {iters:,} iterations) |",
            "|---|---:|---:|---:|---:|"]
+    before = _figures(BEFORE_25) if (RESULTS / f"{BEFORE_25}.json").is_file() else None
+    rows = _detection_rows(f)
+    if before:  # right under today's supervisor row
+        rows[1:1] = _detection_rows(before, " (before issue 25)", only_ours=True)
+    return "\n".join(out + rows)
+
+
+def _detection_rows(f: dict, suffix: str = "", only_ours: bool = False) -> list[str]:
+    ppo_bad = [b for b in f["bad_start"] if b["algorithm"] == "PPO"]
+    flagged = sum(b["flagged"] for b in ppo_bad)
+    named = sum(b["flagged"] and b["cause_named"] and b["acted"] for b in ppo_bad)
+    out = []
     for t in f["totals"]:
+        if only_ours and t["way"] != "supervisor":
+            continue
         k, n = (int(x) for x in t["mid_run_recall"].split("/"))
         delay = "n/a" if t["median_delay"] is None else f"{t['median_delay']:g}"
         if t["way"] == "supervisor":
@@ -97,20 +112,29 @@ def table_detection() -> str:
             bad = f"{flagged} / {len(ppo_bad)} ({how})"
         else:
             bad = f"{sum(b['baselines'][t['way']] for b in ppo_bad)} / {len(ppo_bad)}"
-        out.append(_row(_WAYS.get(t["way"], t["way"]), f"{k} / {n}", delay, bad, f"{t['false_alarms']:,}"))
-    return "\n".join(out)
+        out.append(_row(_WAYS.get(t["way"], t["way"]) + suffix, f"{k} / {n}", delay, bad,
+                        f"{t['false_alarms']:,}"))
+    return out
 
 
 def table_corpus() -> str:
     """Other people's logs, tuning and held-out halves apart (benchmarks/corpus.py, in detection.py's run)."""
     c = _figures("detection")["corpus"]
+    before = (_figures(BEFORE_25)["corpus"]["halves"] if (RESULTS / f"{BEFORE_25}.json").is_file() else {})
     out = ["| half (runs behind it) | way | healthy runs with a warning / a critical | healthy runs with any alarm "
            "| labelled faults flagged |", "|---|---|---:|---:|---:|"]
     for h, d in c["halves"].items():
+        b = before.get(h)
+        if b is not None:
+            x = b["ways"]["supervisor"]
+            half = f"{h.replace('_', '-')} ({d['healthy']} healthy, {d['faulty']} faulty, {d['unknown']} unknown)"
+            out.append(_row(half, "supervisor before issue 25",
+                            f"{x['healthy_warned']} / {x['healthy_critical']} of {b['healthy']}",
+                            f"{x['healthy_alarmed']} of {b['healthy']}", f"{x['faults_flagged']} of {b['faulty']}"))
         for i, w in enumerate(c["ways"]):
             x = d["ways"][w]
             half = f"{h.replace('_', '-')} ({d['healthy']} healthy, {d['faulty']} faulty, {d['unknown']} unknown)"
-            label = half if i == 0 else ""
+            label = half if i == 0 and b is None else ""
             warn = (f"{x['healthy_warned']} / {x['healthy_critical']} of {d['healthy']}" if w == c["ways"][0]
                     else "-")
             out.append(_row(label, _WAYS.get(w, w), warn, f"{x['healthy_alarmed']} of {d['healthy']}",

@@ -24,7 +24,7 @@ from supervisor.detectors import DetectorSuite
 from supervisor.findings import Finding, severity_rank
 from supervisor.health import HealthScore
 from supervisor.history import History
-from supervisor.policy import EscalationPolicy, PolicyState
+from supervisor.policy import RETURN_ONLY, EscalationPolicy, PolicyState
 from supervisor.priors import Priors
 from supervisor.store import Store
 from supervisor.verdict import Verdict
@@ -127,7 +127,7 @@ class Engine:
             profile = default_profile()
         self.profile = profile
         s = self.settings
-        self.policy = EscalationPolicy(s.ladders, s.cooldown, s.max_interventions, s.intensity_window)
+        self.policy = EscalationPolicy(s.ladders, s.cooldown, s.max_interventions, s.intensity_window, s.confirm)
         self.params = actions.default_params(s.action_params)
         self.trials: dict[str, TrialState] = {}
         # Trial summary rows (iterations, health, final return) are derived from the reports, so under
@@ -325,10 +325,16 @@ class Engine:
         if state.pending:  # judged before deciding: an ineffective action is not chosen again
             self._judge(state, seq, findings, metrics)
         decision = None
-        if findings:
-            if any(severity_rank(f.severity) >= severity_rank("warning") for f in findings):
-                state.last_trouble_seq = seq
-            decision = self.policy.decide(state.policy, seq, findings, algorithm=state.algorithm)
+        trouble = any(severity_rank(f.severity) >= severity_rank("warning") for f in findings)
+        if trouble or any(f.details.get("unconfirmed") for f in findings):
+            state.last_trouble_seq = seq  # a one-report spike is no health to checkpoint either
+        if trouble or state.policy.waiting:
+            # a warning acts when confirmed (held, or corroborated), the return alone never (supervisor.policy)
+            confirmed = self.policy.confirm(state.policy, findings, state.detectors.alarmed(),
+                                            state.detectors.streak)
+            if confirmed:
+                decision = self.policy.decide(state.policy, seq, confirmed, algorithm=state.algorithm,
+                                              streak=state.detectors.streak)
         if state.give_up is not None and not (decision and "stop_trial" in decision.actions):
             failed, evidence = state.give_up
             why = (f"{GAVE_UP}{failed.action} for {failed.detector} was ineffective and the trial shows "
@@ -495,7 +501,10 @@ class Engine:
             else:
                 out.append(a)
         if decision.actions and not out:  # e.g. rollback without a checkpoint and nothing else: escalate
-            out.append(self._action(state, "stop_trial", {}, why, f.detector, iteration, decision.rung))
+            if self.policy.may_end(f, state.detectors.streak(f.detector)):
+                out.append(self._action(state, "stop_trial", {}, why, f.detector, iteration, decision.rung))
+            else:
+                out.append(self._action(state, "alert", {}, why, f.detector, iteration, decision.rung))
         return out
 
     def _action(self, state: TrialState, name: str, params: dict, reason: str, detector: str | None,
@@ -644,7 +653,7 @@ class Engine:
             self._settle(state, p, outcome, seq)
             # an earlier repair that worked says nothing about this fault: the evidence decides
             if (outcome == "ineffective" and spec.counts_toward_limit and self.settings.stop_unsalvageable
-                    and state.give_up is None and p.seq not in unapplied
+                    and state.give_up is None and p.seq not in unapplied and p.detector not in RETURN_ONLY
                     and self.policy.may_stop(p.detector, state.algorithm)):
                 evidence = salvage.no_learning(state.first_returns,
                                                list(state.history.series("episode_return_mean")),
