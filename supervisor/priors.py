@@ -56,6 +56,7 @@ class Priors:
         lag_bound: the policy lag (learner updates) APPO's or IMPALA's config builds in: the batches its
             learner queue (IMPALA ``learner_queue_size``) or circular buffer (APPO
             ``circular_buffer_num_batches``) holds, plus ``broadcast_interval`` - 1 (``policy_lag``).
+        gamma: the discount (the scale of the value targets a value loss is judged against).
     """
 
     algorithm: str | None = None
@@ -72,6 +73,7 @@ class Priors:
     learning_starts: int | None = None
     instrumented: bool | None = None
     lag_bound: float | None = None
+    gamma: float | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "Priors":
@@ -95,7 +97,8 @@ class Priors:
                    reporter=d.get("reporter") if d.get("reporter") in REPORTERS else None,
                    grad_clip=_positive(d.get("grad_clip")), log_gradients=_bool(d.get("log_gradients")),
                    learning_starts=int(starts) if starts is not None and starts >= 0 else None,
-                   instrumented=_bool(d.get("instrumented")), lag_bound=_positive(d.get("lag_bound")))
+                   instrumented=_bool(d.get("instrumented")), lag_bound=_positive(d.get("lag_bound")),
+                   gamma=_discount(d.get("gamma")))
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -107,6 +110,11 @@ class Priors:
 
 def _bool(x: Any) -> bool | None:
     return x if isinstance(x, bool) else None
+
+
+def _discount(x: Any) -> float | None:
+    v = _num(x)
+    return v if v is not None and 0 < v < 1 else None
 
 
 def _positive(x: Any) -> float | None:
