@@ -81,6 +81,18 @@ def test_reports_without_the_lag_neither_trigger_nor_clear():
     assert f.threshold == 22.5 and i % 2 == 1 and i > 50  # two reports carrying it past 22.5
 
 
+def test_a_lag_that_keeps_growing_in_alarm_is_reported_again_each_level_it_grows():
+    # APPO, level 12, +2.5 an iteration from 40: first report at 43 (15.6), then once past 15.6 + 12 (28.1 at 48),
+    # 28.1 + 12 (40.6 at 53), 40.6 + 12 (53.1 at 58); `repeat` (the periodic re-report) out of the way
+    found = run(APPO, lag_stream(60, 5.6, onset=40, per_iteration=2.5, seed=1), repeat=100)
+    assert [i for i, _ in found] == [43, 48, 53, 58]
+    assert [f.details["growing"] for _, f in found] == [False, True, True, True]
+    assert "still growing, from 15.46 at its last report" in found[1][1].message  # 15.6 + noise
+    # a lag that stays high but flat is reported once (then every `repeat` reports), not as growing
+    flat = [{"policy_lag": 20.0 + 0.1 * (i % 2)} for i in range(12)]
+    assert [(i, f.details["growing"]) for i, f in run(APPO, flat)] == [(1, False), (11, False)]
+
+
 def test_options_and_bounds():
     det = PolicyLag(ratio=2.0, min_lag=4.0)
     det.priors = build_detectors(priors=IMPALA)[0].priors
@@ -98,8 +110,9 @@ def test_its_ladder_pushes_the_weights_then_restarts_and_never_stops(tmp_path):
     assert steps == [["sync_weights"], ["restart_trial"], ["alert"], ["alert"]]
     assert not pol.may_stop("policy_lag", "APPO")
     spec = actions.get("sync_weights")
-    assert spec.retry_if_ineffective and spec.counts_toward_limit and spec.manual
-    # on the engine: the warning acts once (sync_weights), the trial's report of the push is taken
+    assert not spec.retry_if_ineffective and spec.counts_toward_limit and spec.manual
+    # on the engine: the warning acts (sync_weights), the trial's report of the push is taken; the lag keeps
+    # growing (the sync stays lost), the push is judged ineffective and the ladder climbs to restart_trial
     store = Store(tmp_path / "supervisor.db")
     store.upsert_run("r", "r", "run", "running")
     eng = Engine(store, SupervisorConfig(cooldown=1))
@@ -110,9 +123,12 @@ def test_its_ladder_pushes_the_weights_then_restarts_and_never_stops(tmp_path):
         for a in v.actions:
             acted.append((i, a["action"]))
             eng.acknowledge("t", [{"id": a["id"], "action": a["action"], "ok": True, "verified": True}])
-    assert acted[0] == (34, "sync_weights") and all(a != "stop_trial" for _, a in acted)
-    (iv, *_) = store.interventions("t")
+    # lag 15.6 at 34; 27.6 (15.6 + the level of 12) at 40: still growing
+    assert acted[:2] == [(34, "sync_weights"), (40, "restart_trial")] and all(a != "stop_trial" for _, a in acted)
+    (iv, restart, *_) = store.interventions("t")
     assert iv["detector"] == "policy_lag" and iv["verified"] == 1
+    assert iv["outcome"] == "ineffective" and iv["judged_seq"] == 40
+    assert restart["action"] == "restart_trial" and "still growing" in restart["reason"]
     store.close()
 
 

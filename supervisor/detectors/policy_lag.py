@@ -40,6 +40,12 @@ class PolicyLag(OneRuleDetector):
     consecutive reports that carry it (APPO/IMPALA report their learner's
     values only every ``broadcast_interval`` updates: iterations without
     one neither trigger nor clear); critical at ``critical_factor`` x that.
+    While the alarm lasts it reports again as soon as the lag has grown by
+    another warning level past its last report ("still growing"): a lag
+    that keeps growing after ``sync_weights`` pushed fresh weights says the
+    sync itself is gone (a one-off push is outrun within an iteration or
+    two), so the engine judges the push ineffective and the ladder climbs
+    to ``restart_trial``, which rebuilds the sync.
 
     Args:
         ratio: times the config's own bound (``priors.lag_bound``). Default 1.5.
@@ -55,6 +61,7 @@ class PolicyLag(OneRuleDetector):
 
     def reset(self) -> None:
         super().reset()
+        self._reported = None  # the lag at the last finding while the alarm is on
         bound = self.priors.lag_bound or self.default_bound
         self._bound = bound
         self._level = max(self.min_lag, self.ratio * bound)
@@ -64,12 +71,21 @@ class PolicyLag(OneRuleDetector):
         if lag is None:
             return []
         critical = lag >= self.critical_factor * self._level
-        if not self._due(lag >= self._level, "critical" if critical else "warning"):
+        due = self._due(lag >= self._level, "critical" if critical else "warning")
+        if not self._alarm.on:
+            self._reported = None
             return []
+        before = self._reported
+        growing = not due and before is not None and lag >= before + self._level
+        if not (due or growing):
+            return []
+        self._reported = lag
         src = "the config's" if self.priors.lag_bound else "a default"
+        still = (f"; still growing, from {fmt(before)} at its last report: the sync stays lost"
+                 if growing or (before is not None and lag >= before + self._level) else "")
         return [self.finding(
             iteration, "critical" if critical else "warning", "policy_lag", lag,
             f"policy lag: the env runners sample with weights {fmt(lag)} learner updates old for {self._streak} "
             f"reports, past {fmt(self._level)} ({fmt(self.ratio)} x {src} bound of {fmt(self._bound)}: queue or "
-            f"buffer + broadcast_interval): the weight sync to the env runners is falling behind or lost",
-            self._level, bound=self._bound)]
+            f"buffer + broadcast_interval): the weight sync to the env runners is falling behind or lost{still}",
+            self._level, bound=self._bound, growing=bool(still))]
