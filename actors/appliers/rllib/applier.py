@@ -11,7 +11,7 @@ import logging
 from typing import Any, Mapping
 
 from actors.appliers.rllib.hparams import current_hparams, set_hparams
-from actors.appliers.rllib.rollback import _push_weights_to_env_runners, rollback
+from actors.appliers.rllib.rollback import push_learner_weights, rollback
 from actors.appliers.rllib.weights import rollback_reached_runners
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,7 @@ class RLlibApplier:
         return out
 
     def sync_weights(self) -> dict:
-        out = _push_weights_to_env_runners(self.algorithm, timeout_s=30.0)
-        out["verified"] = rollback_reached_runners(self.algorithm)  # every runner holds the learner's weights
-        return out
+        return push_learner_weights(self.algorithm, timeout_s=30.0)  # verified: every runner holds the push
 
     def request_stop(self, reason: str) -> None:
         self.stop_requested = True
