@@ -19,7 +19,7 @@ from pathlib import Path
 import ray
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
-from actors import run_registry
+from actors import compat, run_registry
 from actors.algos import EXTRA_ROOT, name_of
 from actors.appliers.rllib import RLlibApplier, current_hparams, extra_metrics, save_checkpoint, set_hparams
 from actors.client import SupervisorClient
@@ -43,7 +43,8 @@ class RestartRequested(RuntimeError):
 def attach(config, run_id: str):
     """Point an RLlib ``AlgorithmConfig`` at its supervised run; returns the config. The run id is all it
     carries (so all every checkpoint holds): the callback reads the rest from ``actors.run_registry``."""
-    config.learners(learner_config_dict={**(config.learner_config_dict or {}), CONFIG_KEY: {"run_id": run_id}})
+    compat.set_learner_options(config, learner_config_dict={**(config.learner_config_dict or {}),
+                                                            CONFIG_KEY: {"run_id": run_id}})
     return config
 
 

@@ -23,6 +23,7 @@ from ray.rllib.algorithms.impala import IMPALA
 from ray.rllib.algorithms.ppo import PPO
 from ray.rllib.algorithms.sac import SAC
 
+from actors import compat
 from actors.callback import find_callback, run_id_of, trial_context
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,8 @@ class _Supervised:
             config, trial_info, trial = _prepare_trial_config(type(self), config)
         with trial_context(trial):
             super().__init__(config=config, env=env, **kwargs)
-        if trial_info is not None and getattr(self, "_trial_info", None) is None:
-            self._trial_info = trial_info
+        if trial_info is not None:
+            compat.set_trial_info(self, trial_info)
 
     def log_result(self, result: dict) -> None:
         # RLlib runs ``on_train_result`` (the supervisor's verdict) inside ``log_result``, after
