@@ -28,10 +28,10 @@ def canary(item: str, ok: bool, how: str = "is gone") -> None:
         pytest.fail(compat.moved(item, how), pytrace=False)
 
 
-def reach(fn, *args):
-    """``fn(*args)``, or the test fails with the RayMoved sentence alone."""
+def reach(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, or the test fails with the RayMoved sentence alone."""
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except compat.RayMoved as e:
         pytest.fail(str(e), pytrace=False)
 
@@ -97,6 +97,14 @@ def test_learner_class(ppo_config):
            "no longer sets the class the algorithm builds its learners with")
     canary("AlgorithmConfig._learner_class", compat.explicit_learner_class(cfg) is SupervisedPPOTorchLearner,
            "no longer holds the class set through learners(learner_class=)")
+
+
+def test_learner_config_dict(ppo_config):
+    cfg = ppo_config.copy(copy_frozen=False)
+    reach(compat.set_learner_options, cfg, learner_config_dict={"supervisor": {"run_id": "r1"}})
+    canary("AlgorithmConfig.learners(learner_config_dict=)",
+           cfg.copy().learner_config_dict.get("supervisor") == {"run_id": "r1"},
+           "no longer carries a value to every learner's config")
 
 
 # ---- Learner ------------------------------------------------------------------------------------------

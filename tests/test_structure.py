@@ -191,3 +191,28 @@ def test_ray_internals_are_touched_only_in_the_compat_module():
     for marker in ("_optimizer_lr_schedules", "_weights_seq_no", "_rl_modules", "__internal_head__", "internal_kv",
                    "_learner_class", "MetricsLogger.log_value"):
         assert any(f.endswith(f": {marker}") for f in seen), marker
+
+
+def test_every_ray_facing_test_module_is_on_the_floor_list_or_says_why_not():
+    """tests/conftest.py: RAY_FLOOR (run on the oldest supported Ray in CI) or NOT_ON_FLOOR (with the reason).
+    A module that imports ray or actors must be in one of them; every entry names a real module and test."""
+    import conftest
+
+    tests = {p.stem: p for p in (ROOT / "tests").glob("test_*.py")}
+    touching = []
+    for stem, p in tests.items():
+        for n in ast.walk(ast.parse(p.read_text())):
+            names = ([a.name for a in n.names] if isinstance(n, ast.Import) else
+                     [n.module] if isinstance(n, ast.ImportFrom) and n.module and not n.level else [])
+            if any(x.split(".")[0] in ("ray", "actors", "rllib_helpers") for x in names):
+                touching.append(stem)
+                break
+    listed = {e.split("::")[0] for e in conftest.RAY_FLOOR} | set(conftest.NOT_ON_FLOOR)
+    assert "test_interventions" in touching  # the check sees imports
+    assert sorted(set(touching) - listed) == [], "add to RAY_FLOOR or NOT_ON_FLOOR in tests/conftest.py"
+    for entry in conftest.RAY_FLOOR:
+        module, _, test = entry.partition("::")
+        assert module in tests, entry
+        if test:
+            assert re.search(rf"^def {test}\(", tests[module].read_text(), re.M), entry
+    assert set(conftest.NOT_ON_FLOOR) <= set(tests)
