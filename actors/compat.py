@@ -46,7 +46,19 @@ ITEMS = {
     "Tune's error file": "a supervisor-requested restart is counted as a crash",
     "node:__internal_head__": "the head node cannot be found: the supervisor actor is not pinned there",
     "ray.experimental.internal_kv": "trials cannot find their run's settings in the cluster store",
+    "fault_tolerance/num_env_runners_dropped_lifetime": "worker_fault cannot see sample requests lost to env runners",
 }
+
+#: Result keys the supervisor reads (``supervisor/metrics.py``) that RLlib reports only from a release on. On an
+#: older supported Ray the metric is absent (no data), and the detector reading it judges without it.
+RESULT_KEYS_SINCE = {"fault_tolerance/num_env_runners_dropped_lifetime": "2.57"}
+
+
+def reports_result_key(path: str, v: str | None = None) -> bool:
+    from packaging.version import Version
+
+    since = RESULT_KEYS_SINCE.get(path)
+    return since is None or Version(v or ray_version()) >= Version(since)
 
 
 class RayMoved(RuntimeError):

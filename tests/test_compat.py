@@ -309,6 +309,24 @@ def test_internal_kv_round_trip(local_ray):
            "no longer deletes")
 
 
+# ---- result keys -------------------------------------------------------------------------------------
+
+
+def test_result_keys_of_later_releases():
+    """``fault_tolerance/num_env_runners_dropped_lifetime`` comes from ``EnvRunnerGroup``'s counter of the same
+    name (Ray >= 2.57); the supervisor reads it where it exists (``supervisor/metrics.py``)."""
+    from ray.rllib.env.env_runner_group import EnvRunnerGroup
+
+    from supervisor.metrics import RESULT_PATHS
+
+    key = "fault_tolerance/num_env_runners_dropped_lifetime"
+    assert key in RESULT_PATHS.values()
+    has = callable(getattr(EnvRunnerGroup, "num_env_runners_dropped_lifetime", None))
+    if compat.reports_result_key(key):
+        canary("fault_tolerance/num_env_runners_dropped_lifetime", has, "is no longer counted")
+    assert not compat.reports_result_key(key, "2.56.0") and compat.reports_result_key(key, "2.57.0")
+
+
 # ---- the registry itself, the tested range ------------------------------------------------------------
 
 
