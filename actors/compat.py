@@ -42,6 +42,7 @@ ITEMS = {
     "MultiRLModule._rl_modules": "env runners' per-module weights and exploration cannot be read",
     "EnvRunner._weights_seq_no": "a rollback cannot make the env runners take the restored weights",
     "Trainable._trial_info": "a supervised trainable cannot learn its Tune trial id",
+    "tune.result.TRIAL_INFO": "a supervised trainable cannot learn its Tune trial id",
     "CombinedStopper._stoppers": "the stability stopper inside a combined stopper cannot be found",
     "Tune's error file": "a supervisor-requested restart is counted as a crash",
     "node:__internal_head__": "the head node cannot be found: the supervisor actor is not pinned there",
@@ -261,6 +262,15 @@ def sub_modules(module) -> dict | None:
 # ---------------------------------------------------------------------------
 # Tune
 # ---------------------------------------------------------------------------
+
+
+def pop_trial_info(config: dict):
+    """Take Tune's trial info (the real trial id and name) out of the config dict Tune hands a trainable."""
+    try:
+        from ray.tune.result import TRIAL_INFO
+    except ImportError:
+        raise RayMoved("tune.result.TRIAL_INFO") from None
+    return config.pop(TRIAL_INFO, None)
 
 
 def trial_info(trainable):

@@ -44,6 +44,8 @@ NOT_ON_FLOOR = {
     "test_run_identity": "run folders; the run registry's store is the internal_kv canary",
     "test_structure": "reads sources",
     "test_cluster_configs": "reads Ray's cluster-launcher schema",
+    "test_checkpoint_delivery": "checkpoint records through a killed supervisor actor: public actor API",
+    "test_nodisk_cluster": "nodes without a shared disk and a lost node: minutes; public `ray start`",
 }
 
 

@@ -292,6 +292,20 @@ def test_tune_error_file_names_the_latest_failure(local_ray, tmp_path):
            f"no longer marks each failure with {compat.ERROR_FILE_MARK!r}")
 
 
+def test_tune_hands_the_trainable_its_trial_info(local_ray, tmp_path):
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment import Trial
+    from ray.tune.experiment.trial import _get_trainable_kwargs
+
+    trial = Trial("__fake", stub=True, config={"lr": 0.1},
+                  storage=StorageContext(storage_path=str(tmp_path), experiment_dir_name="exp", trial_dir_name="t1"))
+    config = dict(_get_trainable_kwargs(trial)["config"])  # what Tune starts the trainable with
+    info = reach(compat.pop_trial_info, config)
+    canary("tune.result.TRIAL_INFO", getattr(info, "trial_id", None) == trial.trial_id,
+           "no longer carries the trial id in the trainable's config")
+    assert config.get("lr") == 0.1
+
+
 # ---- the cluster --------------------------------------------------------------------------------------
 
 

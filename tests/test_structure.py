@@ -149,7 +149,7 @@ def _ray_internals():
     from actors import compat
 
     attrs = {m for item in compat.ITEMS for m in re.findall(r"\.(_[a-z]\w*)", item)}
-    strings = attrs | {"__internal_head__", compat.ERROR_FILE_MARK, "internal_kv"}
+    strings = attrs | {"__internal_head__", compat.ERROR_FILE_MARK, "internal_kv", "TRIAL_INFO", "__trial_info__"}
     keywords = {m for item in compat.ITEMS for m in re.findall(r"\((\w+)=\)", item)}
     return attrs, strings, keywords
 
@@ -168,7 +168,7 @@ def _internal_uses(path: Path, attrs, strings, keywords) -> list[str]:
             what = next((s for s in strings if re.search(rf"(?<!\w){re.escape(s)}(?!\w)", n.value)), None)
         elif isinstance(n, (ast.Import, ast.ImportFrom)):
             names = [a.name for a in n.names] + ([n.module] if isinstance(n, ast.ImportFrom) and n.module else [])
-            what = next((x for x in names if "internal_kv" in x), None)
+            what = next((x for x in names if x.split(".")[-1] in ("internal_kv", "TRIAL_INFO")), None)
         elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute):
             if n.func.attr == "log_value":
                 what = "MetricsLogger.log_value"
@@ -189,7 +189,7 @@ def test_ray_internals_are_touched_only_in_the_compat_module():
         "\n".join(found)
     seen = _internal_uses(ROOT / "actors" / "compat.py", *_ray_internals())  # the check sees them at all
     for marker in ("_optimizer_lr_schedules", "_weights_seq_no", "_rl_modules", "__internal_head__", "internal_kv",
-                   "_learner_class", "MetricsLogger.log_value"):
+                   "_learner_class", "MetricsLogger.log_value", "TRIAL_INFO"):
         assert any(f.endswith(f": {marker}") for f in seen), marker
 
 
