@@ -19,6 +19,7 @@ from typing import Any, Dict, Optional
 from supervisor.actions.base import changed
 from supervisor.storage import display, is_uri, open_fs
 
+from actors import compat
 from actors.appliers.rllib.checkpoints import HPARAMS_SIDECAR, checkpoint_hparams, is_checkpoint
 from actors.appliers.rllib.hparams import HPARAM_KEYS, NOT_REAPPLIED, current_hparams, set_hparams
 from actors.appliers.rllib.remote import foreach_env_runner, foreach_learner
@@ -34,21 +35,19 @@ _LEARNED = ("alpha",)
 
 
 def _learner_seq_no(learner) -> int:
-    return int(learner._weights_seq_no)
+    return compat.weights_seq_no(learner)
 
 
 def _set_learner_seq_no(learner, seq_no: int) -> int:
-    learner._weights_seq_no = int(seq_no)
-    return learner._weights_seq_no
+    return compat.set_weights_seq_no(learner, seq_no)
 
 
 def _env_runner_seq_no(env_runner) -> int:
-    return int(getattr(env_runner, "_weights_seq_no", 0))
+    return compat.weights_seq_no(env_runner)
 
 
 def _reset_env_runner_seq_no(env_runner) -> int:
-    env_runner._weights_seq_no = 0
-    return 0
+    return compat.set_weights_seq_no(env_runner, 0)
 
 
 def _learner_snapshot(learner):
@@ -83,8 +82,7 @@ def _env_runner_holds(env_runner, weights, seq_no: int):
 
 def _force_env_runner_weights(env_runner, state, seq_no: int) -> int:
     env_runner.set_state(state)  # weights_seq_no 0 in state -> always applied
-    env_runner._weights_seq_no = int(seq_no)
-    return env_runner._weights_seq_no
+    return compat.set_weights_seq_no(env_runner, seq_no)
 
 
 # ---------------------------------------------------------------------------
