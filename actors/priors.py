@@ -54,9 +54,10 @@ def _int(x, default: int) -> int:
 def _instrumented(cfg) -> bool:
     """Whether the learner is the supervisor's instrumented PPO learner (it reports the ``sup_*`` statistics)."""
     try:
+        from actors import compat
         from actors.learner import SupervisedPPOTorchLearner
 
-        cls = getattr(cfg, "_learner_class", None)
+        cls = compat.explicit_learner_class(cfg)
         return isinstance(cls, type) and issubclass(cls, SupervisedPPOTorchLearner)
     except Exception:
         return False

@@ -51,16 +51,11 @@ def _reset_env_runner_seq_no(env_runner) -> int:
 
 
 def _learner_snapshot(learner):
-    """The learner's seq no and inference-only module state, read together (APPO's and IMPALA's learner thread
-    keeps training on its queue after ``train()`` returns: its reads of the state take the same lock)."""
-    from contextlib import nullcontext
-
+    """The learner's seq no, then its inference-only module state: what is pushed, and checked on the runners."""
     from ray.rllib.core import COMPONENT_RL_MODULE
 
-    with getattr(learner, "_model_io_lock", None) or nullcontext():
-        seq = int(learner._weights_seq_no)
-        state = learner.get_state(components=COMPONENT_RL_MODULE, inference_only=True)[COMPONENT_RL_MODULE]
-    return seq, state
+    seq = compat.weights_seq_no(learner)
+    return seq, learner.get_state(components=COMPONENT_RL_MODULE, inference_only=True)[COMPONENT_RL_MODULE]
 
 
 def _env_runner_holds(env_runner, weights, seq_no: int):
@@ -73,7 +68,7 @@ def _env_runner_holds(env_runner, weights, seq_no: int):
     mine = _env_runner_weights(env_runner)
     if not mine:
         return None
-    if int(getattr(env_runner, "_weights_seq_no", -1)) != seq_no:
+    if compat.weights_seq_no(env_runner) != seq_no:
         return False
     pushed = {f"{mid}/{k}": v for mid, params in weights.items() for k, v in params.items()}
     shared = [k for k in pushed if k in mine]
