@@ -300,27 +300,33 @@ class Store:
         says what is a replay."""
         row = (report["trial_id"], seq, report["iteration"], report.get("time") or time.time(),
                report.get("node_id"), dumps(report["metrics"]))
-        tid = report["trial_id"]
-        ids = []
+        if self._depth:  # inside the caller's transaction (the engine's, per report or per batch)
+            return self._record_iteration(row, seq, findings, interventions)
         with self.transaction():
-            cur = self.db.execute(
-                "INSERT OR IGNORE INTO reports (trial_id, seq, iteration, time, node_id, metrics) VALUES (?,?,?,?,?,?)",
-                row)
-            if cur.rowcount == 0:
-                return None  # a replay of a report already stored
-            for f in findings:
-                self.db.execute(
-                    "INSERT OR IGNORE INTO findings (trial_id, seq, iteration, detector, severity, metric, value, "
-                    "threshold, message, details, time) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (tid, seq, f["iteration"], f["detector"], f["severity"], f.get("metric"), _num(f.get("value")),
-                     _num(f.get("threshold")), f["message"], dumps(f.get("details") or {}), time.time()))
-            for iv in interventions:
-                c = self.db.execute(
-                    "INSERT OR IGNORE INTO interventions (trial_id, seq, iteration, action, params, reason, detector, "
-                    "time) VALUES (?,?,?,?,?,?,?,?)",
-                    (tid, seq, iv["iteration"], iv["action"], dumps(iv.get("params") or {}), iv["reason"],
-                     iv.get("detector"), time.time()))
-                ids.append(c.lastrowid)
+            return self._record_iteration(row, seq, findings, interventions)
+
+    def _record_iteration(self, row: tuple, seq: int, findings: Iterable[dict], interventions: Iterable[dict]
+                          ) -> list[int] | None:
+        tid = row[0]
+        ids = []
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO reports (trial_id, seq, iteration, time, node_id, metrics) VALUES (?,?,?,?,?,?)",
+            row)
+        if cur.rowcount == 0:
+            return None  # a replay of a report already stored
+        for f in findings:
+            self.db.execute(
+                "INSERT OR IGNORE INTO findings (trial_id, seq, iteration, detector, severity, metric, value, "
+                "threshold, message, details, time) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (tid, seq, f["iteration"], f["detector"], f["severity"], f.get("metric"), _num(f.get("value")),
+                 _num(f.get("threshold")), f["message"], dumps(f.get("details") or {}), time.time()))
+        for iv in interventions:
+            c = self.db.execute(
+                "INSERT OR IGNORE INTO interventions (trial_id, seq, iteration, action, params, reason, detector, "
+                "time) VALUES (?,?,?,?,?,?,?,?)",
+                (tid, seq, iv["iteration"], iv["action"], dumps(iv.get("params") or {}), iv["reason"],
+                 iv.get("detector"), time.time()))
+            ids.append(c.lastrowid)
         return ids
 
     def add_request(self, trial_id: str, action: str, params: dict, reason: str) -> int:

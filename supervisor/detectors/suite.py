@@ -79,7 +79,7 @@ class DetectorSuite:
     def alarmed(self) -> set[str]:
         """The detectors whose warning or critical alarm is still on (see :meth:`Detector.alarmed`)."""
         alarms, custom, _ = self._alarm_table()
-        out = {name for name, a in alarms if a.reported in LOUD and a.latch.on}
+        out = {name for name, a, latch in alarms if latch.on and a.reported in LOUD}
         for d in custom:
             if d.alarmed():
                 out.add(d.name)
@@ -90,7 +90,7 @@ class DetectorSuite:
         return max((d.streak() for d in self.detectors if d.name == name), default=0)
 
     def _alarm_table(self) -> tuple:
-        """Every detector's alarms as ``(detector name, alarm)``, the detectors that judge ``alarmed``
+        """Every detector's alarms as ``(detector name, alarm, its latch)``, the detectors that judge ``alarmed``
         their own way, and what the table was read from. The engine asks ``alarmed`` several times per
         report: reading the alarms from every detector's attributes each time was most of its cost.
         Alarms are made in ``reset``: the table is read again when an attribute that held them holds
@@ -109,7 +109,7 @@ class DetectorSuite:
                     continue
                 for k, v in d._alarms_held():
                     seen.append((d.__dict__, k, v))
-                    alarms += [(d.name, a) for a in (v.values() if isinstance(v, dict) else (v,))
+                    alarms += [(d.name, a, a.latch) for a in (v.values() if isinstance(v, dict) else (v,))
                                if isinstance(a, Alarm)]
             t = self._table = (alarms, custom, seen)
         return t
