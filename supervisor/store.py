@@ -166,6 +166,7 @@ class Store:
         self.migrated_from: int | None = None  # the schema version an older store was migrated from
         self.readonly = readonly
         self._commits = 0
+        self.commit_s = 0.0  # time spent committing (synchronous=FULL: an fsync each)
         self._closed = threading.Event()
         if readonly:
             self.db = self._connect_readonly()
@@ -237,6 +238,8 @@ class Store:
             if self._depth == 1:
                 with self.db:
                     yield
+                    t0 = time.perf_counter()
+                self.commit_s += time.perf_counter() - t0  # the commit: its fsync (benchmarks/ingestion.py)
                 self._commits += 1
                 if self._commits % 64 == 0 and not self.readonly:
                     self._bound_wal()

@@ -39,6 +39,8 @@ def value_of(metrics: Mapping[str, float], name: str) -> float | None:
     v = metrics.get(name)
     if v.__class__ is float:  # the common case, without the general checks
         return v if v - v == 0.0 else None
+    if v is None:  # absent (another algorithm's metric): ~a third of the calls
+        return None
     return finite(v)
 
 

@@ -8,6 +8,7 @@ through :class:`DetectorSuite`.
 
 from __future__ import annotations
 
+from operator import is_not
 from typing import Iterable, Iterator, Mapping
 
 from supervisor.detectors.base import LOUD, Alarm, Detector
@@ -97,21 +98,22 @@ class DetectorSuite:
         another object (a detector reset on its own)."""
         t = self._table
         if t is not None:
-            for attrs, k, v in t[2]:
-                if attrs.get(k) is not v:
-                    t = None
-                    break
+            attrs, keys, held = t[2]
+            if any(map(is_not, map(dict.get, attrs, keys), held)):  # at C speed
+                t = None
         if t is None:
-            alarms, custom, seen = [], [], []
+            alarms, custom, attrs, keys, held = [], [], [], [], []
             for d in self.detectors:
                 if type(d).alarmed is not Detector.alarmed:
                     custom.append(d)
                     continue
                 for k, v in d._alarms_held():
-                    seen.append((d.__dict__, k, v))
+                    attrs.append(d.__dict__)
+                    keys.append(k)
+                    held.append(v)
                     alarms += [(d.name, a, a.latch) for a in (v.values() if isinstance(v, dict) else (v,))
                                if isinstance(a, Alarm)]
-            t = self._table = (alarms, custom, seen)
+            t = self._table = (alarms, custom, (attrs, keys, held))
         return t
 
     def reset(self) -> None:
