@@ -1,7 +1,7 @@
 """What the supervisor actor does per report, and what it costs: in-process, no Ray.
 
     python benchmarks/judging_profile.py [--trials 100] [--iterations 100] [--batch 100] [--reps 5]
-                                         [--baseline DIR]
+                                         [--baseline DIR [--baseline-label TEXT]]
 
 The ingestion benchmark's workload (``benchmarks/ingestion.py``: healthy streams, every detector on,
 batches of 100 reports from 100 trials) through ``SupervisorService.report_batch``, the call the
@@ -10,8 +10,9 @@ batch with synchronous=FULL, the wire form of the verdicts):
 
 1. CPU time per report (``time.process_time``: what the engine thread spends, robust to other load
    on the machine), median of ``--reps`` fresh runs; with ``--baseline DIR`` (a checkout of another
-   version, e.g. ``git worktree add /tmp/before main``) the same workload through that version, the
-   two interleaved, each in a child process of its own, and their ratio.
+   version, e.g. ``mkdir /tmp/before && git archive 755dcef supervisor actors benchmarks | tar -x -C
+   /tmp/before``) the same workload through that version, the two interleaved, each in a child
+   process of its own, and their ratio.
 2. A cProfile of one run, its time grouped by what the actor does per report (each detector, the
    history, the engine's bookkeeping, the store, ...) and the functions that cost the most.
 Writes benchmarks/results/judging_profile.md and .json.
@@ -130,6 +131,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--baseline", type=Path, help="a checkout of the version to compare with")
+    ap.add_argument("--baseline-label", default=None, help="what the baseline is (e.g. a commit), for the results")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # measure the code under this root, print
     args = ap.parse_args()
     if args.child:
@@ -153,7 +155,7 @@ def main() -> None:
         rows.append(("CPU per report, us (baseline)", f"{b:.1f}", f"{1e6 / b:,.0f} reports/s of engine CPU"))
         rows.append(("baseline / this version", f"{b / us:.2f}x", ""))
         figures.update(baseline_cpu_us_per_report=round(b, 2), speedup=round(b / us, 2),
-                       baseline=str(args.baseline))
+                       baseline=args.baseline_label or str(args.baseline))
 
     shares, top, _ = profile(args.trials, args.iterations, args.batch)
     reports = args.trials * args.iterations
