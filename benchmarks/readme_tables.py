@@ -245,7 +245,7 @@ def _judging() -> str:
     if "baseline_cpu_us_per_report" in j:
         base = (f" against {_n(j['baseline_cpu_us_per_report'], 1)} µs for {j['baseline']} in the same run "
                 f"(interleaved): {j['speedup']:.2f}x less")
-    return (f"\n\nWhat the actor does per report (`{j['command']}`, in-process, "
+    return (f"\n\nWhat the actor does per report (`{_meta('judging_profile')['command']}`, in-process, "
             f"{j['workload']}, {_meta('judging_profile')['date'][:10]}): {_n(j['cpu_us_per_report'], 1)} µs of CPU "
             f"per report{base}. Its share of the time: {parts}. Costliest functions: {top}.")
 
