@@ -13,6 +13,7 @@ from ray.tune import Callback
 
 from supervisor.metrics import normalize_result
 
+from actors import compat
 from actors.bootstrap import RunInfo, open_run
 from actors.tune.stopper import RETURN_METRIC, _nested
 from actors.tune.trainable import SEARCH_KEY
@@ -195,6 +196,10 @@ class SupervisorTuneCallback(Callback):
 
     # -- Tune hooks
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
+        from actors import run_registry
+
+        # what the trials read, before any starts (a put into the GCS's store: it never waits on the actor)
+        run_registry.publish(self.run_id, self.run.callback_info())
         self._fire("open_run", self.run_id, **self.run_info, alert_env=self.run.alert_env() or None,
                    then=self._opened)
         self._print(f"[bold]{self.run_info['name']}[/bold]  sweep of {total_num_samples or '?'} trials  "
@@ -356,21 +361,7 @@ class SupervisorTuneCallback(Callback):
 
 def _restart_requested(trial) -> bool:
     """Was the trial's latest failure the supervisor's RestartRequested?"""
-    try:
-        err = trial.get_pickled_error()
-        if err is not None and "RestartRequested" in f"{type(err).__name__} {err}":
-            return True
-    except Exception:
-        pass
-    try:
-        path = trial.error_file
-        if path and Path(path).is_file():
-            text = Path(path).read_text(errors="replace")
-            tail = text[text.rfind("Failure #"):] if "Failure #" in text else text
-            return "RestartRequested" in tail
-    except Exception:
-        pass
-    return False
+    return compat.trial_failed_with(trial, "RestartRequested")
 
 
 def _short(v) -> str:
