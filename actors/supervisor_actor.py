@@ -8,6 +8,7 @@ state from the store when the trial next registers or reports.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from pathlib import Path
@@ -23,6 +24,7 @@ from supervisor.verdict import Verdict
 
 from actors import run_registry
 
+log = logging.getLogger(__name__)
 NAMESPACE = "rl_supervisor"
 ACTOR_NAME = "supervisor"
 
@@ -44,6 +46,7 @@ class SupervisorService:
         self.closed_trials: deque = deque(maxlen=256)
         self._latency_ms: deque = deque(maxlen=65536)  # recent verdict latencies inside the actor
         self._busy_s, self._batches, self._judged = 0.0, 0, 0  # judging time, batches and reports since reset
+        self.trial_handles: dict[str, object] = {}  # trial id -> its Tune actor (a hung one is ended through it)
 
     def open_run(self, run_id: str, run_dir: str, name: str, kind: str, settings: dict | None = None,
                  spec: dict | None = None, profile: dict | None = None, alert_env: dict | None = None) -> dict:
@@ -199,8 +202,79 @@ class SupervisorService:
         return True
 
     def finish_trial(self, run_id: str, trial_id: str, status: str) -> str:
+        self.trial_handles.pop(trial_id, None)
         eng = self.runs.get(run_id)
         return eng.finish_trial(trial_id, status) if eng is not None else status
+
+    # ---- crashes and hangs (supervisor/engine.py: Engine.crash, Engine.heartbeat, Engine.hung)
+    def trial_crashed(self, run_id: str, trial_id: str, report: dict, run_info: dict | None = None) -> dict | None:
+        """A trial crashed (told by the trial itself just before its process ends, or by the driver from
+        Tune's error): the ``trial_crashed`` finding and the decision (``restart`` with the ladder's change,
+        or ``stop`` with the cause)."""
+        if run_id not in self.runs and run_info:
+            self.open_run(run_id, **run_info)
+        eng = self.runs.get(run_id)
+        if eng is None or not isinstance(report, dict):
+            return None
+        self.run_of[trial_id] = run_id
+        out = eng.crash(trial_id, report, run_id, own_roots=tuple(report.get("own_roots") or ()))
+        self._alert_event(run_id, trial_id, out)
+        return json_safe_event(out)
+
+    def trial_heartbeat(self, run_id: str, trial_id: str, beat: dict, handle=None) -> dict:
+        """A trial's heartbeat (its phase and iteration; its actor handle when it is a Tune trial)."""
+        eng = self.runs.get(run_id)
+        if eng is None:
+            return {}
+        if handle is not None:
+            self.trial_handles[trial_id] = handle
+        return eng.heartbeat(trial_id, beat)
+
+    def check_hung(self, now: float | None = None) -> list[dict]:
+        """Every run's hung trials (``Engine.hung``): alerted, and ended through their Tune actor so Tune
+        restarts them (a trial trained in a driver hears it in its next heartbeat's answer). Many hung at
+        once on one node: a node finding. Called on the cluster tick."""
+        import ray
+
+        from supervisor.detectors.trial_hung import node_hung
+
+        found, running = [], {}
+        for run_id, eng in list(self.runs.items()):
+            try:
+                hung = eng.hung(now)
+            except Exception as e:
+                log.warning("hung check of run %s failed: %s", run_id, e)
+                continue
+            for node, n in eng.running_per_node().items():
+                running[node] = running.get(node, 0) + n
+            for h in hung:
+                self._alert_event(run_id, h["trial_id"], h)
+                handle = self.trial_handles.pop(h["trial_id"], None)
+                if handle is not None:
+                    try:
+                        ray.kill(handle, no_restart=True)
+                        h["ended"] = True
+                    except Exception as e:
+                        log.warning("could not end hung trial %s: %s", h["trial_id"], e)
+                found.append(h)
+        for f in node_hung(found, running):
+            for eng in self.runs.values():
+                try:
+                    eng.store.record_finding(None, f)
+                except Exception as e:
+                    log.warning("could not store a node finding: %s", e)
+            found.append({"node_finding": f})
+        return found
+
+    def _alert_event(self, run_id: str, trial_id: str, out: dict | None) -> None:
+        sender = self.alerts.get(run_id)
+        f = (out or {}).get("finding")
+        if sender is None or not f:
+            return
+        try:
+            sender.observe(trial_id, out.get("seq", 0), f.get("iteration", -1), [f], out.get("actions") or [])
+        except Exception as e:
+            log.warning("could not queue an alert for %s: %s", trial_id, e)
 
     def trial_overrides(self, run_id: str, trial_id: str) -> dict:
         eng = self.runs.get(run_id)
@@ -233,10 +307,13 @@ class SupervisorService:
         self._cluster_watch().heartbeat(report)
 
     def cluster_tick(self) -> dict:
-        """Re-scan ray.nodes(), start monitors on new nodes, judge nodes and stragglers, export metrics."""
+        """Re-scan ray.nodes(), start monitors on new nodes, judge nodes and stragglers, hung trials, export
+        metrics."""
         for eng in self.runs.values():  # trial summary rows that a quiet spell left unwritten
             eng.flush()
-        return self._cluster_watch().tick()
+        out = self._cluster_watch().tick()
+        out["hung"] = len(self.check_hung())
+        return out
 
     def cluster_status(self) -> dict:
         """``{"nodes": [...], "trials": [...], "findings": [...]}`` for ``supervise status``."""
@@ -264,6 +341,13 @@ def _validated(settings: dict) -> SupervisorConfig:
     cfg = SupervisorConfig.model_validate({k: v for k, v in settings.items() if k != "alerts"})
     cfg.alerts = alerts
     return cfg
+
+
+def json_safe_event(out: dict) -> dict:
+    """An event decision as plain data for the trial (findings' details may hold numpy or odd types)."""
+    from supervisor.jsonsafe import json_safe
+
+    return json_safe(out, str)
 
 
 def _pid() -> int:

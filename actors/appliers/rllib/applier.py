@@ -11,6 +11,7 @@ import logging
 from typing import Any, Mapping
 
 from actors.appliers.rllib.hparams import current_hparams, set_hparams
+from actors.appliers.rllib.quarantine import quarantine
 from actors.appliers.rllib.rollback import rollback
 from actors.appliers.rllib.weights import rollback_reached_runners
 
@@ -45,6 +46,9 @@ class RLlibApplier:
 
     def request_restart(self, reason: str) -> None:
         self.restart_requested = True
+
+    def quarantine(self, reason: str) -> dict:
+        return quarantine(self.algorithm, True)
 
     def alert(self, reason: str) -> None:
         log.warning("supervisor alert on %s: %s", self.trial_id, reason)
