@@ -137,6 +137,7 @@ class SupervisorCallback(RLlibCallback):
         self.phases = Phases()
         self.heartbeat: Heartbeat | None = None
         self.stop_reason: str | None = None  # the supervisor ended this trial after a crash or a hang
+        self.verdict_stop_reason: str | None = None  # the reason of a verdict's stop_trial
         self.crash: dict | None = None  # the supervisor's decision on this process's crash
         self.quarantined = False
         self.guard: EnvRunnerGuard | None = None  # on an env runner: its data guard
@@ -226,6 +227,8 @@ class SupervisorCallback(RLlibCallback):
                 self._save_best(algorithm, report["iteration"], report["seq"], verdict.best)
                 sup["best"] = verdict.best
         sup["stop"] = self.stop_requested
+        if self.stop_requested and self.verdict_stop_reason:
+            sup["stop_reason"] = self.verdict_stop_reason
         result["supervisor"] = sup  # reaches Tune's loggers and stoppers
         if self.restart_requested:
             # What was applied with the restart (e.g. reduce_lr) was acknowledged in _apply: the
@@ -247,6 +250,7 @@ class SupervisorCallback(RLlibCallback):
         self.client.acknowledge(self.trial_id, entries)  # kept and resent if the supervisor does not answer
         self.stop_requested |= applier.stop_requested
         self.restart_requested |= applier.restart_requested
+        self.verdict_stop_reason = self.verdict_stop_reason or applier.stop_reason
 
     def _checkpoint(self, algorithm, iteration: int, seq: int = -1) -> None:
         root = Path(self.info["run_info"]["run_dir"]) / "checkpoints" / _safe(self.trial_id)
@@ -312,7 +316,7 @@ class SupervisorCallback(RLlibCallback):
         guard = {k: now.get(k, 0) - self._guard_mark.get(k, 0) for k in now}
         try:
             report = crash_report(exc, node_id=_node_id(), iteration=int(getattr(algorithm, "iteration", 0) or 0) + 1,
-                                  phase=self.phases.phase, guard=guard)
+                                  phase=self.phases.failed_in or self.phases.phase, guard=guard)
         except Exception:
             log.exception("could not describe the crash")
             return None

@@ -41,22 +41,43 @@ def _name(e: BaseException) -> tuple[str, str]:
     return name, (name if mod in ("builtins", "__main__") else f"{mod}.{name}")
 
 
+def _frames(e: BaseException) -> list[dict]:
+    return [{"file": f.filename, "line": f.lineno, "function": f.name, **({"code": f.line} if f.line else {})}
+            for f in traceback.extract_tb(e.__traceback__)]
+
+
+def _unwrap(exc: BaseException) -> tuple[BaseException, list[dict]]:
+    """The exception that tells, and the frames down to it. A library that re-raises a user's error as its own
+    (RLlib's env runner: ``raise RuntimeError from e``) is looked through: while the exception was raised in a
+    library frame and has an explicit cause, the cause is the crash, its frames after the wrapper's."""
+    from supervisor.crash import origin
+
+    frames = _frames(exc)
+    while exc.__cause__ is not None:
+        inner = frames[-1] if frames else None
+        if inner is None or origin(inner["file"], OWN_ROOTS) in ("user", "supervisor"):
+            break
+        exc = exc.__cause__
+        frames = frames + _frames(exc)
+    return exc, frames
+
+
 def crash_report(exc: BaseException, *, node_id: str | None = None, iteration: int | None = None,
                  phase: str | None = None, guard: dict | None = None) -> dict:
     """The crash report of ``exc`` (see ``supervisor.crash``)."""
-    frames = [{"file": f.filename, "line": f.lineno, "function": f.name, **({"code": f.line} if f.line else {})}
-              for f in traceback.extract_tb(exc.__traceback__)]
+    top = exc
+    exc, frames = _unwrap(exc)
     root, remote_text = _remote(exc)
     if remote_text:
         frames += frames_from_text(remote_text)
-    chain, e, seen = [], exc, set()
+    chain, e, seen = [], top, set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         chain.append(_name(e)[1])
         e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
     name, qualified = _name(root)
     msg = str(root) if root is not exc or not remote_text else str(getattr(exc, "cause", "") or exc)
-    text = "".join(traceback.format_exception(exc))
+    text = "".join(traceback.format_exception(top))
     return {"exception": name, "exception_type": qualified, "message": msg.strip()[:2000], "frames": frames,
             "chain": list(reversed(chain)), "node_id": node_id, "iteration": iteration, "phase": phase,
             "guard": dict(guard or {}), "pid": os.getpid(), "time": time.time(), "source": "trial",

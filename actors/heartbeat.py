@@ -33,11 +33,15 @@ class Phases:
 
     def __init__(self):
         self.phase, self.iteration, self.since = BETWEEN, 0, time.monotonic()
+        self.failed_in: str | None = None  # the phase an exception left the iteration from
+        self.on_iteration: Callable[[], None] | None = None  # told when an iteration starts (the heartbeat)
 
     def enter(self, phase: str, iteration: int | None = None) -> None:
         self.phase, self.since = phase, time.monotonic()
         if iteration is not None:
-            self.iteration = iteration
+            self.iteration, self.failed_in = iteration, None
+            if self.on_iteration is not None:
+                self.on_iteration()
 
     def attach(self, algorithm, step_wrapper: Callable | None = None) -> None:
         """Wrap the algorithm's calls (on this instance only). ``step_wrapper(step)`` may wrap ``step``
@@ -48,6 +52,9 @@ class Phases:
             self.enter(SAMPLING, int(getattr(algorithm, "iteration", 0) or 0) + 1)
             try:
                 return step()
+            except BaseException:
+                self.failed_in = self.failed_in or self.phase
+                raise
             finally:
                 self.enter(BETWEEN)
 
@@ -66,6 +73,9 @@ class Phases:
             self.enter(phase)
             try:
                 return fn(*args, **kwargs)
+            except BaseException:
+                self.failed_in = self.failed_in or phase
+                raise
             finally:
                 self.enter(before if before != BETWEEN else SAMPLING)
 
@@ -91,6 +101,8 @@ class Heartbeat:
         self.interval_s, self.node_id, self.on_told = float(interval_s), node_id, on_told
         self.handle = _own_actor()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # an iteration started: beat now (the supervisor starts its clock on it)
+        phases.on_iteration = self._wake.set
         self._thread: threading.Thread | None = None
         self.beats = 0
 
@@ -103,12 +115,17 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     def _loop(self) -> None:
         from actors.supervisor_actor import find_supervisor
 
         actor, ref = None, None
-        while not self._stop.wait(self.interval_s):
+        while not self._stop.is_set():
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
             try:
                 if ref is not None:
                     ready, _ = ray.wait([ref], timeout=0)
@@ -137,21 +154,23 @@ def _own_actor():
 
 
 # ---------------------------------------------------------------------------------- supervise run's interrupt
-_INTERRUPT: dict = {"installed": False, "told": None, "phases": None}
+_INTERRUPT: dict = {"installed": False, "told": None, "phases": None, "error": None}
 
 
-def install_interrupt(phases_of: Callable[[], Phases | None]) -> Callable[[], None]:
+def install_interrupt(phases_of: Callable[[], Phases | None],
+                      error: Callable[[str, bool], BaseException]) -> Callable[[], None]:
     """In a driver that trains in its main thread (``supervise run``): let a hung-trial decision interrupt
     that training (``SIGUSR1`` to the main thread, whose handler raises ``TrialHung`` inside the stuck call:
     a sleep, a ``ray.get``). ``phases_of()`` gives the live trial's phases: outside an iteration the
-    signal is ignored (the iteration ended meanwhile). Returns the function that uninstalls it."""
+    signal is ignored (the iteration ended meanwhile). ``error(reason, stop)`` makes the exception raised.
+    Returns the function that uninstalls it."""
     if not hasattr(signal, "pthread_kill") or threading.current_thread() is not threading.main_thread():
         return lambda: None
     prev = signal.signal(signal.SIGUSR1, _handler)
-    _INTERRUPT.update(installed=True, phases=phases_of)
+    _INTERRUPT.update(installed=True, phases=phases_of, error=error)
 
     def uninstall():
-        _INTERRUPT.update(installed=False, phases=None, told=None)
+        _INTERRUPT.update(installed=False, phases=None, told=None, error=None)
         signal.signal(signal.SIGUSR1, prev)
 
     return uninstall
@@ -170,9 +189,6 @@ def interrupt_main(told: dict) -> bool:
 def _handler(signum, frame) -> None:
     told, _INTERRUPT["told"] = _INTERRUPT["told"], None
     phases = _INTERRUPT["phases"]() if _INTERRUPT["phases"] else None
-    if not told or (phases is not None and phases.phase == BETWEEN):
+    if not told or (phases is not None and phases.phase == BETWEEN) or _INTERRUPT["error"] is None:
         return
-    from actors.callback import TrialHung
-
-    stop = "stop" in told
-    raise TrialHung(str(told.get("stop") or told.get("restart")), stop=stop)
+    raise _INTERRUPT["error"](str(told.get("stop") or told.get("restart")), "stop" in told)

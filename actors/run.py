@@ -47,7 +47,8 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
     status, iteration, metrics, algo = "errored", 0, {}, None
     why = None  # the supervisor's reason for a stop or a crash, for the exit line
     # a hung iteration is interrupted in this (main) thread: the training runs here, not in a Tune actor
-    uninstall = heartbeat.install_interrupt(lambda: getattr(find_callback(algo), "phases", None) if algo else None)
+    uninstall = heartbeat.install_interrupt(lambda: getattr(find_callback(algo), "phases", None) if algo else None,
+                                            TrialHung)
     try:
         open_run(run, get_or_create_supervisor(), trial_id=run.run_id, best_dir=str(run.run_dir / "best"))
         if not quiet:
@@ -106,6 +107,7 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
                 progress.iteration(iteration, metrics, supv)
             if supv and supv.get("stop"):
                 status = "stopped"
+                why = f"stopped: {supv['stop_reason']}" if supv.get("stop_reason") else why
                 break
             if rule.reason(result, elapsed_s=time.time() - started):
                 status = "completed"

@@ -159,7 +159,7 @@ def report_from_text(text: str, node_id: str | None = None, iteration: int | Non
     """A crash report from a traceback's text (Tune's error file): the last ``Type: message`` line names
     the exception; Ray's ``RayTaskError(Type)`` wrappers are unwrapped to ``Type``."""
     text = text or ""
-    exc, msg, chain = "Exception", "", []
+    exc, msg, chain, told = "Exception", "", [], []
     for line in text.splitlines():
         s = line.strip()
         if not s or s.startswith(("File ", "Traceback", "^", "~", "The above", "During handling")) or line[:1] in " \t":
@@ -170,6 +170,9 @@ def report_from_text(text: str, node_id: str | None = None, iteration: int | Non
             inner = re.match(r"^[\w.]*\((?P<t>[\w.]+)\)$", t)  # RayTaskError(ZeroDivisionError)
             chain.append(t)
             exc, msg = (inner["t"] if inner else t), (m["message"] or "")
+            told.append((exc, msg))
+    if not msg and len(told) > 1 and told[-2][1]:
+        exc, msg = told[-2]  # a library's bare re-raise (RLlib: ``raise RuntimeError from e``): its cause tells
     return {"exception": exc.rsplit(".", 1)[-1], "exception_type": exc, "message": msg.strip(),
             "frames": frames_from_text(text), "chain": chain, "node_id": node_id, "iteration": iteration,
             "text": text[-TEXT_LIMIT:]}

@@ -111,6 +111,7 @@ class TrialState:
     expect_death: bool = False  # the supervisor ended the process (a hung trial): its death is no crash
     stop_reason: str | None = None  # an event stopped the trial: a restarted process stops at once
     iter_started: float | None = None  # supervisor clock: when the iteration in progress started
+    clock_iteration: int | None = None  # which iteration that clock is timing
     beat: dict = field(default_factory=dict)  # the newest heartbeat: iteration, phase, at (supervisor clock)
     hung_iteration: int | None = None  # the iteration already found hung (once per iteration)
     told: dict | None = None  # an event decision for the trial's own process (heartbeat answer), once
@@ -175,7 +176,10 @@ class Engine:
         state.node_id = node_id or state.node_id
         # a (re)started process: its iteration starts now, and whatever it crashes with next is its own
         state.crashed_since_start = state.expect_death = False
-        state.iter_started, state.beat, state.hung_iteration, state.told = time.time(), {}, None, None
+        # not timed until it says it is in an iteration (a heartbeat) or reports: building and restoring are no
+        # iteration
+        state.iter_started, state.clock_iteration, state.beat, state.hung_iteration, state.told = None, None, {}, \
+            None, None
         return {"next_seq": state.last_seq + 1, "overrides": dict(state.overrides), "checkpoint": state.checkpoint,
                 "stop": state.stop_reason, "quarantine": state.quarantined}
 
@@ -319,7 +323,8 @@ class Engine:
             return self._duplicate(None, seq, iteration, trial_id)
         state.prev_lr = state.last_metrics.get("lr", state.prev_lr)
         state.last_seq, state.last_iteration, state.last_metrics = seq, iteration, metrics
-        state.iter_started, state.hung_iteration = time.time(), None  # the next iteration starts now
+        # the next iteration starts now (on the supervisor's clock)
+        state.iter_started, state.clock_iteration, state.hung_iteration = time.time(), iteration + 1, None
         for a, iv_id in zip(todo, ids):
             a["id"] = iv_id
             state.known_ids.add(iv_id)
@@ -721,6 +726,7 @@ class Engine:
         seen = state.crashes.get(sig, 0)
         state.crashes[sig] = seen + 1
         state.crashed_since_start = True
+        state.iter_started, state.clock_iteration, state.beat = None, None, {}  # the process is gone
         seq = state.last_seq + 1
         it = finding.iteration
         if cause.actionable:
@@ -809,11 +815,12 @@ class Engine:
             return {}
         it = beat.get("iteration")
         it = it if isinstance(it, int) and not isinstance(it, bool) else state.last_iteration + 1
-        if it > state.last_iteration + 1 and state.beat.get("iteration") != it:
-            state.iter_started = now  # reports went missing: time this iteration from its first heartbeat
-        if state.iter_started is None:
-            state.iter_started = now
-        state.beat = {"iteration": it, "phase": beat.get("phase"), "at": now}
+        phase = beat.get("phase")
+        if phase != "between" and (state.iter_started is None or it > (state.clock_iteration or 0)):
+            # the first word of an iteration the clock is not timing yet (the first after a (re)start, or one
+            # whose predecessor's report went missing): time it from here
+            state.iter_started, state.clock_iteration, state.hung_iteration = now, it, None
+        state.beat = {"iteration": it, "phase": phase, "at": now}
         if isinstance(beat.get("node_id"), str):
             state.node_id = beat["node_id"]
         told, state.told = state.told, None
@@ -833,12 +840,13 @@ class Engine:
         for state in list(self.trials.values()):
             if state.status != "running" or state.iter_started is None:
                 continue
-            it = state.beat.get("iteration") or state.last_iteration + 1
+            it = state.clock_iteration or state.last_iteration + 1
             if state.hung_iteration == it or state.expect_death:
                 continue
             times = [t for t in state.history.series("time_this_iter_s", last=20).tolist() if math.isfinite(t)]
             median = sorted(times)[len(times) // 2] if times else None
-            f = det(now, state.iter_started, median, it, state.beat.get("phase"), state.node_id,
+            f = det(now, state.iter_started, median, it,
+                    state.beat.get("phase") if state.beat.get("iteration") == it else None, state.node_id,
                     state.beat.get("at"))
             if f is None:
                 continue

@@ -254,7 +254,12 @@ def test_hung_iteration_on_the_supervisors_clock(engine):
     reg = engine.register_trial("t", "r")  # Tune restarted it
     assert reg["stop"] is None
     st = engine.trials["t"]
-    out = engine.hung(now=st.iter_started + 2.5)  # hung again: the ladder's next rung stops it
+    assert st.iter_started is None and engine.hung(now=t0 + 100) == []  # restoring is no iteration
+    engine.heartbeat("t", {"iteration": 4, "phase": "between"}, now=t0 + 100)
+    assert engine.hung(now=t0 + 200) == []
+    engine.heartbeat("t", {"iteration": 4, "phase": "sampling"}, now=t0 + 200)  # its clock starts here
+    assert engine.hung(now=t0 + 201.9) == []
+    out = engine.hung(now=t0 + 202.5)  # hung again: the ladder's next rung stops it
     assert out[0]["action"] == "stop"
 
 

@@ -14,7 +14,7 @@ class TrialHung:
     floor_s)``.
 
     Judged on the supervisor's own clock, never the trial's: the iteration started when the supervisor got
-    the trial's previous report (or its registration, or the first heartbeat naming the iteration), and the
+    the trial's previous report (or the first heartbeat naming the iteration), and the
     trial's heartbeats say which phase it is in (``sampling``, ``learning``, ``weight sync``,
     ``evaluation``) and that its process still runs. The median is of the trial's reported iteration times
     (``time_this_iter_s``); before any, the bound is ``factor x floor_s``. Critical: its ladder restarts the

@@ -29,6 +29,7 @@ class RLlibApplier:
         self.trial_id = trial_id
         self.stop_requested = False
         self.restart_requested = False
+        self.stop_reason: str | None = None
 
     def hparams(self) -> dict:
         return current_hparams(self.algorithm)
@@ -43,6 +44,7 @@ class RLlibApplier:
 
     def request_stop(self, reason: str) -> None:
         self.stop_requested = True
+        self.stop_reason = self.stop_reason or reason
 
     def request_restart(self, reason: str) -> None:
         self.restart_requested = True

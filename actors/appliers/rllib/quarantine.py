@@ -11,13 +11,13 @@ from actors.appliers.rllib.remote import foreach_env_runner
 
 
 def _set_quarantine(env_runner, on: bool = True) -> bool:
-    from actors.callback import SupervisorCallback
-
     done = False
     for cb in getattr(env_runner, "_callbacks", None) or ():
-        if isinstance(cb, SupervisorCallback):
-            done |= cb.guard_for(env_runner).enabled
-            cb.guard_for(env_runner).set_quarantine(on)
+        guard_for = getattr(cb, "guard_for", None)  # the supervisor's callback (actors.callback)
+        if guard_for is not None:
+            guard = guard_for(env_runner)
+            guard.set_quarantine(on)
+            done |= guard.enabled
     return done
 
 
