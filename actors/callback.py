@@ -32,7 +32,7 @@ from actors import run_registry
 from actors.algos import EXTRA_ROOT, name_of
 from actors.appliers.rllib import RLlibApplier, current_hparams, extra_metrics, save_checkpoint, set_hparams
 from actors.client import SupervisorClient
-from actors.crash import OWN_ROOTS, crash_report
+from actors.crash import OWN_ROOTS, crash_report, probe
 from actors.data_guard import EnvRunnerGuard
 from actors.heartbeat import Heartbeat, Phases
 from actors.priors import priors_of
@@ -315,12 +315,20 @@ class SupervisorCallback(RLlibCallback):
         now = self._local_guard_counts(algorithm)
         guard = {k: now.get(k, 0) - self._guard_mark.get(k, 0) for k in now}
         try:
+            seen = probe(algorithm)
+        except Exception:
+            seen = {}
+        if seen.get("nonfinite_obs_now"):
+            guard["nonfinite_obs"] = guard.get("nonfinite_obs", 0) + seen["nonfinite_obs_now"]
+        try:
             report = crash_report(exc, node_id=_node_id(), iteration=int(getattr(algorithm, "iteration", 0) or 0) + 1,
                                   phase=self.phases.failed_in or self.phases.phase, guard=guard)
         except Exception:
             log.exception("could not describe the crash")
             return None
         report["own_roots"] = list(OWN_ROOTS)
+        if "weights_finite" in seen:
+            report["weights_finite"] = seen["weights_finite"]
         self.flush(timeout_s=5.0)  # buffered reports and acknowledgements first: the crash comes after them
         decision = self.client.call("trial_crashed", self.info["run_id"], self.trial_id, report, self.info["run_info"],
                                     timeout_s=max(self.client.timeout_s, 10.0))

@@ -82,3 +82,35 @@ def crash_report(exc: BaseException, *, node_id: str | None = None, iteration: i
             "chain": list(reversed(chain)), "node_id": node_id, "iteration": iteration, "phase": phase,
             "guard": dict(guard or {}), "pid": os.getpid(), "time": time.time(), "source": "trial",
             "text": text[-TEXT_LIMIT:]}
+
+
+def probe(algorithm) -> dict:
+    """Evidence a crash report can take from the live algorithm of the failing iteration (its own process):
+    non-finite values in the last observations of the local env runner's episodes in progress (a NaN
+    observation makes the policy's forward pass raise before the data guard sees the sample) and whether
+    the local module's weights are still finite. Best effort: ``{}`` where there is nothing to read."""
+    import numpy as np
+
+    out: dict = {}
+    er = getattr(algorithm, "env_runner", None)
+    eps = getattr(er, "_ongoing_episodes", None) or []
+    bad = 0
+    for ep in eps:
+        for sae in (getattr(ep, "agent_episodes", None) or {None: ep}).values():
+            try:
+                o = np.asarray(sae.get_observations(-1), dtype=np.float64)
+            except Exception:
+                continue
+            bad += int(not np.isfinite(o).all())
+    if eps:
+        out["nonfinite_obs_now"] = bad
+    module = getattr(er, "module", None)
+    try:
+        import torch
+
+        params = list(module.parameters()) if module is not None and hasattr(module, "parameters") else []
+        if params:
+            out["weights_finite"] = all(bool(torch.isfinite(p).all()) for p in params)
+    except Exception:
+        pass
+    return out

@@ -84,7 +84,17 @@ def envs(args) -> dict[str, dict]:
 
 
 def variants(env: str, spec: dict, rep: int, args) -> list[tuple[str, str, dict]]:
-    """(label, kind, config values) per trial; kind: healthy, midrun or bad_start."""
+    """(label, kind, config values) per trial; kind: healthy, midrun or bad_start (``--healthy-count`` keeps
+    the first N healthy trials: a reduced run)."""
+    out = _variants(env, spec, rep, args)
+    n = getattr(args, "healthy_count", None)
+    if n is None:
+        return out
+    healthy = [v for v in out if v[1] == "healthy"][:n]
+    return [v for v in out if v[1] != "healthy" or v in healthy]
+
+
+def _variants(env: str, spec: dict, rep: int, args) -> list[tuple[str, str, dict]]:
     s = 100 * rep
     # the fault acts from the first sample after round(fault_at x budget) healthy iterations
     after = round(args.fault_at * spec["iterations"]) * BATCH
@@ -100,6 +110,18 @@ def variants(env: str, spec: dict, rep: int, args) -> list[tuple[str, str, dict]
     label, values = spec["bad_start"]
     out.append((label, "bad_start", {**values, "seed": s + 8}))
     return out
+
+
+def onset_of(kind: str, values: dict) -> int | None:
+    """The env step a bad trial's fault starts after (0: from the start); None for a healthy trial."""
+    if kind == "bad_start":
+        return 0
+    if kind != "midrun":
+        return None
+    if isinstance(values.get("env_config"), dict) and "after" in values["env_config"]:
+        return int(values["env_config"]["after"])
+    sched = values.get("lr")
+    return int(sched[1][0]) if isinstance(sched, list) and len(sched) > 1 else 0
 
 
 def sweep_for(mode: str, env: str, spec: dict, rep: int):
@@ -134,7 +156,7 @@ def run_one(mode: str, env: str, spec: dict, rep: int, args, root: Path) -> dict
     report = {t["trial_id"]: t for t in build_report(out)["trials"]} if mode.startswith("supervisor") else {}
     trials = []
     for tid, vals in cb.configs.items():
-        label, kind = next(((lab, k) for lab, k, v in vs if _norm(v) == _norm(vals)), ("?", "?"))
+        label, kind, values = next(((lab, k, v) for lab, k, v in vs if _norm(v) == _norm(vals)), ("?", "?", {}))
         last = cb.last.get(tid, {})
         rep_t = report.get(tid, {})
         acts = [(i["iteration"], i["action"]) for i in rep_t.get("interventions", []) if i["action"] != "alert"]
@@ -143,7 +165,8 @@ def run_one(mode: str, env: str, spec: dict, rep: int, args, root: Path) -> dict
                        "iterations_run": cb.iterations_run.get(tid, 0), "steps": cb.steps_consumed.get(tid, 0),
                        "final": last.get("return"), "actions": acts, "restarts": cb.restarts.get(tid, 0),
                        "stopped_by_supervisor": tid in sink.get("stopped_by_supervisor", set()),
-                       "started": cb.started_at.get(tid), "ended": cb.ended_at.get(tid)})
+                       "started": cb.started_at.get(tid), "ended": cb.ended_at.get(tid),
+                       "onset": onset_of(kind, values)})
     order = [lab for lab, _, _ in vs]
     trials.sort(key=lambda t: order.index(t["label"]) if t["label"] in order else 99)
     return {"mode": mode, "env": env, "rep": rep, "code": code, "wall": wall, "trials": trials,
@@ -202,6 +225,35 @@ def summarize(runs: list[dict]) -> dict:
             if nxt:
                 out["refill_s"].append(nxt[0] - t["ended"])
     return out
+
+
+def post_onset(results: list[dict], way: str = "supervisor") -> dict | None:
+    """The bad trials ``way`` cannot save (bad by construction, not ``recovered`` under it): the env steps they
+    spent after their fault's onset (restarts and rollbacks included), against FIFO's on the same trials
+    (same environment, repetition and label). None without both ways' runs."""
+    mine = {(r["env"], r["rep"]): r for r in results if r["mode"] == way}
+    fifo = {(r["env"], r["rep"]): r for r in results if r["mode"] == "fifo"}
+    spent = base = 0
+    trials = []
+    for key, r in mine.items():
+        if key not in fifo:
+            continue
+        by_label = {t["label"]: t for t in fifo[key]["trials"]}
+        for t in r["trials"]:
+            if t["kind"] == "healthy" or t["status"] == "recovered" or t.get("onset") is None:
+                continue
+            f = by_label.get(t["label"])
+            if f is None:
+                continue
+            a, b = max(0, t["steps"] - t["onset"]), max(0, f["steps"] - f["onset"])
+            spent, base = spent + a, base + b
+            trials.append({"env": r["env"], "rep": r["rep"], "label": t["label"], "steps": a, "fifo_steps": b,
+                           "status": t["status"]})
+    if not trials:
+        return None
+    return {"steps": spent, "fifo_steps": base, "ratio": spent / base if base else float("nan"), "trials": trials,
+            "healthy_stopped": sum(t["kind"] == "healthy" and (t["status"] == "stopped" or t["stopped_by_supervisor"])
+                                   for r in mine.values() for t in r["trials"])}
 
 
 def _mean_spread(xs: list[float]) -> tuple[float, float]:
@@ -268,6 +320,17 @@ def markdown(results: list[dict], args, envmap: dict) -> str:
         lines += ["", f"The healthy trials alone used {healthy / total:.0%} of FIFO's env steps: a way that lets every "
                       "healthy trial run its course (stops none early, as FIFO and the supervisor do) cannot spend "
                       "less, whatever it does with the bad ones."]
+    for way in [m for m in modes if m.startswith("supervisor")]:
+        po = post_onset(results, way)
+        if po is None:
+            continue
+        lines += ["", f"**The bad trials {way} cannot save** (bad by construction, not `recovered`): env steps spent "
+                      f"after the fault's onset, restarts and rollbacks included, against FIFO's on the same trials: "
+                      f"{po['steps']:,} / {po['fifo_steps']:,} = **{po['ratio']:.2f}** (goal <= 0.2, with no healthy "
+                      f"trial stopped: {po['healthy_stopped']} stopped).", "",
+                  "| env | repetition | trial | after onset | FIFO's | end |", "| --- | ---: | --- | ---: | ---: | --- |"]
+        lines += [f"| {t['env']} | {t['rep'] + 1} | {t['label']} | {t['steps']:,} | {t['fifo_steps']:,} | {t['status']} |"
+                  for t in po["trials"]]
     lines += ["", "Per environment, env steps (mean over the repetitions) and the ratio to FIFO:", "",
               "| way | " + " | ".join(env_names) + " |", "| --- |" + " ---: |" * len(env_names)]
     for m in modes:
@@ -329,6 +392,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "sweep_efficiency.md"))
     p.add_argument("--runs", help="where the sweeps' run folders go (default: a temporary folder)")
     p.add_argument("--verbose", action="store_true", help="per-iteration progress lines")
+    p.add_argument("--healthy-count", type=int, help="a reduced run: only the first N healthy trials per env")
     args = p.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in MODES]
@@ -357,6 +421,10 @@ def main(argv=None) -> int:
                           f"{s['best'][env]:.1f}, caught {s['caught']}/{s['bad']}, recovered {s['recovered']}, "
                           f"healthy stopped {s['killed_by_supervisor']}, ended by ASHA {s['ended_by_asha']}",
                           flush=True)
+                    po = post_onset(results, mode) if mode.startswith("supervisor") else None
+                    if po is not None:
+                        print(f"== {mode}: bad trials it cannot save so far: {po['steps']:,} env steps after onset "
+                              f"against FIFO's {po['fifo_steps']:,} = {po['ratio']:.2f}", flush=True)
     finally:
         ray.shutdown()
     md = markdown(results, args, envmap)

@@ -5,7 +5,8 @@ trial could not tell, the driver builds from Tune's error text (:func:`report_fr
 
     {"exception": "ZeroDivisionError", "message": str, "frames": [{"file", "line", "function", "code"}, ...],
      "chain": [exception type names, outermost first], "node_id": str|None, "iteration": int, "phase": str|None,
-     "guard": {data guard counts of the failing iteration, when the trial had them}, "text": traceback (cut)}
+     "guard": {data guard counts of the failing iteration, when the trial had them}, "weights_finite": bool,
+     "text": traceback (cut)}
 
 ``frames`` run from the outermost call to the innermost (Python's traceback order), remote frames (an env
 runner's) after the local ones. :func:`classify` names the cause and its evidence:
@@ -257,8 +258,10 @@ def classify(report: Mapping[str, Any], recent_metrics: Sequence[Mapping[str, An
         ev = ([f"data guard: {', '.join(seen)} of the failing iteration"] if seen else []) + guard_reported[:1] + \
             ([f"in the newest reports: {', '.join(dict.fromkeys(env_vals))}"] if env_vals else [])
         return Cause("non_finite_data", False, ev + tail, "env data")
-    if learner_vals or (_NONFINITE.search(msg) and exc not in ("AssertionError",)):
+    weights_bad = report.get("weights_finite") is False
+    if learner_vals or weights_bad or (_NONFINITE.search(msg) and exc not in ("AssertionError",)):
         ev = ([f"in the newest reports: {', '.join(dict.fromkeys(learner_vals))}"] if learner_vals else []) + \
+            (["the policy's weights are non-finite"] if weights_bad else []) + \
             ([said] if _NONFINITE.search(msg) else [])
         return Cause("non_finite_update", True, ev + tail, "learner")
     blowups = [f for f in recent_findings if f.get("detector") in BLOWUP_DETECTORS
