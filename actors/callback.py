@@ -33,7 +33,7 @@ from actors.algos import EXTRA_ROOT, name_of
 from actors.appliers.rllib import RLlibApplier, current_hparams, extra_metrics, save_checkpoint, set_hparams
 from actors.client import SupervisorClient
 from actors.crash import OWN_ROOTS, crash_report, probe
-from actors.data_guard import EnvRunnerGuard
+from actors.data_guard import EnvRunnerGuard, LostIterations
 from actors.heartbeat import Heartbeat, Phases
 from actors.priors import priors_of
 from supervisor import actions
@@ -142,6 +142,7 @@ class SupervisorCallback(RLlibCallback):
         self.quarantined = False
         self.guard: EnvRunnerGuard | None = None  # on an env runner: its data guard
         self._guard_mark: dict = {}  # the local guard's counts when the iteration in progress started
+        self.lost = LostIterations()  # the guard's figures of iterations whose env-runner metrics RLlib dropped
 
     # ------------------------------------------------------------------ setup
     def on_algorithm_init(self, *, algorithm, metrics_logger=None, **kwargs) -> None:
@@ -200,6 +201,8 @@ class SupervisorCallback(RLlibCallback):
                 result["supervisor"] = {"reported": False, "registered": False}
                 return
             self._registered(algorithm, reg)
+        if (self.info["run_info"].get("settings") or {}).get("data_guard", {}).get("enabled", True):
+            self.lost.fill(algorithm, result)
         extra = extra_metrics(algorithm)  # what RLlib keeps off the result (DQN's epsilon)
         if extra:
             result[EXTRA_ROOT] = extra

@@ -39,9 +39,9 @@ class EnvRunnerGuard:
         self.enabled = bool(s.get("enabled", True))
         self.guard = DataGuard(float(s.get("range_factor", 10.0)), int(s.get("warmup_steps", 1000)),
                                bool(s.get("hold", True)))
-        # counts since the env runner started (a crash report takes the failing iteration's share)
-        self.totals = {k: 0 for k in ("nonfinite_rewards", "nonfinite_obs", "nonfinite_actions",
-                                      "poisoned_episodes", "dropped_episodes", "out_of_range_steps")}
+        # counts since the env runner started (a crash report, or an iteration whose metrics RLlib dropped,
+        # takes its share)
+        self.totals = {k: 0 for k in _SUMS}
 
     @property
     def quarantine(self) -> bool:
@@ -121,3 +121,58 @@ def _features(x):
         return np.asarray(x)
     except Exception:
         return None
+
+
+def _totals(env_runner) -> dict | None:
+    """Runs on an env runner: its guard's counts so far (None: no guard there)."""
+    for cb in getattr(env_runner, "_callbacks", None) or ():
+        guard = getattr(cb, "guard", None)  # the supervisor's callback (duck-typed: this ships by value)
+        if guard is not None and isinstance(getattr(guard, "totals", None), dict):
+            return {**guard.totals, "quarantine": 1.0 if guard.quarantine else 0.0}
+    return None
+
+
+class LostIterations:
+    """The guard's figures of iterations whose env-runner metrics RLlib dropped.
+
+    PPO drops an iteration's env-runner metrics when it got no episode back (``if not episodes: return`` in
+    its ``training_step``): exactly what happens when the guard held every episode of the iteration out. On
+    the algorithm's side, every iteration's ``data_guard`` sums are added up; when a result lacks them, the
+    guard's totals are read from the env runners and the difference is the lost iteration's share."""
+
+    def __init__(self):
+        self.reported: dict = {}
+
+    def fill(self, algorithm, result: dict) -> None:
+        from supervisor.metrics import get_path
+
+        here = get_path(result, f"env_runners/{KEY}")
+        steps = here.get("steps") if isinstance(here, dict) else None
+        # missing, or empty (RLlib reduces a sum with no values in the iteration to NaN): the metrics were dropped
+        if not isinstance(steps, (int, float)) or not steps > 0:
+            group = getattr(algorithm, "env_runner_group", None)
+            if group is None:
+                return
+            from actors.appliers.rllib.remote import foreach_env_runner
+
+            try:
+                each = foreach_env_runner(group, _totals, local=group.num_remote_env_runners() == 0)
+            except Exception as e:
+                log.warning("could not read the data guard's counts: %s", e)
+                return
+            each = [t for t in each if t]
+            if not each:
+                return
+            totals = {k: sum(float(t.get(k, 0)) for t in each) for k in _SUMS}
+            here = {k: max(0.0, totals[k] - self.reported.get(k, 0.0)) for k in _SUMS}
+            here["quarantine"] = max(t.get("quarantine", 0.0) for t in each)
+            if any(totals[k] < self.reported.get(k, 0.0) for k in _SUMS):  # an env runner restarted: resync
+                self.reported = dict(totals)
+            runners = result.get("env_runners")
+            if not isinstance(runners, dict):
+                runners = result["env_runners"] = {}
+            runners[KEY] = here
+        for k in _SUMS:
+            v = here.get(k)
+            if isinstance(v, (int, float)) and v == v:
+                self.reported[k] = self.reported.get(k, 0.0) + float(v)

@@ -62,8 +62,12 @@ DEFAULT_LADDERS: dict[str, list[list[str]]] = {
     # findings are stored and alerted on, and there is no trial-side actuator they could drive.
 }
 # When several detectors fire at once, act on the root cause first.
-PRIORITY = ["trial_crashed", "trial_hung", "data_poisoned", "obs_out_of_range", "non_finite", "loss_explosion", "gradient_explosion", "q_divergence", "td_error_explosion", "kl_spike",
-            "update_too_large", "value_collapse", "gradient_vanishing", "entropy_saturated", "entropy_collapse",
+# A crash or a hang first (the trial is dead or stuck), then poisoned data (what the learner is fed), then the
+# learner. update_too_large (the trial's own config against its kl_target) before kl_spike (the KL against its
+# history): at iteration 1 both fire on a config bad from the start, and the config is the cause.
+PRIORITY = ["trial_crashed", "trial_hung", "data_poisoned", "obs_out_of_range", "non_finite", "loss_explosion",
+            "gradient_explosion", "q_divergence", "td_error_explosion", "update_too_large", "kl_spike",
+            "value_collapse", "gradient_vanishing", "entropy_saturated", "entropy_collapse",
             "alpha_collapse", "alpha_runaway", "premature_convergence", "no_learning", "value_loss_clipped",
             "reward_collapse", "exploration_too_short", "kl_controller_stuck",
             "advantage_anomaly", "worker_fault", "straggler", "memory_pressure", "gpu_fault", "node_down", "generalization_gap",

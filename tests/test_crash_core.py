@@ -108,6 +108,30 @@ def test_report_from_a_tune_error_file_unwraps_ray_task_errors():
                                  "code": "raise SensorFault(f'lidar at step {n}')"}
     rep = crash.report_from_text("RayTaskError(ZeroDivisionError): ray::f() (pid=1)\nZeroDivisionError: division by zero")
     assert rep["exception"] == "ZeroDivisionError"
+    # RLlib's env runner re-raises an env's error bare (``raise RuntimeError from e``): the cause tells
+    chained = ("Traceback (most recent call last):\n"
+               '  File "/home/me/envs/robot.py", line 41, in step\n'
+               "robot.SensorFault: lidar at step 250\n\n"
+               "The above exception was the direct cause of the following exception:\n\n"
+               "Traceback (most recent call last):\n"
+               '  File "/x/site-packages/ray/rllib/env/env_runner.py", line 291, in _try_env_step\n'
+               "    raise RuntimeError from e\n"
+               "RuntimeError\n")
+    rep = crash.report_from_text(chained)
+    assert (rep["exception"], rep["message"]) == ("SensorFault", "lidar at step 250")
+
+
+def test_a_nan_observation_that_breaks_the_policy_is_the_environments_data():
+    # the policy's forward pass raises on a NaN observation before the guard sees the sample; the trial's
+    # probe of its episodes in progress found it (and the weights finite)
+    torch_frames = SEGMENT_TREE[:1] + [{"file": f"{SITE}/torch/distributions/distribution.py", "line": 68,
+                                        "function": "__init__"}]
+    rep = report("ValueError", "Expected parameter logits ... found invalid values: tensor([nan])", torch_frames,
+                 guard={"nonfinite_obs": 1}, weights_finite=True)
+    c = crash.classify(rep)
+    assert c.kind == "non_finite_data" and not c.actionable
+    c = crash.classify(report("ValueError", "found invalid values", torch_frames, weights_finite=False))
+    assert c.kind == "non_finite_update" and "weights are non-finite" in " ".join(c.evidence)
 
 
 # ---------------------------------------------------------------------------------------------- the data guard

@@ -46,6 +46,12 @@ def _json_col(s: Any) -> Any:
         return None
 
 
+def _crash(findings: list[dict]) -> dict | None:
+    from supervisor.report.build import _crash as crash_of
+
+    return crash_of(findings)
+
+
 def _finding(row: dict) -> dict:
     return {"id": row["id"], "kind": "finding", "trial_id": row["trial_id"], "seq": row["seq"],
             "iteration": row["iteration"], "detector": row["detector"], "severity": row["severity"],
@@ -224,7 +230,8 @@ class RunView:
             reports = self.store.reports(trial_id, since_seq, raw=True, limit=limit + 1 if limit > 0 else -1)
             more = 0 < limit < len(reports)
             reports = reports[:limit] if more else reports
-            findings = [_finding(r) for r in self.store.findings(trial_id, raw=True)]
+            raw_findings = self.store.findings(trial_id, raw=True)
+            findings = [_finding(r) for r in raw_findings]
             ivs = [_intervention(r) for r in self.store.interventions(trial_id, raw=True)]
             cps = [{"seq": c["seq"], "iteration": c["iteration"], "path": c["path"], "time": c["time"]}
                    for c in self.store.checkpoints(trial_id, raw=True)]
@@ -242,11 +249,12 @@ class RunView:
                     arr.append(None)
         summary = next((t for t in self.trials if t["trial_id"] == trial_id), None)
         health = _json_col(row["health"]) or {}
+        crash = _crash([{**f, "details": _json_col(f.get("details")) or {}} for f in raw_findings])
         return {"trial": summary or {"trial_id": trial_id, "status": row["status"]},
                 "config": _json_col(row["config"]) or {}, "overrides": _json_col(row["overrides"]) or {},
                 "health": health if isinstance(health, dict) else {},
                 "reports": {**cols, "metrics": metrics}, "findings": findings, "interventions": ivs,
-                "checkpoints": cps, "history": True,
+                "checkpoints": cps, "history": True, "crash": crash,
                 "page": {"since_seq": since_seq, "limit": limit, "more": more,
                          "next_since_seq": cols["seq"][-1] if more else None}}
 
