@@ -226,7 +226,38 @@ def table_learner() -> str:
         _loaded("learner_overhead")
 
 
+def table_data_guard() -> str:
+    """The env runners' data guard: its cost, how soon it flags, healthy runs (benchmarks/data_guard.py)."""
+    f = _figures("data_guard")
+    out = ["| environment (1,000 env steps a sample) | sampling, guard off / on | the guard's own time | share of "
+           "sampling | goal |", "|---|---:|---:|---:|---|"]
+    for c in f.get("cost", []):
+        share = 100 * c["check_share"]
+        out.append(_row(c["env"], f"{c['sample_ms_off']:.1f} / {c['sample_ms_on']:.1f} ms", f"{c['check_ms']:.2f} ms",
+                        f"{share:.2f} %", "<= 1 %: " + ("met" if share <= 1.0 else "**not met**")))
+    delay = f.get("delay", [])
+    if delay:
+        out += ["", "| algorithm, env, fault (from iteration 3) | first finding | delay (iterations) | what the supervisor "
+                    "did | learner or replay buffer saw it |", "|---|---|---:|---|---|"]
+        for d in delay:
+            acts = ", ".join(f"{i}: {a}" for i, a in d["actions"]) or "-"
+            saw = "yes: " + ", ".join(d["learner_nan"]) if d["learner_nan"] else "no"
+            if d.get("buffer_nan_episodes"):
+                saw += f"; {d['buffer_nan_episodes']} NaN episodes in the buffer"
+            out.append(_row(f"{d['algorithm']}, {d['env'].split('-')[0]}, {d['fault']}",
+                            (d["detector"] or "-") + (f" ({d['crash_cause']})" if d["detector"] == "trial_crashed"
+                                                      else ""),
+                            "-" if d["delay"] is None else d["delay"], acts, saw))
+    healthy = f.get("healthy", [])
+    if healthy:
+        quiet = [h for h in healthy if not h["guard_findings"]]
+        out += ["", f"Healthy runs without a data-guard finding: {len(quiet)} of {len(healthy)} "
+                    f"({', '.join(h['algorithm'] + ' ' + h['env'] + ' x' + str(h['iterations']) for h in healthy)})."]
+    return "\n".join(out) + _loaded("data_guard")
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "data_guard": table_data_guard,
     "detection": table_detection,
     "detection_synthetic": table_detection_synthetic,
     "corpus": table_corpus,
