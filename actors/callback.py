@@ -42,6 +42,9 @@ from supervisor.storage import Storage, display
 from supervisor.verdict import Verdict
 
 log = logging.getLogger(__name__)
+#: Algorithms whose env runners sample asynchronously: an iteration may report no sample of its own, and asking
+#: their busy env runners for the guard's counts would block (their metrics are never dropped wholesale).
+ASYNC_SAMPLING = ("APPO", "IMPALA")
 CONFIG_KEY = "supervisor"  # in AlgorithmConfig.learner_config_dict: {"run_id": ...}, nothing else
 # The trial a Tune trainable is building (its Tune id, its sampled values): set around the algorithm's
 # construction (actors.tune.trainable), read in on_algorithm_init; never part of RLlib's config.
@@ -210,7 +213,8 @@ class SupervisorCallback(RLlibCallback):
                 result["supervisor"] = {"reported": False, "registered": False}
                 return
             self._registered(algorithm, reg)
-        if (self.info["run_info"].get("settings") or {}).get("data_guard", {}).get("enabled", True):
+        if (self.info["run_info"].get("settings") or {}).get("data_guard", {}).get("enabled", True) \
+                and self.trial_config.get("algorithm") not in ASYNC_SAMPLING:
             self.lost.fill(algorithm, result)
         extra = extra_metrics(algorithm)  # what RLlib keeps off the result (DQN's epsilon)
         if extra:

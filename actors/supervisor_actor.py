@@ -294,6 +294,7 @@ class SupervisorService:
                         log.warning("could not end hung trial %s: %s", h["trial_id"], e)
                 found.append(h)
         for f in node_hung(found, running):
+            self._cluster_watch().findings_log.append({**f, "time": time.time()})  # `supervise status` lists it
             for eng in self.runs.values():
                 try:
                     eng.store.record_finding(None, f)

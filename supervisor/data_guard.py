@@ -12,6 +12,10 @@ batch at once with a few numpy calls (the episodes' arrays concatenated, per-epi
   judged against a width of 1, in its own units). Judged once ``warmup_steps`` clean steps were seen;
   floating-point observations only (integer ones, pixels and indices, are bounded by their type).
 
+The observations are judged through each episode's per-feature minimum and maximum (two numpy reductions
+per episode, no copy of the batch): a NaN or infinity shows in them, and so does a value out of range.
+Steps are counted one by one only in the episodes flagged.
+
 Which episodes leave the batch: non-finite ones always while ``hold`` is on (no learner or replay buffer
 ever sees a NaN: a NaN priority breaks a prioritized buffer for good); under quarantine (the supervisor's
 ``quarantine`` action) the out-of-range ones too. The range only ever grows with episodes that passed.
@@ -70,7 +74,12 @@ class DataGuard:
     def check(self, rewards: Sequence[np.ndarray], obs: Sequence[np.ndarray],
               actions: Sequence[np.ndarray | None]) -> tuple[np.ndarray, GuardStats]:
         """Judge one batch of episodes: ``rewards[i]`` (T_i), ``obs[i]`` (T_i or T_i + 1 rows, any feature
-        shape), ``actions[i]`` (T_i rows, or None). Returns (keep mask over the episodes, stats)."""
+        shape), ``actions[i]`` (T_i rows, or None). Returns (keep mask over the episodes, stats).
+
+        The observations are judged through their per-episode, per-feature minimum and maximum (a NaN or an
+        infinity shows in them, and so does a value out of range), so a healthy batch costs two passes over
+        its observations and no temporaries of their size; steps are counted one by one only in the
+        episodes flagged."""
         t0 = time.perf_counter()
         n = len(rewards)
         st = GuardStats(episodes=n)
@@ -82,14 +91,18 @@ class DataGuard:
         bad_r = _per_episode(~np.isfinite(np.concatenate(r)) if st.steps else np.zeros(0, bool), lens)
         st.nonfinite_rewards = int(bad_r[1])
         o = [np.asarray(x) for x in obs]
-        numeric = all(x.dtype.kind in "fc" for x in o)
-        olens = np.fromiter((len(x) for x in o), dtype=np.int64, count=n)
-        flat = np.concatenate([x.reshape(len(x), -1) for x in o]) if numeric and olens.sum() else None
+        numeric = all(x.dtype.kind in "fc" and len(x) for x in o)
+        flat = [x.reshape(len(x), -1) for x in o] if numeric else None
+        if flat is not None and len({f.shape[1] for f in flat}) != 1:
+            flat = None  # episodes of different observation sizes: not one feature space
+        mins = maxs = None
+        bad_o = np.zeros(n, bool)
         if flat is not None:
-            bad_o = _per_episode(~np.isfinite(flat).all(axis=1), olens)
-        else:
-            bad_o = (np.zeros(n, bool), 0)
-        st.nonfinite_obs = int(bad_o[1])
+            # per episode (no copy of the batch): faster than concatenating for any observation size
+            mins = np.stack([f.min(axis=0) for f in flat])
+            maxs = np.stack([f.max(axis=0) for f in flat])
+            bad_o = ~(np.isfinite(mins).all(axis=1) & np.isfinite(maxs).all(axis=1))
+            st.nonfinite_obs = sum(int((~np.isfinite(flat[i]).all(axis=1)).sum()) for i in np.flatnonzero(bad_o))
         acts = [np.asarray(a) for a in actions if a is not None]
         if len(acts) == n and all(a.dtype.kind in "fc" for a in acts):
             alens = np.fromiter((len(a) for a in acts), dtype=np.int64, count=n)
@@ -98,7 +111,7 @@ class DataGuard:
         else:
             bad_a = (np.zeros(n, bool), 0)
         st.nonfinite_actions = int(bad_a[1])
-        poisoned = bad_r[0] | bad_o[0] | bad_a[0]
+        poisoned = bad_r[0] | bad_o | bad_a[0]
         st.poisoned_episodes = int(poisoned.sum())
         if st.poisoned_episodes:
             first = int(np.argmax(poisoned))
@@ -106,41 +119,41 @@ class DataGuard:
         self.steps_seen += st.steps
 
         far = np.zeros(n, bool)
-        if flat is not None and flat.shape[0]:
-            far = self._out_of_range(flat, olens, poisoned, st)
+        if mins is not None:
+            far = self._out_of_range(flat, mins, maxs, poisoned, st)
         drop = (poisoned if (self.hold or self.quarantine) else np.zeros(n, bool)) | (far if self.quarantine else False)
         st.dropped_episodes = int(drop.sum())
         st.dropped_steps = int(lens[drop].sum())
-        # the range grows only with what passed every check
-        if flat is not None and flat.shape[0]:
-            ok_rows = np.repeat(~(poisoned | far), olens)
-            self._grow(flat[ok_rows])
-        self.clean_steps += int(lens[~(poisoned | far)].sum())
+        clean = ~(poisoned | far)
+        if mins is not None and clean.any():  # the range grows only with what passed every check
+            self._grow(mins[clean].min(axis=0), maxs[clean].max(axis=0))
+        self.clean_steps += int(lens[clean].sum())
         st.check_s = time.perf_counter() - t0
         return ~drop, st
 
-    def _out_of_range(self, flat: np.ndarray, olens: np.ndarray, poisoned: np.ndarray, st: GuardStats) -> np.ndarray:
-        if self.lo is None or self.clean_steps < self.warmup_steps or self.lo.shape[0] != flat.shape[1]:
-            return np.zeros(len(olens), bool)
+    def _out_of_range(self, flat: list, mins: np.ndarray, maxs: np.ndarray, poisoned: np.ndarray,
+                      st: GuardStats) -> np.ndarray:
+        if self.lo is None or self.clean_steps < self.warmup_steps or self.lo.shape[0] != mins.shape[1]:
+            return np.zeros(len(mins), bool)
         width = np.maximum(self.hi - self.lo, 1.0)
-        with np.errstate(invalid="ignore"):
-            excess = np.maximum(self.lo - flat, flat - self.hi) / width  # in range widths; < 0 inside
-        excess = np.where(np.isfinite(excess), excess, 0.0)  # non-finite values are the other check's
-        out = excess > self.range_factor
-        rows = out.any(axis=1)
-        far, count = _per_episode(rows, olens)
-        far &= ~poisoned
-        if far.any():
-            st.out_of_range_episodes = int(far.sum())
-            st.out_of_range_steps = int(count)
-            st.out_of_range_features = np.flatnonzero(out.any(axis=0)).tolist()
-            st.range_excess = float(excess.max())
+        lo, hi = self.lo - self.range_factor * width, self.hi + self.range_factor * width
+        out = (mins < lo) | (maxs > hi)  # (episodes, features); NaN compares False: the other check's
+        far = out.any(axis=1) & ~poisoned
+        if not far.any():
+            return far
+        feats = set()
+        for i in np.flatnonzero(far):  # the flagged episodes only: their steps and features
+            x = flat[i].astype(np.float64, copy=False)
+            excess = np.maximum(self.lo - x, x - self.hi) / width
+            rows = excess > self.range_factor
+            st.out_of_range_steps += int(rows.any(axis=1).sum())
+            feats.update(np.flatnonzero(rows.any(axis=0)).tolist())
+            st.range_excess = max(st.range_excess, float(np.nanmax(excess)))
+        st.out_of_range_episodes = int(far.sum())
+        st.out_of_range_features = sorted(feats)
         return far
 
-    def _grow(self, rows: np.ndarray) -> None:
-        if not rows.shape[0]:
-            return
-        lo, hi = rows.min(axis=0), rows.max(axis=0)
+    def _grow(self, lo: np.ndarray, hi: np.ndarray) -> None:
         if self.lo is None or self.lo.shape != lo.shape:
             self.lo, self.hi = lo.astype(np.float64), hi.astype(np.float64)
         else:
