@@ -305,8 +305,16 @@ def main(argv=None) -> int:
     from benchmarks.results_io import write_results
 
     torch.set_num_threads(1)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.WARNING, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}})
+    for attempt in range(3):  # a raylet that misses Ray's 30 s start-up window on a loaded machine: again
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING,
+                     runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}})
+            break
+        except Exception as e:
+            if attempt == 2:
+                raise
+            print(f"Ray did not start ({e}); again", flush=True)
     root = Path(tempfile.mkdtemp(prefix="data_guard_"))
     res: dict = {}
     try:
