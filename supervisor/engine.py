@@ -26,7 +26,7 @@ from supervisor.detectors.trial_hung import TrialHung
 from supervisor.findings import Finding, severity_rank
 from supervisor.health import HealthScore
 from supervisor.history import History
-from supervisor.policy import EscalationPolicy, PolicyState
+from supervisor.policy import RETURN_ONLY, EscalationPolicy, PolicyState, action_cooldown
 from supervisor.priors import Priors
 from supervisor.store import Store
 from supervisor.verdict import Verdict
@@ -38,6 +38,9 @@ DRIVER_COPY_S = 120.0  # the driver's account of a crash the trial told within t
 # While either is in alarm no repair has worked, whatever signal it was aimed at
 RETURN_BROKEN = frozenset({"non_finite", "reward_collapse"})
 FLUSH_S = 0.5
+# How the reason of a stop the ladder did not choose begins (a rebuilt engine tells them from ladder steps)
+ESCALATED = "intensity limit: "
+GAVE_UP = "cannot be saved: "
 
 
 def _int_in(x: Any, lo: int, hi: int, default: int) -> int:
@@ -141,7 +144,7 @@ class Engine:
             profile = default_profile()
         self.profile = profile
         s = self.settings
-        self.policy = EscalationPolicy(s.ladders, s.cooldown, s.max_interventions, s.intensity_window)
+        self.policy = EscalationPolicy(s.ladders, s.cooldown, s.max_interventions, s.intensity_window, s.confirm)
         self.params = actions.default_params(s.action_params)
         self.trials: dict[str, TrialState] = {}
         # Trial summary rows (iterations, health, final return) are derived from the reports, so under
@@ -185,21 +188,38 @@ class Engine:
 
     def _rebuild(self, trial_id: str, run_id: str) -> TrialState | None:
         """Rebuild a trial's state from the store (after the actor restarted or the trial was restarted)."""
-        row = self.store.trial(trial_id)
+        state = self.load_trial(trial_id, run_id, self.store)
+        if state is not None:
+            self._catch_up(state)
+        return state
+
+    def load_trial(self, trial_id: str, run_id: str, store: Store) -> TrialState | None:
+        """A trial's state as the engine that judged it had it, rebuilt from ``store``; None when the store
+        does not know the trial. A supervisor restart in the middle of a repair then changes nothing:
+
+        - the detectors see the stored reports again, in order, through their normal ``observe`` path
+          (their findings dropped: they are stored; nothing is decided), rolled back where a rollback was
+          decided and with the history at each checkpoint kept, so their windows, latches and levels are
+          what they were;
+        - the policy's rungs, cooldown, intensity window and the actions proven ineffective, from the
+          decisions and outcomes stored;
+        - the repairs still waiting for their outcome, with their windows (counted from the report that
+          decided them) and the hyperparameters they should show, once applied, and whether they did;
+        - the rollback target, the best checkpoint, the overrides a restarted trial re-applies, the
+          manual requests not handed out yet.
+
+        Only reads ``store`` and changes nothing in this engine, so the actor runs it on a thread of its
+        own with its own connection (``adopt`` installs the result)."""
+        row = store.trial(trial_id)
         if row is None:
             return None
         state = self._new_state(trial_id, row["run_id"] or run_id, json_or_empty(row.get("config")))
-        reports = self.store.reports(trial_id)
-        for r in reports[-self.settings.history:]:
-            state.history.append(r["metrics"])
-        for r in reports:
-            _note_start(state, r["metrics"])
-        if reports:
-            state.last_seq = reports[-1]["seq"]
-            state.last_iteration = reports[-1]["iteration"]
-            state.last_metrics = reports[-1]["metrics"]
-        state.last_seq = max(state.last_seq, self.store.last_event_seq(trial_id))  # crashes, hangs: their own seqs
-        for f in self.store.findings(trial_id):
+        reports = store.reports(trial_id)
+        ivs = store.interventions(trial_id)
+        cps = store.checkpoints(trial_id)
+        self._replay(state, reports, ivs, cps)
+        state.last_seq = max(state.last_seq, store.last_event_seq(trial_id))  # crashes, hangs: their own seqs
+        for f in store.findings(trial_id):
             if f["detector"] == TrialCrashed.name and (f.get("details") or {}).get("signature"):
                 sig = f["details"]["signature"]
                 state.crashes[sig] = state.crashes.get(sig, 0) + 1
@@ -208,41 +228,96 @@ class Engine:
                                                         f["message"])])
                 if severity_rank(f["severity"]) >= severity_rank("warning"):
                     state.last_trouble_seq = max(state.last_trouble_seq, f["seq"])
-        steps = set()
-        for iv in self.store.interventions(trial_id):
+        self._restore_policy(state, ivs)
+        spec = algorithms.get(state.algorithm)
+        lag = spec.report_lag if spec is not None else 0
+        for iv in ivs:
             state.known_ids.add(iv["id"])
-            if iv["action"] != "alert" and iv["seq"] not in state.policy.action_seqs:
-                state.policy.action_seqs.append(iv["seq"])
-                state.policy.last_action_seq = iv["seq"]
-                state.policy.last_cooldown = actions.get(iv["action"]).cooldown
             if iv["action"] == "quarantine" and (iv.get("applied") or {}).get("ok", True):
                 state.quarantined = True
             if iv["action"] == "stop_trial" and iv["detector"] in EVENT_DETECTORS:
                 state.stop_reason = iv["reason"]
-            if iv["detector"] and (iv["detector"], iv["seq"]) not in steps:  # one rung per decision
-                steps.add((iv["detector"], iv["seq"]))
-                state.policy.rungs[iv["detector"]] = state.policy.rungs.get(iv["detector"], 0) + 1
             if iv["outcome"] == "pending":
-                state.pending.append(Pending(iv["id"], iv["seq"], iv["action"], iv["detector"] or ""))
-            elif iv["outcome"] == "ineffective" and not actions.get(iv["action"]).retry_if_ineffective:
-                state.policy.ineffective.add(iv["action"])
-            elif iv["outcome"] == "effective":
+                p = Pending(iv["id"], iv["seq"], iv["action"], iv["detector"] or "")
+                applied = iv["applied"] if isinstance(iv["applied"], dict) else None
+                if applied is not None and isinstance(applied.get("after"), dict):
+                    p.target = {k: v for k, v in applied["after"].items()
+                                if k in VERIFIABLE and isinstance(v, (int, float))}
+                if iv["verified"] is not None:
+                    p.verified = bool(iv["verified"])
+                elif p.target:  # reports since it was applied that did not show it yet (lagging learners)
+                    p.checks = min(lag, max(state.last_seq - p.seq - 1, 0))
+                state.pending.append(p)
+            elif iv["outcome"] == "effective" and _spec(iv["action"]).counts_toward_limit:
                 state.had_effective = True
-        cps = self.store.checkpoints(trial_id)
         if cps:
             c = cps[-1]
             state.checkpoint = {"path": c["path"], "seq": c["seq"], "iteration": c["iteration"],
                                 "hparams": c["hparams"]}
-        best = self.store.best_checkpoint(trial_id)
+        best = store.best_checkpoint(trial_id)
         if best:
             state.best = {k: best[k] for k in ("metric", "value", "path", "seq", "iteration")}
         state.overrides = json_or_empty(row.get("overrides"))
         state.node_id = row.get("node_id")
-        state.requested = self.store.pending_requests(trial_id)  # manual actions not handed out yet
-        if reports and row.get("last_seq") != state.last_seq:
-            # the summary row lagged the reports when the actor died (rows are flushed every FLUSH_S)
-            self._dirty[trial_id] = _summary(state, state.health.snapshot(state.last_seq))
+        state.status = row.get("status") or state.status
+        state.requested = store.pending_requests(trial_id)  # manual actions not handed out yet
         return state
+
+    def _replay(self, state: TrialState, reports: list[dict], ivs: list[dict], cps: list[dict]) -> None:
+        """The stored reports through the trial's detectors again, as ``_observe`` fed them."""
+        rewinds = {iv["seq"] for iv in ivs if _spec(iv["action"]).needs_checkpoint}
+        saved = {c["seq"] for c in cps}
+        for r in reports:
+            metrics = r["metrics"] if isinstance(r["metrics"], dict) else {}
+            state.detectors.observe(r["iteration"], metrics, state.history)
+            _note_start(state, metrics)
+            state.prev_lr = state.last_metrics.get("lr", state.prev_lr)
+            state.last_seq, state.last_iteration, state.last_metrics = r["seq"], r["iteration"], metrics
+            if r["seq"] in rewinds:  # a rollback went out with this report's verdict
+                self._rewind(state)
+            if r["seq"] in saved:  # the checkpoint taken after this report
+                state.history_at_checkpoint = copy.deepcopy(state.history)
+
+    def _restore_policy(self, state: TrialState, ivs: list[dict]) -> None:
+        """The escalation state as the policy left it: each stored decision climbed its detector's ladder
+        to the rung whose actions it took (given what had proven ineffective by then); an escalation by
+        the intensity limit or a give-up climbed nothing; alerts are free; manual requests (no detector)
+        are not the policy's."""
+        pol = state.policy
+        ineffective = sorted(((iv["judged_seq"] if iv["judged_seq"] is not None else iv["seq"] + 1), iv["action"])
+                             for iv in ivs if iv["outcome"] == "ineffective"
+                             and not _spec(iv["action"]).retry_if_ineffective)
+        decisions: dict[tuple, list[dict]] = {}
+        for iv in ivs:
+            if iv["detector"]:
+                decisions.setdefault((iv["seq"], iv["detector"]), []).append(iv)
+        for (seq, det), group in sorted(decisions.items()):
+            pol.ineffective = {a for judged, a in ineffective if judged <= seq}  # judged before deciding
+            if any(_spec(iv["action"]).counts_toward_limit for iv in group):
+                if seq not in pol.action_seqs:
+                    pol.action_seqs.append(seq)
+                pol.last_action_seq = seq
+                pol.last_cooldown = action_cooldown([iv["action"] for iv in group
+                                                     if iv["action"] in actions.ACTIONS])
+            if not any(iv["reason"].startswith((ESCALATED, GAVE_UP)) for iv in group):
+                rung, _ = self.policy.next_step(pol, det, state.algorithm)
+                pol.rungs[det] = rung + 1
+        pol.ineffective = {a for _, a in ineffective}
+
+    def adopt(self, state: TrialState) -> None:
+        """Install a trial rebuilt elsewhere (``load_trial`` on another thread), unless the engine holds it
+        already; what changed in the store since it was read (a manual request) is taken now."""
+        if state.trial_id in self.trials:
+            return
+        state.requested = self.store.pending_requests(state.trial_id)
+        self.trials[state.trial_id] = state
+        self._catch_up(state)
+
+    def _catch_up(self, state: TrialState) -> None:
+        row = self.store.trial(state.trial_id)
+        if row is not None and state.last_seq >= 0 and row.get("last_seq") != state.last_seq:
+            # the summary row lagged the reports when the actor died (rows are flushed every FLUSH_S)
+            self._dirty[state.trial_id] = _summary(state, state.health.snapshot(state.last_seq))
 
     # ------------------------------------------------------------------ the hot path
     def observe(self, report: dict) -> Verdict:
@@ -284,13 +359,19 @@ class Engine:
         if state.pending:  # judged before deciding: an ineffective action is not chosen again
             self._judge(state, seq, findings, metrics)
         decision = None
-        if findings:
-            if any(severity_rank(f.severity) >= severity_rank("warning") for f in findings):
-                state.last_trouble_seq = seq
-            decision = self.policy.decide(state.policy, seq, findings, algorithm=state.algorithm)
+        trouble = any(severity_rank(f.severity) >= severity_rank("warning") for f in findings)
+        if trouble or any(f.details.get("unconfirmed") for f in findings):
+            state.last_trouble_seq = seq  # a one-report spike is no health to checkpoint either
+        if trouble or state.policy.waiting:
+            # a warning acts when confirmed (held, or corroborated), the return alone never (supervisor.policy)
+            confirmed = self.policy.confirm(state.policy, findings, state.detectors.alarmed(),
+                                            state.detectors.streak)
+            if confirmed:
+                decision = self.policy.decide(state.policy, seq, confirmed, algorithm=state.algorithm,
+                                              streak=state.detectors.streak)
         if state.give_up is not None and not (decision and "stop_trial" in decision.actions):
             failed, evidence = state.give_up
-            why = (f"cannot be saved: {failed.action} for {failed.detector} was ineffective and the trial shows "
+            why = (f"{GAVE_UP}{failed.action} for {failed.detector} was ineffective and the trial shows "
                    f"no learning: {evidence}")
             decision = self.policy.give_up(state.policy, seq, Finding(failed.detector, "critical", None, None,
                                                                      evidence), why)
@@ -332,6 +413,8 @@ class Engine:
         cols = _summary(state, health)
         if node_id:
             cols["node_id"] = state.node_id = node_id
+        if state.status == "lost":  # closed as lost (its driver went silent), and it reports again
+            state.status = cols["status"] = "running"
         d = self._dirty.get(trial_id)
         if d is None:
             self._dirty[trial_id] = cols
@@ -444,7 +527,7 @@ class Engine:
         f = decision.finding
         why = decision.why or f"{f.detector} ({f.severity}): {f.message}"
         if decision.escalated:
-            why = (f"intensity limit: {self.settings.max_interventions} interventions within "
+            why = (f"{ESCALATED}{self.settings.max_interventions} interventions within "
                    f"{self.settings.intensity_window} iterations; last trouble: {why}")
         out = []
         for name in decision.actions:
@@ -454,7 +537,10 @@ class Engine:
             else:
                 out.append(a)
         if decision.actions and not out:  # e.g. rollback without a checkpoint and nothing else: escalate
-            out.append(self._action(state, "stop_trial", {}, why, f.detector, iteration, decision.rung))
+            if self.policy.may_end(f, state.detectors.streak(f.detector)):
+                out.append(self._action(state, "stop_trial", {}, why, f.detector, iteration, decision.rung))
+            else:
+                out.append(self._action(state, "alert", {}, why, f.detector, iteration, decision.rung))
         return out
 
     def _action(self, state: TrialState, name: str, params: dict, reason: str, detector: str | None,
@@ -605,7 +691,7 @@ class Engine:
             self._settle(state, p, outcome, seq)
             # an earlier repair that worked says nothing about this fault: the evidence decides
             if (outcome == "ineffective" and spec.counts_toward_limit and self.settings.stop_unsalvageable
-                    and state.give_up is None and p.seq not in unapplied
+                    and state.give_up is None and p.seq not in unapplied and p.detector not in RETURN_ONLY
                     and self.policy.may_stop(p.detector, state.algorithm)):
                 evidence = salvage.no_learning(state.first_returns,
                                                list(state.history.series("episode_return_mean")),
@@ -896,6 +982,14 @@ class Engine:
 
 
 _FINAL_KEYS = ("episode_return_mean", "env_steps_lifetime", "time_total_s")
+
+
+def _spec(action: str) -> actions.ActionSpec:
+    """An action's spec; an id this version does not know (a store written by another) as a plain repair."""
+    try:
+        return actions.get(action)
+    except ValueError:
+        return actions.ActionSpec()
 
 
 def _note_start(state: TrialState, metrics: dict) -> None:
