@@ -251,6 +251,30 @@ def table_learner() -> str:
         _loaded("learner_overhead")
 
 
+def table_sweep_post_onset() -> str:
+    """The bad trials the supervisor cannot save: env steps after their fault's onset against FIFO's
+    (benchmarks/sweep_efficiency.py, ``post_onset``)."""
+    from benchmarks.sweep_efficiency import post_onset
+
+    raw = json.loads((RESULTS / "sweep_efficiency_post_onset.json").read_text())
+    results = raw["results"]
+    out = ["| way | bad trials it cannot save | their env steps after onset | FIFO's on the same trials | ratio "
+           "(goal <= 0.2) | healthy trials stopped |", "|---|---:|---:|---:|---:|---:|"]
+    for way in [m for m in dict.fromkeys(r["mode"] for r in results) if m.startswith("supervisor")]:
+        po = post_onset(results, way)
+        if po is None:
+            continue
+        goal = "met" if po["ratio"] <= 0.2 and not po["healthy_stopped"] else "**not met**"
+        healthy = sum(t["kind"] == "healthy" for r in results if r["mode"] == way for t in r["trials"])
+        out.append(_row(way, len(po["trials"]), _n(po["steps"]), _n(po["fifo_steps"]), f"{po['ratio']:.2f} ({goal})",
+                        f"{po['healthy_stopped']} / {healthy}"))
+    load = raw["args"].get("load") or []
+    return "\n".join(out) + (f"\n\n`python benchmarks/sweep_efficiency.py {' '.join(raw['args'].get('argv') or [])}`, "
+                             f"1-minute load average {' / '.join(f'{x:.1f}' for x in load)} at the start / end "
+                             "(env steps do not depend on it). Per trial: "
+                             "`benchmarks/results/sweep_efficiency_post_onset.md`." if load else "")
+
+
 def table_data_guard() -> str:
     """The env runners' data guard: its cost, how soon it flags, healthy runs (benchmarks/data_guard.py)."""
     f = _figures("data_guard")
@@ -330,6 +354,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "detection_synthetic": table_detection_synthetic,
     "corpus": table_corpus,
     "sweep_efficiency": table_sweep,
+    "sweep_post_onset": table_sweep_post_onset,
     "faults": table_faults,
     "supervisor_load": table_load,
     "api_overhead": table_api,

@@ -297,3 +297,29 @@ def test_many_trials_hung_on_one_node_is_a_node_finding():
 def test_hang_bound_is_k_times_the_median_never_under_the_floor():
     det = TrialHung(10, 300)
     assert det.bound(2.0) == 300 and det.bound(60.0) == 600 and det.bound(None) == 3000
+
+
+def test_trials_hung_on_one_node_within_their_bound_make_one_node_finding(tmp_path):
+    from actors.supervisor_actor import SupervisorService
+
+    svc = SupervisorService()  # the actor's own class, in this process
+    svc.open_run("r", str(tmp_path), "r", "sweep", settings={"hang": {"factor": 10, "floor_s": 2.0}})
+    nodes = {"a": "n1", "b": "n1", "c": "n1", "d": "n2"}
+    for tid, node in nodes.items():
+        svc.register_trial(tid, "r", node_id=node)
+    eng, t0 = svc.runs["r"], 1000.0
+    # no iteration finished yet: the bound is factor x floor = 20 s; iterations that started a second apart
+    for i, tid in enumerate(nodes):
+        eng.heartbeat(tid, {"iteration": 1, "phase": "sampling"}, now=t0 + i)
+    found, node = svc.check_hung(now=t0 + 20.5)
+    assert [h["trial_id"] for h in found] == ["a"] and node == []  # one trial of three: its own fault
+    found, node = svc.check_hung(now=t0 + 21.5)
+    assert [h["trial_id"] for h in found] == ["b"]
+    (f,) = node  # a and b, a second apart, are hung at once: the node
+    assert f["detector"] == "trial_hung" and f["node_id"] == "n1" and "2 of 3 trials" in f["message"]
+    assert f["details"]["trials"] == ["a", "b"]
+    found, node = svc.check_hung(now=t0 + 22.5)
+    assert [h["trial_id"] for h in found] == ["c"] and node == []  # the node is found once
+    found, node = svc.check_hung(now=t0 + 23.5)
+    assert [h["trial_id"] for h in found] == ["d"] and node == []  # n2's one trial: its own
+    svc.close_run("r", "completed")
