@@ -256,6 +256,27 @@ def post_onset(results: list[dict], way: str = "supervisor") -> dict | None:
                                    for r in mine.values() for t in r["trials"])}
 
 
+def fifo_from(path: str, envmap: dict, args) -> list[dict]:
+    """FIFO's runs of the repetitions and envs asked for, from an earlier run's JSON; each trial's onset filled
+    in from its label (runs written before ``onset`` was recorded)."""
+    try:
+        runs = json.loads(Path(path).read_text())["results"]
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"--fifo-from {path}: not a sweep_efficiency JSON ({e.__class__.__name__}: {e})")
+    out = []
+    for r in runs:
+        if r["mode"] != "fifo" or r["env"] not in envmap or r["rep"] >= args.reps:
+            continue
+        kinds = {lab: (k, v) for lab, k, v in _variants(r["env"], envmap[r["env"]], r["rep"], args)}
+        for t in r["trials"]:
+            if t.get("onset") is None and t["label"] in kinds:
+                t["onset"] = onset_of(*kinds[t["label"]])
+        out.append({**r, "from": path})
+    if not out:
+        raise SystemExit(f"--fifo-from {path}: no FIFO run of {', '.join(envmap)} there")
+    return out
+
+
 def _mean_spread(xs: list[float]) -> tuple[float, float]:
     xs = [x for x in xs if _finite(x)]
     if not xs:
@@ -317,6 +338,11 @@ def markdown(results: list[dict], args, envmap: dict) -> str:
               f" | {_ms([s['bad_start_in_3'] for s in ss], '{:.1f}') if sup else '-'} / {ss[0]['bad_start']}"
               f" | {refill_s} |")
     fifo = [r for r in results if r["mode"] == "fifo"]
+    reused = sorted({r["from"] for r in fifo if r.get("from")})
+    if reused:
+        lines += ["", f"FIFO's trials were not run again: they are the stored run's ({', '.join(reused)}; its own "
+                      "date and machine), with every trial, seed and fault the same. FIFO runs no supervisor code, "
+                      "so a change to the supervisor leaves them as they were."]
     if fifo:
         healthy = sum(t["steps"] for r in fifo for t in r["trials"] if t["kind"] == "healthy")
         total = sum(t["steps"] for r in fifo for t in r["trials"])
@@ -396,6 +422,8 @@ def main(argv=None) -> int:
     p.add_argument("--runs", help="where the sweeps' run folders go (default: a temporary folder)")
     p.add_argument("--verbose", action="store_true", help="per-iteration progress lines")
     p.add_argument("--healthy-count", type=int, help="a reduced run: only the first N healthy trials per env")
+    p.add_argument("--fifo-from", help="FIFO's trials from an earlier run's JSON instead of running them (FIFO runs "
+                                       "no supervisor code: a change to the supervisor leaves them as they were)")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.load = [os.getloadavg()[0]]  # the machine's load when it starts and ends (shared machines)
@@ -413,7 +441,7 @@ def main(argv=None) -> int:
     ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
              logging_level=logging.WARNING)
     root = Path(args.runs or tempfile.mkdtemp(prefix="sweep_efficiency_")).resolve()
-    results = []
+    results = fifo_from(args.fifo_from, envmap, args) if args.fifo_from else []
     try:
         for rep in range(args.reps):
             for mode in modes:
