@@ -79,14 +79,16 @@ class EnvRunnerGuard:
             self._log(metrics_logger, st)
 
     def _log(self, ml, st) -> None:
+        from actors.compat import log_per_iteration  # each iteration's own counts, on every supported Ray
+
         for k in _SUMS:
-            ml.log_value((KEY, k), float(getattr(st, k)), reduce="sum")
-        ml.log_value((KEY, "range_excess"), float(st.range_excess), reduce="max")
+            log_per_iteration(ml, (KEY, k), float(getattr(st, k)), "sum")
+        log_per_iteration(ml, (KEY, "range_excess"), float(st.range_excess), "max")
         # the lowest feature out of range in this sample (-1: none); the iteration's is the largest of those
-        ml.log_value((KEY, "out_of_range_feature"),
-                     float(st.out_of_range_features[0]) if st.out_of_range_features else -1.0, reduce="max")
-        ml.log_value((KEY, "out_of_range_features"), float(len(st.out_of_range_features)), reduce="max")
-        ml.log_value((KEY, "quarantine"), 1.0 if self.guard.quarantine else 0.0, reduce="max")
+        log_per_iteration(ml, (KEY, "out_of_range_feature"),
+                          float(st.out_of_range_features[0]) if st.out_of_range_features else -1.0, "max")
+        log_per_iteration(ml, (KEY, "out_of_range_features"), float(len(st.out_of_range_features)), "max")
+        log_per_iteration(ml, (KEY, "quarantine"), 1.0 if self.guard.quarantine else 0.0, "max")
 
 
 def _agent_episodes(ep):

@@ -26,7 +26,7 @@ from supervisor.detectors.trial_hung import TrialHung
 from supervisor.findings import Finding, severity_rank
 from supervisor.health import HealthScore
 from supervisor.history import History
-from supervisor.policy import RETURN_ONLY, EscalationPolicy, PolicyState, action_cooldown
+from supervisor.policy import RECORD_ONLY, RETURN_ONLY, EscalationPolicy, PolicyState, action_cooldown
 from supervisor.priors import Priors
 from supervisor.store import Store
 from supervisor.verdict import Verdict
@@ -226,7 +226,7 @@ class Engine:
             if f["seq"] is not None:
                 state.health.observe(f["seq"], [Finding(f["detector"], f["severity"], f["metric"], f["value"],
                                                         f["message"])])
-                if severity_rank(f["severity"]) >= severity_rank("warning"):
+                if severity_rank(f["severity"]) >= severity_rank("warning") and f["detector"] not in RECORD_ONLY:
                     state.last_trouble_seq = max(state.last_trouble_seq, f["seq"])
         self._restore_policy(state, ivs)
         spec = algorithms.get(state.algorithm)
@@ -359,7 +359,8 @@ class Engine:
         if state.pending:  # judged before deciding: an ineffective action is not chosen again
             self._judge(state, seq, findings, metrics)
         decision = None
-        trouble = any(severity_rank(f.severity) >= severity_rank("warning") for f in findings)
+        trouble = any(severity_rank(f.severity) >= severity_rank("warning") and f.detector not in RECORD_ONLY
+                      for f in findings)  # a blind detector is no trouble in the training
         if trouble or any(f.details.get("unconfirmed") for f in findings):
             state.last_trouble_seq = seq  # a one-report spike is no health to checkpoint either
         if trouble or state.policy.waiting:

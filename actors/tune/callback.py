@@ -13,6 +13,7 @@ from ray.tune import Callback
 
 from supervisor.metrics import normalize_result
 
+from actors import compat
 from actors.bootstrap import RunInfo, open_run
 from actors.tune.stopper import RETURN_METRIC, _nested
 from actors.tune.trainable import SEARCH_KEY
@@ -285,9 +286,8 @@ class SupervisorTuneCallback(Callback):
         error text. Printed, and written to TensorBoard. None for the supervisor's own restarts."""
         from supervisor.crash import report_from_text
 
-        text = _error_text(trial)
-        tail = text[text.rfind("Failure #"):] if "Failure #" in text else text
-        if not text or ("RestartRequested" in tail and "after a crash" not in tail):
+        tail = compat.latest_failure(trial)
+        if not tail or ("RestartRequested" in tail and "after a crash" not in tail):
             return None
         report = report_from_text(tail)
         report["source"] = "driver"
@@ -383,39 +383,7 @@ class SupervisorTuneCallback(Callback):
 
 def _restart_requested(trial) -> bool:
     """Was the trial's latest failure the supervisor's RestartRequested?"""
-    try:
-        err = trial.get_pickled_error()
-        if err is not None and "RestartRequested" in f"{type(err).__name__} {err}":
-            return True
-    except Exception:
-        pass
-    try:
-        path = trial.error_file
-        if path and Path(path).is_file():
-            text = Path(path).read_text(errors="replace")
-            tail = text[text.rfind("Failure #"):] if "Failure #" in text else text
-            return "RestartRequested" in tail
-    except Exception:
-        pass
-    return False
-
-
-def _error_text(trial) -> str:
-    try:
-        path = trial.error_file
-        if path and Path(path).is_file():
-            return Path(path).read_text(errors="replace")
-    except Exception:
-        pass
-    try:
-        err = trial.get_pickled_error()
-        if err is not None:
-            import traceback
-
-            return "".join(traceback.format_exception(err))
-    except Exception:
-        pass
-    return ""
+    return compat.trial_failed_with(trial, "RestartRequested")
 
 
 def _esc(text: str) -> str:

@@ -64,6 +64,9 @@ class Detector:
     name: ClassVar[str] = ""
     Options: ClassVar[type[DetectorOptions]] = DetectorOptions
     warmup: int = 0  # iterations of a metric's history needed before judging it
+    #: The metrics it judges, as groups of alternatives (it reads any one of a group): while no metric of a
+    #: group it needs has arrived, it is blind (``metrics_missing`` says so). Empty: it judges whatever comes.
+    needs: ClassVar[tuple[tuple[str, ...], ...]] = ()
     #: What the trial's config and spaces say before any history (set by the suite; empty when unknown).
     priors: Priors = Priors()
 
@@ -73,6 +76,10 @@ class Detector:
 
     def __call__(self, iteration: int, metrics: Mapping[str, float], history: History) -> list[Finding]:
         raise NotImplementedError
+
+    def needed(self) -> tuple[tuple[str, ...], ...]:
+        """:attr:`needs`, for this instance (a detector whose options pick its metrics says which)."""
+        return self.needs
 
     def alarmed(self) -> bool:
         """True while one of this detector's alarms is on at warning or worse, between its repeated

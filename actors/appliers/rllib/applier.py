@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from actors.appliers.rllib.hparams import current_hparams, set_hparams
 from actors.appliers.rllib.quarantine import quarantine
-from actors.appliers.rllib.rollback import rollback
+from actors.appliers.rllib.rollback import push_learner_weights, rollback
 from actors.appliers.rllib.weights import rollback_reached_runners
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,9 @@ class RLlibApplier:
         out = rollback(self.algorithm, checkpoint, hparams=hparams)
         out["verified"] = rollback_reached_runners(self.algorithm)
         return out
+
+    def sync_weights(self) -> dict:
+        return push_learner_weights(self.algorithm, timeout_s=30.0)  # verified: every runner holds the push
 
     def request_stop(self, reason: str) -> None:
         self.stop_requested = True

@@ -14,6 +14,8 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Dict, List, Optional
 
+from actors import compat
+
 _ERR_TAG = "__supervisor_intervention_error__"
 
 
@@ -80,12 +82,12 @@ def _ensure_pickle_by_value() -> None:
 
     from ray import cloudpickle
 
-    pkg = sys.modules.get(__name__.rpartition(".")[0])
-    if pkg is not None:
-        try:
-            cloudpickle.register_pickle_by_value(pkg)
-        except Exception:  # pragma: no cover - already registered or odd import
-            pass
+    for pkg in (sys.modules.get(__name__.rpartition(".")[0]), compat):
+        if pkg is not None:
+            try:
+                cloudpickle.register_pickle_by_value(pkg)
+            except Exception:  # pragma: no cover - already registered or odd import
+                pass
     _PICKLE_BY_VALUE_DONE = True
 
 
@@ -116,23 +118,17 @@ def to_float(v) -> Optional[float]:
 
 def config_set(cfg, key: str, value) -> None:
     """Set ``cfg.key = value`` even if the AlgorithmConfig is frozen."""
-    frozen = getattr(cfg, "_is_frozen", False)
-    if frozen:
-        cfg._is_frozen = False  # AlgorithmConfig.__setattr__ allows this key
-    try:
+    with compat.unfrozen(cfg):
         setattr(cfg, key, value)
-    finally:
-        if frozen:
-            cfg._is_frozen = True
 
 
 def learner_config_set(learner, module_id: str, key: str, value) -> None:
     """Set a config key on the learner's config and on the cached per-module
     override config (what ``get_config_for_module`` returns), if any."""
     config_set(learner.config, key, value)
-    per_module = getattr(learner.config, "_per_module_overrides", None) or {}
-    if module_id in per_module:
-        config_set(per_module[module_id], key, value)
+    override = compat.per_module_config(learner.config, module_id)
+    if override is not None:
+        config_set(override, key, value)
 
 
 def driver_config_set(algo, key: str, value) -> None:

@@ -617,6 +617,7 @@
       el('section', { class: 'charts', id: 'charts' }),
       el('section', { class: 'split' },
         el('div', { class: 'panel' }, el('div', { class: 'panel-head' }, el('h2', { text: 'Findings' }), el('span', { class: 'count', id: 'findings-count' })),
+          el('div', { id: 'blind' }),
           el('div', { class: 'table-wrap', id: 'findings-table' })),
         el('div', { class: 'panel' }, el('div', { class: 'panel-head' }, el('h2', { text: 'Interventions' }), el('span', { class: 'count', id: 'iv-count' })),
           el('div', { class: 'table-wrap', id: 'iv-table' }))));
@@ -874,12 +875,27 @@
         el('ul', { class: 'frames' }, frames)));
   }
 
+  // detectors left blind by metrics that never arrived (metrics_missing findings, live ones included)
+  function renderBlind(findings) {
+    const box = $('blind');
+    if (!box) return;
+    const blind = new Map();
+    for (const f of findings) {
+      if (f.detector !== 'metrics_missing' || !f.blind) continue;
+      for (const [det, ms] of Object.entries(f.blind)) if (!blind.has(det)) blind.set(det, ms);
+    }
+    box.className = blind.size ? 'blind' : 'hidden';
+    box.replaceChildren(...(blind.size ? [el('span', { class: 'muted', text: 'Blind detectors (their metrics never arrived):' }),
+      ...[...blind].map(([det, ms]) => el('span', { class: 'component', title: 'waits for ' + ms.join(' or '), text: det + ' (' + ms.join(' or ') + ')' }))] : []));
+  }
+
   function renderTrialEvents() {
     if (!S.trial) return;
     const d = S.trial.detail;
     const fBox = $('findings-table'), iBox = $('iv-table');
     if (!fBox || !iBox) return;
     $('findings-count').textContent = String(d.findings.length);
+    renderBlind(d.findings);
     $('iv-count').textContent = String(d.interventions.length);
     const findings = d.findings.slice().reverse();
     fBox.replaceChildren(findings.length
