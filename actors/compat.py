@@ -255,6 +255,27 @@ def combined_stoppers(stopper) -> list:
 ERROR_FILE_MARK = "Failure #"  # Tune appends "Failure # N (occurred at ...)" and str(exception) per failure
 
 
+def latest_failure(trial) -> str:
+    """The text of the trial's latest failure: the last entry of Tune's error file, else its pickled error
+    formatted; "" when there is neither."""
+    try:
+        path = trial.error_file
+        if path and Path(path).is_file():
+            text = Path(path).read_text(errors="replace")
+            return text[text.rfind(ERROR_FILE_MARK):] if ERROR_FILE_MARK in text else text
+    except Exception:
+        pass
+    try:
+        err = trial.get_pickled_error()
+        if err is not None:
+            import traceback
+
+            return "".join(traceback.format_exception(err))
+    except Exception:
+        pass
+    return ""
+
+
 def trial_failed_with(trial, name: str) -> bool:
     """Did the trial's latest failure name ``name`` (an exception class)? From Tune's pickled error, else from
     the last failure in Tune's error file."""

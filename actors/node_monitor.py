@@ -412,6 +412,15 @@ class ClusterWatch:
             except Exception:
                 pass
 
+    def record(self, found: list[dict], now: float | None = None) -> None:
+        """Findings raised outside the watch (``node_hung``, from the supervisor's hung check): listed by
+        ``supervise status``, stored in every open run, alerted, counted."""
+        now = time.time() if now is None else now
+        with self._lock:
+            self._log(found, now)
+        self.submit(self.service.record_cluster, found, None, now)
+        self._count(found)
+
     def tick(self, now: float | None = None) -> dict:
         import ray
 

@@ -62,6 +62,30 @@ class AlertDestination(BaseModel):
         return v
 
 
+class HangConfig(BaseModel):
+    """``supervisor.hang``: when an iteration counts as hung (``trial_hung``)."""
+
+    model_config = _STRICT
+    enabled: bool = True
+    factor: float = Field(10.0, ge=1, le=10_000, description="an iteration may take this many times the trial's "
+                                                               "median iteration time")
+    floor_s: float = Field(300.0, gt=0, le=10**7, description="... and never less than this (seconds)")
+    heartbeat_s: float = Field(5.0, gt=0, le=3600, description="how often a trial tells the supervisor its phase")
+
+
+class DataGuardConfig(BaseModel):
+    """``supervisor.data_guard``: the env runners' check of every sampled batch (``data_poisoned``,
+    ``obs_out_of_range``, the ``quarantine`` action)."""
+
+    model_config = _STRICT
+    enabled: bool = True
+    hold: bool = Field(True, description="hold non-finite episodes out of the train batch and replay buffer from "
+                                         "the iteration they appear, before any decision")
+    range_factor: float = Field(10.0, gt=0, le=10**6, description="an observation feature this many range widths "
+                                                                  "beyond its range seen so far is out of range")
+    warmup_steps: int = Field(1000, ge=0, le=_BIG, description="clean steps seen before the range is judged")
+
+
 class SupervisorConfig(BaseModel):
     """The ``supervisor:`` section. Every key has a default."""
 
@@ -104,6 +128,8 @@ class SupervisorConfig(BaseModel):
     lost_after_s: float = Field(600.0, gt=0, le=30 * 86400,
                                 description="a run none of whose trials reported for max(10 x their median "
                                             "iteration time, this) seconds is closed as lost (its driver died)")
+    hang: HangConfig = Field(default_factory=HangConfig)
+    data_guard: DataGuardConfig = Field(default_factory=DataGuardConfig)
 
     @field_validator("ladders")
     @classmethod

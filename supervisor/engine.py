@@ -21,15 +21,20 @@ from supervisor import actions, algorithms, salvage
 from supervisor.actions import VERIFIABLE
 from supervisor.config import SupervisorConfig
 from supervisor.detectors import DetectorSuite
+from supervisor.detectors.trial_crashed import TrialCrashed
+from supervisor.detectors.trial_hung import TrialHung
 from supervisor.findings import Finding, severity_rank
 from supervisor.health import HealthScore
 from supervisor.history import History
-from supervisor.policy import RECORD_ONLY, RETURN_ONLY, EscalationPolicy, PolicyState
+from supervisor.policy import RECORD_ONLY, RETURN_ONLY, EscalationPolicy, PolicyState, action_cooldown
 from supervisor.priors import Priors
 from supervisor.store import Store
 from supervisor.verdict import Verdict
 
 MAX_SEQ_JUMP = 100_000
+EVENT_DETECTORS = (TrialCrashed.name, TrialHung.name)
+RECENT = 3  # reports a crash is judged against
+DRIVER_COPY_S = 120.0  # the driver's account of a crash the trial told within this long is the same crash
 # While either is in alarm no repair has worked, whatever signal it was aimed at
 RETURN_BROKEN = frozenset({"non_finite", "reward_collapse"})
 FLUSH_S = 0.5
@@ -103,6 +108,18 @@ class TrialState:
     priors: Priors = field(default_factory=Priors)
     first_returns: list = field(default_factory=list)  # the first finite returns: the level the trial started at
     give_up: tuple | None = None  # (failed Pending, evidence): stop at once (supervisor.salvage)
+    # crashes and hangs (events between reports: Engine.crash, Engine.hung)
+    crashes: dict = field(default_factory=dict)  # crash signature -> times seen
+    crashed_since_start: bool = False  # the trial told its crash itself: the driver's copy is the same crash
+    expect_death: bool = False  # the supervisor ended the process (a hung trial): its death is no crash
+    stop_reason: str | None = None  # an event stopped the trial: a restarted process stops at once
+    iter_started: float | None = None  # supervisor clock: when the iteration in progress started
+    clock_iteration: int | None = None  # which iteration that clock is timing
+    beat: dict = field(default_factory=dict)  # the newest heartbeat: iteration, phase, at (supervisor clock)
+    hung_iteration: int | None = None  # the iteration already found hung (once per iteration)
+    told: dict | None = None  # an event decision for the trial's own process (heartbeat answer), once
+    quarantined: bool = False  # the env runners drop every episode the data guard flags
+    last_event: dict | None = None  # the newest crash or hang decision (the driver's copy of it gets this)
 
 
 def _algorithm_of(config: Any) -> str | None:
@@ -160,7 +177,14 @@ class Engine:
             self.store.set_trial(trial_id, status="running", **({"node_id": node_id} if node_id else {}))
         state.status = "running"
         state.node_id = node_id or state.node_id
-        return {"next_seq": state.last_seq + 1, "overrides": dict(state.overrides), "checkpoint": state.checkpoint}
+        # a (re)started process: its iteration starts now, and whatever it crashes with next is its own
+        state.crashed_since_start = state.expect_death = False
+        # not timed until it says it is in an iteration (a heartbeat) or reports: building and restoring are no
+        # iteration
+        state.iter_started, state.clock_iteration, state.beat, state.hung_iteration, state.told = None, None, {}, \
+            None, None
+        return {"next_seq": state.last_seq + 1, "overrides": dict(state.overrides), "checkpoint": state.checkpoint,
+                "stop": state.stop_reason, "quarantine": state.quarantined}
 
     def _rebuild(self, trial_id: str, run_id: str) -> TrialState | None:
         """Rebuild a trial's state from the store (after the actor restarted or the trial was restarted)."""
@@ -194,7 +218,11 @@ class Engine:
         ivs = store.interventions(trial_id)
         cps = store.checkpoints(trial_id)
         self._replay(state, reports, ivs, cps)
+        state.last_seq = max(state.last_seq, store.last_event_seq(trial_id))  # crashes, hangs: their own seqs
         for f in store.findings(trial_id):
+            if f["detector"] == TrialCrashed.name and (f.get("details") or {}).get("signature"):
+                sig = f["details"]["signature"]
+                state.crashes[sig] = state.crashes.get(sig, 0) + 1
             if f["seq"] is not None:
                 state.health.observe(f["seq"], [Finding(f["detector"], f["severity"], f["metric"], f["value"],
                                                         f["message"])])
@@ -205,6 +233,10 @@ class Engine:
         lag = spec.report_lag if spec is not None else 0
         for iv in ivs:
             state.known_ids.add(iv["id"])
+            if iv["action"] == "quarantine" and (iv.get("applied") or {}).get("ok", True):
+                state.quarantined = True
+            if iv["action"] == "stop_trial" and iv["detector"] in EVENT_DETECTORS:
+                state.stop_reason = iv["reason"]
             if iv["outcome"] == "pending":
                 p = Pending(iv["id"], iv["seq"], iv["action"], iv["detector"] or "")
                 applied = iv["applied"] if isinstance(iv["applied"], dict) else None
@@ -265,6 +297,8 @@ class Engine:
                 if seq not in pol.action_seqs:
                     pol.action_seqs.append(seq)
                 pol.last_action_seq = seq
+                pol.last_cooldown = action_cooldown([iv["action"] for iv in group
+                                                     if iv["action"] in actions.ACTIONS])
             if not any(iv["reason"].startswith((ESCALATED, GAVE_UP)) for iv in group):
                 rung, _ = self.policy.next_step(pol, det, state.algorithm)
                 pol.rungs[det] = rung + 1
@@ -371,6 +405,8 @@ class Engine:
             return self._duplicate(None, seq, iteration, trial_id)
         state.prev_lr = state.last_metrics.get("lr", state.prev_lr)
         state.last_seq, state.last_iteration, state.last_metrics = seq, iteration, metrics
+        # the next iteration starts now (on the supervisor's clock)
+        state.iter_started, state.clock_iteration, state.hung_iteration = time.time(), iteration + 1, None
         for a, iv_id in zip(todo, ids):
             a["id"] = iv_id
             state.known_ids.add(iv_id)
@@ -588,6 +624,8 @@ class Engine:
                                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
             cols: dict[str, Any] = {"applied": item}
             if p is not None:
+                if p.action == "quarantine" and item.get("ok", True):
+                    state.quarantined = True
                 p.target = {k: v for k, v in after.items() if k in VERIFIABLE and isinstance(v, (int, float))}
                 if not item.get("ok", True):
                     cols.update(verified=0, outcome="ineffective")
@@ -737,9 +775,211 @@ class Engine:
                 state.pending.remove(p)
         if status == "completed" and state.had_effective:
             status = "recovered"
+        if state.stop_reason and status in ("completed", "recovered", "errored"):
+            status = "stopped"  # the supervisor stopped it after a crash or a hang
         self.store.set_trial(trial_id, status=status, ended=time.time())
         state.status = status
         return status
+
+    # ------------------------------------------------------------------ events: crashes and hangs
+    def _state(self, trial_id: str, run_id: str | None = None) -> TrialState | None:
+        state = self.trials.get(trial_id)
+        if state is None:
+            row = self.store.trial(trial_id)
+            if row is None:
+                return None
+            state = self._rebuild(trial_id, row["run_id"] or run_id or "run")
+            state.status = row["status"]
+            self.trials[trial_id] = state
+        return state
+
+    def crash(self, trial_id: str, report: dict, run_id: str | None = None, own_roots: tuple = ()) -> dict:
+        """A trial crashed (``report``: ``supervisor.crash``'s crash report). Records a critical
+        ``trial_crashed`` finding with its cause and decides, through the ``trial_crashed`` ladder, what the
+        restart Tune makes (``FailureConfig``) will be:
+
+        * a cause the supervisor can act on (``non_finite_update``, ``update_blowup``): the ladder's change
+          (a lower lr) becomes an override the restarted trial applies on top of its newest healthy
+          checkpoint, then ``restart``; its last rung stops;
+        * a cause it cannot: ``restart`` once; the same crash again (same signature) ``stop``s, with the
+          cause as the reason; non-finite data from the environment stops at once (outside the weights).
+
+        Returns ``{"action": "restart" | "stop" | None, "reason", "finding", "cause", "overrides"}``;
+        ``action`` None: the crash was already told (the driver's copy of a crash the trial reported, or
+        the death of a process the supervisor ended itself)."""
+        state = self._state(trial_id, run_id)
+        if state is None:
+            self.register_trial(trial_id, run_id or "run")
+            state = self.trials[trial_id]
+        last = state.last_event or {}
+        same = ((last.get("finding") or {}).get("details") or {}).get("exception") == report.get("exception") \
+            and time.time() - last.get("time", 0.0) < DRIVER_COPY_S
+        if report.get("source") == "driver" and (state.crashed_since_start or state.expect_death or same):
+            if state.last_event is not None:  # the trial told it, or the supervisor ended the process itself
+                return {**state.last_event, "duplicate": True}
+            return {"action": None, "reason": "already recorded", "finding": None, "cause": None, "overrides": {},
+                    "duplicate": True}
+        recent = [r["metrics"] for r in self.store.reports(trial_id, since_seq=state.last_seq - RECENT)]
+        found = [f for f in self.store.findings(trial_id) if f["seq"] is not None
+                 and f["seq"] > state.last_seq - RECENT]
+        rep = dict(report)
+        if not isinstance(rep.get("iteration"), int):
+            rep["iteration"] = state.last_iteration + 1
+        rep.setdefault("node_id", state.node_id)
+        finding, cause = TrialCrashed(own_roots)(rep, recent, found)
+        sig = finding.details["signature"]
+        seen = state.crashes.get(sig, 0)
+        state.crashes[sig] = seen + 1
+        state.crashed_since_start = True
+        state.iter_started, state.clock_iteration, state.beat = None, None, {}  # the process is gone
+        seq = state.last_seq + 1
+        it = finding.iteration
+        if cause.actionable:
+            decision = self.policy.decide(state.policy, seq, [finding], algorithm=state.algorithm, event=True)
+            names = decision.actions if decision else ["restart_trial"]
+            rung = decision.rung if decision else 0
+            why = f"trial_crashed: {cause.summary}"
+            if decision is not None and decision.escalated:
+                why = (f"intensity limit: {self.settings.max_interventions} interventions within "
+                       f"{self.settings.intensity_window} iterations; last trouble: {why}")
+        elif seen or cause.kind == "non_finite_data":
+            names, rung = ["stop_trial"], 1
+            why = (f"trial_crashed: {cause.summary} (outside the weights: a restart cannot help)"
+                   if cause.kind == "non_finite_data" else
+                   f"trial_crashed: {cause.summary}; the same crash again after a restart "
+                   f"({report.get('exception')}, {seen + 1} times): it repeats the same way")
+        else:
+            names, rung = ["restart_trial"], 0
+            why = (f"trial_crashed: {cause.summary}; retried once from the newest healthy checkpoint (the same "
+                   "crash again stops the trial)")
+        todo = self._event_actions(state, names, why, TrialCrashed.name, it, rung)
+        state.last_seq = seq
+        self._record_event(state, seq, finding, todo)
+        action = "stop" if any(a["action"] == "stop_trial" for a in todo) else "restart"
+        if action == "stop":
+            state.stop_reason = why
+        state.last_event = {"action": action, "reason": why, "finding": finding.to_dict(), "cause": cause.to_dict(),
+                            "overrides": dict(state.overrides), "seq": seq, "actions": todo, "time": time.time()}
+        return dict(state.last_event)
+
+    def _event_actions(self, state: TrialState, names: list[str], why: str, detector: str, iteration: int,
+                       rung: int) -> list[dict]:
+        """An event's actions, applied here where they can be (the trial's process is dead or stuck): a
+        hyperparameter change becomes an override the restarted trial applies."""
+        out = []
+        for name in names:
+            a = {"action": name, "params": dict(self.params.get(name, {})), "reason": why, "detector": detector,
+                 "iteration": iteration, "rung": rung}
+            spec = actions.get(name)
+            if spec.effect is None and name not in ("alert",):
+                current = {**((state.checkpoint or {}).get("hparams") or {}), **state.overrides}
+                if current.get("lr") is None and state.last_metrics.get("lr") is not None:
+                    current["lr"] = state.last_metrics["lr"]
+                try:
+                    after = spec.plan(current, a["params"])
+                except (ValueError, TypeError) as e:
+                    a["applied"] = {"ok": False, "error": f"{e.__class__.__name__}: {e}"}
+                else:
+                    before = {k: current.get(k) for k in after}
+                    state.overrides.update({k: v for k, v in after.items() if isinstance(v, (int, float))})
+                    a["applied"] = {"ok": True, "before": before, "after": after,
+                                    "changed": {k: [before.get(k), v] for k, v in after.items()},
+                                    "by": "supervisor, for the restarted trial"}
+            out.append(a)
+        return out
+
+    def _record_event(self, state: TrialState, seq: int, finding: Finding, todo: list[dict]) -> None:
+        with self.store.transaction():
+            ids = self.store.record_event(state.trial_id, seq, [finding.to_dict()], todo)
+            if state.overrides:
+                self.store.set_trial(state.trial_id, overrides=state.overrides)
+        state.health.observe(seq, [finding])
+        state.last_trouble_seq = seq
+        for a, iv_id in zip(todo, ids):
+            a["id"] = iv_id
+            state.known_ids.add(iv_id)
+            applied = a.get("applied") or {}
+            if applied.get("ok") is False:
+                self.store.set_intervention(iv_id, outcome="ineffective", verified=0)
+                continue
+            p = Pending(iv_id, seq, a["action"], a.get("detector") or "")
+            p.target = {k: v for k, v in (applied.get("after") or {}).items()
+                        if k in VERIFIABLE and isinstance(v, (int, float))}
+            state.pending.append(p)
+        self._dirty[state.trial_id] = {**self._dirty.get(state.trial_id, {}),
+                                       **_summary(state, state.health.snapshot(seq))}
+        self.flush(force=True, trial_id=state.trial_id)
+
+    def heartbeat(self, trial_id: str, beat: dict, now: float | None = None) -> dict:
+        """A trial's heartbeat (``{"iteration", "phase"}``), timed on the supervisor's clock. Answers with
+        what an event decided for the trial's own process (``{"restart": reason}`` or ``{"stop": reason}``,
+        once) when the supervisor could not end it from outside."""
+        now = time.time() if now is None else now
+        state = self.trials.get(trial_id)
+        if state is None or not isinstance(beat, dict):
+            return {}
+        it = beat.get("iteration")
+        it = it if isinstance(it, int) and not isinstance(it, bool) else state.last_iteration + 1
+        phase = beat.get("phase")
+        if phase != "between" and (state.iter_started is None or it > (state.clock_iteration or 0)):
+            # the first word of an iteration the clock is not timing yet (the first after a (re)start, or one
+            # whose predecessor's report went missing): time it from here
+            state.iter_started, state.clock_iteration, state.hung_iteration = now, it, None
+        state.beat = {"iteration": it, "phase": phase, "at": now}
+        if isinstance(beat.get("node_id"), str):
+            state.node_id = beat["node_id"]
+        told, state.told = state.told, None
+        return told or {}
+
+    def hung(self, now: float | None = None) -> list[dict]:
+        """Every running trial whose iteration in progress has run past its bound (``TrialHung``): a
+        critical ``trial_hung`` finding, once per iteration, and the ``trial_hung`` ladder's decision
+        (restart through Tune, then stop). Returns ``{"trial_id", "node_id", "phase", "action", "reason",
+        "finding", "actions"}`` for each; the caller ends the process (``action``: restart or stop)."""
+        hs = self.settings.hang
+        if not hs.enabled:
+            return []
+        now = time.time() if now is None else now
+        det = TrialHung(hs.factor, hs.floor_s)
+        out = []
+        for state in list(self.trials.values()):
+            if state.status != "running" or state.iter_started is None:
+                continue
+            it = state.clock_iteration or state.last_iteration + 1
+            if state.hung_iteration == it or state.expect_death:
+                continue
+            times = [t for t in state.history.series("time_this_iter_s", last=20).tolist() if math.isfinite(t)]
+            median = sorted(times)[len(times) // 2] if times else None
+            f = det(now, state.iter_started, median, it,
+                    state.beat.get("phase") if state.beat.get("iteration") == it else None, state.node_id,
+                    state.beat.get("at"))
+            if f is None:
+                continue
+            state.hung_iteration = it
+            seq = state.last_seq + 1
+            decision = self.policy.decide(state.policy, seq, [f], algorithm=state.algorithm, event=True)
+            names = decision.actions if decision else ["restart_trial"]
+            why = f"{f.message}"
+            todo = self._event_actions(state, names, why, TrialHung.name, it, decision.rung if decision else 0)
+            state.last_seq = seq
+            self._record_event(state, seq, f, todo)
+            action = "stop" if any(a["action"] == "stop_trial" for a in todo) else "restart"
+            if action == "stop":
+                state.stop_reason = why
+            state.expect_death = True
+            state.told = {action: why}
+            state.last_event = {"trial_id": state.trial_id, "run_id": state.run_id, "node_id": state.node_id,
+                                "phase": f.details.get("phase"), "action": action, "reason": why, "seq": seq,
+                                "finding": f.to_dict(), "actions": todo, "time": now}
+            out.append(dict(state.last_event))
+        return out
+
+    def running_per_node(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for st in self.trials.values():
+            if st.status == "running" and st.node_id:
+                out[st.node_id] = out.get(st.node_id, 0) + 1
+        return out
 
 
 _FINAL_KEYS = ("episode_return_mean", "env_steps_lifetime", "time_total_s")

@@ -80,6 +80,20 @@ RESULT_PATHS: dict[str, str] = {
     "healthy_env_runners": "fault_tolerance/num_healthy_workers",
     "env_runner_restarts": "fault_tolerance/num_remote_worker_restarts",
     "env_runners_dropped": "fault_tolerance/num_env_runners_dropped_lifetime",
+    # The data guard on the env runners (actors/data_guard.py): what it checked and found this iteration.
+    "data_guard_steps": "env_runners/data_guard/steps",
+    "data_guard_poisoned": "env_runners/data_guard/poisoned_episodes",
+    "data_guard_nan_rewards": "env_runners/data_guard/nonfinite_rewards",
+    "data_guard_nan_obs": "env_runners/data_guard/nonfinite_obs",
+    "data_guard_nan_actions": "env_runners/data_guard/nonfinite_actions",
+    "data_guard_out_of_range": "env_runners/data_guard/out_of_range_steps",
+    "data_guard_range_feature": "env_runners/data_guard/out_of_range_feature",
+    "data_guard_range_features": "env_runners/data_guard/out_of_range_features",
+    "data_guard_range_excess": "env_runners/data_guard/range_excess",
+    "data_guard_dropped": "env_runners/data_guard/dropped_episodes",
+    "data_guard_dropped_steps": "env_runners/data_guard/dropped_steps",
+    "data_guard_quarantine": "env_runners/data_guard/quarantine",
+    "data_guard_check_s": "env_runners/data_guard/check_s",
 }
 
 # normalized name -> (source name, sign): filled from another metric when RLlib does not report it.
@@ -128,6 +142,8 @@ EPISODE_METRICS = ("episode_return_mean", "episode_return_max", "episode_return_
 
 
 HYPERPARAMETERS = ("lr", "entropy_coeff", "kl_coeff")
+#: What the env runners' data guard counted (actors/data_guard.py).
+DATA_GUARD_METRICS = tuple(k for k in RESULT_PATHS if k.startswith("data_guard_"))
 #: The metrics the learner reports (as opposed to the env runners and timers).
 LEARNER_METRICS = tuple(k for k, path in RESULT_PATHS.items() if path.startswith("learners/"))
 
@@ -138,6 +154,8 @@ def drop_no_data(metrics: dict) -> dict:
     variance that is undefined (NaN: constant targets) or noise (a negligible value error), and the derived
     policy/value gradient ratio when its denominator is 0 (a value loss clipped on every sample has no
     gradient; dividing by it is not a training fault)."""
+    for k in [k for k in DATA_GUARD_METRICS if k in metrics and math.isnan(metrics[k])]:
+        del metrics[k]  # the guard logged nothing (no sample this iteration): counts, not evidence
     n = metrics.get("num_episodes")
     # 0 (or NaN: async APPO/IMPALA) finished episodes: no data. Without a count the NaN may be a NaN reward
     # (a loop that averages returns over a buffer of finished episodes): evidence, kept.
@@ -146,7 +164,10 @@ def drop_no_data(metrics: dict) -> dict:
             v = metrics.get(k)
             if v is not None and math.isnan(v):
                 del metrics[k]
-    if any(math.isnan(metrics.get(k, 0.0)) for k in HYPERPARAMETERS):
+    steps = metrics.get("data_guard_steps")
+    everything_held = steps is not None and steps > 0 and metrics.get("data_guard_dropped_steps") == steps
+    if everything_held or any(math.isnan(metrics.get(k, 0.0)) for k in HYPERPARAMETERS):
+        # (the data guard held every sample of the iteration out: the learner updated on an empty batch)
         # A hyperparameter is never NaN: a learner that did no update this iteration (APPO, IMPALA when
         # their learner queue is empty) reports NaN for every learner statistic. No data, not a fault.
         for k in [k for k in LEARNER_METRICS if k in metrics and math.isnan(metrics[k])]:

@@ -323,6 +323,35 @@ class Store:
                 ids.append(c.lastrowid)
         return ids
 
+    def record_event(self, trial_id: str, seq: int, findings: Iterable[dict], interventions: Iterable[dict]
+                     ) -> list[int]:
+        """Findings and decided interventions of an event between reports (a crash, a hang) at ``seq``, a
+        sequence number of its own (no report row: the iteration never reported); intervention ids."""
+        ids = []
+        with self.transaction():
+            for f in findings:
+                self.db.execute(
+                    "INSERT OR IGNORE INTO findings (trial_id, seq, iteration, detector, severity, metric, value, "
+                    "threshold, message, details, time) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (trial_id, seq, f["iteration"], f["detector"], f["severity"], f.get("metric"),
+                     _num(f.get("value")), _num(f.get("threshold")), f["message"], dumps(f.get("details") or {}),
+                     time.time()))
+            for iv in interventions:
+                c = self.db.execute(
+                    "INSERT OR IGNORE INTO interventions (trial_id, seq, iteration, action, params, reason, detector, "
+                    "applied, time) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (trial_id, seq, iv["iteration"], iv["action"], dumps(iv.get("params") or {}), iv["reason"],
+                     iv.get("detector"), dumps(iv["applied"]) if iv.get("applied") is not None else None,
+                     time.time()))
+                ids.append(c.lastrowid)
+        return ids
+
+    def last_event_seq(self, trial_id: str) -> int:
+        """The highest seq of the trial's findings and interventions (events take seqs of their own)."""
+        row = self.db.execute("SELECT MAX(s) FROM (SELECT MAX(seq) AS s FROM findings WHERE trial_id=? UNION ALL "
+                              "SELECT MAX(seq) FROM interventions WHERE trial_id=?)", (trial_id, trial_id)).fetchone()
+        return -1 if row is None or row[0] is None else int(row[0])
+
     def add_request(self, trial_id: str, action: str, params: dict, reason: str) -> int:
         """A manual action (dashboard) waiting for the trial's next verdict: kept across actor restarts."""
         with self.transaction():

@@ -84,6 +84,21 @@ class TensorBoardLog:
             log.warning("TensorBoard files not copied to %s: %s", self.storage, e)
             return False
 
+    def event(self, trial_id: str, iteration: int, finding: dict | None, actions: list | None = None) -> None:
+        """A finding between iterations (a crash, a hang) and what was decided about it, as text."""
+        if self.broken or not finding:
+            return
+        try:
+            w = self._writer(trial_id)
+            w.add_text("supervisor/findings", f"{finding.get('detector')} ({finding.get('severity')}): "
+                                              f"{finding.get('message')}", iteration)
+            for a in actions or []:
+                w.add_text("supervisor/actions", f"{a.get('action')}: {a.get('reason')}", iteration)
+            w.flush()
+        except Exception:
+            log.exception("TensorBoard event files could not be written; the run goes on without them")
+            self.broken = True
+
     def close(self) -> None:
         for w in self._writers.values():
             try:

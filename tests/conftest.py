@@ -48,6 +48,9 @@ NOT_ON_FLOOR = {
     "test_nodisk_cluster": "nodes without a shared disk and a lost node: minutes; public `ray start`",
     "test_bounded_actor": "the actor's memory over many runs and node joins: public actor and Cluster API",
     "test_detached_actor": "the detached actor's restart and rebuild: public actor API",
+    "test_crash_core": "the Ray-free core, and the actor's service in-process (no Ray started)",
+    "test_crash_e2e": "DQN, a Tune sweep with a crash and a hang: minutes; the data guard logs through "
+                      "compat.log_per_iteration and reads Tune's error file through compat, both on the floor",
     "test_blind_stale_rllib": "kills APPO's EnvRunnerStateServer (Ray 2.60's pull-based weight sync); its weight "
                               "pushes and seq nos are the floor's rollback path (test_interventions)",
 }

@@ -16,6 +16,7 @@ from supervisor.actions.boost_entropy import BoostEntropy
 from supervisor.actions.control import Alert, RestartTrial, StopTrial
 from supervisor.actions.extend_exploration import ExtendExploration
 from supervisor.actions.increase_lr import IncreaseLR
+from supervisor.actions.quarantine import Quarantine
 from supervisor.actions.raise_alpha import RaiseAlpha
 from supervisor.actions.raise_kl_coeff import RaiseKLCoeff
 from supervisor.actions.raise_vf_clip import RaiseVFClip
@@ -30,7 +31,7 @@ from supervisor.actions.tighten_grad_clip import TightenGradClip
 ACTIONS: dict[str, ActionSpec] = {spec.name: spec for spec in (
     Alert(), ReduceLR(), IncreaseLR(), BoostEntropy(), ReduceEntropy(), RaiseKLCoeff(), TightenGradClip(),
     RaiseVFClip(), RaiseAlpha(), SetTargetEntropy(), ExtendExploration(), SlowTargetUpdates(), SyncWeights(),
-    Rollback(), RestartTrial(), StopTrial(),
+    Rollback(), Quarantine(), RestartTrial(), StopTrial(),
 )}
 NAMES: tuple[str, ...] = tuple(ACTIONS)
 

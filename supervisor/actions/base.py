@@ -48,6 +48,7 @@ class Applier(Protocol):
     def request_stop(self, reason: str) -> None: ...
     def request_restart(self, reason: str) -> None: ...
     def alert(self, reason: str) -> None: ...
+    def quarantine(self, reason: str) -> dict: ...
     # RLlib only (APPO, IMPALA): the learner's weights to every env runner now; returns ``verified``
     # (each runner holds them) and what it did. Others lack it: the action is recorded as not applied.
     def sync_weights(self) -> dict: ...
@@ -68,6 +69,9 @@ class ActionSpec:
         effect: ``"stop"`` or ``"restart"`` for actions that end the trial's process.
         manual: may be requested by hand (dashboard).
         applies_after_end: still meaningful when the trial ended before hearing the verdict.
+        needs_checkpoint: goes out with the trial's newest healthy checkpoint (rollback).
+        cooldown: iterations the policy waits after it before acting again (None: the policy's
+            ``cooldown``); 0 for an action whose effect shows in the very next iteration.
     """
 
     name: ClassVar[str] = ""
@@ -81,6 +85,7 @@ class ActionSpec:
     manual: bool = False
     applies_after_end: bool = False
     needs_checkpoint: bool = False
+    cooldown: int | None = None
 
     def plan(self, current: Mapping[str, float | None], params: Mapping[str, Any]) -> dict[str, float | None]:
         """New hyperparameter values from the current ones (hyperparameter actions only)."""

@@ -47,6 +47,12 @@ def _json_col(s: Any) -> Any:
         return None
 
 
+def _crash(findings: list[dict]) -> dict | None:
+    from supervisor.report.build import _crash as crash_of
+
+    return crash_of(findings)
+
+
 def _finding(row: dict) -> dict:
     out = {"id": row["id"], "kind": "finding", "trial_id": row["trial_id"], "seq": row["seq"],
            "iteration": row["iteration"], "detector": row["detector"], "severity": row["severity"],
@@ -247,12 +253,13 @@ class RunView:
                     arr.append(None)
         summary = next((t for t in self.trials if t["trial_id"] == trial_id), None)
         health = _json_col(row["health"]) or {}
+        crash = _crash([{**f, "details": _json_col(f.get("details")) or {}} for f in rows])
         return {"trial": summary or {"trial_id": trial_id, "status": row["status"]},
                 "config": _json_col(row["config"]) or {}, "overrides": _json_col(row["overrides"]) or {},
                 "health": health if isinstance(health, dict) else {},
                 "reports": {**cols, "metrics": metrics}, "findings": findings, "interventions": ivs,
                 "blind": blind_detectors(rows),
-                "checkpoints": cps, "history": True,
+                "checkpoints": cps, "history": True, "crash": crash,
                 "page": {"since_seq": since_seq, "limit": limit, "more": more,
                          "next_since_seq": cols["seq"][-1] if more else None}}
 

@@ -93,6 +93,9 @@ def _build(store: Store, run_dir: str | Path) -> dict:
                 "path": best["path"], "iteration": best["iteration"], "metric": best["metric"],
                 "value": json_safe(best["value"])}
             trials[-1]["compute"] = compute_account(trials[-1], spec)
+            crash = _crash(store.findings(tid))
+            if crash is not None:
+                trials[-1]["crash"] = crash
             if t["status"] == "recovered":
                 trials[-1]["recovery"] = _recovery(store, tid, trials[-1])
         nodes = [{"node_id": n["node_id"], "alive": bool(n["alive"]), "address": n["address"],
@@ -136,6 +139,21 @@ def _recovery(store: Store, trial_id: str, trial: dict) -> dict:
                 at = (r["metrics"] or {}).get("episode_return_mean", at)
     return {"fault_iteration": first["iteration"] if first else None, "return_at_fault": json_safe(at),
             "return_reached": trial["final"].get("episode_return_mean")}
+
+
+def _crash(findings: list[dict]) -> dict | None:
+    """The trial's newest crash, explained: its exception, the cause with its evidence, where (node,
+    iteration, phase) and the innermost frames by origin; ``crashes``: how many it had."""
+    crashes = [f for f in findings if f["detector"] == "trial_crashed"]
+    if not crashes:
+        return None
+    f = crashes[-1]
+    d = f.get("details") or {}
+    cause = d.get("cause") or {}
+    return {"exception": d.get("exception"), "message": d.get("exception_message"), "iteration": f["iteration"],
+            "node_id": d.get("node_id"), "phase": d.get("phase"), "cause": cause.get("kind"),
+            "cause_text": cause.get("summary"), "actionable": cause.get("actionable"),
+            "evidence": cause.get("evidence") or [], "frames": d.get("frames") or {}, "crashes": len(crashes)}
 
 
 def _loads(s):

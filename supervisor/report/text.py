@@ -77,6 +77,20 @@ def extras_lines(t: dict) -> list[str]:
     if ev:
         out.append(f"evaluation: return {_num(t['final'].get('eval_return_mean'))} at iteration "
                    f"{ev['last_iteration']} ({ev['evaluations']} evaluations, best {_num(ev['best'])})")
+    crash = t.get("crash")
+    if crash:
+        n = f" (crash {crash['crashes']})" if crash.get("crashes", 1) > 1 else ""
+        where = ", ".join(x for x in (f"iteration {crash['iteration']}" if crash.get("iteration") is not None else "",
+                                      f"node {str(crash['node_id'])[:12]}" if crash.get("node_id") else "",
+                                      f"phase {crash['phase']}" if crash.get("phase") else "") if x)
+        out.append(f"crashed{n}: {crash['exception']}: {crash.get('message') or ''} ({where})")
+        out.append(f"cause: {crash.get('cause_text') or crash.get('cause')}")
+        for ev in (crash.get("evidence") or [])[1:]:
+            out.append(f"  evidence: {ev}")
+        for origin, frames in (crash.get("frames") or {}).items():
+            shown = "; ".join(f"{str(fr.get('file', '?')).rsplit('/', 1)[-1]}:{fr.get('line')} {fr.get('function')}"
+                              for fr in frames)
+            out.append(f"  {origin} frames (innermost first): {shown}")
     best = t.get("best_checkpoint")
     if best:
         out.append(f"best checkpoint: {best['path']} (iteration {best['iteration']}, {best['metric']} "

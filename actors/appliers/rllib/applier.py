@@ -11,6 +11,7 @@ import logging
 from typing import Any, Mapping
 
 from actors.appliers.rllib.hparams import current_hparams, set_hparams
+from actors.appliers.rllib.quarantine import quarantine
 from actors.appliers.rllib.rollback import push_learner_weights, rollback
 from actors.appliers.rllib.weights import rollback_reached_runners
 
@@ -28,6 +29,7 @@ class RLlibApplier:
         self.trial_id = trial_id
         self.stop_requested = False
         self.restart_requested = False
+        self.stop_reason: str | None = None
 
     def hparams(self) -> dict:
         return current_hparams(self.algorithm)
@@ -45,9 +47,13 @@ class RLlibApplier:
 
     def request_stop(self, reason: str) -> None:
         self.stop_requested = True
+        self.stop_reason = self.stop_reason or reason
 
     def request_restart(self, reason: str) -> None:
         self.restart_requested = True
+
+    def quarantine(self, reason: str) -> dict:
+        return quarantine(self.algorithm, True)
 
     def alert(self, reason: str) -> None:
         log.warning("supervisor alert on %s: %s", self.trial_id, reason)

@@ -606,6 +606,7 @@
     $('main').replaceChildren(
       el('div', { class: 'crumbs' }, el('a', { href: '#/', text: 'Overview' }), ' / trial'),
       el('section', { class: 'panel', id: 'trial-head' }),
+      crashPanel(detail.crash),
       controlsPanel(id),
       el('div', { class: 'panel-head panel', id: 'chart-legend' }, el('h2', { text: 'Training signals' }),
         el('span', { class: 'count', text: 'x axis: iteration · drag to zoom, double-click to reset' }),
@@ -855,6 +856,23 @@
     if (S.trial.ro) S.trial.ro.disconnect();
     for (const c of S.trial.charts) c.u.destroy();
     S.trial.charts = [];
+  }
+
+  // The trial's newest crash, explained (trial_crashed): exception, cause and evidence, innermost frames by origin.
+  function crashPanel(c) {
+    if (!c) return el('span');
+    const where = [c.iteration != null ? 'iteration ' + c.iteration : null, c.node_id ? 'node ' + String(c.node_id).slice(0, 12) : null,
+      c.phase ? 'phase ' + c.phase : null].filter(Boolean).join(', ');
+    const frames = Object.entries(c.frames || {}).map(([origin, fs]) => el('li', null,
+      el('strong', { text: origin + ': ' }),
+      el('span', { class: 'mono', text: fs.map((f) => String(f.file || '?').split('/').pop() + ':' + f.line + ' ' + f.function).join(' \u2190 ') })));
+    return el('section', { class: 'panel', id: 'crash' },
+      el('div', { class: 'panel-head' }, el('h2', { text: 'Crash' + (c.crashes > 1 ? ' (' + c.crashes + ')' : '') }), el('span', { class: 'count', text: where })),
+      el('div', { class: 'panel-body' },
+        el('p', null, sev('critical'), ' ', el('span', { class: 'mono', text: c.exception + ': ' + (c.message || '') })),
+        el('p', { text: 'Cause: ' + (c.cause_text || c.cause) }),
+        (c.evidence || []).length > 1 ? el('ul', null, c.evidence.slice(1).map((e) => el('li', { text: e }))) : el('span'),
+        el('ul', { class: 'frames' }, frames)));
   }
 
   // detectors left blind by metrics that never arrived (metrics_missing findings, live ones included)
