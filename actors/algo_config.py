@@ -13,7 +13,7 @@ from supervisor import algorithms
 from supervisor.config import Experiment
 from supervisor.errors import InputError
 
-from actors.callback import CONFIG_KEY, SupervisorCallback
+from actors.callback import SupervisorCallback, attach
 
 
 def resolve_env(env: str):
@@ -23,8 +23,9 @@ def resolve_env(env: str):
     return env
 
 
-def build_config(exp: Experiment, source: str, supervisor_info: dict | None = None,
-                 config_overrides: dict | None = None):
+def build_config(exp: Experiment, source: str, run_id: str | None = None, config_overrides: dict | None = None):
+    """The experiment's RLlib config; supervised in the run ``run_id`` (opened with ``bootstrap.open_run``,
+    which publishes its settings) unless None or ``supervisor.enabled`` is false."""
     from actors.algos import config_class
     from actors.learner import use_supervised_learner
 
@@ -41,9 +42,9 @@ def build_config(exp: Experiment, source: str, supervisor_info: dict | None = No
         raise InputError(source, "config", f"{e.__class__.__name__}: {str(e).splitlines()[0]}")
     if exp.seed is not None:
         cfg.debugging(seed=exp.seed)
-    if supervisor_info is not None and exp.supervisor.enabled:
+    if run_id is not None and exp.supervisor.enabled:
         cfg.callbacks(SupervisorCallback)
-        cfg.learners(learner_config_dict={CONFIG_KEY: supervisor_info})
+        attach(cfg, run_id)
         if algorithms.ALGORITHMS[exp.algorithm].instrumented:  # PPO's; the others report RLlib's own values
             use_supervised_learner(cfg)
     try:

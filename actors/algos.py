@@ -3,17 +3,16 @@
 Everything that must know which RLlib algorithm a trial runs, and is not a
 plain fact the core can hold, goes through this module: the config class an
 experiment file's ``config:`` is checked against, the algorithm's name read
-off a live ``Algorithm`` (Tune's trainables subclass RLlib's), and the values
-RLlib does not put in the result but the supervisor needs (DQN's current
-epsilon, which lives in each env runner's RL module, not in the learner).
+off a live ``Algorithm`` (Tune's trainables subclass RLlib's), and where the
+values RLlib does not put in the result but the supervisor needs go in it
+(``EXTRA_ROOT``; DQN's current epsilon, read off the env runners by
+``actors/appliers/rllib/exploration.py``).
 """
 
 from __future__ import annotations
 
 import importlib
-import math
 
-from supervisor import algorithms
 from supervisor.algorithms import ALGORITHMS, NAMES
 
 # algorithm -> (module, config class)
@@ -58,19 +57,4 @@ def config_name_of(config) -> str | None:
     return name_of(config)
 
 
-def extra_metrics(algorithm) -> dict:
-    """Values the result lacks, read where RLlib keeps them: ``epsilon``, the current exploration epsilon
-    of the env runners that sample (DQN). Never raises: missing data is not a fault."""
-    spec = algorithms.get(name_of(algorithm))
-    if spec is None or "epsilon" not in spec.hparams:
-        return {}
-    from actors import interventions as iv
-
-    try:
-        eps = iv.exploration_epsilon(algorithm)
-    except Exception:
-        return {}
-    return {"epsilon": eps} if eps is not None and math.isfinite(eps) else {}
-
-
-__all__ = ["EXTRA_ROOT", "NAMES", "config_class", "config_name_of", "extra_metrics", "name_of"]
+__all__ = ["EXTRA_ROOT", "NAMES", "config_class", "config_name_of", "name_of"]

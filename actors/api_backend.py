@@ -16,6 +16,7 @@ import ray
 
 from actors.client import SupervisorClient
 from actors.supervisor_actor import get_or_create_supervisor
+from supervisor.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +41,11 @@ class RemoteBackend:
             raise RuntimeError(f"the supervisor actor on {ray.get_runtime_context().gcs_address} did not answer")
         return reg
 
-    def report(self, report: dict) -> dict | None:
+    def report(self, report: dict) -> Verdict | None:
         report = {**report, "node_id": self.node_id}
-        verdicts = self.client.report(report)
-        if not verdicts:
-            return None  # buffered; replayed with the next report
-        # Verdicts of replayed or late-answered reports may carry actions decided while we could not
-        # hear them: they still apply. Findings and health are the newest report's.
-        last = verdicts[-1]
-        return {**last, "actions": [a for v in verdicts for a in v.get("actions") or []],
-                "stop": any(v.get("stop") for v in verdicts), "restart": any(v.get("restart") for v in verdicts)}
+        # None: buffered, replayed with the next report. Verdicts of replayed or late-answered reports
+        # may carry actions decided while we could not hear them: they still apply.
+        return Verdict.merged(self.client.report(report) or [])
 
     def request(self, trial_id: str, action: str, params: dict, reason: str) -> bool:
         return bool(self.client.call("request_action", trial_id, action, params, reason))
@@ -57,10 +53,13 @@ class RemoteBackend:
     def record_checkpoint(self, trial_id: str, seq: int, iteration: int, path: str, hparams: dict | None) -> None:
         self.client.call("record_checkpoint", self.run_id, trial_id, seq, iteration, path, hparams)
 
-    def finish(self, trial_id: str, status: str, applied: list) -> str:
-        if self.client.buffer or self.client.late:
+    def acknowledge(self, trial_id: str, applied: list) -> None:
+        self.client.acknowledge(trial_id, applied)  # kept and resent if the actor does not answer
+
+    def finish(self, trial_id: str, status: str) -> str:
+        if self.client.outstanding:
             self.client.drain(timeout_s=20.0)
-        final = self.client.call("finish_trial", self.run_id, trial_id, status, applied, timeout_s=10.0) or status
+        final = self.client.call("finish_trial", self.run_id, trial_id, status, timeout_s=10.0) or status
         self.client.call("close_run", self.run_id, final, timeout_s=10.0)
         return final
 

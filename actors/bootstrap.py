@@ -57,8 +57,7 @@ class RunInfo:
         return {n: os.environ[n] for n in names if n in os.environ}
 
     def callback_info(self, **extra) -> dict:
-        """The supervisor's section of ``learner_config_dict``: what ``SupervisorCallback`` reads in every
-        trial process (a plain dict: it travels inside RLlib's config)."""
+        """What ``SupervisorCallback`` reads in every trial process (``actors.run_registry``; JSON)."""
         s = self.settings
         return {"run_id": self.run_id, "run_info": self.actor_args(masked=True), "timeout_s": s.report_timeout_s,
                 "retry_after_s": s.retry_after_s, "keep_checkpoints": s.keep_checkpoints,
@@ -152,13 +151,17 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> str:
     return "local"
 
 
-def open_run(run: RunInfo, sup=None) -> dict:
+def open_run(run: RunInfo, sup=None, **callback_extra) -> dict:
     """Open the run in the supervisor actor (idempotent), so ``RUN_DIR/supervisor.db`` exists before the first
-    report; returns the actor's answer (its pid)."""
+    report, and publish what its trials read (``callback_info(**callback_extra)``, ``actors.run_registry``);
+    returns the actor's answer (its pid)."""
+    from actors import run_registry
+
     if sup is None:
         from actors.supervisor_actor import get_or_create_supervisor
 
         sup = get_or_create_supervisor()
+    run_registry.publish(run.run_id, run.callback_info(**callback_extra))
     return ray.get(sup.open_run.remote(run.run_id, **run.actor_args(), alert_env=run.alert_env() or None),
                    timeout=60)
 

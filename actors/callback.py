@@ -3,8 +3,8 @@
 ``on_train_result`` normalizes the result, sends it to the supervisor, and
 applies the verdict's interventions to the algorithm *before the next
 iteration* (this hook runs inside ``Algorithm.train()``, after the update).
-What it applied travels with the next report, which also shows whether the
-change took effect.
+What it applied is acknowledged at once (``SupervisorClient.acknowledge``, the
+one route for it); the next report shows whether the change took effect.
 """
 
 from __future__ import annotations
@@ -12,30 +12,82 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import ray
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
-from actors import interventions as iv
-from actors.algos import EXTRA_ROOT, extra_metrics, name_of
-from actors.appliers import RLlibApplier
+from actors import run_registry
+from actors.algos import EXTRA_ROOT, name_of
+from actors.appliers.rllib import RLlibApplier, current_hparams, extra_metrics, save_checkpoint, set_hparams
 from actors.client import SupervisorClient
 from actors.priors import priors_of
 from supervisor import actions
 from supervisor.actions import apply as apply_action
 from supervisor.metrics import normalize_result
+from supervisor.verdict import Verdict
 
 log = logging.getLogger(__name__)
-CONFIG_KEY = "supervisor"  # in AlgorithmConfig.learner_config_dict
+CONFIG_KEY = "supervisor"  # in AlgorithmConfig.learner_config_dict: {"run_id": ...}, nothing else
+# The trial a Tune trainable is building (its Tune id, its sampled values): set around the algorithm's
+# construction (actors.tune.trainable), read in on_algorithm_init; never part of RLlib's config.
+_TRIAL: ContextVar[dict | None] = ContextVar("supervised_trial", default=None)
 
 
 class RestartRequested(RuntimeError):
     """Raised from the callback to make Tune restart the trial from its latest checkpoint."""
 
 
+def attach(config, run_id: str):
+    """Point an RLlib ``AlgorithmConfig`` at its supervised run; returns the config. The run id is all it
+    carries (so all every checkpoint holds): the callback reads the rest from ``actors.run_registry``."""
+    config.learners(learner_config_dict={**(config.learner_config_dict or {}), CONFIG_KEY: {"run_id": run_id}})
+    return config
+
+
+def run_id_of(config) -> str | None:
+    """The run an ``AlgorithmConfig`` (or its dict form) was attached to, if any."""
+    lcd = config.get("learner_config_dict") if isinstance(config, dict) else getattr(config, "learner_config_dict",
+                                                                                      None)
+    ref = (lcd or {}).get(CONFIG_KEY)
+    return ref.get("run_id") if isinstance(ref, dict) else None
+
+
+@contextmanager
+def trial_context(trial: dict | None):
+    """While an algorithm is built inside: its Tune trial (``trial_id``, ``trial_name``, ``params``: Tune's
+    config dict, ``search``: the values sampled under ``SEARCH_KEY``), on top of what the run publishes."""
+    token = _TRIAL.set(trial)
+    try:
+        yield
+    finally:
+        _TRIAL.reset(token)
+
+
 def supervisor_info(algorithm) -> dict | None:
-    return (getattr(algorithm.config, "learner_config_dict", None) or {}).get(CONFIG_KEY)
+    """What the callback needs about the algorithm's run (``RunInfo.callback_info``), or None: not supervised."""
+    run_id = run_id_of(algorithm.config)
+    if run_id is None:
+        return None
+    info = run_registry.lookup(run_id)
+    if info is None:
+        log.warning("run %s is not open (closed, or its driver is gone): this algorithm trains unsupervised", run_id)
+        return None
+    return with_trial(info, _TRIAL.get())
+
+
+def with_trial(info: dict, trial: dict | None) -> dict:
+    """The run's callback info for one Tune trial: its id and name, and the values sampled for it (those of
+    the run's ``search_keys`` in Tune's config, and the sweep's ``search``) on top of the run's trial config."""
+    if not trial:
+        return info
+    info = {**info, **{k: trial[k] for k in ("trial_id", "trial_name") if trial.get(k) is not None}}
+    params = trial.get("params") or {}
+    sampled = {k: params[k] for k in info.get("search_keys", ()) if k in params}
+    info["trial_config"] = {**(info.get("trial_config") or {}), **sampled, **(trial.get("search") or {})}
+    return info
 
 
 class SupervisorCallback(RLlibCallback):
@@ -46,11 +98,9 @@ class SupervisorCallback(RLlibCallback):
         self.trial_id = "default"
         self.seq = 0
         self.registered = True
-        self.applied: list[dict] = []
         self.stop_requested = False
         self.restart_requested = False
-        self.last_verdict: dict | None = None
-        self.last_report: dict | None = None  # the newest report sent or buffered
+        self.last_verdict: Verdict | None = None
         self.checkpoints: list[str] = []
         self.trial_config: dict = {}
 
@@ -83,8 +133,8 @@ class SupervisorCallback(RLlibCallback):
         self.registered = True
         self.seq = reg["next_seq"]
         if reg.get("overrides"):  # a restarted trial re-applies what the supervisor changed
-            self.applied.append({"id": None, "action": "overrides",
-                                 "after": iv.set_hparams(algorithm, reg["overrides"]), "ok": True})
+            after = set_hparams(algorithm, reg["overrides"])
+            log.info("trial %s restarted with supervisor overrides %s", self.trial_id, after)
         if reg.get("checkpoint") is None:
             # The starting point is the first known-good state: rollback always has a target.
             self._checkpoint(algorithm, iteration=getattr(algorithm, "iteration", 0) or 0, seq=self.seq - 1)
@@ -105,50 +155,45 @@ class SupervisorCallback(RLlibCallback):
             result[EXTRA_ROOT] = extra
         report = normalize_result(result, self.trial_id, _node_id(),
                                   getattr(algorithm.config, "evaluation_interval", None))
-        report["seq"], report["applied"], self.applied = self.seq, self.applied, []
-        self.last_report = report
+        report["seq"] = self.seq
         t0 = time.perf_counter()
         verdicts = self.client.report(report)
         self.seq += 1
         sup = {"reported": verdicts is not None, "buffered": len(self.client.buffer),
                "call_ms": round(1000 * (time.perf_counter() - t0), 3)}
         if verdicts:
-            # Verdicts for replayed reports may carry actions decided while we could not hear them:
-            # they still apply (stop is stop, a rollback target is still healthy).
-            actions = [a for v in verdicts for a in v.get("actions", [])]
-            verdict = verdicts[-1]
-            if "health" in verdict:
+            verdict = Verdict.merged(verdicts)  # replayed reports' actions included: they still apply
+            if verdict.health:
                 self.last_verdict = verdict
-                sup.update(health_score=verdict["health"]["score"],
-                           worst_severity=verdict["health"]["worst_severity"],
-                           findings=[f"{f['detector']}:{f['severity']}" for f in verdict.get("findings", [])],
+                sup.update(health_score=verdict.health["score"], worst_severity=verdict.health["worst_severity"],
+                           findings=[f"{f['detector']}:{f['severity']}" for f in verdict.findings],
                            finding_text=[f"{f['detector']} ({f['severity']}): {f['message']}"
-                                         for f in verdict.get("findings", [])],
-                           actions=[a["action"] for a in actions],
-                           repairing=bool(verdict.get("repairing")))
-            self._apply(algorithm, actions)
-            if verdict.get("checkpoint") and not actions:
+                                         for f in verdict.findings],
+                           actions=[a["action"] for a in verdict.actions], repairing=verdict.repairing)
+            self._apply(algorithm, verdict.actions)
+            if verdict.checkpoint and not verdict.actions:
                 self._checkpoint(algorithm, report["iteration"], seq=report["seq"])
-            if verdict.get("best") and not actions:
-                self._save_best(algorithm, report["iteration"], report["seq"], verdict["best"])
-                sup["best"] = verdict["best"]
+            if verdict.best and not verdict.actions:
+                self._save_best(algorithm, report["iteration"], report["seq"], verdict.best)
+                sup["best"] = verdict.best
         sup["stop"] = self.stop_requested
         result["supervisor"] = sup  # reaches Tune's loggers and stoppers
         if self.restart_requested:
-            # What was applied with the restart (e.g. reduce_lr) would otherwise die with this
-            # process: hand it to the supervisor now, so the restarted trial gets it as overrides.
-            if self.applied:
-                self.client.call("finish_trial", self.info["run_id"], self.trial_id, "running", self.applied)
-                self.applied = []
+            # What was applied with the restart (e.g. reduce_lr) was acknowledged in _apply: the
+            # restarted trial gets it back as overrides.
             raise RestartRequested(f"supervisor asked to restart trial {self.trial_id}")
 
     def _apply(self, algorithm, actions: list[dict]) -> None:
+        if not actions:
+            return
         applier = RLlibApplier(algorithm, self.trial_id)
+        entries = []
         for a in actions:
             entry = apply_action(applier, a)
             if not entry["ok"]:
                 log.warning("could not apply %s: %s", a["action"], entry["error"])
-            self.applied.append(entry)
+            entries.append(entry)
+        self.client.acknowledge(self.trial_id, entries)  # kept and resent if the supervisor does not answer
         self.stop_requested |= applier.stop_requested
         self.restart_requested |= applier.restart_requested
 
@@ -156,12 +201,12 @@ class SupervisorCallback(RLlibCallback):
         root = Path(self.info["run_info"]["run_dir"]) / "checkpoints" / _safe(self.trial_id)
         path = root / f"seq_{seq + 1:06d}"
         try:
-            iv.save_checkpoint(algorithm, str(path))
+            save_checkpoint(algorithm, str(path))
         except Exception:
             log.exception("checkpoint failed; training continues")
             return
         self.client.call("record_checkpoint", self.info["run_id"], self.trial_id, seq, iteration, str(path),
-                         iv.current_hparams(algorithm))
+                         current_hparams(algorithm))
         self.checkpoints.append(str(path))
         keep = int(self.info.get("keep_checkpoints", 3))
         while len(self.checkpoints) > keep:
@@ -174,61 +219,50 @@ class SupervisorCallback(RLlibCallback):
         tmp = path.with_name(path.name + ".saving")
         try:
             shutil.rmtree(tmp, ignore_errors=True)
-            iv.save_checkpoint(algorithm, str(tmp))
+            save_checkpoint(algorithm, str(tmp))
             shutil.rmtree(path, ignore_errors=True)
             tmp.rename(path)
         except Exception:
             log.exception("best checkpoint failed; training continues")
             return
         self.client.call("record_best_checkpoint", self.info["run_id"], self.trial_id, seq, iteration, str(path),
-                         best["metric"], best["value"], iv.current_hparams(algorithm))
+                         best["metric"], best["value"], current_hparams(algorithm))
 
     def flush(self, timeout_s: float = 20.0) -> bool:
         """The trial ends (Tune stops it, or our runner closes it): nothing it knows may be lost.
 
-        Replays the reports still buffered (the supervisor was down or restarting during the last
-        iterations), hands over what was applied after the last report (it would otherwise travel
-        with a next report that never comes: a copy of the last report carries it, which the
-        supervisor takes as a duplicate), and records the interventions decided in the replayed
-        reports' verdicts as not applied, since the trial can no longer apply them. Waits up to
-        ``timeout_s`` for a restarting supervisor. True when everything reached it."""
-        if self.client is None:
-            return True
-        if not self.client.buffer and not self.applied and not self.client.late:
+        Sends what the supervisor has not got yet (acknowledgements, reports buffered while it was down
+        or restarting), and acknowledges the interventions decided in the replayed reports' verdicts as
+        not applied, since the trial can no longer apply them. Waits up to ``timeout_s`` for a restarting
+        supervisor. True when everything reached it."""
+        if self.client is None or not self.client.outstanding:
             return True  # the common case: nothing outstanding, no call
-        carrier = {**self.last_report, "applied": list(self.applied)} if self.applied and self.last_report else None
-        verdicts = self.client.drain(carrier, timeout_s=timeout_s)
+        verdicts = self.client.drain(timeout_s=timeout_s)
         if verdicts is None:
             log.warning("trial %s ends with %d reports the supervisor never got", self.trial_id,
                         len(self.client.buffer))
             return False
-        self.applied = []
         skipped = []
         applier = _EndedTrial(self.trial_id)
-        for a in (a for v in verdicts for a in v.get("actions", [])):
+        for a in (a for v in verdicts for a in v.actions):
             if actions.get(a["action"]).applies_after_end:  # an alert, or a stop: the trial stops anyway
                 skipped.append(apply_action(applier, a))
             else:
                 skipped.append({"id": a.get("id"), "action": a["action"], "ok": False,
                                 "error": "not applied: the trial ended before this verdict reached it"})
         self.stop_requested |= applier.stop_requested
-        if skipped and self.last_report is not None:
-            if self.client.drain({**self.last_report, "applied": skipped}, timeout_s=timeout_s) is None:
-                self.applied = skipped
-                return False
+        if skipped and not self.client.acknowledge(self.trial_id, skipped):
+            return self.client.drain(timeout_s=timeout_s) is not None and not self.client.unacked
         return True
 
     def on_trial_end(self, status: str) -> str | None:
         """Called by our runner (not RLlib) when the trial ends; returns the final status."""
         if self.client is None:
             return None
-        if self.client.buffer or self.client.late:
-            self.flush()  # the buffered reports first: what they decide comes before the closing record
+        self.flush()  # what is outstanding first: what it decides comes before the closing record
         for attempt in range(3):  # the closing record is worth a few seconds: the supervisor may be restarting
-            out = self.client.call("finish_trial", self.info["run_id"], self.trial_id, status, self.applied,
-                                   timeout_s=5.0)
+            out = self.client.call("finish_trial", self.info["run_id"], self.trial_id, status, timeout_s=5.0)
             if out is not None:
-                self.applied = []
                 return out
             time.sleep(self.client.retry_after_s)
         return None

@@ -10,6 +10,10 @@ interventions decided in them, which the store already holds) are kept and hande
 out with the next answer, since a replay of the same reports only gets
 "duplicate". When the trial ends, ``drain`` replays what is still buffered,
 waiting a little for a restarting supervisor.
+
+What the trial did with the actions it was handed goes through ``acknowledge``,
+the one route for it: kept until the supervisor takes it, and always sent before
+the next report (which verifies the change).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections import deque
 import ray
 
 from actors.supervisor_actor import find_supervisor
+from supervisor.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +42,11 @@ class SupervisorClient:
         self._down_since: float | None = None
         self._inflight = None  # a call that timed out but may still be answered
         self._inflight_method: str | None = None
-        self.late: list[dict] = []  # verdicts of a timed-out report call that was answered after all
+        self.late: list[Verdict] = []  # verdicts of a timed-out report call that was answered after all
         self._given: dict = {}  # ids of the actions handed to the trial (an ordered, bounded set)
         self.dropped = 0
         self._tries: dict[int, int] = {}  # id(report) -> error verdicts it got
+        self.unacked: dict[str, list[dict]] = {}  # trial id -> applied entries the supervisor has not taken yet
 
     def _actor(self):
         if self._handle is None:
@@ -87,8 +93,7 @@ class SupervisorClient:
             out = ray.get(ref, timeout=0)
         except Exception:  # it failed (the actor died): the replay will tell
             return
-        self.late.extend(v for v in (_listify(out) if isinstance(out, dict) else out or [])
-                         if isinstance(v, dict) and not v.get("unknown_run"))
+        self.late.extend(v for v in _verdicts(out) or [] if not v.unknown_run)
 
     def register(self, trial_id: str, node_id: str | None, config: dict | None, wait_s: float = 0.0
                  ) -> dict | None:
@@ -102,7 +107,30 @@ class SupervisorClient:
             time.sleep(1.0)
             self._down_since = None
 
-    def report(self, report: dict) -> list[dict] | None:
+    @property
+    def outstanding(self) -> bool:
+        """Something the supervisor has not got yet: buffered reports, late verdicts, acknowledgements."""
+        return bool(self.buffer or self.late or self.unacked)
+
+    def acknowledge(self, trial_id: str, applied: list[dict]) -> bool:
+        """Hand the supervisor what the trial did with the actions it was handed (``Engine.acknowledge``).
+        What does not get through is kept and sent again, before anything else; True once all went."""
+        if applied:
+            self.unacked.setdefault(trial_id, []).extend(applied)
+        return self._send_acks()
+
+    def _send_acks(self) -> bool:
+        for trial_id in list(self.unacked):
+            entries = self.unacked[trial_id]
+            out = self.call("acknowledge", self.run_id, trial_id, entries)
+            if out is False and self.call("open_run", self.run_id, *self._run_args()) is not None:
+                out = self.call("acknowledge", self.run_id, trial_id, entries)  # the actor had lost the run
+            if not out:
+                return False
+            del self.unacked[trial_id]
+        return True
+
+    def report(self, report: dict) -> list[Verdict] | None:
         """Send this report, after any buffered ones, in one call. Returns one verdict per report
         sent (oldest first; the last is this report's), or None when the supervisor did not answer."""
         batch = [*self.buffer, report]
@@ -113,44 +141,47 @@ class SupervisorClient:
         self._settle(batch, verdicts)
         return verdicts
 
-    def _settle(self, batch: list[dict], verdicts: list[dict]) -> None:
+    def _settle(self, batch: list[dict], verdicts: list[Verdict]) -> None:
         """Only what got a real verdict leaves the buffer: an error verdict is not an acknowledgement
         (that report was not stored). A report that keeps failing is given up after a few tries."""
         mine = verdicts[-len(batch):]
         self.buffer.clear()
         for r, v in zip(batch, mine):
-            if not v.get("error"):
+            if not v.error:
                 self._tries.pop(id(r), None)
                 continue
             n = self._tries.get(id(r), 0) + 1
             if n >= self.MAX_TRIES:
                 self._tries.pop(id(r), None)
                 self.dropped += 1
-                log.warning("supervisor refused a report %d times (%s); dropped", n, v["error"])
+                log.warning("supervisor refused a report %d times (%s); dropped", n, v.error)
                 continue
             self._tries[id(r)] = n
             self._keep(r)
         live = {id(r) for r in self.buffer}
         self._tries = {k: n for k, n in self._tries.items() if k in live}
 
-    def _send(self, batch: list[dict]) -> list[dict] | None:
-        """One call for ``batch``; its verdicts, after any late ones (oldest first), or None."""
-        verdicts = self.call("report_batch", self.run_id, batch) if len(batch) > 1 else \
-            _listify(self.call("report", self.run_id, batch[0]))
-        if verdicts and verdicts[-1].get("unknown_run"):
+    def _send(self, batch: list[dict]) -> list[Verdict] | None:
+        """One call for ``batch`` (acknowledgements first); its verdicts, after any late ones (oldest first),
+        or None."""
+        if not self._send_acks():
+            return None
+        verdicts = _verdicts(self.call("report_batch", self.run_id, batch) if len(batch) > 1 else
+                             self.call("report", self.run_id, batch[0]))
+        if verdicts and verdicts[-1].unknown_run:
             # the actor restarted and lost this run: reopen it, then resend
             if self.call("open_run", self.run_id, *self._run_args()) is not None:
-                verdicts = self.call("report_batch", self.run_id, batch)
-        if not verdicts or verdicts[-1].get("unknown_run"):
+                verdicts = _verdicts(self.call("report_batch", self.run_id, batch))
+        if not verdicts or verdicts[-1].unknown_run:
             return None
         late, self.late = self.late, []
         return self._once([*late, *verdicts])
 
-    def _once(self, verdicts: list[dict]) -> list[dict]:
+    def _once(self, verdicts: list[Verdict]) -> list[Verdict]:
         """Each decided action reaches the trial once: a late answer and the replay of the same report
         (which hands out again what was never confirmed applied) may both carry it."""
         for v in verdicts:
-            acts = v.get("actions")
+            acts = v.actions
             if not acts:
                 continue
             keep = []
@@ -163,29 +194,30 @@ class SupervisorClient:
                     if len(self._given) > 4096:  # bounded: ids only repeat within a few iterations
                         del self._given[next(iter(self._given))]
                 keep.append(a)
-            v["actions"] = keep
+            v.actions = keep
         return verdicts
 
-    def drain(self, extra: dict | None = None, timeout_s: float = 20.0) -> list[dict] | None:
-        """The trial ends: send the buffered reports (then ``extra``, e.g. a copy of the last report
-        carrying what was applied since) until the supervisor answers or ``timeout_s`` passes; a
-        restarting supervisor is waited for. Returns the verdicts (late ones first), or None."""
+    def drain(self, timeout_s: float = 20.0) -> list[Verdict] | None:
+        """The trial ends: send what is outstanding (acknowledgements, buffered reports) until the supervisor
+        takes it or ``timeout_s`` passes; a restarting supervisor is waited for. Returns the verdicts (late
+        ones first), or None when nothing got through."""
         deadline = time.monotonic() + timeout_s
-        got: list[dict] = []  # verdicts of an earlier round in which some reports failed
+        got: list[Verdict] = []  # verdicts of an earlier round in which some reports failed
         while True:
-            batch = [*self.buffer, *([extra] if extra else [])]
-            if not batch:
+            batch = list(self.buffer)
+            if not batch and not self.unacked:
                 late, self.late = self.late, []
                 return [*got, *late]
             if self._inflight is not None:
                 ray.wait([self._inflight], timeout=max(0.0, min(2.0, deadline - time.monotonic())))
             self._down_since = None  # no back-off now: this is the last chance
-            verdicts = self._send(batch)
-            if verdicts is not None:
+            if not batch:
+                if self._send_acks():
+                    continue
+            elif (verdicts := self._send(batch)) is not None:
                 self._settle(batch, verdicts)
-                extra = None  # if it failed, it is in the buffer now
                 if not self.buffer:
-                    return verdicts
+                    return [*got, *verdicts]
                 got.extend(verdicts)
             if time.monotonic() >= deadline:
                 return got or None
@@ -203,5 +235,8 @@ class SupervisorClient:
         self.buffer.append(report)
 
 
-def _listify(v):
-    return None if v is None else [v]
+def _verdicts(out) -> list[Verdict] | None:
+    """The actor's answer to ``report`` (one verdict) or ``report_batch`` (a list), typed; None: no answer."""
+    if out is None:
+        return None
+    return [Verdict.from_dict(v) for v in ([out] if isinstance(out, dict) else out)]

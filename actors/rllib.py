@@ -27,7 +27,8 @@ from typing import Any, Mapping
 
 import ray
 
-from actors.callback import CONFIG_KEY, RestartRequested, SupervisorCallback, find_callback
+from actors import run_registry
+from actors.callback import RestartRequested, SupervisorCallback, attach, find_callback
 from actors.supervisor_actor import get_or_create_supervisor
 
 __all__ = ["supervise", "finish", "restart", "RestartRequested"]
@@ -69,6 +70,7 @@ def supervise(config, run_dir: str | Path, *, name: str | None = None, settings:
             "timeout_s": s.report_timeout_s, "retry_after_s": s.retry_after_s,
             "keep_checkpoints": s.keep_checkpoints, "trial_config": _trial_config(config)}
     ray.get(get_or_create_supervisor().open_run.remote(run_id, **run_info), timeout=60)
+    run_registry.publish(run_id, info)  # what the callback reads; the config carries only the run id
 
     cbs = config.callbacks_class
     cbs = list(cbs) if isinstance(cbs, (list, tuple)) else [cbs]
@@ -77,7 +79,7 @@ def supervise(config, run_dir: str | Path, *, name: str | None = None, settings:
 
         cbs = [c for c in cbs if c is not RLlibCallback] + [SupervisorCallback]  # the no-op default goes
         config.callbacks(cbs if len(cbs) > 1 else cbs[0])
-    config.learners(learner_config_dict={**(config.learner_config_dict or {}), CONFIG_KEY: info})
+    attach(config, run_id)
     if algo_name == "PPO" and config.framework_str == "torch":
         from actors.learner import use_supervised_learner
 

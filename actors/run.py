@@ -32,7 +32,7 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
                    quiet: bool = False, restore: str | None = None) -> int:
     run = new_run(exp, source, out, "run")
     restore_path = resolve_restore(restore) if restore else None  # InputError before anything starts
-    config = build_config(exp, source, run.callback_info(trial_id=run.run_id, best_dir=str(run.run_dir / "best")))
+    config = build_config(exp, source, run.run_id)
     rule = StopRule(exp.stop)
     progress = Progress(exp.name, exp.stop.iterations, target=exp.stop.episode_return_mean,
                         total_steps=exp.stop.timesteps, time_budget=exp.stop.time_s)
@@ -45,7 +45,7 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
     started = time.time()
     status, iteration, metrics, algo = "errored", 0, {}, None
     try:
-        open_run(run, get_or_create_supervisor())
+        open_run(run, get_or_create_supervisor(), trial_id=run.run_id, best_dir=str(run.run_dir / "best"))
         if not quiet:
             progress.start(str(run.run_dir), where)
         algo = config.build_algo()
@@ -119,9 +119,9 @@ def resolve_restore(path: str) -> str:
 def _restore(algo, path: str) -> None:
     """Start from a checkpoint's weights and optimizer state (counters start at 0: a new run); the
     trial's first known-good state, its rollback target, becomes the restored one."""
-    from actors import interventions as iv
+    from actors.appliers.rllib import rollback
 
-    iv.rollback(algo, path, None)
+    rollback(algo, path, None)
     cb = find_callback(algo)
     if cb is not None and cb.client is not None:
         cb._checkpoint(algo, iteration=0, seq=cb.seq - 1)  # overwrites the initial one, same folder
@@ -129,16 +129,16 @@ def _restore(algo, path: str) -> None:
 
 
 def _restart(algo, config):
-    from actors import interventions as iv
+    from actors.appliers.rllib import rollback
 
     cb = find_callback(algo)
     ckpt = None
     if cb is not None and cb.last_verdict:
-        for a in cb.last_verdict.get("actions", []):
+        for a in cb.last_verdict.actions:
             ckpt = ckpt or (a.get("params") or {}).get("checkpoint")
     ckpt = ckpt or (cb.checkpoints[-1] if cb and cb.checkpoints else None)
     algo.stop()
     fresh = config.build_algo()  # on_algorithm_init re-registers and re-applies overrides
     if ckpt:
-        iv.rollback(fresh, ckpt, None)
+        rollback(fresh, ckpt, None)
     return fresh

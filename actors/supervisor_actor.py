@@ -19,6 +19,9 @@ from supervisor.alerts import AlertSender
 from supervisor.config import SupervisorConfig
 from supervisor.engine import Engine, json_or_empty
 from supervisor.store import Store
+from supervisor.verdict import Verdict
+
+from actors import run_registry
 
 NAMESPACE = "rl_supervisor"
 ACTOR_NAME = "supervisor"
@@ -67,6 +70,7 @@ class SupervisorService:
     def close_run(self, run_id: str, status: str) -> None:
         """The run is over: record it and forget it (its engine, database connection, checkpoint thread
         and trials), so that a long-lived actor serving many runs stays the same size."""
+        run_registry.withdraw(run_id)  # a checkpoint of this run restored later trains unsupervised
         eng = self.runs.get(run_id)
         if eng is not None:
             eng.flush(force=True)
@@ -156,9 +160,10 @@ class SupervisorService:
         self._busy_s += time.perf_counter() - t0
 
     def report_batch(self, run_id: str, reports: list) -> list[dict]:
+        """One verdict per report, in its wire form (``Verdict.to_dict``)."""
         eng = self.runs.get(run_id)
         if eng is None:
-            return [{"unknown_run": True, "actions": [], "checkpoint": False, "stop": False} for _ in reports]
+            return [Verdict(reported=False, unknown_run=True).to_dict() for _ in reports]
         for r in reports:
             if isinstance(r, dict):
                 self.run_of.setdefault(str(r.get("trial_id")), run_id)
@@ -166,11 +171,10 @@ class SupervisorService:
         sender = self.alerts.get(run_id)
         if sender is not None:  # cheap latch bookkeeping here; sending is on the sender's thread
             for r, v in zip(reports, verdicts):
-                if isinstance(r, dict) and v.get("findings"):
-                    sender.observe(str(r.get("trial_id") or "default"), v.get("seq", 0),
-                                   v["findings"][0].get("iteration", r.get("iteration", 0)), v["findings"],
-                                   v.get("actions") or [])
-        return verdicts
+                if isinstance(r, dict) and v.findings:
+                    sender.observe(str(r.get("trial_id") or "default"), v.seq,
+                                   v.findings[0].get("iteration", r.get("iteration", 0)), v.findings, v.actions)
+        return [v.to_dict() for v in verdicts]
 
     def record_checkpoint(self, run_id: str, trial_id: str, seq: int, iteration: int, path: str,
                           hparams: dict | None) -> None:
@@ -184,9 +188,19 @@ class SupervisorService:
         if eng is not None:
             eng.record_best_checkpoint(trial_id, seq, iteration, path, metric, value, hparams)
 
-    def finish_trial(self, run_id: str, trial_id: str, status: str, applied: list | None = None) -> str:
+    def acknowledge(self, run_id: str, trial_id: str, applied: list) -> bool:
+        """What a trial did with the actions it was handed (``Engine.acknowledge``). False: the run is
+        unknown here (the actor restarted): the trial reopens it and sends this again."""
         eng = self.runs.get(run_id)
-        return eng.finish_trial(trial_id, status, applied) if eng is not None else status
+        if eng is None:
+            return False
+        self.run_of.setdefault(trial_id, run_id)
+        eng.acknowledge(trial_id, applied)
+        return True
+
+    def finish_trial(self, run_id: str, trial_id: str, status: str) -> str:
+        eng = self.runs.get(run_id)
+        return eng.finish_trial(trial_id, status) if eng is not None else status
 
     def trial_overrides(self, run_id: str, trial_id: str) -> dict:
         eng = self.runs.get(run_id)

@@ -89,6 +89,7 @@ def main() -> int:
 
     import ray
 
+    from actors import run_registry
     from actors.algo_config import build_config
     from actors.callback import find_callback
     from actors.supervisor_actor import get_or_create_supervisor
@@ -115,9 +116,9 @@ def main() -> int:
                     "settings": exp.supervisor.model_dump(), "spec": None, "profile": None}
         sup = get_or_create_supervisor()
         ray.get(sup.open_run.remote("faults", **run_info))
-        info = {"run_id": "faults", "trial_id": "faults-trial", "run_info": run_info, "timeout_s": 2.0,
-                "keep_checkpoints": 1}
-        algo = build_config(exp, "faults", info).build_algo()
+        run_registry.publish("faults", {"run_id": "faults", "trial_id": "faults-trial", "run_info": run_info,
+                                        "timeout_s": 2.0, "keep_checkpoints": 1})
+        algo = build_config(exp, "faults", "faults").build_algo()
         cb = find_callback(algo)
         cb.client.retry_after_s = 0.5
         real_call = cb.client.call

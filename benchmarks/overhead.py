@@ -21,6 +21,7 @@ from pathlib import Path
 import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from actors import run_registry  # noqa: E402
 from actors.algo_config import build_config  # noqa: E402
 from actors.supervisor_actor import get_or_create_supervisor  # noqa: E402
 from supervisor.config import Experiment  # noqa: E402
@@ -40,9 +41,10 @@ def main() -> None:
                 "profile": None}
     sup = get_or_create_supervisor()
     ray.get(sup.open_run.remote("overhead", **run_info))
-    info = {"run_id": "overhead", "trial_id": "supervised", "run_info": run_info, "timeout_s": 2.0}
+    run_registry.publish("overhead", {"run_id": "overhead", "trial_id": "supervised", "run_info": run_info,
+                                      "timeout_s": 2.0})
     plain = build_config(exp, "bench").build_algo()
-    supervised = build_config(exp, "bench", info).build_algo()
+    supervised = build_config(exp, "bench", "overhead").build_algo()
     times = {"plain": [], "supervised": []}
     for i in range(args.iterations):
         order = [("plain", plain), ("supervised", supervised)]

@@ -130,8 +130,8 @@ def replay(name: str, meta: dict, rows: list[dict], settings=None) -> Replay:
         for i, row in enumerate(rows):
             v = engine.observe({"trial_id": name, "seq": i, "iteration": i + 1,
                                 "metrics": drop_no_data(dict(row))})
-            rep.findings += [(i, f["detector"], f["severity"]) for f in v.get("findings", [])]
-            rep.actions += [(i, a["action"]) for a in v.get("actions", [])]
+            rep.findings += [(i, f["detector"], f["severity"]) for f in v.findings]
+            rep.actions += [(i, a["action"]) for a in v.actions]
         store.close()
     for cls in BASELINES:
         b = cls()

@@ -15,7 +15,7 @@ supervisor actor through ``actors/`` only when an address is given. ``tests/test
 
 __version__ = "0.1.0"
 
-_LAZY = {"Supervisor": "supervisor.api", "Verdict": "supervisor.api", "normalize_metrics": "supervisor.api"}
+_LAZY = {"Supervisor": "supervisor.api", "Verdict": "supervisor.verdict", "normalize_metrics": "supervisor.api"}
 
 
 def __getattr__(name):

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from supervisor import actions
+from supervisor.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -47,50 +47,6 @@ def normalize_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
         if v is not None:
             out[k] = v
     return drop_no_data(out)
-
-
-@dataclass
-class Verdict:
-    """What the supervisor decided about one report. Plain data.
-
-    Attributes:
-        iteration: the iteration reported.
-        findings: as in the report JSON (``detector``, ``severity``, ``metric``, ``value``, ``message``, ...).
-        actions: ``{"action", "params", "reason", "id", "detector", "iteration", "rung"}`` each, to apply
-            before the next iteration (``Supervisor.apply`` does it through an applier).
-        stop: the supervisor judged the run unrecoverable; end training.
-        restart: the supervisor asked for a restart from the last healthy checkpoint.
-        checkpoint: this iteration is healthy enough to save now (then call ``checkpoint_saved``).
-        health: ``{"score": 0..1, "worst_severity", "components"}``.
-        reported: False when the report did not reach the supervisor (remote mode: unreachable).
-    """
-
-    iteration: int
-    findings: list[dict] = field(default_factory=list)
-    actions: list[dict] = field(default_factory=list)
-    stop: bool = False
-    restart: bool = False
-    checkpoint: bool = False
-    health: dict = field(default_factory=dict)
-    reported: bool = True
-
-    @property
-    def rollback(self) -> dict | None:
-        """The rollback action's params (``checkpoint`` path, ``to_iteration``, ``hparams``), if any."""
-        for a in self.actions:
-            if a["action"] == "rollback":
-                return a.get("params") or {}
-        return None
-
-    @classmethod
-    def from_engine(cls, iteration: int, v: dict | None) -> "Verdict":
-        if not v:
-            return cls(iteration, reported=False)
-        if v.get("error"):
-            log.warning("supervisor could not judge iteration %s: %s", iteration, v["error"])
-            return cls(iteration, reported=False)
-        return cls(iteration, list(v.get("findings") or []), list(v.get("actions") or []), bool(v.get("stop")),
-                   bool(v.get("restart")), bool(v.get("checkpoint")), dict(v.get("health") or {}))
 
 
 class _LocalBackend:
@@ -117,12 +73,12 @@ class _LocalBackend:
     def register(self, trial_id: str, config: dict | None) -> dict:
         return self.engine.register_trial(trial_id, self.run_id, None, config)
 
-    def report(self, report: dict) -> dict:
+    def report(self, report: dict) -> Verdict:
         # A batch of one: its summary row is written at most every FLUSH_S, one transaction per report.
         v = self.engine.observe_batch([report])[0]
-        if self.alerts is not None and v.get("findings"):
-            self.alerts.observe(str(report.get("trial_id")), v.get("seq", 0), int(report.get("iteration") or 0),
-                                v["findings"], v.get("actions") or [])
+        if self.alerts is not None and v.findings:
+            self.alerts.observe(str(report.get("trial_id")), v.seq, int(report.get("iteration") or 0),
+                                v.findings, v.actions)
         return v
 
     def request(self, trial_id: str, action: str, params: dict, reason: str) -> bool:
@@ -131,8 +87,11 @@ class _LocalBackend:
     def record_checkpoint(self, trial_id: str, seq: int, iteration: int, path: str, hparams: dict | None) -> None:
         self.engine.record_checkpoint(trial_id, seq, iteration, path, hparams)
 
-    def finish(self, trial_id: str, status: str, applied: list) -> str:
-        final = self.engine.finish_trial(trial_id, status, applied)
+    def acknowledge(self, trial_id: str, applied: list) -> None:
+        self.engine.acknowledge(trial_id, applied)
+
+    def finish(self, trial_id: str, status: str) -> str:
+        final = self.engine.finish_trial(trial_id, status)
         self.store.upsert_run(self.run_id, self.name, self.kind, final, ended=time.time())
         if self.alerts is not None:
             t = self.store.trial(trial_id) or {}
@@ -194,7 +153,7 @@ class Supervisor:
         self.seq = int(reg.get("next_seq", 0))
         self.overrides: dict = dict(reg.get("overrides") or {})  # what the supervisor changed before a resume
         self.checkpoint: dict | None = reg.get("checkpoint")  # the newest healthy checkpoint it knows
-        self.applied: list[dict] = []  # applied since the last report: travels with the next one
+        self.applied: list[dict] = []  # applied entries the supervisor has not taken yet (sent again)
         self.last: Verdict | None = None
         self.stopped = False
         self.closed = False
@@ -208,11 +167,9 @@ class Supervisor:
             raise RuntimeError("observe() after close()")
         if not isinstance(metrics, Mapping):
             raise TypeError(f"metrics must be a mapping of name -> number, got {type(metrics).__name__}")
-        if applied:
-            self.applied.extend(applied)
+        self._acknowledge(applied)  # before the report, which verifies the change
         report = {"trial_id": self.trial_id, "seq": self.seq, "iteration": int(iteration), "time": time.time(),
-                  "metrics": normalize_metrics(metrics), "applied": self.applied}
-        self.applied = []
+                  "metrics": normalize_metrics(metrics)}
         try:
             raw = self._backend.report(report)
         except Exception as e:  # the store's disk, a detector bug outside the engine's guard, ...
@@ -220,21 +177,36 @@ class Supervisor:
                         e.__class__.__name__, e)
             raw = None
         self.seq += 1
-        v = Verdict.from_engine(int(iteration), raw)
+        if raw is not None and raw.error:
+            log.warning("supervisor could not judge iteration %s: %s", iteration, raw.error)
+        v = raw if raw is not None and raw.reported else Verdict(int(iteration), reported=False)
         self.stopped |= v.stop
         self.last = v
         return v
 
     def apply(self, verdict: Verdict, applier) -> list[dict]:
         """Carry out the verdict's actions through ``applier`` (``supervisor.actions.Applier``); returns
-        the entries (``ok``, ``before``/``after``, or ``error``), which also travel with the next report
-        so the supervisor verifies and judges the interventions."""
+        the entries (``ok``, ``before``/``after``, or ``error``), which go to the supervisor at once (the
+        next report then verifies the change, and the outcome is judged on the reports after it)."""
         entries = [actions.apply(applier, a) for a in verdict.actions]
         for e in entries:
             if not e["ok"]:
                 log.warning("could not apply %s: %s", e["action"], e.get("error"))
-        self.applied.extend(entries)
+        self._acknowledge(entries)
         return entries
+
+    def _acknowledge(self, applied: Iterable[dict] | None = None) -> None:
+        """What the loop applied, to the supervisor (the one route: ``Engine.acknowledge``); what a fault
+        keeps from it is sent again next time."""
+        self.applied.extend(applied or ())
+        if not self.applied:
+            return
+        try:
+            self._backend.acknowledge(self.trial_id, self.applied)
+            self.applied = []
+        except Exception as e:  # the store's disk: never the training loop's problem
+            log.warning("supervisor could not take what was applied (%s: %s); sent again with the next report",
+                        e.__class__.__name__, e)
 
     def request(self, action: str, params: Mapping | None = None, reason: str = "requested by the training loop"
                 ) -> bool:
@@ -258,8 +230,8 @@ class Supervisor:
             return self.status or "completed"
         status = status or ("stopped" if self.stopped else "completed")
         self.closed = True
-        applied, self.applied = self.applied, []
-        self.status = self._backend.finish(self.trial_id, status, applied)
+        self._acknowledge()
+        self.status = self._backend.finish(self.trial_id, status)
         return self.status
 
     def __enter__(self) -> "Supervisor":

@@ -27,6 +27,7 @@ from supervisor.history import History
 from supervisor.policy import EscalationPolicy, PolicyState
 from supervisor.priors import Priors
 from supervisor.store import Store
+from supervisor.verdict import Verdict
 
 MAX_SEQ_JUMP = 100_000
 # While either is in alarm no repair has worked, whatever signal it was aimed at
@@ -211,7 +212,7 @@ class Engine:
         return state
 
     # ------------------------------------------------------------------ the hot path
-    def observe(self, report: dict) -> dict:
+    def observe(self, report: dict) -> Verdict:
         trial_id = str(report.get("trial_id") or "default")
         node_id = report.get("node_id") if isinstance(report.get("node_id"), str) else None
         state = self.trials.get(trial_id)
@@ -227,17 +228,14 @@ class Engine:
             self._forget(trial_id)
             raise
 
-    def _observe(self, state: TrialState, report: dict, node_id: str | None) -> dict:
+    def _observe(self, state: TrialState, report: dict, node_id: str | None) -> Verdict:
         trial_id = state.trial_id
         # A seq far ahead of the last one is garbage, not a report from the future: accepting it
         # would make every later report look like a replay.
         seq = _int_in(report.get("seq"), 0, state.last_seq + MAX_SEQ_JUMP, state.last_seq + 1)
-        # What the trial applied counts even on a replayed report: the first copy may have been
-        # stored while its answer was lost.
-        self._take_applied(state, report.get("applied"))
-        if seq <= state.last_seq:  # memory only ever lags the store (it advances after the write)
-            return self._duplicate(state, seq)
         iteration = _int_in(report.get("iteration"), 0, 2**62, seq)
+        if seq <= state.last_seq:  # memory only ever lags the store (it advances after the write)
+            return self._duplicate(state, seq, iteration)
         metrics = sanitize_metrics(report.get("metrics"))
         t = report.get("time")
         norm = {"trial_id": trial_id, "iteration": iteration,
@@ -289,7 +287,7 @@ class Engine:
                 self.store.take_requests([r["rid"] for r in requested if r.get("rid") is not None], seq)
         if ids is None:  # the store already has this seq (another writer, or memory lagged): a replay
             self._forget(trial_id)
-            return self._duplicate(None, seq, trial_id)
+            return self._duplicate(None, seq, iteration, trial_id)
         state.prev_lr = state.last_metrics.get("lr", state.prev_lr)
         state.last_seq, state.last_iteration, state.last_metrics = seq, iteration, metrics
         for a, iv_id in zip(todo, ids):
@@ -310,11 +308,8 @@ class Engine:
         # (actors.tune.scheduler) instead of judging a dip the repair itself caused.
         repairing = not stop and any(actions.get(p.action).judged and actions.get(p.action).counts_toward_limit
                                      for p in state.pending)
-        out = {"seq": seq, "actions": todo, "checkpoint": checkpoint, "stop": stop, "restart": restart,
-               "health": health, "findings": found, "repairing": repairing}
-        if best is not None:
-            out["best"] = best
-        return out
+        return Verdict(iteration, found, todo, stop, restart, checkpoint, health, seq=seq, best=best,
+                       repairing=repairing)
 
     def _new_best(self, state: TrialState, seq: int, metrics: dict) -> dict | None:
         """A new best return on a healthy iteration (no warning or worse for ``checkpoint_every``
@@ -336,7 +331,7 @@ class Engine:
             return None
         return {"metric": metric, "value": v}
 
-    def observe_batch(self, reports: list) -> list[dict]:
+    def observe_batch(self, reports: list) -> list[Verdict]:
         """Many reports (any trials) in one store transaction; one verdict each, in order.
         A store error (disk full, database locked) fails the whole batch: nothing of it is stored,
         the trials it touched are rebuilt from the store, and the error is raised, so that no verdict
@@ -356,8 +351,7 @@ class Engine:
                         except sqlite3.Error:
                             raise
                         except Exception as e:  # one bad report never costs the others their verdicts
-                            out.append({"error": f"{e.__class__.__name__}: {e}", "actions": [],
-                                        "checkpoint": False, "stop": False})
+                            out.append(Verdict(reported=False, error=f"{e.__class__.__name__}: {e}"))
                 finally:
                     self._in_batch = False
                 self.flush()
@@ -376,17 +370,17 @@ class Engine:
         self.trials.pop(trial_id, None)
         self._dirty.pop(trial_id, None)
 
-    def _duplicate(self, state: TrialState | None, seq: int, trial_id: str | None = None) -> dict:
+    def _duplicate(self, state: TrialState | None, seq: int, iteration: int, trial_id: str | None = None
+                   ) -> Verdict:
         """The verdict for a report the store already holds. If the first copy's answer was lost (the
         actor died between commit and reply) the trial never heard what was decided: hand those actions
         out again. The client drops ids it has already been given."""
         trial_id = state.trial_id if state else trial_id
         undelivered = [{**iv, "redelivered": True} for iv in self.store.undelivered(trial_id, seq)]
-        out = {"seq": seq, "duplicate": True, "actions": undelivered, "checkpoint": False,
-               "stop": any(actions.get(a["action"]).effect == "stop" for a in undelivered)}
-        if state is not None:
-            out["health"] = state.health.snapshot(state.last_seq)
-        return out
+        return Verdict(iteration, actions=undelivered,
+                       stop=any(actions.get(a["action"]).effect == "stop" for a in undelivered),
+                       health=state.health.snapshot(state.last_seq) if state is not None else {},
+                       seq=seq, duplicate=True)
 
     def flush(self, force: bool = False, trial_id: str | None = None) -> None:
         """Write the trial summary rows changed since the last flush (all, or one trial's);
@@ -477,10 +471,30 @@ class Engine:
             state.history = copy.deepcopy(state.history_at_checkpoint)
         state.detectors.reset()
 
-    def _take_applied(self, state: TrialState, applied: Any) -> None:
-        """The trial tells what it applied since its last report: before/after hyperparameters, errors."""
-        if not isinstance(applied, list):
+    def acknowledge(self, trial_id: str, applied: Any) -> None:
+        """The one way a trial tells what it did with the actions it was handed (``supervisor.actions.apply``
+        entries: ``id``, ``ok``, ``before``/``after`` hyperparameters or ``error``, ``verified``), before
+        its next report: the change then counts as a target the next report verifies, an override a
+        restarted trial re-applies, or, not applied, as ineffective. Taking the same entries twice
+        changes nothing (a trial resends what it is not sure arrived)."""
+        if not isinstance(applied, list) or not applied:
             return
+        state = self.trials.get(trial_id)
+        if state is None:  # the actor restarted and the trial acknowledges before it reports again
+            row = self.store.trial(trial_id)
+            if row is None:
+                return
+            state = self._rebuild(trial_id, row["run_id"])
+            state.status = row["status"]
+            self.trials[trial_id] = state
+        try:
+            with self.store.transaction():
+                self._take_applied(state, applied)
+        except sqlite3.Error:
+            self._forget(trial_id)  # memory moved past the store: rebuilt from it next time
+            raise
+
+    def _take_applied(self, state: TrialState, applied: list) -> None:
         by_id = {p.id: p for p in state.pending}
         for item in applied:
             if not isinstance(item, dict) or isinstance(item.get("id"), bool) or not isinstance(item.get("id"), int):
@@ -606,13 +620,13 @@ class Engine:
         self.store.record_best_checkpoint(trial_id, seq, iteration, path, metric, value, hparams)
         state.best = {"metric": metric, "value": value, "path": path, "seq": seq, "iteration": iteration}
 
-    def finish_trial(self, trial_id: str, status: str, applied: Any = None) -> str:
-        """Close a trial. ``completed`` becomes ``recovered`` when an intervention helped it."""
+    def finish_trial(self, trial_id: str, status: str) -> str:
+        """Close a trial (what it applied last was acknowledged before). ``completed`` becomes ``recovered``
+        when an intervention helped it."""
         state = self.trials.get(trial_id)
         if state is None:
             return status
         self.flush(force=True, trial_id=trial_id)
-        self._take_applied(state, applied)
         for p in list(state.pending):
             if not actions.get(p.action).judged:
                 self.store.set_intervention(p.id, outcome="effective", judged_seq=state.last_seq)

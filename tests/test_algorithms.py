@@ -247,8 +247,8 @@ def test_engine_runs_the_trials_algorithm(tmp_path):
             eng.observe({"trial_id": "dqn", "seq": seq, "iteration": seq + 1, "metrics": _cartpole(i, 1.0)})
             seq += 1
         v = eng.observe({"trial_id": "dqn", "seq": seq, "iteration": seq + 1, "metrics": _cartpole(3, 1e4)})
-        assert [f["detector"] for f in v["findings"]][:1] == ["q_divergence"]
-        assert [a["action"] for a in v["actions"]] == ["reduce_lr", "slow_target_updates"]
+        assert [f["detector"] for f in v.findings][:1] == ["q_divergence"]
+        assert [a["action"] for a in v.actions] == ["reduce_lr", "slow_target_updates"]
         # after an actor restart the trial is rebuilt from the store with its algorithm
         eng2 = Engine(store, eng.settings)
         eng2.register_trial("dqn", "r")

@@ -128,16 +128,17 @@ def test_planted_fault_is_flagged_acted_on_and_verified(tmp_path, algo):
 
 def _target_weights(algo):
     """The target networks' weights on the learner (DQN, SAC: part of the RL module)."""
-    from actors import interventions as iv
+    from actors.appliers import rllib
 
-    return {k: v for k, v in iv.module_weights(algo).items() if "target" in k}
+    return {k: v for k, v in rllib.module_weights(algo).items() if "target" in k}
 
 
 @pytest.mark.parametrize("algo", ["DQN", "SAC", "APPO"])
 def test_each_learner_takes_its_hyperparameters_and_rolls_back(tmp_path, algo):
     import numpy as np
 
-    from actors import interventions as iv
+    from actors.appliers import rllib
+    from tests import rllib_helpers as helpers
     from actors.algo_config import build_config
 
     path = ROOT / "experiments" / f"{FILES[algo]}.yaml"
@@ -145,42 +146,42 @@ def test_each_learner_takes_its_hyperparameters_and_rolls_back(tmp_path, algo):
     a = build_config(exp, str(path), None).build_algo()
     try:
         a.train()
-        hp = iv.current_hparams(a)
+        hp = rllib.current_hparams(a)
         assert tuple(hp) == algorithms.ALGORITHMS[algo].hparams
         assert hp["lr"] > 0
-        ckpt = iv.save_checkpoint(a, str(tmp_path / "ckpt"))
-        saved = iv.module_weights(a)
+        ckpt = rllib.save_checkpoint(a, str(tmp_path / "ckpt"))
+        saved = rllib.module_weights(a)
         spec_names = {"DQN": ["reduce_lr", "slow_target_updates", "extend_exploration"],
                       "SAC": ["reduce_lr", "slow_target_updates", "raise_alpha", "set_target_entropy"],
                       "APPO": ["reduce_lr", "boost_entropy", "slow_target_updates", "raise_kl_coeff"]}[algo]
         if algo == "DQN":  # exploration over (as if decayed): extend_exploration raises it again
-            assert iv.set_hparams(a, {"epsilon": 0.02, "epsilon_timesteps": 100})["epsilon"] == pytest.approx(0.02)
+            assert rllib.set_hparams(a, {"epsilon": 0.02, "epsilon_timesteps": 100})["epsilon"] == pytest.approx(0.02)
         for name in spec_names:
-            before = iv.current_hparams(a)
-            out = iv.apply_action(a, name, {})
+            before = rllib.current_hparams(a)
+            out = helpers.apply_action(a, name, {})
             assert out["changed"], (name, out)
-            assert iv.current_hparams(a) == out["after"]  # read back from the learner (and env runners)
+            assert rllib.current_hparams(a) == out["after"]  # read back from the learner (and env runners)
             if name == "extend_exploration":
                 assert before["epsilon"] == pytest.approx(0.02) and out["after"]["epsilon"] == pytest.approx(0.5)
         if algo == "SAC":
-            assert iv.current_hparams(a)["alpha"] == pytest.approx(max(0.01, hp["alpha"] * 10), rel=1e-4)
-            assert iv.current_hparams(a)["target_entropy"] == pytest.approx(hp["target_entropy"] - 1)
-        after_set = iv.current_hparams(a)
+            assert rllib.current_hparams(a)["alpha"] == pytest.approx(max(0.01, hp["alpha"] * 10), rel=1e-4)
+            assert rllib.current_hparams(a)["target_entropy"] == pytest.approx(hp["target_entropy"] - 1)
+        after_set = rllib.current_hparams(a)
         a.train()  # trains on with the new values; the report shows them
-        r = iv.current_hparams(a)
+        r = rllib.current_hparams(a)
         assert r["lr"] == pytest.approx(after_set["lr"])
         if algo == "DQN":  # decaying again from 0.5 over 10,000 steps: still near it
-            assert 0.4 < iv.exploration_epsilon(a) <= 0.5
+            assert 0.4 < rllib.exploration_epsilon(a) <= 0.5
         if algo in ("DQN", "SAC"):
             assert any(not np.array_equal(saved[k], v) for k, v in _target_weights(a).items()) or algo == "DQN"
-        out = iv.rollback(a, ckpt)
+        out = rllib.rollback(a, ckpt)
         if not algorithms.ALGORITHMS[algo].report_lag:
             # (APPO's learner thread may apply a batch still queued right after the restore)
-            now = iv.module_weights(a)
+            now = rllib.module_weights(a)
             assert all(np.array_equal(now[k], saved[k]) for k in saved)  # weights and target networks restored
-            assert iv.rollback_reached_runners(a)
+            assert rllib.rollback_reached_runners(a)
         # the hyperparameters set by the actions survive a rollback; SAC's alpha is the checkpoint's
-        kept = iv.current_hparams(a)
+        kept = rllib.current_hparams(a)
         assert kept["lr"] == pytest.approx(after_set["lr"])
         if algo == "SAC":
             assert kept["alpha"] == pytest.approx(hp["alpha"], rel=1e-4)

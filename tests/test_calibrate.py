@@ -30,9 +30,9 @@ def make_run(folder: Path, streams: dict) -> Path:
         eng.register_trial(tid, "r")
         for seq, m in enumerate(stream):
             v = eng.observe({"trial_id": tid, "seq": seq, "iteration": seq + 1, "metrics": m})
-            if v["checkpoint"]:
+            if v.checkpoint:
                 eng.record_checkpoint(tid, seq, seq + 1, f"/ckpt/{tid}/{seq}", {"lr": 3e-4})
-            if v["stop"]:
+            if v.stop:
                 break
     store.upsert_run("r", folder.name, "run", "completed")
     store.close()

@@ -11,6 +11,7 @@ import time
 import pytest
 import ray
 
+from actors import run_registry
 from actors.algo_config import build_config
 from actors.bootstrap import run_id_for
 from actors.callback import find_callback
@@ -38,8 +39,9 @@ def test_killed_supervisor_never_hangs_training_and_loses_nothing(ray_local, tmp
                 "spec": None, "profile": None}
     sup = get_or_create_supervisor()
     ray.get(sup.open_run.remote("chaos", **run_info))
-    info = {"run_id": "chaos", "trial_id": "chaos-trial", "run_info": run_info, "timeout_s": 1.0}
-    algo = build_config(exp, "chaos", info).build_algo()
+    run_registry.publish("chaos", {"run_id": "chaos", "trial_id": "chaos-trial", "run_info": run_info,
+                                   "timeout_s": 1.0})
+    algo = build_config(exp, "chaos", "chaos").build_algo()
     cb = find_callback(algo)
     cb.client.retry_after_s = 0.5  # come back quickly after a kill (default 5 s)
     kills, pids = 0, set()

@@ -206,7 +206,7 @@ def test_planted_fault_shows_in_feed_and_on_chart(tmp_path, dashboard, page):
     w = Writer(tmp_path)
     for i in range(12):
         v = w.report("PPO_fault_00000", healthy(i))
-        if v["checkpoint"]:
+        if v.checkpoint:
             w.engine.record_checkpoint("PPO_fault_00000", i, i + 1, f"/ckpt/{i}", {"lr": 3e-4})
     url = dashboard("--run", str(tmp_path))
     page.goto(url + "#/trial/PPO_fault_00000")

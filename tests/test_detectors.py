@@ -426,7 +426,7 @@ def test_the_engine_and_scan_run_the_same_suite(tmp_path):
     assert isinstance(eng.trials["t"].detectors, DetectorSuite)
     eng.trials["t"].detectors.detectors.insert(0, _Broken())
     v = eng.observe({"trial_id": "t", "seq": 0, "iteration": 0, "metrics": {"kl": 0.01}})
-    assert [f["message"] for f in v["findings"]] == ["detector error: ZeroDivisionError: a bug"]
+    assert [f["message"] for f in v.findings] == ["detector error: ZeroDivisionError: a bug"]
     assert eng.trials["t"].history.iterations == 1
 
 

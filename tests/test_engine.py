@@ -1,5 +1,6 @@
 """The Ray-free core end to end: reports in, verdicts out, everything in SQLite."""
 
+import dataclasses
 import json
 import math
 
@@ -39,14 +40,14 @@ def engine(tmp_path):
 
 
 def send(eng, seq, metrics, applied=None):
-    return eng.observe({"trial_id": "t", "seq": seq, "iteration": seq + 1, "metrics": metrics,
-                        "applied": applied or []})
+    eng.acknowledge("t", applied)  # what the trial applied since its last report, before the report
+    return eng.observe({"trial_id": "t", "seq": seq, "iteration": seq + 1, "metrics": metrics})
 
 
 def warm_up(eng, n, stream=None):
     """n healthy iterations (of ``stream``, default ``healthy``), taking the checkpoints the engine asks for."""
     for s in range(n):
-        if send(eng, s, (stream or healthy)(s))["checkpoint"]:
+        if send(eng, s, (stream or healthy)(s)).checkpoint:
             eng.record_checkpoint("t", s, s + 1, f"/ckpt/{s}", {"lr": 3e-4})
 
 
@@ -54,8 +55,8 @@ def test_healthy_stream_no_findings_and_regular_checkpoints(engine):
     cps = []
     for s in range(40):
         v = send(engine, s, healthy(s))
-        assert v["actions"] == [] and v["findings"] == [], v
-        if v["checkpoint"]:
+        assert v.actions == [] and v.findings == [], v
+        if v.checkpoint:
             cps.append(s)
             engine.record_checkpoint("t", s, s + 1, f"/ckpt/{s}", {"lr": 3e-4})
     assert cps == [s for s in range(40) if (s + 1) % 3 == 0]
@@ -67,31 +68,31 @@ def test_nan_is_critical_non_finite_in_the_same_iteration(engine):
     m = healthy(6)
     m["vf_loss"] = float("nan")
     v = send(engine, 6, m)
-    nf = [f for f in v["findings"] if f["detector"] == "non_finite"]
+    nf = [f for f in v.findings if f["detector"] == "non_finite"]
     assert nf and nf[0]["severity"] == "critical" and nf[0]["iteration"] == 7 and nf[0]["metric"] == "vf_loss"
 
 
 def test_divergence_rolls_back_then_escalates_to_stop(engine):
     warm_up(engine, 6)
     v = send(engine, 6, diverged())
-    acts = [a["action"] for a in v["actions"]]
+    acts = [a["action"] for a in v.actions]
     assert acts == ["rollback", "reduce_lr"]
-    rb = v["actions"][0]["params"]
+    rb = v.actions[0]["params"]
     assert rb["checkpoint"] == "/ckpt/5" and rb["hparams"]["lr"] == 3e-4
-    applied = [{"id": v["actions"][0]["id"], "ok": True, "verified": True, "after": {"lr": 3e-4}},
-               {"id": v["actions"][1]["id"], "ok": True, "after": {"lr": 3e-5}}]
+    applied = [{"id": v.actions[0]["id"], "ok": True, "verified": True, "after": {"lr": 3e-4}},
+               {"id": v.actions[1]["id"], "ok": True, "after": {"lr": 3e-5}}]
     # the fix did not hold: trouble again after the rollback -> next rung, then stop
     v = send(engine, 7, diverged(), applied)
-    assert v["actions"] == []  # cooldown: the iteration right after an action shows its effect
+    assert v.actions == []  # cooldown: the iteration right after an action shows its effect
     v = send(engine, 8, diverged())
-    v = send(engine, 9, diverged()) if not v["actions"] else v
-    actions = [a["action"] for a in v["actions"]]
+    v = send(engine, 9, diverged()) if not v.actions else v
+    actions = [a["action"] for a in v.actions]
     assert actions in (["rollback"], ["stop_trial"], ["rollback", "reduce_lr"])
     for s in range(10, 16):
         v = send(engine, s, diverged())
-        if v["stop"]:
+        if v.stop:
             break
-    assert v["stop"], "repeated trouble after rollback must escalate to stop_trial"
+    assert v.stop, "repeated trouble after rollback must escalate to stop_trial"
     ivs = engine.store.interventions("t")
     assert ivs[0]["outcome"] == "ineffective" and ivs[0]["verified"] == 1
     assert ivs[1]["verified"] == 0  # the next report showed lr=5.0, not 3e-5
@@ -101,14 +102,14 @@ def test_divergence_rolls_back_then_escalates_to_stop(engine):
 def test_effective_intervention_marks_trial_recovered(engine):
     warm_up(engine, 6)
     v = send(engine, 6, diverged())
-    ids = [a["id"] for a in v["actions"]]
+    ids = [a["id"] for a in v.actions]
     applied = [{"id": ids[0], "ok": True, "verified": True, "after": {"lr": 3e-4}},
                {"id": ids[1], "ok": True, "after": {"lr": 3e-5}}]
     for s in range(7, 12):
         m = healthy(s - 2)
         m["lr"] = 3e-5
         v = send(engine, s, m, applied if s == 7 else None)
-        assert not [f for f in v["findings"] if f["severity"] != "info"], v["findings"]
+        assert not [f for f in v.findings if f["severity"] != "info"], v.findings
     ivs = engine.store.interventions("t")
     assert [i["outcome"] for i in ivs] == ["effective", "effective"]
     assert ivs[1]["verified"] == 1
@@ -123,21 +124,21 @@ def test_effective_intervention_marks_trial_recovered(engine):
 def test_replayed_reports_are_stored_once_and_state_survives_a_restart(engine, tmp_path):
     for s in range(5):
         send(engine, s, healthy(s))
-    assert send(engine, 3, healthy(3)).get("duplicate")
+    assert send(engine, 3, healthy(3)).duplicate
     assert len(engine.store.reports("t")) == 5
     # a new engine on the same store (the actor was restarted) picks up where it left off
     eng2 = Engine(engine.store, engine.settings)
     reg = eng2.register_trial("t", "r")
     assert reg["next_seq"] == 5
-    assert eng2.observe({"trial_id": "t", "seq": 4, "metrics": healthy(4)}).get("duplicate")
-    assert not eng2.observe({"trial_id": "t", "seq": 5, "metrics": healthy(5)}).get("duplicate")
+    assert eng2.observe({"trial_id": "t", "seq": 4, "metrics": healthy(4)}).duplicate
+    assert not eng2.observe({"trial_id": "t", "seq": 5, "metrics": healthy(5)}).duplicate
 
 
 def test_malformed_reports_do_not_crash(engine):
     for bad in [{}, {"trial_id": "t", "metrics": "nope"}, {"trial_id": "t", "seq": "x", "metrics": {"a": [1]}},
                 {"trial_id": "t", "metrics": {"entropy": "inf", "x": None, 3: 4}}]:
         v = engine.observe(bad)
-        assert "actions" in v
+        assert isinstance(v.actions, list) and v.error is None
 
 
 def _f(det, sev="critical"):
@@ -185,10 +186,10 @@ def test_checkpoint_keeps_the_lr_that_produced_its_healthy_updates(engine):
         m = healthy(s)
         m["lr"] = 5.0 if s == 5 else 3e-4
         v = send(engine, s, m)
-        if v["checkpoint"]:
+        if v.checkpoint:
             engine.record_checkpoint("t", s, s + 1, f"/ckpt/{s}", {"lr": m["lr"]})
     v = send(engine, 6, diverged())
-    rb = v["actions"][0]
+    rb = v.actions[0]
     assert rb["action"] == "rollback" and rb["params"]["checkpoint"] == "/ckpt/5"
     assert rb["params"]["hparams"]["lr"] == 3e-4
 
@@ -205,7 +206,7 @@ def test_batches_queue_quiet_reports_and_coalesce_trial_rows(tmp_path):
     for s in range(0, 12, 4):
         out = eng.observe_batch([{"trial_id": t, "seq": q, "iteration": q + 1, "metrics": healthy(q)}
                                  for q in range(s, s + 4) for t in ("a", "b")])
-        assert len(out) == 8 and all("error" not in v for v in out)
+        assert len(out) == 8 and all(v.error is None for v in out)
     # every report is stored before its verdict went out (a reader on another connection sees them)
     reader = Store(tmp_path / "supervisor.db", readonly=True)
     assert [r["seq"] for r in reader.reports("a")] == list(range(12))
@@ -258,19 +259,20 @@ def test_a_lost_answer_is_handed_out_again_once(engine, tmp_path):
 
     warm_up(engine, 6)
     first = send(engine, 6, diverged())
-    assert [a["action"] for a in first["actions"]] == ["rollback", "reduce_lr"]
+    assert [a["action"] for a in first.actions] == ["rollback", "reduce_lr"]
     restarted = Engine(engine.store, engine.settings)  # the actor came back: state from the store
     restarted.register_trial("t", "r")
     replay = restarted.observe({"trial_id": "t", "seq": 6, "iteration": 7, "metrics": diverged()})
-    assert replay["duplicate"] and [a["id"] for a in replay["actions"]] == [a["id"] for a in first["actions"]]
-    assert replay["actions"][0]["params"]["checkpoint"] == "/ckpt/5"
+    assert replay.duplicate and [a["id"] for a in replay.actions] == [a["id"] for a in first.actions]
+    assert replay.actions[0]["params"]["checkpoint"] == "/ckpt/5"
     client = SupervisorClient("r", {})
-    got = client._once([dict(first, actions=list(first["actions"])), replay])
-    assert [len(v["actions"]) for v in got] == [2, 0]  # the late answer and the replay: each action once
+    got = client._once([dataclasses.replace(first, actions=list(first.actions)), replay])
+    assert [len(v.actions) for v in got] == [2, 0]  # the late answer and the replay: each action once
     # once the trial says it applied them, a later replay hands out nothing
-    applied = [{"id": a["id"], "ok": True, "after": {}} for a in first["actions"]]
-    again = restarted.observe({"trial_id": "t", "seq": 6, "metrics": diverged(), "applied": applied})
-    assert again["duplicate"] and again["actions"] == []
+    applied = [{"id": a["id"], "ok": True, "after": {}} for a in first.actions]
+    restarted.acknowledge("t", applied)
+    again = restarted.observe({"trial_id": "t", "seq": 6, "metrics": diverged()})
+    assert again.duplicate and again.actions == []
 
 
 def _stuck(i):
@@ -282,7 +284,7 @@ def _stuck(i):
 
 def _applied(v):
     return [{"id": a["id"], "ok": True, "verified": True, "after": {"lr": 3e-4}} if a["action"] == "rollback"
-            else {"id": a["id"], "ok": True, "after": {"lr": 1.5e-4}} for a in v["actions"]]
+            else {"id": a["id"], "ok": True, "after": {"lr": 1.5e-4}} for a in v.actions]
 
 
 def _kl_far_too_large(eng, start, stream):
@@ -292,8 +294,8 @@ def _kl_far_too_large(eng, start, stream):
         m = stream(s)
         m["kl"] = 5.0
         v = send(eng, s, m)
-        acts += [a["action"] for a in v["actions"]]
-        if v["stop"]:
+        acts += [a["action"] for a in v.actions]
+        if v.stop:
             break
     return acts, v
 
@@ -303,12 +305,12 @@ def test_ineffective_repair_without_learning_stops_at_once(engine):
     reduce_lr, applied) does not hold -> stopped right there, not after the ladder's second rollback."""
     warm_up(engine, 3, _stuck)
     v = send(engine, 3, diverged())
-    assert [a["action"] for a in v["actions"]] == ["rollback", "reduce_lr"] and v["repairing"]
+    assert [a["action"] for a in v.actions] == ["rollback", "reduce_lr"] and v.repairing
     m = diverged()
     m["lr"] = 1.5e-4  # the lower lr took; the numbers are still not finite
     v = send(engine, 4, m, _applied(v))
-    assert [a["action"] for a in v["actions"]] == ["stop_trial"] and v["stop"] and not v["repairing"]
-    reason = v["actions"][0]["reason"]
+    assert [a["action"] for a in v.actions] == ["stop_trial"] and v.stop and not v.repairing
+    reason = v.actions[0]["reason"]
     assert reason.startswith("cannot be saved: rollback for non_finite was ineffective") and "non-finite" in reason
     assert [i["outcome"] for i in engine.store.interventions("t")][:2] == ["ineffective", "ineffective"]
 
@@ -319,7 +321,7 @@ def test_return_at_its_starting_level_is_no_learning(engine):
     warm_up(engine, 3, _stuck)
     acts, v = _kl_far_too_large(engine, 3, _stuck)
     assert acts == ["raise_kl_coeff", "stop_trial"], acts
-    assert "never left the level it started at (20" in v["actions"][0]["reason"]
+    assert "never left the level it started at (20" in v.actions[0]["reason"]
 
 
 def test_a_trial_that_learned_keeps_its_ladder(engine):
@@ -327,7 +329,7 @@ def test_a_trial_that_learned_keeps_its_ladder(engine):
     warm_up(engine, 6)
     acts, v = _kl_far_too_large(engine, 6, healthy)
     # the stuck trial above was stopped once raise_kl_coeff proved ineffective; this one goes on
-    assert acts == ["raise_kl_coeff"] and not v["stop"], acts
+    assert acts == ["raise_kl_coeff"] and not v.stop, acts
     assert [i["outcome"] for i in engine.store.interventions("t")] == ["ineffective"]
 
 
@@ -340,19 +342,19 @@ def test_stop_unsalvageable_off_climbs_the_ladder(tmp_path):
     v = send(eng, 3, diverged())
     m = diverged()
     m["lr"] = 1.5e-4
-    assert not send(eng, 4, m, _applied(v))["stop"]
+    assert not send(eng, 4, m, _applied(v)).stop
     store.close()
 
 
 def test_repairing_until_the_outcome_is_judged(engine):
     warm_up(engine, 6)
     v = send(engine, 6, diverged())
-    assert v["repairing"]
+    assert v.repairing
     seen = []
     for s in range(7, 12):
         m = healthy(s - 2)
         m["lr"] = 1.5e-4
-        seen.append(send(engine, s, m, _applied(v) if s == 7 else None)["repairing"])
+        seen.append(send(engine, s, m, _applied(v) if s == 7 else None).repairing)
     # inside the outcome window (3 iterations) the repair is pending; judged effective, it is over
     assert seen[:2] == [True, True] and seen[-1] is False
     assert [i["outcome"] for i in engine.store.interventions("t")] == ["effective", "effective"]
@@ -372,7 +374,7 @@ def test_a_collapsed_return_still_in_alarm_is_no_recovery(tmp_path):
         m = healthy(s)
         m["episode_return_mean"] = 20.0 + 0.3 * math.sin(s)
         v = send(eng, s, m)
-        if fell is None and any(f["detector"] == "reward_collapse" for f in v["findings"]):
+        if fell is None and any(f["detector"] == "reward_collapse" for f in v.findings):
             fell = s
             assert eng.request_action("t", "reduce_lr")
     assert fell is not None
@@ -390,15 +392,31 @@ def test_a_rollback_settles_the_repairs_still_pending(engine):
     while first is None and s < 16:
         m = healthy(s)
         m["kl"] = 5.0
-        if [a["action"] for a in send(engine, s, m)["actions"]] == ["raise_kl_coeff"]:
+        if [a["action"] for a in send(engine, s, m).actions] == ["raise_kl_coeff"]:
             first = s
         s += 1
     assert first is not None and engine.request_action("t", "rollback")
     m = healthy(s)
     m["kl"] = 5.0
-    assert [a["action"] for a in send(engine, s, m)["actions"]] == ["rollback"]
+    assert [a["action"] for a in send(engine, s, m).actions] == ["rollback"]
     for k in range(s + 1, s + 5):  # healthy again after the rollback
         send(engine, k, healthy(k - 4))
     ivs = engine.store.interventions("t")
     assert ivs[0]["action"] == "raise_kl_coeff" and ivs[0]["outcome"] == "ineffective"
     assert ivs[0]["judged_seq"] == s == first + 1
+
+
+def test_verdict_travels_as_a_dict_and_replays_fold_into_one(engine):
+    """The actor sends verdicts as dicts; the trial reads them typed. Replayed reports' actions still apply."""
+    from supervisor.verdict import Verdict
+
+    warm_up(engine, 6)
+    bad = send(engine, 6, diverged())
+    wire = bad.to_dict()
+    assert Verdict.from_dict(wire) == bad and Verdict.from_dict({**wire, "from_a_newer_actor": 1}) == bad
+    assert Verdict.from_dict(None).reported is False  # no answer is no verdict
+    assert Verdict.from_dict({"error": "disk full"}).reported is False
+    later = send(engine, 7, healthy(7))
+    both = Verdict.merged([bad, later])
+    assert both.actions == bad.actions and both.seq == later.seq and both.health == later.health
+    assert Verdict.merged([]) is None

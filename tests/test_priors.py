@@ -160,8 +160,8 @@ def test_engine_keeps_the_priors_across_a_rebuild(tmp_path):
     eng = Engine(store)
     eng.register_trial("t", "r", config={"priors": CARTPOLE})
     v = eng.observe({"trial_id": "t", "seq": 0, "iteration": 1, "metrics": stream(1, approx_kl=1.5)[0]})
-    assert [f["detector"] for f in v["findings"]] == ["update_too_large"]
-    assert [a["action"] for a in v["actions"]] == ["reduce_lr"]
+    assert [f["detector"] for f in v.findings] == ["update_too_large"]
+    assert [a["action"] for a in v.actions] == ["reduce_lr"]
     eng2 = Engine(store)  # the actor restarted: the trial is rebuilt from the store, priors included
     eng2.register_trial("t", "r")
     assert eng2.trials["t"].detectors[0].priors.kl_target == 0.01
@@ -177,8 +177,8 @@ def test_a_fault_between_its_reports_is_not_health(tmp_path):
     checkpoints, actions = [], []
     for i, m in enumerate(stream(25, approx_kl=0.5)):  # 50 x kl_target on every update
         v = eng.observe({"trial_id": "t", "seq": i, "iteration": i + 1, "metrics": m})
-        checkpoints += [i] if v["checkpoint"] else []
-        actions += [(i, a["action"]) for a in v["actions"]]
+        checkpoints += [i] if v.checkpoint else []
+        actions += [(i, a["action"]) for a in v.actions]
     assert checkpoints == []
     assert actions[0] == (0, "reduce_lr")
     outcomes = {iv["action"]: iv["outcome"] for iv in store.interventions("t")}

@@ -26,9 +26,9 @@ def run_dir(tmp_path_factory):
         eng.register_trial(tid, "r")
         for seq, m in enumerate(stream):
             v = eng.observe({"trial_id": tid, "seq": seq, "iteration": seq + 1, "metrics": m})
-            if v["checkpoint"]:
+            if v.checkpoint:
                 eng.record_checkpoint(tid, seq, seq + 1, f"/ckpt/{seq}", {"lr": 3e-4})
-            if v["stop"]:
+            if v.stop:
                 store.set_trial(tid, status="stopped")
                 break
     eng.register_trial("PPO_silent", "r")

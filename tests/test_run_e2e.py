@@ -41,7 +41,11 @@ def test_healthy_run_has_no_false_alarm(tmp_path):
     assert t["final"]["episode_return_mean"] > 30  # it learned something
     assert t["health"]["score"] > 0.9
     assert rep["run"]["status"] == "completed" and rep["run"]["ended"]
-    assert len(list((out / "checkpoints").glob("*/seq_*"))) >= 1  # health-gated checkpoints were taken
+    ckpts = sorted((out / "checkpoints").glob("*/seq_*"))
+    assert len(ckpts) >= 1  # health-gated checkpoints were taken
+    pickled = b"".join(f.read_bytes() for f in ckpts[-1].rglob("*.pkl"))
+    assert b"learner_config_dict" in pickled  # RLlib's config is in the checkpoint (three times)...
+    assert b"report_timeout_s" not in pickled and b"run_info" not in pickled  # ...the supervisor's settings are not
 
 
 def test_divergent_run_is_flagged_rolled_back_and_recovers(tmp_path):

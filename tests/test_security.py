@@ -44,8 +44,8 @@ def test_report_content_is_never_executed(tmp_path):
     eng = Engine(store, SupervisorConfig())
     marker = tmp_path / "pwned"
     payload = f"__import__('os').system('touch {marker}')"
-    eng.observe({"trial_id": payload, "seq": 0, "metrics": {payload: 1.0}, "applied": [{"id": 1, "after": {
-        "lr": payload}}], "node_id": payload})
+    eng.observe({"trial_id": payload, "seq": 0, "metrics": {payload: 1.0}, "node_id": payload})
+    eng.acknowledge(payload, [{"id": 1, "after": {"lr": payload}}])
     store.close()
     build_report(tmp_path)
     assert not marker.exists()

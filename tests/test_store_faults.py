@@ -65,7 +65,7 @@ def unfill(store: Store) -> None:
 def test_a_write_on_a_full_database_is_not_lost_nor_taken_for_a_duplicate(tmp_path):
     store, eng = new_engine(tmp_path / "supervisor.db")
     for s in range(5):
-        assert not eng.observe(rep(s)).get("duplicate")
+        assert not eng.observe(rep(s)).duplicate
     fill(store)
     failed = None
     for s in range(5, 60):  # the first big reports may still fit the last page's free space
@@ -80,9 +80,9 @@ def test_a_write_on_a_full_database_is_not_lost_nor_taken_for_a_duplicate(tmp_pa
         eng.observe(rep(failed, pad=300))
     unfill(store)
     v = eng.observe(rep(failed, pad=300))
-    assert not v.get("duplicate") and v["seq"] == failed
-    assert eng.observe(rep(failed, pad=300)).get("duplicate")  # now it is stored: a replay is a replay
-    assert not eng.observe(rep(failed + 1)).get("duplicate")
+    assert not v.duplicate and v.seq == failed
+    assert eng.observe(rep(failed, pad=300)).duplicate  # now it is stored: a replay is a replay
+    assert not eng.observe(rep(failed + 1)).duplicate
     assert stored_seqs(tmp_path / "supervisor.db") == list(range(failed + 2))
     eng.flush(force=True)
     assert store.trial("t")["last_seq"] == failed + 1
@@ -99,7 +99,7 @@ def test_a_failed_batch_stores_nothing_and_its_replay_stores_everything_once(tmp
     assert stored_seqs(tmp_path / "supervisor.db", "u") == [0, 1, 2]  # all of the batch or nothing
     unfill(store)
     out = eng.observe_batch(batch)
-    assert len(out) == len(batch) and not any(v.get("duplicate") or v.get("error") for v in out)
+    assert len(out) == len(batch) and not any(v.duplicate or v.error for v in out)
     for trial in ("t", "u"):
         assert stored_seqs(tmp_path / "supervisor.db", trial) == list(range(9))
     store.close()
@@ -119,9 +119,9 @@ def test_a_decision_whose_write_failed_is_decided_again_and_stored_once(tmp_path
             bad = {**bad, "seq": bad["seq"] + 1, "iteration": bad["iteration"] + 1}
     unfill(store)
     v = eng.observe(bad)
-    assert not v.get("duplicate") and v["actions"], v
+    assert not v.duplicate and v.actions, v
     ivs = [iv for iv in store.interventions("t") if iv["seq"] == bad["seq"]]
-    assert len(ivs) == len(v["actions"]) >= 1
+    assert len(ivs) == len(v.actions) >= 1
     store.close()
 
 
@@ -135,7 +135,7 @@ def test_manual_requests_survive_a_failed_write(tmp_path):
             eng.observe(rep(s, pad=600))
     unfill(store)
     v = eng.observe(rep(s, pad=600))
-    assert [a["action"] for a in v["actions"]] == ["alert"] and v["actions"][0]["reason"] == "by hand"
+    assert [a["action"] for a in v.actions] == ["alert"] and v.actions[0]["reason"] == "by hand"
     store.close()
 
 
@@ -154,7 +154,7 @@ def test_a_lock_held_by_another_process_loses_nothing(tmp_path, monkeypatch):
     finally:
         lock.release()
     out = eng.observe_batch([rep(3), rep(4)])
-    assert not any(v.get("duplicate") or v.get("error") for v in out)
+    assert not any(v.duplicate or v.error for v in out)
     assert stored_seqs(tmp_path / "supervisor.db") == list(range(5))
     store.close()
 
@@ -210,7 +210,7 @@ def test_actor_every_waiting_call_hears_the_error_and_the_client_keeps_its_repor
     finally:
         lock.release()
     verdicts = client.report(rep(5))
-    assert [v["seq"] for v in verdicts] == [3, 4, 5] and not any(v.get("duplicate") for v in verdicts)
+    assert [v.seq for v in verdicts] == [3, 4, 5] and not any(v.duplicate for v in verdicts)
     assert not client.buffer
     assert stored_seqs(tmp_path / "supervisor.db") == list(range(6))
     assert client.drain() == []
@@ -246,8 +246,8 @@ def test_actor_on_a_disk_that_fills_up_loses_nothing(ray_local, tmp_path):
         assert [r["seq"] for r in client.buffer] == [lost_from, lost_from + 1]
         filler.unlink()
         verdicts = client.report(rep(lost_from + 2))
-        assert [v["seq"] for v in verdicts][-3:] == [lost_from, lost_from + 1, lost_from + 2]
-        assert not any(v.get("duplicate") or v.get("error") for v in verdicts)
+        assert [v.seq for v in verdicts][-3:] == [lost_from, lost_from + 1, lost_from + 2]
+        assert not any(v.duplicate or v.error for v in verdicts)
         assert stored_seqs(mnt / "supervisor.db") == list(range(lost_from + 3))
         ray.get(sup.close_run.remote("full-run", "completed"))
     finally:
@@ -267,6 +267,6 @@ def test_manual_requests_are_kept_across_an_actor_restart(tmp_path):
     assert eng2.request_action("t", "alert", {}, "second, trial not registered yet")
     assert not eng2.request_action("nobody", "alert", {}, "unknown trial")
     v = eng2.observe(rep(1))
-    assert [a["reason"] for a in v["actions"]] == ["first, before the restart", "second, trial not registered yet"]
-    assert eng2.observe(rep(2))["actions"] == []  # handed out once
+    assert [a["reason"] for a in v.actions] == ["first, before the restart", "second, trial not registered yet"]
+    assert eng2.observe(rep(2)).actions == []  # handed out once
     store2.close()

@@ -1,5 +1,6 @@
 """One place per concept: SQL only in supervisor/store.py, and the store's named reads against real SQLite."""
 
+import ast
 import re
 import sqlite3
 from pathlib import Path
@@ -102,3 +103,41 @@ def test_the_reference_names_every_detector_option_action_and_setting():
         missing += [f"{d}.{o}" for o in detector_options(d) if f"`{o}`" not in row]
     assert missing == [], "not in docs/reference.md: " + ", ".join(missing)
     assert "../shared/" not in (ROOT / "README.md").read_text()  # a clone has no such folder
+
+
+def _imports(pkg: str) -> dict[str, set[str]]:
+    """Module -> the modules of ``pkg`` it imports, at the top or inside a function."""
+    mods = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+            for p in (ROOT / pkg).rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, p in mods.items():
+        for n in ast.walk(ast.parse(p.read_text())):
+            if isinstance(n, ast.ImportFrom) and n.module and not n.level:
+                names = [n.module, *(f"{n.module}.{a.name}" for a in n.names)]
+            elif isinstance(n, ast.Import):
+                names = [a.name for a in n.names]
+            else:
+                continue
+            graph[m] |= {x for x in names if x in mods and x != m}
+    return graph
+
+
+def test_the_ray_side_has_no_import_cycle():
+    graph = _imports("actors")
+    assert "actors.appliers.rllib.rollback" in graph["actors.appliers.rllib.applier"]  # the check sees imports
+
+    done: set[str] = set()  # modules from which no cycle is reachable
+
+    def cycle_from(m: str, path: list[str]) -> list[str] | None:
+        for n in sorted(graph[m] - done):
+            if n in path:
+                return path[path.index(n):] + [n]
+            found = cycle_from(n, path + [n])
+            if found:
+                return found
+        done.add(m)
+        return None
+
+    cycles = [c for m in sorted(graph) if (c := cycle_from(m, [m]))]
+    assert cycles == [], "import cycle: " + " -> ".join(cycles[0])
+

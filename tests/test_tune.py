@@ -16,6 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from supervisor.store import Store
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -91,21 +93,22 @@ def _trial_info(tid):
 def test_trainable_takes_tunes_real_trial_id_and_sampled_values():
     from ray.tune.result import TRIAL_INFO
 
-    from actors.callback import CONFIG_KEY
+    from actors.callback import CONFIG_KEY, with_trial
     from actors.tune import SEARCH_KEY, SupervisedPPO, _prepare_trial_config, build_sweep_space
     from supervisor.config import load_sweep
 
     sweep = load_sweep(ROOT / "experiments" / "cartpole_sweep.yaml")
     info = {"run_id": "r", "run_info": {"run_dir": "/tmp/x"}, "trial_config": dict(sweep.config),
-            "search_keys": []}
-    space, _ = build_sweep_space(sweep, "cartpole_sweep.yaml", info)
+            "search_keys": []}  # what the driver publishes for the run (actors.run_registry)
+    space, _ = build_sweep_space(sweep, "cartpole_sweep.yaml", "r")
     assert space[SEARCH_KEY]["lr"] == {"grid_search": sweep.search["config.lr"]["grid"]}
     # what Tune hands the trainable: the resolved dict plus its _TrialInfo
     trial = {**space, SEARCH_KEY: {"lr": 5.0}, TRIAL_INFO: _trial_info("ab12c_00003")}
-    cfg, ti = _prepare_trial_config(SupervisedPPO, trial)
+    cfg, ti, this = _prepare_trial_config(SupervisedPPO, trial)
     assert ti.trial_id == "ab12c_00003"
     assert cfg.lr == 5.0 and cfg.train_batch_size_per_learner == 1000
-    sup = cfg.learner_config_dict[CONFIG_KEY]
+    assert cfg.learner_config_dict[CONFIG_KEY] == {"run_id": "r"}  # all RLlib's config (a checkpoint) holds
+    sup = with_trial(info, this)
     assert sup["trial_id"] == "ab12c_00003"  # what SupervisorCallback.on_algorithm_init registers
     assert sup["trial_config"]["lr"] == 5.0
     assert TRIAL_INFO not in trial or trial[TRIAL_INFO] is not None  # the caller's dict is not consumed
@@ -143,7 +146,7 @@ def test_helper_for_your_own_tune_script(tmp_path):
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.tune.result import TRIAL_INFO
 
-    from actors.callback import CONFIG_KEY, SupervisorCallback
+    from actors.callback import CONFIG_KEY, SupervisorCallback, with_trial
     from actors.tune import StabilityStopper, SupervisedPPO, _prepare_trial_config, stability_stopper_of
     from actors.tune import supervised_trainable_config
 
@@ -156,8 +159,10 @@ def test_helper_for_your_own_tune_script(tmp_path):
     assert isinstance(stability_stopper_of(rc.stop), StabilityStopper)
     assert rc.failure_config.max_failures == 2 and rc.checkpoint_config.checkpoint_frequency == 0
     assert sup.callback in rc.callbacks and rc.storage_path == str(tmp_path / "mine")
-    cfg, _ = _prepare_trial_config(SupervisedPPO, {**sup.param_space, "lr": 5.0, TRIAL_INFO: _trial_info("x_00001")})
-    info = cfg.learner_config_dict[CONFIG_KEY]
+    cfg, _, trial = _prepare_trial_config(SupervisedPPO, {**sup.param_space, "lr": 5.0,
+                                                          TRIAL_INFO: _trial_info("x_00001")})
+    assert cfg.learner_config_dict[CONFIG_KEY] == {"run_id": sup.callback.run_id}
+    info = with_trial(sup.callback.run.callback_info(), trial)  # the run as published, for this trial
     assert info["trial_id"] == "x_00001" and info["trial_config"] == {"lr": 5.0}
     assert info["run_info"]["kind"] == "sweep"
 
@@ -213,6 +218,7 @@ stop:
   iterations: 6
 supervisor:
   checkpoint_every: 2
+  report_timeout_s: 60  # a loaded machine's slow verdict still gates Tune's checkpoints
   ladders:
     non_finite: [[reduce_lr, restart_trial], [stop_trial]]
   action_params:
@@ -238,8 +244,11 @@ def tune_results(run_dir: Path) -> dict:
     return out
 
 
-def lr_of(row):
-    return row["learners"]["default_policy"]["default_optimizer_learning_rate"]
+def restarted_at(store, trial_id: str, seq: int) -> tuple[list[dict], list[dict]]:
+    """A trial's stored reports up to the restart decided at ``seq``, and after it; every seq stored once."""
+    reps = store.reports(trial_id)
+    assert [r["seq"] for r in reps] == list(range(len(reps))), "a report lost or stored twice"
+    return [r for r in reps if r["seq"] <= seq], [r for r in reps if r["seq"] > seq]
 
 
 @pytest.mark.slow
@@ -270,28 +279,35 @@ def test_sweep_cli_stops_repairs_and_restarts_through_tune(tmp_path):
     assert [r["training_iteration"] for r in tune[by_lr["healthy"]][1]] == [1, 2, 3, 4, 5, 6]
 
     # the lr jump: caught, reduce_lr + restart_trial, Tune restarted it from a health-gated checkpoint
-    # in a new process, and the restarted trial trains with the reduced lr
+    # in a new process, and the restarted trial trains with the reduced lr. Judged on what the store
+    # recorded around the restart, not on when Tune's results happened to arrive.
+    store = Store(out / "supervisor.db", readonly=True)
     j, rows = trials[by_lr["jump"]], tune[by_lr["jump"]][1]
     acts = [i["action"] for i in j["interventions"]]
     assert acts == ["reduce_lr", "restart_trial"], j["interventions"]
     assert j["status"] == "recovered" and j["health"]["worst_severity"] == "critical"
-    its = [r["training_iteration"] for r in rows]
-    k = next(i for i in range(1, len(its)) if its[i] <= its[i - 1])  # first result after the restart
-    failed_at = j["interventions"][0]["iteration"]
-    resumed = its[k]
-    assert 1 < resumed <= failed_at and (resumed - 1) % 2 == 0, its  # from a checkpoint, not from scratch
-    assert rows[k]["num_env_steps_sampled_lifetime"] == resumed * 500  # Tune restored the counters too
-    assert rows[k]["pid"] != rows[k - 1]["pid"]  # a new process
-    assert lr_of(rows[k - 1]) == pytest.approx(5.0)
-    assert all(lr_of(r) == pytest.approx(5.0 * 1e-4) for r in rows[k:]), [lr_of(r) for r in rows]
-    assert its[-1] == 6
+    restart = store.interventions(by_lr["jump"])[1]
+    assert restart["action"] == "restart_trial"
+    before, after = restarted_at(store, by_lr["jump"], restart["seq"])
+    failed_at, resumed = restart["iteration"], after[0]["iteration"]
+    assert before[-1]["iteration"] == failed_at
+    assert 1 < resumed <= failed_at and (resumed - 1) % 2 == 0, (failed_at, resumed)  # from a checkpoint
+    assert after[0]["metrics"]["env_steps_lifetime"] == resumed * 500  # Tune restored the counters too
+    assert before[-1]["metrics"]["lr"] == pytest.approx(5.0)
+    assert all(r["metrics"]["lr"] == pytest.approx(5.0 * 1e-4) for r in after), [r["metrics"]["lr"] for r in after]
+    assert [r["iteration"] for r in after] == list(range(resumed, 7))  # then on to the end, each once
+    pids = list(dict.fromkeys(r["pid"] for r in rows))
+    assert len(pids) == 2  # a new process: Tune's results after the restart come from it
+    assert min(r["training_iteration"] for r in rows if r["pid"] == pids[1]) == resumed
 
     # lr=1e5: restarted from scratch with lr 10, diverged again, stopped by the StabilityStopper early
     s, rows = trials[by_lr["huge"]], tune[by_lr["huge"]][1]
     assert s["status"] == "stopped"
     assert [i["action"] for i in s["interventions"]] == ["reduce_lr", "restart_trial", "stop_trial"]
     assert rows[-1]["supervisor"]["stop"] is True and rows[-1]["training_iteration"] < 6
-    assert lr_of(rows[0]) == pytest.approx(10.0)  # the restarted process runs with the override
+    _, after = restarted_at(store, by_lr["huge"], store.interventions(by_lr["huge"])[1]["seq"])
+    assert after[0]["iteration"] == 1 and after[0]["metrics"]["lr"] == pytest.approx(10.0)  # with the override
+    store.close()
 
     assert rep["run"]["status"] == "recovered" and rep["run"]["ended"]
     # the compute account: what each trial used, and what the stop saved of the stopped trial's budget

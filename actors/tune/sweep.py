@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from actors.bootstrap import RunInfo, lock_run_dir, new_run, run_id_for, start
-from actors.callback import CONFIG_KEY
+from actors.callback import attach
 from actors.tune.callback import SupervisorTuneCallback
 from actors.tune.stopper import RETURN_METRIC, StopRule, combine_stop, stability_stopper_of
 from actors.tune.trainable import SEARCH_KEY, trainable_for
@@ -100,7 +100,7 @@ def supervised_trainable_config(config, run_dir: str | Path, *, name: str | None
             cfg.callbacks([current, SupervisorCallback])  # keep the user's own callbacks
         else:
             cfg.callbacks(SupervisorCallback)
-        cfg.learners(learner_config_dict={**(cfg.learner_config_dict or {}), CONFIG_KEY: run.callback_info()})
+        attach(cfg, run.run_id)  # the run's settings reach the trials through actors.run_registry
         if algorithms.ALGORITHMS[algorithm].instrumented:
             use_supervised_learner(cfg)
     lock_run_dir(run_dir)  # one writer per run folder
@@ -150,8 +150,9 @@ def _example(spec: dict):
     return float(arg[0]) if kind == "uniform" else float(math.sqrt(arg[0] * arg[1]))
 
 
-def build_sweep_space(sweep, source: str, info: dict | None) -> tuple[dict, dict]:
-    """Sweep -> (Tune param_space, {PPOConfig name: example}) ; raises InputError on a bad search key."""
+def build_sweep_space(sweep, source: str, run_id: str | None) -> tuple[dict, dict]:
+    """Sweep -> (Tune param_space, {PPOConfig name: example}), its trials supervised in ``run_id`` (None: not
+    supervised); raises InputError on a bad search key."""
     from supervisor.config import _check_config_values
     from supervisor.errors import InputError
 
@@ -183,7 +184,7 @@ def build_sweep_space(sweep, source: str, info: dict | None) -> tuple[dict, dict
     if env_examples:
         exp = sweep.model_copy(update={"env_config": {**sweep.env_config, **env_examples}})
     try:
-        cfg = build_config(exp, source, info, config_overrides=examples)
+        cfg = build_config(exp, source, run_id, config_overrides=examples)
     except InputError as e:
         if e.key and e.key.startswith("config.") and e.key[len("config."):] in examples \
                 and e.key[len("config."):] not in sweep.config:
@@ -240,7 +241,7 @@ def run_sweep(sweep, source: str, out: str | None = None, max_concurrent: int | 
     plans = []
     for name in names:  # every InputError before anything starts
         sub = sweep.for_algorithm(name) if "algorithm" in sweep.search else sweep
-        param_space, _ = build_sweep_space(sub, source, run.callback_info())
+        param_space, _ = build_sweep_space(sub, source, run.run_id)
         if variants is not None:
             param_space[SEARCH_KEY] = tune.grid_search([dict(v) for v in variants])
         plans.append((name, sub, param_space))

@@ -5,9 +5,11 @@ Trial ids. Inside RLlib callbacks under Tune, ``algorithm.trial_id`` and
 trainable its ``_TrialInfo`` inside the config dict (key ``TRIAL_INFO``), and
 ``Algorithm.__init__`` turns that dict into an ``AlgorithmConfig`` before
 ``Trainable.__init__`` can pop it, so it is lost. ``SupervisedPPO.__init__``
-takes it out of the dict first and writes Tune's real trial id into the
-supervisor's section of ``learner_config_dict``, where the callback's
-``on_algorithm_init`` reads it (and it restores ``algorithm.trial_id``).
+takes it out of the dict first and builds the algorithm inside
+``actors.callback.trial_context`` (Tune's real trial id, the values sampled for
+the trial), where the callback's ``on_algorithm_init`` reads it (and it restores
+``algorithm.trial_id``). None of it goes into RLlib's config, so none of it into
+a checkpoint.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from ray.rllib.algorithms.impala import IMPALA
 from ray.rllib.algorithms.ppo import PPO
 from ray.rllib.algorithms.sac import SAC
 
-from actors.callback import CONFIG_KEY, find_callback
+from actors.callback import find_callback, run_id_of, trial_context
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ class _Supervised:
     that knows its real Tune trial id.
 
     Behaves exactly like the algorithm (``tune.Tuner("PPO", ...)``) and, when the
-    config carries the supervisor (``learner_config_dict["supervisor"]``):
+    config is attached to a supervised run (``actors.callback.attach``):
 
     - the supervisor sees Tune's trial id (``algorithm.trial_id`` works too);
     - values a sweep samples under ``"_supervisor_search"`` are applied by their
@@ -45,10 +47,11 @@ class _Supervised:
     """
 
     def __init__(self, config=None, env=None, **kwargs):
-        trial_info = None
+        trial_info = trial = None
         if isinstance(config, dict):
-            config, trial_info = _prepare_trial_config(type(self), config)
-        super().__init__(config=config, env=env, **kwargs)
+            config, trial_info, trial = _prepare_trial_config(type(self), config)
+        with trial_context(trial):
+            super().__init__(config=config, env=env, **kwargs)
         if trial_info is not None and getattr(self, "_trial_info", None) is None:
             self._trial_info = trial_info
 
@@ -59,10 +62,10 @@ class _Supervised:
         cb = find_callback(self)
         if cb is None or cb.client is None:
             return
-        v = cb.last_verdict or {}
+        v = cb.last_verdict
         sup = result.get("supervisor")
-        fresh = isinstance(sup, dict) and sup.get("reported") and v.get("seq") == cb.seq - 1
-        if fresh and v.get("checkpoint") and not v.get("actions"):
+        fresh = v is not None and isinstance(sup, dict) and sup.get("reported") and v.seq == cb.seq - 1
+        if fresh and v.checkpoint and not v.actions:
             result["should_checkpoint"] = True  # Tune's checkpoints are the health-gated ones
 
     def cleanup(self) -> None:
@@ -84,25 +87,25 @@ class _Supervised:
             return
         overrides = cb.client.call("trial_overrides", cb.info["run_id"], cb.trial_id)
         if overrides:
-            from actors import interventions as iv
+            from actors.appliers.rllib import set_hparams
 
             try:
-                after = iv.set_hparams(self, overrides)
-                cb.applied.append({"id": None, "action": "overrides", "after": after, "ok": True})
+                after = set_hparams(self, overrides)
                 log.info("trial %s restored with supervisor overrides %s", cb.trial_id, after)
             except Exception:
                 log.exception("could not re-apply supervisor overrides after restore")
 
 
-def _prepare_trial_config(algo_cls, config: dict) -> tuple[Any, Any]:
-    """Tune's dict config -> PPOConfig, with the trial id and the sampled sweep values in place."""
+def _prepare_trial_config(algo_cls, config: dict) -> tuple[Any, Any, dict | None]:
+    """Tune's dict config -> (PPOConfig with the sampled sweep values in place, Tune's trial info, the trial
+    for ``trial_context``: its id, name and sampled values; None when not a supervised trial)."""
     from ray.tune.result import TRIAL_INFO
 
     config = dict(config)
     trial_info = config.pop(TRIAL_INFO, None)
     search = config.pop(SEARCH_KEY, None) or {}
     if not search and trial_info is None:
-        return config, None
+        return config, None, None
     cfg = algo_cls.get_default_config().update_from_dict(config)
     if search:
         search = dict(search)
@@ -114,16 +117,12 @@ def _prepare_trial_config(algo_cls, config: dict) -> tuple[Any, Any]:
         cfg.update_from_dict(search)
         if env_cfg:
             search["env_config"] = env_cfg
-    info = (cfg.learner_config_dict or {}).get(CONFIG_KEY)
-    if isinstance(info, dict):
-        info = dict(info)
+    trial = None
+    if run_id_of(cfg) is not None:
+        trial = {"params": config, "search": search}
         if trial_info is not None:
-            info["trial_id"] = trial_info.trial_id
-            info["trial_name"] = trial_info.trial_name
-        sampled = {k: config[k] for k in info.get("search_keys", ()) if k in config}
-        info["trial_config"] = {**(info.get("trial_config") or {}), **sampled, **search}
-        cfg.learners(learner_config_dict={**(cfg.learner_config_dict or {}), CONFIG_KEY: info})
-    return cfg, trial_info
+            trial.update(trial_id=trial_info.trial_id, trial_name=trial_info.trial_name)
+    return cfg, trial_info, trial
 
 
 class SupervisedPPO(_Supervised, PPO):

@@ -1,8 +1,8 @@
 """The RLlib applier: the operations ``supervisor.actions`` are built from, on a live ``Algorithm``.
 
-It runs in the process that owns the algorithm, between two ``train()`` calls. The RLlib plumbing
-(learner schedulers, KL coefficients, gradient clip, checkpoint restore and the weight push to env
-runners) is in :mod:`actors.interventions`; this class only adapts it to the applier protocol.
+It runs in the process that owns the algorithm, between two ``train()`` calls. The RLlib side of each
+operation is in its own module beside this one (``hparams``, ``rollback``, ``weights``, ...); this
+class only adapts them to the applier protocol.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from actors import interventions as iv
+from actors.appliers.rllib.hparams import current_hparams, set_hparams
+from actors.appliers.rllib.rollback import rollback
+from actors.appliers.rllib.weights import rollback_reached_runners
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +30,14 @@ class RLlibApplier:
         self.restart_requested = False
 
     def hparams(self) -> dict:
-        return iv.current_hparams(self.algorithm)
+        return current_hparams(self.algorithm)
 
     def set_hparams(self, new: Mapping[str, Any]) -> dict:
-        return iv.set_hparams(self.algorithm, dict(new))
+        return set_hparams(self.algorithm, dict(new))
 
     def rollback(self, checkpoint: str, hparams: Mapping[str, Any] | None) -> dict:
-        out = iv.rollback(self.algorithm, checkpoint, hparams=hparams)
-        out["verified"] = iv.rollback_reached_runners(self.algorithm)
+        out = rollback(self.algorithm, checkpoint, hparams=hparams)
+        out["verified"] = rollback_reached_runners(self.algorithm)
         return out
 
     def request_stop(self, reason: str) -> None:
