@@ -21,7 +21,7 @@ from supervisor import actions, algorithms, salvage
 from supervisor.actions import VERIFIABLE
 from supervisor.config import SupervisorConfig
 from supervisor.detectors import DetectorSuite
-from supervisor.findings import Finding, severity_rank
+from supervisor.findings import Finding, severity_rank, worst
 from supervisor.health import HealthScore
 from supervisor.history import History
 from supervisor.policy import EscalationPolicy, PolicyState
@@ -71,35 +71,96 @@ class Pending:
     target: dict = field(default_factory=dict)  # hparams it should produce, once applied
     verified: bool | None = None
     checks: int = 0  # reports that did not show the target yet
+    module: str | None = None  # the module it changes (verified on that module's metrics); None: the trial
+
+
+@dataclass
+class Stream:
+    """One supervised stream of a trial: a module's (a policy: its learner statistics and its return) or the
+    trial's own (``module`` None: env runners, evaluation, and a multi-agent trial's team return). Each has
+    its own detectors, history, health, escalation state and repairs in flight; a single-agent trial has
+    two, ``default_policy`` and its own."""
+    module: str | None
+    history: History
+    detectors: DetectorSuite
+    trained: bool = True  # in RLlib's policies_to_train; a frozen module is recorded, never judged nor acted on
+    priors: Priors = field(default_factory=Priors)
+    policy: PolicyState = field(default_factory=PolicyState)
+    health: HealthScore = field(default_factory=HealthScore)
+    pending: list[Pending] = field(default_factory=list)
+    history_at_checkpoint: History | None = None
+    first_returns: list = field(default_factory=list)  # the first finite returns: the level it started at
+    give_up: tuple | None = None  # (failed Pending, evidence): stop at once (supervisor.salvage)
+    prev_lr: float | None = None  # lr reported one iteration before the newest report
+    last_metrics: dict = field(default_factory=dict)
 
 
 @dataclass
 class TrialState:
     trial_id: str
     run_id: str
-    history: History
-    detectors: DetectorSuite
-    policy: PolicyState = field(default_factory=PolicyState)
-    health: HealthScore = field(default_factory=HealthScore)
+    streams: dict = field(default_factory=dict)  # module id (None: the trial's own) -> Stream
+    multi: bool = False  # a multi-agent trial: its own stream judges the team return too
+    modules_config: dict = field(default_factory=dict)  # what registration said per module: trained, priors
     last_seq: int = -1
     last_iteration: int = 0
     last_metrics: dict = field(default_factory=dict)
     last_trouble_seq: int = -10**9  # newest warning/critical finding
-    pending: list[Pending] = field(default_factory=list)
     checkpoint: dict | None = None  # newest healthy checkpoint
     best: dict | None = None  # best healthy checkpoint: {"metric", "value", "path", "seq", "iteration"}
-    history_at_checkpoint: History | None = None
-    overrides: dict = field(default_factory=dict)  # hparams the supervisor changed; a restarted trial re-applies them
+    overrides: dict = field(default_factory=dict)  # module -> hparams the supervisor changed (re-applied on restart)
     status: str = "running"
     had_effective: bool = False
     requested: list = field(default_factory=list)  # manual actions (dashboard), applied with the next verdict
     known_ids: set = field(default_factory=set)  # ids of this trial's interventions
-    prev_lr: float | None = None  # lr reported one iteration before the newest report
     algorithm: str | None = None  # PPO, APPO, IMPALA, DQN, SAC (supervisor.algorithms); None: unknown
     node_id: str | None = None
     priors: Priors = field(default_factory=Priors)
-    first_returns: list = field(default_factory=list)  # the first finite returns: the level the trial started at
-    give_up: tuple | None = None  # (failed Pending, evidence): stop at once (supervisor.salvage)
+
+    @property
+    def main(self) -> Stream:
+        """The stream a single-agent trial's learner reports to (the first module's)."""
+        for s in self.streams.values():
+            if s.module is not None:
+                return s
+        return self.streams[None]
+
+    # the single-module view older callers (and tests) read
+    @property
+    def detectors(self) -> DetectorSuite:
+        return self.main.detectors
+
+    @property
+    def history(self) -> History:
+        return self.main.history
+
+    @property
+    def pending(self) -> list[Pending]:
+        return [p for s in self.streams.values() for p in s.pending]
+
+    def trained(self) -> list[str]:
+        """The modules the supervisor may change (those RLlib trains)."""
+        return [s.module for s in self.streams.values() if s.module is not None and s.trained]
+
+    def alarmed(self) -> set[str]:
+        """Every stream's detectors in alarm."""
+        return {d for s in self.streams.values() for d in s.detectors.alarmed()}
+
+    def health(self, seq: int) -> dict:
+        """The trial's health: its worst stream's score and severity; ``components`` of every stream (a
+        multi-agent trial's module components as ``<module>/<detector>``), and ``modules``: each module's own."""
+        snaps = {m: s.health.snapshot(seq) for m, s in self.streams.items()}
+        if not snaps:
+            return HealthScore().snapshot(seq)
+        components: dict[str, float] = {}
+        for m, snap in snaps.items():
+            pre = f"{m}/" if self.multi and m is not None else ""
+            components.update((pre + d, p) for d, p in snap["components"].items())
+        out = {"score": min(s["score"] for s in snaps.values()),
+               "worst_severity": worst(s["worst_severity"] for s in snaps.values()),
+               "components": components,
+               "modules": {m: {**snaps[m], "trained": self.streams[m].trained} for m in snaps if m is not None}}
+        return out
 
 
 def _algorithm_of(config: Any) -> str | None:

@@ -48,6 +48,9 @@ class Applier(Protocol):
     def request_stop(self, reason: str) -> None: ...
     def request_restart(self, reason: str) -> None: ...
     def alert(self, reason: str) -> None: ...
+    # Optional, for trials of several modules (RLlib multi-agent): ``for_module(m)`` is an applier whose
+    # hparams/set_hparams/rollback touch module ``m`` only; ``modules()`` the modules an action for the
+    # whole trial changes (those trained). An applier without them has one module.
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,12 @@ class ActionSpec:
     manual: bool = False
     applies_after_end: bool = False
     needs_checkpoint: bool = False
+
+    @property
+    def per_module(self) -> bool:
+        """A hyperparameter action (``plan`` then ``set_hparams``): for the whole trial of a multi-module
+        trial it is applied to each trained module from that module's own values."""
+        return type(self).apply is ActionSpec.apply
 
     def plan(self, current: Mapping[str, float | None], params: Mapping[str, Any]) -> dict[str, float | None]:
         """New hyperparameter values from the current ones (hyperparameter actions only)."""

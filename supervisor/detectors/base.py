@@ -64,6 +64,10 @@ class Detector:
     name: ClassVar[str] = ""
     Options: ClassVar[type[DetectorOptions]] = DetectorOptions
     warmup: int = 0  # iterations of a metric's history needed before judging it
+    #: Which stream of a trial it judges (``supervisor.engine``): ``"module"``, a policy's learner (each module
+    #: of a multi-agent trial has its own suite); ``"trial"``, the trial's env runners and evaluation;
+    #: ``"any"``, whichever stream it is given (a module's return, and a multi-agent trial's team return).
+    scope: ClassVar[str] = "module"
     #: What the trial's config and spaces say before any history (set by the suite; empty when unknown).
     priors: Priors = Priors()
 

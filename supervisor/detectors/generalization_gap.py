@@ -42,6 +42,7 @@ class GeneralizationGap(Detector):
     """
 
     name = "generalization_gap"
+    scope = "trial"
     Options = GeneralizationGapOptions
 
     def __init__(self, **options):

@@ -70,6 +70,7 @@ class RewardCollapse(Detector):
     """
 
     name = "reward_collapse"
+    scope = "any"
     band_metrics = ("episode_return_mean",)
     Options = RewardCollapseOptions
 

@@ -45,6 +45,7 @@ class WorkerFault(Detector):
     """
 
     name = "worker_fault"
+    scope = "trial"
     metrics = ("healthy_env_runners", "env_runner_restarts", "env_runners_dropped")
     Options = WorkerFaultOptions
 

@@ -127,18 +127,30 @@ def config_set(cfg, key: str, value) -> None:
 
 
 def learner_config_set(learner, module_id: str, key: str, value) -> None:
-    """Set a config key on the learner's config and on the cached per-module
-    override config (what ``get_config_for_module`` returns), if any."""
-    config_set(learner.config, key, value)
-    per_module = getattr(learner.config, "_per_module_overrides", None) or {}
-    if module_id in per_module:
+    """Set a config key for ``module_id`` where ``get_config_for_module`` reads it. With one module: the
+    learner's config (and its cached per-module copy, if any). With several: that module's own entry in
+    ``algorithm_config_overrides_per_module`` (and its cached copy), never the config the other modules
+    share."""
+    cfg = learner.config
+    per_module = getattr(cfg, "_per_module_overrides", None)
+    if len(list(learner.module.keys())) > 1:
+        cfg.algorithm_config_overrides_per_module.setdefault(module_id, {})[key] = value
+        if per_module is not None and module_id in per_module:
+            config_set(per_module[module_id], key, value)
+        return
+    config_set(cfg, key, value)
+    if per_module and module_id in per_module:
         config_set(per_module[module_id], key, value)
 
 
-def driver_config_set(algo, key: str, value) -> None:
-    """Mirror a change into ``algo.config`` (frozen) so that checkpoints and
-    rebuilt learners see it. Best effort."""
+def driver_config_set(algo, key: str, value, module_id: Optional[str] = None) -> None:
+    """Mirror a change into ``algo.config`` (frozen) so that checkpoints and rebuilt learners see it; a
+    change of one module of several into that module's ``algorithm_config_overrides_per_module``. Best
+    effort."""
     try:
-        config_set(algo.config, key, value)
+        if module_id is not None:
+            algo.config.algorithm_config_overrides_per_module.setdefault(module_id, {})[key] = value
+        else:
+            config_set(algo.config, key, value)
     except Exception:  # pragma: no cover - never fail an intervention on this
         pass
