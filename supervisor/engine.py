@@ -14,10 +14,10 @@ import copy
 import math
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from supervisor import actions, algorithms, salvage
+from supervisor import actions, algorithms, modules, salvage
 from supervisor.actions import VERIFIABLE
 from supervisor.config import SupervisorConfig
 from supervisor.detectors import DetectorSuite
@@ -200,10 +200,51 @@ class Engine:
         # Only the detectors that apply to the trial's algorithm (supervisor.algorithms) judge it.
         algorithm = _algorithm_of(config)
         priors = Priors.from_dict(config.get("priors") if isinstance(config, dict) else None)
-        state = TrialState(trial_id, run_id, History(self.settings.history),
-                           DetectorSuite.build(self.settings.detectors, self.profile, priors, algorithm=algorithm),
-                           algorithm=algorithm, priors=priors)
+        mods = _modules_config(config)
+        state = TrialState(trial_id, run_id, algorithm=algorithm, priors=priors, modules_config=mods,
+                           multi=bool(mods) and set(mods) != {modules.DEFAULT})
+        for m in mods or [modules.DEFAULT]:
+            self._stream(state, m)
+        self._stream(state, None)
         return state
+
+    def _stream(self, state: TrialState, module: str | None) -> Stream:
+        """The trial's stream for ``module`` (None: the trial's own), built on first use: its priors from its
+        own spaces and config (what registration said per module, else the trial's), its detectors those of
+        its scope (``Detector.scope``); a module RLlib does not train gets none."""
+        s = state.streams.get(module)
+        if s is not None:
+            return s
+        cfg = state.modules_config.get(module) or {} if module is not None else {}
+        trained = cfg.get("trained", True) is not False
+        priors = Priors.from_dict(cfg["priors"]) if isinstance(cfg.get("priors"), dict) else state.priors
+        s = Stream(module, History(self.settings.history), self._suite(state, module, trained, priors), trained,
+                   priors)
+        state.streams[module] = s
+        return s
+
+    def _suite(self, state: TrialState, module: str | None, trained: bool, priors: Priors) -> DetectorSuite:
+        if module is None:
+            scopes = ("trial", "any") if state.multi else ("trial",)  # a multi-agent trial's team return too
+        else:
+            scopes = ("module", "any") if trained else ()
+        return DetectorSuite.build(self.settings.detectors, self.profile, priors, algorithm=state.algorithm,
+                                   scopes=scopes)
+
+    def _adapt(self, state: TrialState, metrics: dict) -> None:
+        """A report that names modules the trial has no stream for (a trial that registered without its
+        modules, a policy added while training): their streams are built now."""
+        if modules.is_multi(metrics) and not state.multi:
+            state.multi = True
+            d = state.streams.get(modules.DEFAULT)
+            if d is not None and d.history.iterations == 0:  # never reported: it was a guess
+                del state.streams[modules.DEFAULT]
+            t = state.streams[None]
+            t.detectors = self._suite(state, None, True, t.priors)
+        if state.multi:
+            for m in modules.ids(metrics):
+                if m not in state.streams:
+                    self._stream(state, m)
 
     def register_trial(self, trial_id: str, run_id: str, node_id: str | None = None,
                        config: dict | None = None) -> dict:
@@ -218,7 +259,8 @@ class Engine:
             self.store.set_trial(trial_id, status="running", **({"node_id": node_id} if node_id else {}))
         state.status = "running"
         state.node_id = node_id or state.node_id
-        return {"next_seq": state.last_seq + 1, "overrides": dict(state.overrides), "checkpoint": state.checkpoint}
+        return {"next_seq": state.last_seq + 1, "overrides": modules.packed(state.overrides),
+                "checkpoint": state.checkpoint}
 
     def _rebuild(self, trial_id: str, run_id: str) -> TrialState | None:
         """Rebuild a trial's state from the store (after the actor restarted or the trial was restarted)."""
@@ -227,33 +269,41 @@ class Engine:
             return None
         state = self._new_state(trial_id, row["run_id"] or run_id, json_or_empty(row.get("config")))
         reports = self.store.reports(trial_id)
-        for r in reports[-self.settings.history:]:
-            state.history.append(r["metrics"])
-        for r in reports:
-            _note_start(state, r["metrics"])
+        recent = len(reports) - self.settings.history
+        for i, r in enumerate(reports):
+            metrics = r["metrics"] if isinstance(r["metrics"], dict) else {}
+            self._adapt(state, metrics)
+            for s in state.streams.values():
+                view = _view(state, s, metrics)
+                if i >= recent:
+                    s.history.append(view)
+                _note_start(s, view)
+                s.last_metrics = view
         if reports:
             state.last_seq = reports[-1]["seq"]
             state.last_iteration = reports[-1]["iteration"]
             state.last_metrics = reports[-1]["metrics"]
         for f in self.store.findings(trial_id):
             if f["seq"] is not None:
-                state.health.observe(f["seq"], [Finding(f["detector"], f["severity"], f["metric"], f["value"],
-                                                        f["message"])])
+                _stream_of(state, f.get("module"), f["detector"]).health.observe(
+                    f["seq"], [Finding(f["detector"], f["severity"], f["metric"], f["value"], f["message"])])
                 if severity_rank(f["severity"]) >= severity_rank("warning"):
                     state.last_trouble_seq = max(state.last_trouble_seq, f["seq"])
         steps = set()
         for iv in self.store.interventions(trial_id):
             state.known_ids.add(iv["id"])
-            if iv["action"] != "alert" and iv["seq"] not in state.policy.action_seqs:
-                state.policy.action_seqs.append(iv["seq"])
-                state.policy.last_action_seq = iv["seq"]
-            if iv["detector"] and (iv["detector"], iv["seq"]) not in steps:  # one rung per decision
-                steps.add((iv["detector"], iv["seq"]))
-                state.policy.rungs[iv["detector"]] = state.policy.rungs.get(iv["detector"], 0) + 1
+            s = _stream_of(state, iv.get("module"), iv["detector"])
+            if iv["action"] != "alert" and iv["seq"] not in s.policy.action_seqs:
+                s.policy.action_seqs.append(iv["seq"])
+                s.policy.last_action_seq = iv["seq"]
+            if iv["detector"] and (iv.get("module"), iv["detector"], iv["seq"]) not in steps:  # one rung a decision
+                steps.add((iv.get("module"), iv["detector"], iv["seq"]))
+                s.policy.rungs[iv["detector"]] = s.policy.rungs.get(iv["detector"], 0) + 1
             if iv["outcome"] == "pending":
-                state.pending.append(Pending(iv["id"], iv["seq"], iv["action"], iv["detector"] or ""))
+                s.pending.append(Pending(iv["id"], iv["seq"], iv["action"], iv["detector"] or "",
+                                         module=iv.get("module")))
             elif iv["outcome"] == "ineffective" and not actions.get(iv["action"]).retry_if_ineffective:
-                state.policy.ineffective.add(iv["action"])
+                s.policy.ineffective.add(iv["action"])
             elif iv["outcome"] == "effective":
                 state.had_effective = True
         cps = self.store.checkpoints(trial_id)
@@ -264,12 +314,12 @@ class Engine:
         best = self.store.best_checkpoint(trial_id)
         if best:
             state.best = {k: best[k] for k in ("metric", "value", "path", "seq", "iteration")}
-        state.overrides = json_or_empty(row.get("overrides"))
+        state.overrides = modules.by_module(json_or_empty(row.get("overrides")))
         state.node_id = row.get("node_id")
         state.requested = self.store.pending_requests(trial_id)  # manual actions not handed out yet
         if reports and row.get("last_seq") != state.last_seq:
             # the summary row lagged the reports when the actor died (rows are flushed every FLUSH_S)
-            self._dirty[trial_id] = _summary(state, state.health.snapshot(state.last_seq))
+            self._dirty[trial_id] = _summary(state, state.health(state.last_seq))
         return state
 
     # ------------------------------------------------------------------ the hot path
@@ -305,42 +355,63 @@ class Engine:
                 "node_id": node_id,
                 "metrics": metrics}
 
+        self._adapt(state, metrics)
         self._verify(state, metrics)
 
-        findings = state.detectors.observe(iteration, metrics, state.history)  # judged, then appended
-        _note_start(state, metrics)
-        if state.pending:  # judged before deciding: an ineffective action is not chosen again
-            self._judge(state, seq, findings, metrics)
-        decision = None
-        if findings:
-            if any(severity_rank(f.severity) >= severity_rank("warning") for f in findings):
-                state.last_trouble_seq = seq
-            decision = self.policy.decide(state.policy, seq, findings, algorithm=state.algorithm)
-        if state.give_up is not None and not (decision and "stop_trial" in decision.actions):
-            failed, evidence = state.give_up
-            why = (f"cannot be saved: {failed.action} for {failed.detector} was ineffective and the trial shows "
-                   f"no learning: {evidence}")
-            decision = self.policy.give_up(state.policy, seq, Finding(failed.detector, "critical", None, None,
-                                                                     evidence), why)
-        state.give_up = None
-        todo = self._materialize(state, decision, iteration) if decision else []
+        # Every stream judged on its own: each module (its learner, its return), then the trial's own.
+        findings: list[Finding] = []
+        todo: list[dict] = []
+        origin: list[Stream] = []  # the stream that decided each action (its repairs are judged there)
+        views = {}
+        for st in _ordered(state):
+            views[st.module] = view = _view(state, st, metrics)
+            found_here = [replace(f, module=st.module) for f in st.detectors.observe(iteration, view, st.history)]
+            _note_start(st, view)
+            if st.pending:  # judged before deciding: an ineffective action is not chosen again
+                self._judge(state, st, seq, found_here, view)
+            decision = None
+            if found_here:
+                if any(severity_rank(f.severity) >= severity_rank("warning") for f in found_here):
+                    state.last_trouble_seq = seq
+                decision = self.policy.decide(st.policy, seq, found_here, algorithm=state.algorithm)
+            if st.give_up is not None and not (decision and "stop_trial" in decision.actions):
+                failed, evidence = st.give_up
+                what = f"module {st.module}" if state.multi and st.module else "the trial"
+                why = (f"cannot be saved: {failed.action} for {failed.detector} was ineffective and {what} shows "
+                       f"no learning: {evidence}")
+                decision = self.policy.give_up(st.policy, seq, Finding(failed.detector, "critical", None, None,
+                                                                       evidence, module=st.module), why)
+            st.give_up = None
+            if decision:
+                acts = self._materialize(state, st, decision, iteration)
+                todo += acts
+                origin += [st] * len(acts)
+            st.health.observe(seq, found_here)
+            findings += found_here
         requested = state.requested
         if requested:
-            todo += [a for a in (self._manual(state, r, iteration) for r in requested) if a is not None]
+            for r in requested:
+                a = self._manual(state, r, iteration)
+                if a is not None:
+                    todo.append(a)
+                    origin.append(state.streams.get(a["module"]) or state.streams[None])
             state.requested = []
-        state.health.observe(seq, findings)
-        if any(actions.get(a["action"]).needs_checkpoint for a in todo):
-            self._settle_before_rollback(state, seq)
-            self._rewind(state)
+        todo, origin = self._one_of_each(state, todo, origin)
+        rb = next((a for a in todo if actions.get(a["action"]).needs_checkpoint), None)
+        if rb is not None:  # the streams it takes back start over from the checkpoint
+            whole = rb["module"] is None or not state.multi or rb["params"].get("whole_trial")
+            for st in list(state.streams.values()) if whole else [state.streams[rb["module"]]]:
+                self._settle_before_rollback(state, st, seq)
+                self._rewind(st)
 
         every = self.settings.checkpoint_every
         checkpoint = (not todo and seq - state.last_trouble_seq >= every and (seq + 1) % every == 0
                       and all(v - v == 0.0 for v in metrics.values())
-                      and not state.detectors.alarmed())  # a persisting fault between its reports is no health
+                      and not state.alarmed())  # a persisting fault between its reports is no health
         best = self._new_best(state, seq, metrics) if not todo else None
         effects = {actions.get(a["action"]).effect for a in todo}
         stop, restart = "stop" in effects, "restart" in effects
-        health = state.health.snapshot(seq)
+        health = state.health(seq)
         found = [f.to_dict() for f in findings]
         with self.store.transaction():  # the report and the requests it hands out: one commit
             ids = self.store.record_iteration(norm, seq, found, todo)
@@ -349,12 +420,14 @@ class Engine:
         if ids is None:  # the store already has this seq (another writer, or memory lagged): a replay
             self._forget(trial_id)
             return self._duplicate(None, seq, iteration, trial_id)
-        state.prev_lr = state.last_metrics.get("lr", state.prev_lr)
+        for st in state.streams.values():
+            st.prev_lr = st.last_metrics.get("lr", st.prev_lr)
+            st.last_metrics = views.get(st.module, st.last_metrics)
         state.last_seq, state.last_iteration, state.last_metrics = seq, iteration, metrics
-        for a, iv_id in zip(todo, ids):
+        for a, iv_id, st in zip(todo, ids, origin):
             a["id"] = iv_id
             state.known_ids.add(iv_id)
-            state.pending.append(Pending(iv_id, seq, a["action"], a.get("detector") or ""))
+            st.pending.append(Pending(iv_id, seq, a["action"], a.get("detector") or "", module=a["module"]))
         cols = _summary(state, health)
         if node_id:
             cols["node_id"] = state.node_id = node_id
@@ -388,7 +461,7 @@ class Engine:
             return None  # judged on evaluation: iterations without one cannot beat it
         if old is not None and old["metric"] == metric and v <= old["value"]:
             return None
-        if state.detectors.alarmed():  # last: a persisting fault between its reports is no health
+        if state.alarmed():  # last: a persisting fault between its reports is no health
             return None
         return {"metric": metric, "value": v}
 
@@ -440,7 +513,7 @@ class Engine:
         undelivered = [{**iv, "redelivered": True} for iv in self.store.undelivered(trial_id, seq)]
         return Verdict(iteration, actions=undelivered,
                        stop=any(actions.get(a["action"]).effect == "stop" for a in undelivered),
-                       health=state.health.snapshot(state.last_seq) if state is not None else {},
+                       health=state.health(state.last_seq) if state is not None else {},
                        seq=seq, duplicate=True)
 
     def flush(self, force: bool = False, trial_id: str | None = None) -> None:
@@ -466,7 +539,34 @@ class Engine:
             raise
 
     # ------------------------------------------------------------------ helpers
-    def _materialize(self, state: TrialState, decision, iteration: int) -> list[dict]:
+    def _one_of_each(self, state: TrialState, todo: list[dict], origin: list[Stream]) -> tuple[list, list]:
+        """One rollback, one stop, one restart a verdict. A module's rollback takes back only that module,
+        unless the fault is shared: another trained module is in alarm too, or several streams asked for
+        a rollback at once; then the whole trial goes back (``params.whole_trial``)."""
+        seen: dict[str, dict] = {}
+        keep_todo, keep_origin = [], []
+        for a, st in zip(todo, origin):
+            spec = actions.get(a["action"])
+            if spec.needs_checkpoint or spec.effect:
+                first = seen.get(a["action"])
+                if first is not None:
+                    if spec.needs_checkpoint and first["module"] != a["module"] and first["module"] is not None:
+                        first["params"]["whole_trial"] = True
+                        first["reason"] += f"; and {a['module'] or 'the trial'}: {a['reason']}"
+                    continue
+                seen[a["action"]] = a
+            keep_todo.append(a)
+            keep_origin.append(st)
+        rb = seen.get("rollback")
+        if rb is not None and state.multi and rb["module"] is not None and not rb["params"].get("whole_trial"):
+            sick = sorted(m for m, st in state.streams.items()
+                          if m is not None and m != rb["module"] and st.trained and st.detectors.alarmed())
+            if sick:
+                rb["params"]["whole_trial"] = True
+                rb["reason"] += f"; a shared fault ({', '.join(sick)} in alarm too): the whole trial goes back"
+        return keep_todo, keep_origin
+
+    def _materialize(self, state: TrialState, stream: Stream, decision, iteration: int) -> list[dict]:
         f = decision.finding
         why = decision.why or f"{f.detector} ({f.severity}): {f.message}"
         if decision.escalated:
@@ -474,26 +574,29 @@ class Engine:
                    f"{self.settings.intensity_window} iterations; last trouble: {why}")
         out = []
         for name in decision.actions:
-            a = self._action(state, name, self.params.get(name, {}), why, f.detector, iteration, decision.rung)
+            a = self._action(state, name, self.params.get(name, {}), why, f.detector, iteration, decision.rung,
+                             stream.module)
             if a is None:
                 why += "; no healthy checkpoint to roll back to"
             else:
                 out.append(a)
         if decision.actions and not out:  # e.g. rollback without a checkpoint and nothing else: escalate
-            out.append(self._action(state, "stop_trial", {}, why, f.detector, iteration, decision.rung))
+            out.append(self._action(state, "stop_trial", {}, why, f.detector, iteration, decision.rung,
+                                    stream.module))
         return out
 
     def _action(self, state: TrialState, name: str, params: dict, reason: str, detector: str | None,
-                iteration: int, rung: int) -> dict | None:
-        """One action as it goes out in a verdict; None when it needs a checkpoint the trial lacks."""
+                iteration: int, rung: int, module: str | None = None) -> dict | None:
+        """One action as it goes out in a verdict; None when it needs a checkpoint the trial lacks. ``module``:
+        the module it is for (the stream that decided it); None: the whole trial."""
         params = dict(params)
         if actions.get(name).needs_checkpoint:
             if state.checkpoint is None:
                 return None
             params.update(checkpoint=state.checkpoint["path"], to_iteration=state.checkpoint["iteration"],
-                          hparams={**(state.checkpoint.get("hparams") or {}), **state.overrides})
+                          hparams=modules.merged(state.checkpoint.get("hparams"), modules.packed(state.overrides)))
         return {"action": name, "params": params, "reason": reason, "detector": detector,
-                "iteration": iteration, "rung": rung}
+                "iteration": iteration, "rung": rung, "module": module}
 
     def request_action(self, trial_id: str, action: str, params: dict | None = None,
                        reason: str = "manual request") -> bool:
@@ -515,22 +618,26 @@ class Engine:
 
     def _manual(self, state: TrialState, req: dict, iteration: int) -> dict | None:
         params = {**self.params.get(req["action"], {}), **req["params"]}
-        return self._action(state, req["action"], params, req["reason"], None, iteration, -1)
+        module = params.pop("module", None)  # a request for one module (the dashboard's module selector)
+        module = module if isinstance(module, str) and module in state.streams else None
+        if module is None and not state.multi:  # a single-agent trial is its one module
+            module = state.main.module
+        return self._action(state, req["action"], params, req["reason"], None, iteration, -1, module)
 
     def snapshot(self) -> list[dict]:
         """Live per-trial state for status views."""
         return [{"trial_id": t.trial_id, "run_id": t.run_id, "status": t.status, "iteration": t.last_iteration,
-                 "seq": t.last_seq, "health": t.health.snapshot(t.last_seq),
+                 "seq": t.last_seq, "health": t.health(t.last_seq),
                  "node_id": t.node_id,
                  "episode_return_mean": t.last_metrics.get("episode_return_mean"),
                  "iteration_time_s": t.last_metrics.get("time_this_iter_s")}
                 for t in self.trials.values()]
 
-    def _rewind(self, state: TrialState) -> None:
-        """After a rollback the trial is back at its checkpoint: so is the history detectors judge against."""
-        if state.history_at_checkpoint is not None:
-            state.history = copy.deepcopy(state.history_at_checkpoint)
-        state.detectors.reset()
+    def _rewind(self, stream: Stream) -> None:
+        """After a rollback the stream is back at its checkpoint: so is the history its detectors judge against."""
+        if stream.history_at_checkpoint is not None:
+            stream.history = copy.deepcopy(stream.history_at_checkpoint)
+        stream.detectors.reset()
 
     def acknowledge(self, trial_id: str, applied: Any) -> None:
         """The one way a trial tells what it did with the actions it was handed (``supervisor.actions.apply``
@@ -556,66 +663,79 @@ class Engine:
             raise
 
     def _take_applied(self, state: TrialState, applied: list) -> None:
-        by_id = {p.id: p for p in state.pending}
+        by_id = {p.id: (st, p) for st in state.streams.values() for p in st.pending}
+        changed_overrides = False
         for item in applied:
             if not isinstance(item, dict) or isinstance(item.get("id"), bool) or not isinstance(item.get("id"), int):
                 continue
-            p = by_id.get(item["id"])
+            st, p = by_id.get(item["id"], (None, None))
             if p is None and item["id"] not in state.known_ids:
                 continue  # not one of this trial's interventions
             after = item.get("after") if isinstance(item.get("after"), dict) else {}
-            state.overrides.update({k: v for k, v in after.items()
-                                    if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            # the hparams it left, per module (a change for one module is that module's)
+            module = p.module if p is not None else item.get("module")
+            per = (modules.by_module(after) if isinstance(after.get("modules"), dict)
+                   else {module if isinstance(module, str) else modules.DEFAULT: after} if after else {})
+            for m, hp in per.items():
+                nums = {k: v for k, v in hp.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                if nums:
+                    state.overrides.setdefault(m, {}).update(nums)
+                    changed_overrides = True
             cols: dict[str, Any] = {"applied": item}
             if p is not None:
-                p.target = {k: v for k, v in after.items() if k in VERIFIABLE and isinstance(v, (int, float))}
+                p.target = {m: t for m, hp in per.items()
+                            if (t := {k: v for k, v in hp.items() if k in VERIFIABLE and isinstance(v, (int, float))
+                                      and not isinstance(v, bool)})}
                 if not item.get("ok", True):
                     cols.update(verified=0, outcome="ineffective")
-                    state.pending.remove(p)
+                    st.pending.remove(p)
                     if not actions.get(p.action).retry_if_ineffective:  # could not apply: don't pick it again
-                        state.policy.ineffective.add(p.action)
+                        st.policy.ineffective.add(p.action)
                 elif "verified" in item:  # rollback: the trial compared weights itself
                     cols["verified"] = int(bool(item["verified"]))
                     p.verified = bool(item["verified"])
             elif "verified" in item:
                 cols["verified"] = int(bool(item["verified"]))
             self.store.set_intervention(item["id"], **cols)
-        if state.overrides:
-            self.store.set_trial(state.trial_id, overrides=state.overrides)
+        if changed_overrides:
+            self.store.set_trial(state.trial_id, overrides=modules.packed(state.overrides))
 
     def _verify(self, state: TrialState, metrics: dict) -> None:
-        """An hparam change is verified by the next report showing the new value (algorithms whose learner
-        reports lag their updates, APPO and IMPALA, get ``report_lag`` more reports: supervisor.algorithms)."""
+        """An hparam change is verified by the next report showing the new value, on the module it changed
+        (algorithms whose learner reports lag their updates, APPO and IMPALA, get ``report_lag`` more
+        reports: supervisor.algorithms)."""
         spec = algorithms.get(state.algorithm)
         lag = spec.report_lag if spec is not None else 0
         for p in state.pending:
             if p.verified is not None or not p.target:
                 continue
             ok = True
-            for k, want in p.target.items():
-                metric, tol = VERIFIABLE[k]
-                got = metrics.get(metric)
-                if got is None:
-                    continue
-                ok &= abs(got - want) <= tol * max(abs(want), 1e-12) + 1e-12
+            for m, target in p.target.items():
+                view = modules.module_view(metrics, m) if state.multi else metrics
+                for k, want in target.items():
+                    metric, tol = VERIFIABLE[k]
+                    got = view.get(metric)
+                    if got is None:
+                        continue
+                    ok &= abs(got - want) <= tol * max(abs(want), 1e-12) + 1e-12
             if not ok and p.checks < lag:
                 p.checks += 1
                 continue
             p.verified = ok
             self.store.set_intervention(p.id, verified=int(ok))
 
-    def _judge(self, state: TrialState, seq: int, findings: list[Finding], metrics: dict) -> None:
+    def _judge(self, state: TrialState, stream: Stream, seq: int, findings: list[Finding], metrics: dict) -> None:
         """Effective: for ``outcome_window`` iterations the triggering signal stayed in its band, nothing
-        went non-finite and the return did not collapse. Otherwise ineffective, and the policy will not
-        try that action on this trial again, and if the trial shows no learning (``supervisor.salvage``)
-        it is given up on (``stop_unsalvageable``)."""
+        went non-finite and the return did not collapse, on the stream that asked for the repair.
+        Otherwise ineffective, and the policy will not try that action on this stream again, and if it
+        shows no learning (``supervisor.salvage``) it is given up on (``stop_unsalvageable``)."""
         fired = {f.detector for f in findings if severity_rank(f.severity) >= severity_rank("warning")}
         window = self.settings.outcome_window
         alarmed = None  # the detectors still in alarm, looked up only once an outcome window has passed
         # a repair one of whose changes never showed (verified False) was no real try: no giving up on it
-        unapplied = {p.seq for p in state.pending if p.verified is False}
-        rolled_back = {p.seq for p in state.pending if p.action == "rollback"}
-        for p in list(state.pending):
+        unapplied = {p.seq for p in stream.pending if p.verified is False}
+        rolled_back = {p.seq for p in stream.pending if p.action == "rollback"}
+        for p in list(stream.pending):
             spec = actions.get(p.action)
             if not spec.judged or seq <= p.seq:
                 continue
@@ -624,54 +744,58 @@ class Engine:
             broken = RETURN_BROKEN | {p.detector}
             if broken & fired:
                 outcome = "ineffective"
-            elif seq - p.seq >= window and not broken & (alarmed := alarmed or state.detectors.alarmed()):
+            elif seq - p.seq >= window and not broken & (alarmed := alarmed or stream.detectors.alarmed()):
                 # a collapsed return still in alarm (reported once, then latched) is no recovery
                 outcome = "effective"
             elif seq - p.seq >= 2 * window:  # the signal never left its alarm: the action did not fix it
                 outcome = "ineffective"
             else:
                 continue
-            self._settle(state, p, outcome, seq)
+            self._settle(state, stream, p, outcome, seq)
             # an earlier repair that worked says nothing about this fault: the evidence decides
             if (outcome == "ineffective" and spec.counts_toward_limit and self.settings.stop_unsalvageable
-                    and state.give_up is None and p.seq not in unapplied
+                    and stream.give_up is None and p.seq not in unapplied
                     and self.policy.may_stop(p.detector, state.algorithm)):
-                evidence = salvage.no_learning(state.first_returns,
-                                               list(state.history.series("episode_return_mean")),
-                                               metrics, state.priors, rolled_back=p.seq in rolled_back)
+                evidence = salvage.no_learning(stream.first_returns,
+                                               list(stream.history.series("episode_return_mean")),
+                                               metrics, stream.priors, rolled_back=p.seq in rolled_back)
                 if evidence is not None:
-                    state.give_up = (p, evidence)
+                    stream.give_up = (p, evidence)
 
-    def _settle(self, state: TrialState, p: Pending, outcome: str, seq: int) -> None:
+    def _settle(self, state: TrialState, stream: Stream, p: Pending, outcome: str, seq: int) -> None:
         spec = actions.get(p.action)
-        state.pending.remove(p)
+        stream.pending.remove(p)
         self.store.set_intervention(p.id, outcome=outcome, judged_seq=seq)
         if outcome == "ineffective" and not spec.retry_if_ineffective:
-            state.policy.ineffective.add(p.action)
+            stream.policy.ineffective.add(p.action)
         if outcome == "effective" and spec.counts_toward_limit:
             state.had_effective = True
 
-    def _settle_before_rollback(self, state: TrialState, seq: int) -> None:
+    def _settle_before_rollback(self, state: TrialState, stream: Stream, seq: int) -> None:
         """A rollback resets the detectors, so a repair still waiting for its outcome would next be judged
         on their silence: judge it now, on the alarms as they stand (a new repair was needed meanwhile)."""
-        alarmed = state.detectors.alarmed()
-        for p in [p for p in state.pending if actions.get(p.action).judged and p.seq < seq]:
+        alarmed = stream.detectors.alarmed()
+        for p in [p for p in stream.pending if actions.get(p.action).judged and p.seq < seq]:
             broken = (RETURN_BROKEN | {p.detector}) & alarmed
-            self._settle(state, p, "ineffective" if broken else "effective", seq)
+            self._settle(state, stream, p, "ineffective" if broken else "effective", seq)
 
     def record_checkpoint(self, trial_id: str, seq: int, iteration: int, path: str, hparams: dict | None) -> None:
         state = self.trials.get(trial_id)
         if state is None:
             return
-        hparams = dict(hparams or {})
+        per = modules.by_module(dict(hparams or {}))
         # RLlib reports the lr scheduled for the *next* update. If a schedule just raised it, no update
         # has used it yet, so "healthy" says nothing about it: keep the lr that produced the healthy updates.
-        lr, used = hparams.get("lr"), state.prev_lr
-        if isinstance(lr, (int, float)) and isinstance(used, float) and math.isfinite(used) and 0 < used < lr:
-            hparams["lr"] = used
+        for m, hp in per.items():
+            st = state.streams.get(m) or (state.main if not state.multi else None)
+            lr, used = hp.get("lr"), st.prev_lr if st is not None else None
+            if isinstance(lr, (int, float)) and isinstance(used, float) and math.isfinite(used) and 0 < used < lr:
+                hp["lr"] = used
+        hparams = modules.packed(per)
         self.store.record_checkpoint(trial_id, seq, iteration, path, hparams)
         state.checkpoint = {"path": path, "seq": seq, "iteration": iteration, "hparams": hparams}
-        state.history_at_checkpoint = copy.deepcopy(state.history)
+        for st in state.streams.values():
+            st.history_at_checkpoint = copy.deepcopy(st.history)
 
     def record_best_checkpoint(self, trial_id: str, seq: int, iteration: int, path: str, metric: str, value: float,
                                hparams: dict | None) -> None:
@@ -688,10 +812,11 @@ class Engine:
         if state is None:
             return status
         self.flush(force=True, trial_id=trial_id)
-        for p in list(state.pending):
-            if not actions.get(p.action).judged:
-                self.store.set_intervention(p.id, outcome="effective", judged_seq=state.last_seq)
-                state.pending.remove(p)
+        for st in state.streams.values():
+            for p in list(st.pending):
+                if not actions.get(p.action).judged:
+                    self.store.set_intervention(p.id, outcome="effective", judged_seq=state.last_seq)
+                    st.pending.remove(p)
         if status == "completed" and state.had_effective:
             status = "recovered"
         self.store.set_trial(trial_id, status=status, ended=time.time())
@@ -702,11 +827,44 @@ class Engine:
 _FINAL_KEYS = ("episode_return_mean", "env_steps_lifetime", "time_total_s")
 
 
-def _note_start(state: TrialState, metrics: dict) -> None:
-    """Keep the trial's first finite returns: the level it started at (``supervisor.salvage``)."""
+def _note_start(stream: Stream, metrics: dict) -> None:
+    """Keep a stream's first finite returns: the level it started at (``supervisor.salvage``)."""
     r = metrics.get("episode_return_mean")
-    if len(state.first_returns) < salvage.FIRST and r is not None and math.isfinite(r):
-        state.first_returns.append(r)
+    if len(stream.first_returns) < salvage.FIRST and r is not None and math.isfinite(r):
+        stream.first_returns.append(r)
+
+
+def _ordered(state: TrialState) -> list[Stream]:
+    """The modules' streams first (a learner's fault is the root cause), then the trial's own."""
+    return [st for m, st in state.streams.items() if m is not None] + [state.streams[None]]
+
+
+def _modules_config(config: Any) -> dict[str, dict]:
+    """What a trial registered about its modules (the RLlib callback sends them):
+    ``{"modules": {module_id: {"trained": bool, "priors": {...}}}}``; malformed entries are dropped."""
+    mods = config.get("modules") if isinstance(config, dict) else None
+    if not isinstance(mods, dict):
+        return {}
+    return {str(m): {k: v for k, v in c.items() if k in ("trained", "priors")}
+            for m, c in mods.items() if isinstance(c, dict)}
+
+
+def _view(state: TrialState, stream: Stream, metrics: dict) -> dict:
+    """What one stream's detectors see of a report (``supervisor.modules``)."""
+    if stream.module is None:
+        return modules.trial_view(metrics)
+    return modules.module_view(metrics, stream.module)
+
+
+def _stream_of(state: TrialState, module: str | None, detector: str | None) -> Stream:
+    """The stream a stored finding or intervention belongs to. A store written before modules were recorded
+    has none: a single-agent trial's learner findings are its module's."""
+    from supervisor.detectors import DETECTORS
+
+    s = state.streams.get(module)
+    if module is None and not state.multi and detector in DETECTORS and DETECTORS[detector].scope != "trial":
+        return state.main
+    return s if s is not None else state.streams[None]
 
 
 def _summary(state: TrialState, health: dict) -> dict:
