@@ -23,7 +23,7 @@ from actors import run_registry
 from actors.algos import EXTRA_ROOT, name_of
 from actors.appliers.rllib import RLlibApplier, current_hparams, extra_metrics, save_checkpoint, set_hparams
 from actors.client import SupervisorClient
-from actors.priors import priors_of
+from actors.priors import modules_of, priors_of
 from supervisor import actions
 from supervisor.actions import apply as apply_action
 from supervisor.metrics import normalize_result
@@ -120,6 +120,10 @@ class SupervisorCallback(RLlibCallback):
         # picks which detectors and ladders apply (supervisor.algorithms).
         self.trial_config = {**(info.get("trial_config") or {}), "algorithm": name_of(algorithm),
                              "priors": priors_of(algorithm)}
+        try:  # every module its own stream: which ones RLlib trains, and each one's priors
+            self.trial_config["modules"] = modules_of(algorithm)
+        except Exception:
+            log.warning("could not read the algorithm's modules; judged as one", exc_info=True)
         reg = self.client.register(self.trial_id, _node_id(), self.trial_config,
                                    wait_s=info.get("register_wait_s", 20.0))
         if reg is None:

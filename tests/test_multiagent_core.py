@@ -37,3 +37,110 @@ def test_normalize_result_reads_every_module():
     assert m["agents/0/episode_return_mean"] == 20.0 and m["agents/1/episode_return_mean"] == 25.0
     assert m["episode_return_mean"] == 45.0
     assert "total_loss" not in m and "lr" not in m  # no module's statistic passes for the trial's
+
+
+# --------------------------------------------------------------------------- the engine, per module
+import pytest  # noqa: E402
+
+from supervisor.config import SupervisorConfig  # noqa: E402
+from supervisor.engine import Engine  # noqa: E402
+from supervisor.store import Store  # noqa: E402
+
+CARTPOLE = {"algorithm": "PPO", "kl_target": 0.01, "clip_param": 0.3, "vf_clip_param": 10.0, "use_kl_loss": True,
+            "action_kind": "discrete", "action_dim": 2}
+
+
+def modules_config(trained=("p0", "p1"), ids=("p0", "p1")):
+    return {"algorithm": "PPO", "priors": CARTPOLE,
+            "modules": {m: {"trained": m in trained, "priors": CARTPOLE} for m in ids}}
+
+
+@pytest.fixture
+def engine(tmp_path):
+    store = Store(tmp_path / "supervisor.db")
+    store.upsert_run("r", "r", "run", "running")
+    eng = Engine(store, SupervisorConfig(checkpoint_every=2, cooldown=0))
+    yield eng
+    store.close()
+
+
+def feed(eng, tid, seq, result):
+    rep = normalize_result(result, tid)
+    rep["seq"] = seq
+    return eng.observe(rep)
+
+
+def test_a_sick_module_is_flagged_and_repaired_alone(engine):
+    engine.register_trial("t", "r", config=modules_config())
+    for i in range(4):  # healthy; a checkpoint to roll back to
+        v = feed(engine, "t", i, ma_result(i + 1, ret0=20 + i, ret1=20 + i))
+        assert v.findings == [], v.findings
+        if v.checkpoint:
+            engine.record_checkpoint("t", i, i + 1, f"/ckpt/{i}", {"modules": {"p0": {"lr": 3e-4}, "p1": {"lr": 5.0}}})
+    v = feed(engine, "t", 4, ma_result(5, p1={"total_loss": math.inf, "mean_kl_loss": math.inf}))
+    assert {f["module"] for f in v.findings} == {"p1"}
+    assert "non_finite" in {f["detector"] for f in v.findings}
+    assert {(a["action"], a["module"]) for a in v.actions} == {("rollback", "p1"), ("reduce_lr", "p1")}
+    rb = next(a for a in v.actions if a["action"] == "rollback")
+    assert not rb["params"].get("whole_trial")  # p0 is healthy: only p1 goes back
+    assert rb["params"]["hparams"] == {"modules": {"p0": {"lr": 3e-4}, "p1": {"lr": 5.0}}}
+    assert v.health["modules"]["p0"]["score"] == 1.0 and v.health["modules"]["p1"]["score"] == 0.0
+    assert v.health["score"] == 0.0  # the trial is its worst module
+    # the trial applies it: only p1's lr changed; the next report verifies it on p1's own metrics
+    rl = next(a for a in v.actions if a["action"] == "reduce_lr")
+    engine.acknowledge("t", [{"id": rl["id"], "action": "reduce_lr", "ok": True, "module": "p1",
+                              "before": {"lr": 5.0}, "after": {"lr": 0.5}}])
+    assert engine.register_trial("t", "r")["overrides"] == {"modules": {"p1": {"lr": 0.5}}}
+    feed(engine, "t", 5, ma_result(6, p1={"default_optimizer_learning_rate": 0.5}))
+    stored = {i["id"]: i for i in engine.store.interventions("t")}
+    assert stored[rl["id"]]["verified"] == 1 and stored[rl["id"]]["module"] == "p1"
+    assert {f["module"] for f in engine.store.findings("t")} == {"p1"}
+
+
+def test_a_fault_two_modules_share_rolls_the_whole_trial_back(engine):
+    engine.register_trial("t", "r", config=modules_config())
+    for i in range(4):
+        v = feed(engine, "t", i, ma_result(i + 1))
+        if v.checkpoint:
+            engine.record_checkpoint("t", i, i + 1, f"/ckpt/{i}", {})
+    bad = {"total_loss": math.inf}
+    v = feed(engine, "t", 4, ma_result(5, p0=bad, p1=bad))
+    assert {f["module"] for f in v.findings} == {"p0", "p1"}
+    rbs = [a for a in v.actions if a["action"] == "rollback"]
+    assert len(rbs) == 1 and rbs[0]["params"]["whole_trial"] is True
+    assert sorted(a["module"] for a in v.actions if a["action"] == "reduce_lr") == ["p0", "p1"]
+
+
+def test_a_frozen_module_gets_no_finding_and_no_action(engine):
+    """A module RLlib does not train (a frozen opponent) reports a zero gradient and the lr it was built with;
+    its return falls as its opponent learns: none of that is a fault of a policy that cannot change."""
+    engine.register_trial("t", "r", config=modules_config(trained=("p0",)))
+    for i in range(12):
+        v = feed(engine, "t", i, ma_result(i + 1, p1={"gradients_default_optimizer_global_norm": 0.0,
+                                                       "entropy": 0.0, "total_loss": 1e9},
+                                          ret0=20 + 3 * i, ret1=max(1.0, 40 - 5 * i)))
+        assert [f for f in v.findings if f["module"] == "p1"] == []
+        assert [a for a in v.actions if a["module"] == "p1"] == []
+    h = v.health["modules"]["p1"]
+    assert h["trained"] is False and h["worst_severity"] == "ok"
+
+
+def test_the_team_return_is_judged_by_the_trials_own_stream(engine):
+    engine.register_trial("t", "r", config=modules_config())
+    names = {None: engine.trials["t"].streams[None].detectors.names,
+             "p0": engine.trials["t"].streams["p0"].detectors.names}
+    assert "reward_collapse" in names[None] and "worker_fault" in names[None] and "kl_spike" not in names[None]
+    assert "kl_spike" in names["p0"] and "worker_fault" not in names["p0"]
+
+
+def test_a_single_agent_trial_is_one_module_and_its_env_findings_are_the_trials(engine):
+    engine.register_trial("s", "r", config={"algorithm": "PPO", "priors": CARTPOLE})
+    base = {"episode_return_mean": 20.0, "num_episodes": 5.0, "total_loss": 1.0, "lr": 3e-4,
+            "healthy_env_runners": 2.0}
+    for i in range(3):
+        engine.observe({"trial_id": "s", "seq": i, "iteration": i + 1, "metrics": dict(base)})
+    v = engine.observe({"trial_id": "s", "seq": 3, "iteration": 4,
+                        "metrics": {**base, "total_loss": math.inf, "healthy_env_runners": 1.0}})
+    by = {f["detector"]: f["module"] for f in v.findings}
+    assert by["non_finite"] == "default_policy" and by["worker_fault"] is None
+    assert list(v.health["modules"]) == ["default_policy"]
