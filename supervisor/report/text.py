@@ -39,13 +39,22 @@ def render_text(rep: dict) -> str:
         if rec and rec.get("return_at_fault") is not None:
             lines.append(f"  recovered: return {_num(rec['return_at_fault'])} when the supervisor acted (iteration "
                          f"{rec['fault_iteration']}), {_num(rec['return_reached'])} at the end")
-        lines += _findings_lines(t["findings"], "iter", "iteration", 4)
+        multi = any(m["module"] != "default_policy" for m in t.get("modules") or [])
+        if multi:
+            lines.append("  modules:")
+            for m in t["modules"]:
+                h = m.get("health") or {}
+                score = f"{h['score']:.2f}" if isinstance(h.get("score"), (int, float)) else "-"
+                lines.append(f"    {m['module']:<20} {'trained' if m.get('trained', True) else 'frozen':<8} health "
+                             f"{score} (worst {h.get('worst_severity') or 'ok'}), final return "
+                             f"{_num((m.get('final') or {}).get('episode_return_mean'))}")
+        lines += _findings_lines(t["findings"], "iter", "iteration", 4, multi)
         if t["interventions"]:
             lines.append("  interventions:")
             for i in t["interventions"]:
                 params = ", ".join(f"{k}={v}" for k, v in i["params"].items() if k not in ("hparams",))
                 ver = {True: "verified", False: "NOT verified", None: "unverified"}[i["verified"]]
-                lines.append(f"    iter {i['iteration']:>4}  {i['action']:<18} {params}")
+                lines.append(f"    iter {i['iteration']:>4}  {_tag(i, multi)}{i['action']:<18} {params}")
                 lines.append(f"               outcome {i['outcome']}, {ver}; reason: {i['reason']}")
         else:
             lines.append("  interventions: none")
@@ -82,12 +91,17 @@ def extras_lines(t: dict) -> list[str]:
     return out
 
 
-def _findings_lines(findings: list, label: str, key: str, width: int) -> list[str]:
-    """A trial's findings, one line each, under the run report's or the scan's step label."""
+def _findings_lines(findings: list, label: str, key: str, width: int, multi: bool = False) -> list[str]:
+    """A trial's findings, one line each, under the run report's or the scan's step label (a multi-agent
+    trial's: each with its module, or "trial")."""
     if not findings:
         return ["  findings: none"]
-    return ["  findings:"] + [f"    {label} {f[key]!s:>{width}}  {f['severity']:<8} {f['detector']:<20} {f['message']}"
-                              for f in findings]
+    return ["  findings:"] + [f"    {label} {f[key]!s:>{width}}  {_tag(f, multi)}{f['severity']:<8} {f['detector']:<20} "
+                              f"{f['message']}" for f in findings]
+
+
+def _tag(item: dict, multi: bool) -> str:
+    return f"[{item.get('module') or 'trial'}] " if multi else ""
 
 
 def _num(x) -> str:
