@@ -169,11 +169,14 @@ class SupervisorCallback(RLlibCallback):
             verdict = Verdict.merged(verdicts)  # replayed reports' actions included: they still apply
             if verdict.health:
                 self.last_verdict = verdict
+                per = verdict.health.get("modules") or {}
                 sup.update(health_score=verdict.health["score"], worst_severity=verdict.health["worst_severity"],
-                           findings=[f"{f['detector']}:{f['severity']}" for f in verdict.findings],
-                           finding_text=[f"{f['detector']} ({f['severity']}): {f['message']}"
+                           findings=[_where(f) + f"{f['detector']}:{f['severity']}" for f in verdict.findings],
+                           finding_text=[_where(f) + f"{f['detector']} ({f['severity']}): {f['message']}"
                                          for f in verdict.findings],
-                           actions=[a["action"] for a in verdict.actions], repairing=verdict.repairing)
+                           actions=[_where(a) + a["action"] for a in verdict.actions], repairing=verdict.repairing)
+                if len(per) > 1 or set(per) - {"default_policy"}:
+                    sup["module_health"] = {m: h.get("score") for m, h in per.items()}
             self._apply(algorithm, verdict.actions)
             if verdict.checkpoint and not verdict.actions:
                 self._checkpoint(algorithm, report["iteration"], seq=report["seq"])
@@ -301,6 +304,12 @@ def _tune_trial_id() -> str | None:
         return tune.get_context().get_trial_id()
     except Exception:
         return None
+
+
+def _where(item: dict) -> str:
+    """"p1: " before a finding or action of a multi-agent trial's module (nothing for a single-agent one)."""
+    m = item.get("module")
+    return f"{m}: " if m not in (None, "default_policy") else ""
 
 
 def _safe(name: str) -> str:

@@ -546,10 +546,10 @@ class ClusterWatch:
             rows_f = eng.store.findings_after(last_f, trials_only=True, raw=True,
                                               exclude_detectors=("node_down", "memory_pressure", "gpu_fault"))
             for r in rows_f:
-                m.finding(r["detector"], r["severity"])
+                m.finding(r["detector"], r["severity"], module=r.get("module"))
             rows_i = eng.store.interventions_after(last_i, raw=True)
             for r in rows_i:
-                m.intervention(r["action"])
+                m.intervention(r["action"], module=r.get("module"))
             self._counted[run_id] = (rows_f[-1]["id"] if rows_f else last_f, rows_i[-1]["id"] if rows_i else last_i)
         except Exception as e:
             log.warning("finding/intervention counters of run %s not updated: %s", run_id, e)
@@ -566,7 +566,10 @@ class ClusterWatch:
         try:
             for run_id, eng in self.service.runs.items():
                 for t in eng.trials.values():
-                    m.trial(run_id, t.trial_id, t.health.score(t.last_seq), t.last_metrics.get("time_this_iter_s"))
+                    h = t.health(t.last_seq)
+                    m.trial(run_id, t.trial_id, h["score"], t.last_metrics.get("time_this_iter_s"))
+                    for mod, mh in (h.get("modules") or {}).items():
+                        m.module(run_id, t.trial_id, mod, mh["score"])
         except Exception as e:
             log.warning("trial metrics update failed: %s", e)
         for run_id, eng in engines.items():

@@ -65,6 +65,9 @@ RESULT_PATHS: dict[str, str] = {
     "replay_sampled_lifetime": "replay_buffer/num_env_steps_sampled_lifetime",
     # DQN's epsilon lives in the env runners' modules; the callback copies it here (actors/algos.py).
     "epsilon": "supervisor_extra/epsilon",
+    # Remote learner actors RLlib counts healthy, of how many (num_learners >= 1; the callback copies them).
+    "healthy_learners": "supervisor_extra/healthy_learners",
+    "learners": "supervisor_extra/learners",
     # SAC: entropy temperature, its loss and target; mean log-prob of the policy's own actions.
     "alpha": "learners/{m}/alpha_value",
     "alpha_loss": "learners/{m}/alpha_loss",

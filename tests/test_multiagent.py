@@ -24,13 +24,44 @@ pytestmark = pytest.mark.slow
 LR0 = 3e-4
 
 
+ROOT = Path(__file__).resolve().parents[1]
+# An iteration of a few hundred env steps and one epoch: the faults show all the same.
+SMALL = ["config.train_batch_size_per_learner=400", "config.minibatch_size=200", "config.num_epochs=2",
+         "config.num_env_runners=0", "stop.episode_return_mean=null", "supervisor.checkpoint_every=2"]
+
+
 @pytest.fixture(scope="module")
 def ray_session():
+    import torch
+
+    torch.set_num_threads(1)  # tiny models on a busy 2-core machine
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.ERROR)
+             logging_level=logging.ERROR,
+             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}})
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     yield
     ray.shutdown()
+
+
+def supervised(tmp_path, file: str, iterations: int, *sets: str):
+    """Run an experiment file (supervise run's own code path); its report and stored reports."""
+    from actors.run import run_experiment
+    from supervisor.config import load_experiment
+    from supervisor.report import build_report
+    from supervisor.store import Store
+
+    path = ROOT / "experiments" / file if "/" not in file else Path(file)
+    exp = load_experiment(path, [*SMALL, f"stop.iterations={iterations}", *sets])
+    out = tmp_path / path.stem
+    code = run_experiment(exp, str(path), str(out), quiet=True)
+    (trial,) = build_report(out)["trials"]
+    store = Store.open_readonly(out / "supervisor.db")
+    try:
+        applied = store.interventions(trial["trial_id"])
+        reports = store.reports(trial["trial_id"])
+    finally:
+        store.close()
+    return code, trial, applied, reports
 
 
 def _map(agent_id, episode, **kw):
@@ -69,3 +100,59 @@ def test_reduce_lr_changes_only_its_module(two_policies):
     algo.train()  # and it sticks through an update (RLlib's lr scheduler rewrites the optimizer's lr)
     assert current_hparams(algo, "p1")["lr"] == pytest.approx(0.5)
     assert current_hparams(algo, "p0")["lr"] == pytest.approx(LR0)
+
+
+def test_a_policy_sabotaged_through_its_own_config_is_flagged_and_repaired_alone(ray_session, tmp_path):
+    """experiments/multiagent_cartpole_divergent.yaml, smaller: p1's lr jumps to 5.0 after 1,600 env steps
+    (RLlib's algorithm_config_overrides_per_module), p0 keeps 3e-4."""
+    code, t, ivs, reports = supervised(tmp_path, "multiagent_cartpole_divergent.yaml", 5,
+                                       "multi_agent.policies.p1.lr=[[0, 0.0003], [1199, 0.0003], [1200, 5.0]]")
+    assert code == 0, t
+    assert {m["module"] for m in t["modules"]} == {"p0", "p1"}
+    assert t["findings"], "p1's divergence went unseen"
+    assert {f["module"] for f in t["findings"]} == {"p1"}, t["findings"]
+    cut = [i for i in ivs if i["action"] == "reduce_lr"]
+    assert cut and all(i["module"] == "p1" for i in cut), ivs
+    # rolled back to its healthy checkpoint (lr 3e-4 there), then cut tenfold: p1 only
+    assert cut[0]["verified"] == 1 and cut[0]["applied"]["after"]["lr"] == pytest.approx(LR0 / 10)
+    rb = [i for i in ivs if i["action"] == "rollback"]
+    assert rb and rb[0]["module"] == "p1" and not rb[0]["params"].get("whole_trial") and rb[0]["verified"] == 1
+    # p0's lr as its learner's optimizer reported it, every iteration: untouched
+    assert {r["metrics"]["modules/p0/lr"] for r in reports} == {pytest.approx(LR0)}
+    assert reports[-1]["metrics"]["modules/p1/lr"] == pytest.approx(LR0 / 10)
+    p1 = next(m for m in t["modules"] if m["module"] == "p1")
+    p0 = next(m for m in t["modules"] if m["module"] == "p0")
+    assert p1["health"]["worst_severity"] == "critical" and p0["health"]["worst_severity"] == "ok"
+
+
+def test_a_shared_self_play_policy_is_one_module(ray_session, tmp_path):
+    code, t, ivs, reports = supervised(tmp_path, "multiagent_cartpole.yaml", 2, "multi_agent.mapping=null",
+                                       "multi_agent.policies=shared")
+    assert code == 0 and t["status"] == "completed", t
+    assert [m["module"] for m in t["modules"]] == ["shared"] and t["findings"] == [] and ivs == []
+    m = reports[-1]["metrics"]
+    # one policy for both agents: its return is both agents', each agent's own is kept beside it
+    assert m["modules/shared/episode_return_mean"] == pytest.approx(m["episode_return_mean"])
+    assert {"agents/0/episode_return_mean", "agents/1/episode_return_mean"} <= set(m)
+
+
+def test_a_frozen_opponent_gets_no_finding(ray_session, tmp_path):
+    """p1 frozen (not in policies_to_train): RLlib reports a zero gradient for it every iteration."""
+    code, t, ivs, reports = supervised(tmp_path, "multiagent_cartpole.yaml", 3,
+                                       "multi_agent.policies_to_train=[p0]")
+    assert code == 0, t
+    assert reports[-1]["metrics"]["modules/p1/grad_norm"] == 0.0
+    frozen = next(m for m in t["modules"] if m["module"] == "p1")
+    assert frozen["trained"] is False and frozen["health"]["worst_severity"] == "ok"
+    assert [f for f in t["findings"] if f["module"] == "p1"] == [] and [i for i in ivs if i["module"] == "p1"] == []
+
+
+def test_a_pettingzoo_env_from_an_experiment_file(ray_session, tmp_path):
+    pytest.importorskip("pettingzoo")
+    exp = tmp_path / "pz.yaml"
+    exp.write_text("name: pz-cartpoles\nenv: tests.envs.pz_cartpoles:parallel_env\nenv_config: {max_steps: 100}\n"
+                   "algorithm: PPO\nmulti_agent: {policies: per_agent}\nconfig: {lr: 0.0003}\nstop: {iterations: 2}\n")
+    code, t, ivs, reports = supervised(tmp_path, str(exp), 2)
+    assert code == 0 and t["iterations"] == 2, t
+    assert [m["module"] for m in t["modules"]] == ["pole_0", "pole_1"]
+    assert "modules/pole_0/entropy" in reports[-1]["metrics"] and "modules/pole_1/entropy" in reports[-1]["metrics"]

@@ -50,7 +50,7 @@ def _finding(row: dict) -> dict:
     return {"id": row["id"], "kind": "finding", "trial_id": row["trial_id"], "seq": row["seq"],
             "iteration": row["iteration"], "detector": row["detector"], "severity": row["severity"],
             "metric": row["metric"], "value": row["value"], "threshold": row["threshold"],
-            "message": row["message"], "time": row["time"]}
+            "message": row["message"], "time": row["time"], "module": row.get("module")}
 
 
 def _intervention(row: dict) -> dict:
@@ -60,7 +60,8 @@ def _intervention(row: dict) -> dict:
     return {"id": row["id"], "kind": "intervention", "trial_id": row["trial_id"], "seq": row["seq"],
             "iteration": row["iteration"], "action": row["action"], "params": params, "reason": row["reason"],
             "detector": row["detector"], "outcome": row["outcome"],
-            "verified": None if row["verified"] is None else bool(row["verified"]), "time": row["time"]}
+            "verified": None if row["verified"] is None else bool(row["verified"]), "time": row["time"],
+            "module": row.get("module")}
 
 
 def _compute(row: dict, final: Any, spec: Any) -> dict | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from actors.appliers.rllib.hparams import current_hparams, set_hparams, trained_modules
+from actors.appliers.rllib.hparams import current_hparams, learner_hparams, set_hparams, trained_modules
 from actors.appliers.rllib.rollback import rollback
 from actors.appliers.rllib.weights import rollback_reached_runners
 
@@ -43,7 +43,15 @@ class RLlibApplier:
         return current_hparams(self.algorithm, self.module)
 
     def set_hparams(self, new: Mapping[str, Any]) -> dict:
-        return set_hparams(self.algorithm, dict(new), self.module)
+        """Set on every learner, then read back from each (``num_learners >= 2``): a learner that does not show
+        the new values fails the action (it is recorded as not applied) instead of passing for applied."""
+        after = set_hparams(self.algorithm, dict(new), self.module)
+        if getattr(self.algorithm.learner_group, "_worker_manager", None) is not None:
+            for i, got in enumerate(learner_hparams(self.algorithm, self.module)):
+                off = {k: (got.get(k), v) for k, v in new.items() if k in got and not _same(got.get(k), v)}
+                if off:
+                    raise RuntimeError(f"learner {i} does not show the change: {off}")
+        return after
 
     def rollback(self, checkpoint: str, hparams: Mapping[str, Any] | None, whole_trial: bool = False) -> dict:
         """The module back to the checkpoint (the others keep their weights and optimizer state), or
@@ -66,3 +74,9 @@ class RLlibApplier:
     def alert(self, reason: str) -> None:
         where = f" (module {self.module})" if self.module else ""
         log.warning("supervisor alert on %s%s: %s", self.trial_id, where, reason)
+
+
+def _same(got, want) -> bool:
+    if got is None or want is None:
+        return got is want
+    return abs(float(got) - float(want)) <= 1e-6 * max(abs(float(want)), 1e-12) + 1e-12

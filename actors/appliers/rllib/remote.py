@@ -37,13 +37,20 @@ def _unwrap(values: List[Any], where: str) -> List[Any]:
 
 
 def foreach_learner(algo, fn: Callable, **kwargs) -> List[Any]:
-    """Run ``fn(learner, **kwargs)`` on every learner; raise on any error."""
+    """Run ``fn(learner, **kwargs)`` on every healthy learner, one result each in the learner group's order;
+    raise on an error inside ``fn``. A learner actor that died is skipped (RLlib's actor manager marks it
+    unhealthy and leaves it out from then on): a dead learner never blocks a change on the others, and
+    ``learner_fleet`` reports it (the ``worker_fault`` detector)."""
+    from ray.exceptions import RayActorError
+
     _ensure_pickle_by_value()
     results = algo.learner_group.foreach_learner(functools.partial(_guarded, fn, kwargs))
     out = []
     for r in results:
         if not r.ok:
             err = r.get()
+            if isinstance(err, RayActorError):
+                continue  # dead: skipped, reported through learner_fleet
             if isinstance(err, BaseException):
                 raise err
             raise RuntimeError(f"learner call failed: {err!r}")
@@ -51,6 +58,15 @@ def foreach_learner(algo, fn: Callable, **kwargs) -> List[Any]:
     if not out:
         raise RuntimeError("no healthy learner answered")
     return _unwrap(out, f"learner call {getattr(fn, '__name__', fn)}")
+
+
+def learner_fleet(algo) -> tuple[int, int]:
+    """(healthy learners, learners): remote learner actors as RLlib's actor manager counts them; a local
+    learner is (1, 1)."""
+    manager = getattr(algo.learner_group, "_worker_manager", None)
+    if manager is None:
+        return 1, 1
+    return manager.num_healthy_actors(), manager.num_actors()
 
 
 def foreach_env_runner(group, fn: Callable, *, local: bool = True, remote_ids=None, timeout_s=None, **kwargs) -> List[Any]:
