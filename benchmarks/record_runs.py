@@ -86,6 +86,9 @@ class Run:
     training: dict = field(default_factory=dict)     # config.training(...) overrides
     fault_step: int | None = None  # mid-run faults
     scheduled: bool = False        # a scheduled hyperparameter (acts one iteration after it is reported)
+    # multi-agent (MultiAgentCartPole, two agents): policies -> their own config, agent -> policy, the trained ones
+    multi: dict | None = None
+    fault_module: str | None = None  # the policy the fault is planted in (the others are healthy)
 
 
 def _lr_jump(step: int) -> list:
@@ -170,10 +173,34 @@ def _runs() -> dict[str, Run]:
         r[f"{a}_lr_high"] = Run("other_algos", "bad_start", "lr_too_high", 2,
                                 ", ".join(f"{k} {v}" for k, v in high.items()), env=env, algorithm=algo,
                                 iterations=20, training=high)
+    # -- (e) multi-agent: two agents of RLlib's MultiAgentCartPole, PPO, 20 iterations; each policy its own
+    #    stream. Faults are planted in one policy's own config (algorithm_config_overrides_per_module).
+    two = {0: "p0", 1: "p1"}
+    S = fault_step(10)
+    for s, split in ((1, "tune"), (2, "held-out")):
+        r[f"ma_healthy_s{s}"] = Run("multi_agent", "healthy", None, 30 + s, "policies p0 (agent 0), p1 (agent 1)",
+                                    split=split, iterations=20, multi={"policies": {"p0": {}, "p1": {}}, "mapping": two})
+    r["ma_shared_healthy"] = Run("multi_agent", "healthy", None, 33, "one shared policy for both agents (self-play)",
+                                 split="held-out", iterations=20,
+                                 multi={"policies": {"shared": {}}, "mapping": {0: "shared", 1: "shared"}})
+    r["ma_frozen_healthy"] = Run("multi_agent", "healthy", None, 34, "p1 frozen (policies_to_train [p0])",
+                                 split="held-out", iterations=20,
+                                 multi={"policies": {"p0": {}, "p1": {}}, "mapping": two, "train": ["p0"]})
+    r["ma_p1_lr_jump"] = Run("multi_agent", "faulty", "lr_jump", 35, f"p1's lr schedule {_lr_jump(S)}; p0 healthy",
+                             iterations=20, fault_step=S, scheduled=True, fault_module="p1",
+                             multi={"policies": {"p0": {}, "p1": {"lr": _lr_jump(S)}}, "mapping": two})
+    r["ma_p0_lr_high"] = Run("multi_agent", "bad_start", "lr_too_high", 36, "p0's lr 0.05; p1 healthy", iterations=20,
+                             fault_module="p0", multi={"policies": {"p0": {"lr": 0.05}, "p1": {}}, "mapping": two})
+    r["ma_p1_entropy_huge"] = Run("multi_agent", "bad_start", "entropy_coeff_huge", 37,
+                                  "p1's entropy_coeff 5.0; p0 healthy", iterations=20, fault_module="p1",
+                                  multi={"policies": {"p0": {}, "p1": {"entropy_coeff": 5.0}}, "mapping": two})
     return r
 
 
 RUNS = _runs()
+#: Multi-agent runs are written to their own folder (and runs.json) below ``--out``: the single-agent
+#: analyses never see them.
+MULTI_DIR = "multi_agent"
 GROUPS = list(dict.fromkeys(run.group for run in RUNS.values()))
 
 
@@ -183,6 +210,8 @@ def build(name: str):
     from actors.learner import use_supervised_learner
 
     run = RUNS[name]
+    if run.multi is not None:
+        return _build_multi(run)
     env_config = {"id": run.env, **run.env_config}
     if run.algorithm == "PPO":
         cfg = (algos.ppo.PPOConfig().env_runners(num_env_runners=0).learners(num_learners=0)
@@ -204,6 +233,28 @@ def build(name: str):
         cfg = use_supervised_learner(cfg)
     algo = cfg.build_algo()
     return algo, priors_of(algo, env_config)
+
+
+def _build_multi(run: Run):
+    """A two-policy (or shared-policy) PPO on MultiAgentCartPole, as an experiment file's multi_agent: builds it."""
+    import ray.rllib.algorithms as algos
+    from ray.rllib.examples.envs.classes.multi_agent import MultiAgentCartPole
+
+    from actors.learner import use_supervised_learner
+    from actors.multi_agent import AgentTable
+    from actors.priors import modules_of
+
+    m = run.multi
+    cfg = (algos.ppo.PPOConfig().env_runners(num_env_runners=0).learners(num_learners=0)
+           .training(**{**PPO_BASE, **run.training})
+           .environment(MultiAgentCartPole, env_config={"num_agents": 2}).debugging(seed=run.seed)
+           .multi_agent(policies=set(m["policies"]), policy_mapping_fn=AgentTable(m["mapping"]),
+                        policies_to_train=m.get("train"),
+                        algorithm_config_overrides_per_module={p: o for p, o in m["policies"].items() if o}))
+    algo = use_supervised_learner(cfg).build_algo()
+    mods = modules_of(algo)
+    return algo, {"algorithm": "PPO", "modules": mods,
+                  **next(iter(mods.values()))["priors"]}
 
 
 def _space(space) -> dict:
@@ -352,6 +403,9 @@ def record(name: str, iterations: int | None, out: Path) -> dict:
     run = RUNS[name]
     n = iterations or run.iterations
     t0 = time.time()
+    if run.multi is not None:
+        out = out / MULTI_DIR
+        out.mkdir(parents=True, exist_ok=True)
     algo, priors = build(name)
     rows, raws = train_streams(algo, name, n)
     return {**write_streams(out, name, rows, raws), **static_meta(name), "iterations": len(rows),
@@ -422,9 +476,13 @@ def _locked(meta_path: Path):
 def static_meta(name: str) -> dict:
     """The meta fields a run's definition fixes (not its recording)."""
     run = RUNS[name]
-    return {"group": run.group, "kind": run.kind, "fault": run.fault, "how": run.how, "env": run.env,
-            "algorithm": run.algorithm, "seed": run.seed, "split": run.split, "env_config": run.env_config,
-            "fault_step": run.fault_step}
+    out = {"group": run.group, "kind": run.kind, "fault": run.fault, "how": run.how, "env": run.env,
+           "algorithm": run.algorithm, "seed": run.seed, "split": run.split, "env_config": run.env_config,
+           "fault_step": run.fault_step}
+    if run.multi is not None:
+        out.update(env="MultiAgentCartPole (2 agents)", fault_module=run.fault_module,
+                   multi={**run.multi, "mapping": {str(k): v for k, v in run.multi["mapping"].items()}})
+    return out
 
 
 def refresh_meta(out: Path, names: list[str]) -> None:
@@ -492,7 +550,7 @@ def main() -> None:
     try:
         for name in names:
             entry = record(name, args.iterations, out)
-            with _locked(meta_path) as meta:
+            with _locked(out / MULTI_DIR / "runs.json" if RUNS[name].multi is not None else meta_path) as meta:
                 meta["_about"] = ABOUT
                 meta[name] = entry
             print(f"[{name}] done: {json.dumps({k: v for k, v in entry.items() if k != 'priors'})}", flush=True)

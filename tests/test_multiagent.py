@@ -26,7 +26,7 @@ LR0 = 3e-4
 
 ROOT = Path(__file__).resolve().parents[1]
 # An iteration of a few hundred env steps and one epoch: the faults show all the same.
-SMALL = ["config.train_batch_size_per_learner=400", "config.minibatch_size=200", "config.num_epochs=2",
+SMALL = ["config.train_batch_size_per_learner=200", "config.minibatch_size=100", "config.num_epochs=1",
          "config.num_env_runners=0", "stop.episode_return_mean=null", "supervisor.checkpoint_every=2"]
 
 
@@ -106,7 +106,7 @@ def test_a_policy_sabotaged_through_its_own_config_is_flagged_and_repaired_alone
     """experiments/multiagent_cartpole_divergent.yaml, smaller: p1's lr jumps to 5.0 after 1,600 env steps
     (RLlib's algorithm_config_overrides_per_module), p0 keeps 3e-4."""
     code, t, ivs, reports = supervised(tmp_path, "multiagent_cartpole_divergent.yaml", 5,
-                                       "multi_agent.policies.p1.lr=[[0, 0.0003], [1199, 0.0003], [1200, 5.0]]")
+                                       "multi_agent.policies.p1.lr=[[0, 0.0003], [599, 0.0003], [600, 5.0]]")
     assert code == 0, t
     assert {m["module"] for m in t["modules"]} == {"p0", "p1"}
     assert t["findings"], "p1's divergence went unseen"
@@ -118,7 +118,7 @@ def test_a_policy_sabotaged_through_its_own_config_is_flagged_and_repaired_alone
     rb = [i for i in ivs if i["action"] == "rollback"]
     assert rb and rb[0]["module"] == "p1" and not rb[0]["params"].get("whole_trial") and rb[0]["verified"] == 1
     # p0's lr as its learner's optimizer reported it, every iteration: untouched
-    assert {r["metrics"]["modules/p0/lr"] for r in reports} == {pytest.approx(LR0)}
+    assert all(r["metrics"]["modules/p0/lr"] == pytest.approx(LR0) for r in reports)
     assert reports[-1]["metrics"]["modules/p1/lr"] == pytest.approx(LR0 / 10)
     p1 = next(m for m in t["modules"] if m["module"] == "p1")
     p0 = next(m for m in t["modules"] if m["module"] == "p0")
@@ -137,11 +137,12 @@ def test_a_shared_self_play_policy_is_one_module(ray_session, tmp_path):
 
 
 def test_a_frozen_opponent_gets_no_finding(ray_session, tmp_path):
-    """p1 frozen (not in policies_to_train): RLlib reports a zero gradient for it every iteration."""
+    """p1 frozen (not in policies_to_train): RLlib still reports learner values for it (its lr, a zero gradient),
+    and its return falls as p0 learns."""
     code, t, ivs, reports = supervised(tmp_path, "multiagent_cartpole.yaml", 3,
                                        "multi_agent.policies_to_train=[p0]")
     assert code == 0, t
-    assert reports[-1]["metrics"]["modules/p1/grad_norm"] == 0.0
+    assert "modules/p1/lr" in reports[-1]["metrics"] and "modules/p1/episode_return_mean" in reports[-1]["metrics"]
     frozen = next(m for m in t["modules"] if m["module"] == "p1")
     assert frozen["trained"] is False and frozen["health"]["worst_severity"] == "ok"
     assert [f for f in t["findings"] if f["module"] == "p1"] == [] and [i for i in ivs if i["module"] == "p1"] == []
@@ -156,3 +157,47 @@ def test_a_pettingzoo_env_from_an_experiment_file(ray_session, tmp_path):
     assert code == 0 and t["iterations"] == 2, t
     assert [m["module"] for m in t["modules"]] == ["pole_0", "pole_1"]
     assert "modules/pole_0/entropy" in reports[-1]["metrics"] and "modules/pole_1/entropy" in reports[-1]["metrics"]
+
+
+def test_two_learners_each_change_reaches_both_and_a_rollback_leaves_them_equal(ray_session, tmp_path):
+    """num_learners=2 (DDP over gloo on CPU): reduce_lr for p1 read back from both learners' optimizers;
+    rolling p1 back leaves both learners with the checkpoint's p1 and their own p0, equal on both; a learner
+    that dies is skipped (the change still reaches the other) and counted for worker_fault."""
+    from actors.appliers.rllib import (extra_metrics, learner_hparams, learners_equal, module_weights,
+                                       save_checkpoint)
+    from actors.appliers.rllib.remote import foreach_learner
+    from actors.appliers.rllib.weights import _learner_weights
+
+    algo = two_policy_config(lr1=1e-3).learners(num_learners=2).build_algo()
+    try:
+        algo.train()
+        ckpt = save_checkpoint(algo, str(tmp_path / "ckpt"))
+        saved = module_weights(algo)
+        algo.train()
+        applier = RLlibApplier(algo)
+        entry = actions.apply(applier, {"action": "reduce_lr", "module": "p1", "params": {"factor": 0.1}})
+        assert entry["ok"], entry
+        assert [h["lr"] for h in learner_hparams(algo, "p1")] == [pytest.approx(1e-4)] * 2
+        assert [h["lr"] for h in learner_hparams(algo, "p0")] == [pytest.approx(LR0)] * 2
+        p0_now = {k: v for k, v in module_weights(algo).items() if k.startswith("p0/")}
+
+        entry = actions.apply(applier, {"action": "rollback", "module": "p1", "params": {"checkpoint": ckpt}})
+        assert entry["ok"] and entry["verified"] and entry["learners_equal"], entry
+        per_learner = foreach_learner(algo, _learner_weights)
+        assert len(per_learner) == 2 and learners_equal(algo)
+        for w in per_learner:
+            assert all((w[k] == saved[k]).all() for k in saved if k.startswith("p1/"))  # p1 back
+            assert all((w[k] == p0_now[k]).all() for k in p0_now)  # p0 kept
+        # the lr p1 had before the rollback is re-applied, on both learners
+        assert [h["lr"] for h in learner_hparams(algo, "p1")] == [pytest.approx(1e-4)] * 2
+
+        # one learner dies: changes still reach the other, and the fleet says so
+        manager = algo.learner_group._worker_manager
+        ray.kill(manager._actors[manager.actor_ids()[1]])
+        entry = actions.apply(applier, {"action": "reduce_lr", "module": "p0", "params": {"factor": 0.5}})
+        assert entry["ok"], entry
+        assert [h["lr"] for h in learner_hparams(algo, "p0")] == [pytest.approx(LR0 / 2)]
+        extra = extra_metrics(algo)
+        assert extra["learners"] == 2 and extra["healthy_learners"] == 1
+    finally:
+        algo.stop()
