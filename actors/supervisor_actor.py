@@ -15,6 +15,7 @@ from pathlib import Path
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from supervisor import modules
 from supervisor.alerts import AlertSender
 from supervisor.config import SupervisorConfig
 from supervisor.engine import Engine, json_or_empty
@@ -205,7 +206,7 @@ class SupervisorService:
     def trial_overrides(self, run_id: str, trial_id: str) -> dict:
         eng = self.runs.get(run_id)
         st = eng.trials.get(trial_id) if eng else None
-        return dict(st.overrides) if st else {}
+        return modules.packed(st.overrides) if st else {}  # per module when several (supervisor.modules)
 
     def request_action(self, trial_id: str, action: str, params: dict | None = None,
                        reason: str = "manual request") -> bool:

@@ -173,27 +173,28 @@ def _runs() -> dict[str, Run]:
         r[f"{a}_lr_high"] = Run("other_algos", "bad_start", "lr_too_high", 2,
                                 ", ".join(f"{k} {v}" for k, v in high.items()), env=env, algorithm=algo,
                                 iterations=20, training=high)
-    # -- (e) multi-agent: two agents of RLlib's MultiAgentCartPole, PPO, 20 iterations; each policy its own
+    # -- (e) multi-agent: two agents of RLlib's MultiAgentCartPole, PPO, 12 iterations; each policy its own
     #    stream. Faults are planted in one policy's own config (algorithm_config_overrides_per_module).
     two = {0: "p0", 1: "p1"}
-    S = fault_step(10)
-    for s, split in ((1, "tune"), (2, "held-out")):
-        r[f"ma_healthy_s{s}"] = Run("multi_agent", "healthy", None, 30 + s, "policies p0 (agent 0), p1 (agent 1)",
-                                    split=split, iterations=20, multi={"policies": {"p0": {}, "p1": {}}, "mapping": two})
-    r["ma_shared_healthy"] = Run("multi_agent", "healthy", None, 33, "one shared policy for both agents (self-play)",
-                                 split="held-out", iterations=20,
-                                 multi={"policies": {"shared": {}}, "mapping": {0: "shared", 1: "shared"}})
-    r["ma_frozen_healthy"] = Run("multi_agent", "healthy", None, 34, "p1 frozen (policies_to_train [p0])",
-                                 split="held-out", iterations=20,
-                                 multi={"policies": {"p0": {}, "p1": {}}, "mapping": two, "train": ["p0"]})
-    r["ma_p1_lr_jump"] = Run("multi_agent", "faulty", "lr_jump", 35, f"p1's lr schedule {_lr_jump(S)}; p0 healthy",
-                             iterations=20, fault_step=S, scheduled=True, fault_module="p1",
-                             multi={"policies": {"p0": {}, "p1": {"lr": _lr_jump(S)}}, "mapping": two})
-    r["ma_p0_lr_high"] = Run("multi_agent", "bad_start", "lr_too_high", 36, "p0's lr 0.05; p1 healthy", iterations=20,
-                             fault_module="p0", multi={"policies": {"p0": {"lr": 0.05}, "p1": {}}, "mapping": two})
-    r["ma_p1_entropy_huge"] = Run("multi_agent", "bad_start", "entropy_coeff_huge", 37,
-                                  "p1's entropy_coeff 5.0; p0 healthy", iterations=20, fault_module="p1",
-                                  multi={"policies": {"p0": {}, "p1": {"entropy_coeff": 5.0}}, "mapping": two})
+    S = fault_step(6)
+    multi = dict(group="multi_agent", iterations=12)
+    r["ma_healthy_s1"] = Run(kind="healthy", fault=None, seed=31, how="policies p0 (agent 0), p1 (agent 1)",
+                             split="held-out", multi={"policies": {"p0": {}, "p1": {}}, "mapping": two}, **multi)
+    r["ma_shared_healthy"] = Run(kind="healthy", fault=None, seed=33, how="one shared policy for both agents",
+                                 split="held-out", multi={"policies": {"shared": {}}, "mapping": {0: "shared",
+                                                                                               1: "shared"}}, **multi)
+    r["ma_frozen_healthy"] = Run(kind="healthy", fault=None, seed=34, how="p1 frozen (policies_to_train [p0])",
+                                 split="held-out", multi={"policies": {"p0": {}, "p1": {}}, "mapping": two,
+                                                          "train": ["p0"]}, **multi)
+    r["ma_p1_lr_jump"] = Run(kind="faulty", fault="lr_jump", seed=35, how=f"p1's lr schedule {_lr_jump(S)}; p0 healthy",
+                             fault_step=S, scheduled=True, fault_module="p1",
+                             multi={"policies": {"p0": {}, "p1": {"lr": _lr_jump(S)}}, "mapping": two}, **multi)
+    r["ma_p0_lr_high"] = Run(kind="bad_start", fault="lr_too_high", seed=36, how="p0's lr 0.05; p1 healthy",
+                             fault_module="p0", multi={"policies": {"p0": {"lr": 0.05}, "p1": {}}, "mapping": two},
+                             **multi)
+    r["ma_p1_entropy_huge"] = Run(kind="bad_start", fault="entropy_coeff_huge", seed=37,
+                                  how="p1's entropy_coeff 5.0; p0 healthy", fault_module="p1",
+                                  multi={"policies": {"p0": {}, "p1": {"entropy_coeff": 5.0}}, "mapping": two}, **multi)
     return r
 
 

@@ -230,6 +230,13 @@ def render_status(st: Mapping[str, Any]) -> str:
             lines.append(f"  {str(t.get('trial_id'))[:28]:<28}  {str(t.get('status')):<10}  "
                          f"{t.get('iteration') if t.get('iteration') is not None else '-':>5}  {score:>6}  "
                          f"{str(h.get('worst_severity') or '-'):<8}  {str(t.get('node_id') or '-')[:12]}")
+            mods = t.get("modules") or []
+            if len(mods) > 1 or any(m.get("module") != "default_policy" for m in mods):
+                for m in mods:  # a multi-agent trial: each policy's own health
+                    mh = m.get("health") or {}
+                    ms = f"{mh['score']:.2f}" if isinstance(mh.get("score"), (int, float)) else "-"
+                    lines.append(f"    module {str(m.get('module'))[:19]:<19}  {'trained' if m.get('trained', True) else 'frozen':<10}"
+                                 f"  {'':>5}  {ms:>6}  {str(mh.get('worst_severity') or '-'):<8}")
     finds = st.get("findings") or []
     if finds:
         lines.append("recent cluster findings:")

@@ -21,7 +21,9 @@ from actors.appliers.rllib.remote import foreach_env_runner, foreach_learner
 def _learner_weights(learner) -> Dict[str, np.ndarray]:
     out = {}
     for mid in learner.module.keys():
-        for k, v in learner.module[mid].state_dict().items():
+        m = learner.module[mid]
+        m = m.unwrapped() if hasattr(m, "unwrapped") else m  # num_learners >= 2: the module inside DDP
+        for k, v in m.state_dict().items():
             out[f"{mid}/{k}"] = v.detach().cpu().numpy().copy()
     return out
 
