@@ -51,7 +51,7 @@ class RemoteBackend:
         return bool(self.client.call("request_action", trial_id, action, params, reason))
 
     def record_checkpoint(self, trial_id: str, seq: int, iteration: int, path: str, hparams: dict | None) -> None:
-        self.client.call("record_checkpoint", self.run_id, trial_id, seq, iteration, path, hparams)
+        self.client.record("record_checkpoint", self.run_id, trial_id, seq, iteration, path, hparams)
 
     def acknowledge(self, trial_id: str, applied: list) -> None:
         self.client.acknowledge(trial_id, applied)  # kept and resent if the actor does not answer

@@ -25,6 +25,7 @@ import yaml
 from supervisor.alerts import env_names, mask_settings
 from supervisor.config import Experiment, SupervisorConfig
 from supervisor.errors import InputError
+from supervisor.storage import Storage, StorageError
 
 SPEC_FILES = {"run": "experiment.yaml", "sweep": "sweep.yaml"}  # the file a run folder keeps of its spec
 
@@ -42,6 +43,12 @@ class RunInfo:
     profile: dict | None = None  # the metric bands ``supervisor.profile`` names
     trial_config: dict = field(default_factory=dict)  # the config every trial starts from
     search_keys: tuple[str, ...] = ()  # param_space keys Tune samples (your own Tune script)
+    storage: str | None = None  # the run's storage (supervisor.storage): its folder or URI; None: the run folder
+
+    @property
+    def store(self) -> Storage:
+        """Where checkpoints, TensorBoard files and the store's snapshots go (the run folder by default)."""
+        return Storage(self.storage or self.run_dir)
 
     def actor_args(self, masked: bool = False) -> dict:
         """``SupervisorActor.open_run``'s keyword arguments; trials carry them (``masked``: alert URLs masked,
@@ -49,7 +56,7 @@ class RunInfo:
         settings = self.settings.model_dump(mode="json")
         return {"run_dir": str(self.run_dir), "name": self.name, "kind": self.kind,
                 "settings": mask_settings(settings) if masked else settings, "spec": self.spec,
-                "profile": self.profile}
+                "profile": self.profile, "storage": self.storage}
 
     def alert_env(self) -> dict:
         """The values of the ``${VAR}`` names in alert URLs, for a supervisor on another machine."""
@@ -76,15 +83,21 @@ def run_id_for(run_dir: Path) -> str:
 
 
 def new_run(exp: Experiment, source: str, out: str | None, kind: str) -> RunInfo:
-    """An experiment or sweep file -> its ``RunInfo``; raises ``InputError`` (a bad profile) before anything
-    is created."""
+    """An experiment or sweep file -> its ``RunInfo``; raises ``InputError`` (a bad profile, a storage this
+    machine cannot write) before anything is created."""
     run_dir = (Path(out) if out else default_run_dir(exp.name)).resolve()
     if (run_dir / LOCK_FILE).exists():  # in use: say so now, before RLlib is even imported
         lock_run_dir(run_dir)
         unlock_run_dir(run_dir)
-    return RunInfo(run_id=run_id_for(run_dir), run_dir=run_dir, name=exp.name, kind=kind, settings=exp.supervisor,
-                   spec=_masked_spec(exp.model_dump(mode="json")), profile=load_profile(exp, source),
-                   trial_config=dict(exp.config))
+    run = RunInfo(run_id=run_id_for(run_dir), run_dir=run_dir, name=exp.name, kind=kind, settings=exp.supervisor,
+                  spec=_masked_spec(exp.model_dump(mode="json")), profile=load_profile(exp, source),
+                  trial_config=dict(exp.config), storage=Storage.for_run(exp.storage, run_dir).root)
+    if not run.store.is_run_dir(run_dir):
+        try:  # every node writes there: say now, in one line, before RLlib is even imported, if this one cannot
+            run.store.probe()
+        except StorageError as e:
+            raise InputError("storage", None, str(e)) from None
+    return run
 
 
 def _masked_spec(spec: dict) -> dict:

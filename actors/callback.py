@@ -10,11 +10,10 @@ one route for it); the next report shows whether the change took effect.
 from __future__ import annotations
 
 import logging
-import shutil
+import os
 import time
 from contextlib import contextmanager
 from contextvars import ContextVar
-from pathlib import Path
 
 import ray
 from ray.rllib.callbacks.callbacks import RLlibCallback
@@ -27,6 +26,7 @@ from actors.priors import modules_of, priors_of
 from supervisor import actions
 from supervisor.actions import apply as apply_action
 from supervisor.metrics import normalize_result
+from supervisor.storage import Storage, display
 from supervisor.verdict import Verdict
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ def with_trial(info: dict, trial: dict | None) -> dict:
     if not trial:
         return info
     info = {**info, **{k: trial[k] for k in ("trial_id", "trial_name") if trial.get(k) is not None}}
+    info["tune"] = trial.get("trial_id") is not None  # Tune takes the health-gated checkpoints
     params = trial.get("params") or {}
     sampled = {k: params[k] for k in info.get("search_keys", ()) if k in params}
     info["trial_config"] = {**(info.get("trial_config") or {}), **sampled, **(trial.get("search") or {})}
@@ -101,7 +102,9 @@ class SupervisorCallback(RLlibCallback):
         self.stop_requested = False
         self.restart_requested = False
         self.last_verdict: Verdict | None = None
-        self.checkpoints: list[str] = []
+        self.checkpoints: list[str] = []  # this trial's checkpoints it may rotate, oldest first (paths or URIs)
+        self.best_versions: list[str] = []  # its best checkpoints, the current one last
+        self.storage: Storage | None = None
         self.trial_config: dict = {}
 
     # ------------------------------------------------------------------ setup
@@ -111,6 +114,9 @@ class SupervisorCallback(RLlibCallback):
             return
         self.info = info
         self.trial_id = info.get("trial_id") or _tune_trial_id() or "default"
+        # where checkpoints go: the run folder, or the run storage every node reaches (supervisor.storage)
+        run_info = info["run_info"]
+        self.storage = Storage(run_info.get("storage") or run_info["run_dir"])
         self.client = SupervisorClient(info["run_id"], info["run_info"], info.get("timeout_s", 2.0),
                                        retry_after_s=info.get("retry_after_s", 5.0))
         # A (re)started trial must learn its next seq, or its reports would be taken for replays:
@@ -136,6 +142,9 @@ class SupervisorCallback(RLlibCallback):
     def _registered(self, algorithm, reg: dict) -> None:
         self.registered = True
         self.seq = reg["next_seq"]
+        if reg.get("checkpoint") and reg["checkpoint"]["path"] not in self.checkpoints:
+            # a restarted trial's rollback target: kept until the supervisor takes a newer one, then rotated
+            self.checkpoints.insert(0, reg["checkpoint"]["path"])
         if reg.get("overrides"):  # a restarted trial re-applies what the supervisor changed
             after = set_hparams(algorithm, reg["overrides"])
             log.info("trial %s restarted with supervisor overrides %s", self.trial_id, after)
@@ -178,7 +187,8 @@ class SupervisorCallback(RLlibCallback):
                 if len(per) > 1 or set(per) - {"default_policy"}:
                     sup["module_health"] = {m: h.get("score") for m, h in per.items()}
             self._apply(algorithm, verdict.actions)
-            if verdict.checkpoint and not verdict.actions:
+            if verdict.checkpoint and not verdict.actions and not self.info.get("tune"):
+                # under Tune the trainable asks Tune for it (should_checkpoint): one save, Tune's, in storage
                 self._checkpoint(algorithm, report["iteration"], seq=report["seq"])
             if verdict.best and not verdict.actions:
                 self._save_best(algorithm, report["iteration"], report["seq"], verdict.best)
@@ -205,35 +215,79 @@ class SupervisorCallback(RLlibCallback):
         self.restart_requested |= applier.restart_requested
 
     def _checkpoint(self, algorithm, iteration: int, seq: int = -1) -> None:
-        root = Path(self.info["run_info"]["run_dir"]) / "checkpoints" / _safe(self.trial_id)
-        path = root / f"seq_{seq + 1:06d}"
+        """Save a checkpoint into the run storage (``checkpoints/<trial>/seq_N``) and record it: the trial's
+        rollback target once the supervisor acknowledges it."""
+        where = self.storage.uri("checkpoints", _safe(self.trial_id), f"seq_{seq + 1:06d}")
         try:
-            save_checkpoint(algorithm, str(path))
+            save_checkpoint(algorithm, where)
         except Exception:
             log.exception("checkpoint failed; training continues")
             return
-        self.client.call("record_checkpoint", self.info["run_id"], self.trial_id, seq, iteration, str(path),
-                         current_hparams(algorithm))
-        self.checkpoints.append(str(path))
-        keep = int(self.info.get("keep_checkpoints", 3))
-        while len(self.checkpoints) > keep:
-            shutil.rmtree(self.checkpoints.pop(0), ignore_errors=True)
+        self.record_checkpoint(seq, iteration, where, current_hparams(algorithm))
+
+    def record_checkpoint(self, seq: int, iteration: int, where: str, hparams: dict | None) -> None:
+        """Hand a checkpoint (ours, or the one Tune just persisted) to the supervisor, like a report: kept and
+        sent again until it answers; then rotate what its answer allows."""
+        if where in self.checkpoints:
+            self.checkpoints.remove(where)  # saved again at the same place (--restore's starting point)
+        self.checkpoints.append(where)
+        self.client.record("record_checkpoint", self.info["run_id"], self.trial_id, seq, iteration, where, hparams)
+        self.rotate()
+
+    def rotate(self) -> None:
+        """Delete this trial's checkpoints beyond ``keep_checkpoints``, only those older than the rollback
+        target the supervisor acknowledged (never that target: a rollback may be on its way to it), and
+        earlier best checkpoints once the supervisor holds a newer best. Never raises."""
+        target = (self.client.acks.get("record_checkpoint") or {}).get("target")
+        if target in self.checkpoints:
+            keep = int(self.info.get("keep_checkpoints", 3))
+            older = self.checkpoints[:self.checkpoints.index(target)]
+            for where in older[:max(0, len(self.checkpoints) - keep)]:
+                if self._delete(where):
+                    self.checkpoints.remove(where)
+        best = (self.client.acks.get("record_best_checkpoint") or {}).get("best")
+        if best is not None and self.best_versions:
+            current = self.best_versions[-1]
+            if best == current or best == self._best_link():
+                for where in self.best_versions[:-1]:
+                    if self._delete(where):
+                        self.best_versions.remove(where)
+
+    def _delete(self, where: str) -> bool:
+        try:
+            Storage(where).delete()
+            return True
+        except Exception as e:  # the storage is down: deleted on a later rotation
+            log.warning("could not delete old checkpoint %s: %s", display(where), e)
+            return False
+
+    def _best_link(self) -> str | None:
+        """The stable name of the trial's best checkpoint in a local run storage (``RUN_DIR/best`` for a single
+        run): a symlink to the newest version; None for remote storage (no symlinks there)."""
+        if not self.storage.is_local:
+            return None
+        return self.info.get("best_dir") or self.storage.uri("checkpoints", _safe(self.trial_id), "best")
 
     def _save_best(self, algorithm, iteration: int, seq: int, best: dict) -> None:
-        """Replace the trial's best checkpoint (written aside, then swapped in: a crash mid-save keeps the old)."""
-        path = Path(self.info.get("best_dir") or Path(self.info["run_info"]["run_dir"]) / "checkpoints"
-                    / _safe(self.trial_id) / "best")
-        tmp = path.with_name(path.name + ".saving")
+        """A new best checkpoint, swapped in without a moment with no best: written whole into a new folder
+        (``checkpoints/<trial>/best-N``) beside the old one, then made current (in a local storage the
+        ``best`` symlink is replaced in one rename), recorded, and the old version deleted only once the
+        supervisor holds the new one."""
+        where = self.storage.uri("checkpoints", _safe(self.trial_id), f"best-{seq + 1:06d}")
+        link = self._best_link()
         try:
-            shutil.rmtree(tmp, ignore_errors=True)
-            save_checkpoint(algorithm, str(tmp))
-            shutil.rmtree(path, ignore_errors=True)
-            tmp.rename(path)
+            save_checkpoint(algorithm, where)
+            if link is not None:
+                swap_link(link, where)
         except Exception:
             log.exception("best checkpoint failed; training continues")
             return
-        self.client.call("record_best_checkpoint", self.info["run_id"], self.trial_id, seq, iteration, str(path),
-                         best["metric"], best["value"], current_hparams(algorithm))
+        if where in self.best_versions:
+            self.best_versions.remove(where)
+        self.best_versions.append(where)
+        self.client.record("record_best_checkpoint", self.info["run_id"], self.trial_id, seq, iteration,
+                           link or where, best["metric"], best["value"], current_hparams(algorithm))
+        self.rotate()
 
     def flush(self, timeout_s: float = 20.0) -> bool:
         """The trial ends (Tune stops it, or our runner closes it): nothing it knows may be lost.
@@ -267,6 +321,7 @@ class SupervisorCallback(RLlibCallback):
         if self.client is None:
             return None
         self.flush()  # what is outstanding first: what it decides comes before the closing record
+        self.rotate()  # what the last acknowledgements allow
         for attempt in range(3):  # the closing record is worth a few seconds: the supervisor may be restarting
             out = self.client.call("finish_trial", self.info["run_id"], self.trial_id, status, timeout_s=5.0)
             if out is not None:
@@ -310,6 +365,18 @@ def _where(item: dict) -> str:
     """"p1: " before a finding or action of a multi-agent trial's module (nothing for a single-agent one)."""
     m = item.get("module")
     return f"{m}: " if m not in (None, "default_policy") else ""
+
+
+def swap_link(link: str, target: str) -> None:
+    """Point the symlink ``link`` at ``target`` in one rename: a reader finds the old target or the new one,
+    never nothing. A real folder already at ``link`` (a best from before versions) is moved aside first."""
+    tmp = f"{link}.swap-{os.getpid()}"
+    if os.path.lexists(tmp):
+        os.remove(tmp)
+    os.symlink(os.path.relpath(target, os.path.dirname(link)), tmp)
+    if os.path.isdir(link) and not os.path.islink(link):
+        os.rename(link, f"{link}-{int(time.time())}")
+    os.replace(tmp, link)
 
 
 def _safe(name: str) -> str:

@@ -14,6 +14,11 @@ waiting a little for a restarting supervisor.
 What the trial did with the actions it was handed goes through ``acknowledge``,
 the one route for it: kept until the supervisor takes it, and always sent before
 the next report (which verifies the change).
+
+Checkpoint records (``record``: a new rollback target, a new best) travel the
+same way: kept in order until the supervisor answers each, sent before the next
+report (which may need that target), and their answers (``acks``: the rollback
+target and best the supervisor holds) tell the trial what it may delete.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ class SupervisorClient:
         self.dropped = 0
         self._tries: dict[int, int] = {}  # id(report) -> error verdicts it got
         self.unacked: dict[str, list[dict]] = {}  # trial id -> applied entries the supervisor has not taken yet
+        self.records: deque = deque(maxlen=256)  # (method, args) checkpoint records not answered yet, oldest first
+        self.acks: dict[str, dict] = {}  # method -> the supervisor's answer to the newest record it took
+        self._record_tries = 0  # error answers the oldest record got
 
     def _actor(self):
         if self._handle is None:
@@ -110,7 +118,7 @@ class SupervisorClient:
     @property
     def outstanding(self) -> bool:
         """Something the supervisor has not got yet: buffered reports, late verdicts, acknowledgements."""
-        return bool(self.buffer or self.late or self.unacked)
+        return bool(self.buffer or self.late or self.unacked or self.records)
 
     def acknowledge(self, trial_id: str, applied: list[dict]) -> bool:
         """Hand the supervisor what the trial did with the actions it was handed (``Engine.acknowledge``).
@@ -119,7 +127,36 @@ class SupervisorClient:
             self.unacked.setdefault(trial_id, []).extend(applied)
         return self._send_acks()
 
+    def record(self, method: str, *args) -> bool:
+        """A checkpoint record (``record_checkpoint``, ``record_best_checkpoint``): kept until the supervisor
+        answers it, sent again (in order) before anything else; True once every record went."""
+        self.records.append((method, args))
+        return self._send_records()
+
+    def _send_records(self) -> bool:
+        while self.records:
+            method, args = self.records[0]
+            out = self.call(method, *args)
+            if isinstance(out, dict) and out.get("unknown_run") and \
+                    self.call("open_run", self.run_id, *self._run_args()) is not None:
+                out = self.call(method, *args)  # the actor had lost the run
+            if not isinstance(out, dict) or out.get("unknown_run"):
+                return False
+            if out.get("error"):  # the supervisor could not store it: again later, a few times at most
+                self._record_tries += 1
+                if self._record_tries < self.MAX_TRIES:
+                    return False
+                log.warning("supervisor refused a checkpoint record %d times (%s); dropped", self._record_tries,
+                            out["error"])
+            else:
+                self.acks[method] = out
+            self._record_tries = 0
+            self.records.popleft()
+        return True
+
     def _send_acks(self) -> bool:
+        if not self._send_records():
+            return False
         for trial_id in list(self.unacked):
             entries = self.unacked[trial_id]
             out = self.call("acknowledge", self.run_id, trial_id, entries)
@@ -205,14 +242,14 @@ class SupervisorClient:
         got: list[Verdict] = []  # verdicts of an earlier round in which some reports failed
         while True:
             batch = list(self.buffer)
-            if not batch and not self.unacked:
+            if not batch and not self.unacked and not self.records:
                 late, self.late = self.late, []
                 return [*got, *late]
             if self._inflight is not None:
                 ray.wait([self._inflight], timeout=max(0.0, min(2.0, deadline - time.monotonic())))
             self._down_since = None  # no back-off now: this is the last chance
             if not batch:
-                if self._send_acks():
+                if self._send_acks():  # the records first, then the acknowledgements
                     continue
             elif (verdicts := self._send(batch)) is not None:
                 self._settle(batch, verdicts)
@@ -225,7 +262,8 @@ class SupervisorClient:
 
     def _run_args(self) -> tuple:
         i = self.run_info
-        return (i["run_dir"], i["name"], i["kind"], i.get("settings"), i.get("spec"), i.get("profile"))
+        return (i["run_dir"], i["name"], i["kind"], i.get("settings"), i.get("spec"), i.get("profile"), None,
+                i.get("storage"))  # open_run's alert_env (the driver's to give), then the run storage
 
     def _keep(self, report: dict) -> None:
         if self.buffer and self.buffer[-1] is report:

@@ -36,7 +36,7 @@ __all__ = ["supervise", "finish", "restart", "RestartRequested"]
 
 def supervise(config, run_dir: str | Path, *, name: str | None = None, settings: Any = None,
               profile: str | Path | Mapping | None = None, address: str | None = None,
-              trial_id: str | None = None):
+              trial_id: str | None = None, storage: str | None = None):
     """Put the algorithm ``config`` builds under supervision; returns the same config.
 
     Args:
@@ -48,9 +48,13 @@ def supervise(config, run_dir: str | Path, *, name: str | None = None, settings:
         address: the Ray cluster to attach to when Ray is not initialized yet (default: ``RAY_ADDRESS``,
             else a local Ray).
         trial_id: the trial's id (default: the folder's name).
+        storage: the run storage (as the experiment file's ``storage:``): a shared path or a URI such as
+            ``s3://bucket/prefix``; checkpoints, TensorBoard files and snapshots of the store go to
+            ``storage/<run folder's name>/`` (default: the run folder itself).
     """
     from supervisor.api import _profile, _validated
     from supervisor.config import SupervisorConfig
+    from supervisor.storage import Storage, storage_problem
 
     from actors.bootstrap import init_ray
 
@@ -59,13 +63,18 @@ def supervise(config, run_dir: str | Path, *, name: str | None = None, settings:
     s = settings if isinstance(settings, SupervisorConfig) else (_validated(settings) if settings else
                                                                  SupervisorConfig())
     run_dir = Path(run_dir).resolve()
+    if storage is not None and storage_problem(storage):
+        raise ValueError(f"storage: {storage_problem(storage)}")
+    store = Storage.for_run(storage, run_dir)
+    if not store.is_run_dir(run_dir):
+        store.probe()  # StorageError in one line now, not at the first checkpoint
     run_dir.mkdir(parents=True, exist_ok=True)
     run_id = run_dir.name
     prof = _profile(profile if profile is not None else s.profile)
     algo_name = type(config).__name__.removesuffix("Config") or "algorithm"
     run_info = {"run_dir": str(run_dir), "name": name or run_id, "kind": "run",
                 "settings": s.model_dump(mode="json"), "spec": {"algorithm": algo_name, "kind": "rllib"},
-                "profile": prof}
+                "profile": prof, "storage": store.root}
     info = {"run_id": run_id, "trial_id": str(trial_id or run_id), "run_info": run_info,
             "timeout_s": s.report_timeout_s, "retry_after_s": s.retry_after_s,
             "keep_checkpoints": s.keep_checkpoints, "trial_config": _trial_config(config)}
@@ -96,6 +105,7 @@ def finish(algo, status: str | None = None) -> str:
     status = status or ("stopped" if cb.stop_requested else "completed")
     final = cb.on_trial_end(status) or status
     cb.client.call("close_run", cb.info["run_id"], final, timeout_s=10.0)
+    cb.client.call("wait_snapshot", cb.info["run_id"], 60.0, timeout_s=90.0)  # the store's copy in the storage
     return final
 
 

@@ -9,6 +9,7 @@ supervisor, 1 any other failure (bad input, 2, is raised before training).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
     if exp.supervisor.tensorboard:
         from supervisor.tensorboard import TensorBoardLog
 
-        tb = TensorBoardLog(run.run_dir)
+        tb = TensorBoardLog(run.run_dir, storage=run.store)
     started = time.time()
     status, iteration, metrics, algo = "errored", 0, {}, None
     try:
@@ -93,6 +94,9 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
         try:
             sup = get_or_create_supervisor()
             ray.get(sup.close_run.remote(run.run_id, status), timeout=10)
+            snap = ray.get(sup.wait_snapshot.remote(run.run_id, 60.0), timeout=90)
+            if snap is not None and not snap["ok"]:
+                log.warning("the store's last snapshot did not reach %s: %s", snap["uri"], snap["error"])
         except Exception:
             pass
         if algo is not None:
@@ -102,18 +106,30 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
     if not quiet:
         progress.done(status, iteration, time.time() - started, metrics.get("episode_return_mean"))
         print(f"report: supervise report {run.run_dir}")
+        if not run.store.is_run_dir(run.run_dir):
+            print(f"from any machine: supervise report '{run.store.root}'")
     return {"completed": 0, "recovered": 0, "stopped": 3}.get(status, 1)
 
 
 def resolve_restore(path: str) -> str:
-    """``--restore``: a checkpoint folder, or a run folder (its best checkpoint)."""
+    """``--restore``: a checkpoint folder or URI (a run storage's, e.g. the report's best checkpoint), or a run
+    folder (its best checkpoint)."""
+    from supervisor.storage import display, is_uri
+
+    from actors.appliers.rllib.checkpoints import is_checkpoint
+
+    if is_uri(path):
+        if not is_checkpoint(path):
+            raise InputError("--restore", None, f"{display(path)}: not an RLlib checkpoint (no learner_group/ "
+                                                "there, or the storage cannot be read from this machine)")
+        return path
     p = Path(path)
     if (p / "best" / "learner_group").is_dir():
         p = p / "best"
     if not (p / "learner_group").is_dir():
         raise InputError("--restore", None, f"{path}: not an RLlib checkpoint (no learner_group/) "
                                             "nor a run folder with a best checkpoint")
-    return str(p.resolve())
+    return os.path.abspath(p)
 
 
 def _restore(algo, path: str) -> None:
@@ -125,7 +141,6 @@ def _restore(algo, path: str) -> None:
     cb = find_callback(algo)
     if cb is not None and cb.client is not None:
         cb._checkpoint(algo, iteration=0, seq=cb.seq - 1)  # overwrites the initial one, same folder
-        cb.checkpoints = list(dict.fromkeys(cb.checkpoints))
 
 
 def _restart(algo, config):

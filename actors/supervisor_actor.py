@@ -19,6 +19,7 @@ from supervisor import modules
 from supervisor.alerts import AlertSender
 from supervisor.config import SupervisorConfig
 from supervisor.engine import Engine, json_or_empty
+from supervisor.storage import StoreSnapshots, store_snapshots
 from supervisor.store import Store
 from supervisor.verdict import Verdict
 
@@ -45,9 +46,11 @@ class SupervisorService:
         self.closed_trials: deque = deque(maxlen=256)
         self._latency_ms: deque = deque(maxlen=65536)  # recent verdict latencies inside the actor
         self._busy_s, self._batches, self._judged = 0.0, 0, 0  # judging time, batches and reports since reset
+        self.snapshots: dict[str, StoreSnapshots] = {}  # runs whose storage is not their folder: copies of the store
 
     def open_run(self, run_id: str, run_dir: str, name: str, kind: str, settings: dict | None = None,
-                 spec: dict | None = None, profile: dict | None = None, alert_env: dict | None = None) -> dict:
+                 spec: dict | None = None, profile: dict | None = None, alert_env: dict | None = None,
+                 storage: str | None = None) -> dict:
         """Attach a run (idempotent; the driver calls it again after an actor restart). ``alert_env``: the
         driver's values of the ``${VAR}`` names in alert URLs (kept in memory only, never stored)."""
         if run_id not in self.runs:
@@ -56,7 +59,10 @@ class SupervisorService:
             cfg = _validated(settings or {})
             self.runs[run_id] = Engine(store, cfg, profile)
             self.specs[run_id] = {"run_dir": run_dir, "name": name, "kind": kind, "settings": settings or {},
-                                  "spec": spec, "profile": profile, "started": time.time()}
+                                  "spec": spec, "profile": profile, "started": time.time(), "storage": storage}
+            snaps = store_snapshots(run_dir, storage, cfg.store_snapshot_s)
+            if snaps is not None:
+                self.snapshots[run_id] = snaps
             if cfg.alerts:
                 # its own connection: deliveries are recorded from the sender's thread
                 rec = Store(Path(run_dir) / "supervisor.db")
@@ -89,11 +95,29 @@ class SupervisorService:
                 if sender.close(timeout_s=0):  # a delivery still retrying keeps its connection
                     sender.record_store.close()
             self.closed_trials.extend(eng.snapshot())
+            snaps = self.snapshots.get(run_id)
+            if snaps is not None:
+                snaps.final()  # on its own thread; the driver waits for it with wait_snapshot
+                for rid in [r for r in self.snapshots if r not in self.runs and r != run_id][:-64]:
+                    del self.snapshots[rid]  # bounded: the final copies nobody waited for
             self.runs.pop(run_id, None)
             self.specs.pop(run_id, None)
             for tid in [t for t, r in self.run_of.items() if r == run_id]:
                 del self.run_of[tid]
             eng.store.close()
+
+    async def wait_snapshot(self, run_id: str, timeout_s: float = 60.0) -> dict | None:
+        """After ``close_run``: wait (off the event loop) for the run's last store snapshot in its storage;
+        ``{"ok", "uri", "error"}``, or None for a run whose storage is its folder (nothing to copy)."""
+        import asyncio
+
+        snaps = self.snapshots.get(run_id)
+        if snaps is None:
+            return None
+        out = await asyncio.get_running_loop().run_in_executor(None, snaps.wait, timeout_s)
+        if out["ok"] and run_id not in self.runs:
+            self.snapshots.pop(run_id, None)
+        return out
 
     def _engine(self, trial_id: str, run_id: str | None = None) -> Engine | None:
         run_id = run_id or self.run_of.get(trial_id)
@@ -169,6 +193,9 @@ class SupervisorService:
             if isinstance(r, dict):
                 self.run_of.setdefault(str(r.get("trial_id")), run_id)
         verdicts = eng.observe_batch(reports)
+        snaps = self.snapshots.get(run_id)
+        if snaps is not None:
+            snaps.maybe()  # never blocks: a due snapshot runs on its own thread
         sender = self.alerts.get(run_id)
         if sender is not None:  # cheap latch bookkeeping here; sending is on the sender's thread
             for r, v in zip(reports, verdicts):
@@ -178,16 +205,25 @@ class SupervisorService:
         return [v.to_dict() for v in verdicts]
 
     def record_checkpoint(self, run_id: str, trial_id: str, seq: int, iteration: int, path: str,
-                          hparams: dict | None) -> None:
-        eng = self.runs.get(run_id)
-        if eng is not None:
-            eng.record_checkpoint(trial_id, seq, iteration, path, hparams)
+                          hparams: dict | None) -> dict:
+        """A trial's new health-gated checkpoint; the answer acknowledges it (``{"target": path}``: the
+        rollback target the trial must keep), ``unknown_run`` (reopen and resend) or ``error`` (resend)."""
+        return self._record(run_id, "record_checkpoint", trial_id, seq, iteration, path, hparams)
 
     def record_best_checkpoint(self, run_id: str, trial_id: str, seq: int, iteration: int, path: str, metric: str,
-                               value: float, hparams: dict | None) -> None:
+                               value: float, hparams: dict | None) -> dict:
+        """A trial's new best checkpoint; answered as ``record_checkpoint`` (``{"best": path}``)."""
+        return self._record(run_id, "record_best_checkpoint", trial_id, seq, iteration, path, metric, value, hparams)
+
+    def _record(self, run_id: str, method: str, trial_id: str, *args) -> dict:
         eng = self.runs.get(run_id)
-        if eng is not None:
-            eng.record_best_checkpoint(trial_id, seq, iteration, path, metric, value, hparams)
+        if eng is None:
+            return {"unknown_run": True}
+        try:
+            out = getattr(eng, method)(trial_id, *args)
+        except Exception as e:  # the store could not take it (locked, disk full): the trial sends it again
+            return {"error": f"{e.__class__.__name__}: {e}"}
+        return out if out is not None else {"error": f"unknown trial {trial_id}"}
 
     def acknowledge(self, run_id: str, trial_id: str, applied: list) -> bool:
         """What a trial did with the actions it was handed (``Engine.acknowledge``). False: the run is

@@ -240,6 +240,7 @@ def table_learner() -> str:
     rows = [_row(f"batch {c['batch']}, minibatch {c['minibatch']}, {c['epochs']} epochs",
                  f"{c['wall_overhead_percent']:+.1f} %", f"{c['cpu_overhead_percent']:+.1f} %") for c in f["configs"]]
     return "\n".join(["| config | wall time overhead | CPU time overhead |", "|---|---:|---:|", *rows]) + \
+        f"\n\nMeasured {_meta('learner_overhead')['date'][:10]} (`benchmarks/results/learner_overhead.json`)." + \
         _loaded("learner_overhead")
 
 

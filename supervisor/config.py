@@ -93,7 +93,11 @@ class SupervisorConfig(BaseModel):
     alert_quiet: int = Field(10, gt=0, description="a detector quiet this many iterations on a trial ends "
                                                    "its alert latch: the next finding alerts again")
     dashboard_url: str | None = Field(None, description="base URL of `supervise dashboard`, linked in alerts")
-    tensorboard: bool = Field(True, description="write TensorBoard event files in the run folder")
+    tensorboard: bool = Field(True, description="write TensorBoard event files in the run folder (and the "
+                                                "run storage)")
+    store_snapshot_s: float = Field(60.0, ge=1, le=86_400, description="with a run storage other than the run "
+                                                                      "folder: copy supervisor.db there at most "
+                                                                      "this often (and at the run's end)")
 
     @field_validator("ladders")
     @classmethod
@@ -268,6 +272,18 @@ class Experiment(BaseModel):
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
     seed: int | None = Field(None, ge=0, lt=2**31)  # what every seeded library takes
     multi_agent: MultiAgentConfig | None = None
+    # where checkpoints, TensorBoard files and store snapshots are kept (supervisor.storage); None: the run folder
+    storage: str | None = None
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, v):
+        from supervisor.storage import storage_problem
+
+        problem = None if v is None else storage_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
 
     @field_validator("algorithm", mode="before")
     @classmethod
@@ -379,6 +395,8 @@ def apply_overrides(data: dict, sets: list[str], source: str) -> dict:
     return data
 
 
+_NO_ECHO = {"storage"}  # its messages quote what they need; echoing a URI with credentials would leak them
+
 # pydantic's error types in the project's one wording: "<file>: <key>: <what is wrong> (got <value>)".
 _PYDANTIC_WORDS = {
     "greater_than": "must be > {gt}", "greater_than_equal": "must be >= {ge}", "less_than": "must be < {lt}",
@@ -412,7 +430,8 @@ def _first_error(exc: ValidationError, source: str) -> InputError:
         # our own validators already name a nested key ("config.lr: ...", "search.config.lr.uniform: ...")
         if ": " in msg and msg.split(": ", 1)[0].startswith(("config.", "search.", key or "\0")):
             key, msg = msg.split(": ", 1)
-    if "input" in err and err["type"] not in ("missing", "extra_forbidden") and "got" not in msg:
+    if "input" in err and err["type"] not in ("missing", "extra_forbidden") and "got" not in msg \
+            and key not in _NO_ECHO:
         inp = err["input"]
         if not isinstance(inp, (dict, list)) and "(got " not in msg:
             msg = f"{msg} (got {inp!r})"
@@ -547,6 +566,18 @@ def load_experiment(path: str | Path, sets: list[str] | None = None, model: type
             raise InputError(source, "supervisor.profile", f"no such file: {prof}")
         load_profile(prof)
     return exp
+
+
+def with_storage(exp: Experiment, storage: str | None) -> Experiment:
+    """``--storage`` over the file's ``storage:``; ``InputError`` naming the flag when it is unusable."""
+    if storage is None:
+        return exp
+    from supervisor.storage import storage_problem
+
+    problem = storage_problem(storage)
+    if problem:
+        raise InputError("--storage", None, problem)
+    return exp.model_copy(update={"storage": storage})
 
 
 def load_sweep(path: str | Path, sets: list[str] | None = None) -> Sweep:

@@ -647,14 +647,9 @@ class Engine:
         changes nothing (a trial resends what it is not sure arrived)."""
         if not isinstance(applied, list) or not applied:
             return
-        state = self.trials.get(trial_id)
-        if state is None:  # the actor restarted and the trial acknowledges before it reports again
-            row = self.store.trial(trial_id)
-            if row is None:
-                return
-            state = self._rebuild(trial_id, row["run_id"])
-            state.status = row["status"]
-            self.trials[trial_id] = state
+        state = self._known(trial_id)
+        if state is None:
+            return
         try:
             with self.store.transaction():
                 self._take_applied(state, applied)
@@ -779,10 +774,30 @@ class Engine:
             broken = (RETURN_BROKEN | {p.detector}) & alarmed
             self._settle(state, stream, p, "ineffective" if broken else "effective", seq)
 
-    def record_checkpoint(self, trial_id: str, seq: int, iteration: int, path: str, hparams: dict | None) -> None:
+    def _known(self, trial_id: str) -> TrialState | None:
+        """The trial's state, rebuilt from the store when the actor restarted and the trial speaks (an
+        acknowledgement, a checkpoint record) before it reports again; None for a trial the store never saw."""
         state = self.trials.get(trial_id)
         if state is None:
-            return
+            row = self.store.trial(trial_id)
+            if row is None:
+                return None
+            state = self._rebuild(trial_id, row["run_id"])
+            state.status = row["status"]
+            self.trials[trial_id] = state
+        return state
+
+    def record_checkpoint(self, trial_id: str, seq: int, iteration: int, path: str, hparams: dict | None
+                          ) -> dict | None:
+        """A checkpoint the trial took after report ``seq``: the trial's rollback target from now on, unless
+        a newer one is already known (a record that arrives late). Returns ``{"target": path}``, the target
+        the trial must keep; None for an unknown trial. ``hparams``: flat, or per module (``supervisor.modules``)."""
+        state = self._known(trial_id)
+        if state is None:
+            return None
+        if state.checkpoint is not None and seq < state.checkpoint["seq"]:
+            self.store.record_checkpoint(trial_id, seq, iteration, path, hparams)
+            return {"target": state.checkpoint["path"]}
         per = modules.by_module(dict(hparams or {}))
         # RLlib reports the lr scheduled for the *next* update. If a schedule just raised it, no update
         # has used it yet, so "healthy" says nothing about it: keep the lr that produced the healthy updates.
@@ -796,14 +811,17 @@ class Engine:
         state.checkpoint = {"path": path, "seq": seq, "iteration": iteration, "hparams": hparams}
         for st in state.streams.values():
             st.history_at_checkpoint = copy.deepcopy(st.history)
+        return {"target": path}
 
     def record_best_checkpoint(self, trial_id: str, seq: int, iteration: int, path: str, metric: str, value: float,
-                               hparams: dict | None) -> None:
-        state = self.trials.get(trial_id)
+                               hparams: dict | None) -> dict | None:
+        """The trial's new best checkpoint; returns ``{"best": path}``, None for an unknown trial."""
+        state = self._known(trial_id)
         if state is None:
-            return
+            return None
         self.store.record_best_checkpoint(trial_id, seq, iteration, path, metric, value, hparams)
         state.best = {"metric": metric, "value": value, "path": path, "seq": seq, "iteration": iteration}
+        return {"best": path}
 
     def finish_trial(self, trial_id: str, status: str) -> str:
         """Close a trial (what it applied last was acknowledged before). ``completed`` becomes ``recovered``

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Iterable
 
 from supervisor.errors import InputError
+from supervisor.keymaps import lookup
 
 #: TensorBoard's event file names: ``events.out.tfevents.<time>.<host>[.<pid>.<n>][suffix]``.
 EVENT_FILE = re.compile(r"^events\.out\.tfevents\.")
@@ -96,10 +97,7 @@ def read_scalars(files: Iterable[Path]) -> tuple[dict[str, dict[int, list[float]
 
 
 def _is_episode_tag(tag: str) -> bool:
-    from supervisor.keymaps import lookup
-
-    hit = lookup(tag)
-    return hit is not None and hit[0] in _EPISODE_NAMES
+    return _lookup_name(tag) in _EPISODE_NAMES
 
 
 def to_records(series: dict[str, dict[int, list[float]]]) -> tuple[list[dict], list[str], list[str]]:
@@ -151,8 +149,6 @@ def to_records(series: dict[str, dict[int, list[float]]]) -> tuple[list[dict], l
 
 
 def _lookup_name(tag: str) -> str | None:
-    from supervisor.keymaps import lookup
-
     hit = lookup(tag)
     return hit[0] if hit else None
 

@@ -4,22 +4,38 @@
 each trial as its own run. Written by the driver (``supervise run``'s loop,
 the sweep's Tune callback) from what each iteration reports, with tensorboardX
 (no TensorFlow, no torch needed). ``supervisor.tensorboard: false`` turns it off.
+
+With a run storage other than the run folder (``storage:``), the event files are copied to
+``STORAGE/tensorboard/`` every ``sync_s`` seconds (from a thread: the training loop never waits on
+the network) and once more when the log closes, so ``tensorboard --logdir s3://...`` sees them.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 
 class TensorBoardLog:
-    def __init__(self, run_dir: str | Path):
+    """Args:
+        run_dir: the run folder (the event files are written under ``run_dir/tensorboard``).
+        storage: the run's ``supervisor.storage.Storage``; copied there when it is not the run folder.
+        sync_s: at most one copy to the storage this often.
+    """
+
+    def __init__(self, run_dir: str | Path, storage=None, sync_s: float = 30.0):
         self.root = Path(run_dir) / "tensorboard"
         self._writers: dict = {}
         self.broken = False
+        self.storage = storage if storage is not None and not storage.is_run_dir(run_dir) else None
+        self.sync_s = sync_s
+        self._synced = time.monotonic()
+        self._sync_thread: threading.Thread | None = None
 
     def _writer(self, trial_id: str):
         w = self._writers.get(trial_id)
@@ -52,6 +68,25 @@ class TensorBoardLog:
         except Exception:
             log.exception("TensorBoard event files could not be written; the run goes on without them")
             self.broken = True
+            return
+        if self.storage is not None and time.monotonic() - self._synced >= self.sync_s and not self._syncing():
+            self._synced = time.monotonic()
+            self._sync_thread = threading.Thread(target=self.sync, name="tensorboard-sync", daemon=True)
+            self._sync_thread.start()
+
+    def _syncing(self) -> bool:
+        return self._sync_thread is not None and self._sync_thread.is_alive()
+
+    def sync(self) -> bool:
+        """Copy the event files to the run storage; False (logged) when it cannot be reached."""
+        if self.storage is None or not self.root.is_dir():
+            return True
+        try:
+            self.storage.upload(self.root, "tensorboard")
+            return True
+        except Exception as e:
+            log.warning("TensorBoard files not copied to %s: %s", self.storage, e)
+            return False
 
     def close(self) -> None:
         for w in self._writers.values():
@@ -60,3 +95,7 @@ class TensorBoardLog:
             except Exception:
                 pass
         self._writers.clear()
+        if self.storage is not None:
+            if self._sync_thread is not None:
+                self._sync_thread.join(60)
+            self.sync()

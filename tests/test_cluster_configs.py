@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from supervisor.cli import build_parser
-from supervisor.config import load_experiment
+from supervisor.config import load_experiment, load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "cluster_configs"
@@ -63,7 +63,8 @@ def check_entrypoint(cmd: str, where: str) -> None:
         target = args.experiment if argv[1] == "run" else args.sweep
         path = ROOT / target
         assert path.is_file(), f"{where}: {target} is not in the repository"
-        load_experiment(str(path), list(args.set))  # and the --set overrides are valid keys and values
+        load = load_experiment if argv[1] == "run" else load_sweep
+        load(str(path), list(args.set))  # and the --set overrides are valid keys and values
 
 
 @pytest.mark.parametrize("name", LAUNCHER)
@@ -215,3 +216,14 @@ def test_prometheus_alert_rules_use_exported_metrics_and_pass_promtool():
         p = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
         assert p.returncode == 0, p.stdout + p.stderr
         assert f"SUCCESS: {len(rules)} rules found" in p.stdout
+
+
+def test_kuberay_notes_give_a_sweep_a_run_storage_the_cli_takes():
+    """A sweep trains on worker pods that do not mount the head's PVC: the manifest's notes give it a
+    `--storage` URI, and that command line is one the CLI accepts as written."""
+    lines = [ln[1:].strip() for ln in (CONFIGS / "kuberay-rayjob.yaml").read_text().splitlines() if ln.startswith("#")]
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("supervise sweep"))
+    cmd = " ".join([lines[start]] + [ln for ln in lines[start + 1:start + 3] if ln.startswith("--")])
+    check_entrypoint(cmd, "kuberay-rayjob.yaml notes")
+    args = build_parser()[0].parse_args(shlex.split(cmd)[1:])
+    assert args.storage.startswith("s3://") and args.out.startswith("/home/ray/runs/")

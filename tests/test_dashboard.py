@@ -216,7 +216,7 @@ def test_planted_fault_shows_in_feed_and_on_chart(tmp_path, dashboard, page):
     bad = healthy(12)
     bad["vf_loss"] = float("nan")
     verdict = w.report("PPO_fault_00000", bad)
-    assert any(f["detector"] == "non_finite" and f["severity"] == "critical" for f in verdict["findings"])
+    assert any(f["detector"] == "non_finite" and f["severity"] == "critical" for f in verdict.findings)
     for i in range(13, 16):
         w.report("PPO_fault_00000", {**healthy(i), "lr": 3e-5})
 

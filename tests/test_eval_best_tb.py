@@ -103,4 +103,5 @@ def test_scan_reads_the_run_folders_own_tensorboard(gap_run):
     assert not s["ignored_keys"]
     reasons = {k["path"]: k["reason"] for k in res["skipped"]}
     assert "'supervise report' reads it" in reasons[str(out / "supervisor.db")]
-    assert reasons[str(out / "best") + "/"] == "model or checkpoint data"
+    # the best checkpoint's files (RUN_DIR/best links to checkpoints/<trial>/best-N) are model state, not logs
+    assert reasons[str(out / "checkpoints") + "/"] == "model or checkpoint data"

@@ -7,7 +7,6 @@ never copied into the test.
 """
 
 import json
-import math
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.cli import main
-from supervisor.scan import load, load_file, load_tensorboard, read, scan
+from supervisor.scan import load, load_file, read, scan
 
 DATA = Path(__file__).parent / "data"
 TB = DATA / "tensorboard"

@@ -122,7 +122,7 @@ class SupervisorTuneCallback(Callback):
         if self._tb is None:
             from supervisor.tensorboard import TensorBoardLog
 
-            self._tb = TensorBoardLog(self.run.run_dir)
+            self._tb = TensorBoardLog(self.run.run_dir, storage=self.run.store)
         return self._tb
 
     def open(self) -> None:
@@ -272,6 +272,10 @@ class SupervisorTuneCallback(Callback):
         # open_run is idempotent; after an actor restart it is what lets close_run find the run
         self._call("open_run", self.run_id, retries=3, **self.run_info)
         self._call("close_run", self.run_id, self.overall_status(), retries=3)
+        # the store's last snapshot in the run storage: what `supervise report URI` reads once the head is gone
+        out = self._call("wait_snapshot", self.run_id, 60.0, timeout=90.0)
+        if out is not None and not out.get("ok"):
+            log.warning("the store's last snapshot did not reach %s: %s", out.get("uri"), out.get("error"))
 
     def overall_status(self) -> str:
         vals = list(self.status.values())

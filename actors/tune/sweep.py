@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from supervisor.storage import Storage, storage_problem
+
 from actors.bootstrap import RunInfo, lock_run_dir, new_run, run_id_for, start
 from actors.callback import attach
 from actors.tune.callback import SupervisorTuneCallback
@@ -33,30 +35,32 @@ class SupervisedTune:
     callback: SupervisorTuneCallback
     run_dir: Path
     max_failures: int = 2
+    storage: Any = None  # supervisor.storage.Storage: where Tune keeps its experiment
     extra: dict = field(default_factory=dict)
 
     def run_config(self, stop=None, callbacks=None, failure_config=None, checkpoint_config=None, **kwargs):
         """A ``tune.RunConfig`` with the supervisor in it: ``StabilityStopper`` OR ``stop``, the
         driver callback, restarts (``FailureConfig(max_failures)``), health-gated checkpoints
         (``checkpoint_frequency=0``: trials ask for a checkpoint when the supervisor finds them
-        healthy) and storage under ``run_dir``. Other keyword arguments go to ``RunConfig``."""
+        healthy) and Tune's storage in the run storage (``storage=``; by default ``run_dir``). Other
+        keyword arguments go to ``RunConfig``."""
         from ray import tune
 
-        kwargs.setdefault("storage_path", str(self.run_dir))
+        if "storage_path" not in kwargs:
+            kwargs.update(tune_storage(self.storage or Storage(self.run_dir)))
         kwargs.setdefault("name", "tune")
         kwargs.setdefault("verbose", 0)
         return tune.RunConfig(
             stop=combine_stop(stop),
             callbacks=[*(callbacks or []), self.callback],
             failure_config=failure_config or tune.FailureConfig(max_failures=self.max_failures),
-            checkpoint_config=checkpoint_config or tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=0,
-                                                                         checkpoint_at_end=False),
+            checkpoint_config=checkpoint_config or health_gated_checkpoints(),
             **kwargs)
 
 
 def supervised_trainable_config(config, run_dir: str | Path, *, name: str | None = None,
                                 settings: Mapping | None = None, max_failures: int = 2,
-                                quiet: bool = False) -> SupervisedTune:
+                                quiet: bool = False, storage: str | None = None) -> SupervisedTune:
     """Put a Tune sweep of PPO, APPO, IMPALA, DQN or SAC under supervision.
 
     ``config`` is a ``PPOConfig``, ``APPOConfig``, ``IMPALAConfig``, ``DQNConfig`` or ``SACConfig``
@@ -74,6 +78,10 @@ def supervised_trainable_config(config, run_dir: str | Path, *, name: str | None
     ``settings`` is the experiment file's ``supervisor:`` section. The run
     folder gets ``supervisor.db`` (``supervise report RUN_DIR``), the
     supervisor's checkpoints and Tune's experiment folder (``tune/``).
+    ``storage`` (as the experiment file's ``storage:``: a shared path or a
+    URI such as ``s3://bucket/prefix``) puts the checkpoints, Tune's folder
+    and snapshots of the store in ``storage/<run folder's name>/`` instead,
+    for clusters whose nodes share no disk.
     """
     from supervisor import algorithms
     from supervisor.config import SupervisorConfig
@@ -87,11 +95,15 @@ def supervised_trainable_config(config, run_dir: str | Path, *, name: str | None
         raise ValueError(f"supervised_trainable_config takes the config of one of {', '.join(algorithms.NAMES)}, "
                          f"got {type(config).__name__}")
     run_dir = Path(run_dir).resolve()
+    if storage is not None and storage_problem(storage):
+        raise ValueError(f"storage: {storage_problem(storage)}")
+    store = Storage.for_run(storage, run_dir)
     cfg = config.copy(copy_frozen=False)
     space_probe = cfg.to_dict()
     search_keys = tuple(k for k, v in space_probe.items() if _is_search(v))
     run = RunInfo(run_id=run_id_for(run_dir), run_dir=run_dir, name=name or run_dir.name, kind="sweep",
-                  settings=SupervisorConfig.model_validate(dict(settings or {})), search_keys=search_keys)
+                  settings=SupervisorConfig.model_validate(dict(settings or {})), search_keys=search_keys,
+                  storage=store.root)
     if run.settings.enabled:
         current = getattr(cfg, "callbacks_class", None)
         if isinstance(current, (list, tuple)):
@@ -104,8 +116,29 @@ def supervised_trainable_config(config, run_dir: str | Path, *, name: str | None
         if algorithms.ALGORITHMS[algorithm].instrumented:
             use_supervised_learner(cfg)
     lock_run_dir(run_dir)  # one writer per run folder
+    if not store.is_run_dir(run_dir):
+        store.probe()  # StorageError in one line now, not at the first checkpoint on a worker
     cb = SupervisorTuneCallback(run, quiet=quiet)
-    return SupervisedTune(trainable_for(algorithm), cfg.to_dict(), cb, run_dir, max_failures)
+    return SupervisedTune(trainable_for(algorithm), cfg.to_dict(), cb, run_dir, max_failures, storage=store)
+
+
+def health_gated_checkpoints():
+    """Tune saves a trial only when the supervisor finds it healthy (``should_checkpoint``), never on a
+    clock nor at the end; Tune keeps them all (``num_to_keep=None``): the trial rotates them itself once
+    the supervisor acknowledged a newer rollback target (``SupervisorCallback``), so Tune never deletes the
+    checkpoint a rollback would restore."""
+    from ray import tune
+
+    return tune.CheckpointConfig(num_to_keep=None, checkpoint_frequency=0, checkpoint_at_end=False)
+
+
+def tune_storage(store) -> dict:
+    """``RunConfig`` keywords that put Tune's experiment (its trial checkpoints, the ones Tune restarts
+    from) in the run storage: the run folder as a path, or a URI through its pyarrow filesystem, which
+    every node reaches."""
+    if store.is_local:
+        return {"storage_path": store.root}
+    return {"storage_path": store.base, "storage_filesystem": store.fs}
 
 
 def _is_search(v) -> bool:
@@ -262,11 +295,10 @@ def run_sweep(sweep, source: str, out: str | None = None, max_concurrent: int | 
                 param_space=param_space,
                 tune_config=sweep_tune_config(sub, max_concurrent),
                 run_config=tune.RunConfig(
-                    name="tune" if len(plans) == 1 else f"tune-{name.lower()}", storage_path=str(run.run_dir),
+                    name="tune" if len(plans) == 1 else f"tune-{name.lower()}", **tune_storage(run.store),
                     stop=stopper, callbacks=[*loggers, cb], verbose=0,
                     failure_config=tune.FailureConfig(max_failures=sub.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=0,
-                                                            checkpoint_at_end=False)),
+                    checkpoint_config=health_gated_checkpoints()),
             )
             grids.append(tuner.fit())
             stopped |= set(stability_stopper_of(stopper).stopped)
@@ -320,3 +352,5 @@ def _summary(cb: SupervisorTuneCallback, grid, wall: float, run_dir: Path) -> No
     if cb.console is not None:
         cb.console.print(table)
     cb._print(f"report: supervise report {run_dir}")
+    if not cb.run.store.is_run_dir(run_dir):
+        cb._print(f"from any machine: supervise report '{cb.run.store.root}'")

@@ -68,6 +68,40 @@ class _Supervised:
         if fresh and v.checkpoint and not v.actions:
             result["should_checkpoint"] = True  # Tune's checkpoints are the health-gated ones
 
+    def save_checkpoint(self, checkpoint_dir: str):
+        out = super().save_checkpoint(checkpoint_dir)
+        cb = find_callback(self)
+        if cb is not None and cb.client is not None:
+            import pyarrow.fs as pafs
+
+            from actors.appliers.rllib.checkpoints import write_hparams
+
+            try:  # the hparams a rollback to this checkpoint re-applies, persisted with it by Tune
+                write_hparams(self, pafs.LocalFileSystem(), checkpoint_dir)
+            except Exception:
+                log.exception("hparams sidecar not written; the checkpoint itself is saved")
+        return out
+
+    def save(self, checkpoint_dir=None):
+        # Tune persisted the health-gated checkpoint into the run storage (storage_path/storage_filesystem):
+        # that copy, which every node reaches, is the trial's rollback target. One save per checkpoint.
+        result = super().save(checkpoint_dir)
+        cb = find_callback(self)
+        if cb is not None and cb.client is not None and result.checkpoint is not None:
+            from supervisor.storage import StorageError
+
+            from actors.appliers.rllib import current_hparams
+
+            try:
+                try:
+                    where = cb.storage.uri_of(result.checkpoint.path)
+                except StorageError:  # your own Tune script keeps Tune's storage elsewhere: its path there
+                    where = result.checkpoint.path
+                cb.record_checkpoint(cb.seq - 1, self.iteration, where, current_hparams(self))
+            except Exception:
+                log.exception("could not record Tune's checkpoint with the supervisor")
+        return result
+
     def cleanup(self) -> None:
         # Tune stops the trial (``Trainable.stop``), after the driver's ``on_trial_complete``: reports
         # buffered while the supervisor was down, and what the last verdict made this trial apply,

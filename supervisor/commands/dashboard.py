@@ -17,7 +17,8 @@ def add_arguments(p) -> None:
     p.add_argument("--port", type=number(int, ge=0, le=65535), default=8266,
                    help="port (default 8266; 0 picks a free one)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--run", metavar="RUN_DIR", help="read this run folder's supervisor.db (read-only, live-polled)")
+    src.add_argument("--run", metavar="RUN_DIR", help="read this run folder's supervisor.db (read-only, live-polled), "
+                                                      "or a run storage URI's store snapshot (s3://bucket/prefix/RUN)")
     src.add_argument("--address", metavar="ADDR",
                      help="attach to the Ray cluster's live supervisor (default: RAY_ADDRESS)")
     p.add_argument("--token", help=f"enable manual controls, guarded by this token (default: ${TOKEN_ENV}); "
@@ -45,10 +46,25 @@ def run(args) -> int:
 
     from supervisor.dashboard.data import Hub, RunView
     from supervisor.dashboard.server import is_loopback, serve
+    from supervisor.storage import Storage, is_uri
 
     actor_call = None
-    if args.run:
-        p = Path(args.run)
+    cache = None
+    if args.run and is_uri(args.run) and not Storage(args.run).is_local:
+        import tempfile
+
+        from supervisor.dashboard.data import StorageRunView
+
+        cache = tempfile.TemporaryDirectory(prefix="supervisor-dashboard-")
+        view = StorageRunView(args.run, cache.name, refresh_s=max(args.poll, 5.0))
+        view.refresh()
+        if view.store is None and view._seen is None and view.error and view.error.startswith("cannot read"):
+            cache.cleanup()
+            raise InputError(view.label, None, view.error.split(": ", 1)[-1])
+        hub = Hub("run", view.label, [view], poll_s=args.poll)
+        where = f"run storage {view.label} (its store snapshot, read-only)"
+    elif args.run:
+        p = Path(Storage(args.run).root if is_uri(args.run) else args.run)
         if not p.exists():
             raise InputError(args.run, None, "no such run folder")
         if p.is_file() and p.suffix != ".db":
@@ -92,6 +108,8 @@ def run(args) -> int:
         srv = serve(hub, args.host, args.port, token, actor_call)
     except OSError as e:
         hub.stop()
+        if cache is not None:
+            cache.cleanup()
         raise InputError("--port", None, f"cannot listen on {args.host}:{args.port}: {e.strerror or e}")
     controls = "controls on (token required)" if token else "read-only"
     print(f"dashboard: {srv.url()}  [{where}; {controls}]", flush=True)
@@ -113,4 +131,6 @@ def run(args) -> int:
         srv.stopping.set()
         hub.stop()
         srv.server_close()
+        if cache is not None:
+            cache.cleanup()
     return 0

@@ -10,6 +10,10 @@ def add_arguments(p) -> None:
     p.add_argument("--out", help="run folder (default runs/<name>-<timestamp>/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a dotted key")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
+    p.add_argument("--storage", metavar="URI",
+                   help="where checkpoints, TensorBoard files and store snapshots are kept: a folder, a shared "
+                        "path or a URI (s3://bucket/prefix, gs://...); the run's files go to URI/<run folder's "
+                        "name>/ (default: the run folder itself; overrides storage: in the file)")
     p.add_argument("--quiet", action="store_true", help="no per-iteration progress")
     p.add_argument("--restore", metavar="PATH",
                    help="start from a checkpoint: RUN_DIR/best, a run folder (its best checkpoint) or any checkpoint folder")
@@ -18,7 +22,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from supervisor.config import load_experiment
+    from supervisor.config import load_experiment, with_storage
     from supervisor.errors import InputError
 
     sets = list(args.set)
@@ -28,7 +32,7 @@ def run(args) -> int:
         sets.append(f"stop.iterations={args.iterations}")
     if getattr(args, "no_tensorboard", False):
         sets.append("supervisor.tensorboard=false")
-    exp = load_experiment(args.experiment, sets)
+    exp = with_storage(load_experiment(args.experiment, sets), args.storage)
     from actors.run import run_experiment  # Ray is imported only once the input is known to be good
 
     return run_experiment(exp, args.experiment, args.out, args.address, args.quiet, args.restore)

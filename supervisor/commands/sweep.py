@@ -19,18 +19,23 @@ def add_arguments(p) -> None:
                    help="at most N trials at once (overrides max_concurrent in the file)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a dotted key")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
+    p.add_argument("--storage", metavar="URI",
+                   help="where checkpoints, TensorBoard files and store snapshots are kept: a folder, a shared "
+                        "path or a URI (s3://bucket/prefix, gs://...); the run's files go to URI/<run folder's "
+                        "name>/ (default: the run folder itself; overrides storage: in the file)")
     p.add_argument("--quiet", action="store_true", help="no per-iteration progress")
     p.add_argument("--no-tensorboard", action="store_true", dest="no_tensorboard",
                    help="no TensorBoard event files (same as --set supervisor.tensorboard=false)")
 
 
 def run(args) -> int:
-    from supervisor.config import load_sweep
+    from supervisor.config import load_sweep, with_storage
     from supervisor.errors import InputError
 
     if args.max_concurrent is not None and args.max_concurrent <= 0:
         raise InputError("--max-concurrent", None, f"must be > 0 (got {args.max_concurrent})")
     sweep = load_sweep(args.sweep, list(args.set) + (["supervisor.tensorboard=false"] if args.no_tensorboard else []))
+    sweep = with_storage(sweep, args.storage)
     from actors.tune import run_sweep  # Ray is imported only once the input is known to be good
 
     return run_sweep(sweep, args.sweep, args.out, args.max_concurrent, args.address, args.quiet)

@@ -261,6 +261,71 @@ class RunView:
         return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
+class StorageRunView(RunView):
+    """A run read from its storage URI (``supervise dashboard --run s3://...``): the snapshot of its store
+    that the supervisor copies there, fetched again whenever it changes (checked every ``refresh_s``).
+    The cursors carry over from one snapshot to the next: only what is new is published.
+
+    Args:
+        uri: the run's storage.
+        cache_dir: a local folder for the downloaded snapshots.
+    """
+
+    def __init__(self, uri: str, cache_dir: str | Path, refresh_s: float = 5.0):
+        from supervisor.storage import Storage, display
+
+        super().__init__(Path(cache_dir) / "none.db")
+        self.uri, self.label = uri, display(uri)
+        self.run_dir = self.label  # what the lists name the run by
+        self.storage = Storage(uri)
+        self.cache_dir, self.refresh_s = Path(cache_dir), refresh_s
+        self._checked = float("-inf")
+        self._seen: tuple | None = None  # (mtime, size) of the snapshot we hold
+        self._n = 0
+
+    def poll(self) -> list[tuple[str, dict]]:
+        self.refresh()
+        return super().poll()
+
+    def _open(self) -> bool:
+        return (self.store is not None or self._seen is not None) and super()._open()
+
+    def refresh(self) -> None:
+        """Fetch the snapshot if it changed since the last one; never raises (the error is shown)."""
+        import pyarrow.fs as pafs
+
+        from supervisor.storage import SNAPSHOT_NAME, one_line
+
+        now = time.monotonic()
+        if now - self._checked < self.refresh_s:
+            return
+        self._checked = now
+        try:
+            info = self.storage.info(SNAPSHOT_NAME)
+            if info.type != pafs.FileType.File:
+                if self.store is None:
+                    self.error = f"waiting for {self.label}/{SNAPSHOT_NAME} (no snapshot of the store there yet)"
+                return
+            key = (info.mtime_ns, info.size)
+            if key == self._seen:
+                return
+            self._n += 1
+            new = self.storage.download(self.cache_dir / f"snapshot-{self._n}.db", SNAPSHOT_NAME)
+            fresh = Store.open_readonly(new)
+        except Exception as e:  # the storage is unreachable for now: keep showing what we have
+            self.error = f"cannot read {self.label}: {one_line(e)}"
+            return
+        with self.lock:
+            old, old_path = self.store, self.db_path
+            self.db_path, self._seen = new, key
+            if old is None:
+                fresh.close()  # _open reads the first one, cursors and all
+            else:
+                self.store, self.data_version, self.error = fresh, None, None
+                old.close()
+                old_path.unlink(missing_ok=True)
+
+
 class LiveSource(Protocol):
     """What live mode reads; ``actors.live_link.LiveLink`` (the Ray side) provides it for a running supervisor."""
 

@@ -18,8 +18,9 @@ from typing import Any, Dict, Optional
 
 from supervisor.actions.base import changed
 from supervisor.modules import DEFAULT, by_module, packed
+from supervisor.storage import display, is_uri, open_fs
 
-from actors.appliers.rllib.checkpoints import HPARAMS_SIDECAR, checkpoint_hparams
+from actors.appliers.rllib.checkpoints import HPARAMS_SIDECAR, checkpoint_hparams, is_checkpoint
 from actors.appliers.rllib.hparams import HPARAM_KEYS, NOT_REAPPLIED, current_hparams, set_hparams
 from actors.appliers.rllib.remote import foreach_env_runner, foreach_learner
 
@@ -159,10 +160,12 @@ def rollback(
     from actors.appliers.rllib.weights import learners_equal
 
     t0 = time.perf_counter()
-    path = os.path.abspath(os.fspath(path))
-    lg_path = os.path.join(path, COMPONENT_LEARNER_GROUP)
-    if not os.path.isdir(lg_path):
-        raise FileNotFoundError(f"{path} is not an RLlib algorithm checkpoint (no {COMPONENT_LEARNER_GROUP}/)")
+    path = os.fspath(path)
+    if not is_uri(path):
+        path = os.path.abspath(path)
+    if not is_checkpoint(path):
+        raise FileNotFoundError(f"{display(path)} is not an RLlib algorithm checkpoint (no {COMPONENT_LEARNER_GROUP}/)")
+    fs, fs_path = open_fs(path)  # a folder, or a run-storage URI: read through its filesystem on any node
     if hparams == "checkpoint":
         hparams = checkpoint_hparams(path)
         if hparams is None:
@@ -183,7 +186,8 @@ def rollback(
     t_restore = time.perf_counter()
     if others:
         foreach_learner(algo, _keep_modules, modules=others)
-    algo.restore_from_path(lg_path, component=COMPONENT_LEARNER_GROUP)
+    algo.restore_from_path(f"{fs_path.rstrip('/')}/{COMPONENT_LEARNER_GROUP}", component=COMPONENT_LEARNER_GROUP,
+                           filesystem=fs)
     if others:
         foreach_learner(algo, _put_back_modules)
     restore_s = time.perf_counter() - t_restore
