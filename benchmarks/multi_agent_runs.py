@@ -10,8 +10,9 @@ every module is judged by its own detectors, as in a supervised run. Per module:
 * the *faulty* module (``fault_module``) is *detected* when a warning or critical finding names it at or
   after the onset, within ``HORIZON`` iterations; *delay* = that iteration - onset;
 * a *false alarm* is a warning or critical finding on a healthy module (a module of a healthy run, the
-  other modules of a faulty run, the faulty module before its onset), counted per 1,000 module-iterations;
-  a fault of p1 that flags p0 counts here;
+  other modules of a faulty run, the faulty module before its onset), counted per 1,000 module-iterations
+  of trained modules (a frozen module is never judged; any finding on it would still count); a fault of p1
+  that flags p0 counts here;
 * findings of the trial's own stream (``module`` null: the team return, env runners) are listed apart.
 """
 
@@ -110,7 +111,8 @@ def summarize(reps: list[MultiReplay]) -> dict:
                             "by": sorted({d for i, d in hit if i == hit[0][0]}) if hit else [],
                             "false_alarms": len(fa)}
             else:
-                healthy_iters += r.iterations
+                if mods[mod]:  # a frozen module is never judged: its silence proves nothing, not counted
+                    healthy_iters += r.iterations
                 per[mod] = {"role": "healthy", "trained": mods[mod], "false_alarms": len(alarms),
                             "detectors": sorted({d for _, d in alarms})}
             false_alarms += per[mod]["false_alarms"]
