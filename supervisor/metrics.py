@@ -130,11 +130,6 @@ def module_ids_of(result: Mapping[str, Any]) -> list[str]:
     return list(out) or [modules.DEFAULT]
 
 
-def module_id_of(result: Mapping[str, Any]) -> str:
-    """The first module (a single-agent result's only one)."""
-    return module_ids_of(result)[0]
-
-
 #: What RLlib reports as NaN when no episode finished in the iteration (episodes longer than the
 #: train batch, SAC's first iterations): no data, not a fault.
 EPISODE_METRICS = ("episode_return_mean", "episode_return_max", "episode_return_min", "episode_len_mean")

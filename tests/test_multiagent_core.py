@@ -27,7 +27,7 @@ def ma_result(it: int = 1, p0: dict | None = None, p1: dict | None = None, ret0:
 
 
 def test_normalize_result_reads_every_module():
-    """Today's ``module_id_of`` reads the first module only: p1's divergence would be invisible."""
+    """Before issue 24 only the first module of ``learners/`` was read: p1's divergence was invisible."""
     m = normalize_result(ma_result(p0={"total_loss": 1.0}, p1={"total_loss": math.inf}), "t")["metrics"]
     assert m["modules/p0/total_loss"] == 1.0
     assert m["modules/p1/total_loss"] == math.inf
