@@ -32,6 +32,10 @@ iteration whose sample reaches it) through the env (``benchmarks/envs.py``: NaN 
 x1000, garbage observations) or the config (an lr schedule jumping to 5.0). Bad-from-the-start
 runs carry the fault in their config from iteration 1.
 
+Multi-agent runs (``--group multi_agent``: two policies on RLlib's MultiAgentCartPole, a fault planted in one
+policy's own config, ``fault_module``) go to ``<out>/multi_agent/`` with a ``runs.json`` of their own (the
+per-module section of ``benchmarks/detection.py`` reads them; the single-agent analyses never do).
+
 Takes tens of minutes on 2 cores; run it in the background, a group at a time::
 
     nohup python benchmarks/record_runs.py --group bad_start > /tmp/record.log 2>&1 &
