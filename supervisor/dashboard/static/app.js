@@ -711,7 +711,8 @@
         const r = await fetch('/api/action', {
           method: 'POST', cache: 'no-store',
           headers: { 'Content-Type': 'application/json', Authorization: 'Bearer ' + token.value },
-          body: JSON.stringify(Object.assign({ trial_id: id, action, reason: reason.value }, extra || {})),
+          body: JSON.stringify(Object.assign({ trial_id: id, action, reason: reason.value },
+            S.trial && S.trial.module ? { module: S.trial.module } : {}, extra || {})),
         });
         let d = {}; try { d = await r.json(); } catch (e) { /* empty */ }
         if (r.ok) { msg.className = 'ctl-msg ok'; msg.textContent = 'Queued ' + d.queued.action + ': ' + (d.note || ''); }
