@@ -138,10 +138,6 @@ class TrialState:
     def pending(self) -> list[Pending]:
         return [p for s in self.streams.values() for p in s.pending]
 
-    def trained(self) -> list[str]:
-        """The modules the supervisor may change (those RLlib trains)."""
-        return [s.module for s in self.streams.values() if s.module is not None and s.trained]
-
     def alarmed(self) -> set[str]:
         """Every stream's detectors in alarm."""
         return {d for s in self.streams.values() for d in s.detectors.alarmed()}

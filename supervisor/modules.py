@@ -17,7 +17,7 @@ Hyperparameters of several modules travel as ``{"modules": {module_id: {name: va
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 DEFAULT = "default_policy"
 MODULES = "modules/"
@@ -105,7 +105,3 @@ def merged(*parts: Mapping[str, Any] | None) -> dict:
         for m, hp in by_module(p).items():
             out.setdefault(m, {}).update(hp)
     return packed(out)
-
-
-def names(modules: Iterable[Mapping[str, Any]]) -> list[str]:
-    return [m["module"] for m in modules]
