@@ -144,3 +144,24 @@ def test_a_single_agent_trial_is_one_module_and_its_env_findings_are_the_trials(
     by = {f["detector"]: f["module"] for f in v.findings}
     assert by["non_finite"] == "default_policy" and by["worker_fault"] is None
     assert list(v.health["modules"]) == ["default_policy"]
+
+
+@pytest.mark.parametrize("body, key, words", [
+    ("policies: bogus", "multi_agent.policies", "must be per_agent, shared"),
+    ("policies: {p0: {}, p1: {lr: -1.0}}\n  mapping: {0: p0, 1: p1}", "multi_agent.policies.p1.lr", "must be > 0"),
+    ("policies: [p0, p1]\n  mapping: {0: p0, 1: p2}", "multi_agent.mapping.1", "unknown policy 'p2'"),
+    ("policies: [p0, p1]\n  policies_to_train: [p9]", "multi_agent.policies_to_train", "unknown policy 'p9'"),
+    ("policies: shared\n  mapping: {0: shared}", "multi_agent.mapping", "not with policies: shared"),
+    ("policies: [p0]\n  mapping: nope.mod:fn", "multi_agent.mapping", "cannot import module 'nope.mod'"),
+    ("policies: [p0]\n  extra: 1", "multi_agent.extra", "unknown key"),
+])
+def test_bad_multi_agent_keys_are_one_line_naming_the_key(tmp_path, body, key, words):
+    from supervisor.config import load_experiment
+    from supervisor.errors import InputError
+
+    f = tmp_path / "exp.yaml"
+    f.write_text(f"name: x\nenv: CartPole-v1\nstop: {{iterations: 1}}\nmulti_agent:\n  {body}\n")
+    with pytest.raises(InputError) as e:
+        load_experiment(f)
+    assert e.value.key == key and words in e.value.problem, (e.value.key, e.value.problem)
+    assert "\n" not in str(e.value)
