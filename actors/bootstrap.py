@@ -12,7 +12,6 @@ one place.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
 import os
 import time
@@ -26,6 +25,7 @@ from supervisor.alerts import env_names, mask_settings
 from supervisor.config import Experiment, SupervisorConfig
 from supervisor.errors import InputError
 from supervisor.storage import Storage, StorageError
+from supervisor.identity import run_id_for  # noqa: F401 (one run identity: the CLI, the API, rllib.supervise)
 
 SPEC_FILES = {"run": "experiment.yaml", "sweep": "sweep.yaml"}  # the file a run folder keeps of its spec
 
@@ -73,13 +73,6 @@ class RunInfo:
 
 def default_run_dir(name: str) -> Path:
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def run_id_for(run_dir: Path) -> str:
-    """The run's id in the supervisor actor: the folder's name plus a hash of its full path, so that
-    ``--out a/x`` and ``--out b/x`` never share an engine or a store (one folder: one store, one engine)."""
-    path = str(Path(run_dir).resolve())
-    return f"{Path(path).name}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
 
 
 def new_run(exp: Experiment, source: str, out: str | None, kind: str) -> RunInfo:

@@ -10,11 +10,12 @@
   (``NodeAffinitySchedulingStrategy(soft=False)``); a thread in it sends a
   heartbeat to the supervisor every ``interval_s`` seconds, fire-and-forget
   with at most a few calls in flight.
-* :class:`ClusterWatch` lives inside the supervisor actor: it starts a
-  monitor on every alive node (re-scanning ``ray.nodes()`` so that joining
-  nodes get one), feeds heartbeats and Ray's view of the nodes to
-  :class:`supervisor.cluster.ClusterState`, stores nodes and findings in
-  every active run's store, and updates the Prometheus metrics.
+* :class:`ClusterWatch` lives inside the supervisor actor, on its own
+  thread: it starts a monitor on every alive node (re-scanning
+  ``ray.nodes()`` so that joining nodes get one), feeds heartbeats and Ray's
+  view of the nodes to :class:`supervisor.cluster.ClusterState`, forgets
+  nodes long gone, has nodes and findings stored in every open run's store
+  (by the actor's engine thread) and updates the Prometheus metrics.
 """
 
 from __future__ import annotations
@@ -328,17 +329,27 @@ def start_monitor(node_id: str, interval_s: float = DEFAULT_INTERVAL_S):
 class ClusterWatch:
     """The supervisor actor's cluster side; the actor's cluster methods delegate here.
 
-    Everything runs in the actor's own (single) execution thread: a small
-    thread only *enqueues* ``cluster_tick`` calls on the actor every
-    ``tick_s`` seconds, so no state is shared across threads.
+    Its own thread ticks every ``tick_s`` seconds: ``ray.nodes()``, a monitor
+    started on every new node, nodes and stragglers judged, nodes down for
+    ``node_prune_s`` forgotten, metrics exported. Heartbeats arrive on the
+    actor's event loop. The state both touch is behind a lock held only for
+    in-memory work (never around a Ray call or a store write). What goes to
+    the runs' stores (findings, node rows) and what is read from their
+    engines (trials' iteration times, health) runs on the actor's engine
+    thread through ``run`` (wait for it) and ``submit`` (do not wait), so
+    the engine stays the stores' single writer and a report never waits for
+    the cluster: in-process, both simply call.
     """
 
     NODE_WRITE_EVERY_S = 10.0
 
-    def __init__(self, service, settings=None, tick_s: float = 1.0, monitor_interval_s: float = DEFAULT_INTERVAL_S):
+    def __init__(self, service, settings=None, tick_s: float = 1.0, monitor_interval_s: float = DEFAULT_INTERVAL_S,
+                 run=None, submit=None, autostart: bool = False, ray_nodes_every_s: float = 0.0):
         from supervisor.cluster import ClusterSettings, ClusterState
 
         self.service = service
+        self.run = run or (lambda fn, *args: fn(*args))
+        self.submit = submit or self.run
         self.settings = settings or ClusterSettings(heartbeat_interval_s=monitor_interval_s,
                                                     heartbeat_timeout_s=max(3 * monitor_interval_s, 5.0))
         self.state = ClusterState(self.settings)
@@ -346,76 +357,96 @@ class ClusterWatch:
         self.monitor_interval_s = monitor_interval_s
         self.monitors: dict[str, Any] = {}
         self.findings_log: deque = deque(maxlen=500)
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._node_written: dict[tuple[str, str], tuple[float, bool]] = {}  # (run, node) -> (time, alive)
-        self._counted: dict[str, tuple[int, int]] = {}  # run_id -> (last finding id, last intervention id)
-        self._closed: set[str] = set()
         self._metrics = None
         self._last_scan = 0.0
+        # ray.nodes() at most this often (the heartbeats, every 2 s, are what finds a node gone within 10 s):
+        # every GCS query costs the process a little memory that Ray never gives back (benchmarks/soak.py)
+        self.ray_nodes_every_s = ray_nodes_every_s
+        self._ray_nodes: list = []
+        self._ray_nodes_at = -float("inf")
         self.ticks = 0
         self.monitors_enabled = True
+        self.autostart = autostart  # the first heartbeat starts the tick thread (in the actor)
 
     # ------------------------------------------------------------------ lifecycle
-    def ensure(self, interval_s: float | None = None, monitors: bool = True) -> dict:
-        """Start the tick loop (idempotent) and, unless ``monitors`` is False, node monitors."""
-        import ray
-
+    def ensure(self, interval_s: float | None = None, monitors: bool = True, prune_s: float | None = None) -> dict:
+        """Start the tick thread (idempotent) and, unless ``monitors`` is False, node monitors."""
         self.monitors_enabled = monitors
         if interval_s:
             self.monitor_interval_s = float(interval_s)
+        if prune_s is not None:
+            self.settings.node_prune_s = float(prune_s)
         if self._thread is None or not self._thread.is_alive():
-            me = ray.get_runtime_context().current_actor
-            self._thread = threading.Thread(target=self._loop, args=(me,), name="cluster-watch", daemon=True)
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="cluster-watch", daemon=True)
             self._thread.start()
-        return {"monitors": len(self.monitors), "tick_s": self.tick_s, "interval_s": self.monitor_interval_s}
+        return {"monitors": len(self.monitors), "tick_s": self.tick_s, "interval_s": self.monitor_interval_s,
+                "prune_s": self.settings.node_prune_s}
 
-    def _loop(self, me) -> None:
-        import ray
+    def stop(self) -> None:
+        self._stop.set()
 
-        ref = None
+    def _loop(self) -> None:
         while not self._stop.wait(self.tick_s):
             try:
-                if ref is not None:
-                    ready, _ = ray.wait([ref], timeout=0)
-                    if not ready:
-                        continue  # the previous tick is still queued: do not pile up
-                ref = me.cluster_tick.remote()
-            except Exception as e:
-                log.debug("cluster tick failed: %s", e)
-                ref = None
+                self.tick()
+            except Exception as e:  # a failed tick is retried by the next one
+                log.warning("cluster tick failed: %s: %s", e.__class__.__name__, e)
 
     # ------------------------------------------------------------------ inputs
     def heartbeat(self, report: dict) -> None:
         now = time.time()
-        found = self.state.heartbeat(report, now)
-        self._emit(found, now)
-        if self._thread is None:  # the actor restarted: monitors are back before anyone called ensure()
+        with self._lock:
+            found = self.state.heartbeat(report, now)
+            self._log(found, now)
+        if found:
+            self.submit(self.service.record_cluster, found, None, now)
+            self._count(found)
+        if self._thread is None and self.autostart:  # the actor restarted: monitors are back before anyone
+            # called ensure()
             try:
                 self.ensure()
             except Exception:
                 pass
 
-    def tick(self) -> dict:
+    def tick(self, now: float | None = None) -> dict:
         import ray
 
-        now = time.time()
-        self.ticks += 1
-        try:
-            ray_nodes = ray.nodes()
-        except Exception as e:
-            log.warning("ray.nodes() failed: %s", e)
-            ray_nodes = []
-        found = self.state.sync_ray_nodes(ray_nodes, now)
+        now = time.time() if now is None else now
+        if now - self._ray_nodes_at >= self.ray_nodes_every_s:
+            try:
+                listed = ray.nodes()
+                with self._lock:  # kept: the alive, and the dead this watch still tracks (Ray lists 1,000 more)
+                    self._ray_nodes = [n for n in listed if n.get("Alive") or n.get("NodeID") in self.state.nodes]
+                self._ray_nodes_at = now
+            except Exception as e:
+                log.warning("ray.nodes() failed: %s", e)
+                self._ray_nodes = []
+        ray_nodes = self._ray_nodes
+        with self._lock:
+            self.ticks += 1
+            found = self.state.sync_ray_nodes(ray_nodes, now)
+            found += self.state.check(now)
         if self.monitors_enabled:
             self._ensure_monitors(ray_nodes, now)
-        found += self.state.check(now)
-        engines = self._active_engines()
-        found += self.state.stragglers(self._trial_times(engines), now)
-        self._emit(found, now, engines)
-        self._write_nodes(now, engines)
-        self._update_metrics(engines)
-        return {"findings": len(found), "nodes": len(self.state.nodes)}
+        times = self.run(self.service.trial_times, self.settings)
+        with self._lock:
+            found += self.state.stragglers(times, now)
+            for nid in self.state.prune(now):
+                self.monitors.pop(nid, None)
+            rows = self.state.node_rows(now)
+            self._log(found, now)
+        self.run(self.service.record_cluster, found, rows, now, self.NODE_WRITE_EVERY_S)
+        self._update_metrics(rows, found)
+        return {"findings": len(found), "nodes": len(rows)}
+
+    def _log(self, found: list[dict], now: float) -> None:
+        for f in found:
+            f.setdefault("time", now)
+            self.findings_log.append(f)
 
     # ------------------------------------------------------------------ monitors
     def _ensure_monitors(self, ray_nodes: list, now: float) -> None:
@@ -425,9 +456,10 @@ class ClusterWatch:
                 self.monitors.pop(nid, None)
         rescan = now - self._last_scan >= 5 * self.tick_s
         for nid in alive:
-            view = self.state.nodes.get(nid)
-            silent = view is not None and view.last_heartbeat is not None and \
-                now - view.last_heartbeat > self.settings.heartbeat_timeout_s
+            with self._lock:
+                view = self.state.nodes.get(nid)
+                silent = view is not None and view.last_heartbeat is not None and \
+                    now - view.last_heartbeat > self.settings.heartbeat_timeout_s
             if nid in self.monitors and not (silent and rescan):
                 continue
             try:
@@ -438,154 +470,47 @@ class ClusterWatch:
             self._last_scan = now
 
     # ------------------------------------------------------------------ outputs
-    def _active_engines(self) -> dict:
-        """The runs still going (a closed run is remembered as closed: one store read per run per tick)."""
-        out = {}
-        for run_id, eng in self.service.runs.items():
-            if run_id in self._closed:
-                continue
-            try:
-                mine = [r for r in eng.store.runs() if r["run_id"] == run_id]
-            except Exception:
-                continue
-            if mine and mine[-1]["status"] != "running":
-                self._closed.add(run_id)
-                self._count(run_id, eng)  # its last findings and interventions still count
-                continue
-            out[run_id] = eng
-        return out
-
-    def _trial_times(self, engines: dict) -> dict:
-        """Recent iteration times of the running trials, per run (only runs with enough peers to judge)."""
-        out = {}
-        need = self.settings.straggler_min_peers + 1
-        for run_id, eng in engines.items():
-            running = {tid: st for tid, st in eng.trials.items() if st.status == "running"}
-            if len(running) < need:
-                continue
-            try:
-                nodes = {t["trial_id"]: t["node_id"] for t in eng.store.trials()}
-            except Exception:
-                nodes = {}
-            for tid, st in running.items():
-                times = st.history.series("time_this_iter_s", last=self.settings.straggler_window).tolist()
-                if times:
-                    out[tid] = {"run_id": run_id, "times": times, "node_id": nodes.get(tid)}
-        return out
-
-    def _emit(self, found: list[dict], now: float, engines: dict | None = None) -> None:
-        if not found:
-            return
-        engines = self._active_engines() if engines is None else engines
-        for f in found:
-            f.setdefault("time", now)
-            self.findings_log.append(f)
-            rec = {k: f.get(k) for k in ("detector", "severity", "metric", "value", "threshold", "message")}
-            rec["details"] = f.get("details") or {}
-            tid = f.get("trial_id")
-            if not tid and self._metrics_ready():
-                self._metrics.finding(f["detector"], f["severity"])
-            for run_id, eng in engines.items():
-                sender = getattr(self.service, "alerts", {}).get(run_id)
-                if sender is not None and (not tid or tid in eng.trials):
-                    try:  # node findings latch by the minute (they have no iterations)
-                        who = tid or f"node {str(f.get('node_id') or '?')[:12]}"
-                        sender.observe(who, int(now // 60), -1, [{**rec, "iteration": -1}], [])
-                    except Exception as e:
-                        log.warning("could not queue an alert for a cluster finding: %s", e)
-                try:
-                    if tid:
-                        if tid in eng.trials:
-                            eng.store.record_finding(tid, rec)
-                        continue
-                    eng.store.record_finding(None, rec)
-                    if f["detector"] == "node_down" and f["severity"] != "info":
-                        # the trials that were running there see it in their own findings too
-                        for t in eng.store.trials():
-                            if t["node_id"] == f.get("node_id") and t["status"] == "running":
-                                eng.store.record_finding(t["trial_id"], rec)
-                except Exception as e:
-                    log.warning("could not store a cluster finding in run %s: %s", run_id, e)
-
-    def _write_nodes(self, now: float, engines: dict) -> None:
-        if not engines:
-            return
-        rows = self.state.node_rows(now)
-        for run_id, eng in engines.items():
-            for r in rows:
-                key = (run_id, r["node_id"])
-                last = self._node_written.get(key)
-                if last is not None and last[1] == r["alive"] and now - last[0] < self.NODE_WRITE_EVERY_S:
-                    continue
-                info = {k: v for k, v in r.items() if k not in ("node_id", "address", "alive")}
-                try:
-                    eng.store.upsert_node(r["node_id"], r["address"], r["alive"], info)
-                    self._node_written[key] = (now, r["alive"])
-                except Exception as e:
-                    log.warning("could not store node %s in run %s: %s", r["node_id"], run_id, e)
-
     def _metrics_ready(self) -> bool:
         if self._metrics is None:
-            try:
-                from actors.metrics_export import SupervisorMetrics
-
-                self._metrics = SupervisorMetrics()
-            except Exception as e:  # no metrics: the supervisor works on
-                log.warning("metrics export unavailable: %s", e)
-                self._metrics = False
+            self._metrics = getattr(self.service, "metrics", None) or False
         return bool(self._metrics)
 
-    def _count(self, run_id: str, eng) -> None:
-        """Findings and interventions stored since the last count -> the counters (node-level findings
-        are counted once where they are raised, not once per run)."""
+    def _count(self, found: list[dict]) -> None:
+        """Cluster findings, counted once where raised (not once per run that stores them)."""
         if not self._metrics_ready():
             return
-        m = self._metrics
         try:
-            last_f, last_i = self._counted.get(run_id, (0, 0))
-            rows_f = eng.store.findings_after(last_f, trials_only=True, raw=True,
-                                              exclude_detectors=("node_down", "memory_pressure", "gpu_fault"))
-            for r in rows_f:
-                m.finding(r["detector"], r["severity"], module=r.get("module"))
-            rows_i = eng.store.interventions_after(last_i, raw=True)
-            for r in rows_i:
-                m.intervention(r["action"], module=r.get("module"))
-            self._counted[run_id] = (rows_f[-1]["id"] if rows_f else last_f, rows_i[-1]["id"] if rows_i else last_i)
+            for f in found:
+                self._metrics.finding(f["detector"], f["severity"])
         except Exception as e:
-            log.warning("finding/intervention counters of run %s not updated: %s", run_id, e)
+            log.warning("finding counters not updated: %s", e)
 
-    def _update_metrics(self, engines: dict) -> None:
+    def _update_metrics(self, rows: list[dict], found: list[dict]) -> None:
+        self._count(found)
         if not self._metrics_ready():
             return
         m = self._metrics
         try:
-            for r in self.state.node_rows(time.time()):
+            for r in rows:
                 m.node(r)
+            for run_id, tid, score, it_s, mods in self.run(self.service.trial_gauges):
+                m.trial(run_id, tid, score, it_s)
+                for mod, mod_score in mods.items():
+                    m.module(run_id, tid, mod, mod_score)
         except Exception as e:
-            log.warning("node metrics update failed: %s", e)
-        try:
-            for run_id, eng in self.service.runs.items():
-                for t in eng.trials.values():
-                    h = t.health(t.last_seq)
-                    m.trial(run_id, t.trial_id, h["score"], t.last_metrics.get("time_this_iter_s"))
-                    for mod, mh in (h.get("modules") or {}).items():
-                        m.module(run_id, t.trial_id, mod, mh["score"])
-        except Exception as e:
-            log.warning("trial metrics update failed: %s", e)
-        for run_id, eng in engines.items():
-            self._count(run_id, eng)
+            log.warning("metrics update failed: %s", e)
 
     # ------------------------------------------------------------------ views
     def status(self) -> dict:
         from supervisor.cluster import build_status
 
         now = time.time()
-        trials = []
-        for run_id, eng in self.service.runs.items():
-            trials.extend(eng.snapshot())
-        trials.extend(getattr(self.service, "closed_trials", ()))  # runs that ended (bounded)
-        st = build_status(None, self.state.node_rows(now), trials)
-        st["findings"] = [_public(f) for f in list(self.findings_log)[-50:]]
+        trials = self.run(self.service.trial_snapshot)  # runs that ended too (bounded)
+        with self._lock:
+            rows = self.state.node_rows(now)
+            findings = [_public(f) for f in list(self.findings_log)[-50:]]
+        st = build_status(None, rows, trials)
+        st["findings"] = findings
         st["monitors"] = len(self.monitors)
         st["ticks"] = self.ticks
         try:
@@ -597,7 +522,8 @@ class ClusterWatch:
         return st
 
     def findings(self, since: float = 0.0) -> list[dict]:
-        return [_public(f) for f in self.findings_log if f.get("time", 0) >= since]
+        with self._lock:
+            return [_public(f) for f in self.findings_log if f.get("time", 0) >= since]
 
 
 def _public(f: dict) -> dict:

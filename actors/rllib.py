@@ -42,7 +42,8 @@ def supervise(config, run_dir: str | Path, *, name: str | None = None, settings:
     Args:
         config: an RLlib ``AlgorithmConfig`` (new API stack).
         run_dir: the run folder (``supervisor.db``, ``checkpoints/``), read by ``supervise report``.
-        name: the run's name (default: the folder's name).
+        name: the run's name (default: the folder's name; its id is the folder's name plus a hash of its
+            path, as for ``supervise run``).
         settings: the experiment file's ``supervisor:`` section (dict or ``SupervisorConfig``).
         profile: a calibrated profile (path or dict).
         address: the Ray cluster to attach to when Ray is not initialized yet (default: ``RAY_ADDRESS``,
@@ -55,6 +56,7 @@ def supervise(config, run_dir: str | Path, *, name: str | None = None, settings:
     from supervisor.api import _profile, _validated
     from supervisor.config import SupervisorConfig
     from supervisor.storage import Storage, storage_problem
+    from supervisor.identity import run_id_for
 
     from actors.bootstrap import init_ray
 
@@ -69,13 +71,13 @@ def supervise(config, run_dir: str | Path, *, name: str | None = None, settings:
     if not store.is_run_dir(run_dir):
         store.probe()  # StorageError in one line now, not at the first checkpoint
     run_dir.mkdir(parents=True, exist_ok=True)
-    run_id = run_dir.name
+    run_id = run_id_for(run_dir)  # as `supervise run` does: a/ppo and b/ppo are two runs
     prof = _profile(profile if profile is not None else s.profile)
     algo_name = type(config).__name__.removesuffix("Config") or "algorithm"
-    run_info = {"run_dir": str(run_dir), "name": name or run_id, "kind": "run",
+    run_info = {"run_dir": str(run_dir), "name": name or run_dir.name, "kind": "run",
                 "settings": s.model_dump(mode="json"), "spec": {"algorithm": algo_name, "kind": "rllib"},
-                "profile": prof, "storage": store.root}
-    info = {"run_id": run_id, "trial_id": str(trial_id or run_id), "run_info": run_info,
+                 "profile": prof, "storage": store.root}
+    info = {"run_id": run_id, "trial_id": str(trial_id or run_dir.name), "run_info": run_info,
             "timeout_s": s.report_timeout_s, "retry_after_s": s.retry_after_s,
             "keep_checkpoints": s.keep_checkpoints, "trial_config": _trial_config(config)}
     ray.get(get_or_create_supervisor().open_run.remote(run_id, **run_info), timeout=60)

@@ -1,16 +1,35 @@
 """The supervisor actor: one named, detached actor per cluster, on the head node.
 
-A thin Ray wrapper around ``supervisor.engine.Engine``; it can serve several
-runs at once (each with its own SQLite store in its own run folder). Ray
-restarts it if it dies (``max_restarts=-1``); it then rebuilds each trial's
-state from the store when the trial next registers or reports.
+Two layers:
+
+* :class:`SupervisorService`: the state and the logic, single-threaded. It
+  serves several runs at once (each an ``Engine`` with its own SQLite store in
+  its own run folder), sends their alerts, closes the runs whose driver died
+  (``lost``) and stores what the cluster watch finds.
+* :class:`SupervisorActorImpl`: the Ray actor around it. Its methods are
+  coroutines on the actor's event loop, which only receives calls and hands
+  the work on: every engine and store call runs on one engine thread (the
+  store's single writer, in call order); rebuilding a trial from the store
+  (after an actor restart) reads on loader threads; the cluster watch polls
+  Ray from its own thread; alert deliveries and the flush at a run's end wait
+  on theirs. So a report never waits behind ``ray.nodes()``, a rebuild of
+  another trial, or an alert destination.
+
+Ray restarts the actor if it dies (``max_restarts=-1``); it then rebuilds each
+trial's state from the store when the trial next registers or reports (the
+driver's and the trials' calls carry what it needs to reopen their run).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Callable
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -25,8 +44,11 @@ from supervisor.verdict import Verdict
 
 from actors import run_registry
 
+log = logging.getLogger(__name__)
+
 NAMESPACE = "rl_supervisor"
 ACTOR_NAME = "supervisor"
+LOST = "lost"  # the trial and run status of a run whose driver went away without closing it
 
 
 class StoreUnavailable(RuntimeError):
@@ -34,27 +56,43 @@ class StoreUnavailable(RuntimeError):
 
 
 class SupervisorService:
+    """The actor's state and logic. Not thread-safe by design: in the actor every call runs on its one
+    engine thread; in a test, call it from one thread."""
+
     def __init__(self):
         self.runs: dict[str, Engine] = {}
         self.run_of: dict[str, str] = {}  # trial_id -> run_id
         self.specs: dict[str, dict] = {}
         self.alerts: dict[str, AlertSender] = {}  # per run with ``supervisor.alerts``: sent off the report path
+        self.last_seen: dict[str, float] = {}  # run_id -> time of the newest call about it (lost runs)
+        self.node_written: dict[str, dict[str, tuple[float, bool]]] = {}  # run -> node -> (time, alive) stored
         self.started = time.time()
-        self._queue: list = []  # (run_id, report, future) awaiting the next batch
         # The final state of the trials of closed runs, newest kept: `supervise status` still lists a run
         # that just ended, and the actor's memory stays bounded however many runs it serves.
         self.closed_trials: deque = deque(maxlen=256)
-        self._latency_ms: deque = deque(maxlen=65536)  # recent verdict latencies inside the actor
-        self._busy_s, self._batches, self._judged = 0.0, 0, 0  # judging time, batches and reports since reset
         self.snapshots: dict[str, StoreSnapshots] = {}  # runs whose storage is not their folder: copies of the store
+        # Set by the actor: the Prometheus counters (findings and interventions are counted as their
+        # verdicts go out), and how to run a function on the engine thread (alert deliveries are
+        # recorded there, by the store's one writer).
+        self.metrics = None
+        self.defer: Callable[[Callable[[], Any]], Any] | None = None
 
+    def _touch(self, run_id: str) -> None:
+        if run_id in self.runs:
+            self.last_seen[run_id] = time.time()
+
+    # ------------------------------------------------------------------ runs
     def open_run(self, run_id: str, run_dir: str, name: str, kind: str, settings: dict | None = None,
                  spec: dict | None = None, profile: dict | None = None, alert_env: dict | None = None,
-                 storage: str | None = None) -> dict:
+                 storage: str | None = None, store: Store | None = None) -> dict:
         """Attach a run (idempotent; the driver calls it again after an actor restart). ``alert_env``: the
-        driver's values of the ``${VAR}`` names in alert URLs (kept in memory only, never stored)."""
+        driver's values of the ``${VAR}`` names in alert URLs (kept in memory only, never stored).
+        ``store``: the run's store, already opened (the actor opens it off the engine thread); closed here
+        if the run is open already."""
+        if run_id in self.runs and store is not None:
+            store.close()
         if run_id not in self.runs:
-            store = Store(Path(run_dir) / "supervisor.db", background_checkpoints=True)
+            store = store or open_store(run_dir)
             store.upsert_run(run_id, name, kind, "running", spec)
             cfg = _validated(settings or {})
             self.runs[run_id] = Engine(store, cfg, profile)
@@ -64,131 +102,110 @@ class SupervisorService:
             if snaps is not None:
                 self.snapshots[run_id] = snaps
             if cfg.alerts:
-                # its own connection: deliveries are recorded from the sender's thread
-                rec = Store(Path(run_dir) / "supervisor.db")
-                sender = AlertSender(cfg.alerts, rec.record_alert, run=name, dashboard_url=cfg.dashboard_url,
+                if self.defer is not None:  # recorded by the engine thread, on the run's own connection
+                    def record(a, run_id=run_id, run_dir=run_dir):
+                        self.defer(lambda: self._record_alert(run_id, run_dir, a))
+                    rec = None
+                else:  # its own connection: deliveries are recorded from the sender's thread
+                    rec = Store(Path(run_dir) / "supervisor.db")
+                    record = rec.record_alert
+                sender = AlertSender(cfg.alerts, record, run=name, dashboard_url=cfg.dashboard_url,
                                      quiet=cfg.alert_quiet, env=alert_env)
                 sender.record_store = rec
                 self.alerts[run_id] = sender
         elif alert_env and run_id in self.alerts:
             self.alerts[run_id].env.update(alert_env)
+        self._touch(run_id)
         return {"run_id": run_id, "pid": _pid()}
 
-    def close_run(self, run_id: str, status: str) -> None:
-        """The run is over: record it and forget it (its engine, database connection, checkpoint thread
-        and trials), so that a long-lived actor serving many runs stays the same size."""
-        run_registry.withdraw(run_id)  # a checkpoint of this run restored later trains unsupervised
+    def _record_alert(self, run_id: str, run_dir: str, a: dict) -> None:
+        """One alert delivery, into its run's store (opened for it when the run has closed meanwhile)."""
         eng = self.runs.get(run_id)
         if eng is not None:
+            eng.store.record_alert(a)
+            return
+        st = Store(Path(run_dir) / "supervisor.db")
+        try:
+            st.record_alert(a)
+        finally:
+            st.close()
+
+    def end_run(self, run_id: str, status: str, close_store: bool = True) -> tuple[AlertSender | None, Store | None]:
+        """The run is over: record it and forget it (its engine, database connection, checkpoint thread,
+        trials and caches), so that a long-lived actor serving many runs stays the same size. Returns its
+        alert sender, the run-end summary queued, for the caller to flush and close, and (``close_store``
+        False) its store, for the caller to close: both may wait, so the actor does it off this thread."""
+        run_registry.withdraw(run_id)  # a checkpoint of this run restored later trains unsupervised
+        eng = self.runs.get(run_id)
+        if eng is None:
+            return None, None
+        sender = self.alerts.pop(run_id, None)
+        try:
             eng.flush(force=True)
             spec = self.specs[run_id]
             eng.store.upsert_run(run_id, spec["name"], spec["kind"], status, ended=time.time())
-            sender = self.alerts.get(run_id)
             if sender is not None:
                 trials = [{**t, "final_return": (json_or_empty(t.get("final")) or {}).get("episode_return_mean")}
                           for t in eng.store.trials() if t.get("run_id") == run_id]
                 sender.summary(status, trials, spec.get("started"))
-                # the driver waits 10 s; a dead destination is recorded as failed. The run is over: its
-                # sender's thread and connection go (a reopened run alerts no more).
-                sender.flush(timeout_s=8.0)
-                self.alerts.pop(run_id, None)
-                if sender.close(timeout_s=0):  # a delivery still retrying keeps its connection
-                    sender.record_store.close()
             self.closed_trials.extend(eng.snapshot())
             snaps = self.snapshots.get(run_id)
             if snaps is not None:
                 snaps.final()  # on its own thread; the driver waits for it with wait_snapshot
                 for rid in [r for r in self.snapshots if r not in self.runs and r != run_id][:-64]:
                     del self.snapshots[rid]  # bounded: the final copies nobody waited for
+        finally:
             self.runs.pop(run_id, None)
             self.specs.pop(run_id, None)
+            self.last_seen.pop(run_id, None)
+            self.node_written.pop(run_id, None)
             for tid in [t for t, r in self.run_of.items() if r == run_id]:
                 del self.run_of[tid]
-            eng.store.close()
+            if close_store:
+                eng.store.close()
+        return sender, (None if close_store else eng.store)
 
-    async def wait_snapshot(self, run_id: str, timeout_s: float = 60.0) -> dict | None:
-        """After ``close_run``: wait (off the event loop) for the run's last store snapshot in its storage;
-        ``{"ok", "uri", "error"}``, or None for a run whose storage is its folder (nothing to copy)."""
-        import asyncio
+    def close_run(self, run_id: str, status: str) -> None:
+        """``end_run`` and, in this thread, wait (at most 8 s: the driver waits 10) for the run's alerts
+        to go out; a dead destination is recorded as failed."""
+        _close_sender(self.end_run(run_id, status)[0])
 
-        snaps = self.snapshots.get(run_id)
-        if snaps is None:
+    # ------------------------------------------------------------------ trials
+    def load_trial(self, run_id: str, trial_id: str, eng: Engine):
+        """A trial's state rebuilt from its run's store, read on a connection of the calling thread (the
+        actor's loader threads); None when the store does not know it. Changes nothing: ``adopt_trial``
+        installs it on the engine thread."""
+        spec = self.specs.get(run_id)
+        load = getattr(eng, "load_trial", None)
+        if spec is None or load is None:
             return None
-        out = await asyncio.get_running_loop().run_in_executor(None, snaps.wait, timeout_s)
-        if out["ok"] and run_id not in self.runs:
-            self.snapshots.pop(run_id, None)
-        return out
+        reader = Store.open_readonly(Path(spec["run_dir"]) / "supervisor.db")
+        try:
+            return load(trial_id, run_id, reader)
+        finally:
+            reader.close()
 
-    def _engine(self, trial_id: str, run_id: str | None = None) -> Engine | None:
-        run_id = run_id or self.run_of.get(trial_id)
-        return self.runs.get(run_id) if run_id else None
+    def adopt_trial(self, run_id: str, eng: Engine, state) -> None:
+        if self.runs.get(run_id) is eng and state is not None:
+            eng.adopt(state)
 
     def register_trial(self, trial_id: str, run_id: str, node_id: str | None = None,
                        config: dict | None = None, run_info: dict | None = None) -> dict:
         if run_id not in self.runs and run_info:  # the actor restarted: trials carry what it needs to reopen
             self.open_run(run_id, **run_info)
-        eng = self.runs[run_id]
+        eng = self.runs.get(run_id)
+        if eng is None:
+            raise KeyError(f"run {run_id} is not open here (closed, lost, or the actor restarted): open it again")
         self.run_of[trial_id] = run_id
+        self._touch(run_id)
         return eng.register_trial(trial_id, run_id, node_id, config)
-
-    async def report(self, run_id: str, report: dict) -> dict:
-        """One trial's iteration. Calls that arrive while a batch is being judged wait for the
-        next batch: under load they share one store transaction, with no added delay when idle."""
-        import asyncio
-
-        t0 = time.perf_counter()
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.append((run_id, report, fut))
-        if len(self._queue) == 1:
-            asyncio.get_running_loop().call_soon(self._flush)
-        verdict = await fut
-        self._latency_ms.append(1000.0 * (time.perf_counter() - t0))
-        return verdict
-
-    def verdict_latency(self, reset: bool = False) -> dict:
-        """Percentiles (ms) of the recent verdict latencies inside the actor: from a report's
-        arrival to its verdict (waiting for the batch in progress, judging, storing)."""
-        xs = sorted(self._latency_ms)
-        busy = {"judging_ms_per_report": 1000 * self._busy_s / max(self._judged, 1),
-                "reports_per_batch": self._judged / max(self._batches, 1)}
-        if reset:
-            self._latency_ms.clear()
-            self._busy_s, self._batches, self._judged = 0.0, 0, 0
-        if not xs:
-            return {"n": 0, **busy}
-
-        def q(p: float) -> float:
-            return xs[min(len(xs) - 1, int(p * len(xs)))]
-        return {"n": len(xs), "p50": q(0.5), "p99": q(0.99), "max": xs[-1], **busy}
-
-    def _flush(self) -> None:
-        t0 = time.perf_counter()
-        items, self._queue = self._queue, []
-        self._batches += 1
-        self._judged += len(items)
-        by_run: dict[str, list] = {}
-        for run_id, rep, fut in items:
-            by_run.setdefault(run_id, []).append((rep, fut))
-        for run_id, group in by_run.items():
-            try:
-                verdicts = self.report_batch(run_id, [r for r, _ in group])
-            except Exception as e:
-                # Nothing of this batch is stored (disk full, database locked): every caller hears the
-                # error, keeps its report and sends it again; no verdict for what is not durable.
-                for _, fut in group:
-                    if not fut.done():
-                        fut.set_exception(StoreUnavailable(f"{e.__class__.__name__}: {e}"))
-                continue
-            for (_, fut), v in zip(group, verdicts):
-                if not fut.done():
-                    fut.set_result(v)
-        self._busy_s += time.perf_counter() - t0
 
     def report_batch(self, run_id: str, reports: list) -> list[dict]:
         """One verdict per report, in its wire form (``Verdict.to_dict``)."""
         eng = self.runs.get(run_id)
         if eng is None:
             return [Verdict(reported=False, unknown_run=True).to_dict() for _ in reports]
+        self._touch(run_id)
         for r in reports:
             if isinstance(r, dict):
                 self.run_of.setdefault(str(r.get("trial_id")), run_id)
@@ -202,7 +219,23 @@ class SupervisorService:
                 if isinstance(r, dict) and v.findings:
                     sender.observe(str(r.get("trial_id") or "default"), v.seq,
                                    v.findings[0].get("iteration", r.get("iteration", 0)), v.findings, v.actions)
+        if self.metrics:
+            self._count(verdicts)
         return [v.to_dict() for v in verdicts]
+
+    def _count(self, verdicts: list[Verdict]) -> None:
+        """The findings and interventions counters, as the verdicts that carry them go out (a replay's
+        verdict hands out again what was counted once)."""
+        try:
+            for v in verdicts:
+                if v.duplicate:
+                    continue
+                for f in v.findings:
+                    self.metrics.finding(f["detector"], f["severity"], module=f.get("module"))
+                for a in v.actions:
+                    self.metrics.intervention(a["action"], module=a.get("module"))
+        except Exception as e:  # metrics never cost a verdict
+            log.warning("finding/intervention counters not updated: %s", e)
 
     def record_checkpoint(self, run_id: str, trial_id: str, seq: int, iteration: int, path: str,
                           hparams: dict | None) -> dict:
@@ -219,6 +252,7 @@ class SupervisorService:
         eng = self.runs.get(run_id)
         if eng is None:
             return {"unknown_run": True}
+        self._touch(run_id)
         try:
             out = getattr(eng, method)(trial_id, *args)
         except Exception as e:  # the store could not take it (locked, disk full): the trial sends it again
@@ -231,12 +265,14 @@ class SupervisorService:
         eng = self.runs.get(run_id)
         if eng is None:
             return False
+        self._touch(run_id)
         self.run_of.setdefault(trial_id, run_id)
         eng.acknowledge(trial_id, applied)
         return True
 
     def finish_trial(self, run_id: str, trial_id: str, status: str) -> str:
         eng = self.runs.get(run_id)
+        self._touch(run_id)
         return eng.finish_trial(trial_id, status) if eng is not None else status
 
     def trial_overrides(self, run_id: str, trial_id: str) -> dict:
@@ -246,7 +282,8 @@ class SupervisorService:
 
     def request_action(self, trial_id: str, action: str, params: dict | None = None,
                        reason: str = "manual request") -> bool:
-        eng = self._engine(trial_id)
+        run_id = self.run_of.get(trial_id)
+        eng = self.runs.get(run_id) if run_id else None
         if eng is None:  # after a restart, before the trial reports again: the run whose store knows it
             eng = next((e for e in self.runs.values() if e.store.trial(trial_id) is not None), None)
         return eng.request_action(trial_id, action, params, reason) if eng else False
@@ -255,41 +292,148 @@ class SupervisorService:
         """Runs and live trial state, for ``supervise status`` and the dashboard."""
         return {"runs": [{"run_id": r, **{k: v for k, v in self.specs[r].items() if k in ("run_dir", "name", "kind")}}
                          for r in self.runs],
-                "trials": [t for eng in self.runs.values() for t in eng.snapshot()] + list(self.closed_trials)}
+                "trials": self.trial_snapshot()}
+
+    def trial_snapshot(self) -> list[dict]:
+        return [t for eng in self.runs.values() for t in eng.snapshot()] + list(self.closed_trials)
 
     def ping(self) -> dict:
         return {"pid": _pid(), "runs": list(self.runs), "uptime_s": time.time() - self.started}
 
-    # ---- cluster health: node monitors, heartbeats, node findings, status (actors/node_monitor.py)
-    def ensure_cluster_monitoring(self, interval_s: float | None = None, monitors: bool = True) -> dict:
-        """Start the cluster watch (idempotent): a monitor on every node, a tick every second."""
-        return self._cluster_watch().ensure(interval_s, monitors)
+    # ------------------------------------------------------------------ lost runs, periodic upkeep
+    def lost_after_s(self, run_id: str) -> float:
+        """How long a run may go without a call about it before it counts as lost: 10 times its trials'
+        median iteration time, at least the run's ``lost_after_s``."""
+        import numpy as np
 
-    def node_heartbeat(self, report: dict) -> None:
-        """A node monitor's heartbeat (fire-and-forget)."""
-        self._cluster_watch().heartbeat(report)
+        eng = self.runs[run_id]
+        times = [x for st in eng.trials.values() if st.status == "running"
+                 for x in st.history.series("time_this_iter_s", last=20).tolist()]
+        times = [x for x in times if x == x and 0 <= x < float("inf")]
+        return max(10.0 * float(np.median(times)) if times else 0.0, eng.settings.lost_after_s)
 
-    def cluster_tick(self) -> dict:
-        """Re-scan ray.nodes(), start monitors on new nodes, judge nodes and stragglers, export metrics."""
-        for eng in self.runs.values():  # trial summary rows that a quiet spell left unwritten
-            eng.flush()
-        return self._cluster_watch().tick()
+    def housekeeping(self, now: float | None = None, close_stores: bool = True) -> list[tuple]:
+        """Every second or so: write the trial summary rows a quiet spell left unwritten, and close as
+        ``lost`` the runs whose driver went away (no call about them for ``lost_after_s``): their running
+        trials end ``lost``, their engines and connections go. Returns ``end_run``'s answer for each run
+        closed (alert sender, store left to close), for the caller to finish off this thread."""
+        now = time.time() if now is None else now
+        out = []
+        for run_id in list(self.runs):
+            eng = self.runs[run_id]
+            try:
+                eng.flush()
+            except Exception as e:
+                log.warning("trial rows of run %s not written: %s", run_id, e)
+            if now - self.last_seen.get(run_id, now) <= self.lost_after_s(run_id):
+                continue
+            log.warning("run %s: nothing heard for %.0f s, its driver is gone: closed as lost", run_id,
+                        now - self.last_seen[run_id])
+            try:
+                for st in list(eng.trials.values()):
+                    if st.status == "running":
+                        eng.finish_trial(st.trial_id, LOST)
+            except Exception as e:
+                log.warning("run %s: trials not all closed as lost: %s", run_id, e)
+            out.append(self.end_run(run_id, LOST, close_stores))
+        return out
 
-    def cluster_status(self) -> dict:
-        """``{"nodes": [...], "trials": [...], "findings": [...]}`` for ``supervise status``."""
-        return self._cluster_watch().status()
+    # ------------------------------------------------------------------ the cluster watch's side
+    def trial_times(self, settings) -> dict:
+        """Recent iteration times of the running trials, per run (only runs with enough peers to judge)."""
+        out = {}
+        need = settings.straggler_min_peers + 1
+        for run_id, eng in self.runs.items():
+            running = {tid: st for tid, st in eng.trials.items() if st.status == "running"}
+            if len(running) < need:
+                continue
+            for tid, st in running.items():
+                times = st.history.series("time_this_iter_s", last=settings.straggler_window).tolist()
+                if times:
+                    out[tid] = {"run_id": run_id, "times": times, "node_id": st.node_id}
+        return out
 
-    def cluster_findings(self, since: float = 0.0) -> list:
-        """Node- and cluster-level findings (node_down, memory_pressure, gpu_fault, straggler) since a time."""
-        return self._cluster_watch().findings(since)
+    def trial_gauges(self) -> list[tuple]:
+        """(run, trial, health score, iteration time, {module: its health score}) of every trial held."""
+        out = []
+        for run_id, eng in self.runs.items():
+            for t in eng.trials.values():
+                h = t.health(t.last_seq)
+                out.append((run_id, t.trial_id, h["score"], t.last_metrics.get("time_this_iter_s"),
+                            {m: mh["score"] for m, mh in (h.get("modules") or {}).items()}))
+        return out
 
-    def _cluster_watch(self):
-        watch = getattr(self, "_watch", None)
-        if watch is None:
-            from actors.node_monitor import ClusterWatch
+    def record_cluster(self, found: list[dict], rows: list[dict] | None, now: float, write_every_s: float = 10.0
+                       ) -> None:
+        """Store node- and cluster-level findings (and queue their alerts) in every open run, and the
+        node rows (each node at most every ``write_every_s`` unless it changed alive/dead): one
+        transaction per run."""
+        for run_id, eng in list(self.runs.items()):
+            sender = self.alerts.get(run_id)
+            try:
+                with eng.store.transaction():
+                    for f in found:
+                        self._record_finding(eng, sender, f, now)
+                    if rows:
+                        self._write_nodes(run_id, eng, rows, now, write_every_s)
+            except Exception as e:
+                log.warning("could not store cluster findings/nodes in run %s: %s", run_id, e)
 
-            watch = self._watch = ClusterWatch(self)
-        return watch
+    @staticmethod
+    def _record_finding(eng: Engine, sender: AlertSender | None, f: dict, now: float) -> None:
+        rec = {k: f.get(k) for k in ("detector", "severity", "metric", "value", "threshold", "message")}
+        rec["details"] = f.get("details") or {}
+        tid = f.get("trial_id")
+        if sender is not None and (not tid or tid in eng.trials):
+            try:  # node findings latch by the minute (they have no iterations)
+                who = tid or f"node {str(f.get('node_id') or '?')[:12]}"
+                sender.observe(who, int(now // 60), -1, [{**rec, "iteration": -1}], [])
+            except Exception as e:
+                log.warning("could not queue an alert for a cluster finding: %s", e)
+        if tid:
+            if tid in eng.trials:
+                eng.store.record_finding(tid, rec)
+            return
+        eng.store.record_finding(None, rec)
+        if f["detector"] == "node_down" and f["severity"] != "info":
+            # the trials that were running there see it in their own findings too
+            for st in eng.trials.values():
+                if st.node_id == f.get("node_id") and st.status == "running":
+                    eng.store.record_finding(st.trial_id, rec)
+
+    def _write_nodes(self, run_id: str, eng: Engine, rows: list[dict], now: float, every_s: float) -> None:
+        written = self.node_written.get(run_id, {})
+        kept = {}
+        for r in rows:
+            last = written.get(r["node_id"])
+            if last is not None and last[1] == r["alive"] and now - last[0] < every_s:
+                kept[r["node_id"]] = last
+                continue
+            info = {k: v for k, v in r.items() if k not in ("node_id", "address", "alive")}
+            eng.store.upsert_node(r["node_id"], r["address"], r["alive"], info)
+            kept[r["node_id"]] = (now, r["alive"])
+        self.node_written[run_id] = kept  # only the nodes still known: bounded by the cluster's size
+
+
+def open_store(run_dir: str | Path) -> Store:
+    """A run's store as the actor writes it: WAL checkpoints from a thread of its own."""
+    return Store(Path(run_dir) / "supervisor.db", background_checkpoints=True)
+
+
+def _finish_run(sender: AlertSender | None, store: Store | None) -> None:
+    """What is left of a closed run: its store's connection closed, its alerts flushed."""
+    if store is not None:
+        store.close()
+    _close_sender(sender)
+
+
+def _close_sender(sender: AlertSender | None, timeout_s: float = 8.0) -> None:
+    """Wait for a finished run's alerts (a dead destination is recorded as failed), then end its thread
+    (a reopened run alerts no more); a delivery still retrying keeps its connection."""
+    if sender is None:
+        return
+    if sender.close(timeout_s=timeout_s) and sender.record_store is not None:
+        sender.record_store.close()
 
 
 def _validated(settings: dict) -> SupervisorConfig:
@@ -309,7 +453,264 @@ def _pid() -> int:
     return os.getpid()
 
 
-SupervisorActor = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1000)(SupervisorService)
+class SupervisorActorImpl:
+    """The supervisor actor (see the module's docstring). Every method is a coroutine on the event loop,
+    which never blocks: engine and store work goes to the engine thread, rebuilds to the loader threads."""
+
+    HOUSEKEEPING_S = 1.0
+
+    def __init__(self):
+        self.core = SupervisorService()
+        self._engine = ThreadPoolExecutor(1, thread_name_prefix="supervisor-engine")  # the single writer
+        self._loader = ThreadPoolExecutor(2, thread_name_prefix="supervisor-rebuild")
+        self._closer = ThreadPoolExecutor(2, thread_name_prefix="supervisor-alerts")  # run-end alert flushes
+        self.core.defer = lambda fn: self._engine.submit(fn)
+        if ray.is_initialized():
+            try:
+                from actors.metrics_export import SupervisorMetrics
+
+                self.core.metrics = SupervisorMetrics()
+            except Exception as e:  # no metrics: the supervisor works on
+                log.warning("metrics export unavailable: %s", e)
+        self._queue: list = []  # (run_id, report, future) awaiting the next batch
+        self._judging = False
+        self._loading: dict[tuple[str, str], asyncio.Future] = {}  # (run, trial) -> its rebuild in progress
+        self._latency_ms: deque = deque(maxlen=65536)  # recent verdict latencies inside the actor
+        self._busy_s, self._batches, self._judged = 0.0, 0, 0  # judging time, batches and reports since reset
+        self._watch = None
+        self._stop = threading.Event()
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="supervisor-housekeeping", daemon=True)
+        self._housekeeper.start()
+
+    # ------------------------------------------------------------------ plumbing
+    async def _on_engine(self, fn, *args):
+        return await asyncio.wrap_future(self._engine.submit(fn, *args))
+
+    def _run_on_engine(self, fn, *args):
+        """From another thread: run ``fn`` on the engine thread and wait for it."""
+        return self._engine.submit(fn, *args).result()
+
+    async def _ready(self, run_id: str, trial_ids) -> None:
+        """Trials the engine does not hold yet (the actor restarted, or a store error dropped them) are
+        rebuilt from the store on a loader thread, then installed on the engine thread: a long history
+        replayed never holds up the other trials' reports. Their own calls wait for it."""
+        eng = self.core.runs.get(run_id)
+        if eng is None:
+            return
+        for tid in dict.fromkeys(trial_ids):
+            if tid in eng.trials:
+                continue
+            task = self._loading.get((run_id, tid))
+            if task is None:
+                task = self._loading[(run_id, tid)] = asyncio.ensure_future(self._load(run_id, tid, eng))
+            await asyncio.shield(task)
+
+    async def _load(self, run_id: str, trial_id: str, eng: Engine) -> None:
+        try:
+            state = await asyncio.wrap_future(self._loader.submit(self.core.load_trial, run_id, trial_id, eng))
+            if state is not None:
+                await self._on_engine(self.core.adopt_trial, run_id, eng, state)
+        except Exception as e:  # the engine thread rebuilds it itself on the trial's next call
+            log.warning("trial %s not rebuilt off the report path: %s: %s", trial_id, e.__class__.__name__, e)
+        finally:
+            self._loading.pop((run_id, trial_id), None)
+
+    def _housekeeping(self) -> None:
+        while not self._stop.wait(self.HOUSEKEEPING_S):
+            try:
+                for sender, store in self._run_on_engine(self.core.housekeeping, time.time(), False):
+                    _finish_run(sender, store)
+            except Exception as e:
+                log.warning("housekeeping failed: %s", e)
+
+    def shutdown(self) -> None:
+        """Stop the threads (in-process use; the actor's threads end with its process)."""
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.stop()
+        self._engine.shutdown(wait=True)
+        self._loader.shutdown(wait=True)
+        self._closer.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ runs
+    async def open_run(self, run_id: str, run_dir: str, name: str, kind: str, settings: dict | None = None,
+                       spec: dict | None = None, profile: dict | None = None, alert_env: dict | None = None,
+                       storage: str | None = None) -> dict:
+        store = None
+        if run_id not in self.core.runs:  # opening a database (schema, migrations) is no work for the engine
+            store = await asyncio.wrap_future(self._loader.submit(open_store, run_dir))
+        return await self._on_engine(self.core.open_run, run_id, run_dir, name, kind, settings, spec, profile,
+                                     alert_env, storage, store)
+
+    async def close_run(self, run_id: str, status: str) -> None:
+        sender, store = await self._on_engine(self.core.end_run, run_id, status, False)
+        if sender is not None or store is not None:  # the driver waits for its alerts; other runs do not
+            await asyncio.wrap_future(self._closer.submit(_finish_run, sender, store))
+
+    async def wait_snapshot(self, run_id: str, timeout_s: float = 60.0) -> dict | None:
+        """After ``close_run``: wait (off the engine thread) for the run's last store snapshot in its storage;
+        ``{"ok", "uri", "error"}``, or None for a run whose storage is its folder (nothing to copy)."""
+        snaps = self.core.snapshots.get(run_id)
+        if snaps is None:
+            return None
+        out = await asyncio.wrap_future(self._closer.submit(snaps.wait, timeout_s))
+        if out["ok"] and run_id not in self.core.runs:
+            self.core.snapshots.pop(run_id, None)
+        return out
+
+    async def register_trial(self, trial_id: str, run_id: str, node_id: str | None = None,
+                             config: dict | None = None, run_info: dict | None = None) -> dict:
+        if run_id not in self.core.runs and run_info:
+            await self.open_run(run_id, **run_info)
+        await self._ready(run_id, (trial_id,))
+        return await self._on_engine(self.core.register_trial, trial_id, run_id, node_id, config, run_info)
+
+    # ------------------------------------------------------------------ the hot path
+    async def report(self, run_id: str, report: dict) -> dict:
+        """One trial's iteration. Calls that arrive while a batch is being judged wait for the
+        next batch: under load they share one store transaction, with no added delay when idle."""
+        t0 = time.perf_counter()
+        await self._ready(run_id, (_trial_of(report),))
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._queue.append((run_id, report, fut))
+        if not self._judging:
+            self._judging = True
+            loop.create_task(self._judge_queue())
+        verdict = await fut
+        self._latency_ms.append(1000.0 * (time.perf_counter() - t0))
+        return verdict
+
+    async def report_batch(self, run_id: str, reports: list) -> list[dict]:
+        """A trial's buffered reports (replayed after the supervisor was unreachable), judged in one go."""
+        reports = reports if isinstance(reports, list) else []
+        await self._ready(run_id, [_trial_of(r) for r in reports])
+        return await self._on_engine(self.core.report_batch, run_id, reports)
+
+    async def _judge_queue(self) -> None:
+        try:
+            while self._queue:
+                items, self._queue = self._queue, []
+                t0 = time.perf_counter()
+                try:
+                    results = await self._on_engine(self._judge, items)
+                except BaseException as e:  # the engine thread is gone (shutdown): nobody waits forever
+                    results = [(fut, e) for _, _, fut in items]
+                self._busy_s += time.perf_counter() - t0
+                self._batches += 1
+                self._judged += len(items)
+                for fut, out in results:
+                    if fut.done():
+                        continue
+                    if isinstance(out, BaseException):
+                        fut.set_exception(out)
+                    else:
+                        fut.set_result(out)
+        finally:
+            self._judging = False
+
+    def _judge(self, items: list) -> list[tuple]:
+        """On the engine thread: one ``report_batch`` per run of the queued reports."""
+        by_run: dict[str, list] = {}
+        for run_id, rep, fut in items:
+            by_run.setdefault(run_id, []).append((rep, fut))
+        out = []
+        for run_id, group in by_run.items():
+            try:
+                verdicts = self.core.report_batch(run_id, [r for r, _ in group])
+            except Exception as e:
+                # Nothing of this batch is stored (disk full, database locked): every caller hears the
+                # error, keeps its report and sends it again; no verdict for what is not durable.
+                err = StoreUnavailable(f"{e.__class__.__name__}: {e}")
+                out += [(fut, err) for _, fut in group]
+                continue
+            out += [(fut, v) for (_, fut), v in zip(group, verdicts)]
+        return out
+
+    def verdict_latency(self, reset: bool = False) -> dict:
+        """Percentiles (ms) of the recent verdict latencies inside the actor: from a report's
+        arrival to its verdict (waiting for the batch in progress, judging, storing)."""
+        xs = sorted(self._latency_ms)
+        busy = {"judging_ms_per_report": 1000 * self._busy_s / max(self._judged, 1),
+                "reports_per_batch": self._judged / max(self._batches, 1)}
+        if reset:
+            self._latency_ms.clear()
+            self._busy_s, self._batches, self._judged = 0.0, 0, 0
+        if not xs:
+            return {"n": 0, **busy}
+
+        def q(p: float) -> float:
+            return xs[min(len(xs) - 1, int(p * len(xs)))]
+        return {"n": len(xs), "p50": q(0.5), "p99": q(0.99), "max": xs[-1], **busy}
+
+    # ------------------------------------------------------------------ trial calls
+    async def record_checkpoint(self, run_id: str, trial_id: str, seq: int, iteration: int, path: str,
+                                hparams: dict | None) -> dict:
+        await self._ready(run_id, (trial_id,))
+        return await self._on_engine(self.core.record_checkpoint, run_id, trial_id, seq, iteration, path, hparams)
+
+    async def record_best_checkpoint(self, run_id: str, trial_id: str, seq: int, iteration: int, path: str,
+                                     metric: str, value: float, hparams: dict | None) -> dict:
+        await self._ready(run_id, (trial_id,))
+        return await self._on_engine(self.core.record_best_checkpoint, run_id, trial_id, seq, iteration, path, metric,
+                              value, hparams)
+
+    async def acknowledge(self, run_id: str, trial_id: str, applied: list) -> bool:
+        await self._ready(run_id, (trial_id,))
+        return await self._on_engine(self.core.acknowledge, run_id, trial_id, applied)
+
+    async def finish_trial(self, run_id: str, trial_id: str, status: str) -> str:
+        await self._ready(run_id, (trial_id,))
+        return await self._on_engine(self.core.finish_trial, run_id, trial_id, status)
+
+    async def trial_overrides(self, run_id: str, trial_id: str) -> dict:
+        await self._ready(run_id, (trial_id,))
+        return await self._on_engine(self.core.trial_overrides, run_id, trial_id)
+
+    async def request_action(self, trial_id: str, action: str, params: dict | None = None,
+                             reason: str = "manual request") -> bool:
+        return await self._on_engine(self.core.request_action, trial_id, action, params, reason)
+
+    async def snapshot(self) -> dict:
+        return await self._on_engine(self.core.snapshot)
+
+    def ping(self) -> dict:
+        return self.core.ping()
+
+    # ---- cluster health: node monitors, heartbeats, node findings, status (actors/node_monitor.py)
+    def ensure_cluster_monitoring(self, interval_s: float | None = None, monitors: bool = True,
+                                  prune_s: float | None = None) -> dict:
+        """Start the cluster watch (idempotent): a monitor on every node, a tick every second, nodes down
+        for ``prune_s`` (default an hour) forgotten."""
+        return self._cluster_watch().ensure(interval_s, monitors, prune_s)
+
+    def node_heartbeat(self, report: dict) -> None:
+        """A node monitor's heartbeat (fire-and-forget): judged here, stored on the engine thread."""
+        self._cluster_watch().heartbeat(report)
+
+    async def cluster_status(self) -> dict:
+        """``{"nodes": [...], "trials": [...], "findings": [...]}`` for ``supervise status``."""
+        return await asyncio.get_running_loop().run_in_executor(None, self._cluster_watch().status)
+
+    def cluster_findings(self, since: float = 0.0) -> list:
+        """Node- and cluster-level findings (node_down, memory_pressure, gpu_fault, straggler) since a time."""
+        return self._cluster_watch().findings(since)
+
+    def _cluster_watch(self):
+        if self._watch is None:
+            from actors.node_monitor import ClusterWatch
+
+            self._watch = ClusterWatch(self.core, run=self._run_on_engine,
+                                       submit=lambda fn, *a: self._engine.submit(fn, *a), autostart=True,
+                                       ray_nodes_every_s=5.0)
+        return self._watch
+
+
+def _trial_of(report: Any) -> str:
+    return str(report.get("trial_id") or "default") if isinstance(report, dict) else "default"
+
+
+SupervisorActor = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1000)(SupervisorActorImpl)
 
 
 def head_node_id() -> str | None:
@@ -338,11 +739,14 @@ def get_or_create_supervisor():
 
 
 def _start_cluster_watch(actor) -> None:
-    """Fire-and-forget: node monitors on every node (RL_SUPERVISOR_NODE_MONITORS=0: the watch without them)."""
+    """Fire-and-forget: node monitors on every node (RL_SUPERVISOR_NODE_MONITORS=0: the watch without them;
+    RL_SUPERVISOR_NODE_PRUNE_S: how long a node is down before it is forgotten, default an hour)."""
     import os
 
     try:
-        actor.ensure_cluster_monitoring.remote(None, os.environ.get("RL_SUPERVISOR_NODE_MONITORS", "1") != "0")
+        prune = os.environ.get("RL_SUPERVISOR_NODE_PRUNE_S")
+        actor.ensure_cluster_monitoring.remote(None, os.environ.get("RL_SUPERVISOR_NODE_MONITORS", "1") != "0",
+                                               float(prune) if prune else None)
     except Exception:
         pass
 

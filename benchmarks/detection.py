@@ -72,6 +72,8 @@ from benchmarks.synthetic import faulty_stream, healthy_stream, run_detectors  #
 
 DATA = REPO / "benchmarks" / "data"
 RESULTS = REPO / "benchmarks" / "results" / "detection.md"
+#: The figures before issue 25's detection work, for the before/after table.
+BEFORE = REPO / "benchmarks" / "results" / "detection_before_issue25.json"
 
 SEED_BASE = {"report": 1_000_000, "tune": 500_000}
 CORPUS_HEADING = "## Third-party corpus"
@@ -473,6 +475,22 @@ def main() -> None:
     corpus_res, _ = corpus_bench.run_corpus()
     text += "\n" + corpus_bench.render(corpus_res, time.time() - t1)
     res["corpus"] = corpus_res
+    figures = {
+        "synthetic": {k: res[k] for k in ("healthy_iterations", "healthy_streams", "faulty_streams",
+                                          "false_alarms")},
+        "synthetic_detectors": [{k: d[k] for k in ("detector", "cases", "recall", "alarms", "false_alarms")}
+                                for d in res["detectors"]],
+        "totals": real_runs.totals(real),
+        "bad_start": [{**{k: b[k] for k in ("name", "algorithm", "env", "fault", "first", "flagged",
+                                            "cause_named", "acted")},
+                       "baselines": {n: v["flagged"] for n, v in b["baselines"].items()}}
+                      for b in real["bad_start"]],
+        "mid_run": [{k: r[k] for k in ("name", "algorithm", "env", "fault", "detected", "delay", "by")}
+                    for r in real["faulty"]],
+        "corpus": _corpus_figures(corpus_res),
+        "multi_agent": multi_agent_runs.figures(ma)}
+    if BEFORE.is_file():
+        text += "\n" + render_before_after(json.loads(BEFORE.read_text())["figures"], figures)
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -480,22 +498,40 @@ def main() -> None:
     if Path(args.out).resolve() == RESULTS.resolve():  # the published run: its figures for readme_tables.py
         from benchmarks.results_io import write_results
 
-        write_results("detection", text, {
-            "synthetic": {k: res[k] for k in ("healthy_iterations", "healthy_streams", "faulty_streams",
-                                              "false_alarms")},
-            "synthetic_detectors": [{k: d[k] for k in ("detector", "cases", "recall", "alarms", "false_alarms")}
-                                    for d in res["detectors"]],
-            "totals": real_runs.totals(real),
-            "bad_start": [{**{k: b[k] for k in ("name", "algorithm", "env", "fault", "first", "flagged",
-                                                "cause_named", "acted")},
-                           "baselines": {n: v["flagged"] for n, v in b["baselines"].items()}}
-                          for b in real["bad_start"]],
-            "mid_run": [{k: r[k] for k in ("name", "algorithm", "env", "fault", "detected", "delay", "by")}
-                        for r in real["faulty"]],
-            "corpus": _corpus_figures(corpus_res),
-            "multi_agent": multi_agent_runs.figures(ma)})
+        write_results("detection", text, figures)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+
+
+def _headline(f: dict) -> dict:
+    """The supervisor's headline figures from one run's figures (as written to detection.json)."""
+    sup = next(t for t in f["totals"] if t["way"] == "supervisor")
+    out = {"mid-run faults found (recorded RLlib runs)": sup["mid_run_recall"].replace("/", " / "),
+           "median delay (iterations)": f"{sup['median_delay']:g}" if sup["median_delay"] is not None else "n/a",
+           "bad from the start: flagged by iteration 3": sup["bad_start_flagged"].replace("/", " / "),
+           "bad from the start: acted on by then": f"{sum(b['acted'] for b in f['bad_start'])} / "
+                                                   f"{len(f['bad_start'])}",
+           "false alarms, recorded healthy runs and before onsets": f"{sup['false_alarms']:,}",
+           "synthetic false alarms per 10,000 healthy iterations":
+               f"{1e4 * f['synthetic']['false_alarms'] / f['synthetic']['healthy_iterations']:.2f}"}
+    for half, d in f["corpus"]["halves"].items():
+        x = d["ways"]["supervisor"]
+        name = half.replace("_", "-")
+        out[f"corpus {name}: healthy runs with a warning / a critical"] = (
+            f"{x['healthy_warned']} / {x['healthy_critical']} of {d['healthy']}")
+        out[f"corpus {name}: labelled faults flagged"] = f"{x['faults_flagged']} of {d['faulty']}"
+        out[f"corpus {name}: alarms before an onset"] = f"{x['pre_onset_alarms']}"
+    return out
+
+
+def render_before_after(before: dict, now: dict) -> str:
+    """The supervisor's figures before issue 25's detection work (``BEFORE``) beside this run's."""
+    b, n = _headline(before), _headline(now)
+    rows = [f"| {k} | {b.get(k, '-')} | {v} |" for k, v in n.items()]
+    return ("## Before and after issue 25 (the unit of judgement, writer semantics, when a finding acts)\n\n"
+            f"Before: `{BEFORE.relative_to(REPO)}` (the detectors and policy before issue 25, same recorded runs, "
+            "synthetic seeds and corpus). The corpus rows of a half count the runs it held then and now.\n\n"
+            "| figure (supervisor) | before | now |\n|---|---:|---:|\n" + "\n".join(rows) + "\n")
 
 
 def _corpus_figures(corpus_res: dict) -> dict:

@@ -78,17 +78,32 @@ _WAYS = {"rldk_ppo_scan": "RLDK ppo_scan", "llm_foundry_kill_loss_spike": "llm-f
          "megatron_loss_checks": "Megatron loss checks"}
 
 
+#: The detection figures before issue 25's detection work (benchmarks/detection.py shows them beside its own).
+BEFORE_25 = "detection_before_issue25"
+
+
 def table_detection() -> str:
     """The supervisor beside the published rule sets on the recorded real runs (benchmarks/detection.py)."""
     f = _figures("detection")
-    ppo_bad = [b for b in f["bad_start"] if b["algorithm"] == "PPO"]
-    flagged = sum(b["flagged"] for b in ppo_bad)
-    named = sum(b["flagged"] and b["cause_named"] and b["acted"] for b in ppo_bad)
     iters = f["totals"][0]["healthy_iterations"]
     out = [f"| way (same real runs) | mid-run faults found | median delay | PPO configs bad from the start, flagged "
            f"by iteration 3 | false alarms (healthy runs and before onsets, {iters:,} iterations) |",
            "|---|---:|---:|---:|---:|"]
+    before = _figures(BEFORE_25) if (RESULTS / f"{BEFORE_25}.json").is_file() else None
+    rows = _detection_rows(f)
+    if before:  # right under today's supervisor row
+        rows[1:1] = _detection_rows(before, " (before issue 25)", only_ours=True)
+    return "\n".join(out + rows)
+
+
+def _detection_rows(f: dict, suffix: str = "", only_ours: bool = False) -> list[str]:
+    ppo_bad = [b for b in f["bad_start"] if b["algorithm"] == "PPO"]
+    flagged = sum(b["flagged"] for b in ppo_bad)
+    named = sum(b["flagged"] and b["cause_named"] and b["acted"] for b in ppo_bad)
+    out = []
     for t in f["totals"]:
+        if only_ours and t["way"] != "supervisor":
+            continue
         k, n = (int(x) for x in t["mid_run_recall"].split("/"))
         delay = "n/a" if t["median_delay"] is None else f"{t['median_delay']:g}"
         if t["way"] == "supervisor":
@@ -97,20 +112,29 @@ def table_detection() -> str:
             bad = f"{flagged} / {len(ppo_bad)} ({how})"
         else:
             bad = f"{sum(b['baselines'][t['way']] for b in ppo_bad)} / {len(ppo_bad)}"
-        out.append(_row(_WAYS.get(t["way"], t["way"]), f"{k} / {n}", delay, bad, f"{t['false_alarms']:,}"))
-    return "\n".join(out)
+        out.append(_row(_WAYS.get(t["way"], t["way"]) + suffix, f"{k} / {n}", delay, bad,
+                        f"{t['false_alarms']:,}"))
+    return out
 
 
 def table_corpus() -> str:
     """Other people's logs, tuning and held-out halves apart (benchmarks/corpus.py, in detection.py's run)."""
     c = _figures("detection")["corpus"]
+    before = (_figures(BEFORE_25)["corpus"]["halves"] if (RESULTS / f"{BEFORE_25}.json").is_file() else {})
     out = ["| half (runs behind it) | way | healthy runs with a warning / a critical | healthy runs with any alarm "
            "| labelled faults flagged |", "|---|---|---:|---:|---:|"]
     for h, d in c["halves"].items():
+        b = before.get(h)
+        if b is not None:
+            x = b["ways"]["supervisor"]
+            half = f"{h.replace('_', '-')} ({d['healthy']} healthy, {d['faulty']} faulty, {d['unknown']} unknown)"
+            out.append(_row(half, "supervisor before issue 25",
+                            f"{x['healthy_warned']} / {x['healthy_critical']} of {b['healthy']}",
+                            f"{x['healthy_alarmed']} of {b['healthy']}", f"{x['faults_flagged']} of {b['faulty']}"))
         for i, w in enumerate(c["ways"]):
             x = d["ways"][w]
             half = f"{h.replace('_', '-')} ({d['healthy']} healthy, {d['faulty']} faulty, {d['unknown']} unknown)"
-            label = half if i == 0 else ""
+            label = half if i == 0 and b is None else ""
             warn = (f"{x['healthy_warned']} / {x['healthy_critical']} of {d['healthy']}" if w == c["ways"][0]
                     else "-")
             out.append(_row(label, _WAYS.get(w, w), warn, f"{x['healthy_alarmed']} of {d['healthy']}",
@@ -242,6 +266,49 @@ def table_learner() -> str:
     return "\n".join(["| config | wall time overhead | CPU time overhead |", "|---|---:|---:|", *rows]) + \
         f"\n\nMeasured {_meta('learner_overhead')['date'][:10]} (`benchmarks/results/learner_overhead.json`)." + \
         _loaded("learner_overhead")
+
+
+def table_actor_stall() -> str:
+    """Report round trip with node monitoring and alerts on, against off (benchmarks/actor_stall.py)."""
+    f = _figures("actor_stall")
+    rows = []
+    for label, r in (("before this round (baseline checkout)", f.get("baseline")), ("now", f["current"])):
+        if r:
+            goal = "met" if r["p99_ratio"] <= 1.25 else "**not met**"
+            rows.append(_row(label, f"{r['on']['p50_ms']:.2f} / {r['on']['p99_ms']:.2f} / {r['on']['max_ms']:,.0f}",
+                             f"{r['off']['p50_ms']:.2f} / {r['off']['p99_ms']:.2f} / {r['off']['max_ms']:,.0f}",
+                             f"{r['p50_ratio']:.2f}", f"{r['p99_ratio']:.2f} ({goal})", f"{r['on']['n']:,}"))
+    cur = f["current"]
+    head = ("| actor | monitoring and alerts on: p50 / p99 / max ms | off: p50 / p99 / max ms | p50 on/off "
+            "| p99 on/off (goal <= 1.25) | reports each |")
+    return ("\n".join([head, "|---|---:|---:|---:|---:|---:|", *rows]) +
+            f"\n\n{cur['nodes']} Ray nodes (`ray.cluster_utils.Cluster`), a monitor heartbeating from each; alerts to a "
+            f"json:// endpoint on 127.0.0.1 that answers in 0.3 s ({cur['alert_posts']} posts); short runs opened "
+            f"and closed beside the measured ones every 2 s on both actors. Measured {_meta('actor_stall')['date']}, "
+            f"load average {cur['load_1m'][0]:g} / {cur['load_1m'][1]:g} before / after (2 cores)." +
+            _loaded("actor_stall"))
+
+
+def table_soak() -> str:
+    """A thousand runs and two hundred node joins/leaves through one actor (benchmarks/soak.py)."""
+    f = _figures("soak")
+    fl = f["flat"]
+    s = f["samples"]
+    per_node = 1024 * (fl["uss_mb"][1] - fl["uss_mb"][0]) / max(f["nodes_joined"] * (1 - fl["from_runs"] / f["runs"]), 1)
+    return "\n".join([
+        "| measure | after " + f"{fl['from_runs']} runs | after {f['runs']} runs |", "|---|---:|---:|",
+        _row("threads", fl["threads"][0], fl["threads"][1]),
+        _row("open file descriptors", fl["fds"][0], fl["fds"][1]),
+        _row("memory (USS), MB", f"{fl['uss_mb'][0]:.0f}", f"{fl['uss_mb'][1]:.0f}"),
+        _row("runs held", next(x for x in s if x["runs_done"] == fl["from_runs"])["runs_held"], s[-1]["runs_held"]),
+        _row("nodes known", next(x for x in s if x["runs_done"] == fl["from_runs"])["nodes_known"],
+             s[-1]["nodes_known"])]) + (
+        f"\n\n{f['runs']:,} runs ({f['lost_runs']} abandoned by their driver, {f['lost_closed_as_lost']} of them closed "
+        f"as `lost` by the actor) and {f['nodes_joined']} nodes joining and leaving, {f['wall_s'] / 60:.0f} minutes. "
+        f"Memory grows about {per_node:.0f} KiB per node that joined: Ray's own bookkeeping of the node monitor "
+        "the actor starts there (not the supervisor's state, which stays the same size: "
+        "`tests/test_bounded_actor.py`; runs alone leave the actor's memory flat). Every sample: "
+        "`benchmarks/results/soak.md`." + _loaded("soak"))
 
 
 TABLES: dict[str, Callable[[], str]] = {

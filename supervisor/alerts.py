@@ -50,7 +50,8 @@ for _name in ("apprise", "urllib3.connectionpool"):
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _RANK = {"ok": 0, "info": 1, "warning": 2, "critical": 3}
 _TYPES = {"info": "info", "warning": "warning", "critical": "failure",
-          "completed": "success", "recovered": "success", "stopped": "failure", "errored": "failure"}
+          "completed": "success", "recovered": "success", "stopped": "failure", "errored": "failure",
+          "lost": "failure"}
 
 
 def env_names(url: str) -> list[str]:

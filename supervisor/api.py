@@ -124,7 +124,8 @@ class Supervisor:
         address: a Ray cluster address (``"auto"``, ``host:port``): report to the cluster's supervisor
             actor instead of judging in this process. Needs Ray; the only path that imports it.
         trial_id: the trial's id in the run (default: the folder's name).
-        name: the run's name (default: the folder's name).
+        name: the run's name (default: the folder's name). The run's id is the folder's name plus a hash
+            of its full path, as ``supervise run`` makes it (``supervisor.identity``).
         config: the trial's hyperparameters, stored with it.
         kind: the run's kind as stored (``api``; the integrations pass ``sb3``, ``hf``).
     """
@@ -135,10 +136,12 @@ class Supervisor:
                  kind: str = "api"):
         from supervisor.config import SupervisorConfig
 
+        from supervisor.identity import run_id_for
+
         self.run_dir = Path(run_dir).resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.run_id = self.run_dir.name
-        self.trial_id = str(trial_id or self.run_id)
+        self.run_id = run_id_for(self.run_dir)  # as `supervise run` does: a/ppo and b/ppo are two runs
+        self.trial_id = str(trial_id or self.run_dir.name)
         self.algorithm = algorithm
         if settings is None:
             settings = SupervisorConfig()
@@ -147,7 +150,7 @@ class Supervisor:
         self.settings = settings
         profile = _profile(profile if profile is not None else settings.profile)
         spec = {"algorithm": algorithm, "kind": kind, "config": dict(config or {})}
-        name = name or self.run_id
+        name = name or self.run_dir.name
         if address is None:
             self._backend = _LocalBackend(self.run_dir, self.run_id, name, kind, settings, spec, profile)
         else:

@@ -62,6 +62,8 @@ class ClusterSettings:
     straggler_min_peers: peers needed to judge [2]; straggler_window: recent
         iterations per trial [5]; straggler_min_iterations [3].
     repeat_s: a persisting condition is reported again after this long [60].
+    node_prune_s: a node down this long is forgotten (its view, its conditions) [3600]; the stores keep
+        its rows.
     """
 
     heartbeat_interval_s: float = 2.0
@@ -79,6 +81,7 @@ class ClusterSettings:
     straggler_min_iterations: int = 3
     straggler_rel_floor: float = 0.1
     repeat_s: float = 60.0
+    node_prune_s: float = 3600.0
 
 
 # ---------------------------------------------------------------------------------- data shaping
@@ -184,6 +187,7 @@ class NodeView:
     down: str | None = None  # None, "silent" or "dead"
     gpu_baseline: dict = field(default_factory=dict)  # index -> {"ecc_uncorrected", "ecc_corrected"}
     max_gpus: int = 0
+    gone_since: float | None = None  # when it was first seen down (prune)
 
     @property
     def alive(self) -> bool:
@@ -236,8 +240,10 @@ class ClusterState:
             nid = rn.get("NodeID")
             if not nid:
                 continue
-            n = self._node(nid, now)
             alive = bool(rn.get("Alive"))
+            if not alive and nid not in self.nodes:
+                continue  # dead before we watched it, or forgotten (prune): history, not a node to track
+            n = self._node(nid, now)
             n.address = n.address or rn.get("NodeManagerAddress")
             n.resources = {k: v for k, v in (rn.get("Resources") or {}).items()
                            if k in ("CPU", "GPU", "memory", "object_store_memory")}
@@ -261,13 +267,33 @@ class ClusterState:
             n.down = "silent"
         return out
 
+    def prune(self, now: float) -> list[str]:
+        """Forget the nodes down for ``node_prune_s`` (their views and latched conditions), so that a
+        long-lived supervisor on a cluster whose nodes come and go stays the same size; returns their ids."""
+        gone = []
+        for nid, n in list(self.nodes.items()):
+            if n.alive:
+                n.gone_since = None
+            elif n.gone_since is None:
+                n.gone_since = now
+            elif now - n.gone_since >= self.settings.node_prune_s:
+                gone.append(nid)
+                del self.nodes[nid]
+        if gone:
+            dropped = set(gone)
+            for key in [k for k in self._conditions if k[0] in dropped]:
+                self.conditions.clear(key)
+        return gone
+
     # ------------------------------------------------------------------ judgments
     def stragglers(self, trials: Mapping[str, Mapping[str, Any]], now: float) -> list[dict]:
         """Per-trial straggler findings (see :class:`~supervisor.detectors.straggler.Straggler`).
 
         ``trials``: ``{trial_id: {"run_id", "node_id", "times": [recent iteration seconds]}}``,
-        running trials only.
+        running trials only (the latched conditions of trials no longer among them are dropped).
         """
+        for key in [k for k in self._conditions if k[0] == "trial" and k[1] not in trials]:
+            self.conditions.clear(key)
         return [_row(f) for f in self.straggler(now, trials)]
 
     # ------------------------------------------------------------------ views

@@ -77,6 +77,9 @@ class SupervisorConfig(BaseModel):
     cooldown: int = Field(2, ge=0, le=_BIG, description="iterations after an action before another for the same "
                                                          "finding")
     outcome_window: int = Field(3, gt=0, le=_BIG, description="iterations after which an action's outcome is judged")
+    confirm: int = Field(2, gt=0, le=_BIG, description="consecutive reports a warning's alarm must hold before it "
+                         "acts alone (a second detector in alarm confirms it at once); a stop needs a critical "
+                         "finding or this")
     max_interventions: int = Field(4, gt=0, le=_BIG, description="intensity limit: at most N interventions ...")
     stop_unsalvageable: bool = Field(True, description="a trial whose repair proved ineffective and that shows "
                                                         "no learning is stopped at once, not after its ladder's "
@@ -98,6 +101,9 @@ class SupervisorConfig(BaseModel):
     store_snapshot_s: float = Field(60.0, ge=1, le=86_400, description="with a run storage other than the run "
                                                                       "folder: copy supervisor.db there at most "
                                                                       "this often (and at the run's end)")
+    lost_after_s: float = Field(600.0, gt=0, le=30 * 86400,
+                                description="a run none of whose trials reported for max(10 x their median "
+                                            "iteration time, this) seconds is closed as lost (its driver died)")
 
     @field_validator("ladders")
     @classmethod

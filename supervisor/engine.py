@@ -24,7 +24,7 @@ from supervisor.detectors import DetectorSuite
 from supervisor.findings import Finding, severity_rank, worst
 from supervisor.health import HealthScore
 from supervisor.history import History
-from supervisor.policy import EscalationPolicy, PolicyState
+from supervisor.policy import RETURN_ONLY, EscalationPolicy, PolicyState
 from supervisor.priors import Priors
 from supervisor.store import Store
 from supervisor.verdict import Verdict
@@ -33,6 +33,9 @@ MAX_SEQ_JUMP = 100_000
 # While either is in alarm no repair has worked, whatever signal it was aimed at
 RETURN_BROKEN = frozenset({"non_finite", "reward_collapse"})
 FLUSH_S = 0.5
+# How the reason of a stop the ladder did not choose begins (a rebuilt engine tells them from ladder steps)
+ESCALATED = "intensity limit: "
+GAVE_UP = "cannot be saved: "
 
 
 def _int_in(x: Any, lo: int, hi: int, default: int) -> int:
@@ -181,7 +184,7 @@ class Engine:
             profile = default_profile()
         self.profile = profile
         s = self.settings
-        self.policy = EscalationPolicy(s.ladders, s.cooldown, s.max_interventions, s.intensity_window)
+        self.policy = EscalationPolicy(s.ladders, s.cooldown, s.max_interventions, s.intensity_window, s.confirm)
         self.params = actions.default_params(s.action_params)
         self.trials: dict[str, TrialState] = {}
         # Trial summary rows (iterations, health, final return) are derived from the reports, so under
@@ -260,63 +263,142 @@ class Engine:
 
     def _rebuild(self, trial_id: str, run_id: str) -> TrialState | None:
         """Rebuild a trial's state from the store (after the actor restarted or the trial was restarted)."""
-        row = self.store.trial(trial_id)
+        state = self.load_trial(trial_id, run_id, self.store)
+        if state is not None:
+            self._catch_up(state)
+        return state
+
+    def load_trial(self, trial_id: str, run_id: str, store: Store) -> TrialState | None:
+        """A trial's state as the engine that judged it had it, rebuilt from ``store``; None when the store
+        does not know the trial. A supervisor restart in the middle of a repair then changes nothing, on
+        every stream (each module's and the trial's own):
+
+        - the detectors see the stored reports again, in order, through their normal ``observe`` path
+          (their findings dropped: they are stored; nothing is decided), rolled back where a rollback was
+          decided (the module it took back, or every stream) and with the history at each checkpoint
+          kept, so their windows, latches and levels are what they were;
+        - the policy's rungs, cooldown, intensity window and the actions proven ineffective, per stream,
+          from the decisions and outcomes stored;
+        - the repairs still waiting for their outcome, with their windows (counted from the report that
+          decided them) and the hyperparameters they should show on their module, once applied, and
+          whether they did;
+        - the rollback target, the best checkpoint, the overrides (per module) a restarted trial
+          re-applies, the manual requests not handed out yet.
+
+        Only reads ``store`` and changes nothing in this engine, so the actor runs it on a thread of its
+        own with its own connection (``adopt`` installs the result)."""
+        row = store.trial(trial_id)
         if row is None:
             return None
         state = self._new_state(trial_id, row["run_id"] or run_id, json_or_empty(row.get("config")))
-        reports = self.store.reports(trial_id)
-        recent = len(reports) - self.settings.history
-        for i, r in enumerate(reports):
-            metrics = r["metrics"] if isinstance(r["metrics"], dict) else {}
-            self._adapt(state, metrics)
-            for s in state.streams.values():
-                view = _view(state, s, metrics)
-                if i >= recent:
-                    s.history.append(view)
-                _note_start(s, view)
-                s.last_metrics = view
-        if reports:
-            state.last_seq = reports[-1]["seq"]
-            state.last_iteration = reports[-1]["iteration"]
-            state.last_metrics = reports[-1]["metrics"]
-        for f in self.store.findings(trial_id):
+        reports = store.reports(trial_id)
+        ivs = store.interventions(trial_id)
+        cps = store.checkpoints(trial_id)
+        self._replay(state, reports, ivs, cps)
+        for f in store.findings(trial_id):
             if f["seq"] is not None:
                 _stream_of(state, f.get("module"), f["detector"]).health.observe(
                     f["seq"], [Finding(f["detector"], f["severity"], f["metric"], f["value"], f["message"])])
                 if severity_rank(f["severity"]) >= severity_rank("warning"):
                     state.last_trouble_seq = max(state.last_trouble_seq, f["seq"])
-        steps = set()
-        for iv in self.store.interventions(trial_id):
+        self._restore_policy(state, ivs)
+        spec = algorithms.get(state.algorithm)
+        lag = spec.report_lag if spec is not None else 0
+        for iv in ivs:
             state.known_ids.add(iv["id"])
-            s = _stream_of(state, iv.get("module"), iv["detector"])
-            if iv["action"] != "alert" and iv["seq"] not in s.policy.action_seqs:
-                s.policy.action_seqs.append(iv["seq"])
-                s.policy.last_action_seq = iv["seq"]
-            if iv["detector"] and (iv.get("module"), iv["detector"], iv["seq"]) not in steps:  # one rung a decision
-                steps.add((iv.get("module"), iv["detector"], iv["seq"]))
-                s.policy.rungs[iv["detector"]] = s.policy.rungs.get(iv["detector"], 0) + 1
             if iv["outcome"] == "pending":
-                s.pending.append(Pending(iv["id"], iv["seq"], iv["action"], iv["detector"] or "",
-                                         module=iv.get("module")))
-            elif iv["outcome"] == "ineffective" and not actions.get(iv["action"]).retry_if_ineffective:
-                s.policy.ineffective.add(iv["action"])
-            elif iv["outcome"] == "effective":
+                p = Pending(iv["id"], iv["seq"], iv["action"], iv["detector"] or "", module=iv.get("module"))
+                applied = iv["applied"] if isinstance(iv["applied"], dict) else None
+                if applied is not None and isinstance(applied.get("after"), dict):
+                    p.target = _targets(_per_module(applied["after"], p.module))
+                if iv["verified"] is not None:
+                    p.verified = bool(iv["verified"])
+                elif p.target:  # reports since it was applied that did not show it yet (lagging learners)
+                    p.checks = min(lag, max(state.last_seq - p.seq - 1, 0))
+                _stream_of(state, p.module, iv["detector"]).pending.append(p)
+            elif iv["outcome"] == "effective" and _spec(iv["action"]).counts_toward_limit:
                 state.had_effective = True
-        cps = self.store.checkpoints(trial_id)
         if cps:
             c = cps[-1]
             state.checkpoint = {"path": c["path"], "seq": c["seq"], "iteration": c["iteration"],
                                 "hparams": c["hparams"]}
-        best = self.store.best_checkpoint(trial_id)
+        best = store.best_checkpoint(trial_id)
         if best:
             state.best = {k: best[k] for k in ("metric", "value", "path", "seq", "iteration")}
         state.overrides = modules.by_module(json_or_empty(row.get("overrides")))
         state.node_id = row.get("node_id")
-        state.requested = self.store.pending_requests(trial_id)  # manual actions not handed out yet
-        if reports and row.get("last_seq") != state.last_seq:
-            # the summary row lagged the reports when the actor died (rows are flushed every FLUSH_S)
-            self._dirty[trial_id] = _summary(state, state.health(state.last_seq))
+        state.status = row.get("status") or state.status
+        state.requested = store.pending_requests(trial_id)  # manual actions not handed out yet
         return state
+
+    def _replay(self, state: TrialState, reports: list[dict], ivs: list[dict], cps: list[dict]) -> None:
+        """The stored reports through every stream's detectors again, as ``_observe`` fed them."""
+        rewinds: dict[int, dict] = {}  # seq -> the rollback that went out with its verdict
+        for iv in ivs:
+            if _spec(iv["action"]).needs_checkpoint:
+                rewinds.setdefault(iv["seq"], iv)
+        saved = {c["seq"] for c in cps}
+        for r in reports:
+            metrics = r["metrics"] if isinstance(r["metrics"], dict) else {}
+            self._adapt(state, metrics)
+            for st in _ordered(state):
+                view = _view(state, st, metrics)
+                st.detectors.observe(r["iteration"], view, st.history)
+                _note_start(st, view)
+                st.prev_lr = st.last_metrics.get("lr", st.prev_lr)
+                st.last_metrics = view
+            state.last_seq, state.last_iteration, state.last_metrics = r["seq"], r["iteration"], metrics
+            rb = rewinds.get(r["seq"])
+            if rb is not None:  # a rollback went out with this report's verdict: the streams it took back
+                for st in _rolled_back(state, rb):
+                    self._rewind(st)
+            if r["seq"] in saved:  # the checkpoint taken after this report
+                for st in state.streams.values():
+                    st.history_at_checkpoint = copy.deepcopy(st.history)
+
+    def _restore_policy(self, state: TrialState, ivs: list[dict]) -> None:
+        """Each stream's escalation state as the policy left it: each stored decision climbed its detector's
+        ladder to the rung whose actions it took (given what had proven ineffective on that stream by then);
+        an escalation by the intensity limit or a give-up climbed nothing; alerts are free; manual requests
+        (no detector) are not the policy's."""
+        by_stream: dict[int, tuple[Stream, list[dict]]] = {}
+        for iv in ivs:
+            st = _stream_of(state, iv.get("module"), iv["detector"])
+            by_stream.setdefault(id(st), (st, []))[1].append(iv)
+        for st, mine in by_stream.values():
+            pol = st.policy
+            ineffective = sorted(((iv["judged_seq"] if iv["judged_seq"] is not None else iv["seq"] + 1),
+                                  iv["action"]) for iv in mine if iv["outcome"] == "ineffective"
+                                 and not _spec(iv["action"]).retry_if_ineffective)
+            decisions: dict[tuple, list[dict]] = {}
+            for iv in mine:
+                if iv["detector"]:
+                    decisions.setdefault((iv["seq"], iv["detector"]), []).append(iv)
+            for (seq, det), group in sorted(decisions.items()):
+                pol.ineffective = {a for judged, a in ineffective if judged <= seq}  # judged before deciding
+                if any(_spec(iv["action"]).counts_toward_limit for iv in group):
+                    if seq not in pol.action_seqs:
+                        pol.action_seqs.append(seq)
+                    pol.last_action_seq = seq
+                if not any(iv["reason"].startswith((ESCALATED, GAVE_UP)) for iv in group):
+                    rung, _ = self.policy.next_step(pol, det, state.algorithm)
+                    pol.rungs[det] = rung + 1
+            pol.ineffective = {a for _, a in ineffective}
+
+    def adopt(self, state: TrialState) -> None:
+        """Install a trial rebuilt elsewhere (``load_trial`` on another thread), unless the engine holds it
+        already; what changed in the store since it was read (a manual request) is taken now."""
+        if state.trial_id in self.trials:
+            return
+        state.requested = self.store.pending_requests(state.trial_id)
+        self.trials[state.trial_id] = state
+        self._catch_up(state)
+
+    def _catch_up(self, state: TrialState) -> None:
+        row = self.store.trial(state.trial_id)
+        if row is not None and state.last_seq >= 0 and row.get("last_seq") != state.last_seq:
+            # the summary row lagged the reports when the actor died (rows are flushed every FLUSH_S)
+            self._dirty[state.trial_id] = _summary(state, state.health(state.last_seq))
 
     # ------------------------------------------------------------------ the hot path
     def observe(self, report: dict) -> Verdict:
@@ -366,14 +448,20 @@ class Engine:
             if st.pending:  # judged before deciding: an ineffective action is not chosen again
                 self._judge(state, st, seq, found_here, view)
             decision = None
-            if found_here:
-                if any(severity_rank(f.severity) >= severity_rank("warning") for f in found_here):
-                    state.last_trouble_seq = seq
-                decision = self.policy.decide(st.policy, seq, found_here, algorithm=state.algorithm)
+            trouble = any(severity_rank(f.severity) >= severity_rank("warning") for f in found_here)
+            if trouble or any(f.details.get("unconfirmed") for f in found_here):
+                state.last_trouble_seq = seq  # a one-report spike is no health to checkpoint either
+            if trouble or st.policy.waiting:
+                # a warning acts when confirmed (held, or corroborated on its own stream), the return alone
+                # never (supervisor.policy)
+                confirmed = self.policy.confirm(st.policy, found_here, st.detectors.alarmed(), st.detectors.streak)
+                if confirmed:
+                    decision = self.policy.decide(st.policy, seq, confirmed, algorithm=state.algorithm,
+                                                  streak=st.detectors.streak)
             if st.give_up is not None and not (decision and "stop_trial" in decision.actions):
                 failed, evidence = st.give_up
                 what = f"module {st.module}" if state.multi and st.module else "the trial"
-                why = (f"cannot be saved: {failed.action} for {failed.detector} was ineffective and {what} shows "
+                why = (f"{GAVE_UP}{failed.action} for {failed.detector} was ineffective and {what} shows "
                        f"no learning: {evidence}")
                 decision = self.policy.give_up(st.policy, seq, Finding(failed.detector, "critical", None, None,
                                                                        evidence, module=st.module), why)
@@ -395,8 +483,7 @@ class Engine:
         todo, origin = self._one_of_each(state, todo, origin)
         rb = next((a for a in todo if actions.get(a["action"]).needs_checkpoint), None)
         if rb is not None:  # the streams it takes back start over from the checkpoint
-            whole = rb["module"] is None or not state.multi or rb["params"].get("whole_trial")
-            for st in list(state.streams.values()) if whole else [state.streams[rb["module"]]]:
+            for st in _rolled_back(state, rb):
                 self._settle_before_rollback(state, st, seq)
                 self._rewind(st)
 
@@ -427,6 +514,8 @@ class Engine:
         cols = _summary(state, health)
         if node_id:
             cols["node_id"] = state.node_id = node_id
+        if state.status == "lost":  # closed as lost (its driver went silent), and it reports again
+            state.status = cols["status"] = "running"
         d = self._dirty.get(trial_id)
         if d is None:
             self._dirty[trial_id] = cols
@@ -566,7 +655,7 @@ class Engine:
         f = decision.finding
         why = decision.why or f"{f.detector} ({f.severity}): {f.message}"
         if decision.escalated:
-            why = (f"intensity limit: {self.settings.max_interventions} interventions within "
+            why = (f"{ESCALATED}{self.settings.max_interventions} interventions within "
                    f"{self.settings.intensity_window} iterations; last trouble: {why}")
         out = []
         for name in decision.actions:
@@ -577,8 +666,8 @@ class Engine:
             else:
                 out.append(a)
         if decision.actions and not out:  # e.g. rollback without a checkpoint and nothing else: escalate
-            out.append(self._action(state, "stop_trial", {}, why, f.detector, iteration, decision.rung,
-                                    stream.module))
+            end = "stop_trial" if self.policy.may_end(f, stream.detectors.streak(f.detector)) else "alert"
+            out.append(self._action(state, end, {}, why, f.detector, iteration, decision.rung, stream.module))
         return out
 
     def _action(self, state: TrialState, name: str, params: dict, reason: str, detector: str | None,
@@ -664,9 +753,7 @@ class Engine:
                 continue  # not one of this trial's interventions
             after = item.get("after") if isinstance(item.get("after"), dict) else {}
             # the hparams it left, per module (a change for one module is that module's)
-            module = p.module if p is not None else item.get("module")
-            per = (modules.by_module(after) if isinstance(after.get("modules"), dict)
-                   else {module if isinstance(module, str) else modules.DEFAULT: after} if after else {})
+            per = _per_module(after, p.module if p is not None else item.get("module"))
             for m, hp in per.items():
                 nums = {k: v for k, v in hp.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
                 if nums:
@@ -674,9 +761,7 @@ class Engine:
                     changed_overrides = True
             cols: dict[str, Any] = {"applied": item}
             if p is not None:
-                p.target = {m: t for m, hp in per.items()
-                            if (t := {k: v for k, v in hp.items() if k in VERIFIABLE and isinstance(v, (int, float))
-                                      and not isinstance(v, bool)})}
+                p.target = _targets(per)
                 if not item.get("ok", True):
                     cols.update(verified=0, outcome="ineffective")
                     st.pending.remove(p)
@@ -745,7 +830,7 @@ class Engine:
             self._settle(state, stream, p, outcome, seq)
             # an earlier repair that worked says nothing about this fault: the evidence decides
             if (outcome == "ineffective" and spec.counts_toward_limit and self.settings.stop_unsalvageable
-                    and stream.give_up is None and p.seq not in unapplied
+                    and stream.give_up is None and p.seq not in unapplied and p.detector not in RETURN_ONLY
                     and self.policy.may_stop(p.detector, state.algorithm)):
                 evidence = salvage.no_learning(stream.first_returns,
                                                list(stream.history.series("episode_return_mean")),
@@ -839,6 +924,38 @@ class Engine:
 
 
 _FINAL_KEYS = ("episode_return_mean", "env_steps_lifetime", "time_total_s")
+
+
+def _spec(action: str) -> actions.ActionSpec:
+    """An action's spec; an id this version does not know (a store written by another) as a plain repair."""
+    try:
+        return actions.get(action)
+    except ValueError:
+        return actions.ActionSpec()
+
+
+def _per_module(after: dict, module: Any) -> dict[str, dict]:
+    """The hparams an applied action left, per module: as the trial sent them per module, else all of them
+    for the module the action was for (a single-agent trial's: its default module)."""
+    if isinstance(after.get("modules"), dict):
+        return modules.by_module(after)
+    return {module if isinstance(module, str) else modules.DEFAULT: after} if after else {}
+
+
+def _targets(per: dict[str, dict]) -> dict[str, dict]:
+    """What the next reports must show, per module: the verifiable hparams among those an action left."""
+    return {m: t for m, hp in per.items()
+            if (t := {k: v for k, v in hp.items() if k in VERIFIABLE and isinstance(v, (int, float))
+                      and not isinstance(v, bool)})}
+
+
+def _rolled_back(state: TrialState, rb: dict) -> list[Stream]:
+    """The streams a rollback takes back: its module's, or every one (a trial-level or shared fault)."""
+    params = rb.get("params") if isinstance(rb.get("params"), dict) else {}
+    module = rb.get("module")
+    if module is None or not state.multi or params.get("whole_trial") or module not in state.streams:
+        return list(state.streams.values())
+    return [state.streams[module]]
 
 
 def _note_start(stream: Stream, metrics: dict) -> None:

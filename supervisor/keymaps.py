@@ -32,7 +32,7 @@ import re
 from typing import Any, Iterable, Mapping
 
 from supervisor import modules
-from supervisor.metrics import RESULT_PATHS, module_ids_of, normalize_result
+from supervisor.metrics import RESULT_PATHS, drop_no_data, module_ids_of, normalize_result
 
 # normalized name -> the keys that mean it, best first (lowercase).
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -267,6 +267,8 @@ def map_keys(flat: Mapping[str, Any], nested: Mapping | None = None,
             del metrics[name]
             if dropped is not None:
                 dropped.append(name)
+    if best:  # the learner's no-data values (SB3's NaN explained variance), as for RLlib's results
+        drop_no_data(metrics)
     return metrics, ignored
 
 

@@ -142,7 +142,8 @@ LEARNER_METRICS = tuple(k for k, path in RESULT_PATHS.items() if path.startswith
 
 def drop_no_data(metrics: dict) -> dict:
     """Remove values that only mean "nothing to report", in place: NaN episode statistics of an iteration
-    that finished no episode, NaN learner statistics of an iteration with no update, and the derived
+    that finished no episode, NaN learner statistics of an iteration with no update, an explained
+    variance that is undefined (NaN: constant targets) or noise (a negligible value error), and the derived
     policy/value gradient ratio when its denominator is 0 (a value loss clipped on every sample has no
     gradient; dividing by it is not a training fault)."""
     n = metrics.get("num_episodes")
@@ -159,14 +160,55 @@ def drop_no_data(metrics: dict) -> dict:
         for k in [k for k in LEARNER_METRICS if k in metrics and math.isnan(metrics[k])]:
             del metrics[k]
     ev = metrics.get("explained_variance")
-    if ev is not None and math.isnan(ev):
-        # 1 - Var(y - v)/Var(y) is undefined when the returns do not vary (CleanRL logs NaN, sparse
-        # rewards); a NaN critic would show in its loss.
+    if ev is not None and (math.isnan(ev) or _negligible_error(metrics)):
+        # 1 - Var(y - v)/Var(y) is undefined when the returns do not vary (CleanRL and SB3 log NaN, sparse
+        # rewards, a return at its cap); a NaN critic would show in its loss. And it is noise when the
+        # critic's error is negligible against its targets (A2C's 5-step batches inside a 500-step
+        # episode: targets all ~100, an MSE of 1e-9, EV -12): a ratio of two tiny variances.
         del metrics["explained_variance"]
     ratio = metrics.get("grad_norm_ratio")
     if ratio is not None and not math.isfinite(ratio) and metrics.get("grad_norm_value", 1.0) == 0.0:
         del metrics["grad_norm_ratio"]
     return metrics
+
+
+#: A value loss below this fraction of its squared target scale (an RMS error of 1 % of the targets) is
+#: a negligible error: the explained variance of such a batch says nothing.
+NEGLIGIBLE_VF_ERROR = 1e-4
+#: The discount assumed where the trial's config does not give one (RLlib's, SB3's and CleanRL's default).
+GAMMA = 0.99
+
+
+def _finite(x) -> float | None:
+    return x if isinstance(x, float) and math.isfinite(x) else None
+
+
+def target_scale(metrics: Mapping[str, float], gamma: float = GAMMA) -> tuple[float, str] | None:
+    """The scale of what a value loss regresses on, and where it came from: ``value_target_scale`` (mean
+    |value target|) when the writer reports it; else |``q_mean``| (a Q-learner's targets are its own
+    Q-values); else estimated from the returns: per-step reward r = |return| / episode length L, and the
+    mean discounted value over an episode, r / (1 - gamma) x (1 - (1 - gamma^L) / (L (1 - gamma))) (a
+    writer that normalizes its rewards, VecNormalize, regresses on smaller targets than this: the estimate
+    is then generous). None when none of these is reported (or the scale is 0)."""
+    s = _finite(metrics.get("value_target_scale"))
+    if s is not None and s > 0:
+        return s, "value_target_scale"
+    q = _finite(metrics.get("q_mean"))
+    if q is not None and q != 0:
+        return abs(q), "|q_mean|"
+    ret, length = _finite(metrics.get("episode_return_mean")), _finite(metrics.get("episode_len_mean"))
+    if ret is None or length is None or length < 1 or ret == 0:
+        return None
+    g = 1.0 - gamma
+    s = abs(ret) / length / g * (1.0 - (1.0 - gamma ** length) / (length * g))
+    return (s, f"the returns' value scale (gamma {gamma:g})") if s > 0 else None
+
+
+def _negligible_error(metrics: dict) -> bool:
+    # the reported scale only: an estimate from raw returns says nothing of normalized targets (VecNormalize)
+    scale = _finite(metrics.get("value_target_scale"))
+    loss = _finite(metrics.get("vf_loss_unclipped", metrics.get("vf_loss")))
+    return scale is not None and loss is not None and scale > 0 and 0 <= loss < NEGLIGIBLE_VF_ERROR * scale * scale
 
 
 EVAL_METRICS = ("eval_return_mean", "eval_num_episodes")

@@ -14,12 +14,30 @@ that detector's ladder. Explicit limits instead of ad-hoc retries:
 - a trial whose repair proved ineffective and that shows no learning is
   stopped at once (``give_up``; the evidence is ``supervisor.salvage``);
 - ``info`` findings never trigger actions.
+
+When a finding may act at all (:meth:`EscalationPolicy.confirm`): healthy runs show transients (a loss
+jump at a target-network update, a noisy early return) that a detector reports but that fix
+themselves. So a warning that acts is held to the critical bar, and a stop needs more:
+
+- a critical finding acts at once;
+- a warning acts once it is *confirmed*: its alarm has held ``confirm`` consecutive reports (a rule's
+  own patience counts: a rule that needs 3 reports is confirmed when it fires), or a second detector
+  is in alarm on the trial at the same time (corroboration); until then it waits, recorded, and acts
+  on the report that confirms it, if its alarm is still on;
+- the return alone (:data:`RETURN_ONLY`: ``reward_collapse``, ``plateau``, ``generalization_gap``) never
+  acts: its findings act only while a learner-side detector is in alarm too (a return that falls with
+  no symptom in the learner is an off-policy learner forgetting, an exploration schedule, noise; it is
+  recorded and alerted on);
+- a ``stop_trial`` (a ladder's last rung, the intensity limit) needs a learner-side finding that is
+  critical or confirmed by persistence (corroboration alone is not enough); otherwise the trial gets an
+  alert instead, and the rung waits for stronger evidence.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Callable
 
 from supervisor import algorithms
 from supervisor.actions import ACTIONS
@@ -61,6 +79,11 @@ PRIORITY = ["non_finite", "loss_explosion", "gradient_explosion", "q_divergence"
             "plateau"]
 
 
+#: Findings about the return alone: no proof of a broken learner. They act only while a learner-side
+#: detector is in alarm too, and never stop a trial.
+RETURN_ONLY = frozenset(("reward_collapse", "plateau", "generalization_gap"))
+
+
 @dataclass
 class Decision:
     actions: list[str]
@@ -76,6 +99,9 @@ class PolicyState:
     action_seqs: deque = field(default_factory=deque)
     last_action_seq: int | None = None
     ineffective: set = field(default_factory=set)
+    # detector -> (finding, need): a warning not confirmed yet (need "act"), or one whose stop waits for
+    # more evidence (need "stop")
+    waiting: dict = field(default_factory=dict)
 
 
 class EscalationPolicy:
@@ -85,15 +111,63 @@ class EscalationPolicy:
         ladders: per detector, ordered steps (lists of action ids); merged over DEFAULT_LADDERS.
         cooldown: iterations to wait after an action before the next.
         max_interventions, intensity_window: at most N interventions in K iterations, then stop_trial.
+        confirm: consecutive reports of evidence a warning needs to act alone (see the module doc).
     """
 
     def __init__(self, ladders: dict[str, list[list[str]]] | None = None, cooldown: int = 2,
-                 max_interventions: int = 4, intensity_window: int = 20):
+                 max_interventions: int = 4, intensity_window: int = 20, confirm: int = 2):
         self.custom = dict(ladders or {})
         self.ladders = {**DEFAULT_LADDERS, **self.custom}
         self.cooldown = cooldown
         self.max_interventions = max_interventions
         self.intensity_window = intensity_window
+        self.confirm_after = confirm
+
+    def confirm(self, state: PolicyState, findings: list[Finding], alarmed: set[str],
+                streak: Callable[[str], int]) -> list[Finding]:
+        """The findings that may act now: this report's warning and critical findings, and the warnings
+        still waiting whose alarm is on, as the module doc says. ``alarmed``: the trial's detectors in
+        alarm (warning or worse); ``streak(detector)``: the consecutive reports behind its alarm."""
+        fresh = {}
+        for f in findings:
+            if severity_rank(f.severity) >= severity_rank("warning"):
+                old = fresh.get(f.detector)
+                if old is None or severity_rank(f.severity) > severity_rank(old.severity):
+                    fresh[f.detector] = f
+        for d in [d for d in state.waiting if d not in alarmed and d not in fresh]:
+            del state.waiting[d]  # its alarm went off unconfirmed: a transient
+        if not fresh and not state.waiting:
+            return []
+        active = set(alarmed) | set(fresh)
+        out = []
+        todo = [(d, f, "act") for d, f in fresh.items()]
+        todo += [(d, f, need) for d, (f, need) in state.waiting.items() if d not in fresh]
+        for d, f, need in todo:
+            others = active - {d}
+            if need == "stop":  # a stop deferred for want of evidence: only more evidence brings it back
+                ok, how = self.may_end(f, n := streak(d)), f"held {n} reports"
+            elif d in RETURN_ONLY:
+                ok, how = bool(others - RETURN_ONLY), "with " + ", ".join(sorted(others - RETURN_ONLY))
+            elif f.severity == "critical":
+                ok, how = True, ""
+            elif (n := streak(d)) >= self.confirm_after:
+                ok, how = True, f"held {n} reports"
+            else:
+                ok, how = bool(others), "with " + ", ".join(sorted(others))
+            if not ok:
+                state.waiting[d] = (f, need)
+                continue
+            state.waiting.pop(d, None)
+            if how:
+                f = replace(f, message=f"{f.message} [confirmed: {how}]")
+            out.append(f)
+        return out
+
+    def may_end(self, finding: Finding, streak: int) -> bool:
+        """Whether ``finding`` is evidence enough to stop a trial: learner-side, and critical or held
+        ``confirm`` reports."""
+        return finding.detector not in RETURN_ONLY and (finding.severity == "critical"
+                                                         or streak >= self.confirm_after)
 
     def ladder(self, detector: str, algorithm: str | None = None) -> list[list[str]]:
         """The experiment file's ladder for ``detector``, else the algorithm's default, else PPO's."""
@@ -102,7 +176,7 @@ class EscalationPolicy:
         return algorithms.ladders(algorithm).get(detector) or self.ladders.get(detector, [["alert"]])
 
     def decide(self, state: PolicyState, seq: int, findings: list[Finding],
-               algorithm: str | None = None) -> Decision | None:
+               algorithm: str | None = None, streak: Callable[[str], int] | None = None) -> Decision | None:
         actionable = [f for f in findings if severity_rank(f.severity) >= severity_rank("warning")]
         if not actionable:
             return None
@@ -111,23 +185,37 @@ class EscalationPolicy:
         order = {d: i for i, d in enumerate(PRIORITY)}
         actionable.sort(key=lambda f: (-severity_rank(f.severity), order.get(f.detector, len(order))))
         finding = actionable[0]
+        held = streak(finding.detector) if streak is not None else self.confirm_after
         while state.action_seqs and state.action_seqs[0] <= seq - self.intensity_window:
             state.action_seqs.popleft()
         if len(state.action_seqs) >= self.max_interventions:
+            if not self.may_end(finding, held):
+                state.waiting[finding.detector] = (finding, "stop")
+                return Decision(["alert"], finding, escalated=True, why=self._not_yet(finding))
             return self._commit(state, seq, Decision(["stop_trial"], finding, escalated=True))
-        ladder = self.ladder(finding.detector, algorithm)
-        rung = state.rungs.get(finding.detector, 0)
+        rung, step = self.next_step(state, finding.detector, algorithm)
+        if "stop_trial" in step and not self.may_end(finding, held):
+            state.waiting[finding.detector] = (finding, "stop")  # the rung waits for more evidence
+            return Decision(["alert"], finding, rung=rung, why=self._not_yet(finding))
+        state.rungs[finding.detector] = rung + 1
+        return self._commit(state, seq, Decision(step, finding, rung=rung))
+
+    def next_step(self, state: PolicyState, detector: str, algorithm: str | None = None) -> tuple[int, list[str]]:
+        """The rung ``detector``'s next finding climbs to and its actions: the trial's current rung or the
+        first above it with an action not proven ineffective on the trial."""
+        ladder = self.ladder(detector, algorithm)
+        rung = state.rungs.get(detector, 0)
         while rung < len(ladder):
             step = [a for a in ladder[rung] if a not in state.ineffective or ACTIONS[a].retry_if_ineffective]
             if any(ACTIONS[a].standalone for a in step):
-                break
+                return rung, step
             rung += 1
-        else:
-            # Exhausted: give up cleanly (unless the ladder ends in alert: may_stop).
-            step = ["stop_trial"] if self.may_stop(finding.detector, algorithm) else ["alert"]
-            rung = len(ladder)
-        state.rungs[finding.detector] = rung + 1
-        return self._commit(state, seq, Decision(step, finding, rung=rung))
+        # Exhausted: give up cleanly (unless the ladder ends in alert: may_stop).
+        return len(ladder), ["stop_trial"] if self.may_stop(detector, algorithm) else ["alert"]
+
+    def _not_yet(self, f: Finding) -> str:
+        return (f"{f.detector} ({f.severity}): {f.message}; not stopped: a stop needs a learner-side finding that "
+                f"is critical or held {self.confirm_after} reports")
 
     def may_stop(self, detector: str, algorithm: str | None = None) -> bool:
         """Whether this detector's findings may end a trial: a ladder ending in alert only ever alerts

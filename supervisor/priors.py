@@ -41,6 +41,7 @@ class Priors:
         action_dim: number of actions (discrete) or action dimensions (continuous).
         max_entropy: log n for discrete actions; for continuous, the initial unit Gaussian's entropy
             (``action_dim * 0.5 * ln(2 pi e)``), the level a healthy run starts from and moves down from.
+        gamma: the discount (the scale of the value targets a value loss is judged against).
     """
 
     algorithm: str | None = None
@@ -51,6 +52,7 @@ class Priors:
     action_kind: str | None = None
     action_dim: int | None = None
     max_entropy: float | None = None
+    gamma: float | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "Priors":
@@ -69,7 +71,7 @@ class Priors:
                    kl_target=_positive(d.get("kl_target")), clip_param=_positive(d.get("clip_param")),
                    vf_clip_param=_positive(d.get("vf_clip_param")),
                    use_kl_loss=d.get("use_kl_loss") if isinstance(d.get("use_kl_loss"), bool) else None,
-                   action_kind=kind, action_dim=dim, max_entropy=ent)
+                   action_kind=kind, action_dim=dim, max_entropy=ent, gamma=_discount(d.get("gamma")))
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -77,6 +79,11 @@ class Priors:
     @property
     def known(self) -> bool:
         return any(getattr(self, f.name) is not None for f in fields(self))
+
+
+def _discount(x: Any) -> float | None:
+    v = _num(x)
+    return v if v is not None and 0 < v < 1 else None
 
 
 def _positive(x: Any) -> float | None:

@@ -22,12 +22,13 @@ import contextlib
 import logging
 import os
 import re
-import sqlite3
 import tempfile
 import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from supervisor.store import backup_to
 
 log = logging.getLogger(__name__)
 
@@ -259,20 +260,11 @@ class Storage:
 
 
 def snapshot_store(db_path: str | os.PathLike, storage: Storage, name: str = SNAPSHOT_NAME) -> str:
-    """Copy a live SQLite store (another connection may be writing it) into ``storage`` with SQLite's
-    online backup: a consistent copy of one moment, written aside and then put whole. Returns its URI."""
+    """Copy a live SQLite store (another connection may be writing it) into ``storage``: a consistent
+    copy of one moment (``store.backup_to``), written aside and then put whole. Returns its URI."""
     with tempfile.TemporaryDirectory(prefix="supervisor-snapshot-") as d:
         tmp = Path(d) / name
-        src = sqlite3.connect(Path(db_path).resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
-        try:
-            dst = sqlite3.connect(tmp)
-            try:
-                src.backup(dst, pages=1024)  # in steps: the writer is never held up for the whole copy
-                dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
-            finally:
-                dst.close()
-        finally:
-            src.close()
+        backup_to(db_path, tmp)
         return storage.upload(tmp, name)
 
 

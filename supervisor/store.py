@@ -106,6 +106,21 @@ def migrate(db: sqlite3.Connection) -> int:
     return had
 
 
+def backup_to(db_path: str | Path, dest: str | Path) -> None:
+    """Copy a live store (another connection may be writing it) into ``dest`` with SQLite's online
+    backup: one consistent moment, in steps so the writer is never held up for the whole copy."""
+    src = sqlite3.connect(Path(db_path).resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
+    try:
+        dst = sqlite3.connect(dest)
+        try:
+            src.backup(dst, pages=1024)
+            dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
 TRIAL_COLUMNS = {"status", "node_id", "ended", "iterations", "last_seq", "health_score", "worst_severity",
                  "health", "final", "overrides"}
 

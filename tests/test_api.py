@@ -166,7 +166,7 @@ def test_resume_continues_the_trial_and_close_stops(tmp_path):
 
 
 def test_bad_settings_and_profile_are_one_clear_error(tmp_path):
-    with pytest.raises(InputError, match=r"settings: checkpoint_every: .*greater than 0"):
+    with pytest.raises(InputError, match=r"settings: checkpoint_every: must be > 0 \(got 0\)"):
         Supervisor(tmp_path / "a", settings={"checkpoint_every": 0})
     with pytest.raises(InputError, match="settings: bogus: unknown key"):
         Supervisor(tmp_path / "b", settings={"bogus": 1})

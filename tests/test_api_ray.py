@@ -54,7 +54,7 @@ def test_api_with_an_address_reports_to_the_cluster_supervisor(gcs, tmp_path):
 
     # the cluster sees it while it runs: the actor's snapshot, and `supervise status`
     snap = ray.get(find_supervisor().snapshot.remote(), timeout=30)
-    assert run.name in [r["run_id"] for r in snap["runs"]]
+    assert sup.run_id in [r["run_id"] for r in snap["runs"]] and sup.run_id.startswith(run.name + "-")
     (t,) = [t for t in snap["trials"] if t["trial_id"] == "cleanrl-0"]
     assert t["status"] == "running" and t["iteration"] == 13
     p = cli("status", "--address", gcs, "--format", "json")

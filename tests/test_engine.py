@@ -231,21 +231,24 @@ def test_batches_queue_quiet_reports_and_coalesce_trial_rows(tmp_path):
 def test_actor_microbatches_concurrent_reports_and_measures_verdict_latency(tmp_path):
     import asyncio
 
-    from actors.supervisor_actor import SupervisorService
+    from actors.supervisor_actor import SupervisorActorImpl
 
-    svc = SupervisorService()
-    svc.open_run("r", str(tmp_path), "r", "run")
+    svc = SupervisorActorImpl()  # the actor's own class, in this process (no Ray needed)
 
     async def main():
-        return await asyncio.gather(*(svc.report("r", {"trial_id": f"t{i}", "seq": 0, "iteration": 1,
-                                                        "metrics": healthy(0)}) for i in range(40)))
+        await svc.open_run("r", str(tmp_path), "r", "run")
+        verdicts = await asyncio.gather(*(svc.report("r", {"trial_id": f"t{i}", "seq": 0, "iteration": 1,
+                                                            "metrics": healthy(0)}) for i in range(40)))
+        lat = svc.verdict_latency(reset=True)
+        await svc.close_run("r", "completed")
+        return verdicts, lat
 
-    verdicts = asyncio.run(main())
+    verdicts, lat = asyncio.run(main())
+    svc.shutdown()
     assert len(verdicts) == 40 and all(v["seq"] == 0 and v["actions"] == [] for v in verdicts)
-    lat = svc.verdict_latency(reset=True)
     assert lat["n"] == 40 and 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    assert lat["reports_per_batch"] > 1  # concurrent reports shared batches
     assert svc.verdict_latency()["n"] == 0
-    svc.close_run("r", "completed")
     reader = Store(tmp_path / "supervisor.db", readonly=True)
     assert len(reader.trials()) == 40 and all(t["iterations"] == 1 for t in reader.trials())
     assert reader.runs()[0]["status"] == "completed"

@@ -180,7 +180,7 @@ def test_a_fault_between_its_reports_is_not_health(tmp_path):
         checkpoints += [i] if v.checkpoint else []
         actions += [(i, a["action"]) for a in v.actions]
     assert checkpoints == []
-    assert actions[0] == (0, "reduce_lr")
+    assert actions[0] == (1, "reduce_lr")  # a warning acts once confirmed: its alarm held 2 reports
     outcomes = {iv["action"]: iv["outcome"] for iv in store.interventions("t")}
     assert outcomes["reduce_lr"] == "ineffective"
     store.close()

@@ -68,3 +68,18 @@ def test_a_second_run_on_a_folder_in_use_exits_2_with_one_line(tmp_path):
         holder.stdin.flush()
         holder.wait(30)
     assert (out / LOCK_FILE).exists()
+
+
+def test_the_python_api_names_its_run_as_the_cli_does(tmp_path):
+    """``Supervisor(run_dir)`` in this process: the run id the CLI would give the folder (on a cluster,
+    two folders named alike then never share the actor's engine or a store: tests/test_detached_actor.py)."""
+    from supervisor import Supervisor
+
+    for d in (tmp_path / "a" / "ppo", tmp_path / "b" / "ppo"):
+        sup = Supervisor(d)
+        assert sup.run_id == run_id_for(d) and sup.trial_id == "ppo"
+        sup.observe(1, {"charts/episodic_return": 20.0})
+        sup.close()
+        st = Store.open_readonly(d / "supervisor.db")
+        assert [r["run_id"] for r in st.runs()] == [run_id_for(d)]
+        st.close()

@@ -122,7 +122,9 @@ def test_driver_callback_statuses_and_exit_codes(monkeypatch):
     from supervisor.config import SupervisorConfig
 
     cb = SupervisorTuneCallback(RunInfo("run", Path("/tmp/x"), "n", "sweep", SupervisorConfig()), quiet=True)
-    monkeypatch.setattr(cb, "_call", lambda m, *a, **k: calls.append((m, *a)) or (a[2] if m == "finish_trial" else None))
+    # the controller never waits: calls are sent, their answers handed to ``then`` when collected
+    monkeypatch.setattr(cb, "_fire", lambda m, *a, then=None, **k: calls.append((m, *a)) or (
+        then and then(a[2] if m == "finish_trial" else None)))
     t = lambda tid: SimpleNamespace(trial_id=tid, config={}, checkpoint=None, error_file=None,
                                     get_pickled_error=lambda: RuntimeError("RestartRequested: supervisor asked"))
     cb.on_trial_result(0, [], t("a"), {"training_iteration": 3, "supervisor": {"stop": False}})

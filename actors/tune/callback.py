@@ -24,7 +24,8 @@ class SupervisorTuneCallback(Callback):
     """Driver-side Tune callback: the run's lifecycle in the supervisor, and terminal progress.
 
     - ``setup``: starts (or finds) the supervisor actor and opens the run, so
-      ``RUN_DIR/supervisor.db`` exists before the first trial reports;
+      ``RUN_DIR/supervisor.db`` exists before the first trial reports (the
+      trials reopen it themselves if they come first);
     - ``on_trial_result``: notes trials the supervisor asked to stop; prints a line;
     - ``on_trial_recover``: Tune restarted a trial (from its latest checkpoint);
       a restart the supervisor asked for makes a completed trial ``recovered``;
@@ -32,7 +33,14 @@ class SupervisorTuneCallback(Callback):
       ``stopped`` (the supervisor stopped it), ``recovered``, ``completed`` or
       ``errored``;
     - ``on_experiment_end``: closes the run.
+
+    It never holds up Tune's controller: the calls made while trials run are
+    sent without waiting, and their answers (a trial's final status) are
+    collected at the next controller step (``on_step_begin``). Only at the
+    experiment's end does it wait, a bounded time, for what is still out.
     """
+
+    COLLECT_AT_END_S = 30.0
 
     def __init__(self, run: RunInfo, console=None, quiet: bool = False):
         self.run = run
@@ -54,6 +62,7 @@ class SupervisorTuneCallback(Callback):
         self._sup = None
         self._pid: int | None = None  # the supervisor actor's process when the run was opened
         self._unsure: set[str] = set()  # trials whose closing record may not have reached the store
+        self._inflight: dict = {}  # ObjectRef -> (method, then): calls sent, answers not collected yet
         self.started = time.time()
         # supervise sweep (a sweep file) writes event files; your own Tune script has Tune's loggers
         self.tensorboard = run.settings.tensorboard and run.spec is not None
@@ -64,7 +73,7 @@ class SupervisorTuneCallback(Callback):
 
     def __getstate__(self):  # Tune pickles its callbacks with the experiment (tuner.pkl)
         state = dict(self.__dict__)
-        state.update(_sup=None, console=None, _tb=None, _live=None)
+        state.update(_sup=None, console=None, _tb=None, _live=None, _inflight={})
         return state
 
     # -- plumbing
@@ -75,7 +84,42 @@ class SupervisorTuneCallback(Callback):
             self._sup = get_or_create_supervisor()
         return self._sup
 
+    def _fire(self, method: str, *args, then=None, **kwargs) -> None:
+        """Call the supervisor without waiting; ``then(answer)`` runs when a later hook collects the answer
+        (``then(None)`` when the call failed)."""
+        try:
+            ref = getattr(self._actor(), method).remote(*args, **kwargs)
+        except Exception as e:  # the supervisor never takes the sweep down
+            log.warning("supervisor call %s failed: %s: %s", method, e.__class__.__name__, e)
+            self._sup = None
+            if then is not None:
+                then(None)
+            return
+        self._inflight[ref] = (method, then)
+
+    def _collect(self, timeout: float = 0.0) -> None:
+        """Take the answers that have arrived, waiting at most ``timeout`` seconds for the others."""
+        if not self._inflight:
+            return
+        refs = list(self._inflight)
+        try:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        except Exception as e:
+            log.warning("could not collect the supervisor's answers: %s", e)
+            return
+        for ref in ready:
+            method, then = self._inflight.pop(ref)
+            try:
+                out = ray.get(ref, timeout=0)
+            except Exception as e:
+                log.warning("supervisor call %s failed: %s: %s", method, e.__class__.__name__, e)
+                self._sup = None
+                out = None
+            if then is not None:
+                then(out)
+
     def _call(self, method: str, *args, timeout: float = 30.0, retries: int = 0, **kwargs):
+        """Call and wait (only where the controller has nothing left to run: the experiment's end)."""
         for attempt in range(retries + 1):
             try:
                 return ray.get(getattr(self._actor(), method).remote(*args, **kwargs), timeout=timeout)
@@ -126,7 +170,10 @@ class SupervisorTuneCallback(Callback):
         return self._tb
 
     def open(self) -> None:
-        out = open_run(self.run, self._actor())
+        """Open the run and wait for it (``setup`` sends the same without waiting)."""
+        self._opened(open_run(self.run, self._actor()))
+
+    def _opened(self, out) -> None:
         self._pid = out.get("pid") if isinstance(out, dict) else None
 
     def _reassert(self) -> None:
@@ -148,7 +195,8 @@ class SupervisorTuneCallback(Callback):
 
     # -- Tune hooks
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
-        self.open()
+        self._fire("open_run", self.run_id, **self.run_info, alert_env=self.run.alert_env() or None,
+                   then=self._opened)
         self._print(f"[bold]{self.run_info['name']}[/bold]  sweep of {total_num_samples or '?'} trials  "
                     f"run folder {self.run_info['run_dir']}")
         if not self.quiet and self.console is not None and self.console.is_terminal:
@@ -156,6 +204,9 @@ class SupervisorTuneCallback(Callback):
 
             self._live = Live(self._table(), console=self.console, refresh_per_second=2, transient=True)
             self._live.start()
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        self._collect()
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         tid = trial.trial_id
@@ -238,12 +289,21 @@ class SupervisorTuneCallback(Callback):
             self._print(f"[cyan]{trial.trial_id}[/cyan] error: {trial.error_file}")
 
     def _finish(self, tid: str, status: str) -> None:
+        """Close the trial in the supervisor; its final status (``recovered`` when a repair helped) is
+        taken when the answer is collected. Until then, and if the call fails, it counts as unsure."""
         self.ended_at[tid] = time.time()
-        final = self._call("finish_trial", self.run_id, tid, status)
-        if final is None:
-            self._unsure.add(tid)
-        final = final or status
-        self.status[tid] = final
+        self.status[tid] = status
+        self._unsure.add(tid)
+
+        def done(final, tid=tid):
+            if final is not None:
+                self.status[tid] = final
+                self._unsure.discard(tid)
+            self._finished(tid)
+        self._fire("finish_trial", self.run_id, tid, status, then=done)
+
+    def _finished(self, tid: str) -> None:
+        final = self.status[tid]
         last = self.last.get(tid, {})
         ret = last.get("return")
         ret_s = f"{ret:.1f}" if isinstance(ret, (int, float)) and math.isfinite(ret) else "-"
@@ -259,6 +319,7 @@ class SupervisorTuneCallback(Callback):
         for t in trials:
             if t.trial_id not in self.status:  # interrupted, or never started
                 self._finish(t.trial_id, "errored")
+        self._collect(timeout=self.COLLECT_AT_END_S)  # the controller is done: the last answers are waited for
         if self._live is not None:
             self._live.stop()
             self._live = None

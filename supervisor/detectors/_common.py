@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import repeat
 from operator import mul as _mul, sub as _sub
 from typing import Mapping
@@ -394,6 +394,12 @@ class SpikeDetector(Detector):
         self._streak = {m: 0 for m in self.metrics}
         self._held = {m: 0 for m in self.metrics}  # consecutive iterations at the sustained level
         self._kind = "log" if self.log else None
+        self._vetoes = {m: Alarm(1, self.exit, 10 * self.repeat) for m in self.metrics}
+
+    def _veto(self, metric: str, value: float, metrics) -> str | None:
+        """Why a value that triggers the rule is nonetheless no fault (then it is an ``info`` finding, and
+        it joins the reference as a normal value); None: it is one. Subclasses override."""
+        return None
 
     def _ratio(self, v: float, ref: Reference) -> float:
         if ref.log:
@@ -473,7 +479,21 @@ class SpikeDetector(Detector):
                     triggered = triggered or held
             elif self.sustain:
                 self._held[m] = 0
+            if triggered and (why := self._veto(m, v, metrics)) is not None:
+                self._streak[m] = self._held[m] = 0
+                self._alarms[m].update(False)
+                if self._vetoes[m].update(True, "info"):
+                    out.append(self.finding(iteration, "info", m, v, f"{self.what}? {m}={fmt(v)} is {fmt(r)}x "
+                                            f"its reference {fmt(ref.typical)}, but {why}", None, z=z, ratio=r,
+                                            center=ref.typical, source=ref.source, vetoed=True))
+                continue
             self._streak[m] = self._streak[m] + 1 if triggered else 0
+            # one report of a warning-level spike is a transient until it holds a second (or another
+            # detector agrees: DetectorSuite): info now; a critical one is reported at once
+            single = (triggered and sev == "warning" and not held and self._streak[m] == 1
+                      and not self._alarms[m].on)
+            if single:
+                sev = "info"
             if self._alarms[m].update(triggered, sev):
                 src = "learned profile band" if ref.source == "profile" else f"last {ref.n} iterations"
                 how = (f"{fmt(r)}x its median {fmt(ref.typical)}" if ref.log else
@@ -489,7 +509,19 @@ class SpikeDetector(Detector):
                 out.append(self.finding(
                     iteration, sev, m, v,
                     f"{self.what}: {m}={fmt(v)} is {how} ({src}); "
-                    f"robust z={fmt(z)} {rule}; critical at ratio>={fmt(self.critical_ratio)})",
+                    f"robust z={fmt(z)} {rule}; critical at ratio>={fmt(self.critical_ratio)})"
+                    + ("; one report so far: a warning if it holds on the next" if single else ""),
                     thr, z=z, ratio=r, center=ref.typical, scale=ref.scale, source=ref.source,
-                    log_space=ref.log, **({"held": self._held[m]} if held else {})))
+                    log_space=ref.log, **({"held": self._held[m]} if held else {}),
+                    **({"unconfirmed": True} if single else {})))
         return out
+
+    def corroborate(self, finding: Finding) -> Finding:
+        """Another detector agrees on this report: a one-report spike is a warning now."""
+        alarm = self._alarms.get(finding.metric)
+        if alarm is not None and alarm.on:
+            alarm.reported = "warning"
+        details = {k: v for k, v in finding.details.items() if k != "unconfirmed"}
+        return replace(finding, severity="warning", details=details,
+                       message=finding.message.replace("; one report so far: a warning if it holds on the next",
+                                                       "; another detector agrees on this report"))

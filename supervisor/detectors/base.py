@@ -87,6 +87,21 @@ class Detector:
                     return True
         return False
 
+    def corroborate(self, finding: Finding) -> Finding:
+        """``finding`` (this detector's, ``details["unconfirmed"]``) as a warning, now that another
+        detector agrees on the same report. Detectors that report unconfirmed findings override it."""
+        return finding
+
+    def streak(self) -> int:
+        """How many consecutive reports back the alarm that is on now (at warning or worse): the
+        evidence behind it, a rule's own patience included. 0 when none is on."""
+        best = 0
+        for v in self.__dict__.values():
+            for a in (v.values() if isinstance(v, dict) else (v,)):
+                if getattr(a, "reported", None) in ("warning", "critical") and getattr(a, "on", False):
+                    best = max(best, a.latch._hits)
+        return best
+
     def reset(self) -> None:
         """Forget hysteresis state (after a rollback the stream starts over)."""
 

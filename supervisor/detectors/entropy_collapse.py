@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from supervisor.detectors._common import Alarm, band_for, fmt, median, value_of
 from supervisor.detectors.base import Detector
 from supervisor.detectors.options import (BandOption, Count, DetectorOptions, Number, StrictBool, at_least, fraction,
@@ -17,6 +19,8 @@ class EntropyCollapseOptions(DetectorOptions):
     exit: Count = at_least(1, 3)
     repeat: Count = positive(10)
     continuous: StrictBool | None = None
+    learned: Number = at_least(0, 0.2)
+    sudden: Number = Field(0.5, gt=0, lt=1)
     band: BandOption = None
 
 
@@ -34,6 +38,12 @@ class EntropyCollapse(Detector):
 
     A healthy CartPole PPO run declines gradually from 0.69 to about 0.5-0.2
     while solving (0.3-0.7 x reference), well above the default fraction.
+    A policy that sharpens because it learned is no collapse: while the return
+    (median of its last 3 values) is above its starting level (median of the
+    run's first 3) by ``learned`` x the larger magnitude, and the entropy is
+    not a sudden fall (at least ``sudden`` x the median of its last 10
+    values), a low entropy is ``info``; the ~0 rule stands (a deterministic
+    policy is a dead one to PPO).
     Entropy of a continuous (Gaussian) policy may be negative and has no
     natural 0: set ``continuous=True`` for such action spaces (the detector
     is then silent; the trial's priors say so when its action space is known); left at None, the
@@ -50,6 +60,10 @@ class EntropyCollapse(Detector):
         exit, repeat: Latch hysteresis (enter is ``patience``). Default 3, 10.
         continuous: the action space is continuous (True), discrete (False)
             or unknown (None). Default None.
+        learned: return progress, relative to its magnitude, that makes a low
+            entropy a learned policy. Default 0.2.
+        sudden: a fall below this fraction of the last 10 values' median is
+            sudden, learned or not. Default 0.5.
         band: learned healthy band for ``entropy`` ({"low", "high",
             "median"}); its ``high`` is the reference until ``warmup``
             values exist. Default None.
@@ -72,6 +86,19 @@ class EntropyCollapse(Detector):
             self._continuous = self.priors.action_kind == "continuous"
         self._scanned = False
         self._streak = 0
+        self._start: float | None = None  # the run's starting return
+
+    def _learned(self, history) -> float | None:
+        """The current return (median of the last 3) when it is well above the run's start, else None."""
+        xs = history.values("episode_return_mean")
+        if self._start is None:
+            if len(xs) < 3:
+                return None
+            self._start = median(xs[:3])
+        if len(xs) < 3:
+            return None
+        now = median(xs[-3:])
+        return now if now - self._start >= self.learned * max(abs(now), abs(self._start), 1e-9) else None
 
     def _reference(self, history) -> tuple[float | None, str]:
         if self._ref is None and history.count("entropy") >= max(self.warmup, 1):
@@ -102,11 +129,21 @@ class EntropyCollapse(Detector):
         triggered = dead or low
         self._streak = self._streak + 1 if triggered else 0
         sev = "critical" if dead else "warning"
+        learned = self._learned(history) if triggered and not dead else None
+        if learned is not None:
+            recent = history.values("entropy")[-10:]
+            if len(recent) and e < self.sudden * median(recent):
+                learned = None
+        if learned is not None:
+            sev = "info"
         if not self._alarm.update(triggered, sev):
             return []
         ref_txt = f"{fmt(e / ref)}x its early reference {fmt(ref)} ({src})" if ref else "no reference yet"
         what = f"~0 (<= {fmt(self.zero)}): the policy is deterministic" if dead else \
             f"below {fmt(self.fraction)}x its early reference"
+        if learned is not None:
+            ref_txt += (f"; the return {fmt(learned)} is well above its start {fmt(self._start)}: a policy that "
+                        f"sharpened as it learned")
         return [self.finding(
             iteration, sev, "entropy", e,
             f"entropy collapse: entropy={fmt(e)} is {what} for {self._streak} iterations; {ref_txt}",

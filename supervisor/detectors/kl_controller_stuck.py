@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 from pydantic import Field
 
 from supervisor.detectors._common import Alarm, band_for, fmt, median, value_of
@@ -18,6 +20,9 @@ class KLControllerStuckOptions(DetectorOptions):
     collapse_ratio: Number = fraction(1e-3)
     explode_ratio: Number = Field(1e3, gt=1)
     kl_zero: Number = at_least(0, 1e-7)
+    off_factor: Number = Field(3.0, gt=1)
+    min_kl: Number = at_least(0, 1e-3)
+    window: Count = positive(30)
     warmup: Count = at_least(0, 5)
     exit: Count = at_least(1, 3)
     repeat: Count = positive(10)
@@ -33,14 +38,24 @@ class KLControllerStuck(Detector):
     is frozen and deterministic, KL is 0 and ``curr_kl_coeff`` halves every
     iteration.
 
-    Rule: a move is a change of ``kl_coeff`` by more than ``min_step``
-    (relative) from the previous iteration; when ``kl_target`` is given and
-    ``kl`` is reported, a move only counts while KL is off target (outside
-    [target/2, 2 x target]). Warning after ``patience`` consecutive moves in
-    the same direction. Critical when, in that state, the coefficient has
-    also left [``collapse_ratio``, ``explode_ratio``] x its early reference
+    Rule 1 (running away): a move is a change of ``kl_coeff`` by more than
+    ``min_step`` (relative) from the previous iteration; when ``kl_target`` is
+    given and ``kl`` is reported, a move only counts while KL is off target
+    (outside [target/2, 2 x target]). Warning after ``patience`` consecutive
+    moves in the same direction. Critical when, in that state, the coefficient
+    has also left [``collapse_ratio``, ``explode_ratio``] x its early reference
     (median of the first ``warmup`` values, or the learned band's median), or
     it is falling while KL is ~0 (<= ``kl_zero``).
+
+    Rule 2 (not responding): a controller that has moved before (some change
+    of ``kl_coeff`` by more than ``min_step``: a coefficient fixed by design is
+    no controller) holds still while the KL stays far above its level: KL at
+    least ``off_factor`` x its reference (``kl_target`` when given, else the
+    median of its last ``window`` values that were not off, once ``warmup``
+    exist) and at least ``min_kl``, on ``patience`` iterations (a streak ends
+    after ``exit`` iterations back in range), while the coefficient moved by
+    less than ``min_step`` in all. Warning. (RLDK's doctored log: KL ~0.3 from
+    a steady 0.05, coefficient 0.1 -> 0.11 and flat.)
 
     Args:
         patience: consecutive same-direction moves needed. Default 10.
@@ -52,6 +67,10 @@ class KLControllerStuck(Detector):
             Default 1e3.
         kl_zero: KL at or below which the policy has stopped moving.
             Default 1e-7.
+        off_factor: KL over its reference that a still controller should have
+            answered (rule 2). Default 3.
+        min_kl: KL needed by rule 2. Default 1e-3.
+        window: KL values in rule 2's reference. Default 30.
         warmup: values in the early reference. Default 5.
         exit, repeat: Latch hysteresis (enter 1, the streak is the patience).
             Default 3, 10.
@@ -71,8 +90,42 @@ class KLControllerStuck(Detector):
 
     def reset(self) -> None:
         self._alarm = Alarm(*self._latch_args)
+        self._still_alarm = Alarm(*self._latch_args)
         self._dir, self._streak, self._start = 0, 0, None
         self._ref = None
+        self._moved = False  # the coefficient changed at least once: there is a controller
+        self._level: deque = deque(maxlen=self.window)  # KL values not off (rule 2's reference)
+        self._off, self._back, self._off_coef = 0, 0, None
+
+    def _still(self, iteration, c: float, kl: float | None, moved: bool) -> list[Finding]:
+        """Rule 2: KL far above its level, and a controller that once moved does not answer."""
+        ref = self.kl_target
+        if ref is None and len(self._level) >= max(self.warmup, 1):
+            lvl = self._level
+            ref = median(list(lvl)) if kl is not None and kl >= self.off_factor * min(lvl) else min(lvl)
+        off = kl is not None and ref is not None and ref > 0 and kl >= max(self.off_factor * ref, self.min_kl)
+        if kl is not None and not off:
+            self._level.append(kl)
+        if off:
+            if self._off == 0:
+                self._off_coef = c
+            self._off, self._back = self._off + 1, 0
+        elif self._off:
+            self._back += 1
+            if self._back >= self.exit:
+                self._off, self._back, self._off_coef = 0, 0, None
+        still = self._off_coef is not None and abs(c - self._off_coef) <= self.min_step * self._off_coef
+        triggered = self._moved and self._off >= self.patience and still and off
+        self._moved |= moved
+        if not self._still_alarm.update(triggered, "warning"):
+            return []
+        return [self.finding(
+            iteration, "warning", "kl_coeff", c,
+            f"KL controller stuck: not responding: kl={fmt(kl)} is {fmt(kl / ref)}x its "
+            f"{'target' if self.kl_target else 'level'} {fmt(ref)} on {self._off} iterations (needs "
+            f"{fmt(self.off_factor)}x on {self.patience}) while kl_coeff stayed at {fmt(c)} (moved < "
+            f"{fmt(100 * self.min_step)}% since {fmt(self._off_coef)}), a controller that moved before",
+            float(self.patience), kl=kl, reference=ref, streak=self._off, rule="not_responding")]
 
     def _reference(self, history) -> float | None:
         if self._ref is None and history.count("kl_coeff") >= max(self.warmup, 1):
@@ -89,8 +142,12 @@ class KLControllerStuck(Detector):
         p = history.last("kl_coeff")
         kl = value_of(metrics, "kl")
         d = 0
+        out = []
         if p is not None and p > 0:
             d = 1 if c > p * (1 + self.min_step) else -1 if c < p * (1 - self.min_step) else 0
+        if c > 0:
+            out = self._still(iteration, c, kl, d != 0)
+        if p is not None and p > 0:
             if d and self.kl_target and kl is not None and 0.5 * self.kl_target <= kl <= 2 * self.kl_target:
                 d = 0  # the controller moved but KL is on target: not stuck
             if d and d == self._dir:
@@ -107,13 +164,13 @@ class KLControllerStuck(Detector):
             or (self._dir < 0 and kl is not None and kl <= self.kl_zero))
         sev = "critical" if critical else "warning"
         if not self._alarm.update(triggered, sev):
-            return []
+            return out
         verb = "fallen" if self._dir < 0 else "risen"
         kl_txt = f"kl={fmt(kl)}" if kl is not None else "kl not reported"
         if self.kl_target:
             kl_txt += f" (target {fmt(self.kl_target)})"
         ref_txt = f", {fmt(rel)}x its early reference {fmt(ref)}" if rel is not None else ""
-        return [self.finding(
+        return out + [self.finding(
             iteration, sev, "kl_coeff", c,
             f"KL controller stuck: kl_coeff has {verb} on {self._streak} consecutive iterations "
             f"(needs {self.patience}), {fmt(self._start)} -> {fmt(c)}{ref_txt}; {kl_txt}; critical when "

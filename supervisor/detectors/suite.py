@@ -48,14 +48,27 @@ class DetectorSuite:
         if not self.catch_errors:
             for det in self.detectors:
                 out.extend(det(iteration, metrics, history))
-            return out
-        for det in self.detectors:
-            try:
-                out.extend(det(iteration, metrics, history))
-            except Exception as e:  # a detector bug must never take the supervisor down
-                out.append(Finding(det.name, "info", None, None, f"detector error: {e.__class__.__name__}: {e}",
-                                   iteration=iteration))
-        return out
+        else:
+            for det in self.detectors:
+                try:
+                    out.extend(det(iteration, metrics, history))
+                except Exception as e:  # a detector bug must never take the supervisor down
+                    out.append(Finding(det.name, "info", None, None,
+                                       f"detector error: {e.__class__.__name__}: {e}", iteration=iteration))
+        return self._corroborate(out) if out else out
+
+    def _corroborate(self, found: list[Finding]) -> list[Finding]:
+        """A one-report spike (``details["unconfirmed"]``, info) is a warning when another detector
+        reports a warning, a critical or a one-report spike on the same iteration: two signals agree."""
+        pending = [f for f in found if f.details.get("unconfirmed")]
+        if not pending:
+            return found
+        loud = {f.detector for f in found if f.severity in ("warning", "critical") or f.details.get("unconfirmed")}
+        if len(loud) < 2:
+            return found
+        by_name = {d.name: d for d in self.detectors}
+        return [by_name[f.detector].corroborate(f) if f.details.get("unconfirmed") and loud - {f.detector} else f
+                for f in found]
 
     def observe(self, iteration: int, metrics: Mapping[str, float], history: History) -> list[Finding]:
         """Judge the iteration against the history before it, then append it to the history."""
@@ -66,6 +79,10 @@ class DetectorSuite:
     def alarmed(self) -> set[str]:
         """The detectors whose warning or critical alarm is still on (see :meth:`Detector.alarmed`)."""
         return {d.name for d in self.detectors if d.alarmed()}
+
+    def streak(self, name: str) -> int:
+        """The evidence behind detector ``name``'s alarm, in consecutive reports (see :meth:`Detector.streak`)."""
+        return max((d.streak() for d in self.detectors if d.name == name), default=0)
 
     def reset(self) -> None:
         """Forget every detector's state (after a rollback the stream starts over)."""

@@ -45,7 +45,11 @@ class ValueCollapse(Detector):
       ``warmup`` values exist, the learned band's ``low``: early explained
       variance is near 0 and the band spans whole runs), on ``patience``
       consecutive iterations. Warning; critical at or below ``critical_ev``
-      (predictions much worse than a constant).
+      (predictions much worse than a constant). An explained variance that is
+      undefined (NaN: constant targets) or noise (a value error negligible
+      against the reported ``value_target_scale``, e.g. A2C's 5-step batches
+      inside 500-step episodes) never reaches it: it is no data
+      (``supervisor.metrics.drop_no_data``).
     * vf_loss pinned: the last ``pin_window`` values of ``vf_loss`` (this one
       included) all equal within ``pin_tol`` (relative), while explained
       variance is within ``ev_zero`` of 0 (or, when it is not reported, the

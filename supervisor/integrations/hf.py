@@ -8,7 +8,10 @@
 When it reports: ``on_log``, with what the Trainer logs (``loss``, ``grad_norm``, ``learning_rate``; TRL's
 ``objective/kl``, ``objective/entropy``, ``rewards/...``, ... any key style ``supervise scan`` knows) at
 ``state.global_step``; evaluation logs and the closing summary carry no training metric and are skipped.
-``logging_steps`` sets how often that is (the default 500 is too rare to catch a blow-up; 1-10 is cheap).
+``logging_steps`` sets how often that is (the default 500 is too rare to catch a blow-up; 1-10 is cheap):
+one report per log, and the Trainer's logged ``loss`` is already the mean over the optimizer steps since
+the previous log, so the detectors' warm-ups and windows count logs (``logging_steps`` x batch tokens each),
+not gradient steps.
 
 What it does with a verdict, before the Trainer goes on (``on_log`` runs inside the Trainer's
 log/evaluate/save step): stop sets ``control.should_training_stop``; a healthy verdict sets

@@ -1,15 +1,26 @@
 """Stable-Baselines3: a callback that puts ``model.learn`` under supervision.
 
     from supervisor.integrations.sb3 import SupervisorCallback
-    model = PPO("MlpPolicy", "CartPole-v1", n_steps=256)
+    model = PPO("MlpPolicy", "CartPole-v1")
     model.learn(50_000, callback=SupervisorCallback("runs/sb3-ppo"))
 
-When it reports: SB3 records ``train/*`` inside ``train()``, which runs after the rollout (and after
-``_on_rollout_end``), so each update is reported at the start of the next rollout, and the last one
-when training ends. A report carries that update's ``train/*`` values (read from
-``logger.name_to_value``), the episode return and length over SB3's episode window (``rollout/*``,
-computed from ``ep_info_buffer`` as ``dump_logs`` does, whatever ``log_interval``) and the entropy
-coefficient. Actions then apply before the next rollout is collected.
+When it reports (:mod:`supervisor.integrations.cadence`): on-policy algorithms (PPO, A2C) once per
+rollout, rollouts shorter than 256 env steps merged (A2C's default 5-step rollouts: one report per 256
+env steps); off-policy ones (DQN, SAC, TD3) once every 1,000 env steps, not per gradient step
+(``report_every`` sets the env steps instead). SB3 records ``train/*`` inside ``train()``, after the
+rollout, so a report goes out at the start of the rollout that follows the update that completed it,
+and the last one when training ends. It carries the mean of each ``train/*`` value over the updates
+since the previous report (the last value for the learning rate and other settings, the median for
+``explained_variance``; a NaN explained variance, SB3's value for a constant return, is no data), the
+episodes that finished since the previous report (their mean return and length, and ``num_episodes``:
+how many back it; SB3's own ``rollout/ep_rew_mean`` is a 100-episode window, which would count old
+episodes again in every report), the env steps, the entropy coefficient, and what the detectors judge
+the losses against: ``value_target_scale`` (mean |return target| of the newest rollout: PPO's and A2C's
+unclipped value loss grows with it) and, off-policy, ``q_mean`` / ``q_max`` / ``q_min`` of the greedy
+action on a sample of the replay buffer (a TD loss grows with its Q-values; they also let
+``q_divergence`` compare them with the returns). The trial registers its priors: the algorithm (PPO,
+DQN, SAC; A2C and TD3 run every detector), the action space, PPO's clip range. Actions then apply
+before the next rollout is collected.
 
 What the applier reaches (:class:`SB3Applier`): ``lr`` (``model.learning_rate`` and ``model.lr_schedule``,
 which becomes a constant: SB3 sets the optimizer's lr from the schedule at every ``train()``),
@@ -28,11 +39,15 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import torch
+from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import ConstantSchedule
 
 from supervisor.actions import HPARAMS, changed
 from supervisor.api import Supervisor
+from supervisor.integrations.cadence import MIN_ON_POLICY_STEPS, OFF_POLICY_EVERY, ReportWindow
 
 log = logging.getLogger(__name__)
 
@@ -111,21 +126,32 @@ class SupervisorCallback(BaseCallback):
         settings, profile, address, trial_id, name: as for :class:`supervisor.Supervisor`.
         checkpoints: save the model when a verdict says it is healthy (the rollback targets), keeping
             the newest ``settings.keep_checkpoints``. Default True.
+        report_every: env steps between reports (default: on-policy one rollout, at least 256 env steps;
+            off-policy 1,000).
     """
 
     def __init__(self, run_dir: str | Path, *, algorithm: str | None = None, settings: Any = None,
                  profile: Any = None, address: str | None = None, trial_id: str | None = None,
-                 name: str | None = None, checkpoints: bool = True, verbose: int = 0):
+                 name: str | None = None, checkpoints: bool = True, report_every: int | None = None,
+                 verbose: int = 0):
         super().__init__(verbose)
+        if report_every is not None and (isinstance(report_every, bool) or not isinstance(report_every, int)
+                                         or report_every < 1):
+            raise ValueError(f"report_every must be a positive number of env steps (got {report_every!r})")
         self.run_dir = Path(run_dir)
         self.options = dict(settings=settings, profile=profile, address=address, trial_id=trial_id, name=name)
         self.algorithm = algorithm
         self.checkpoints = checkpoints
+        self.report_every = report_every
         self.sup: Supervisor | None = None
         self.applier: SB3Applier | None = None
+        self.window: ReportWindow | None = None
         self.verdicts: list = []  # every verdict this learn() got, oldest first
-        self.iteration = 0  # updates reported
+        self.iteration = 0  # reports sent
         self._updates_seen = 0
+        self._steps_seen = 0
+        self._targets: dict[str, float] = {}  # the newest rollout's value-target scale (on-policy)
+        self._rng = np.random.default_rng(0)  # replay samples for the Q statistics (not SB3's RNG)
         self._saved: list[Path] = []
 
     # ------------------------------------------------------------------ SB3 hooks
@@ -133,15 +159,31 @@ class SupervisorCallback(BaseCallback):
         m = self.model
         # a second learn() on the same folder resumes the trial (its seq and checkpoint carry on)
         self.sup = Supervisor(self.run_dir, algorithm=self.algorithm or type(m).__name__.lower(), kind="sb3",
-                              config=_hyperparams(m), **self.options)
+                              config={**_hyperparams(m), "priors": _priors(m)}, **self.options)
         self.applier = SB3Applier(m)
         self.iteration = max(self.iteration, self.sup.seq)
         self._updates_seen = m._n_updates
+        self._steps_seen = m.num_timesteps
+        if self.report_every is not None:
+            every = self.report_every
+        elif isinstance(m, OnPolicyAlgorithm):
+            every = max(m.n_steps * m.n_envs, MIN_ON_POLICY_STEPS)
+        else:
+            every = OFF_POLICY_EVERY
+        self.window = ReportWindow(every)
         if self.checkpoints and self.sup.checkpoint is None:
             self._save()  # the starting point is the first known-good state: rollback always has a target
 
     def _on_rollout_start(self) -> None:
-        self._report()
+        self._collect()
+        if self.window is not None and self.window.due:
+            self._report()
+
+    def _on_rollout_end(self) -> None:
+        buf = getattr(self.model, "rollout_buffer", None)
+        returns = getattr(buf, "returns", None)
+        if isinstance(self.model, OnPolicyAlgorithm) and isinstance(returns, np.ndarray) and returns.size:
+            self._targets = {"value_target_scale": float(np.mean(np.abs(returns)))}
 
     def _on_step(self) -> bool:
         if self.applier is None:
@@ -151,6 +193,10 @@ class SupervisorCallback(BaseCallback):
         r = self.locals.get("rewards")
         if r is not None and not np.isfinite(r).all():
             self._poisoned(r)
+        for info in self.locals.get("infos") or ():
+            ep = info.get("episode") if isinstance(info, dict) else None
+            if isinstance(ep, dict) and "r" in ep:
+                self.window.episode(float(ep["r"]), float(ep.get("l", 0)))
         return not self.applier.stop_requested
 
     def _poisoned(self, rewards) -> None:
@@ -170,34 +216,43 @@ class SupervisorCallback(BaseCallback):
     def _on_training_end(self) -> None:
         if self.sup is None:
             return
-        self._report()
+        self._collect()
+        if self.window.updates:
+            self._report()
         self.sup.close("stopped" if self.applier.stop_requested else None)
 
     # ------------------------------------------------------------------ reporting
+    def _collect(self) -> None:
+        """Fold what happened since the last call into the window: env steps, and the statistics of
+        the update SB3 made in between (``train/*``, read from ``logger.name_to_value``), if any."""
+        m = self.model
+        if self.window is None:
+            return
+        self.window.step(m.num_timesteps - self._steps_seen)
+        self._steps_seen = m.num_timesteps
+        if m._n_updates == self._updates_seen:
+            return  # no train() since the last call (the first rollouts, learning_starts, a stop)
+        self._updates_seen = m._n_updates
+        stats = {k: v for k, v in self.logger.name_to_value.items() if k.startswith("train/")}
+        ent = getattr(m, "ent_coef", None)
+        if _is_num(ent):
+            stats["entropy_coeff"] = float(ent)
+        stats.update(self._targets)
+        self.window.add(stats)
+
     def _report(self) -> None:
         m = self.model
-        if self.sup is None or m._n_updates == self._updates_seen:
-            return  # no train() since the last report (the first rollout, or a stop)
-        self._updates_seen = m._n_updates
+        if self.sup is None or self.applier.stop_requested:
+            return
+        metrics = self.window.pop()
+        metrics.update(_q_stats(m, self._rng))
+        metrics["env_steps_lifetime"] = float(m.num_timesteps)
         self.iteration += 1
-        v = self.sup.observe(self.iteration, self._metrics())
+        v = self.sup.observe(self.iteration, metrics)
         self.verdicts.append(v)
         self.sup.apply(v, self.applier)
         if v.checkpoint and not v.actions and self.checkpoints:
             self._save()
-
-    def _metrics(self) -> dict[str, float]:
-        m = self.model
-        out = {k: v for k, v in self.logger.name_to_value.items() if k.startswith("train/")}
-        buf = m.ep_info_buffer
-        if buf:
-            out["rollout/ep_rew_mean"] = float(np.mean([e["r"] for e in buf]))
-            out["rollout/ep_len_mean"] = float(np.mean([e["l"] for e in buf]))
-        ent = getattr(m, "ent_coef", None)
-        if _is_num(ent):
-            out["entropy_coeff"] = float(ent)
-        out["env_steps_lifetime"] = float(m.num_timesteps)
-        return out
 
     def _save(self) -> None:
         path = self.run_dir / "checkpoints" / f"update_{self.iteration:06d}.zip"
@@ -211,6 +266,61 @@ class SupervisorCallback(BaseCallback):
         self._saved.append(path)
         while len(self._saved) > self.sup.settings.keep_checkpoints:
             self._saved.pop(0).unlink(missing_ok=True)
+
+
+Q_SAMPLE = 256  # replay transitions the Q statistics are measured on
+
+
+def _q_stats(m, rng: np.random.Generator) -> dict[str, float]:
+    """Q-values of the greedy (deterministic) action on a sample of the replay buffer: ``q_mean``,
+    ``q_max``, ``q_min``; empty for an on-policy model or anything unexpected (never breaks training)."""
+    rb = getattr(m, "replay_buffer", None)
+    obs = getattr(rb, "observations", None)
+    if not isinstance(obs, np.ndarray) or isinstance(m, OnPolicyAlgorithm):
+        return {}
+    try:
+        n = rb.buffer_size if rb.full else rb.pos
+        if n < 1:
+            return {}
+        rows = rng.integers(0, n, size=min(Q_SAMPLE, n))
+        x = obs[rows].reshape((-1,) + obs.shape[2:])
+        with torch.no_grad():
+            t, _ = m.policy.obs_to_tensor(x)
+            if hasattr(m, "q_net"):  # DQN: the greedy action's value
+                q = m.q_net(t).max(dim=1).values
+            else:  # SAC, TD3: the first critic at the deterministic action
+                q = m.critic(t, m.policy._predict(t, deterministic=True))[0].flatten()
+        q = q.detach().cpu().numpy().astype(float)
+    except Exception:
+        log.debug("no Q statistics for this model", exc_info=True)
+        return {}
+    return {"q_mean": float(q.mean()), "q_max": float(q.max()), "q_min": float(q.min())}
+
+
+def _priors(m) -> dict:
+    """What the model's own configuration and spaces say (``supervisor.priors.Priors``)."""
+    out: dict[str, Any] = {}
+    name = type(m).__name__.upper()
+    if name in ("PPO", "DQN", "SAC"):  # the algorithms supervisor.algorithms knows; others run every detector
+        out["algorithm"] = name
+    space = getattr(m, "action_space", None)
+    if isinstance(space, spaces.Discrete):
+        out.update(action_kind="discrete", action_dim=int(space.n))
+    elif isinstance(space, spaces.Box):
+        out.update(action_kind="continuous", action_dim=int(np.prod(space.shape)))
+    clip = getattr(m, "clip_range", None)
+    if callable(clip):
+        try:
+            out["clip_param"] = float(clip(1.0))
+        except Exception:
+            pass
+    if _is_num(getattr(m, "gamma", None)):
+        out["gamma"] = float(m.gamma)
+    if name == "PPO":
+        out["use_kl_loss"] = False
+        if _is_num(getattr(m, "target_kl", None)):
+            out["kl_target"] = float(m.target_kl)
+    return out
 
 
 def _is_num(x: Any) -> bool:

@@ -17,6 +17,22 @@ and ``grad_clip`` only through ``coefficients``, a dict the loop reads every upd
 ``load`` (your function) or ``model`` (a ``torch.save``'d ``{"model", "optimizer"}`` state, as
 ``save`` writes it). A loop that sets the lr itself every update (CleanRL's ``anneal_lr``) multiplies
 by ``lr_scale``, the factor the supervisor's changes add up to.
+
+When to report (the supervisor's unit of judgement is a report: its warm-ups, patience and windows
+count reports). On-policy (PPO, A2C): once per rollout/update, as above, with the episodes that finished
+in that rollout: ``episode_return_mean`` over them only (CleanRL's ``charts/episodic_return``) and
+``num_episodes`` (how many back it), plus ``value_target_scale`` (mean |return target|) when the value
+loss is not clipped, so that its growth with the returns is not read as an explosion. Off-policy (DQN,
+SAC): once every N env steps (1,000 is RLlib's DQN iteration), not per gradient step, with the mean of
+each loss over the gradient steps in between and the Q-values' scale (``q_mean``);
+:class:`supervisor.integrations.cadence.ReportWindow` does the folding::
+
+    window = ReportWindow(every=1000)                  # env steps per report
+    ...                                                # every env step: window.step(num_envs)
+    window.add({"losses/td_loss": loss.item()})        # every gradient step
+    window.episode(ret, length)                        # every finished episode
+    if window.due:
+        verdict = sup.observe(it, {**window.pop(), "q_mean": q.mean().item()})
 """
 
 from __future__ import annotations

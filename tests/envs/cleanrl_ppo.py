@@ -2,8 +2,11 @@
 
 ``train(updates, on_update=...)`` runs a real hand-written PPO loop: ``num_envs`` vector envs,
 ``num_steps`` each per rollout, GAE, clipped surrogate, ``update_epochs`` x ``num_minibatches``.
-After each update it calls ``on_update(update, metrics, ctx)`` with CleanRL's own metric names;
-returning True ends training. ``on_episode(global_step, return, length)`` sees each finished episode. ``before_update(update, ctx)`` may plant faults.
+After each update it calls ``on_update(update, metrics, ctx)`` with CleanRL's own metric names (the
+return of the episodes that finished in the rollout, with ``num_episodes``, and the value targets'
+scale, as supervisor.integrations.torch says a loop should report); returning True ends training.
+``on_episode(global_step, return, length)`` sees each finished episode. ``before_update(update, ctx)``
+may plant faults.
 """
 
 from __future__ import annotations
@@ -87,12 +90,12 @@ def train(updates: int, on_update=None, before_update=None, args: Args | None = 
     batch_size = n * e
     mb = batch_size // args.num_minibatches
     global_step = 0
-    returns_seen: list[float] = []
     try:
         for update in range(1, updates + 1):
             if before_update is not None:
                 before_update(update, ctx)
             t0 = time.perf_counter()
+            finished: list[float] = []  # returns of the episodes that ended in this rollout
             for step in range(n):
                 global_step += e
                 obs[step], dones[step] = next_obs, next_done
@@ -104,7 +107,7 @@ def train(updates: int, on_update=None, before_update=None, args: Args | None = 
                 next_obs = torch.tensor(o, dtype=torch.float32)
                 next_done = torch.tensor(np.logical_or(term, trunc), dtype=torch.float32)
                 if "episode" in info:
-                    returns_seen += [float(x) for x in info["episode"]["r"][info["_episode"]]]
+                    finished += [float(x) for x in info["episode"]["r"][info["_episode"]]]
                     if on_episode is not None:  # CleanRL logs each finished episode at its global step
                         for ep_r, ep_l in zip(info["episode"]["r"][info["_episode"]], info["episode"]["l"][info["_episode"]]):
                             on_episode(global_step, float(ep_r), int(ep_l))
@@ -153,10 +156,11 @@ def train(updates: int, on_update=None, before_update=None, args: Args | None = 
                 "losses/entropy": entropy_loss.item(), "losses/old_approx_kl": old_approx_kl.item(),
                 "losses/approx_kl": approx_kl.item(), "losses/clipfrac": float(np.mean(clipfracs)),
                 "losses/explained_variance": float("nan") if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y),
-                "global_step": global_step,
+                "global_step": global_step, "num_episodes": len(finished),
+                "value_target_scale": float(np.abs(y_true).mean()),
             }
-            if returns_seen:
-                metrics["charts/episodic_return"] = float(np.mean(returns_seen[-20:]))
+            if finished:
+                metrics["charts/episodic_return"] = float(np.mean(finished))
             if on_update is not None and on_update(update, metrics, ctx):
                 break
     finally:

@@ -81,7 +81,7 @@
   const trialHref = (id) => '#/trial/' + encodeURIComponent(id);
   const healthClass = (s) => (s == null ? '' : s >= 0.8 ? 'ok' : s >= 0.4 ? 'warn' : 'crit');
   const SEV_RANK = { ok: 0, info: 1, warning: 2, critical: 3 };
-  const STATUSES = ['running', 'completed', 'recovered', 'stopped', 'errored'];
+  const STATUSES = ['running', 'completed', 'recovered', 'stopped', 'errored', 'lost'];
 
   function pill(status) {
     const s = String(status || 'unknown');

@@ -1,0 +1,326 @@
+"""The unit of judgement (issue 25): detectors judge evidence, not report counts; losses against what drives
+them; a warning acts once confirmed, the return alone never acts, a stop needs more. Synthetic streams with
+a known onset: each test says when and what fires."""
+
+import math
+import random
+
+import pytest
+
+from benchmarks.synthetic import run_detectors
+from supervisor.config import SupervisorConfig
+from supervisor.detectors import build_detectors
+from supervisor.detectors.entropy_collapse import EntropyCollapse
+from supervisor.detectors.kl_controller_stuck import KLControllerStuck
+from supervisor.detectors.loss_explosion import LossExplosion
+from supervisor.detectors.reward_collapse import RewardCollapse
+from supervisor.detectors.value_collapse import ValueCollapse
+from supervisor.engine import Engine
+from supervisor.integrations.cadence import ReportWindow
+from supervisor.metrics import drop_no_data
+from supervisor.store import Store
+
+
+def firing(findings, detector=None, at_least="warning"):
+    rank = {"info": 0, "warning": 1, "critical": 2}
+    return [(f.iteration, f.severity) for f in findings
+            if (detector is None or f.detector == detector) and rank[f.severity] >= rank[at_least]]
+
+
+# --- what one report holds ------------------------------------------------------------------------
+
+
+def test_a_report_window_folds_updates_and_the_new_episodes():
+    w = ReportWindow(every=1000)
+    evs = [0.1, float("nan"), -50.0, 0.3]  # one update's EV of a constant target is NaN: no data
+    for i in range(4):
+        assert not w.due
+        w.add({"train/loss": float(i), "train/learning_rate": 1e-3 * (i + 1), "train/explained_variance": evs[i]})
+        w.step(250)
+    w.episode(10.0, 10)
+    w.episode(30.0, 30)
+    assert w.due
+    m = w.pop()
+    assert m["train/loss"] == 1.5                 # the mean over the updates
+    assert m["train/learning_rate"] == 4e-3       # a setting: the one in effect now
+    assert m["train/explained_variance"] == 0.1   # the median of the defined ones (tiny batches are heavy-tailed)
+    assert (m["num_episodes"], m["episode_return_mean"], m["episode_len_mean"], m["env_steps"]) == (2, 20, 20, 1000)
+    assert not w.due and w.pop()["num_episodes"] == 0.0  # a fresh window; no episode: no return
+    w.add({"train/loss": 1.0})
+    w.add({"train/loss": float("inf")})
+    assert math.isinf(w.pop()["train/loss"])  # a non-finite loss in any update is what the window says
+
+
+# --- reward_collapse: points of evidence ------------------------------------------------------------
+
+
+def off_policy_stream(n_reports, onset=None, seed=0, per_report=0.2):
+    """A learner reporting every 4 env steps: an episode ends in ~1 report of 5 (per_report), so most
+    reports carry no new episode. Returns rise 20 -> 200 over the first third, then hold; from ``onset``
+    (a report index) they fall to 15."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n_reports):
+        mu = 20 + 180 * min(1.0, i / (n_reports / 3))
+        if onset is not None and i >= onset:
+            mu = 15.0
+        k = 1 if rng.random() < per_report else 0
+        m = {"num_episodes": float(k), "total_loss": 0.1}
+        if k:
+            m["episode_return_mean"] = max(rng.gauss(mu, 0.25 * mu), 1.0)
+        out.append(m)
+    return out
+
+
+def test_reward_collapse_needs_new_episodes_not_reports():
+    """Healthy: thousands of reports, each with 0 or 1 new episode of a noisy return; nothing fires. A
+    collapse at report 2000 is reported critical after 3 points of 5 episodes (~75 reports)."""
+    assert firing(run_detectors([RewardCollapse()], off_policy_stream(3000, seed=1))) == []
+    found = firing(run_detectors([RewardCollapse()], off_policy_stream(3000, onset=2000, seed=1)))
+    assert found and found[0][1] == "critical" and 2000 + 30 <= found[0][0] <= 2000 + 150, found[:3]
+
+
+def test_reward_collapse_is_silent_on_a_return_that_only_fell():
+    """An exploring off-policy learner: its returns start at the random policy's level and drift down
+    (DQN on CartPole: 22 -> 17 while epsilon decays). No progress was ever made, so nothing collapsed."""
+    rng = random.Random(3)
+    stream = [{"num_episodes": 40.0, "episode_return_mean": 22 - 5 * min(1, i / 30) + rng.gauss(0, 0.3)}
+              for i in range(80)]
+    assert firing(run_detectors([RewardCollapse()], stream), at_least="info") == []
+
+
+def test_reward_collapse_without_counts_takes_each_report_as_a_point():
+    stream = [{"episode_return_mean": 20.0 + 4 * i + random.Random(i).gauss(0, 2)} for i in range(40)]
+    stream += [{"episode_return_mean": 18.0} for _ in range(6)]
+    found = firing(run_detectors([RewardCollapse()], stream))
+    assert found[0] == (42, "critical")  # points 40, 41, 42: patience 3
+
+
+# --- losses against what drives them ---------------------------------------------------------------
+
+
+def value_loss_stream(n=120, jump_at=80, lr_jump=None):
+    """An unclipped value loss (SB3 PPO): small while the critic fits, x1000 when the episodes lengthen
+    and the value targets grow ten-fold (as the issue's PPO n_steps=512 run at return 415)."""
+    rng = random.Random(5)
+    out = []
+    for i in range(n):
+        vts = 9.0 if i < jump_at else 90.0
+        loss = (0.06 if i < jump_at else 61.0) * math.exp(rng.gauss(0, 0.2))
+        if lr_jump is not None and i >= lr_jump:
+            loss = 5e4 * math.exp(rng.gauss(0, 0.2))  # beyond what a critic predicting 0 scores (90^2)
+        out.append({"total_loss": loss, "policy_loss": -0.01 + 0.005 * rng.gauss(0, 1), "value_target_scale": vts})
+    return out
+
+
+def test_a_value_loss_growing_with_its_targets_is_info_and_an_explosion_beyond_them_is_not():
+    found = run_detectors([LossExplosion()], value_loss_stream())
+    assert firing(found) == []
+    assert firing(found, at_least="info")[0] == (80, "info")
+    assert "value_target_scale" in found[0].message
+    found = firing(run_detectors([LossExplosion()], value_loss_stream(lr_jump=100)))
+    assert found[0] == (100, "critical")
+
+
+def test_a_clipped_value_loss_is_judged_on_its_own_history():
+    """RLlib clips the value loss (prior vf_clip_param): no growth with the targets to allow for."""
+    dets = build_detectors({d: {"enabled": False} for d in ("reward_collapse", "plateau")},
+                           priors={"vf_clip_param": 10.0})
+    found = [f for f in run_detectors(dets, value_loss_stream()) if f.detector == "loss_explosion"]
+    assert firing(found)[0] == (80, "critical")
+
+
+def test_td_loss_jump_at_a_target_update_is_measured_against_the_q_values():
+    """SB3 DQN at its hard target update: the TD loss x28 while Q moves 1.2 -> 2 (the issue's live run)."""
+    rng = random.Random(2)
+    stream = [{"total_loss": 0.0015 * math.exp(rng.gauss(0, 0.1)), "q_mean": 1.15} for _ in range(10)]
+    stream += [{"total_loss": 0.076, "q_mean": 2.0}] + [{"total_loss": 0.033, "q_mean": 2.02}] * 5
+    assert firing(run_detectors([LossExplosion()], stream)) == []
+    stream += [{"total_loss": 400.0, "q_mean": 2.0}]  # a TD loss past Q^2: exploded
+    assert firing(run_detectors([LossExplosion()], stream)) == [(16, "critical")]
+
+
+def test_an_a2c_policy_loss_moves_with_the_critics_errors():
+    """SB3's A2C on Acrobot (unnormalized advantages): returns -500 for many reports, a critic that is exact
+    (vf_loss 1e-9, policy loss ~1e-6); then one episode ends early (vf_loss 113, policy loss 0.93: x470 its
+    typical magnitude). Driven by the critic, whose error is 10 % of its targets: info. A value loss that
+    explodes too (3,898 on targets of ~55: the critic broke) leaves the policy loss's explosion standing."""
+    rng = random.Random(4)
+    quiet = [{"policy_loss": 1e-6 * rng.gauss(0, 1), "vf_loss": 1e-9, "value_target_scale": 100.0}
+             for _ in range(30)]
+    found = run_detectors([LossExplosion()], quiet + [{"policy_loss": 0.93, "vf_loss": 113.0,
+                                                       "value_target_scale": 98.8}])
+    assert firing(found) == [] and firing(found, at_least="info") == [(30, "info")]
+    broke = {"policy_loss": 27.7, "vf_loss": 3898.0, "episode_return_mean": 189.0, "episode_len_mean": 189.0}
+    assert firing(run_detectors([LossExplosion()], quiet + [broke])) == [(30, "critical")]
+
+
+def test_explained_variance_of_a_negligible_error_is_no_collapse():
+    """A2C's 5-step rollouts in 500-step episodes: targets all ~100, vf_loss 1e-9, EV -12 (a ratio of two
+    tiny variances). Then the critic really fails (vf_loss 60 on targets of scale 100): warning."""
+    good = [{"explained_variance": 0.9, "vf_loss": 5.0, "value_target_scale": 100.0}] * 20
+    tiny = [{"explained_variance": -12.0, "vf_loss": 1e-9, "value_target_scale": 100.0}] * 10
+    bad = [{"explained_variance": -0.8, "vf_loss": 60.0, "value_target_scale": 100.0}] * 5
+    assert "explained_variance" not in drop_no_data(dict(tiny[0]))
+    assert drop_no_data(dict(bad[0])) == bad[0]
+    assert firing(run_detectors([ValueCollapse()], [drop_no_data(dict(m)) for m in good + tiny])) == []
+    found = run_detectors([ValueCollapse()], [drop_no_data(dict(m)) for m in good + tiny + bad])
+    assert firing(found)[0] == (32, "warning")
+
+
+def test_entropy_of_a_policy_that_learned_may_sharpen_but_not_fall_off_a_cliff():
+    def stream(cliff=None):
+        out = []
+        for i in range(300):
+            ent = 0.69 * math.exp(-3.5 * i / 300)   # 0.69 -> 0.02, gradually
+            if cliff is not None and i >= cliff:
+                ent = 0.001 * 5
+            out.append({"entropy": ent, "episode_return_mean": 20 + 480 * min(1, i / 150)})
+        return out
+
+    dets = lambda: [EntropyCollapse(continuous=False)]  # noqa: E731
+    found = run_detectors(dets(), stream())
+    assert firing(found) == [] and firing(found, at_least="info")  # recorded, not a warning
+    # the low entropy was already recorded as info: the cliff raises it to a warning at once
+    assert firing(run_detectors(dets(), stream(cliff=250)))[0] == (250, "warning")
+
+
+# --- KL controller: RLDK's clean and doctored logs (their make_*_logs recipe, seed 42) -------------
+
+
+def rldk_logs(doctored):
+    rng = random.Random(42)
+    out = []
+    for step in range(1000):
+        if doctored and step >= 800:
+            kl, coef = 0.3 + 0.1 * rng.gauss(0, 1), 0.11
+        else:
+            kl, coef = 0.05 + 0.01 * math.sin(step / 100), 0.1
+        out.append({"kl": kl, "kl_coeff": coef, "entropy": 2.0 + 0.1 * math.cos(step / 50),
+                    "advantage_mean": 0.1 * rng.gauss(0, 1), "advantage_std": 1.0,
+                    "grad_norm_policy": 0.5 + 0.1 * rng.gauss(0, 1), "grad_norm_value": 0.3 + 0.05 * rng.gauss(0, 1)})
+    return out
+
+
+def test_kl_controller_that_stops_answering_is_stuck():
+    assert run_detectors(build_detectors(), rldk_logs(False)) == []
+    found = firing(run_detectors([KLControllerStuck()], rldk_logs(True)))
+    assert found[0] == (809, "warning")  # KL 6x its level from step 800, coefficient flat: 10 iterations
+
+
+def test_a_fixed_kl_coefficient_is_no_controller():
+    """A coefficient that never moved (TRL's fixed kl_coef) is not a stuck controller, whatever the KL."""
+    logs = rldk_logs(True)
+    for m in logs:
+        m["kl_coeff"] = 0.1
+    assert firing(run_detectors([KLControllerStuck()], logs)) == []
+
+
+# --- when a finding acts, and when anything may stop a run -------------------------------------------
+
+
+@pytest.fixture
+def engine(tmp_path):
+    store = Store(tmp_path / "supervisor.db")
+    store.upsert_run("r", "r", "run", "running")
+    eng = Engine(store, SupervisorConfig(checkpoint_every=2, cooldown=1, default_profile=False))
+    eng.register_trial("t", "r")
+    yield eng
+    store.close()
+
+
+def healthy(i, rng=random.Random(0)):
+    return {"episode_return_mean": 20.0 + 3 * i + rng.gauss(0, 1), "num_episodes": 10.0,
+            "grad_norm": 1.0 * math.exp(rng.gauss(0, 0.1)), "total_loss": 1.0 + 0.05 * rng.gauss(0, 1),
+            "kl": 0.01 * math.exp(rng.gauss(0, 0.1)), "entropy": 0.6}
+
+
+def send(eng, i, m):
+    return eng.observe({"trial_id": "t", "seq": i, "iteration": i, "metrics": m})
+
+
+def acts(v):
+    return [a["action"] for a in v.actions]
+
+
+def test_a_warning_acts_once_it_held_and_a_lone_transient_never(engine):
+    for i in range(20):
+        send(engine, i, healthy(i))
+    m = healthy(20)
+    m["grad_norm"] = 30.0  # one gradient spike (30x: warning level), gone the next report
+    v = send(engine, 20, m)
+    (f,) = [f for f in v.findings if f["detector"] == "gradient_explosion"]
+    assert f["severity"] == "info" and f["details"]["unconfirmed"]  # one report: a transient so far
+    assert acts(v) == [] and not v.checkpoint
+    for i in range(21, 26):
+        assert acts(send(engine, i, healthy(i))) == []
+    got = {}
+    for i in range(26, 32):  # now it holds: acts on the second report of the alarm
+        m = healthy(i)
+        m["grad_norm"] = 30.0
+        got[i] = acts(send(engine, i, m))
+    assert got[26] == [] and got[27] == ["tighten_grad_clip"], got
+    assert "confirmed: held 2 reports" in engine.store.interventions("t")[0]["reason"]
+
+
+def test_a_second_detector_in_alarm_confirms_a_warning_at_once(engine):
+    for i in range(20):
+        send(engine, i, healthy(i))
+    m = healthy(20)
+    m["grad_norm"], m["kl"] = 30.0, 0.2  # gradient and KL spike together (warnings)
+    v = send(engine, 20, m)
+    assert {f["detector"] for f in v.findings} >= {"gradient_explosion", "kl_spike"}
+    assert acts(v) == ["tighten_grad_clip"]
+    assert "confirmed: with kl_spike" in v.actions[0]["reason"]
+
+
+def test_the_return_alone_never_acts_and_never_stops(engine):
+    for i in range(30):
+        send(engine, i, healthy(i))
+    seen = []
+    for i in range(30, 60):  # the return falls back to its start and stays there: critical, alone
+        m = healthy(i)
+        m["episode_return_mean"] = 20.0
+        v = send(engine, i, m)
+        seen += [f["severity"] for f in v.findings if f["detector"] == "reward_collapse"]
+        assert acts(v) == [] and not v.stop
+    assert "critical" in seen
+    got = []
+    for i in (60, 61):
+        m = healthy(i)
+        m["episode_return_mean"], m["entropy"] = 20.0, 0.0  # now the learner shows it too
+        got.append(acts(send(engine, i, m)))
+    assert got == [[], ["boost_entropy"]]  # entropy_collapse (critical after its patience of 2) acts
+
+
+def test_a_stop_needs_a_critical_or_held_finding(tmp_path):
+    store = Store(tmp_path / "supervisor.db")
+    store.upsert_run("r", "r", "run", "running")
+    eng = Engine(store, SupervisorConfig(cooldown=0, default_profile=False,
+                                         ladders={"gradient_explosion": [["stop_trial"]],
+                                                  "kl_spike": [["alert"]]}))
+    eng.register_trial("t", "r")
+    for i in range(20):
+        send(eng, i, healthy(i))
+    m = healthy(20)
+    m["grad_norm"], m["kl"] = 30.0, 0.2  # corroborated warnings: enough to act, not to stop
+    v = send(eng, 20, m)
+    assert acts(v) == ["alert"] and not v.stop and "not stopped" in v.actions[0]["reason"]
+    stops = []
+    for i in range(21, 24):
+        m = healthy(i)
+        m["grad_norm"] = 30.0
+        stops += [i] if send(eng, i, m).stop else []
+    assert stops == [21]  # its alarm held two reports (20, 21): the stop rung is taken
+    store.close()
+
+
+def test_the_driver_scale_is_read_from_the_report():
+    from supervisor.detectors.loss_explosion import target_scale
+
+    assert target_scale({"value_target_scale": 4.0, "q_mean": -50.0}) == (4.0, "value_target_scale")
+    assert target_scale({"q_mean": -50.0}) == (50.0, "|q_mean|")
+    assert target_scale({"total_loss": 1.0}) is None
+    # estimated from the returns: CartPole at 500 (reward 1 a step, gamma 0.99): mean value ~80, early ~9
+    assert target_scale({"episode_return_mean": 500.0, "episode_len_mean": 500.0})[0] == pytest.approx(80, abs=1)
+    assert target_scale({"episode_return_mean": 20.0, "episode_len_mean": 20.0})[0] == pytest.approx(9, abs=1)
