@@ -165,3 +165,159 @@ def test_bad_multi_agent_keys_are_one_line_naming_the_key(tmp_path, body, key, w
         load_experiment(f)
     assert e.value.key == key and words in e.value.problem, (e.value.key, e.value.problem)
     assert "\n" not in str(e.value)
+
+
+# --------------------------------------------------------------------------- a supervisor restart, per module
+from tests.test_restart import healthy  # noqa: E402
+
+MODS = ("p0", "p1")
+SICK_AT = 9            # p1 alone goes non-finite: p1 rolls back and its lr is cut, p0 goes on
+P1_KL_HIGH = range(18, 34)  # p1's KL far too large: its KL ladder climbs, p0's stays at its foot
+N_MA = 44
+
+
+class SimTeam:
+    """Two policies that do what the verdicts say, each for itself: a module's action changes that module's
+    hyperparameters; a module's rollback takes back that module's progress and hyperparameters, a whole-trial
+    one every module's."""
+
+    def __init__(self):
+        self.hp = {m: {"lr": 3e-4, "kl_coeff": 0.2} for m in MODS}
+        self.progress = {m: 0 for m in MODS}
+        self.saved: dict[str, tuple[dict, dict]] = {}
+        self.applied: list[dict] = []
+
+    def metrics(self, seq: int) -> dict:
+        out = {"env_steps_lifetime": 2000.0 * (seq + 1), "time_this_iter_s": 1.0}
+        team = 0.0
+        for m in MODS:
+            h = healthy(self.progress[m])
+            h.pop("env_steps_lifetime"), h.pop("time_this_iter_s")
+            h.update(self.hp[m])
+            if m == "p1" and seq == SICK_AT:
+                h.update(total_loss=math.inf, kl=math.inf, grad_norm=0.0, entropy=0.0)
+            if m == "p1" and seq in P1_KL_HIGH:
+                h["kl"] = 5.0
+            team += h["episode_return_mean"]
+            out.update({f"modules/{m}/{k}": v for k, v in h.items()})
+        out["episode_return_mean"] = team
+        return out
+
+    def save(self, seq: int) -> str:
+        path = f"/ckpt/{seq}"
+        self.saved[path] = (dict(self.progress), {m: dict(hp) for m, hp in self.hp.items()})
+        return path
+
+    def apply(self, acts: list[dict]) -> None:
+        for a in acts:
+            name, params, m = a["action"], a.get("params") or {}, a["module"]
+            mods = list(MODS) if m is None or params.get("whole_trial") else [m]
+            entry = {"id": a["id"], "action": name, "ok": True, "module": m}
+            if name == "rollback":
+                progress, hp = self.saved[params["checkpoint"]]
+                back = (params.get("hparams") or {}).get("modules", {})
+                for x in mods:
+                    self.progress[x], self.hp[x] = progress[x], {**hp[x], **back.get(x, {})}
+                entry["verified"] = True
+            elif name == "reduce_lr":
+                self.hp[m]["lr"] *= params.get("factor", 0.5)
+            elif name == "raise_kl_coeff":
+                self.hp[m]["kl_coeff"] *= params.get("factor", 2.0)
+            entry["after"] = {"modules": {x: dict(self.hp[x]) for x in mods}} if len(mods) > 1 else dict(self.hp[m])
+            self.applied.append(entry)
+
+    def step(self) -> None:
+        for m in MODS:
+            self.progress[m] += 1
+
+    def take_applied(self) -> list[dict]:
+        out, self.applied = self.applied, []
+        return out
+
+
+def judge_team(db, restart_before_every_report: bool) -> tuple[list, list]:
+    store = Store(db)
+    store.upsert_run("r", "r", "run", "running")
+    settings = SupervisorConfig(checkpoint_every=3, cooldown=1)
+    eng = Engine(store, settings)
+    eng.register_trial("t", "r", config=modules_config())
+    team, verdicts = SimTeam(), []
+    for seq in range(N_MA):
+        if restart_before_every_report:  # the actor died and came back: a new engine on the same store
+            eng = Engine(store, settings)
+            eng.register_trial("t", "r")
+        eng.acknowledge("t", team.take_applied())
+        v = eng.observe({"trial_id": "t", "seq": seq, "iteration": seq + 1, "metrics": team.metrics(seq)})
+        verdicts.append({"actions": [(a["action"], a["module"], a["params"].get("whole_trial")) for a in v.actions],
+                         "findings": sorted((f["detector"], f["severity"], f["module"] or "") for f in v.findings),
+                         "checkpoint": v.checkpoint, "stop": v.stop,
+                         "health": {m: h["score"] for m, h in v.health["modules"].items()}})
+        if v.checkpoint:
+            eng.record_checkpoint("t", seq, seq + 1, team.save(seq), {"modules": team.hp})
+        team.apply(v.actions)
+        team.step()
+        if v.stop:
+            break
+    ivs = [(i["seq"], i["action"], i["module"], i["outcome"], i["verified"], i["judged_seq"])
+           for i in store.interventions("t")]
+    store.close()
+    return verdicts, ivs
+
+
+def test_an_engine_rebuilt_before_every_report_decides_the_same_on_every_module(tmp_path):
+    """The restart rebuild restores each module's stream: its detectors (a module's rollback rewinds that
+    module alone), its ladder, its repairs in flight with the hyperparameters they must show on it."""
+    once = judge_team(tmp_path / "once.db", False)
+    acts = {(seq, a, m) for seq, a, m, *_ in once[1]}
+    assert (SICK_AT, "rollback", "p1") in acts and (SICK_AT, "reduce_lr", "p1") in acts
+    assert {m for _, _, m, *_ in once[1]} == {"p1"}, once[1]  # p0 is never touched
+    kl = [i for i in once[1] if i[1] == "raise_kl_coeff"]
+    assert kl and kl[0][4] == 1, kl  # applied and verified on p1's own metrics
+    restarted = judge_team(tmp_path / "restarted.db", True)
+    for seq, (a, b) in enumerate(zip(once[0], restarted[0])):
+        assert a == b, f"seq {seq}: one engine said {a}, the rebuilt engine said {b}"
+    assert len(once[0]) == len(restarted[0])
+    assert once[1] == restarted[1], "interventions (seq, action, module, outcome, verified, judged_seq) differ"
+
+
+def fingerprint(state) -> dict:
+    """What of a trial's state decides its next verdicts, stream by stream."""
+    out = {"last_seq": state.last_seq, "checkpoint": state.checkpoint, "overrides": state.overrides,
+           "last_trouble_seq": state.last_trouble_seq, "had_effective": state.had_effective}
+    for m, st in state.streams.items():
+        out[m] = {"history": {k: [repr(x) for x in st.history.series(k)] for k in sorted(st.history.metrics())},
+                  "at_checkpoint": None if st.history_at_checkpoint is None else
+                  {k: [repr(x) for x in st.history_at_checkpoint.series(k)]
+                   for k in sorted(st.history_at_checkpoint.metrics())},
+                  "alarmed": sorted(st.detectors.alarmed()),
+                  "streaks": {d: st.detectors.streak(d) for d in st.detectors.names},
+                  "rungs": st.policy.rungs, "action_seqs": list(st.policy.action_seqs),
+                  "last_action_seq": st.policy.last_action_seq, "ineffective": sorted(st.policy.ineffective),
+                  "pending": [(p.id, p.seq, p.action, p.module, p.target, p.verified, p.checks) for p in st.pending],
+                  "first_returns": st.first_returns, "prev_lr": st.prev_lr, "health": st.health.snapshot(state.last_seq)}
+    return out
+
+
+def test_load_trial_rebuilds_every_modules_stream_as_it_was(tmp_path):
+    """After every report (its checkpoint recorded, its actions applied and acknowledged), a trial loaded from
+    the store is the live one, stream by stream: each module's history (rewound by that module's rollback
+    alone), detector latches, ladder and repairs in flight with their per-module targets."""
+    store = Store(tmp_path / "s.db")
+    store.upsert_run("r", "r", "run", "running")
+    settings = SupervisorConfig(checkpoint_every=3, cooldown=1)
+    eng = Engine(store, settings)
+    eng.register_trial("t", "r", config=modules_config())
+    team, pending_targets = SimTeam(), 0
+    for seq in range(N_MA):
+        v = eng.observe({"trial_id": "t", "seq": seq, "iteration": seq + 1, "metrics": team.metrics(seq)})
+        if v.checkpoint:
+            eng.record_checkpoint("t", seq, seq + 1, team.save(seq), {"modules": team.hp})
+        team.apply(v.actions)
+        team.step()
+        eng.acknowledge("t", team.take_applied())
+        live = eng.trials["t"]
+        pending_targets += any(p.target and p.verified is None for p in live.pending)
+        loaded = Engine(store, settings).load_trial("t", "r", store)
+        assert fingerprint(loaded) == fingerprint(live), f"seq {seq}"
+    assert pending_targets, "no repair was waiting to show its change across a restart"
+    store.close()
