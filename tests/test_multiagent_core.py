@@ -321,3 +321,18 @@ def test_load_trial_rebuilds_every_modules_stream_as_it_was(tmp_path):
         assert fingerprint(loaded) == fingerprint(live), f"seq {seq}"
     assert pending_targets, "no repair was waiting to show its change across a restart"
     store.close()
+
+
+def test_the_actors_gauges_carry_each_modules_health(tmp_path):
+    """What the cluster watch sets the Prometheus gauges from: the trial's score and each module's own."""
+    from actors.supervisor_actor import SupervisorService
+
+    svc = SupervisorService()  # the actor's own class, in this process
+    svc.open_run("r", str(tmp_path), "r", "run")
+    svc.register_trial("t", "r", config=modules_config())
+    team = SimTeam()  # p1 goes non-finite at its last report
+    svc.report_batch("r", [{"trial_id": "t", "seq": s, "iteration": s + 1, "metrics": team.metrics(s)}
+                           for s in range(SICK_AT + 1)])
+    (run_id, tid, score, _, mods), = svc.trial_gauges()
+    assert (run_id, tid, score) == ("r", "t", 0.0) and mods == {"p0": 1.0, "p1": 0.0}
+    svc.close_run("r", "completed")
