@@ -102,6 +102,39 @@ def test_reduce_lr_changes_only_its_module(two_policies):
     assert current_hparams(algo, "p0")["lr"] == pytest.approx(LR0)
 
 
+def test_one_modules_rollback_from_run_storage_on_s3(two_policies, tmp_path):
+    """A rollback target in the run storage (S3 API on moto's server; no shared disk): p1 goes back to it,
+    p0 keeps what it learned since."""
+    import os
+
+    from actors.appliers.rllib import module_weights, save_checkpoint
+    from tests.nodisk import AWS, S3Server
+
+    saved_env = {k: os.environ.get(k) for k in AWS}
+    os.environ.update(AWS)
+    s3 = S3Server()
+    try:
+        algo = two_policies
+        ckpt = save_checkpoint(algo, s3.uri("run/checkpoints/p1"))
+        assert ckpt.startswith("s3://") and any(k.startswith("run/checkpoints/p1/learner_group") for k in s3.keys())
+        saved = module_weights(algo)
+        algo.train()
+        trained = module_weights(algo)
+        assert any((trained[k] != saved[k]).any() for k in saved if k.startswith("p1/"))  # p1 moved on
+        entry = actions.apply(RLlibApplier(algo), {"action": "rollback", "module": "p1", "params": {"checkpoint": ckpt}})
+        assert entry["ok"] and entry["verified"], entry
+        now = module_weights(algo)
+        assert all((now[k] == saved[k]).all() for k in saved if k.startswith("p1/"))  # p1 back
+        assert all((now[k] == trained[k]).all() for k in trained if k.startswith("p0/"))  # p0 kept
+    finally:
+        s3.stop()
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def test_a_policy_sabotaged_through_its_own_config_is_flagged_and_repaired_alone(ray_session, tmp_path):
     """experiments/multiagent_cartpole_divergent.yaml, smaller: p1's lr jumps to 5.0 after 1,600 env steps
     (RLlib's algorithm_config_overrides_per_module), p0 keeps 3e-4."""
