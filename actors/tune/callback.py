@@ -195,6 +195,10 @@ class SupervisorTuneCallback(Callback):
 
     # -- Tune hooks
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
+        from actors import run_registry
+
+        # what the trials read, before any starts (a put into the GCS's store: it never waits on the actor)
+        run_registry.publish(self.run_id, self.run.callback_info())
         self._fire("open_run", self.run_id, **self.run_info, alert_env=self.run.alert_env() or None,
                    then=self._opened)
         self._print(f"[bold]{self.run_info['name']}[/bold]  sweep of {total_num_samples or '?'} trials  "
