@@ -234,3 +234,26 @@ def test_two_learners_each_change_reaches_both_and_a_rollback_leaves_them_equal(
         assert extra["learners"] == 2 and extra["healthy_learners"] == 1
     finally:
         algo.stop()
+
+
+def test_a_sweep_over_a_multi_agent_file(ray_session, tmp_path):
+    """Two Tune trials of a two-policy file (p1's lr 5.0 through its per-policy config): each supervised under
+    Tune's trial id, each with its two modules, p1 alone flagged and repaired in both."""
+    from actors.tune.sweep import run_sweep
+    from supervisor.config import load_sweep
+    from supervisor.report import build_report
+
+    f = tmp_path / "ma_sweep.yaml"
+    f.write_text((ROOT / "experiments" / "multiagent_cartpole.yaml").read_text()
+                 + "search: {config.gamma: {grid: [0.99, 0.95]}}\nmax_concurrent: 2\n")
+    sweep = load_sweep(f, [*SMALL, "stop.iterations=2", "multi_agent.policies.p1.lr=5.0"])
+    out = tmp_path / "sweep"
+    assert run_sweep(sweep, str(f), str(out), quiet=True) == 0
+    trials = build_report(out)["trials"]
+    tune_dirs = [p.name for p in (out / "tune").iterdir() if p.is_dir()]
+    assert len(trials) == 2
+    for t in trials:
+        assert any(t["trial_id"] in d for d in tune_dirs), (t["trial_id"], tune_dirs)  # Tune's own trial id
+        assert [m["module"] for m in t["modules"]] == ["p0", "p1"], t
+        assert t["findings"] and {f["module"] for f in t["findings"] if f["severity"] != "info"} == {"p1"}, t
+        assert {i["module"] for i in t["interventions"]} == {"p1"}, t["interventions"]
