@@ -441,10 +441,15 @@ class Engine:
         todo: list[dict] = []
         origin: list[Stream] = []  # the stream that decided each action (its repairs are judged there)
         views = {}
-        for st in _ordered(state):
+        found: dict[str | None, list[Finding]] = {}
+        streams = _ordered(state)
+        for st in streams:  # every detector first: a stream's warning may be corroborated by the trial's
             views[st.module] = view = _view(state, st, metrics)
-            found_here = [replace(f, module=st.module) for f in st.detectors.observe(iteration, view, st.history)]
+            found[st.module] = [replace(f, module=st.module) for f in st.detectors.observe(iteration, view, st.history)]
             _note_start(st, view)
+        shared = state.streams[None].detectors.alarmed()  # the trial's own alarms (env runners, evaluation)
+        for st in streams:
+            found_here, view = found[st.module], views[st.module]
             if st.pending:  # judged before deciding: an ineffective action is not chosen again
                 self._judge(state, st, seq, found_here, view)
             decision = None
@@ -452,9 +457,12 @@ class Engine:
             if trouble or any(f.details.get("unconfirmed") for f in found_here):
                 state.last_trouble_seq = seq  # a one-report spike is no health to checkpoint either
             if trouble or st.policy.waiting:
-                # a warning acts when confirmed (held, or corroborated on its own stream), the return alone
-                # never (supervisor.policy)
-                confirmed = self.policy.confirm(st.policy, found_here, st.detectors.alarmed(), st.detectors.streak)
+                # a warning acts when confirmed (held, or corroborated by its own stream's or the trial's
+                # alarms; a single-agent trial's streams are one trial), the return alone never
+                # (supervisor.policy); one policy's alarms say nothing of another's, nor of the team return
+                alarmed = (st.detectors.alarmed() | shared if st.module is not None
+                           else state.alarmed() if not state.multi else shared)
+                confirmed = self.policy.confirm(st.policy, found_here, alarmed, st.detectors.streak)
                 if confirmed:
                     decision = self.policy.decide(st.policy, seq, confirmed, algorithm=state.algorithm,
                                                   streak=st.detectors.streak)

@@ -336,3 +336,23 @@ def test_the_actors_gauges_carry_each_modules_health(tmp_path):
     (run_id, tid, score, _, mods), = svc.trial_gauges()
     assert (run_id, tid, score) == ("r", "t", 0.0) and mods == {"p0": 1.0, "p1": 0.0}
     svc.close_run("r", "completed")
+
+
+@pytest.mark.parametrize("case, acted", [("p1", []), ("p0 and p1", []), ("p1 and the env runners", [("reduce_lr", "p1")])])
+def test_a_policys_warning_is_corroborated_by_the_trials_alarms_never_by_another_policys(engine, case, acted):
+    """A one-report warning acts once held or corroborated (supervisor.policy). Another policy's alarm is no
+    evidence about this one (each waits for its own); the trial's own (an env runner lost) is."""
+    engine.register_trial("t", "r", config=modules_config())
+
+    def result(i, hot=(), runners=4):
+        kl = {m: {"mean_kl_loss": 0.3 if m in hot else 0.005} for m in ("p0", "p1")}
+        r = ma_result(i + 1, p0=kl["p0"], p1=kl["p1"], ret0=20 + i, ret1=20 + i)
+        r["fault_tolerance"]["num_healthy_workers"] = runners
+        return r
+
+    for i in range(8):
+        assert feed(engine, "t", i, result(i)).findings == []
+    v = feed(engine, "t", 8, result(8, hot=("p1", "p0") if "p0" in case else ("p1",),
+                                    runners=3 if "runners" in case else 4))
+    assert ("p1", "update_too_large", "warning") in {(f["module"], f["detector"], f["severity"]) for f in v.findings}
+    assert [(a["action"], a["module"]) for a in v.actions] == acted
