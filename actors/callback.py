@@ -18,7 +18,7 @@ from contextvars import ContextVar
 import ray
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
-from actors import run_registry
+from actors import compat, run_registry
 from actors.algos import EXTRA_ROOT, name_of
 from actors.appliers.rllib import RLlibApplier, current_hparams, extra_metrics, save_checkpoint, set_hparams
 from actors.client import SupervisorClient
@@ -37,13 +37,19 @@ _TRIAL: ContextVar[dict | None] = ContextVar("supervised_trial", default=None)
 
 
 class RestartRequested(RuntimeError):
-    """Raised from the callback to make Tune restart the trial from its latest checkpoint."""
+    """Raised from the callback to make Tune restart the trial from its latest checkpoint. Its message
+    carries its name: Tune's error file keeps only the message of an exception it was handed (Ray 2.60),
+    and the driver callback tells a requested restart from a crash by it."""
+
+    def __str__(self) -> str:
+        return f"RestartRequested: {super().__str__()}"
 
 
 def attach(config, run_id: str):
     """Point an RLlib ``AlgorithmConfig`` at its supervised run; returns the config. The run id is all it
     carries (so all every checkpoint holds): the callback reads the rest from ``actors.run_registry``."""
-    config.learners(learner_config_dict={**(config.learner_config_dict or {}), CONFIG_KEY: {"run_id": run_id}})
+    compat.set_learner_options(config, learner_config_dict={**(config.learner_config_dict or {}),
+                                                            CONFIG_KEY: {"run_id": run_id}})
     return config
 
 

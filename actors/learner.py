@@ -65,7 +65,7 @@ before it reduces the learner's metrics) the buffers are reduced over all
 minibatches of all epochs (mean, or max for sup_grad_norm_max; clip
 fraction and KL over all rows at once), moved to the host in one transfer,
 and logged with ``log_value(..., reduce="mean", window=<large>)`` (or
-``reduce="max"``, a running max, for sup_grad_norm_max).
+``reduce="max"``, a running max, for sup_grad_norm_max; ``actors.compat.log_per_iteration``).
 RLlib clears a stats object's values when the learner reduces its metrics at
 the end of ``update()``, so each result holds exactly one iteration; several
 updates between two reduces would give the mean of their means / max of
@@ -111,6 +111,8 @@ from ray.rllib.connectors.learner import GeneralAdvantageEstimation
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.distribution.torch.torch_distribution import TorchCategorical
 from ray.rllib.evaluation.postprocessing import Postprocessing
+
+from actors import compat
 
 logger = logging.getLogger(__name__)
 
@@ -269,8 +271,8 @@ class SupervisedGeneralAdvantageEstimation(GeneralAdvantageEstimation):
                 continue
             values = _finish_batch_stats(*_raw_batch_stats(raw_adv, vt).tolist())  # one host transfer
             for key, v in zip(_BATCH_STAT_KEYS, values):
-                metrics.log_value((module_id, key), v, reduce="mean", window=_WINDOW)
-            metrics.log_value((module_id, KEY_ADV_STANDARDIZED), 0.0, reduce="mean", window=_WINDOW)
+                compat.log_per_iteration(metrics, (module_id, key), v, "mean", _WINDOW)
+            compat.log_per_iteration(metrics, (module_id, KEY_ADV_STANDARDIZED), 0.0, "mean", _WINDOW)
             self.logged_modules.add(module_id)
 
 
@@ -289,7 +291,7 @@ class SupervisedPPOTorchLearner(PPOTorchLearner):
         self._sup_grad_buf: Dict[str, list] = {}  # (per-parameter norms, grouping matrix)
         self._sup_loss_buf: Dict[str, list] = {}  # references to the loss inputs
         self._sup_gae: Optional[SupervisedGeneralAdvantageEstimation] = None
-        pipeline = getattr(self, "_learner_connector", None)
+        pipeline = compat.learner_connector(self)
         pieces = getattr(pipeline, "connectors", None)
         if pieces is not None:
             for i, piece in enumerate(pieces):
@@ -406,9 +408,9 @@ class SupervisedPPOTorchLearner(PPOTorchLearner):
                 if key == KEY_GRAD_NORM_MAX:
                     # "max" without a window is a running max, cleared at each reduce
                     # (and cheaper to reduce than a windowed one).
-                    self.metrics.log_value((module_id, key), value, reduce="max")
+                    compat.log_per_iteration(self.metrics, (module_id, key), value, "max")
                 else:
-                    self.metrics.log_value((module_id, key), value, reduce="mean", window=_WINDOW)
+                    compat.log_per_iteration(self.metrics, (module_id, key), value, "mean", _WINDOW)
 
     # ---- loss-side statistics ---------------------------------------------------
 
@@ -537,8 +539,7 @@ class SupervisedPPOTorchLearner(PPOTorchLearner):
                 grad_list = [grad_list[i] for i in keep]
                 g = g[:, keep]
             norms = torch._foreach_norm(grad_list)  # list of 0-d tensors, stacked per update
-            scaler = self._grad_scalers.get(module_id) if self._grad_scalers else None
-            scale = getattr(scaler, "_scale", None)
+            scale = getattr(compat.grad_scaler(self, module_id), "_scale", None)  # torch.amp.GradScaler's
             if isinstance(scale, torch.Tensor):
                 # Mixed precision: the gradients are still scaled here; report true norms
                 # (divide now: the scaler updates its scale in place after the step).
@@ -573,7 +574,7 @@ def use_supervised_learner(config):
         raise ValueError(f"use_supervised_learner needs a PPOConfig, got {type(config).__name__}")
     if getattr(config, "framework_str", "torch") != "torch":
         raise ValueError(f"use_supervised_learner needs framework='torch', got {config.framework_str!r}")
-    current = getattr(config, "_learner_class", None)
+    current = compat.explicit_learner_class(config)
     if current is not None and not (
         isinstance(current, type) and issubclass(current, SupervisedPPOTorchLearner)
     ):
@@ -583,5 +584,5 @@ def use_supervised_learner(config):
                 "make it subclass actors.learner.SupervisedPPOTorchLearner"
             )
     if current is None or current is PPOTorchLearner:
-        config.learners(learner_class=SupervisedPPOTorchLearner)
+        compat.set_learner_class(config, SupervisedPPOTorchLearner)
     return config

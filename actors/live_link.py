@@ -11,6 +11,7 @@ import logging
 
 import ray
 
+from actors import compat
 from actors.supervisor_actor import NAMESPACE, find_supervisor
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class LiveLink:
                 out.append({"node_id": n.get("NodeID"), "address": n.get("NodeManagerAddress"),
                             "alive": bool(n.get("Alive")), "last_seen": None,
                             "info": {"cpus": res.get("CPU"), "gpus_total": res.get("GPU"),
-                                     "head": "node:__internal_head__" in res, "source": "ray"}})
+                                     "head": compat.is_head_node(res), "source": "ray"}})
         except Exception as e:
             log.warning("ray.nodes() failed: %s", e)
         return out

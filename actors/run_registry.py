@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import logging
 
+from actors import compat
+
 log = logging.getLogger(__name__)
 
 NAMESPACE = "rl_supervisor"
@@ -27,17 +29,13 @@ def _key(run_id: str) -> bytes:
 
 def publish(run_id: str, info: dict) -> None:
     """Make ``info`` (JSON) what the run's trials read; replaces an earlier one."""
-    from ray.experimental import internal_kv
-
-    internal_kv._internal_kv_put(_key(run_id), json.dumps(info).encode(), overwrite=True, namespace=NAMESPACE)
+    compat.kv_put(_key(run_id), json.dumps(info).encode(), namespace=NAMESPACE)
 
 
 def lookup(run_id: str) -> dict | None:
     """The run's published info, or None (not published, withdrawn, or the cluster store unreachable)."""
-    from ray.experimental import internal_kv
-
     try:
-        raw = internal_kv._internal_kv_get(_key(run_id), namespace=NAMESPACE)
+        raw = compat.kv_get(_key(run_id), namespace=NAMESPACE)
     except Exception as e:  # the GCS is down or restarting: the trial trains on, unsupervised
         log.warning("cannot read run %s from the cluster store (%s: %s)", run_id, e.__class__.__name__, e)
         return None
@@ -45,9 +43,7 @@ def lookup(run_id: str) -> dict | None:
 
 
 def withdraw(run_id: str) -> None:
-    from ray.experimental import internal_kv
-
     try:
-        internal_kv._internal_kv_del(_key(run_id), namespace=NAMESPACE)
+        compat.kv_del(_key(run_id), namespace=NAMESPACE)
     except Exception:  # best effort: a leftover entry is small and names a closed run
         pass

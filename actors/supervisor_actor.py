@@ -42,7 +42,7 @@ from supervisor.storage import StoreSnapshots, store_snapshots
 from supervisor.store import Store
 from supervisor.verdict import Verdict
 
-from actors import run_registry
+from actors import compat, run_registry
 
 log = logging.getLogger(__name__)
 
@@ -715,7 +715,7 @@ SupervisorActor = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1000)(
 
 def head_node_id() -> str | None:
     for n in ray.nodes():
-        if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {}):
+        if n.get("Alive") and compat.is_head_node(n.get("Resources")):
             return n["NodeID"]
     return None
 

@@ -56,12 +56,26 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     return p, handlers
 
 
+def _note_untested_ray(handler, args) -> None:
+    """Commands that attach to Ray (``uses_ray(args)`` in their module) say once, on stderr, when the installed
+    Ray is outside the tested range (``actors/compat.py``); reading the version imports no Ray."""
+    uses_ray = getattr(sys.modules.get(handler.__module__), "uses_ray", None)
+    if uses_ray is None or not uses_ray(args):
+        return
+    try:
+        from actors.compat import warn_if_untested
+    except ImportError:  # no Ray side installed: the command says so itself
+        return
+    warn_if_untested()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser, handlers = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # usage errors (2), --help and --version (0): a code, as every command returns
         return e.code if isinstance(e.code, int) else 2
+    _note_untested_ray(handlers[args.command], args)
     try:
         return handlers[args.command](args)
     except InputError as e:

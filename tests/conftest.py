@@ -1,5 +1,10 @@
 """The repo root on sys.path, so that tests can import ``benchmarks.synthetic`` (the synthetic
-PPO streams the tests and the detection benchmark share) however pytest is started."""
+PPO streams the tests and the detection benchmark share) however pytest is started.
+
+Also the one list of the Ray-facing tests that CI runs a second time on the oldest supported Ray
+(``actors/compat.py``: ``FLOOR``; ``.ci/run``): they carry the ``ray_floor`` marker
+(``python -m pytest -q -m ray_floor``). Each Ray internal the supervisor relies on is exercised here at
+least once, by its canary and by a test that depends on it working."""
 
 import sys
 from pathlib import Path
@@ -7,3 +12,65 @@ from pathlib import Path
 REPO = str(Path(__file__).resolve().parents[1])
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+
+#: "module" runs the whole module on the floor; "module::test" one test (all its parameters).
+RAY_FLOOR = [
+    "test_compat",  # every canary
+    "test_learner",  # the instrumented learner: MetricsLogger semantics, GAE connector, learner class
+    "test_interventions",  # every hyperparameter change and rollback, local and remote learner
+    "test_algos_e2e::test_each_learner_takes_its_hyperparameters_and_rolls_back",  # DQN, SAC, APPO learners
+    "test_tune::test_trainable_takes_tunes_real_trial_id_and_sampled_values",  # Trainable._trial_info
+    "test_tune::test_sweep_cli_stops_repairs_and_restarts_through_tune",  # Tune's error file, CombinedStopper
+    "test_run_e2e::test_divergent_run_is_flagged_rolled_back_and_recovers",  # `supervise run`, run registry
+    "test_job_submit",  # `ray start`, `ray job submit`, `supervise status` on a real head
+    "test_multiagent::test_reduce_lr_changes_only_its_module",  # a per-module override config, each optimizer
+    "test_multiagent::test_one_modules_rollback_from_run_storage_on_s3",  # one module's state kept over a restore
+]
+
+#: Test modules that touch Ray (import ray or actors, or start it through the CLI) but stay off the floor
+#: run, and why. tests/test_structure.py keeps every such module in one of the two lists.
+NOT_ON_FLOOR = {
+    "test_algos_e2e": "healthy and faulty runs of four algorithms: minutes; their learners are on the floor",
+    "test_tune": "stopper and status units are Ray-free; the sweep and the trainable are on the floor",
+    "test_run_e2e": "the healthy and NaN runs repeat the divergent run's Ray path",
+    "test_api_ray": "the Python API: the same callback and actor as the floor's runs",
+    "test_chaos": "kills the supervisor actor: Ray's actor restarts, no private item",
+    "test_cluster": "multi-node: public ray.nodes() and Cluster; the head node resource has its canary",
+    "test_dashboard": "a browser; the live link's head flag is the head node resource's canary",
+    "test_resources": "the store's threads and memory over fifty runs: no Ray internal",
+    "test_store_faults": "the store under faults, through the actor: no Ray internal",
+    "test_scheduler": "ASHA's public TrialScheduler API",
+    "test_engine": "the engine; the actor's public API",
+    "test_evaluation": "result keys, Ray-free",
+    "test_node_monitor": "psutil and NVML, no Ray internal",
+    "test_run_identity": "run folders; the run registry's store is the internal_kv canary",
+    "test_structure": "reads sources",
+    "test_cluster_configs": "reads Ray's cluster-launcher schema",
+    "test_checkpoint_delivery": "checkpoint records through a killed supervisor actor: public actor API",
+    "test_nodisk_cluster": "nodes without a shared disk and a lost node: minutes; public `ray start`",
+    "test_bounded_actor": "the actor's memory over many runs and node joins: public actor and Cluster API",
+    "test_detached_actor": "the detached actor's restart and rebuild: public actor API",
+    "test_multiagent": "runs, sweeps and two learners repeat the floor's per-module change and rollback",
+    "test_multiagent_core": "the engine per module and the actor's own class, in-process: no Ray internal",
+}
+
+
+def _floor_selected(module: str, name: str) -> bool:
+    return module in RAY_FLOOR or f"{module}::{name}" in RAY_FLOOR
+
+
+def pytest_ignore_collect(collection_path, config):
+    """``-m ray_floor`` collects only the modules on the floor list (the others import what the floor
+    environment may lack, and take time to import)."""
+    path = Path(str(collection_path))
+    if config.getoption("markexpr", "") == "ray_floor" and path.suffix == ".py" and path.name.startswith("test_"):
+        return not any(entry.split("::")[0] == path.stem for entry in RAY_FLOOR)
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    for item in items:
+        if _floor_selected(Path(str(item.fspath)).stem, getattr(item, "originalname", item.name)):
+            item.add_marker(pytest.mark.ray_floor)

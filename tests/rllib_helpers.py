@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional
 
 from ray import cloudpickle
 
+from actors import compat
 from actors.appliers.rllib import RLlibApplier, set_hparams
 from actors.appliers.rllib.remote import foreach_learner, to_float
 from supervisor import actions
@@ -70,7 +71,7 @@ def optimizer_steps(algo) -> Dict[str, int]:
 
 def _learner_optimizer_steps(learner) -> Dict[str, int]:
     out = {}
-    for name, opt in learner._named_optimizers.items():
+    for name, opt in compat.named_optimizers(learner).items():
         steps = [to_float(st.get("step")) for st in opt.state_dict().get("state", {}).values()]
         steps = [x for x in steps if x is not None]
         out[name] = int(max(steps)) if steps else 0

@@ -369,9 +369,11 @@ def test_node_loss_is_reported_and_the_trial_restarts_from_its_checkpoint_elsewh
 def test_metrics_reach_the_head_nodes_prometheus_endpoint(cluster):
     import ray
 
+    from actors import compat
+
     where = ray.get(cluster["sup"].cluster_status.remote())["supervisor_node_id"]  # the head node
     node = next(n for n in ray.nodes() if n["Alive"] and n["NodeID"] == where)
-    assert "node:__internal_head__" in node["Resources"]
+    assert compat.is_head_node(node["Resources"])
     url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
 
     seen: set = set()

@@ -20,6 +20,7 @@ pytest.importorskip("ray.rllib")
 from ray.rllib.algorithms.ppo import PPOConfig  # noqa: E402
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner  # noqa: E402
 
+from actors import compat  # noqa: E402
 import actors.learner as sup_learner  # noqa: E402
 from actors.learner import (  # noqa: E402
     SUP_KEYS,
@@ -259,14 +260,17 @@ def test_use_supervised_learner_sets_class_and_is_idempotent():
     class Mine(SupervisedPPOTorchLearner):
         pass
 
-    cfg = PPOConfig().learners(learner_class=Mine)
+    cfg = PPOConfig()
+    compat.set_learner_class(cfg, Mine)
     assert use_supervised_learner(cfg).learner_class is Mine
 
     class Foreign(PPOTorchLearner):
         pass
 
+    cfg = PPOConfig()
+    compat.set_learner_class(cfg, Foreign)
     with pytest.raises(ValueError, match="SupervisedPPOTorchLearner"):
-        use_supervised_learner(PPOConfig().learners(learner_class=Foreign))
+        use_supervised_learner(cfg)
     with pytest.raises(ValueError):
         use_supervised_learner(object())
 

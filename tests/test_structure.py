@@ -141,3 +141,78 @@ def test_the_ray_side_has_no_import_cycle():
     cycles = [c for m in sorted(graph) if (c := cycle_from(m, [m]))]
     assert cycles == [], "import cycle: " + " -> ".join(cycles[0])
 
+
+
+def _ray_internals():
+    """What only actors/compat.py may touch: the private attributes its items name, the markers of the other
+    items (strings, imports, keyword arguments whose place moved between Ray releases)."""
+    from actors import compat
+
+    attrs = {m for item in compat.ITEMS for m in re.findall(r"\.(_[a-z]\w*)", item)}
+    strings = attrs | {"__internal_head__", compat.ERROR_FILE_MARK, "internal_kv", "TRIAL_INFO", "__trial_info__"}
+    keywords = {m for item in compat.ITEMS for m in re.findall(r"\((\w+)=\)", item)}
+    return attrs, strings, keywords
+
+
+def _internal_uses(path: Path, attrs, strings, keywords) -> list[str]:
+    tree = ast.parse(path.read_text())
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    found = []
+    for n in ast.walk(tree):
+        what = None
+        if isinstance(n, ast.Attribute) and n.attr in attrs:
+            what = n.attr
+        elif isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings:
+            what = next((s for s in strings if re.search(rf"(?<!\w){re.escape(s)}(?!\w)", n.value)), None)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in n.names] + ([n.module] if isinstance(n, ast.ImportFrom) and n.module else [])
+            what = next((x for x in names if x.split(".")[-1] in ("internal_kv", "TRIAL_INFO")), None)
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute):
+            if n.func.attr == "log_value":
+                what = "MetricsLogger.log_value"
+            elif n.func.attr in ("learners", "training"):
+                what = next((k.arg for k in n.keywords if k.arg in keywords), None)
+        if what:
+            found.append(f"{path.relative_to(ROOT)}:{n.lineno}: {what}")
+    return found
+
+
+def test_ray_internals_are_touched_only_in_the_compat_module():
+    """Every Ray/RLlib/Tune private item goes through actors/compat.py, where a canary guards it
+    (tests/test_compat.py); a new one belongs there too."""
+    pytest.importorskip("ray")
+    found = [f for p in _sources() if p != ROOT / "actors" / "compat.py"
+             for f in _internal_uses(p, *_ray_internals())]
+    assert found == [], "Ray internals outside actors/compat.py (add an accessor and a canary there):\n" + \
+        "\n".join(found)
+    seen = _internal_uses(ROOT / "actors" / "compat.py", *_ray_internals())  # the check sees them at all
+    for marker in ("_optimizer_lr_schedules", "_weights_seq_no", "_rl_modules", "__internal_head__", "internal_kv",
+                   "_learner_class", "MetricsLogger.log_value", "TRIAL_INFO"):
+        assert any(f.endswith(f": {marker}") for f in seen), marker
+
+
+def test_every_ray_facing_test_module_is_on_the_floor_list_or_says_why_not():
+    """tests/conftest.py: RAY_FLOOR (run on the oldest supported Ray in CI) or NOT_ON_FLOOR (with the reason).
+    A module that imports ray or actors must be in one of them; every entry names a real module and test."""
+    import conftest
+
+    tests = {p.stem: p for p in (ROOT / "tests").glob("test_*.py")}
+    touching = []
+    for stem, p in tests.items():
+        for n in ast.walk(ast.parse(p.read_text())):
+            names = ([a.name for a in n.names] if isinstance(n, ast.Import) else
+                     [n.module] if isinstance(n, ast.ImportFrom) and n.module and not n.level else [])
+            if any(x.split(".")[0] in ("ray", "actors", "rllib_helpers") for x in names):
+                touching.append(stem)
+                break
+    listed = {e.split("::")[0] for e in conftest.RAY_FLOOR} | set(conftest.NOT_ON_FLOOR)
+    assert "test_interventions" in touching  # the check sees imports
+    assert sorted(set(touching) - listed) == [], "add to RAY_FLOOR or NOT_ON_FLOOR in tests/conftest.py"
+    for entry in conftest.RAY_FLOOR:
+        module, _, test = entry.partition("::")
+        assert module in tests, entry
+        if test:
+            assert re.search(rf"^def {test}\(", tests[module].read_text(), re.M), entry
+    assert set(conftest.NOT_ON_FLOOR) <= set(tests)

@@ -13,6 +13,7 @@ from ray.tune import Callback
 
 from supervisor.metrics import normalize_result
 
+from actors import compat
 from actors.bootstrap import RunInfo, open_run
 from actors.tune.stopper import RETURN_METRIC, _nested
 from actors.tune.trainable import SEARCH_KEY
@@ -360,21 +361,7 @@ class SupervisorTuneCallback(Callback):
 
 def _restart_requested(trial) -> bool:
     """Was the trial's latest failure the supervisor's RestartRequested?"""
-    try:
-        err = trial.get_pickled_error()
-        if err is not None and "RestartRequested" in f"{type(err).__name__} {err}":
-            return True
-    except Exception:
-        pass
-    try:
-        path = trial.error_file
-        if path and Path(path).is_file():
-            text = Path(path).read_text(errors="replace")
-            tail = text[text.rfind("Failure #"):] if "Failure #" in text else text
-            return "RestartRequested" in tail
-    except Exception:
-        pass
-    return False
+    return compat.trial_failed_with(trial, "RestartRequested")
 
 
 def _short(v) -> str:

@@ -16,6 +16,8 @@ from ray.tune import Stopper
 
 from supervisor.metrics import get_path
 
+from actors import compat
+
 RETURN_METRIC = "env_runners/episode_return_mean"
 STOP_KEYS = {  # experiment file stop: key -> Tune result key (nested keys joined by "/")
     "iterations": "training_iteration",
@@ -150,7 +152,7 @@ def combine_stop(stop) -> Stopper:
 def stability_stopper_of(stopper) -> StabilityStopper | None:
     if isinstance(stopper, StabilityStopper):
         return stopper
-    for s in getattr(stopper, "_stoppers", ()) or ():
+    for s in compat.combined_stoppers(stopper):
         if isinstance(s, StabilityStopper):
             return s
     return None

@@ -23,6 +23,7 @@ from ray.rllib.algorithms.impala import IMPALA
 from ray.rllib.algorithms.ppo import PPO
 from ray.rllib.algorithms.sac import SAC
 
+from actors import compat
 from actors.callback import find_callback, run_id_of, trial_context
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,8 @@ class _Supervised:
             config, trial_info, trial = _prepare_trial_config(type(self), config)
         with trial_context(trial):
             super().__init__(config=config, env=env, **kwargs)
-        if trial_info is not None and getattr(self, "_trial_info", None) is None:
-            self._trial_info = trial_info
+        if trial_info is not None:
+            compat.set_trial_info(self, trial_info)
 
     def log_result(self, result: dict) -> None:
         # RLlib runs ``on_train_result`` (the supervisor's verdict) inside ``log_result``, after
@@ -133,10 +134,8 @@ class _Supervised:
 def _prepare_trial_config(algo_cls, config: dict) -> tuple[Any, Any, dict | None]:
     """Tune's dict config -> (PPOConfig with the sampled sweep values in place, Tune's trial info, the trial
     for ``trial_context``: its id, name and sampled values; None when not a supervised trial)."""
-    from ray.tune.result import TRIAL_INFO
-
     config = dict(config)
-    trial_info = config.pop(TRIAL_INFO, None)
+    trial_info = compat.pop_trial_info(config)
     search = config.pop(SEARCH_KEY, None) or {}
     if not search and trial_info is None:
         return config, None, None

@@ -2,6 +2,8 @@
 
 Each module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and
 ``run(args) -> int``; the CLI registers every module listed in ``COMMANDS``.
+A command that attaches to Ray also defines ``uses_ray(args) -> bool`` (the CLI
+then says when the installed Ray is outside the tested range).
 """
 
 COMMANDS = ["run", "sweep", "report", "scan", "status", "dashboard", "calibrate"]

@@ -10,6 +10,10 @@ TOKEN_ENV = "SUPERVISOR_DASHBOARD_TOKEN"
 GENERATE = "generate"  # --token generate: a fresh token, printed in the URL to open
 
 
+def uses_ray(args) -> bool:
+    return not args.run
+
+
 def add_arguments(p) -> None:
     from supervisor.commands import number
 

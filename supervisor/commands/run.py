@@ -2,6 +2,10 @@ NAME = "run"
 HELP = "one supervised RLlib trial"
 
 
+def uses_ray(args) -> bool:
+    return True
+
+
 def add_arguments(p) -> None:
     from supervisor.commands import number
 

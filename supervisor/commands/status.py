@@ -23,6 +23,10 @@ NO_CLUSTER_EXIT = 1
 NO_SUPERVISOR_EXIT = 1
 
 
+def uses_ray(args) -> bool:
+    return True
+
+
 def add_arguments(p) -> None:
     from supervisor.commands import number
 

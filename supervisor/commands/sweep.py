@@ -10,6 +10,10 @@ NAME = "sweep"
 HELP = "a Ray Tune sweep, every trial supervised"
 
 
+def uses_ray(args) -> bool:
+    return True
+
+
 def add_arguments(p) -> None:
     from supervisor.commands import number
 

@@ -11,6 +11,7 @@ from typing import Optional
 
 from supervisor import algorithms
 
+from actors import compat
 from actors.algos import name_of
 from actors.appliers.rllib.remote import foreach_env_runner, to_float
 
@@ -22,7 +23,8 @@ def _runner_modules(env_runner) -> list:
     module = getattr(env_runner, "module", None)
     if module is None:
         return []
-    return list(module._rl_modules.values()) if hasattr(module, "_rl_modules") else [module]
+    subs = compat.sub_modules(module)
+    return list(subs.values()) if subs is not None else [module]
 
 
 def _env_runner_epsilon(env_runner) -> Optional[float]:

@@ -33,6 +33,7 @@ from supervisor import actions as _actions
 from supervisor import algorithms
 from supervisor.modules import DEFAULT, packed
 
+from actors import compat
 from actors.algos import name_of
 from actors.appliers.rllib.exploration import exploration_epsilon, set_exploration
 from actors.appliers.rllib.remote import (driver_config_set, foreach_learner, learner_config_set, main_module_id,
@@ -94,9 +95,9 @@ def _trained_modules(learner) -> list:
 
 
 def _optimizer_lr(learner, opt) -> Optional[float]:
-    sched = learner._optimizer_lr_schedules.get(opt)
+    sched = compat.lr_scheduler(learner, opt)
     lr = to_float(sched.get_current_value()) if sched is not None else None
-    return lr if lr is not None else to_float(learner._get_optimizer_lr(opt))
+    return lr if lr is not None else to_float(compat.optimizer_lr(learner, opt))
 
 
 def _apply_hparams(learner, values: Dict[str, Any], module_id=None) -> None:
@@ -111,14 +112,14 @@ def _apply_hparams(learner, values: Dict[str, Any], module_id=None) -> None:
             for _name, opt in opts:
                 cur = _optimizer_lr(learner, opt)
                 new = lr if not ref or cur is None or opt is opts[0][1] else cur * lr / ref
-                learner._optimizer_lr_schedules[opt] = Scheduler(
+                compat.replace_lr_scheduler(learner, opt, Scheduler(
                     fixed_value_or_schedule=new,
                     framework=learner.framework,
-                    device=learner._device,
-                )
+                    device=compat.learner_device(learner),
+                ))
                 # The scheduler only rewrites the lr after the next update;
                 # set it now so that the next update already uses it.
-                learner._set_optimizer_lr(opt, new)
+                compat.set_optimizer_lr(learner, opt, new)
             if len(opts) == 1:
                 learner_config_set(learner, mid, "lr", lr)
         if "entropy_coeff" in values:
@@ -128,7 +129,7 @@ def _apply_hparams(learner, values: Dict[str, Any], module_id=None) -> None:
             learner.entropy_coeff_schedulers_per_module[mid] = Scheduler(
                 fixed_value_or_schedule=v,
                 framework=learner.framework,
-                device=learner._device,
+                device=compat.learner_device(learner),
             )
             learner_config_set(learner, mid, "entropy_coeff", v)
         if "kl_coeff" in values:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Dict, List, Optional
 
+from actors import compat
+
 _ERR_TAG = "__supervisor_intervention_error__"
 
 
@@ -96,12 +98,12 @@ def _ensure_pickle_by_value() -> None:
 
     from ray import cloudpickle
 
-    pkg = sys.modules.get(__name__.rpartition(".")[0])
-    if pkg is not None:
-        try:
-            cloudpickle.register_pickle_by_value(pkg)
-        except Exception:  # pragma: no cover - already registered or odd import
-            pass
+    for pkg in (sys.modules.get(__name__.rpartition(".")[0]), compat):
+        if pkg is not None:
+            try:
+                cloudpickle.register_pickle_by_value(pkg)
+            except Exception:  # pragma: no cover - already registered or odd import
+                pass
     _PICKLE_BY_VALUE_DONE = True
 
 
@@ -132,14 +134,8 @@ def to_float(v) -> Optional[float]:
 
 def config_set(cfg, key: str, value) -> None:
     """Set ``cfg.key = value`` even if the AlgorithmConfig is frozen."""
-    frozen = getattr(cfg, "_is_frozen", False)
-    if frozen:
-        cfg._is_frozen = False  # AlgorithmConfig.__setattr__ allows this key
-    try:
+    with compat.unfrozen(cfg):
         setattr(cfg, key, value)
-    finally:
-        if frozen:
-            cfg._is_frozen = True
 
 
 def learner_config_set(learner, module_id: str, key: str, value) -> None:
@@ -148,15 +144,13 @@ def learner_config_set(learner, module_id: str, key: str, value) -> None:
     ``algorithm_config_overrides_per_module`` (and its cached copy), never the config the other modules
     share."""
     cfg = learner.config
-    per_module = getattr(cfg, "_per_module_overrides", None)
     if len(list(learner.module.keys())) > 1:
         cfg.algorithm_config_overrides_per_module.setdefault(module_id, {})[key] = value
-        if per_module is not None and module_id in per_module:
-            config_set(per_module[module_id], key, value)
-        return
-    config_set(cfg, key, value)
-    if per_module and module_id in per_module:
-        config_set(per_module[module_id], key, value)
+    else:
+        config_set(cfg, key, value)
+    override = compat.per_module_config(cfg, module_id)
+    if override is not None:
+        config_set(override, key, value)
 
 
 def driver_config_set(algo, key: str, value, module_id: Optional[str] = None) -> None:

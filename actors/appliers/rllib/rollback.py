@@ -20,6 +20,7 @@ from supervisor.actions.base import changed
 from supervisor.modules import DEFAULT, by_module, packed
 from supervisor.storage import display, is_uri, open_fs
 
+from actors import compat
 from actors.appliers.rllib.checkpoints import HPARAMS_SIDECAR, checkpoint_hparams, is_checkpoint
 from actors.appliers.rllib.hparams import HPARAM_KEYS, NOT_REAPPLIED, current_hparams, set_hparams
 from actors.appliers.rllib.remote import foreach_env_runner, foreach_learner
@@ -35,27 +36,24 @@ _LEARNED = ("alpha",)
 
 
 def _learner_seq_no(learner) -> int:
-    return int(learner._weights_seq_no)
+    return compat.weights_seq_no(learner)
 
 
 def _set_learner_seq_no(learner, seq_no: int) -> int:
-    learner._weights_seq_no = int(seq_no)
-    return learner._weights_seq_no
+    return compat.set_weights_seq_no(learner, seq_no)
 
 
 def _env_runner_seq_no(env_runner) -> int:
-    return int(getattr(env_runner, "_weights_seq_no", 0))
+    return compat.weights_seq_no(env_runner)
 
 
 def _reset_env_runner_seq_no(env_runner) -> int:
-    env_runner._weights_seq_no = 0
-    return 0
+    return compat.set_weights_seq_no(env_runner, 0)
 
 
 def _force_env_runner_weights(env_runner, state, seq_no: int) -> int:
     env_runner.set_state(state)  # weights_seq_no 0 in state -> always applied
-    env_runner._weights_seq_no = int(seq_no)
-    return env_runner._weights_seq_no
+    return compat.set_weights_seq_no(env_runner, seq_no)
 
 
 # ---------------------------------------------------------------------------
@@ -120,9 +118,9 @@ def _put_back_modules(learner) -> int:
     state = learner.__dict__.pop("_supervisor_kept", None)
     if state is None:
         raise RuntimeError("no modules kept on this learner")
-    seq = learner._weights_seq_no
+    seq = compat.weights_seq_no(learner)
     learner.set_state(state)
-    learner._weights_seq_no = seq
+    compat.set_weights_seq_no(learner, seq)
     return 1
 
 

@@ -10,6 +10,7 @@ from typing import Dict
 
 import numpy as np
 
+from actors import compat
 from actors.appliers.rllib.remote import foreach_env_runner, foreach_learner
 
 
@@ -34,8 +35,9 @@ def _env_runner_weights(env_runner) -> Dict[str, np.ndarray]:
         return {}
     out = {}
     # SingleAgentEnvRunner holds one RLModule, MultiAgentEnvRunner a MultiRLModule.
-    if hasattr(module, "_rl_modules"):
-        items = [(mid, m) for mid, m in module._rl_modules.items()]
+    subs = compat.sub_modules(module)
+    if subs is not None:
+        items = list(subs.items())
     else:
         from ray.rllib.core import DEFAULT_MODULE_ID
 

@@ -1,0 +1,346 @@
+"""Every Ray, RLlib and Tune internal the supervisor relies on, in one place, and the Ray releases it is tested on.
+
+RLlib's Learner API is alpha, and what the supervisor must touch to change a live run (an lr that sticks, a
+rollback the env runners see) is private. Each such item is read or written here, and nowhere else
+(``tests/test_structure.py`` enforces it), under a name that says what it is for; ``tests/test_compat.py``
+holds one canary per item, on the installed Ray. When a release moves an item, the accessor raises
+``RayMoved`` with one sentence that names the Ray version, the item and what stops working, e.g.
+``Ray 2.61.0: Learner._optimizer_lr_schedules is gone: lr changes cannot stick``.
+
+Tested range: ``TESTED_RANGE`` (pyproject.toml declares the same). CI runs the whole suite on the newest
+release and the Ray-facing tests (``tests/conftest.py``: ``RAY_FACING``) on ``FLOOR``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import sys
+from pathlib import Path
+
+#: Oldest Ray release the Ray-facing tests pass on, and the first minor release not yet tested.
+FLOOR = "2.50.1"
+NEXT = "2.61"
+TESTED_RANGE = f">={FLOOR},<{NEXT}"
+
+#: Each private item -> what stops working without it (the second half of every ``RayMoved`` sentence).
+ITEMS = {
+    "AlgorithmConfig._is_frozen": "hyperparameter changes cannot be written into a built algorithm's config",
+    "AlgorithmConfig._per_module_overrides": "hyperparameter changes miss modules with per-module overrides",
+    "AlgorithmConfig._learner_class": "a config's own learner class cannot be checked: sup_ metrics may vanish",
+    "AlgorithmConfig.learners(learner_class=)": "the supervised learner cannot be installed: no sup_ metrics",
+    "AlgorithmConfig.learners(learner_config_dict=)": "trials cannot carry their run id: they train unsupervised",
+    "Learner._optimizer_lr_schedules": "lr changes cannot stick",
+    "Learner._get_optimizer_lr": "the lr in effect cannot be read",
+    "Learner._set_optimizer_lr": "an lr change waits for the next update",
+    "Learner._device": "new schedulers cannot be placed on the learner's device",
+    "Learner._weights_seq_no": "a rollback cannot keep the weights' sequence number monotonic",
+    "Learner._named_optimizers": "the learner's optimizers cannot be listed by name",
+    "Learner._learner_connector": "sup_advantage_* describe standardized advantages, not raw ones",
+    "MetricsLogger.log_value(clear_on_reduce=)": "sup_ metrics pile up over the run instead of one iteration",
+    "TorchLearner._grad_scalers": "gradient norms under mixed precision are reported scaled",
+    "MultiRLModule._rl_modules": "env runners' per-module weights and exploration cannot be read",
+    "EnvRunner._weights_seq_no": "a rollback cannot make the env runners take the restored weights",
+    "Trainable._trial_info": "a supervised trainable cannot learn its Tune trial id",
+    "tune.result.TRIAL_INFO": "a supervised trainable cannot learn its Tune trial id",
+    "CombinedStopper._stoppers": "the stability stopper inside a combined stopper cannot be found",
+    "Tune's error file": "a supervisor-requested restart is counted as a crash",
+    "node:__internal_head__": "the head node cannot be found: the supervisor actor is not pinned there",
+    "ray.experimental.internal_kv": "trials cannot find their run's settings in the cluster store",
+    "fault_tolerance/num_env_runners_dropped_lifetime": "worker_fault cannot see sample requests lost to env runners",
+}
+
+#: Result keys the supervisor reads (``supervisor/metrics.py``) that RLlib reports only from a release on. On an
+#: older supported Ray the metric is absent (no data), and the detector reading it judges without it.
+RESULT_KEYS_SINCE = {"fault_tolerance/num_env_runners_dropped_lifetime": "2.57"}
+
+
+def reports_result_key(path: str, v: str | None = None) -> bool:
+    from packaging.version import Version
+
+    since = RESULT_KEYS_SINCE.get(path)
+    return since is None or Version(v or ray_version()) >= Version(since)
+
+
+class RayMoved(RuntimeError):
+    """A Ray internal the supervisor relies on moved; the message is one sentence."""
+
+    def __init__(self, item: str, how: str = "is gone"):
+        self.item = item
+        super().__init__(moved(item, how))
+
+
+def ray_version() -> str:
+    """The installed Ray's version, read without importing Ray."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ray")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def moved(item: str, how: str = "is gone") -> str:
+    return f"Ray {ray_version()}: {item} {how}: {ITEMS[item]}"
+
+
+def _attr(obj, name: str, item: str):
+    try:
+        return getattr(obj, name)
+    except AttributeError:
+        raise RayMoved(item) from None
+
+
+# ---------------------------------------------------------------------------
+# the tested range
+# ---------------------------------------------------------------------------
+
+
+def in_tested_range(v: str | None = None) -> bool:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        ver = Version(v or ray_version())
+    except InvalidVersion:
+        return False
+    return Version(FLOOR) <= ver < Version(NEXT)
+
+
+_WARNED = False
+
+
+def warn_if_untested(stream=None) -> bool:
+    """Say once per process, on stderr, that the installed Ray is outside the tested range; True if it did."""
+    global _WARNED
+    if _WARNED or in_tested_range():
+        return False
+    _WARNED = True
+    print(f"supervise: Ray {ray_version()} is outside the tested range {TESTED_RANGE}; interventions rely on "
+          "RLlib internals that move between releases (actors/compat.py)", file=stream or sys.stderr)
+    return True
+
+
+# ---------------------------------------------------------------------------
+# AlgorithmConfig
+# ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def unfrozen(cfg):
+    """Lets a frozen AlgorithmConfig (a built algorithm's, a learner's) take a change, then freezes it again."""
+    frozen = _attr(cfg, "_is_frozen", "AlgorithmConfig._is_frozen")
+    if frozen:
+        cfg._is_frozen = False  # AlgorithmConfig.__setattr__ allows this key
+    try:
+        yield cfg
+    finally:
+        if frozen:
+            cfg._is_frozen = True
+
+
+def per_module_config(cfg, module_id):
+    """The config ``cfg.get_config_for_module(module_id)`` has cached for a module with overrides, or None."""
+    return _attr(cfg, "_per_module_overrides", "AlgorithmConfig._per_module_overrides").get(module_id)
+
+
+def explicit_learner_class(cfg):
+    """The learner class the user set on the config (None: the algorithm's default)."""
+    return _attr(cfg, "_learner_class", "AlgorithmConfig._learner_class")
+
+
+def set_learner_class(cfg, cls) -> None:
+    set_learner_options(cfg, learner_class=cls)
+
+
+def set_learner_options(cfg, **options) -> None:
+    """``config.learners(**options)`` for the learner options Ray 2.51 moved there from ``config.training``
+    (``learner_class``, ``learner_config_dict``); ``config.training(...)`` on older releases."""
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+    for name, value in options.items():
+        if name in inspect.signature(AlgorithmConfig.learners).parameters:
+            cfg.learners(**{name: value})
+        elif name in inspect.signature(AlgorithmConfig.training).parameters:
+            cfg.training(**{name: value})  # PPOConfig.training passes it on through **kwargs
+        else:
+            raise RayMoved(f"AlgorithmConfig.learners({name}=)", "is gone from learners() and training()")
+
+
+# ---------------------------------------------------------------------------
+# Learner
+# ---------------------------------------------------------------------------
+
+
+def lr_scheduler(learner, optimizer):
+    """The Scheduler RLlib rewrites ``optimizer``'s lr from after every update (None: no schedule)."""
+    return _attr(learner, "_optimizer_lr_schedules", "Learner._optimizer_lr_schedules").get(optimizer)
+
+
+def replace_lr_scheduler(learner, optimizer, scheduler) -> None:
+    _attr(learner, "_optimizer_lr_schedules", "Learner._optimizer_lr_schedules")[optimizer] = scheduler
+
+
+def optimizer_lr(learner, optimizer):
+    """The lr the optimizer holds now (a float or a 0-d tensor)."""
+    return _attr(learner, "_get_optimizer_lr", "Learner._get_optimizer_lr")(optimizer)
+
+
+def set_optimizer_lr(learner, optimizer, lr: float) -> None:
+    _attr(learner, "_set_optimizer_lr", "Learner._set_optimizer_lr")(optimizer, lr)
+
+
+def learner_device(learner):
+    return _attr(learner, "_device", "Learner._device")
+
+
+def named_optimizers(learner) -> dict:
+    """``{name: optimizer}`` of every optimizer the learner steps (names are ``<module_id>_<optimizer>``)."""
+    return dict(_attr(learner, "_named_optimizers", "Learner._named_optimizers"))
+
+
+def learner_connector(learner):
+    """The learner's connector pipeline (GAE for PPO), or None when the learner has none."""
+    return _attr(learner, "_learner_connector", "Learner._learner_connector")
+
+
+def grad_scaler(learner, module_id):
+    """The module's torch GradScaler under mixed precision, else None."""
+    scalers = _attr(learner, "_grad_scalers", "TorchLearner._grad_scalers")
+    return scalers.get(module_id) if scalers else None
+
+
+def weights_seq_no(obj) -> int:
+    """The weights' sequence number of a Learner or an EnvRunner (RLlib pushes weights only forward)."""
+    return int(_attr(obj, "_weights_seq_no", _seq_item(obj)))
+
+
+def set_weights_seq_no(obj, seq_no: int) -> int:
+    _attr(obj, "_weights_seq_no", _seq_item(obj))
+    obj._weights_seq_no = int(seq_no)
+    return int(obj._weights_seq_no)
+
+
+def _seq_item(obj) -> str:
+    from ray.rllib.core.learner.learner import Learner
+
+    return "Learner._weights_seq_no" if isinstance(obj, Learner) else "EnvRunner._weights_seq_no"
+
+
+_CLEAR_ON_REDUCE = None
+
+
+def log_per_iteration(metrics, key, value, reduce: str, window=None) -> None:
+    """Log a value into a MetricsLogger so that each result holds only the values logged since the last
+    reduce (``reduce`` "mean" over ``window``, or "max"). Ray >= 2.51 clears a key's values at every reduce;
+    before, that needs ``clear_on_reduce=True`` (without it the values pile up over the whole run)."""
+    global _CLEAR_ON_REDUCE
+    if _CLEAR_ON_REDUCE is None:
+        param = inspect.signature(type(metrics).log_value).parameters.get("clear_on_reduce")
+        _CLEAR_ON_REDUCE = param is not None and param.default is False
+    kw = {"reduce": reduce}
+    if window is not None:
+        kw["window"] = window
+    if _CLEAR_ON_REDUCE:
+        kw["clear_on_reduce"] = True
+    metrics.log_value(key, value, **kw)
+
+
+# ---------------------------------------------------------------------------
+# RLModules
+# ---------------------------------------------------------------------------
+
+
+def sub_modules(module) -> dict | None:
+    """``{module_id: RLModule}`` of a MultiRLModule without a copy of the modules; None for a single RLModule."""
+    from ray.rllib.core.rl_module.multi_rl_module import MultiRLModule
+
+    if not isinstance(module, MultiRLModule):
+        return None
+    return dict(_attr(module, "_rl_modules", "MultiRLModule._rl_modules"))
+
+
+# ---------------------------------------------------------------------------
+# Tune
+# ---------------------------------------------------------------------------
+
+
+def pop_trial_info(config: dict):
+    """Take Tune's trial info (the real trial id and name) out of the config dict Tune hands a trainable."""
+    try:
+        from ray.tune.result import TRIAL_INFO
+    except ImportError:
+        raise RayMoved("tune.result.TRIAL_INFO") from None
+    return config.pop(TRIAL_INFO, None)
+
+
+def trial_info(trainable):
+    return _attr(trainable, "_trial_info", "Trainable._trial_info")
+
+
+def set_trial_info(trainable, info) -> None:
+    """Give a trainable the Tune trial info (its real trial id) when Tune did not."""
+    if trial_info(trainable) is None:
+        trainable._trial_info = info
+
+
+def combined_stoppers(stopper) -> list:
+    """The stoppers a CombinedStopper ORs; [] for any other stopper."""
+    from ray.tune.stopper import CombinedStopper
+
+    if not isinstance(stopper, CombinedStopper):
+        return []
+    return list(_attr(stopper, "_stoppers", "CombinedStopper._stoppers"))
+
+
+ERROR_FILE_MARK = "Failure #"  # Tune appends "Failure # N (occurred at ...)" and str(exception) per failure
+
+
+def trial_failed_with(trial, name: str) -> bool:
+    """Did the trial's latest failure name ``name`` (an exception class)? From Tune's pickled error, else from
+    the last failure in Tune's error file."""
+    try:
+        err = trial.get_pickled_error()
+        if err is not None and name in f"{type(err).__name__} {err}":
+            return True
+    except Exception:
+        pass
+    try:
+        path = trial.error_file
+        if path and Path(path).is_file():
+            text = Path(path).read_text(errors="replace")
+            return name in (text[text.rfind(ERROR_FILE_MARK):] if ERROR_FILE_MARK in text else text)
+    except Exception:
+        pass
+    return False
+
+
+# ---------------------------------------------------------------------------
+# the cluster
+# ---------------------------------------------------------------------------
+
+HEAD_NODE_RESOURCE = "node:__internal_head__"  # the resource only the head node carries
+
+
+def is_head_node(resources) -> bool:
+    return HEAD_NODE_RESOURCE in (resources or {})
+
+
+def kv_put(key: bytes, value: bytes, namespace: str) -> None:
+    """Write ``key`` in the GCS's internal key-value store (what Ray's own libraries keep cluster state in)."""
+    _kv("_internal_kv_put")(key, value, overwrite=True, namespace=namespace)
+
+
+def kv_get(key: bytes, namespace: str) -> bytes | None:
+    return _kv("_internal_kv_get")(key, namespace=namespace)
+
+
+def kv_del(key: bytes, namespace: str) -> None:
+    _kv("_internal_kv_del")(key, namespace=namespace)
+
+
+def _kv(name: str):
+    try:
+        from ray.experimental import internal_kv
+    except ImportError:
+        raise RayMoved("ray.experimental.internal_kv") from None
+    return _attr(internal_kv, name, "ray.experimental.internal_kv")
