@@ -60,8 +60,10 @@ def _config(meta: dict) -> dict:
 
     pri = dict(meta.get("priors") or {})
     mods = pri.pop("modules", None) or {}
+    # each module's priors as the live callback sends them (actors.priors.priors_of per module)
     return {"algorithm": meta.get("algorithm", "PPO"), "priors": _priors({**meta, "priors": pri}),
-            "modules": mods}
+            "modules": {m: {**c, "priors": _priors({**meta, "priors": c.get("priors") or pri})}
+                        for m, c in mods.items()}}
 
 
 def replay(name: str, meta: dict, rows: list[dict], settings=None) -> MultiReplay:

@@ -290,25 +290,35 @@ def table_actor_stall() -> str:
 
 
 def table_soak() -> str:
-    """A thousand runs and two hundred node joins/leaves through one actor (benchmarks/soak.py)."""
+    """A thousand runs and two hundred node joins/leaves through one actor (benchmarks/soak.py), beside what a
+    node costs a plain Ray actor (benchmarks/ray_node_overhead.py) when that was measured."""
     f = _figures("soak")
     fl = f["flat"]
     s = f["samples"]
-    per_node = 1024 * (fl["uss_mb"][1] - fl["uss_mb"][0]) / max(f["nodes_joined"] * (1 - fl["from_runs"] / f["runs"]), 1)
+    start = next(x for x in s if x["runs_done"] == fl["from_runs"])
+    calm = next(x for x in s if x["nodes_joined"] == f["nodes_joined"])  # the last node has joined
+    churn_kib = 1024 * (calm["uss_mb"] - start["uss_mb"]) / max(calm["nodes_joined"] - start["nodes_joined"], 1)
+    runs_kib = 1024 * (s[-1]["uss_mb"] - calm["uss_mb"]) / max(s[-1]["runs_done"] - calm["runs_done"], 1)
+    text = (f"\n\n{f['runs']:,} runs ({f['lost_runs']} abandoned by their driver, {f['lost_closed_as_lost']} of them "
+            f"closed as `lost` by the actor) and {f['nodes_joined']} nodes joining and leaving, "
+            f"{f['wall_s'] / 60:.0f} minutes. While nodes joined and left (runs {start['runs_done']} to "
+            f"{calm['runs_done']}) the actor's memory grew {churn_kib:.0f} KiB per node that joined; after the last "
+            f"node ({calm['runs_done']} to {s[-1]['runs_done']} runs) {runs_kib:.1f} KiB per run.")
+    if (RESULTS / "ray_node_overhead.json").exists():
+        y = _figures("ray_node_overhead")["kib_per_node"]
+        text += (f" The yardstick (`python benchmarks/ray_node_overhead.py`, plain Ray actors, none of them the "
+                 f"supervisor): a node that joins and leaves costs an idle actor {y['idle']:g} KiB, one polling "
+                 f"`ray.nodes()` {y['polls']:g}, one starting an actor on every node {y['starts']:g}, one called by "
+                 f"an actor on every node {y['called']:g} KiB.")
+    text += (" The supervisor's own per-run and per-node state is bounded (`tests/test_bounded_actor.py`). "
+             "Every sample: `benchmarks/results/soak.md`.")
     return "\n".join([
         "| measure | after " + f"{fl['from_runs']} runs | after {f['runs']} runs |", "|---|---:|---:|",
         _row("threads", fl["threads"][0], fl["threads"][1]),
         _row("open file descriptors", fl["fds"][0], fl["fds"][1]),
         _row("memory (USS), MB", f"{fl['uss_mb'][0]:.0f}", f"{fl['uss_mb'][1]:.0f}"),
-        _row("runs held", next(x for x in s if x["runs_done"] == fl["from_runs"])["runs_held"], s[-1]["runs_held"]),
-        _row("nodes known", next(x for x in s if x["runs_done"] == fl["from_runs"])["nodes_known"],
-             s[-1]["nodes_known"])]) + (
-        f"\n\n{f['runs']:,} runs ({f['lost_runs']} abandoned by their driver, {f['lost_closed_as_lost']} of them closed "
-        f"as `lost` by the actor) and {f['nodes_joined']} nodes joining and leaving, {f['wall_s'] / 60:.0f} minutes. "
-        f"Memory grows about {per_node:.0f} KiB per node that joined: Ray's own bookkeeping of the node monitor "
-        "the actor starts there (not the supervisor's state, which stays the same size: "
-        "`tests/test_bounded_actor.py`; runs alone leave the actor's memory flat). Every sample: "
-        "`benchmarks/results/soak.md`." + _loaded("soak"))
+        _row("runs held", start["runs_held"], s[-1]["runs_held"]),
+        _row("nodes known", start["nodes_known"], s[-1]["nodes_known"])]) + text + _loaded("soak")
 
 
 TABLES: dict[str, Callable[[], str]] = {
@@ -321,6 +331,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "supervisor_load": table_load,
     "api_overhead": table_api,
     "learner_overhead": table_learner,
+    "soak": table_soak,
 }
 
 _REGION = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /table:(?P=name) -->)", re.S)

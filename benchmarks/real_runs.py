@@ -102,8 +102,17 @@ def load_runs(data: Path = DATA) -> list[tuple[str, dict, list[dict]]]:
     return out
 
 
-def _priors(meta: dict) -> dict:
+def _priors(meta: dict, rows: list[dict] | None = None) -> dict:
+    """The trial's priors as the live callback sends them (``actors.priors.priors_of``), from the recorded
+    config. The runs are RLlib's results through the supervisor's maps, so ``reporter`` is "rllib" (what
+    ``metrics_missing`` needs to expect RLlib's keys), except for recordings that lack what the live callback
+    adds to a result (DQN's epsilon, read off the env runners: the first DQN recordings did not copy it)."""
     p = dict(meta.get("priors") or {})
+    algo = meta.get("algorithm", "PPO")
+    if algo != "DQN" or rows is None or any("epsilon" in r for r in rows):
+        p["reporter"] = "rllib"
+    p["instrumented"] = algo == "PPO"  # benchmarks/record_runs.py trains PPO with the instrumented learner
+    p.setdefault("learning_starts", p.pop("num_steps_sampled_before_learning_starts", None))
     space = p.pop("action_space", None) or {}
     if space.get("type") == "Discrete":
         p.update(action_kind="discrete", action_dim=space.get("n"))
@@ -126,7 +135,7 @@ def replay(name: str, meta: dict, rows: list[dict], settings=None) -> Replay:
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "supervisor.db")
         engine = Engine(store, settings)
-        engine.register_trial(name, "bench", config={"priors": _priors(meta)})
+        engine.register_trial(name, "bench", config={"priors": _priors(meta, rows)})
         for i, row in enumerate(rows):
             v = engine.observe({"trial_id": name, "seq": i, "iteration": i + 1,
                                 "metrics": drop_no_data(dict(row))})

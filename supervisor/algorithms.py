@@ -11,6 +11,10 @@ Detectors left out of an algorithm's set are not run on its trials: PPO's
 clip/KL/advantage detectors mean nothing for DQN, and an entropy collapse of
 a SAC (continuous, temperature-controlled) policy is ``alpha_collapse``'s
 business, not ``entropy_collapse``'s.
+
+The table also says which metrics RLlib reports for each algorithm, under
+which config, and by when (:func:`reported`, ``metrics_by``): what
+``metrics_missing`` expects of a trial the supervisor's RLlib callback reports.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Mapping
 
 #: Detectors that judge any RL training stream.
 GENERIC = frozenset(("non_finite", "loss_explosion", "gradient_explosion", "reward_collapse", "plateau",
-                     "worker_fault", "generalization_gap"))
+                     "worker_fault", "generalization_gap", "metrics_missing"))
 _PG = frozenset(("entropy_collapse", "value_collapse", "gradient_vanishing"))  # actor-critic policy gradient
 _Q = frozenset(("q_divergence", "td_error_explosion"))  # learned Q-functions with target networks
 
@@ -39,6 +43,14 @@ class AlgorithmSpec:
             updates asynchronously and a result carries the metrics of updates queued before the change).
         instrumented: trained with the supervisor's instrumented learner (``actors/learner.py``, a
             ``PPOTorchLearner`` subclass); the others report RLlib's own learner values.
+        reports: the learner metrics (normalized names, ``supervisor.metrics``) RLlib reports after every
+            update of it, whatever the config; :func:`reported` adds the ones a config switches on.
+        metrics_by: N: a metric it reports must have arrived by the N-th iteration after its source
+            started (the first iteration; for the learner's values the first after ``learning_starts`` env
+            steps: an off-policy learner's first update, APPO's/IMPALA's first results; the first that
+            finished an episode), or ``metrics_missing`` warns.
+        learning_starts: env steps before the learner's values can first be reported when the trial's
+            priors do not say (RLlib's default ``num_steps_sampled_before_learning_starts`` off-policy).
     """
 
     name: str
@@ -48,6 +60,9 @@ class AlgorithmSpec:
     ladders: Mapping[str, list[list[str]]] = field(default_factory=dict)
     instrumented: bool = False
     report_lag: int = 0
+    reports: frozenset = frozenset()
+    metrics_by: int = 3
+    learning_starts: int = 0
 
 
 # From the trial's priors (kl_target, vf_clip_param, the action space's maximum entropy): a policy-gradient
@@ -56,16 +71,34 @@ class AlgorithmSpec:
 # and its instrumented approx_kl / clip fraction (value_loss_clipped, no_learning).
 _PG_PRIORS = frozenset(("entropy_saturated", "premature_convergence"))
 
+# What RLlib 2.60 reports, measured on real runs (benchmarks/data): the learner's values after each update.
+_PG_REPORTS = frozenset(("policy_loss", "vf_loss", "total_loss", "entropy", "entropy_coeff", "lr"))
+_Q_REPORTS = frozenset(("q_loss", "q_mean", "q_max", "q_min", "td_error_mean", "total_loss", "lr"))
+#: The instrumented PPO learner's statistics (actors/learner.py).
+INSTRUMENTED = frozenset(("grad_norm_max", "grad_norm_mean", "grad_norm_policy", "grad_norm_value",
+                          "grad_norm_ratio", "approx_kl", "clip_fraction", "vf_clip_fraction", "advantage_mean",
+                          "advantage_std", "advantage_skew", "advantage_kurtosis", "value_target_scale"))
+_EPISODES = frozenset(("episode_return_mean", "episode_return_max", "episode_return_min", "episode_len_mean"))
+_EVALUATION = frozenset(("eval_return_mean",))
+_EVERY_ITERATION = frozenset(("healthy_env_runners", "env_runner_restarts", "env_runners_dropped", "num_episodes",
+                              "env_steps", "env_steps_lifetime", "time_this_iter_s", "time_total_s"))
+
 ALGORITHMS: dict[str, AlgorithmSpec] = {a.name: a for a in (
     AlgorithmSpec("PPO", False, GENERIC | _PG | _PG_PRIORS | {"kl_spike", "kl_controller_stuck", "advantage_anomaly",
                                                              "update_too_large", "value_loss_clipped", "no_learning"},
-                  ("lr", "entropy_coeff", "kl_coeff", "grad_clip", "vf_clip_param"), instrumented=True),
+                  ("lr", "entropy_coeff", "kl_coeff", "grad_clip", "vf_clip_param"), instrumented=True,
+                  reports=_PG_REPORTS | {"vf_loss_unclipped", "kl", "explained_variance"}),
     # APPO: IMPALA's V-trace learner plus PPO's clipped surrogate, an optional KL term and a target network.
-    AlgorithmSpec("APPO", False, GENERIC | _PG | _PG_PRIORS | {"kl_spike", "kl_controller_stuck", "update_too_large"},
+    AlgorithmSpec("APPO", False, GENERIC | _PG | _PG_PRIORS | {"kl_spike", "kl_controller_stuck", "update_too_large",
+                                                              "policy_lag"},
                   ("lr", "entropy_coeff", "kl_coeff", "grad_clip", "tau", "target_network_update_freq"),
                   ladders={"kl_spike": [["reduce_lr"], ["slow_target_updates"], ROLLBACK_REDUCE, ["stop_trial"]]},
-                  report_lag=4),
-    AlgorithmSpec("IMPALA", False, GENERIC | _PG | _PG_PRIORS, ("lr", "entropy_coeff", "grad_clip"), report_lag=4),
+                  report_lag=4, metrics_by=6,
+                  reports=_PG_REPORTS | {"kl", "kl_coeff", "is_ratio_mean", "is_ratio_var", "policy_lag"}),
+    # IMPALA's policy loss is RLlib's pi_loss (not read); total_loss and vf_loss are.
+    AlgorithmSpec("IMPALA", False, GENERIC | _PG | _PG_PRIORS | {"policy_lag"}, ("lr", "entropy_coeff", "grad_clip"),
+                  report_lag=4,
+                  metrics_by=6, reports=(_PG_REPORTS - {"policy_loss"}) | {"policy_lag"}),
     AlgorithmSpec("DQN", True, GENERIC | _Q | {"exploration_too_short"},
                   ("lr", "grad_clip", "tau", "target_network_update_freq", "epsilon"),
                   ladders={
@@ -73,7 +106,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {a.name: a for a in (
                       "td_error_explosion": [["reduce_lr"], ["rollback", "reduce_lr", "slow_target_updates"],
                                              ["stop_trial"]],
                       "exploration_too_short": [["extend_exploration"], ["alert"]],
-                  }),
+                  }, reports=_Q_REPORTS, learning_starts=1000),
     AlgorithmSpec("SAC", True, GENERIC | _Q | {"alpha_collapse", "alpha_runaway"},
                   ("lr", "grad_clip", "tau", "target_network_update_freq", "alpha", "target_entropy"),
                   ladders={
@@ -82,7 +115,10 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {a.name: a for a in (
                                              ["stop_trial"]],
                       "alpha_collapse": [["raise_alpha"], ["rollback", "raise_alpha"], ["stop_trial"]],
                       "alpha_runaway": [["set_target_entropy"], ["rollback", "set_target_entropy"], ["stop_trial"]],
-                  }),
+                  }, learning_starts=1500,
+                  # SAC's entropy is minus its mean log-prob, its lr the critic's (supervisor.metrics.DERIVED)
+                  reports=_Q_REPORTS | {"q_twin_loss", "policy_loss", "alpha", "alpha_loss", "target_entropy",
+                                        "logp_mean", "entropy", "lr_critic", "lr_actor", "lr_alpha"}),
 )}
 NAMES: tuple[str, ...] = tuple(ALGORITHMS)
 DEFAULT = "PPO"
@@ -105,6 +141,34 @@ def applies(detector: str, algorithm: str | None) -> bool:
     unknown, e.g. ``supervise scan`` of a log that does not say)."""
     spec = get(algorithm)
     return spec is None or detector in spec.detectors
+
+
+def reported(metric: str, algorithm: str | None, priors) -> str | None:
+    """Whether the supervisor's RLlib callback reports ``metric`` for a trial of ``algorithm`` under its config
+    (``priors``: :class:`supervisor.priors.Priors`), and from when: the clock it follows, "iteration" (every
+    iteration), "learner" (after updates: once ``learning_starts`` env steps were sampled, from the first
+    iteration when there is none), "episodes" (once an episode finished) or "evaluation" (once an evaluation
+    finished an episode). None: not reported for this trial (unknown algorithm, or a config that turns it off: the
+    gradient norm without ``grad_clip`` or ``log_gradients``, PPO's KL coefficient without ``use_kl_loss``,
+    the ``sup_*`` statistics without the instrumented learner)."""
+    spec = get(algorithm)
+    if spec is None:
+        return None
+    if metric in _EPISODES:
+        return "episodes"
+    if metric in _EVALUATION:
+        return "evaluation"
+    if metric in _EVERY_ITERATION or (metric == "epsilon" and spec.name == "DQN"):  # epsilon: the callback's
+        return "iteration"
+    if metric == "grad_norm":
+        on = priors.grad_clip is not None or bool(priors.log_gradients)
+    elif metric == "kl_coeff" and spec.name == "PPO":
+        on = bool(priors.use_kl_loss)
+    elif metric in INSTRUMENTED:
+        on = spec.instrumented and bool(priors.instrumented)
+    else:
+        on = metric in spec.reports
+    return "learner" if on else None
 
 
 def ladders(algorithm: str | None) -> dict[str, list[list[str]]]:

@@ -108,7 +108,11 @@ class SupervisorConfig(BaseModel):
     @field_validator("ladders")
     @classmethod
     def _known_actions(cls, v):
+        from supervisor.policy import RECORD_ONLY
+
         for det, steps in v.items():
+            if det in RECORD_ONLY:
+                raise ValueError(f"{det} records only (it never acts): it takes no ladder")
             for step in steps:
                 for a in step:
                     if a not in ACTIONS:

@@ -24,7 +24,7 @@ from supervisor.detectors import DetectorSuite
 from supervisor.findings import Finding, severity_rank, worst
 from supervisor.health import HealthScore
 from supervisor.history import History
-from supervisor.policy import RETURN_ONLY, EscalationPolicy, PolicyState
+from supervisor.policy import RECORD_ONLY, RETURN_ONLY, EscalationPolicy, PolicyState
 from supervisor.priors import Priors
 from supervisor.store import Store
 from supervisor.verdict import Verdict
@@ -224,9 +224,9 @@ class Engine:
 
     def _suite(self, state: TrialState, module: str | None, trained: bool, priors: Priors) -> DetectorSuite:
         if module is None:
-            scopes = ("trial", "any") if state.multi else ("trial",)  # a multi-agent trial's team return too
+            scopes = ("trial", "any", "every") if state.multi else ("trial", "every")  # and the team return
         else:
-            scopes = ("module", "any") if trained else ()
+            scopes = ("module", "any", "every") if trained else ()
         return DetectorSuite.build(self.settings.detectors, self.profile, priors, algorithm=state.algorithm,
                                    scopes=scopes)
 
@@ -299,7 +299,7 @@ class Engine:
             if f["seq"] is not None:
                 _stream_of(state, f.get("module"), f["detector"]).health.observe(
                     f["seq"], [Finding(f["detector"], f["severity"], f["metric"], f["value"], f["message"])])
-                if severity_rank(f["severity"]) >= severity_rank("warning"):
+                if severity_rank(f["severity"]) >= severity_rank("warning") and f["detector"] not in RECORD_ONLY:
                     state.last_trouble_seq = max(state.last_trouble_seq, f["seq"])
         self._restore_policy(state, ivs)
         spec = algorithms.get(state.algorithm)
@@ -453,7 +453,8 @@ class Engine:
             if st.pending:  # judged before deciding: an ineffective action is not chosen again
                 self._judge(state, st, seq, found_here, view)
             decision = None
-            trouble = any(severity_rank(f.severity) >= severity_rank("warning") for f in found_here)
+            trouble = any(severity_rank(f.severity) >= severity_rank("warning") and f.detector not in RECORD_ONLY
+                          for f in found_here)  # a blind detector is no trouble in the training
             if trouble or any(f.details.get("unconfirmed") for f in found_here):
                 state.last_trouble_seq = seq  # a one-report spike is no health to checkpoint either
             if trouble or st.policy.waiting:

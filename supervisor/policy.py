@@ -13,7 +13,8 @@ that detector's ladder. Explicit limits instead of ad-hoc retries:
   ladder skips it);
 - a trial whose repair proved ineffective and that shows no learning is
   stopped at once (``give_up``; the evidence is ``supervisor.salvage``);
-- ``info`` findings never trigger actions.
+- ``info`` findings never trigger actions, nor do a record-only detector's (``RECORD_ONLY``:
+  ``metrics_missing`` says a detector is blind, which no action on the trial can fix).
 
 When a finding may act at all (:meth:`EscalationPolicy.confirm`): healthy runs show transients (a loss
 jump at a target-network update, a noisy early return) that a detector reports but that fix
@@ -67,15 +68,21 @@ DEFAULT_LADDERS: dict[str, list[list[str]]] = {
     "worker_fault": [["alert"]],
     # The fix (early stopping at the best evaluation, more env variety) is the experimenter's call: alert.
     "generalization_gap": [["alert"]],
+    # APPO/IMPALA: a lost or lagging weight sync. Push the weights past it; if it stays lost, a restart
+    # rebuilds it; then a human (fewer env runners, more learners). Lag alone never stops a trial.
+    "policy_lag": [["sync_weights"], ["restart_trial"], ["alert"]],
     # The cluster detectors (node_down, memory_pressure, gpu_fault, straggler) have no ladder: their
     # findings are stored and alerted on, and there is no trial-side actuator they could drive.
 }
+#: Detectors whose findings are recorded (stored, reported, alerted) but never acted on, whatever their
+#: severity or the ladders: they have no ladder (supervisor.config refuses one).
+RECORD_ONLY = frozenset({"metrics_missing"})
 # When several detectors fire at once, act on the root cause first.
 PRIORITY = ["non_finite", "loss_explosion", "gradient_explosion", "q_divergence", "td_error_explosion", "kl_spike",
             "update_too_large", "value_collapse", "gradient_vanishing", "entropy_saturated", "entropy_collapse",
             "alpha_collapse", "alpha_runaway", "premature_convergence", "no_learning", "value_loss_clipped",
             "reward_collapse", "exploration_too_short", "kl_controller_stuck",
-            "advantage_anomaly", "worker_fault", "straggler", "memory_pressure", "gpu_fault", "node_down", "generalization_gap",
+            "advantage_anomaly", "policy_lag", "worker_fault", "straggler", "memory_pressure", "gpu_fault", "node_down", "generalization_gap",
             "plateau"]
 
 
@@ -129,8 +136,9 @@ class EscalationPolicy:
         still waiting whose alarm is on, as the module doc says. ``alarmed``: the trial's detectors in
         alarm (warning or worse); ``streak(detector)``: the consecutive reports behind its alarm."""
         fresh = {}
+        alarmed = set(alarmed) - RECORD_ONLY  # a blind detector corroborates nothing
         for f in findings:
-            if severity_rank(f.severity) >= severity_rank("warning"):
+            if severity_rank(f.severity) >= severity_rank("warning") and f.detector not in RECORD_ONLY:
                 old = fresh.get(f.detector)
                 if old is None or severity_rank(f.severity) > severity_rank(old.severity):
                     fresh[f.detector] = f
@@ -177,7 +185,8 @@ class EscalationPolicy:
 
     def decide(self, state: PolicyState, seq: int, findings: list[Finding],
                algorithm: str | None = None, streak: Callable[[str], int] | None = None) -> Decision | None:
-        actionable = [f for f in findings if severity_rank(f.severity) >= severity_rank("warning")]
+        actionable = [f for f in findings if severity_rank(f.severity) >= severity_rank("warning")
+                      and f.detector not in RECORD_ONLY]
         if not actionable:
             return None
         if state.last_action_seq is not None and seq - state.last_action_seq <= self.cooldown:

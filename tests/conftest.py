@@ -52,6 +52,8 @@ NOT_ON_FLOOR = {
     "test_detached_actor": "the detached actor's restart and rebuild: public actor API",
     "test_multiagent": "runs, sweeps and two learners repeat the floor's per-module change and rollback",
     "test_multiagent_core": "the engine per module and the actor's own class, in-process: no Ray internal",
+    "test_blind_stale_rllib": "kills APPO's EnvRunnerStateServer (Ray 2.60's pull-based weight sync); its weight "
+                              "pushes and seq nos are the floor's rollback path (test_interventions)",
 }
 
 

@@ -356,3 +356,25 @@ def test_a_policys_warning_is_corroborated_by_the_trials_alarms_never_by_another
                                     runners=3 if "runners" in case else 4))
     assert ("p1", "update_too_large", "warning") in {(f["module"], f["detector"], f["severity"]) for f in v.findings}
     assert [(a["action"], a["module"]) for a in v.actions] == acted
+
+
+def test_a_policys_missing_metric_is_that_policys_blindness(tmp_path):
+    """metrics_missing in every stream, about its own detectors: p1's entropy key taken away from a recorded
+    two-policy run (benchmarks/data/multi_agent) blinds p1's entropy detectors, once, and nothing of p0's."""
+    from benchmarks import multi_agent_runs
+
+    meta, rows = next((m, r) for n, m, r in multi_agent_runs.load_runs() if n == "ma_healthy_s1")
+    store = Store(tmp_path / "s.db")
+    store.upsert_run("r", "r", "run", "running")
+    eng = Engine(store, SupervisorConfig())
+    eng.register_trial("t", "r", config=multi_agent_runs._config(meta))
+    found = []
+    for i, row in enumerate(rows):
+        v = eng.observe({"trial_id": "t", "seq": i, "iteration": i + 1,
+                         "metrics": {k: x for k, x in row.items() if k != "modules/p1/entropy"}})
+        found += [(i + 1, f) for f in v.findings if f["detector"] == "metrics_missing"]
+        assert v.actions == []
+    ((at, f),) = found
+    assert at == 3 and f["module"] == "p1" and f["metric"] == "entropy"
+    assert {"entropy_collapse", "entropy_saturated"} <= set(f["details"]["detectors"])
+    store.close()

@@ -24,13 +24,14 @@ from supervisor.actions.reduce_lr import ReduceLR
 from supervisor.actions.rollback import Rollback
 from supervisor.actions.set_target_entropy import SetTargetEntropy
 from supervisor.actions.slow_target_updates import SlowTargetUpdates
+from supervisor.actions.sync_weights import SyncWeights
 from supervisor.actions.tighten_grad_clip import TightenGradClip
 from supervisor.modules import DEFAULT, packed
 
 ACTIONS: dict[str, ActionSpec] = {spec.name: spec for spec in (
     Alert(), ReduceLR(), IncreaseLR(), BoostEntropy(), ReduceEntropy(), RaiseKLCoeff(), TightenGradClip(),
-    RaiseVFClip(), RaiseAlpha(), SetTargetEntropy(), ExtendExploration(), SlowTargetUpdates(), Rollback(),
-    RestartTrial(), StopTrial(),
+    RaiseVFClip(), RaiseAlpha(), SetTargetEntropy(), ExtendExploration(), SlowTargetUpdates(), SyncWeights(),
+    Rollback(), RestartTrial(), StopTrial(),
 )}
 NAMES: tuple[str, ...] = tuple(ACTIONS)
 

@@ -21,6 +21,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Protocol
 
+from supervisor.detectors.metrics_missing import MetricsMissing, blind_detectors
 from supervisor.jsonsafe import js_name, json_safe
 from supervisor.report.build import compute_account
 from supervisor.store import Store, loads
@@ -47,10 +48,13 @@ def _json_col(s: Any) -> Any:
 
 
 def _finding(row: dict) -> dict:
-    return {"id": row["id"], "kind": "finding", "trial_id": row["trial_id"], "seq": row["seq"],
-            "iteration": row["iteration"], "detector": row["detector"], "severity": row["severity"],
-            "metric": row["metric"], "value": row["value"], "threshold": row["threshold"],
-            "message": row["message"], "time": row["time"], "module": row.get("module")}
+    out = {"id": row["id"], "kind": "finding", "trial_id": row["trial_id"], "seq": row["seq"],
+           "iteration": row["iteration"], "detector": row["detector"], "severity": row["severity"],
+           "metric": row["metric"], "value": row["value"], "threshold": row["threshold"],
+           "message": row["message"], "time": row["time"], "module": row.get("module")}
+    if row["detector"] == MetricsMissing.name:  # which detectors it left blind: the trial page lists them
+        out["blind"] = {b["detector"]: b["metrics"] for b in blind_detectors([row])}
+    return out
 
 
 def _intervention(row: dict) -> dict:
@@ -225,7 +229,8 @@ class RunView:
             reports = self.store.reports(trial_id, since_seq, raw=True, limit=limit + 1 if limit > 0 else -1)
             more = 0 < limit < len(reports)
             reports = reports[:limit] if more else reports
-            findings = [_finding(r) for r in self.store.findings(trial_id, raw=True)]
+            rows = self.store.findings(trial_id, raw=True)
+            findings = [_finding(r) for r in rows]
             ivs = [_intervention(r) for r in self.store.interventions(trial_id, raw=True)]
             cps = [{"seq": c["seq"], "iteration": c["iteration"], "path": c["path"], "time": c["time"]}
                    for c in self.store.checkpoints(trial_id, raw=True)]
@@ -247,6 +252,7 @@ class RunView:
                 "config": _json_col(row["config"]) or {}, "overrides": _json_col(row["overrides"]) or {},
                 "health": health if isinstance(health, dict) else {},
                 "reports": {**cols, "metrics": metrics}, "findings": findings, "interventions": ivs,
+                "blind": blind_detectors(rows),
                 "checkpoints": cps, "history": True,
                 "page": {"since_seq": since_seq, "limit": limit, "more": more,
                          "next_since_seq": cols["seq"][-1] if more else None}}
@@ -518,6 +524,6 @@ class Hub:
             return None
         return {"trial": t, "config": {}, "overrides": {}, "health": {},
                 "reports": {"seq": [], "iteration": [], "time": [], "metrics": {}}, "findings": [],
-                "interventions": [], "checkpoints": [], "history": False, "run_dir": None,
+                "interventions": [], "checkpoints": [], "history": False, "run_dir": None, "blind": [],
                 "page": {"since_seq": since_seq, "limit": limit, "next_since_seq": None, "more": False}}
 

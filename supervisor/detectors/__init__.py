@@ -32,11 +32,13 @@ from supervisor.detectors.kl_controller_stuck import KLControllerStuck
 from supervisor.detectors.kl_spike import KLSpike
 from supervisor.detectors.loss_explosion import LossExplosion
 from supervisor.detectors.memory_pressure import MemoryPressure
+from supervisor.detectors.metrics_missing import MetricsMissing
 from supervisor.detectors.no_learning import NoLearning
 from supervisor.detectors.node_down import NodeDown
 from supervisor.detectors.non_finite import NonFinite
 from supervisor.detectors.options import DetectorOptionError, DetectorOptions
 from supervisor.detectors.plateau import Plateau
+from supervisor.detectors.policy_lag import PolicyLag
 from supervisor.detectors.premature_convergence import PrematureConvergence
 from supervisor.detectors.q_divergence import QDivergence
 from supervisor.detectors.reward_collapse import RewardCollapse
@@ -57,6 +59,8 @@ DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (
     # off-policy (DQN, SAC): supervisor.algorithms says which detectors run on which algorithm
     QDivergence, TDErrorExplosion, AlphaCollapse, AlphaRunaway, ExplorationTooShort,
     GeneralizationGap,  # only with evaluation results (evaluation_interval)
+    PolicyLag,  # APPO, IMPALA: env runners sampling with weights far behind the learner's
+    MetricsMissing,  # the others' needed metrics never arrived: records only, never acts
 )}
 # Judging the cluster (heartbeats, ray.nodes(), trials' iteration times), not one trial's metrics:
 # run by supervisor.cluster.ClusterState.
@@ -139,6 +143,9 @@ def build_detectors(overrides: Mapping[str, Mapping] | None = None,
         det.priors = priors
         det.reset()  # state that depends on the priors
         out.append(det)
+    for det in out:
+        if isinstance(det, MetricsMissing):
+            det.watch(out, algorithm)
     return DetectorSuite(out)
 
 
@@ -148,4 +155,5 @@ __all__ = ["CLUSTER_DETECTORS", "DETECTORS", "Detector", "DetectorOptionError", 
            "KLControllerStuck", "KLSpike", "LossExplosion", "NonFinite", "Plateau", "RewardCollapse",
            "ValueCollapse", "WorkerFault", "GpuFault", "MemoryPressure", "NodeDown", "Straggler",
            "EntropySaturated", "NoLearning", "PrematureConvergence", "UpdateTooLarge", "ValueLossClipped",
-           "QDivergence", "TDErrorExplosion", "AlphaCollapse", "AlphaRunaway", "ExplorationTooShort"]
+           "QDivergence", "TDErrorExplosion", "AlphaCollapse", "AlphaRunaway", "ExplorationTooShort",
+           "MetricsMissing", "PolicyLag"]

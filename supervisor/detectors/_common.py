@@ -401,6 +401,9 @@ class SpikeDetector(Detector):
         it joins the reference as a normal value); None: it is one. Subclasses override."""
         return None
 
+    def needed(self) -> tuple[tuple[str, ...], ...]:
+        return (self.metrics,)
+
     def _ratio(self, v: float, ref: Reference) -> float:
         if ref.log:
             return v / ref.typical if ref.typical > 0 else math.inf

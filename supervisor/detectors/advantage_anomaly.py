@@ -73,6 +73,7 @@ class AdvantageAnomaly(Detector):
     """
 
     name = "advantage_anomaly"
+    needs = (("advantage_std",),)
     band_metrics = ("advantage_std",)
     Options = AdvantageAnomalyOptions
 

@@ -36,6 +36,7 @@ class AlphaCollapse(OneRuleDetector):
     """
 
     name = "alpha_collapse"
+    needs = (("alpha",), ("entropy",), ("target_entropy",))
     Options = AlphaCollapseOptions
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:

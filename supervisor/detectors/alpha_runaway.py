@@ -38,6 +38,7 @@ class AlphaRunaway(OneRuleDetector):
     """
 
     name = "alpha_runaway"
+    needs = (("alpha",),)
     Options = AlphaRunawayOptions
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:

@@ -66,8 +66,12 @@ class Detector:
     warmup: int = 0  # iterations of a metric's history needed before judging it
     #: Which stream of a trial it judges (``supervisor.engine``): ``"module"``, a policy's learner (each module
     #: of a multi-agent trial has its own suite); ``"trial"``, the trial's env runners and evaluation;
-    #: ``"any"``, whichever stream it is given (a module's return, and a multi-agent trial's team return).
+    #: ``"any"``, whichever stream it is given (a module's return, and a multi-agent trial's team return);
+    #: ``"every"``, one in every judged stream, about that stream's own detectors (``metrics_missing``).
     scope: ClassVar[str] = "module"
+    #: The metrics it judges, as groups of alternatives (it reads any one of a group): while no metric of a
+    #: group it needs has arrived, it is blind (``metrics_missing`` says so). Empty: it judges whatever comes.
+    needs: ClassVar[tuple[tuple[str, ...], ...]] = ()
     #: What the trial's config and spaces say before any history (set by the suite; empty when unknown).
     priors: Priors = Priors()
 
@@ -77,6 +81,10 @@ class Detector:
 
     def __call__(self, iteration: int, metrics: Mapping[str, float], history: History) -> list[Finding]:
         raise NotImplementedError
+
+    def needed(self) -> tuple[tuple[str, ...], ...]:
+        """:attr:`needs`, for this instance (a detector whose options pick its metrics says which)."""
+        return self.needs
 
     def alarmed(self) -> bool:
         """True while one of this detector's alarms is on at warning or worse, between its repeated

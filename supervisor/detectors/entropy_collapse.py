@@ -70,6 +70,7 @@ class EntropyCollapse(Detector):
     """
 
     name = "entropy_collapse"
+    needs = (("entropy",),)
     band_metrics = ("entropy",)
     Options = EntropyCollapseOptions
 

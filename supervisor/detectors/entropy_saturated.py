@@ -30,6 +30,7 @@ class EntropySaturated(OneRuleDetector):
     """
 
     name = "entropy_saturated"
+    needs = (("entropy",), ("entropy_coeff",))
     Options = EntropySaturatedOptions
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:

@@ -64,6 +64,9 @@ class GradientVanishing(Detector):
         self._streak = {m: 0 for m in self.metrics}
         self._log_fraction = math.log(self.fraction)
 
+    def needed(self) -> tuple[tuple[str, ...], ...]:
+        return (self.metrics,)
+
     def __call__(self, iteration, metrics, history) -> list[Finding]:
         out = []
         window, need = self.window, max(self.warmup, 1)

@@ -80,6 +80,7 @@ class KLControllerStuck(Detector):
     """
 
     name = "kl_controller_stuck"
+    needs = (("kl_coeff",),)
     band_metrics = ("kl_coeff",)
     Options = KLControllerStuckOptions
 

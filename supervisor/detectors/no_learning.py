@@ -27,6 +27,7 @@ class NoLearning(OneRuleDetector):
     """
 
     name = "no_learning"
+    needs = (("approx_kl",), ("clip_fraction",))
     Options = NoLearningOptions
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:

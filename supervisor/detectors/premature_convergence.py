@@ -34,6 +34,7 @@ class PrematureConvergence(OneRuleDetector):
     """
 
     name = "premature_convergence"
+    needs = (("episode_return_mean",), ("entropy",))
     Options = PrematureConvergenceOptions
 
     def reset(self) -> None:

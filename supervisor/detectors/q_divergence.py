@@ -45,6 +45,7 @@ class QDivergence(Detector):
     """
 
     name = "q_divergence"
+    needs = (("q_max", "q_min", "q_mean"), ("episode_return_mean",))
     Options = QDivergenceOptions
 
     def __init__(self, **options):

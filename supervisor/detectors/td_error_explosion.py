@@ -46,6 +46,7 @@ class TDErrorExplosion(Detector):
     """
 
     name = "td_error_explosion"
+    needs = (("td_error_mean",),)
     Options = TDErrorExplosionOptions
 
     def __init__(self, **options):

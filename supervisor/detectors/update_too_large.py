@@ -36,6 +36,7 @@ class UpdateTooLarge(OneRuleDetector):
     """
 
     name = "update_too_large"
+    needs = (("approx_kl", "kl", "clip_fraction"),)
     Options = UpdateTooLargeOptions
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:

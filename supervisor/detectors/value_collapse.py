@@ -81,6 +81,7 @@ class ValueCollapse(Detector):
     """
 
     name = "value_collapse"
+    needs = (("explained_variance", "vf_loss"),)
     band_metrics = ("explained_variance",)
     Options = ValueCollapseOptions
 

@@ -31,6 +31,7 @@ class ValueLossClipped(OneRuleDetector):
     """
 
     name = "value_loss_clipped"
+    needs = (("vf_clip_fraction", "grad_norm_value"),)
     Options = ValueLossClippedOptions
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:

@@ -52,6 +52,7 @@ class WorkerFault(Detector):
 
     name = "worker_fault"
     scope = "trial"
+    needs = (("healthy_env_runners", "env_runner_restarts", "env_runners_dropped"),)
     metrics = ("healthy_env_runners", "env_runner_restarts", "env_runners_dropped", "healthy_learners", "learners")
     Options = WorkerFaultOptions
 

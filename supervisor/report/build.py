@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from supervisor.detectors.metrics_missing import blind_detectors
 from supervisor.errors import InputError
 from supervisor.jsonsafe import json_safe
 from supervisor.modules import DEFAULT, key
@@ -63,6 +64,7 @@ def _build(store: Store, run_dir: str | Path) -> dict:
         trials = []
         for t in store.trials():
             tid = t["trial_id"]
+            rows = store.findings(tid)
             final = json_safe(_loads(t["final"]) or {})  # non-finite: null (the findings keep the evidence)
             final.setdefault("episode_return_mean", None)
             health = _loads(t["health"]) or {}
@@ -78,7 +80,8 @@ def _build(store: Store, run_dir: str | Path) -> dict:
                 "findings": [{"iteration": f["iteration"], "module": f.get("module"), "detector": f["detector"],
                               "severity": f["severity"], "metric": f["metric"], "value": json_safe(f["value"]),
                               "message": f["message"], "threshold": json_safe(f["threshold"])}
-                             for f in store.findings(tid)],
+                             for f in rows],
+                "blind": blind_detectors(rows),
                 "interventions": [{"iteration": i["iteration"], "module": i.get("module"), "action": i["action"],
                                    "params": i["params"], "reason": i["reason"], "outcome": i["outcome"],
                                    "verified": None if i["verified"] is None else bool(i["verified"])}

@@ -7,6 +7,8 @@ import functools
 import re
 from typing import Any, Mapping
 
+from supervisor.detectors.metrics_missing import blind_line
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
@@ -78,8 +80,8 @@ def render_text(rep: dict) -> str:
 
 
 def extras_lines(t: dict) -> list[str]:
-    """The evaluation and best-checkpoint lines of a trial (plain text; renderers escape them)."""
-    out = []
+    """The blind-detector, evaluation and best-checkpoint lines of a trial (plain text; renderers escape them)."""
+    out = [line] if (line := blind_line(t.get("blind") or [])) else []
     ev = t.get("evaluation")
     if ev:
         out.append(f"evaluation: return {_num(t['final'].get('eval_return_mean'))} at iteration "

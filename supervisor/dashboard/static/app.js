@@ -619,6 +619,7 @@
       el('section', { class: 'charts', id: 'charts' }),
       el('section', { class: 'split' },
         el('div', { class: 'panel' }, el('div', { class: 'panel-head' }, el('h2', { text: 'Findings' }), el('span', { class: 'count', id: 'findings-count' })),
+          el('div', { id: 'blind' }),
           el('div', { class: 'table-wrap', id: 'findings-table' })),
         el('div', { class: 'panel' }, el('div', { class: 'panel-head' }, el('h2', { text: 'Interventions' }), el('span', { class: 'count', id: 'iv-count' })),
           el('div', { class: 'table-wrap', id: 'iv-table' }))));
@@ -897,6 +898,21 @@
     S.trial.charts = [];
   }
 
+  // detectors left blind by metrics that never arrived (metrics_missing findings, live ones included)
+  function renderBlind(findings) {
+    const box = $('blind');
+    if (!box) return;
+    const blind = new Map();
+    for (const f of findings) {
+      if (f.detector !== 'metrics_missing' || !f.blind) continue;
+      const pre = f.module == null || f.module === 'default_policy' ? '' : f.module + '/';  // a policy's, apart
+      for (const [det, ms] of Object.entries(f.blind)) if (!blind.has(pre + det)) blind.set(pre + det, ms);
+    }
+    box.className = blind.size ? 'blind' : 'hidden';
+    box.replaceChildren(...(blind.size ? [el('span', { class: 'muted', text: 'Blind detectors (their metrics never arrived):' }),
+      ...[...blind].map(([det, ms]) => el('span', { class: 'component', title: 'waits for ' + ms.join(' or '), text: det + ' (' + ms.join(' or ') + ')' }))] : []));
+  }
+
   function renderTrialEvents() {
     if (!S.trial) return;
     const d = S.trial.detail;
@@ -907,6 +923,7 @@
     const modHead = () => (multi ? el('th', { text: 'Module' }) : null);
     const shownF = d.findings.filter(inModule), shownI = d.interventions.filter(inModule);
     $('findings-count').textContent = String(shownF.length);
+    renderBlind(d.findings);
     $('iv-count').textContent = String(shownI.length);
     const findings = shownF.slice().reverse();
     fBox.replaceChildren(findings.length
