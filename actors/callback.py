@@ -34,7 +34,7 @@ from actors.client import SupervisorClient
 from actors.crash import OWN_ROOTS, crash_report, probe
 from actors.data_guard import EnvRunnerGuard, LostIterations
 from actors.heartbeat import Heartbeat, Phases
-from actors.priors import priors_of
+from actors.priors import modules_of, priors_of
 from supervisor import actions
 from supervisor.actions import apply as apply_action
 from supervisor.metrics import normalize_result
@@ -175,6 +175,10 @@ class SupervisorCallback(RLlibCallback):
         # picks which detectors and ladders apply (supervisor.algorithms).
         self.trial_config = {**(info.get("trial_config") or {}), "algorithm": name_of(algorithm),
                              "priors": priors_of(algorithm)}
+        try:  # every module its own stream: which ones RLlib trains, and each one's priors
+            self.trial_config["modules"] = modules_of(algorithm)
+        except Exception:
+            log.warning("could not read the algorithm's modules; judged as one", exc_info=True)
         self.phases.attach(algorithm, lambda step: self._guarded_step(algorithm, step))
         _wrap_stop(algorithm, self)
         reg = self.client.register(self.trial_id, _node_id(), self.trial_config,
@@ -237,11 +241,14 @@ class SupervisorCallback(RLlibCallback):
             verdict = Verdict.merged(verdicts)  # replayed reports' actions included: they still apply
             if verdict.health:
                 self.last_verdict = verdict
+                per = verdict.health.get("modules") or {}
                 sup.update(health_score=verdict.health["score"], worst_severity=verdict.health["worst_severity"],
-                           findings=[f"{f['detector']}:{f['severity']}" for f in verdict.findings],
-                           finding_text=[f"{f['detector']} ({f['severity']}): {f['message']}"
+                           findings=[_where(f) + f"{f['detector']}:{f['severity']}" for f in verdict.findings],
+                           finding_text=[_where(f) + f"{f['detector']} ({f['severity']}): {f['message']}"
                                          for f in verdict.findings],
-                           actions=[a["action"] for a in verdict.actions], repairing=verdict.repairing)
+                           actions=[_where(a) + a["action"] for a in verdict.actions], repairing=verdict.repairing)
+                if len(per) > 1 or set(per) - {"default_policy"}:
+                    sup["module_health"] = {m: h.get("score") for m, h in per.items()}
             self._apply(algorithm, verdict.actions)
             if verdict.checkpoint and not verdict.actions and not self.info.get("tune"):
                 # under Tune the trainable asks Tune for it (should_checkpoint): one save, Tune's, in storage
@@ -540,6 +547,12 @@ def _tune_trial_id() -> str | None:
         return tune.get_context().get_trial_id()
     except Exception:
         return None
+
+
+def _where(item: dict) -> str:
+    """"p1: " before a finding or action of a multi-agent trial's module (nothing for a single-agent one)."""
+    m = item.get("module")
+    return f"{m}: " if m not in (None, "default_policy") else ""
 
 
 def swap_link(link: str, target: str) -> None:

@@ -502,8 +502,10 @@ class ClusterWatch:
         try:
             for r in rows:
                 m.node(r)
-            for run_id, tid, score, it_s in self.run(self.service.trial_gauges):
+            for run_id, tid, score, it_s, mods in self.run(self.service.trial_gauges):
                 m.trial(run_id, tid, score, it_s)
+                for mod, mod_score in mods.items():
+                    m.module(run_id, tid, mod, mod_score)
         except Exception as e:
             log.warning("metrics update failed: %s", e)
 

@@ -34,6 +34,7 @@ from typing import Any, Callable
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from supervisor import modules
 from supervisor.alerts import AlertSender
 from supervisor.config import SupervisorConfig
 from supervisor.engine import Engine, json_or_empty
@@ -236,9 +237,9 @@ class SupervisorService:
                 if v.duplicate:
                     continue
                 for f in v.findings:
-                    self.metrics.finding(f["detector"], f["severity"])
+                    self.metrics.finding(f["detector"], f["severity"], module=f.get("module"))
                 for a in v.actions:
-                    self.metrics.intervention(a["action"])
+                    self.metrics.intervention(a["action"], module=a.get("module"))
         except Exception as e:  # metrics never cost a verdict
             log.warning("finding/intervention counters not updated: %s", e)
 
@@ -360,7 +361,7 @@ class SupervisorService:
     def trial_overrides(self, run_id: str, trial_id: str) -> dict:
         eng = self.runs.get(run_id)
         st = eng.trials.get(trial_id) if eng else None
-        return dict(st.overrides) if st else {}
+        return modules.packed(st.overrides) if st else {}  # per module when several (supervisor.modules)
 
     def request_action(self, trial_id: str, action: str, params: dict | None = None,
                        reason: str = "manual request") -> bool:
@@ -436,8 +437,14 @@ class SupervisorService:
         return out
 
     def trial_gauges(self) -> list[tuple]:
-        return [(run_id, t.trial_id, t.health.score(t.last_seq), t.last_metrics.get("time_this_iter_s"))
-                for run_id, eng in self.runs.items() for t in eng.trials.values()]
+        """(run, trial, health score, iteration time, {module: its health score}) of every trial held."""
+        out = []
+        for run_id, eng in self.runs.items():
+            for t in eng.trials.values():
+                h = t.health(t.last_seq)
+                out.append((run_id, t.trial_id, h["score"], t.last_metrics.get("time_this_iter_s"),
+                            {m: mh["score"] for m, mh in (h.get("modules") or {}).items()}))
+        return out
 
     def record_cluster(self, found: list[dict], rows: list[dict] | None, now: float, write_every_s: float = 10.0
                        ) -> None:

@@ -142,6 +142,23 @@ def table_corpus() -> str:
     return "\n".join(out)
 
 
+def table_multi_agent() -> str:
+    """Recorded multi-agent runs, every policy its own stream (benchmarks/multi_agent_runs.py, in detection.py)."""
+    f = _figures("detection")["multi_agent"]
+    out = [f"Per-module recall **{f['detected']} of {f['faulty_modules']}** faulty policies; false alarms on healthy "
+           f"policies: **{f['false_alarms']}** in {_n(f['healthy_module_iterations'])} module-iterations.", "",
+           "| run | faulty policy: flagged (delay, by) | healthy policies: false alarms |", "|---|---|---|"]
+    for r in f["runs"]:
+        sick = r["modules"].get(r["fault_module"]) if r["fault_module"] else None
+        det = ("- (healthy run)" if sick is None else
+               f"{r['fault_module']}: yes ({sick['delay']}, {', '.join(sick['by'])})" if sick["detected"]
+               else f"{r['fault_module']}: **no**")
+        fa = ", ".join(f"{m}{'' if v['trained'] else ' (frozen)'}: {v['false_alarms']}"
+                       for m, v in r["modules"].items() if v["role"] == "healthy")
+        out.append(_row(f"{r['name']}" + (f" ({r['fault']})" if r["fault"] else ""), det, fa))
+    return "\n".join(out)
+
+
 def table_detection_synthetic() -> str:
     """The synthetic half of the detection benchmark, in one sentence."""
     f = _figures("detection")
@@ -363,6 +380,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "detection": table_detection,
     "detection_synthetic": table_detection_synthetic,
     "corpus": table_corpus,
+    "multi_agent": table_multi_agent,
     "sweep_efficiency": table_sweep,
     "sweep_post_onset": table_sweep_post_onset,
     "faults": table_faults,

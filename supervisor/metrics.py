@@ -10,6 +10,8 @@ import math
 import time
 from typing import Any, Mapping
 
+from supervisor import modules
+
 # normalized name -> path in RLlib's (new API stack) result dict.
 # "{m}" is the module id (single-agent: "default_policy").
 RESULT_PATHS: dict[str, str] = {
@@ -63,6 +65,9 @@ RESULT_PATHS: dict[str, str] = {
     "replay_sampled_lifetime": "replay_buffer/num_env_steps_sampled_lifetime",
     # DQN's epsilon lives in the env runners' modules; the callback copies it here (actors/algos.py).
     "epsilon": "supervisor_extra/epsilon",
+    # Remote learner actors RLlib counts healthy, of how many (num_learners >= 1; the callback copies them).
+    "healthy_learners": "supervisor_extra/healthy_learners",
+    "learners": "supervisor_extra/learners",
     # SAC: entropy temperature, its loss and target; mean log-prob of the policy's own actions.
     "alpha": "learners/{m}/alpha_value",
     "alpha_loss": "learners/{m}/alpha_loss",
@@ -127,13 +132,16 @@ def _iteration(x: Any) -> int:
     return int(v) if v is not None and math.isfinite(v) and 0 <= v < 2**62 else 0
 
 
-def module_id_of(result: Mapping[str, Any]) -> str:
+def module_ids_of(result: Mapping[str, Any]) -> list[str]:
+    """The RLModules a result speaks of: its learners' and its env runners' per-module returns, in order."""
+    out: dict[str, None] = {}
     learners = result.get("learners") if isinstance(result, Mapping) else None
     if isinstance(learners, Mapping):
-        for mid in learners:
-            if mid != "__all_modules__":
-                return mid
-    return "default_policy"
+        out.update((str(m), None) for m in learners if m != "__all_modules__")
+    returns = get_path(result, "env_runners/module_episode_returns_mean") if isinstance(result, Mapping) else None
+    if isinstance(returns, Mapping):
+        out.update((str(m), None) for m in returns)
+    return list(out) or [modules.DEFAULT]
 
 
 #: What RLlib reports as NaN when no episode finished in the iteration (episodes longer than the
@@ -225,6 +233,21 @@ def _negligible_error(metrics: dict) -> bool:
 
 
 EVAL_METRICS = ("eval_return_mean", "eval_num_episodes")
+#: Multi-agent: what belongs to one module (its learner) and what to the trial (env runners, timers, the team).
+MODULE_PATHS = {k: p for k, p in RESULT_PATHS.items() if "{m}" in p}
+TRIAL_PATHS = {k: p for k, p in RESULT_PATHS.items() if "{m}" not in p}
+
+
+def _module_metrics(result: Mapping[str, Any], m: str | None, paths: Mapping[str, str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, path in paths.items():
+        v = _to_float(get_path(result, path.format(m=m)))
+        if v is not None:
+            out[name] = v
+    for name, (src, sign) in DERIVED.items():
+        if name not in out and src in out:
+            out[name] = sign * out[src]
+    return out
 
 
 def normalize_result(result: Mapping[str, Any], trial_id: str, node_id: str | None = None,
@@ -236,16 +259,29 @@ def normalize_result(result: Mapping[str, Any], trial_id: str, node_id: str | No
     after it: with ``eval_interval`` (the config's ``evaluation_interval``) they are kept only on
     the iterations that evaluated.
     """
-    m = module_id_of(result)
-    metrics: dict[str, float] = {}
-    for name, path in RESULT_PATHS.items():
-        v = _to_float(get_path(result, path.format(m=m)))
-        if v is not None:
-            metrics[name] = v
-    for name, (src, sign) in DERIVED.items():
-        if name not in metrics and src in metrics:
-            metrics[name] = sign * metrics[src]
-    drop_no_data(metrics)
+    ids = module_ids_of(result)
+    if ids == [modules.DEFAULT]:
+        metrics = _module_metrics(result, modules.DEFAULT, RESULT_PATHS)
+        drop_no_data(metrics)
+    else:  # multi-agent: the trial's own metrics plain, each module's under modules/<id>/
+        metrics = _module_metrics(result, None, TRIAL_PATHS)
+        episodes = metrics.get("num_episodes")
+        drop_no_data(metrics)
+        for mid in ids:
+            own = _module_metrics(result, mid, MODULE_PATHS)
+            ret = _to_float(get_path(result, f"env_runners/module_episode_returns_mean/{mid}"))
+            if ret is not None:
+                own["episode_return_mean"] = ret
+            if episodes is not None:  # a NaN return of an iteration that finished no episode: no data
+                own["num_episodes"] = episodes
+            drop_no_data(own)
+            own.pop("num_episodes", None)
+            metrics.update((modules.key(mid, k), v) for k, v in own.items())
+        agents = get_path(result, "env_runners/agent_episode_returns_mean")
+        for aid, v in (agents.items() if isinstance(agents, Mapping) else ()):
+            v = _to_float(v)
+            if v is not None and not (math.isnan(v) and episodes is not None and not episodes > 0):
+                metrics[modules.agent_key(aid)] = v
     if metrics.get("eval_return_mean") is not None and math.isnan(metrics["eval_return_mean"]):
         del metrics["eval_return_mean"]  # an evaluation that finished no episode: no data
     it = _iteration(result.get("training_iteration"))

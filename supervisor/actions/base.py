@@ -52,6 +52,9 @@ class Applier(Protocol):
     # RLlib only (APPO, IMPALA): the learner's weights to every env runner now; returns ``verified``
     # (each runner holds them) and what it did. Others lack it: the action is recorded as not applied.
     def sync_weights(self) -> dict: ...
+    # Optional, for trials of several modules (RLlib multi-agent): ``for_module(m)`` is an applier whose
+    # hparams/set_hparams/rollback touch module ``m`` only; ``modules()`` the modules an action for the
+    # whole trial changes (those trained). An applier without them has one module.
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,12 @@ class ActionSpec:
     applies_after_end: bool = False
     needs_checkpoint: bool = False
     cooldown: int | None = None
+
+    @property
+    def per_module(self) -> bool:
+        """A hyperparameter action (``plan`` then ``set_hparams``): for the whole trial of a multi-module
+        trial it is applied to each trained module from that module's own values."""
+        return type(self).apply is ActionSpec.apply
 
     def plan(self, current: Mapping[str, float | None], params: Mapping[str, Any]) -> dict[str, float | None]:
         """New hyperparameter values from the current ones (hyperparameter actions only)."""

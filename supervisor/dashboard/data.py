@@ -57,7 +57,7 @@ def _finding(row: dict) -> dict:
     out = {"id": row["id"], "kind": "finding", "trial_id": row["trial_id"], "seq": row["seq"],
            "iteration": row["iteration"], "detector": row["detector"], "severity": row["severity"],
            "metric": row["metric"], "value": row["value"], "threshold": row["threshold"],
-           "message": row["message"], "time": row["time"]}
+           "message": row["message"], "time": row["time"], "module": row.get("module")}
     if row["detector"] == MetricsMissing.name:  # which detectors it left blind: the trial page lists them
         out["blind"] = {b["detector"]: b["metrics"] for b in blind_detectors([row])}
     return out
@@ -70,7 +70,8 @@ def _intervention(row: dict) -> dict:
     return {"id": row["id"], "kind": "intervention", "trial_id": row["trial_id"], "seq": row["seq"],
             "iteration": row["iteration"], "action": row["action"], "params": params, "reason": row["reason"],
             "detector": row["detector"], "outcome": row["outcome"],
-            "verified": None if row["verified"] is None else bool(row["verified"]), "time": row["time"]}
+            "verified": None if row["verified"] is None else bool(row["verified"]), "time": row["time"],
+            "module": row.get("module")}
 
 
 def _compute(row: dict, final: Any, spec: Any) -> dict | None:

@@ -14,7 +14,7 @@ cluster instead, for :class:`supervisor.cluster.ClusterState`.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from supervisor.detectors._common import check_band
 from supervisor.detectors.advantage_anomaly import AdvantageAnomaly
@@ -111,7 +111,7 @@ def check_overrides(overrides: Mapping[str, Any] | None) -> None:
 def build_detectors(overrides: Mapping[str, Mapping] | None = None,
                     profile: Mapping[str, Mapping[str, float]] | None = None,
                     priors: Priors | Mapping | None = None,
-                    algorithm: str | None = None) -> DetectorSuite:
+                    algorithm: str | None = None, scopes: Iterable[str] | None = None) -> DetectorSuite:
     """Instantiate every registered detector, in registry order, as one suite.
 
     Args:
@@ -128,12 +128,15 @@ def build_detectors(overrides: Mapping[str, Mapping] | None = None,
             mapping the Ray side sends); every detector reads them as ``self.priors``.
         algorithm: the trial's RLlib algorithm (default: the priors'): only the detectors that apply to it
             (``supervisor.algorithms``) are built; unknown: every one.
+        scopes: only the detectors of these scopes (:attr:`Detector.scope`); None: every one (logs judged
+            as one stream: ``supervise scan``, the benchmarks).
     """
     from supervisor import algorithms
 
     priors = priors if isinstance(priors, Priors) else Priors.from_dict(priors)
     algorithm = algorithm or priors.algorithm
-    enabled = {n: kw for n, kw in _enabled(overrides).items() if algorithms.applies(n, algorithm)}
+    enabled = {n: kw for n, kw in _enabled(overrides).items() if algorithms.applies(n, algorithm)
+               and (scopes is None or DETECTORS[n].scope in scopes)}
     if profile is not None and not isinstance(profile, Mapping):
         raise ValueError(f"profile must be a mapping of metric -> band, got {type(profile).__name__}")
     out: list[Detector] = []
