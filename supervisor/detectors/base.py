@@ -110,6 +110,11 @@ class Detector:
     name: ClassVar[str] = ""
     Options: ClassVar[type[DetectorOptions]] = DetectorOptions
     warmup: int = 0  # iterations of a metric's history needed before judging it
+    #: Which stream of a trial it judges (``supervisor.engine``): ``"module"``, a policy's learner (each module
+    #: of a multi-agent trial has its own suite); ``"trial"``, the trial's env runners and evaluation;
+    #: ``"any"``, whichever stream it is given (a module's return, and a multi-agent trial's team return);
+    #: ``"every"``, one in every judged stream, about that stream's own detectors (``metrics_missing``).
+    scope: ClassVar[str] = "module"
     #: The metrics it judges, as groups of alternatives (it reads any one of a group): while no metric of a
     #: group it needs has arrived, it is blind (``metrics_missing`` says so). Empty: it judges whatever comes.
     needs: ClassVar[tuple[tuple[str, ...], ...]] = ()

@@ -35,13 +35,14 @@ class DetectorSuite:
     @classmethod
     def build(cls, overrides: Mapping[str, Mapping] | None = None,
               profile: Mapping[str, Mapping[str, float]] | None = None, priors=None,
-              algorithm: str | None = None) -> "DetectorSuite":
+              algorithm: str | None = None, scopes=None) -> "DetectorSuite":
         """Every registered detector that applies to the trial's algorithm (``algorithm``, else the priors';
-        all when unknown) with its defaults, the ``overrides``, the ``profile`` and the ``priors`` (see
+        all when unknown; only those of ``scopes`` when given) with its defaults, the ``overrides``, the
+        ``profile`` and the ``priors`` (see
         :func:`supervisor.detectors.build_detectors`)."""
         from supervisor.detectors import build_detectors
 
-        return build_detectors(overrides, profile, priors, algorithm)
+        return build_detectors(overrides, profile, priors, algorithm, scopes)
 
     def __call__(self, iteration: int, metrics: Mapping[str, float], history: History) -> list[Finding]:
         """Every detector's findings on this iteration (``history`` is the past before it)."""
