@@ -226,7 +226,11 @@ def table_load() -> str:
     rows = [
         _row(f"ingestion, reports/s (batches of {ing['batch']}, every detector on; a no-op actor: "
              f"{_n(ing['noop_reports_per_s'])})", _n(ing["reports_per_s"]),
-             goal(ing["reports_per_s"] >= 10_000, ">= 10,000")),
+             goal(ing["reports_per_s"] >= 20_000, ">= 20,000")),
+        *([_row("judging time per report inside the actor in the latency test (of which the store's commits, "
+                f"one fsync per batch of {ing['reports_per_batch']:.1f})",
+                f"{ing['judging_ms_per_report']:.3f} ms ({ing['commit_ms_per_report']:.3f})",
+                goal(ing["judging_ms_per_report"] <= 0.2, "<= 0.2 ms"))] if "commit_ms_per_report" in ing else []),
         _row(f"verdict latency inside the actor, p50 / p99, {ing['concurrent_trials']:,} trials at 1 report/s",
              f"{p50:.2f} / {p99:.2f} ms", lat_goal),
         _row("verdict round trip seen by the trials, p50 / p99 (a no-op actor: "
@@ -243,8 +247,24 @@ def table_load() -> str:
         note += (f" The ingestion and latency rows predate the store's `synchronous=FULL` (measured with "
                  f"`{ing['synchronous']}`); FULL against NORMAL side by side: `benchmarks/results/ingestion_sync.md`. "
                  "A re-run on a quiet machine is due (`benchmarks/results/ingestion.json`, its note).")
-    return "\n".join(["| measure | supervisor | goal |", "|---|---:|---|", *rows]) + note + \
-        _loaded("ingestion", "memory", "overhead")
+    return "\n".join(["| measure | supervisor | goal |", "|---|---:|---|", *rows]) + note + _judging() + \
+        _loaded("ingestion", "memory", "overhead", "judging_profile")
+
+
+def _judging() -> str:
+    """What the actor does per report (benchmarks/judging_profile.py), next to the load figures."""
+    if not (RESULTS / "judging_profile.json").exists():
+        return ""
+    j = _figures("judging_profile")
+    parts = ", ".join(f"{g} {x:.0%}" for g, x in j["profile_shares"].items() if x >= 0.01)
+    top = ", ".join(f"`{t['function']}` {t['share']:.0%}" for t in j["profile_top"][:5])
+    base = ""
+    if "baseline_cpu_us_per_report" in j:
+        base = (f" against {_n(j['baseline_cpu_us_per_report'], 1)} µs for {j['baseline']} in the same run "
+                f"(interleaved): {j['speedup']:.2f}x less")
+    return (f"\n\nWhat the actor does per report (`{_meta('judging_profile')['command']}`, in-process, "
+            f"{j['workload']}, {_meta('judging_profile')['date'][:10]}): {_n(j['cpu_us_per_report'], 1)} µs of CPU "
+            f"per report{base}. Its share of the time: {parts}. Costliest functions: {top}.")
 
 
 def table_api() -> str:

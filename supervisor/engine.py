@@ -531,7 +531,7 @@ class Engine:
 
         every = self.settings.checkpoint_every
         checkpoint = (not todo and seq - state.last_trouble_seq >= every and (seq + 1) % every == 0
-                      and all(v - v == 0.0 for v in metrics.values())
+                      and _all_finite(metrics)
                       and not state.alarmed())  # a persisting fault between its reports is no health
         best = self._new_best(state, seq, metrics) if not todo else None
         effects = {actions.get(a["action"]).effect for a in todo}
@@ -578,8 +578,7 @@ class Engine:
         """A new best return on a healthy iteration (no warning or worse for ``checkpoint_every``
         iterations, every value finite): the trial saves it as its best checkpoint. Judged on the
         evaluation return once the trial reports one, else on the training return."""
-        if seq - state.last_trouble_seq < self.settings.checkpoint_every or not all(v - v == 0.0
-                                                                                    for v in metrics.values()):
+        if seq - state.last_trouble_seq < self.settings.checkpoint_every:
             return None
         metric = "eval_return_mean" if "eval_return_mean" in metrics else "episode_return_mean"
         v = metrics.get(metric)
@@ -589,6 +588,8 @@ class Engine:
         if old is not None and old["metric"] == "eval_return_mean" and metric != old["metric"]:
             return None  # judged on evaluation: iterations without one cannot beat it
         if old is not None and old["metric"] == metric and v <= old["value"]:
+            return None
+        if not _all_finite(metrics):
             return None
         if state.alarmed():  # last: a persisting fault between its reports is no health
             return None
@@ -826,6 +827,8 @@ class Engine:
         """An hparam change is verified by the next report showing the new value, on the module it changed
         (algorithms whose learner reports lag their updates, APPO and IMPALA, get ``report_lag`` more
         reports: supervisor.algorithms)."""
+        if not state.pending:
+            return
         spec = algorithms.get(state.algorithm)
         lag = spec.report_lag if spec is not None else 0
         for p in state.pending:
@@ -1192,6 +1195,13 @@ def _spec(action: str) -> actions.ActionSpec:
         return actions.get(action)
     except ValueError:
         return actions.ActionSpec()
+
+
+def _all_finite(metrics: dict) -> bool:
+    """Every value finite. A finite sum says so at C speed (a NaN or an infinity makes it NaN or
+    infinite); only a sum that overflowed needs the value-by-value look."""
+    s = sum(metrics.values())
+    return s - s == 0.0 or all(v - v == 0.0 for v in metrics.values())
 
 
 def _per_module(after: dict, module: Any) -> dict[str, dict]:

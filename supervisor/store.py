@@ -177,6 +177,7 @@ class Store:
         self.migrated_from: int | None = None  # the schema version an older store was migrated from
         self.readonly = readonly
         self._commits = 0
+        self.commit_s = 0.0  # time spent committing (synchronous=FULL: an fsync each)
         self._closed = threading.Event()
         if readonly:
             self.db = self._connect_readonly()
@@ -248,6 +249,8 @@ class Store:
             if self._depth == 1:
                 with self.db:
                     yield
+                    t0 = time.perf_counter()
+                self.commit_s += time.perf_counter() - t0  # the commit: its fsync (benchmarks/ingestion.py)
                 self._commits += 1
                 if self._commits % 64 == 0 and not self.readonly:
                     self._bound_wal()
@@ -311,28 +314,34 @@ class Store:
         says what is a replay."""
         row = (report["trial_id"], seq, report["iteration"], report.get("time") or time.time(),
                report.get("node_id"), dumps(report["metrics"]))
-        tid = report["trial_id"]
-        ids = []
+        if self._depth:  # inside the caller's transaction (the engine's, per report or per batch)
+            return self._record_iteration(row, seq, findings, interventions)
         with self.transaction():
-            cur = self.db.execute(
-                "INSERT OR IGNORE INTO reports (trial_id, seq, iteration, time, node_id, metrics) VALUES (?,?,?,?,?,?)",
-                row)
-            if cur.rowcount == 0:
-                return None  # a replay of a report already stored
-            for f in findings:
-                self.db.execute(
-                    "INSERT OR IGNORE INTO findings (trial_id, seq, iteration, detector, severity, metric, value, "
-                    "threshold, message, details, time, module) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (tid, seq, f["iteration"], f["detector"], f["severity"], f.get("metric"), _num(f.get("value")),
-                     _num(f.get("threshold")), f["message"], dumps(f.get("details") or {}), time.time(),
-                     f.get("module")))
-            for iv in interventions:
-                c = self.db.execute(
-                    "INSERT OR IGNORE INTO interventions (trial_id, seq, iteration, action, params, reason, detector, "
-                    "time, module) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (tid, seq, iv["iteration"], iv["action"], dumps(iv.get("params") or {}), iv["reason"],
-                     iv.get("detector"), time.time(), iv.get("module")))
-                ids.append(c.lastrowid)
+            return self._record_iteration(row, seq, findings, interventions)
+
+    def _record_iteration(self, row: tuple, seq: int, findings: Iterable[dict], interventions: Iterable[dict]
+                          ) -> list[int] | None:
+        tid = row[0]
+        ids = []
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO reports (trial_id, seq, iteration, time, node_id, metrics) VALUES (?,?,?,?,?,?)",
+            row)
+        if cur.rowcount == 0:
+            return None  # a replay of a report already stored
+        for f in findings:
+            self.db.execute(
+                "INSERT OR IGNORE INTO findings (trial_id, seq, iteration, detector, severity, metric, value, "
+                "threshold, message, details, time, module) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (tid, seq, f["iteration"], f["detector"], f["severity"], f.get("metric"), _num(f.get("value")),
+                 _num(f.get("threshold")), f["message"], dumps(f.get("details") or {}), time.time(),
+                 f.get("module")))
+        for iv in interventions:
+            c = self.db.execute(
+                "INSERT OR IGNORE INTO interventions (trial_id, seq, iteration, action, params, reason, detector, "
+                "time, module) VALUES (?,?,?,?,?,?,?,?,?)",
+                (tid, seq, iv["iteration"], iv["action"], dumps(iv.get("params") or {}), iv["reason"],
+                 iv.get("detector"), time.time(), iv.get("module")))
+            ids.append(c.lastrowid)
         return ids
 
     def record_event(self, trial_id: str, seq: int, findings: Iterable[dict], interventions: Iterable[dict]
