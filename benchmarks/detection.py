@@ -432,9 +432,13 @@ def main() -> None:
         print(section)
         out = Path(args.out)
         before = out.read_text() if out.exists() else ""
-        head = before.split(CORPUS_HEADING, 1)[0].rstrip("\n")
+        head, _, rest = before.partition(CORPUS_HEADING)
+        head = head.rstrip("\n")
+        nxt = rest.find("\n## ")  # the sections after the corpus's (before/after) stay as they are
+        after = rest[nxt:] if nxt >= 0 else ""
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text((head + "\n\n" if head else "") + section)
+        out.write_text((head + "\n\n" if head else "") + section.rstrip("\n") + "\n" + after.rstrip("\n") + "\n"
+                       if after else (head + "\n\n" if head else "") + section)
         if out.resolve() == RESULTS.resolve():  # keep the published figures in step with the Markdown
             js = RESULTS.with_suffix(".json")
             doc = json.loads(js.read_text())
