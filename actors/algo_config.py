@@ -7,20 +7,12 @@ does RLlib accept the values) happen here and raise ``InputError``.
 
 from __future__ import annotations
 
-import importlib
-
 from supervisor import algorithms
 from supervisor.config import Experiment
 from supervisor.errors import InputError
 
+from actors import multi_agent
 from actors.callback import SupervisorCallback, attach
-
-
-def resolve_env(env: str):
-    if ":" in env:
-        mod, _, cls = env.partition(":")
-        return getattr(importlib.import_module(mod), cls)
-    return env
 
 
 def build_config(exp: Experiment, source: str, run_id: str | None = None, config_overrides: dict | None = None):
@@ -35,11 +27,12 @@ def build_config(exp: Experiment, source: str, run_id: str | None = None, config
     for key in params:
         if key.startswith("_") or not hasattr(cfg, key) or callable(getattr(cfg, key)):
             raise InputError(source, f"config.{key}", f"unknown {cls.__name__} parameter")
-    cfg.environment(resolve_env(exp.env), env_config=dict(exp.env_config))
+    cfg.environment(multi_agent.resolve_env(exp, source), env_config=dict(exp.env_config))
     try:
         cfg.update_from_dict(params)
     except Exception as e:
         raise InputError(source, "config", f"{e.__class__.__name__}: {str(e).splitlines()[0]}")
+    multi_agent.configure(cfg, exp, source)
     if exp.seed is not None:
         cfg.debugging(seed=exp.seed)
     if run_id is not None and exp.supervisor.enabled:

@@ -5,6 +5,15 @@ applies the verdict's interventions to the algorithm *before the next
 iteration* (this hook runs inside ``Algorithm.train()``, after the update).
 What it applied is acknowledged at once (``SupervisorClient.acknowledge``, the
 one route for it); the next report shows whether the change took effect.
+
+Around that, on the algorithm's own process (``on_algorithm_init``): the
+iteration's phases are tracked and told to the supervisor by a heartbeat thread
+(``actors/heartbeat.py``; the supervisor finds a hung trial on its own clock),
+and ``Algorithm.step`` is wrapped so that a crash is told before it ends the
+process (``actors/crash.py``): the supervisor's answer turns it into a restart
+(``RestartRequested``, Tune's ``FailureConfig`` restarts the trial) or a clean
+stop. On every env runner, ``on_sample_end`` runs the data guard
+(``actors/data_guard.py``) on each sampled batch.
 """
 
 from __future__ import annotations
@@ -22,7 +31,10 @@ from actors import compat, run_registry
 from actors.algos import EXTRA_ROOT, name_of
 from actors.appliers.rllib import RLlibApplier, current_hparams, extra_metrics, save_checkpoint, set_hparams
 from actors.client import SupervisorClient
-from actors.priors import priors_of
+from actors.crash import OWN_ROOTS, crash_report, probe
+from actors.data_guard import EnvRunnerGuard, LostIterations
+from actors.heartbeat import Heartbeat, Phases
+from actors.priors import modules_of, priors_of
 from supervisor import actions
 from supervisor.actions import apply as apply_action
 from supervisor.metrics import normalize_result
@@ -30,6 +42,9 @@ from supervisor.storage import Storage, display
 from supervisor.verdict import Verdict
 
 log = logging.getLogger(__name__)
+#: Algorithms whose env runners sample asynchronously: an iteration may report no sample of its own, and asking
+#: their busy env runners for the guard's counts would block (their metrics are never dropped wholesale).
+ASYNC_SAMPLING = ("APPO", "IMPALA")
 CONFIG_KEY = "supervisor"  # in AlgorithmConfig.learner_config_dict: {"run_id": ...}, nothing else
 # The trial a Tune trainable is building (its Tune id, its sampled values): set around the algorithm's
 # construction (actors.tune.trainable), read in on_algorithm_init; never part of RLlib's config.
@@ -43,6 +58,25 @@ class RestartRequested(RuntimeError):
 
     def __str__(self) -> str:
         return f"RestartRequested: {super().__str__()}"
+
+
+class TrialHung(RestartRequested):
+    """Raised in ``supervise run``'s own process when the supervisor found its iteration hung (``stop``: the
+    supervisor stopped the trial instead of restarting it)."""
+
+    def __init__(self, reason: str, stop: bool = False):
+        super().__init__(reason)
+        self.stop = stop
+
+
+def stop_result(reason: str, **sup) -> dict:
+    """What ``Algorithm.step`` returns instead of an iteration when the supervisor ends the trial after a crash
+    or a hang: Tune ends the trial as done (``RESULT_DUPLICATE``: no iteration counted, no restart burned);
+    a plain loop reads ``result["supervisor"]["stop"]``."""
+    from ray.tune.result import RESULT_DUPLICATE
+
+    return {RESULT_DUPLICATE: True, "done": True, "supervisor": {"stop": True, "reported": True, "reason": reason,
+                                                                  **sup}}
 
 
 def attach(config, run_id: str):
@@ -112,6 +146,15 @@ class SupervisorCallback(RLlibCallback):
         self.best_versions: list[str] = []  # its best checkpoints, the current one last
         self.storage: Storage | None = None
         self.trial_config: dict = {}
+        self.phases = Phases()
+        self.heartbeat: Heartbeat | None = None
+        self.stop_reason: str | None = None  # the supervisor ended this trial after a crash or a hang
+        self.verdict_stop_reason: str | None = None  # the reason of a verdict's stop_trial
+        self.crash: dict | None = None  # the supervisor's decision on this process's crash
+        self.quarantined = False
+        self.guard: EnvRunnerGuard | None = None  # on an env runner: its data guard
+        self._guard_mark: dict = {}  # the local guard's counts when the iteration in progress started
+        self.lost = LostIterations()  # the guard's figures of iterations whose env-runner metrics RLlib dropped
 
     # ------------------------------------------------------------------ setup
     def on_algorithm_init(self, *, algorithm, metrics_logger=None, **kwargs) -> None:
@@ -132,8 +175,18 @@ class SupervisorCallback(RLlibCallback):
         # picks which detectors and ladders apply (supervisor.algorithms).
         self.trial_config = {**(info.get("trial_config") or {}), "algorithm": name_of(algorithm),
                              "priors": priors_of(algorithm)}
+        try:  # every module its own stream: which ones RLlib trains, and each one's priors
+            self.trial_config["modules"] = modules_of(algorithm)
+        except Exception:
+            log.warning("could not read the algorithm's modules; judged as one", exc_info=True)
+        self.phases.attach(algorithm, lambda step: self._guarded_step(algorithm, step))
+        _wrap_stop(algorithm, self)
         reg = self.client.register(self.trial_id, _node_id(), self.trial_config,
                                    wait_s=info.get("register_wait_s", 20.0))
+        hang = (info["run_info"].get("settings") or {}).get("hang") or {}
+        if hang.get("enabled", True):
+            self.heartbeat = Heartbeat(info["run_id"], self.trial_id, self.phases,
+                                       float(hang.get("heartbeat_s", 5.0)), _node_id(), self._told).start()
         if reg is None:
             log.warning("supervisor unreachable at trial start; %s trains on and registers once it answers",
                         self.trial_id)
@@ -147,6 +200,11 @@ class SupervisorCallback(RLlibCallback):
         if reg.get("checkpoint") and reg["checkpoint"]["path"] not in self.checkpoints:
             # a restarted trial's rollback target: kept until the supervisor takes a newer one, then rotated
             self.checkpoints.insert(0, reg["checkpoint"]["path"])
+        if reg.get("stop"):  # stopped after a crash or a hang: this restarted process ends at its first step
+            self.stop_reason = reg["stop"]
+            return
+        if reg.get("quarantine"):
+            self._quarantine(algorithm)
         if reg.get("overrides"):  # a restarted trial re-applies what the supervisor changed
             after = set_hparams(algorithm, reg["overrides"])
             log.info("trial %s restarted with supervisor overrides %s", self.trial_id, after)
@@ -165,6 +223,9 @@ class SupervisorCallback(RLlibCallback):
                 result["supervisor"] = {"reported": False, "registered": False}
                 return
             self._registered(algorithm, reg)
+        if (self.info["run_info"].get("settings") or {}).get("data_guard", {}).get("enabled", True) \
+                and self.trial_config.get("algorithm") not in ASYNC_SAMPLING:
+            self.lost.fill(algorithm, result)
         extra = extra_metrics(algorithm)  # what RLlib keeps off the result (DQN's epsilon)
         if extra:
             result[EXTRA_ROOT] = extra
@@ -180,11 +241,14 @@ class SupervisorCallback(RLlibCallback):
             verdict = Verdict.merged(verdicts)  # replayed reports' actions included: they still apply
             if verdict.health:
                 self.last_verdict = verdict
+                per = verdict.health.get("modules") or {}
                 sup.update(health_score=verdict.health["score"], worst_severity=verdict.health["worst_severity"],
-                           findings=[f"{f['detector']}:{f['severity']}" for f in verdict.findings],
-                           finding_text=[f"{f['detector']} ({f['severity']}): {f['message']}"
+                           findings=[_where(f) + f"{f['detector']}:{f['severity']}" for f in verdict.findings],
+                           finding_text=[_where(f) + f"{f['detector']} ({f['severity']}): {f['message']}"
                                          for f in verdict.findings],
-                           actions=[a["action"] for a in verdict.actions], repairing=verdict.repairing)
+                           actions=[_where(a) + a["action"] for a in verdict.actions], repairing=verdict.repairing)
+                if len(per) > 1 or set(per) - {"default_policy"}:
+                    sup["module_health"] = {m: h.get("score") for m, h in per.items()}
             self._apply(algorithm, verdict.actions)
             if verdict.checkpoint and not verdict.actions and not self.info.get("tune"):
                 # under Tune the trainable asks Tune for it (should_checkpoint): one save, Tune's, in storage
@@ -193,6 +257,8 @@ class SupervisorCallback(RLlibCallback):
                 self._save_best(algorithm, report["iteration"], report["seq"], verdict.best)
                 sup["best"] = verdict.best
         sup["stop"] = self.stop_requested
+        if self.stop_requested and self.verdict_stop_reason:
+            sup["stop_reason"] = self.verdict_stop_reason
         result["supervisor"] = sup  # reaches Tune's loggers and stoppers
         if self.restart_requested:
             # What was applied with the restart (e.g. reduce_lr) was acknowledged in _apply: the
@@ -208,10 +274,13 @@ class SupervisorCallback(RLlibCallback):
             entry = apply_action(applier, a)
             if not entry["ok"]:
                 log.warning("could not apply %s: %s", a["action"], entry["error"])
+            elif a["action"] == "quarantine":
+                self.quarantined = True
             entries.append(entry)
         self.client.acknowledge(self.trial_id, entries)  # kept and resent if the supervisor does not answer
         self.stop_requested |= applier.stop_requested
         self.restart_requested |= applier.restart_requested
+        self.verdict_stop_reason = self.verdict_stop_reason or applier.stop_reason
 
     def _checkpoint(self, algorithm, iteration: int, seq: int = -1) -> None:
         """Save a checkpoint into the run storage (``checkpoints/<trial>/seq_N``) and record it: the trial's
@@ -288,6 +357,112 @@ class SupervisorCallback(RLlibCallback):
                            link or where, best["metric"], best["value"], current_hparams(algorithm))
         self.rotate()
 
+    # ------------------------------------------------------------------ crashes
+    def _guarded_step(self, algorithm, step):
+        """``Algorithm.step``, with a crash told to the supervisor before it ends the process."""
+
+        def guarded():
+            if self.stop_reason:
+                self.stop_requested = True
+                return stop_result(self.stop_reason)
+            self._guard_mark = self._local_guard_counts(algorithm)
+            try:
+                return step()
+            except RestartRequested:
+                raise
+            except Exception as exc:
+                decision = self._crashed(algorithm, exc)
+                if not decision or decision.get("action") is None:
+                    raise
+                if decision["action"] == "stop":
+                    self.stop_reason = decision["reason"]
+                    self.stop_requested = True
+                    return stop_result(decision["reason"], crashed=(decision.get("finding") or {}).get("message"))
+                raise RestartRequested(f"supervisor restarts trial {self.trial_id} after a crash: "
+                                       f"{decision['reason']}") from exc
+
+        return guarded
+
+    def _crashed(self, algorithm, exc: BaseException) -> dict | None:
+        if self.client is None:
+            return None
+        now = self._local_guard_counts(algorithm)
+        guard = {k: now.get(k, 0) - self._guard_mark.get(k, 0) for k in now}
+        try:
+            seen = probe(algorithm)
+        except Exception:
+            seen = {}
+        if seen.get("nonfinite_obs_now"):
+            guard["nonfinite_obs"] = guard.get("nonfinite_obs", 0) + seen["nonfinite_obs_now"]
+        try:
+            report = crash_report(exc, node_id=_node_id(), iteration=int(getattr(algorithm, "iteration", 0) or 0) + 1,
+                                  phase=self.phases.failed_in or self.phases.phase, guard=guard)
+        except Exception:
+            log.exception("could not describe the crash")
+            return None
+        report["own_roots"] = list(OWN_ROOTS)
+        if "weights_finite" in seen:
+            report["weights_finite"] = seen["weights_finite"]
+        self.flush(timeout_s=5.0)  # buffered reports and acknowledgements first: the crash comes after them
+        decision = self.client.call("trial_crashed", self.info["run_id"], self.trial_id, report, self.info["run_info"],
+                                    timeout_s=max(self.client.timeout_s, 10.0))
+        if isinstance(decision, dict):
+            self.crash = decision
+            log.error("trial %s crashed: %s -> %s", self.trial_id,
+                      (decision.get("finding") or {}).get("message"), decision.get("action"))
+            return decision
+        return None
+
+    # ------------------------------------------------------------------ hangs
+    def _told(self, told: dict) -> None:
+        """The heartbeat's answer: the supervisor found this trial hung. In a Tune trial the supervisor ends the
+        actor itself; in a driver (``supervise run``) the run loop interrupts its own training."""
+        if self.heartbeat is not None and self.heartbeat.handle is None:
+            from actors import heartbeat
+
+            heartbeat.interrupt_main(told)
+
+    # ------------------------------------------------------------------ the data guard (env runners)
+    def guard_for(self, env_runner) -> EnvRunnerGuard:
+        if self.guard is None:
+            settings = {}
+            run_id = run_id_of(getattr(env_runner, "config", None))
+            info = run_registry.lookup(run_id) if run_id else None
+            if info:
+                settings = ((info.get("run_info") or {}).get("settings") or {}).get("data_guard") or {}
+            else:
+                settings = {"enabled": False}  # not supervised: no guard
+            self.guard = EnvRunnerGuard(settings)
+        return self.guard
+
+    def on_sample_end(self, *, env_runner=None, metrics_logger=None, samples=None, **kwargs) -> None:
+        try:
+            self.guard_for(env_runner).on_sample_end(env_runner, metrics_logger, samples)
+        except Exception:  # the guard never takes sampling down
+            log.exception("data guard failed on this sample; the sample goes on unchecked")
+
+    def on_env_runners_recreated(self, *, algorithm, env_runner_group=None, env_runner_indices=None, **kwargs) -> None:
+        if self.quarantined:
+            self._quarantine(algorithm)
+
+    def _quarantine(self, algorithm) -> None:
+        from actors.appliers.rllib.quarantine import quarantine
+
+        try:
+            quarantine(algorithm, True)
+            self.quarantined = True
+        except Exception as e:
+            log.warning("could not quarantine the env runners of %s: %s", self.trial_id, e)
+
+    @staticmethod
+    def _local_guard_counts(algorithm) -> dict:
+        """The data guard's counts so far on this process's own env runner (the one a crash report can read)."""
+        er = getattr(algorithm, "env_runner", None)
+        for cb in getattr(er, "_callbacks", None) or ():
+            if isinstance(cb, SupervisorCallback) and cb.guard is not None:
+                return dict(cb.guard.totals)
+        return {}
+
     def flush(self, timeout_s: float = 20.0) -> bool:
         """The trial ends (Tune stops it, or our runner closes it): nothing it knows may be lost.
 
@@ -317,6 +492,8 @@ class SupervisorCallback(RLlibCallback):
 
     def on_trial_end(self, status: str) -> str | None:
         """Called by our runner (not RLlib) when the trial ends; returns the final status."""
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         if self.client is None:
             return None
         self.flush()  # what is outstanding first: what it decides comes before the closing record
@@ -344,6 +521,18 @@ class _EndedTrial(RLlibApplier):
         super().__init__(None, trial_id)
 
 
+def _wrap_stop(algorithm, cb: SupervisorCallback) -> None:
+    """The heartbeat ends with the algorithm (``Algorithm.stop``: Tune's, or the runner's before a restart)."""
+    stop = algorithm.stop
+
+    def stopped(*args, **kwargs):
+        if cb.heartbeat is not None:
+            cb.heartbeat.stop()
+        return stop(*args, **kwargs)
+
+    algorithm.stop = stopped
+
+
 def _node_id() -> str | None:
     try:
         return ray.get_runtime_context().get_node_id()
@@ -358,6 +547,12 @@ def _tune_trial_id() -> str | None:
         return tune.get_context().get_trial_id()
     except Exception:
         return None
+
+
+def _where(item: dict) -> str:
+    """"p1: " before a finding or action of a multi-agent trial's module (nothing for a single-agent one)."""
+    m = item.get("module")
+    return f"{m}: " if m not in (None, "default_policy") else ""
 
 
 def swap_link(link: str, target: str) -> None:

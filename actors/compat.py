@@ -18,10 +18,9 @@ import inspect
 import sys
 from pathlib import Path
 
-#: Oldest Ray release the Ray-facing tests pass on, and the first minor release not yet tested.
-FLOOR = "2.50.1"
-NEXT = "2.61"
-TESTED_RANGE = f">={FLOOR},<{NEXT}"
+# The tested range (FLOOR, NEXT) and the installed release, read without Ray: the CLI checks them too.
+from supervisor.ray_release import (FLOOR, NEXT, TESTED_RANGE, in_tested_range, ray_version,  # noqa: F401
+                                    warn_if_untested)
 
 #: Each private item -> what stops working without it (the second half of every ``RayMoved`` sentence).
 ITEMS = {
@@ -71,16 +70,6 @@ class RayMoved(RuntimeError):
         super().__init__(moved(item, how))
 
 
-def ray_version() -> str:
-    """The installed Ray's version, read without importing Ray."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("ray")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def moved(item: str, how: str = "is gone") -> str:
     return f"Ray {ray_version()}: {item} {how}: {ITEMS[item]}"
 
@@ -90,35 +79,6 @@ def _attr(obj, name: str, item: str):
         return getattr(obj, name)
     except AttributeError:
         raise RayMoved(item) from None
-
-
-# ---------------------------------------------------------------------------
-# the tested range
-# ---------------------------------------------------------------------------
-
-
-def in_tested_range(v: str | None = None) -> bool:
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        ver = Version(v or ray_version())
-    except InvalidVersion:
-        return False
-    return Version(FLOOR) <= ver < Version(NEXT)
-
-
-_WARNED = False
-
-
-def warn_if_untested(stream=None) -> bool:
-    """Say once per process, on stderr, that the installed Ray is outside the tested range; True if it did."""
-    global _WARNED
-    if _WARNED or in_tested_range():
-        return False
-    _WARNED = True
-    print(f"supervise: Ray {ray_version()} is outside the tested range {TESTED_RANGE}; interventions rely on "
-          "RLlib internals that move between releases (actors/compat.py)", file=stream or sys.stderr)
-    return True
 
 
 # ---------------------------------------------------------------------------
@@ -350,6 +310,27 @@ def combined_stoppers(stopper) -> list:
 
 
 ERROR_FILE_MARK = "Failure #"  # Tune appends "Failure # N (occurred at ...)" and str(exception) per failure
+
+
+def latest_failure(trial) -> str:
+    """The text of the trial's latest failure: the last entry of Tune's error file, else its pickled error
+    formatted; "" when there is neither."""
+    try:
+        path = trial.error_file
+        if path and Path(path).is_file():
+            text = Path(path).read_text(errors="replace")
+            return text[text.rfind(ERROR_FILE_MARK):] if ERROR_FILE_MARK in text else text
+    except Exception:
+        pass
+    try:
+        err = trial.get_pickled_error()
+        if err is not None:
+            import traceback
+
+            return "".join(traceback.format_exception(err))
+    except Exception:
+        pass
+    return ""
 
 
 def trial_failed_with(trial, name: str) -> bool:

@@ -14,8 +14,9 @@ Names as scraped (``ray_`` + the name here; counters may carry ``_total``):
 | --- | --- | --- |
 | ``rl_supervisor_trial_health_score`` | gauge 0..1 | run_id, trial_id |
 | ``rl_supervisor_trial_iteration_time_s`` | gauge | run_id, trial_id |
-| ``rl_supervisor_findings`` | counter | detector, severity |
-| ``rl_supervisor_interventions`` | counter | action |
+| ``rl_supervisor_module_health_score`` | gauge 0..1 | run_id, trial_id, module |
+| ``rl_supervisor_findings`` | counter | detector, severity, module ("" for the trial's own) |
+| ``rl_supervisor_interventions`` | counter | action, module ("" for the whole trial) |
 | ``rl_supervisor_node_alive`` | gauge 0/1 | node_id, address |
 | ``rl_supervisor_node_health`` | gauge 0 ok, 1 info, 2 warning, 3 critical | node_id, address |
 | ``rl_supervisor_node_cpu_percent`` / ``_memory_percent`` / ``_disk_percent`` | gauge | node_id, address |
@@ -48,10 +49,12 @@ class SupervisorMetrics:
 
         self.health = g("trial_health_score", "Trial health score (1 healthy .. 0 critical)", ("run_id", "trial_id"))
         self.iter_time = g("trial_iteration_time_s", "Trial's last iteration time in seconds", ("run_id", "trial_id"))
-        self.findings = Counter(PREFIX + "findings", description="Findings by detector and severity",
-                                tag_keys=("detector", "severity"))
-        self.interventions = Counter(PREFIX + "interventions", description="Interventions by action",
-                                     tag_keys=("action",))
+        self.module_health = g("module_health_score", "Health score of one module (policy) of a trial",
+                               ("run_id", "trial_id", "module"))
+        self.findings = Counter(PREFIX + "findings", description="Findings by detector, severity and module",
+                                tag_keys=("detector", "severity", "module"))
+        self.interventions = Counter(PREFIX + "interventions", description="Interventions by action and module",
+                                     tag_keys=("action", "module"))
         self.node_alive = g("node_alive", "1 if the node is alive", NODE_TAGS)
         self.node_health = g("node_health", "Node health: 0 ok, 1 info, 2 warning, 3 critical", NODE_TAGS)
         self.node_cpu = g("node_cpu_percent", "Node CPU utilization percent", NODE_TAGS)
@@ -70,11 +73,15 @@ class SupervisorMetrics:
         if _num(iteration_time_s) is not None:
             self.iter_time.set(float(iteration_time_s), tags=tags)
 
-    def finding(self, detector: str, severity: str, n: int = 1) -> None:
-        self.findings.inc(n, tags={"detector": str(detector), "severity": str(severity)})
+    def module(self, run_id: str, trial_id: str, module: str, score: float) -> None:
+        self.module_health.set(float(score), tags={"run_id": str(run_id), "trial_id": str(trial_id),
+                                                   "module": str(module)})
 
-    def intervention(self, action: str, n: int = 1) -> None:
-        self.interventions.inc(n, tags={"action": str(action)})
+    def finding(self, detector: str, severity: str, n: int = 1, module: str | None = None) -> None:
+        self.findings.inc(n, tags={"detector": str(detector), "severity": str(severity), "module": module or ""})
+
+    def intervention(self, action: str, n: int = 1, module: str | None = None) -> None:
+        self.interventions.inc(n, tags={"action": str(action), "module": module or ""})
 
     def node(self, row: Mapping[str, Any]) -> None:
         tags = {"node_id": str(row.get("node_id")), "address": str(row.get("address") or "")}

@@ -412,6 +412,15 @@ class ClusterWatch:
             except Exception:
                 pass
 
+    def record(self, found: list[dict], now: float | None = None) -> None:
+        """Findings raised outside the watch (``node_hung``, from the supervisor's hung check): listed by
+        ``supervise status``, stored in every open run, alerted, counted."""
+        now = time.time() if now is None else now
+        with self._lock:
+            self._log(found, now)
+        self.submit(self.service.record_cluster, found, None, now)
+        self._count(found)
+
     def tick(self, now: float | None = None) -> dict:
         import ray
 
@@ -493,8 +502,10 @@ class ClusterWatch:
         try:
             for r in rows:
                 m.node(r)
-            for run_id, tid, score, it_s in self.run(self.service.trial_gauges):
+            for run_id, tid, score, it_s, mods in self.run(self.service.trial_gauges):
                 m.trial(run_id, tid, score, it_s)
+                for mod, mod_score in mods.items():
+                    m.module(run_id, tid, mod, mod_score)
         except Exception as e:
             log.warning("metrics update failed: %s", e)
 

@@ -18,6 +18,12 @@ iteration, health-gated checkpoints go to ``run_dir/checkpoints``. ``restart_tri
 :class:`~actors.callback.RestartRequested` from ``algo.train()``; outside Tune catch it and call
 ``algo = restart(algo, config)`` (a fresh algorithm from the newest healthy checkpoint, with the
 supervisor's hyperparameter changes re-applied), or leave ``restart_trial`` out of the ladders.
+
+A crash inside ``algo.train()`` is told to the supervisor first (``trial_crashed``, in the run's report):
+when it decides to restart, ``RestartRequested`` comes out of ``train()`` (chained to the original error);
+when it decides to stop (the same crash again, non-finite data from the environment), ``train()`` returns
+``{"supervisor": {"stop": True, "reason": ...}, "done": True, ...}`` instead of raising; when the supervisor
+cannot be reached, the original error comes out unchanged.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ from supervisor.progress import Progress
 
 from actors.algo_config import build_config
 from actors.bootstrap import new_run, open_run, start
-from actors.callback import RestartRequested, find_callback
+from actors import heartbeat
+from actors.callback import RestartRequested, TrialHung, find_callback
 from actors.supervisor_actor import get_or_create_supervisor
 from actors.tune.stopper import StopRule
 
@@ -45,6 +46,10 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
         tb = TensorBoardLog(run.run_dir, storage=run.store)
     started = time.time()
     status, iteration, metrics, algo = "errored", 0, {}, None
+    why = None  # the supervisor's reason for a stop or a crash, for the exit line
+    # a hung iteration is interrupted in this (main) thread: the training runs here, not in a Tune actor
+    uninstall = heartbeat.install_interrupt(lambda: getattr(find_callback(algo), "phases", None) if algo else None,
+                                            TrialHung)
     try:
         open_run(run, get_or_create_supervisor(), trial_id=run.run_id, best_dir=str(run.run_dir / "best"))
         if not quiet:
@@ -58,11 +63,42 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
         while True:
             try:
                 result = algo.train()
-            except RestartRequested:
-                # Outside Tune, "restart" means: a fresh algorithm from the last healthy checkpoint.
+            except TrialHung as e:
+                why = f"hung: {e}"
+                if tb is not None:
+                    tb.event(run.run_id, iteration + 1, {"detector": "trial_hung", "severity": "critical",
+                                                         "message": str(e)}, [])
+                if e.stop:
+                    status = "stopped"
+                    break
                 restarts += 1
+                if not quiet:
+                    progress.console.print(f"[bold red]trial hung[/]: {e}; restarting from the newest healthy checkpoint")
                 algo = _restart(algo, config)
                 continue
+            except RestartRequested as e:
+                # Outside Tune, "restart" means: a fresh algorithm from the last healthy checkpoint.
+                restarts += 1
+                crash = getattr(find_callback(algo), "crash", None)
+                if crash:
+                    why = f"crashed: {(crash.get('finding') or {}).get('message')}"
+                    if tb is not None:
+                        tb.event(run.run_id, iteration + 1, crash.get("finding"), crash.get("actions"))
+                    if not quiet:
+                        progress.console.print(f"trial crashed: {(crash.get('finding') or {}).get('message')}; "
+                                               f"restarting: {crash.get('reason')}", markup=False)
+                algo = _restart(algo, config)
+                continue
+            if result.get("__duplicate__"):  # the supervisor ended the trial after a crash or a hang
+                status = "stopped"
+                why = (result.get("supervisor") or {}).get("reason")
+                crashed = (result.get("supervisor") or {}).get("crashed")
+                crash = getattr(find_callback(algo), "crash", None)
+                if tb is not None and crash:
+                    tb.event(run.run_id, iteration + 1, crash.get("finding"), crash.get("actions"))
+                if crashed:
+                    why = f"crashed: {crashed}; stopped: {why}"
+                break
             iteration = int(result.get("training_iteration", iteration + 1))
             metrics = normalize_result(result, run.run_id, eval_interval=config.evaluation_interval)["metrics"]
             supv = result.get("supervisor")
@@ -72,6 +108,7 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
                 progress.iteration(iteration, metrics, supv)
             if supv and supv.get("stop"):
                 status = "stopped"
+                why = f"stopped: {supv['stop_reason']}" if supv.get("stop_reason") else why
                 break
             if rule.reason(result, elapsed_s=time.time() - started):
                 status = "completed"
@@ -84,13 +121,15 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
         raise
     except InputError:
         raise
-    except Exception:
+    except Exception as exc:
         log.exception("run failed")
         cb = find_callback(algo) if algo else None
+        why = _crash_line(run, cb, exc, iteration)
         if cb:
             cb.on_trial_end("errored")
         status = "errored"
     finally:
+        uninstall()
         try:
             sup = get_or_create_supervisor()
             ray.get(sup.close_run.remote(run.run_id, status), timeout=10)
@@ -105,10 +144,32 @@ def run_experiment(exp: Experiment, source: str, out: str | None = None, address
             tb.close()
     if not quiet:
         progress.done(status, iteration, time.time() - started, metrics.get("episode_return_mean"))
+        if why:
+            progress.console.print(f"  {why}", markup=False)
         print(f"report: supervise report {run.run_dir}")
         if not run.store.is_run_dir(run.run_dir):
             print(f"from any machine: supervise report '{run.store.root}'")
     return {"completed": 0, "recovered": 0, "stopped": 3}.get(status, 1)
+
+
+def _crash_line(run, cb, exc: BaseException, iteration: int) -> str:
+    """A crash the trial could not tell (outside a training step, or the supervisor did not answer): told
+    now from here; the line for the exit."""
+    told = getattr(cb, "crash", None)
+    if not told:
+        from actors.crash import OWN_ROOTS, crash_report
+
+        try:
+            report = crash_report(exc, iteration=iteration + 1)
+            report.update(source="driver", own_roots=list(OWN_ROOTS))
+            sup = get_or_create_supervisor()
+            told = ray.get(sup.trial_crashed.remote(run.run_id, getattr(cb, "trial_id", None) or run.run_id, report),
+                           timeout=30)
+        except Exception as e:
+            log.warning("could not tell the supervisor about the crash: %s", e)
+            told = None
+    f = (told or {}).get("finding") or {}
+    return f"crashed: {f.get('message')}" if f.get("message") else f"crashed: {exc.__class__.__name__}: {exc}"
 
 
 def resolve_restore(path: str) -> str:

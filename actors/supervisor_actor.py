@@ -34,6 +34,7 @@ from typing import Any, Callable
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from supervisor import modules
 from supervisor.alerts import AlertSender
 from supervisor.config import SupervisorConfig
 from supervisor.engine import Engine, json_or_empty
@@ -70,6 +71,12 @@ class SupervisorService:
         # that just ended, and the actor's memory stays bounded however many runs it serves.
         self.closed_trials: deque = deque(maxlen=256)
         self.snapshots: dict[str, StoreSnapshots] = {}  # runs whose storage is not their folder: copies of the store
+        self.trial_handles: dict[str, object] = {}  # trial id -> its Tune actor (a hung one is ended through it)
+        # Trials found hung, each kept for its own hang bound: hangs that far apart on one node are "at
+        # once" (their iterations started at different times); and the nodes already found (one finding
+        # until their hangs age out).
+        self.recent_hung: deque = deque(maxlen=4096)
+        self.hung_nodes: set[str] = set()
         # Set by the actor: the Prometheus counters (findings and interventions are counted as their
         # verdicts go out), and how to run a function on the engine thread (alert deliveries are
         # recorded there, by the store's one writer).
@@ -230,9 +237,9 @@ class SupervisorService:
                 if v.duplicate:
                     continue
                 for f in v.findings:
-                    self.metrics.finding(f["detector"], f["severity"])
+                    self.metrics.finding(f["detector"], f["severity"], module=f.get("module"))
                 for a in v.actions:
-                    self.metrics.intervention(a["action"])
+                    self.metrics.intervention(a["action"], module=a.get("module"))
         except Exception as e:  # metrics never cost a verdict
             log.warning("finding/intervention counters not updated: %s", e)
 
@@ -270,14 +277,91 @@ class SupervisorService:
         return True
 
     def finish_trial(self, run_id: str, trial_id: str, status: str) -> str:
+        self.trial_handles.pop(trial_id, None)
         eng = self.runs.get(run_id)
         self._touch(run_id)
         return eng.finish_trial(trial_id, status) if eng is not None else status
 
+    # ---- crashes and hangs (supervisor/engine.py: Engine.crash, Engine.heartbeat, Engine.hung)
+    def trial_crashed(self, run_id: str, trial_id: str, report: dict, run_info: dict | None = None) -> dict | None:
+        """A trial crashed (told by the trial itself just before its process ends, or by the driver from
+        Tune's error): the ``trial_crashed`` finding and the decision (``restart`` with the ladder's change,
+        or ``stop`` with the cause)."""
+        if run_id not in self.runs and run_info:
+            self.open_run(run_id, **run_info)
+        eng = self.runs.get(run_id)
+        if eng is None or not isinstance(report, dict):
+            return None
+        self.run_of[trial_id] = run_id
+        self._touch(run_id)
+        out = eng.crash(trial_id, report, run_id, own_roots=tuple(report.get("own_roots") or ()))
+        self._alert_event(run_id, trial_id, out)
+        return json_safe_event(out)
+
+    def trial_heartbeat(self, run_id: str, trial_id: str, beat: dict, handle=None) -> dict:
+        """A trial's heartbeat (its phase and iteration; its actor handle when it is a Tune trial). A long
+        iteration's heartbeats keep its run from counting as lost."""
+        eng = self.runs.get(run_id)
+        if eng is None:
+            return {}
+        self._touch(run_id)
+        if handle is not None:
+            self.trial_handles[trial_id] = handle
+        return eng.heartbeat(trial_id, beat)
+
+    def check_hung(self, now: float | None = None) -> tuple[list[dict], list[dict]]:
+        """Every run's hung trials (``Engine.hung``): alerted, and ended through their Tune actor so Tune
+        restarts them (a trial trained in a driver hears it in its next heartbeat's answer). Returns them
+        and the node findings (many trials hung on one node within their hang bound: ``node_hung``, once
+        per node until those hangs age out) for the cluster watch to store and list."""
+        import ray
+
+        from supervisor.detectors.trial_hung import node_hung
+
+        now = time.time() if now is None else now
+        found, running = [], {}
+        for run_id, eng in list(self.runs.items()):
+            try:
+                hung = eng.hung(now)
+            except Exception as e:
+                log.warning("hung check of run %s failed: %s", run_id, e)
+                continue
+            for node, n in eng.running_per_node().items():
+                running[node] = running.get(node, 0) + n
+            for h in hung:
+                self._alert_event(run_id, h["trial_id"], h)
+                handle = self.trial_handles.pop(h["trial_id"], None)
+                if handle is not None:
+                    try:
+                        ray.kill(handle, no_restart=True)
+                        h["ended"] = True
+                    except Exception as e:
+                        log.warning("could not end hung trial %s: %s", h["trial_id"], e)
+                found.append(h)
+                bound = float(((h.get("finding") or {}).get("details") or {}).get("bound_s") or 0.0)
+                self.recent_hung.append((now + bound, h))
+        self.recent_hung = deque(((until, h) for until, h in self.recent_hung if until >= now), maxlen=4096)
+        recent = list({h["trial_id"]: h for _, h in self.recent_hung}.values())
+        nodes = node_hung(recent, running)
+        self.hung_nodes &= {f["node_id"] for f in nodes}
+        new = [f for f in nodes if f["node_id"] not in self.hung_nodes]
+        self.hung_nodes |= {f["node_id"] for f in new}
+        return found, new
+
+    def _alert_event(self, run_id: str, trial_id: str, out: dict | None) -> None:
+        sender = self.alerts.get(run_id)
+        f = (out or {}).get("finding")
+        if sender is None or not f:
+            return
+        try:
+            sender.observe(trial_id, out.get("seq", 0), f.get("iteration", -1), [f], out.get("actions") or [])
+        except Exception as e:
+            log.warning("could not queue an alert for %s: %s", trial_id, e)
+
     def trial_overrides(self, run_id: str, trial_id: str) -> dict:
         eng = self.runs.get(run_id)
         st = eng.trials.get(trial_id) if eng else None
-        return dict(st.overrides) if st else {}
+        return modules.packed(st.overrides) if st else {}  # per module when several (supervisor.modules)
 
     def request_action(self, trial_id: str, action: str, params: dict | None = None,
                        reason: str = "manual request") -> bool:
@@ -353,8 +437,14 @@ class SupervisorService:
         return out
 
     def trial_gauges(self) -> list[tuple]:
-        return [(run_id, t.trial_id, t.health.score(t.last_seq), t.last_metrics.get("time_this_iter_s"))
-                for run_id, eng in self.runs.items() for t in eng.trials.values()]
+        """(run, trial, health score, iteration time, {module: its health score}) of every trial held."""
+        out = []
+        for run_id, eng in self.runs.items():
+            for t in eng.trials.values():
+                h = t.health(t.last_seq)
+                out.append((run_id, t.trial_id, h["score"], t.last_metrics.get("time_this_iter_s"),
+                            {m: mh["score"] for m, mh in (h.get("modules") or {}).items()}))
+        return out
 
     def record_cluster(self, found: list[dict], rows: list[dict] | None, now: float, write_every_s: float = 10.0
                        ) -> None:
@@ -440,6 +530,13 @@ def _validated(settings: dict) -> SupervisorConfig:
     return cfg
 
 
+def json_safe_event(out: dict) -> dict:
+    """An event decision as plain data for the trial (findings' details may hold numpy or odd types)."""
+    from supervisor.jsonsafe import json_safe
+
+    return json_safe(out, str)
+
+
 def _pid() -> int:
     import os
 
@@ -470,6 +567,7 @@ class SupervisorActorImpl:
         self._loading: dict[tuple[str, str], asyncio.Future] = {}  # (run, trial) -> its rebuild in progress
         self._latency_ms: deque = deque(maxlen=65536)  # recent verdict latencies inside the actor
         self._busy_s, self._batches, self._judged = 0.0, 0, 0  # judging time, batches and reports since reset
+        self._commit_s0 = 0.0  # the stores' commit time at the last reset
         self._watch = None
         self._stop = threading.Event()
         self._housekeeper = threading.Thread(target=self._housekeeping, name="supervisor-housekeeping", daemon=True)
@@ -515,6 +613,12 @@ class SupervisorActorImpl:
                     _finish_run(sender, store)
             except Exception as e:
                 log.warning("housekeeping failed: %s", e)
+            try:
+                _, node_found = self._run_on_engine(self.core.check_hung)
+                if node_found:  # many trials hung on one node: stored and listed as the node's finding
+                    self._cluster_watch().record(node_found)
+            except Exception as e:
+                log.warning("hung check failed: %s", e)
 
     def shutdown(self) -> None:
         """Stop the threads (in-process use; the actor's threads end with its process)."""
@@ -624,11 +728,15 @@ class SupervisorActorImpl:
         """Percentiles (ms) of the recent verdict latencies inside the actor: from a report's
         arrival to its verdict (waiting for the batch in progress, judging, storing)."""
         xs = sorted(self._latency_ms)
+        commit_s = sum(e.store.commit_s for e in list(self.core.runs.values()))
         busy = {"judging_ms_per_report": 1000 * self._busy_s / max(self._judged, 1),
-                "reports_per_batch": self._judged / max(self._batches, 1)}
+                "reports_per_batch": self._judged / max(self._batches, 1),
+                # of the judging time, the store's commits (an fsync each): what more CPU does not shorten
+                "commit_ms_per_report": 1000 * max(commit_s - self._commit_s0, 0.0) / max(self._judged, 1)}
         if reset:
             self._latency_ms.clear()
             self._busy_s, self._batches, self._judged = 0.0, 0, 0
+            self._commit_s0 = commit_s
         if not xs:
             return {"n": 0, **busy}
 
@@ -655,6 +763,17 @@ class SupervisorActorImpl:
     async def finish_trial(self, run_id: str, trial_id: str, status: str) -> str:
         await self._ready(run_id, (trial_id,))
         return await self._on_engine(self.core.finish_trial, run_id, trial_id, status)
+
+    async def trial_crashed(self, run_id: str, trial_id: str, report: dict, run_info: dict | None = None
+                            ) -> dict | None:
+        if run_id not in self.core.runs and run_info:
+            await self.open_run(run_id, **run_info)
+        await self._ready(run_id, (trial_id,))
+        return await self._on_engine(self.core.trial_crashed, run_id, trial_id, report, run_info)
+
+    async def trial_heartbeat(self, run_id: str, trial_id: str, beat: dict, handle=None) -> dict:
+        await self._ready(run_id, (trial_id,))
+        return await self._on_engine(self.core.trial_heartbeat, run_id, trial_id, beat, handle)
 
     async def trial_overrides(self, run_id: str, trial_id: str) -> dict:
         await self._ready(run_id, (trial_id,))

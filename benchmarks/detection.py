@@ -20,7 +20,10 @@ judged against the history before it):
 * the third-party corpus (``benchmarks/corpus/``: other people's logs of several writers, labelled, split
   by source repository into a tuning and a held-out half), each file judged as ``supervise scan`` judges
   it, beside the same published rule sets, the two halves reported apart (``benchmarks/corpus.py``).
-  ``--corpus-only`` runs just that section and replaces it in the results file.
+  ``--corpus-only`` runs just that section and replaces it in the results file;
+* recorded multi-agent runs (``benchmarks/data/multi_agent/``), each policy judged as its own stream:
+  per-module recall and false alarms (``benchmarks/multi_agent_runs.py``); ``--multi-agent-only`` runs
+  just that section and replaces it.
 
 Definitions (warning and critical findings only; ``plateau`` reports info, so
 for the plateau fault its info findings count as its detections):
@@ -62,6 +65,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks import corpus as corpus_bench  # noqa: E402
+from benchmarks import multi_agent_runs  # noqa: E402
 from benchmarks import real_runs  # noqa: E402
 from supervisor.detectors import build_detectors  # noqa: E402
 from benchmarks.synthetic import faulty_stream, healthy_stream, run_detectors  # noqa: E402
@@ -400,17 +404,41 @@ def main() -> None:
     ap.add_argument("--data", default=str(DATA), help="recorded runs (runs.json and one JSONL per run)")
     ap.add_argument("--corpus-only", action="store_true",
                     help="only the third-party corpus section (benchmarks/corpus.py); replaces it in --out")
+    ap.add_argument("--multi-agent-only", action="store_true",
+                    help="only the multi-agent section (benchmarks/multi_agent_runs.py); replaces it in --out")
     args = ap.parse_args()
     t0 = time.time()
+    if args.multi_agent_only:
+        ma = multi_agent_runs.run()
+        section = multi_agent_runs.render(ma)
+        print(section)
+        out = Path(args.out)
+        before = out.read_text() if out.exists() else ""
+        head, _, rest = before.partition(multi_agent_runs.HEADING)
+        tail = CORPUS_HEADING + rest.split(CORPUS_HEADING, 1)[1] if CORPUS_HEADING in rest else ""
+        if not tail and CORPUS_HEADING in head:  # first time: the section goes before the corpus
+            head, _, corpus = head.partition(CORPUS_HEADING)
+            tail = CORPUS_HEADING + corpus
+        out.write_text(head.rstrip("\n") + "\n\n" + section + ("\n" + tail if tail else ""))
+        if out.resolve() == RESULTS.resolve():
+            js = RESULTS.with_suffix(".json")
+            doc = json.loads(js.read_text())
+            doc["figures"]["multi_agent"] = multi_agent_runs.figures(ma)
+            js.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
+        return
     if args.corpus_only:
         res, runs = corpus_bench.run_corpus()
         section = corpus_bench.render(res, time.time() - t0)
         print(section)
         out = Path(args.out)
         before = out.read_text() if out.exists() else ""
-        head = before.split(CORPUS_HEADING, 1)[0].rstrip("\n")
+        head, _, rest = before.partition(CORPUS_HEADING)
+        head = head.rstrip("\n")
+        nxt = rest.find("\n## ")  # the sections after the corpus's (before/after) stay as they are
+        after = rest[nxt:] if nxt >= 0 else ""
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text((head + "\n\n" if head else "") + section)
+        out.write_text((head + "\n\n" if head else "") + section.rstrip("\n") + "\n" + after.rstrip("\n") + "\n"
+                       if after else (head + "\n\n" if head else "") + section)
         if out.resolve() == RESULTS.resolve():  # keep the published figures in step with the Markdown
             js = RESULTS.with_suffix(".json")
             doc = json.loads(js.read_text())
@@ -442,6 +470,10 @@ def main() -> None:
     real = real_runs.summarize(reps)
     text += "\n" + real_runs.render(real) + "\n" + render_totals(real_runs.totals(real))
     res["real"] = real
+    # Multi-agent recorded runs, each policy its own stream (benchmarks/multi_agent_runs.py).
+    ma = multi_agent_runs.run()
+    text += "\n" + multi_agent_runs.render(ma)
+    res["multi_agent"] = ma
     # Third-party corpus (other people's logs), tuning and held-out halves apart (benchmarks/corpus.py).
     t1 = time.time()
     corpus_res, _ = corpus_bench.run_corpus()
@@ -459,7 +491,8 @@ def main() -> None:
                       for b in real["bad_start"]],
         "mid_run": [{k: r[k] for k in ("name", "algorithm", "env", "fault", "detected", "delay", "by")}
                     for r in real["faulty"]],
-        "corpus": _corpus_figures(corpus_res)}
+        "corpus": _corpus_figures(corpus_res),
+        "multi_agent": multi_agent_runs.figures(ma)}
     if BEFORE.is_file():
         text += "\n" + render_before_after(json.loads(BEFORE.read_text())["figures"], figures)
     print(text)

@@ -7,7 +7,7 @@ Registered with Ray Tune as ``sup_bench`` (``register()``); env_config keys:
 * ``max_episode_steps``: passed to ``gymnasium.make`` (None: the id's default);
 * ``fault``: None, ``nan_reward`` (reward NaN), ``reward_scale`` (reward x ``scale``),
   ``garbage_obs`` (observations ~ N(0, 1e3), a broken sensor or preprocessing bug; dynamics and
-  rewards unchanged);
+  rewards unchanged), ``nan_obs`` (one observation feature, ``feature``, NaN: a sensor that died);
 * ``after``: the fault acts from env step ``after`` + 1 on, counted over the env's life (one env
   per env runner here, so over the run); 0: from the first step;
 * ``scale``: the reward factor of ``reward_scale``; ``seed``: the garbage generator's seed.
@@ -19,16 +19,16 @@ import gymnasium as gym
 import numpy as np
 
 ENV_NAME = "sup_bench"
-FAULTS = (None, "nan_reward", "reward_scale", "garbage_obs")
+FAULTS = (None, "nan_reward", "reward_scale", "garbage_obs", "nan_obs")
 
 
 class FaultyEnv(gym.Wrapper):
     def __init__(self, env: gym.Env, fault: str | None = None, after: int = 0, scale: float = 1.0,
-                 seed: int = 0):
+                 seed: int = 0, feature: int = 0):
         super().__init__(env)
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; known: {FAULTS}")
-        self.fault, self.after, self.scale = fault, int(after), float(scale)
+        self.fault, self.after, self.scale, self.feature = fault, int(after), float(scale), int(feature)
         self.steps = 0
         self.garbage = np.random.default_rng(int(seed))
 
@@ -38,6 +38,9 @@ class FaultyEnv(gym.Wrapper):
     def _obs(self, obs):
         if self.fault == "garbage_obs" and self._active():
             return self.garbage.normal(0.0, 1e3, np.shape(obs)).astype(np.float32)
+        if self.fault == "nan_obs" and self._active():
+            obs = np.array(obs, dtype=np.float32, copy=True)
+            obs.reshape(-1)[self.feature] = np.nan
         return obs
 
     def reset(self, *, seed=None, options=None):
@@ -64,7 +67,7 @@ def make(config=None) -> gym.Env:
     if config.get("fault") is None:
         return env
     return FaultyEnv(env, config.get("fault"), config.get("after", 0), config.get("scale", 1.0),
-                     config.get("seed", 0))
+                     config.get("seed", 0), config.get("feature", 0))
 
 
 class BenchEnv(gym.Wrapper):

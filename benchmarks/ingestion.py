@@ -10,7 +10,10 @@
    trials use; p50/p99 of the verdict round trip, real vs no-op, and of the
    latency inside the actor (arrival to verdict: what the supervisor adds).
    The generator's lateness and CPU per call show whether the client side,
-   not the actor, is what limits the round trip on a small machine.
+   not the actor, is what limits the round trip on a small machine. The
+   judging time per report inside the actor is split into the store's
+   commits (one fsync per batch) and the rest (what the actor does per
+   report: ``benchmarks/judging_profile.py``).
 Writes benchmarks/results/ingestion.md.
 """
 
@@ -174,6 +177,8 @@ def main() -> None:
     rows.append(("load generator: driver CPU per call, us", f"{real['cpu_us']:.0f}", f"{base['cpu_us']:.0f}", ""))
     rows.append(("judging time per report inside the actor, ms (reports per batch)",
                  f"{real['server']['judging_ms_per_report']:.3f} ({real['server']['reports_per_batch']:.2f})", "", ""))
+    rows.append(("of which the store's commits (an fsync each, synchronous=FULL), ms per report",
+                 f"{real['server']['commit_ms_per_report']:.3f}", "", ""))
     table = ["| measure | supervisor | no-op actor | ratio |", "|---|---|---|---|"]
     table += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     text = "\n".join(table)
@@ -189,7 +194,8 @@ def main() -> None:
         "actor_latency_p50_ms": real["server"]["p50"], "actor_latency_p99_ms": real["server"]["p99"],
         "load_generator_lateness_p99_ms": pct(real["lag"], 0.99),
         "judging_ms_per_report": real["server"]["judging_ms_per_report"],
-        "reports_per_batch": real["server"]["reports_per_batch"]})
+        "reports_per_batch": real["server"]["reports_per_batch"],
+        "commit_ms_per_report": real["server"]["commit_ms_per_report"]})
     ray.shutdown()
 
 

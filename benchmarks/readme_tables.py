@@ -142,6 +142,23 @@ def table_corpus() -> str:
     return "\n".join(out)
 
 
+def table_multi_agent() -> str:
+    """Recorded multi-agent runs, every policy its own stream (benchmarks/multi_agent_runs.py, in detection.py)."""
+    f = _figures("detection")["multi_agent"]
+    out = [f"Per-module recall **{f['detected']} of {f['faulty_modules']}** faulty policies; false alarms on healthy "
+           f"policies: **{f['false_alarms']}** in {_n(f['healthy_module_iterations'])} module-iterations.", "",
+           "| run | faulty policy: flagged (delay, by) | healthy policies: false alarms |", "|---|---|---|"]
+    for r in f["runs"]:
+        sick = r["modules"].get(r["fault_module"]) if r["fault_module"] else None
+        det = ("- (healthy run)" if sick is None else
+               f"{r['fault_module']}: yes ({sick['delay']}, {', '.join(sick['by'])})" if sick["detected"]
+               else f"{r['fault_module']}: **no**")
+        fa = ", ".join(f"{m}{'' if v['trained'] else ' (frozen)'}: {v['false_alarms']}"
+                       for m, v in r["modules"].items() if v["role"] == "healthy")
+        out.append(_row(f"{r['name']}" + (f" ({r['fault']})" if r["fault"] else ""), det, fa))
+    return "\n".join(out)
+
+
 def table_detection_synthetic() -> str:
     """The synthetic half of the detection benchmark, in one sentence."""
     f = _figures("detection")
@@ -209,7 +226,11 @@ def table_load() -> str:
     rows = [
         _row(f"ingestion, reports/s (batches of {ing['batch']}, every detector on; a no-op actor: "
              f"{_n(ing['noop_reports_per_s'])})", _n(ing["reports_per_s"]),
-             goal(ing["reports_per_s"] >= 10_000, ">= 10,000")),
+             goal(ing["reports_per_s"] >= 20_000, ">= 20,000")),
+        *([_row("judging time per report inside the actor in the latency test (of which the store's commits, "
+                f"one fsync per batch of {ing['reports_per_batch']:.1f})",
+                f"{ing['judging_ms_per_report']:.3f} ms ({ing['commit_ms_per_report']:.3f})",
+                goal(ing["judging_ms_per_report"] <= 0.2, "<= 0.2 ms"))] if "commit_ms_per_report" in ing else []),
         _row(f"verdict latency inside the actor, p50 / p99, {ing['concurrent_trials']:,} trials at 1 report/s",
              f"{p50:.2f} / {p99:.2f} ms", lat_goal),
         _row("verdict round trip seen by the trials, p50 / p99 (a no-op actor: "
@@ -226,8 +247,24 @@ def table_load() -> str:
         note += (f" The ingestion and latency rows predate the store's `synchronous=FULL` (measured with "
                  f"`{ing['synchronous']}`); FULL against NORMAL side by side: `benchmarks/results/ingestion_sync.md`. "
                  "A re-run on a quiet machine is due (`benchmarks/results/ingestion.json`, its note).")
-    return "\n".join(["| measure | supervisor | goal |", "|---|---:|---|", *rows]) + note + \
-        _loaded("ingestion", "memory", "overhead")
+    return "\n".join(["| measure | supervisor | goal |", "|---|---:|---|", *rows]) + note + _judging() + \
+        _loaded("ingestion", "memory", "overhead", "judging_profile")
+
+
+def _judging() -> str:
+    """What the actor does per report (benchmarks/judging_profile.py), next to the load figures."""
+    if not (RESULTS / "judging_profile.json").exists():
+        return ""
+    j = _figures("judging_profile")
+    parts = ", ".join(f"{g} {x:.0%}" for g, x in j["profile_shares"].items() if x >= 0.01)
+    top = ", ".join(f"`{t['function']}` {t['share']:.0%}" for t in j["profile_top"][:5])
+    base = ""
+    if "baseline_cpu_us_per_report" in j:
+        base = (f" against {_n(j['baseline_cpu_us_per_report'], 1)} µs for {j['baseline']} in the same run "
+                f"(interleaved): {j['speedup']:.2f}x less")
+    return (f"\n\nWhat the actor does per report (`{_meta('judging_profile')['command']}`, in-process, "
+            f"{j['workload']}, {_meta('judging_profile')['date'][:10]}): {_n(j['cpu_us_per_report'], 1)} µs of CPU "
+            f"per report{base}. Its share of the time: {parts}. Costliest functions: {top}.")
 
 
 def table_api() -> str:
@@ -249,6 +286,60 @@ def table_learner() -> str:
     return "\n".join(["| config | wall time overhead | CPU time overhead |", "|---|---:|---:|", *rows]) + \
         f"\n\nMeasured {_meta('learner_overhead')['date'][:10]} (`benchmarks/results/learner_overhead.json`)." + \
         _loaded("learner_overhead")
+
+
+def table_sweep_post_onset() -> str:
+    """The bad trials the supervisor cannot save: env steps after their fault's onset against FIFO's
+    (benchmarks/sweep_efficiency.py, ``post_onset``)."""
+    from benchmarks.sweep_efficiency import post_onset
+
+    raw = json.loads((RESULTS / "sweep_efficiency_post_onset.json").read_text())
+    results = raw["results"]
+    out = ["| way | bad trials it cannot save | their env steps after onset | FIFO's on the same trials | ratio "
+           "(goal <= 0.2) | healthy trials stopped |", "|---|---:|---:|---:|---:|---:|"]
+    for way in [m for m in dict.fromkeys(r["mode"] for r in results) if m.startswith("supervisor")]:
+        po = post_onset(results, way)
+        if po is None:
+            continue
+        goal = "met" if po["ratio"] <= 0.2 and not po["healthy_stopped"] else "**not met**"
+        healthy = sum(t["kind"] == "healthy" for r in results if r["mode"] == way for t in r["trials"])
+        out.append(_row(way, len(po["trials"]), _n(po["steps"]), _n(po["fifo_steps"]), f"{po['ratio']:.2f} ({goal})",
+                        f"{po['healthy_stopped']} / {healthy}"))
+    load = raw["args"].get("load") or []
+    return "\n".join(out) + (f"\n\n`python benchmarks/sweep_efficiency.py {' '.join(raw['args'].get('argv') or [])}`, "
+                             f"1-minute load average {' / '.join(f'{x:.1f}' for x in load)} at the start / end "
+                             "(env steps do not depend on it). Per trial: "
+                             "`benchmarks/results/sweep_efficiency_post_onset.md`." if load else "")
+
+
+def table_data_guard() -> str:
+    """The env runners' data guard: its cost, how soon it flags, healthy runs (benchmarks/data_guard.py)."""
+    f = _figures("data_guard")
+    out = ["| environment (1,000 env steps a sample) | sampling, guard off / on | the guard's own time | share of "
+           "sampling | goal |", "|---|---:|---:|---:|---|"]
+    for c in f.get("cost", []):
+        share = 100 * c["check_share"]
+        out.append(_row(c["env"], f"{c['sample_ms_off']:.1f} / {c['sample_ms_on']:.1f} ms", f"{c['check_ms']:.2f} ms",
+                        f"{share:.2f} %", "<= 1 %: " + ("met" if share <= 1.0 else "**not met**")))
+    delay = f.get("delay", [])
+    if delay:
+        out += ["", "| algorithm, env, fault (from iteration 3) | first finding | delay (iterations) | what the supervisor "
+                    "did | learner or replay buffer saw it |", "|---|---|---:|---|---|"]
+        for d in delay:
+            acts = ", ".join(f"{i}: {a}" for i, a in d["actions"]) or "-"
+            saw = "yes: " + ", ".join(d["learner_nan"]) if d["learner_nan"] else "no"
+            if d.get("buffer_nan_episodes"):
+                saw += f"; {d['buffer_nan_episodes']} NaN episodes in the buffer"
+            out.append(_row(f"{d['algorithm']}, {d['env'].split('-')[0]}, {d['fault']}",
+                            (d["detector"] or "-") + (f" ({d['crash_cause']})" if d["detector"] == "trial_crashed"
+                                                      else ""),
+                            "-" if d["delay"] is None else d["delay"], acts, saw))
+    healthy = f.get("healthy", [])
+    if healthy:
+        quiet = [h for h in healthy if not h["guard_findings"]]
+        out += ["", f"Healthy runs without a data-guard finding: {len(quiet)} of {len(healthy)} "
+                    f"({', '.join(h['algorithm'] + ' ' + h['env'] + ' x' + str(h['iterations']) for h in healthy)})."]
+    return "\n".join(out) + _loaded("data_guard")
 
 
 def table_actor_stall() -> str:
@@ -305,10 +396,13 @@ def table_soak() -> str:
 
 
 TABLES: dict[str, Callable[[], str]] = {
+    "data_guard": table_data_guard,
     "detection": table_detection,
     "detection_synthetic": table_detection_synthetic,
     "corpus": table_corpus,
+    "multi_agent": table_multi_agent,
     "sweep_efficiency": table_sweep,
+    "sweep_post_onset": table_sweep_post_onset,
     "faults": table_faults,
     "supervisor_load": table_load,
     "api_overhead": table_api,

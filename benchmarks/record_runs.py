@@ -32,6 +32,10 @@ iteration whose sample reaches it) through the env (``benchmarks/envs.py``: NaN 
 x1000, garbage observations) or the config (an lr schedule jumping to 5.0). Bad-from-the-start
 runs carry the fault in their config from iteration 1.
 
+Multi-agent runs (``--group multi_agent``: two policies on RLlib's MultiAgentCartPole, a fault planted in one
+policy's own config, ``fault_module``) go to ``<out>/multi_agent/`` with a ``runs.json`` of their own (the
+per-module section of ``benchmarks/detection.py`` reads them; the single-agent analyses never do).
+
 Takes tens of minutes on 2 cores; run it in the background, a group at a time::
 
     nohup python benchmarks/record_runs.py --group bad_start > /tmp/record.log 2>&1 &
@@ -86,6 +90,9 @@ class Run:
     training: dict = field(default_factory=dict)     # config.training(...) overrides
     fault_step: int | None = None  # mid-run faults
     scheduled: bool = False        # a scheduled hyperparameter (acts one iteration after it is reported)
+    # multi-agent (MultiAgentCartPole, two agents): policies -> their own config, agent -> policy, the trained ones
+    multi: dict | None = None
+    fault_module: str | None = None  # the policy the fault is planted in (the others are healthy)
 
 
 def _lr_jump(step: int) -> list:
@@ -170,10 +177,35 @@ def _runs() -> dict[str, Run]:
         r[f"{a}_lr_high"] = Run("other_algos", "bad_start", "lr_too_high", 2,
                                 ", ".join(f"{k} {v}" for k, v in high.items()), env=env, algorithm=algo,
                                 iterations=20, training=high)
+    # -- (e) multi-agent: two agents of RLlib's MultiAgentCartPole, PPO, 12 iterations; each policy its own
+    #    stream. Faults are planted in one policy's own config (algorithm_config_overrides_per_module).
+    two = {0: "p0", 1: "p1"}
+    S = fault_step(6)
+    multi = dict(group="multi_agent", iterations=12)
+    r["ma_healthy_s1"] = Run(kind="healthy", fault=None, seed=31, how="policies p0 (agent 0), p1 (agent 1)",
+                             split="held-out", multi={"policies": {"p0": {}, "p1": {}}, "mapping": two}, **multi)
+    r["ma_shared_healthy"] = Run(kind="healthy", fault=None, seed=33, how="one shared policy for both agents",
+                                 split="held-out", multi={"policies": {"shared": {}}, "mapping": {0: "shared",
+                                                                                               1: "shared"}}, **multi)
+    r["ma_frozen_healthy"] = Run(kind="healthy", fault=None, seed=34, how="p1 frozen (policies_to_train [p0])",
+                                 split="held-out", multi={"policies": {"p0": {}, "p1": {}}, "mapping": two,
+                                                          "train": ["p0"]}, **multi)
+    r["ma_p1_lr_jump"] = Run(kind="faulty", fault="lr_jump", seed=35, how=f"p1's lr schedule {_lr_jump(S)}; p0 healthy",
+                             fault_step=S, scheduled=True, fault_module="p1",
+                             multi={"policies": {"p0": {}, "p1": {"lr": _lr_jump(S)}}, "mapping": two}, **multi)
+    r["ma_p0_lr_high"] = Run(kind="bad_start", fault="lr_too_high", seed=36, how="p0's lr 0.05; p1 healthy",
+                             fault_module="p0", multi={"policies": {"p0": {"lr": 0.05}, "p1": {}}, "mapping": two},
+                             **multi)
+    r["ma_p1_entropy_huge"] = Run(kind="bad_start", fault="entropy_coeff_huge", seed=37,
+                                  how="p1's entropy_coeff 5.0; p0 healthy", fault_module="p1",
+                                  multi={"policies": {"p0": {}, "p1": {"entropy_coeff": 5.0}}, "mapping": two}, **multi)
     return r
 
 
 RUNS = _runs()
+#: Multi-agent runs are written to their own folder (and runs.json) below ``--out``: the single-agent
+#: analyses never see them.
+MULTI_DIR = "multi_agent"
 GROUPS = list(dict.fromkeys(run.group for run in RUNS.values()))
 
 
@@ -183,6 +215,8 @@ def build(name: str):
     from actors.learner import use_supervised_learner
 
     run = RUNS[name]
+    if run.multi is not None:
+        return _build_multi(run)
     env_config = {"id": run.env, **run.env_config}
     if run.algorithm == "PPO":
         cfg = (algos.ppo.PPOConfig().env_runners(num_env_runners=0).learners(num_learners=0)
@@ -204,6 +238,28 @@ def build(name: str):
         cfg = use_supervised_learner(cfg)
     algo = cfg.build_algo()
     return algo, priors_of(algo, env_config)
+
+
+def _build_multi(run: Run):
+    """A two-policy (or shared-policy) PPO on MultiAgentCartPole, as an experiment file's multi_agent: builds it."""
+    import ray.rllib.algorithms as algos
+    from ray.rllib.examples.envs.classes.multi_agent import MultiAgentCartPole
+
+    from actors.learner import use_supervised_learner
+    from actors.multi_agent import AgentTable
+    from actors.priors import modules_of
+
+    m = run.multi
+    cfg = (algos.ppo.PPOConfig().env_runners(num_env_runners=0).learners(num_learners=0)
+           .training(**{**PPO_BASE, **run.training})
+           .environment(MultiAgentCartPole, env_config={"num_agents": 2}).debugging(seed=run.seed)
+           .multi_agent(policies=set(m["policies"]), policy_mapping_fn=AgentTable(m["mapping"]),
+                        policies_to_train=m.get("train"),
+                        algorithm_config_overrides_per_module={p: o for p, o in m["policies"].items() if o}))
+    algo = use_supervised_learner(cfg).build_algo()
+    mods = modules_of(algo)
+    return algo, {"algorithm": "PPO", "modules": mods,
+                  **next(iter(mods.values()))["priors"]}
 
 
 def _space(space) -> dict:
@@ -352,6 +408,9 @@ def record(name: str, iterations: int | None, out: Path) -> dict:
     run = RUNS[name]
     n = iterations or run.iterations
     t0 = time.time()
+    if run.multi is not None:
+        out = out / MULTI_DIR
+        out.mkdir(parents=True, exist_ok=True)
     algo, priors = build(name)
     rows, raws = train_streams(algo, name, n)
     return {**write_streams(out, name, rows, raws), **static_meta(name), "iterations": len(rows),
@@ -422,9 +481,13 @@ def _locked(meta_path: Path):
 def static_meta(name: str) -> dict:
     """The meta fields a run's definition fixes (not its recording)."""
     run = RUNS[name]
-    return {"group": run.group, "kind": run.kind, "fault": run.fault, "how": run.how, "env": run.env,
-            "algorithm": run.algorithm, "seed": run.seed, "split": run.split, "env_config": run.env_config,
-            "fault_step": run.fault_step}
+    out = {"group": run.group, "kind": run.kind, "fault": run.fault, "how": run.how, "env": run.env,
+           "algorithm": run.algorithm, "seed": run.seed, "split": run.split, "env_config": run.env_config,
+           "fault_step": run.fault_step}
+    if run.multi is not None:
+        out.update(env="MultiAgentCartPole (2 agents)", fault_module=run.fault_module,
+                   multi={**run.multi, "mapping": {str(k): v for k, v in run.multi["mapping"].items()}})
+    return out
 
 
 def refresh_meta(out: Path, names: list[str]) -> None:
@@ -492,7 +555,7 @@ def main() -> None:
     try:
         for name in names:
             entry = record(name, args.iterations, out)
-            with _locked(meta_path) as meta:
+            with _locked(out / MULTI_DIR / "runs.json" if RUNS[name].multi is not None else meta_path) as meta:
                 meta["_about"] = ABOUT
                 meta[name] = entry
             print(f"[{name}] done: {json.dumps({k: v for k, v in entry.items() if k != 'priors'})}", flush=True)

@@ -84,7 +84,17 @@ def envs(args) -> dict[str, dict]:
 
 
 def variants(env: str, spec: dict, rep: int, args) -> list[tuple[str, str, dict]]:
-    """(label, kind, config values) per trial; kind: healthy, midrun or bad_start."""
+    """(label, kind, config values) per trial; kind: healthy, midrun or bad_start (``--healthy-count`` keeps
+    the first N healthy trials: a reduced run)."""
+    out = _variants(env, spec, rep, args)
+    n = getattr(args, "healthy_count", None)
+    if n is None:
+        return out
+    healthy = [v for v in out if v[1] == "healthy"][:n]
+    return [v for v in out if v[1] != "healthy" or v in healthy]
+
+
+def _variants(env: str, spec: dict, rep: int, args) -> list[tuple[str, str, dict]]:
     s = 100 * rep
     # the fault acts from the first sample after round(fault_at x budget) healthy iterations
     after = round(args.fault_at * spec["iterations"]) * BATCH
@@ -100,6 +110,18 @@ def variants(env: str, spec: dict, rep: int, args) -> list[tuple[str, str, dict]
     label, values = spec["bad_start"]
     out.append((label, "bad_start", {**values, "seed": s + 8}))
     return out
+
+
+def onset_of(kind: str, values: dict) -> int | None:
+    """The env step a bad trial's fault starts after (0: from the start); None for a healthy trial."""
+    if kind == "bad_start":
+        return 0
+    if kind != "midrun":
+        return None
+    if isinstance(values.get("env_config"), dict) and "after" in values["env_config"]:
+        return int(values["env_config"]["after"])
+    sched = values.get("lr")
+    return int(sched[1][0]) if isinstance(sched, list) and len(sched) > 1 else 0
 
 
 def sweep_for(mode: str, env: str, spec: dict, rep: int):
@@ -134,7 +156,7 @@ def run_one(mode: str, env: str, spec: dict, rep: int, args, root: Path) -> dict
     report = {t["trial_id"]: t for t in build_report(out)["trials"]} if mode.startswith("supervisor") else {}
     trials = []
     for tid, vals in cb.configs.items():
-        label, kind = next(((lab, k) for lab, k, v in vs if _norm(v) == _norm(vals)), ("?", "?"))
+        label, kind, values = next(((lab, k, v) for lab, k, v in vs if _norm(v) == _norm(vals)), ("?", "?", {}))
         last = cb.last.get(tid, {})
         rep_t = report.get(tid, {})
         acts = [(i["iteration"], i["action"]) for i in rep_t.get("interventions", []) if i["action"] != "alert"]
@@ -143,7 +165,8 @@ def run_one(mode: str, env: str, spec: dict, rep: int, args, root: Path) -> dict
                        "iterations_run": cb.iterations_run.get(tid, 0), "steps": cb.steps_consumed.get(tid, 0),
                        "final": last.get("return"), "actions": acts, "restarts": cb.restarts.get(tid, 0),
                        "stopped_by_supervisor": tid in sink.get("stopped_by_supervisor", set()),
-                       "started": cb.started_at.get(tid), "ended": cb.ended_at.get(tid)})
+                       "started": cb.started_at.get(tid), "ended": cb.ended_at.get(tid),
+                       "onset": onset_of(kind, values)})
     order = [lab for lab, _, _ in vs]
     trials.sort(key=lambda t: order.index(t["label"]) if t["label"] in order else 99)
     return {"mode": mode, "env": env, "rep": rep, "code": code, "wall": wall, "trials": trials,
@@ -173,7 +196,7 @@ def summarize(runs: list[dict]) -> dict:
         ts, budget, target = r["trials"], r["budget"], r["target"]
         sup, asha = r["mode"].startswith("supervisor"), "asha" in r["mode"]
         out["steps"] += sum(t["steps"] for t in ts)
-        out["wall"] += r["wall"]
+        out["wall"] += r["wall"] if r["wall"] is not None else float("nan")  # a cut stored run: no wall time
         finals = [t["final"] for t in ts if _finite(t["final"])]
         out["best"][r["env"]] = max(finals) if finals else float("nan")
         for t in ts:
@@ -194,6 +217,8 @@ def summarize(runs: list[dict]) -> dict:
                 out["bad_start"] += 1
                 out["bad_start_in_3"] += sup and any(it <= 3 for it, _ in t["actions"])
         # a slot freed before the budget: how soon the next trial started in it
+        if r["wall"] is None:  # a stored run cut to fewer trials: its slots held others too
+            continue
         starts = sorted(t["started"] for t in ts if t["started"] is not None)
         for t in ts:
             if t["ended"] is None or not (t["iteration"] < budget):
@@ -201,6 +226,57 @@ def summarize(runs: list[dict]) -> dict:
             nxt = [s for s in starts if s >= t["ended"] - 1e-3]
             if nxt:
                 out["refill_s"].append(nxt[0] - t["ended"])
+    return out
+
+
+def post_onset(results: list[dict], way: str = "supervisor") -> dict | None:
+    """The bad trials ``way`` cannot save (bad by construction, not ``recovered`` under it): the env steps they
+    spent after their fault's onset (restarts and rollbacks included), against FIFO's on the same trials
+    (same environment, repetition and label). None without both ways' runs."""
+    mine = {(r["env"], r["rep"]): r for r in results if r["mode"] == way}
+    fifo = {(r["env"], r["rep"]): r for r in results if r["mode"] == "fifo"}
+    spent = base = 0
+    trials = []
+    for key, r in mine.items():
+        if key not in fifo:
+            continue
+        by_label = {t["label"]: t for t in fifo[key]["trials"]}
+        for t in r["trials"]:
+            if t["kind"] == "healthy" or t["status"] == "recovered" or t.get("onset") is None:
+                continue
+            f = by_label.get(t["label"])
+            if f is None:
+                continue
+            a, b = max(0, t["steps"] - t["onset"]), max(0, f["steps"] - f["onset"])
+            spent, base = spent + a, base + b
+            trials.append({"env": r["env"], "rep": r["rep"], "label": t["label"], "steps": a, "fifo_steps": b,
+                           "status": t["status"]})
+    if not trials:
+        return None
+    return {"steps": spent, "fifo_steps": base, "ratio": spent / base if base else float("nan"), "trials": trials,
+            "healthy_stopped": sum(t["kind"] == "healthy" and (t["status"] == "stopped" or t["stopped_by_supervisor"])
+                                   for r in mine.values() for t in r["trials"])}
+
+
+def fifo_from(path: str, envmap: dict, args) -> list[dict]:
+    """FIFO's runs of the repetitions and envs asked for, from an earlier run's JSON, with the trials this run
+    has (``--healthy-count``; a run cut that way has no wall time of its own); each trial's onset filled in
+    from its label (runs written before ``onset`` was recorded)."""
+    try:
+        runs = json.loads(Path(path).read_text())["results"]
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"--fifo-from {path}: not a sweep_efficiency JSON ({e.__class__.__name__}: {e})")
+    out = []
+    for r in runs:
+        if r["mode"] != "fifo" or r["env"] not in envmap or r["rep"] >= args.reps:
+            continue
+        kinds = {lab: (k, v) for lab, k, v in variants(r["env"], envmap[r["env"]], r["rep"], args)}
+        trials = [{**t, "onset": t.get("onset", onset_of(*kinds[t["label"]]))}
+                  for t in r["trials"] if t["label"] in kinds]
+        out.append({**r, "trials": trials, "from": path,
+                    **({"wall": None} if len(trials) < len(r["trials"]) else {})})
+    if not out:
+        raise SystemExit(f"--fifo-from {path}: no FIFO run of {', '.join(envmap)} there")
     return out
 
 
@@ -234,8 +310,11 @@ def markdown(results: list[dict], args, envmap: dict) -> str:
              f"({'; '.join(where)}; "
              f"{BATCH} env steps an iteration), {args.num_cpus} trials at a time, {len(reps)} repetitions with "
              f"different seeds, on {os.cpu_count()} cores ({platform.machine()}). Generated by "
-             f"`python benchmarks/sweep_efficiency.py --reps {args.reps}` on {time.strftime('%Y-%m-%d %H:%M')}, "
-             "alone on the machine. Figures: mean ± half the spread (max - min) over the repetitions.", "",
+             f"`{' '.join(['python benchmarks/sweep_efficiency.py', *(getattr(args, 'argv', None) or [])])}`"
+             f" on {getattr(args, 'date', None) or time.strftime('%Y-%m-%d %H:%M')}, 1-minute load average "
+             f"{' at the start, '.join(f'{x:.1f}' for x in getattr(args, 'load', None) or [os.getloadavg()[0]])}"
+             f" at the end (2 cores; env steps do not depend on it, wall times do). Figures: mean ± half the "
+             "spread (max - min) over the repetitions.", "",
              "| way | env steps | vs FIFO | wall time | " + " | ".join(f"best return {e}" for e in env_names)
              + " | healthy stopped by the supervisor | healthy intervened on | healthy ended early by ASHA "
                "| bad caught | bad recovered "
@@ -262,12 +341,28 @@ def markdown(results: list[dict], args, envmap: dict) -> str:
               f" | {_ms([s['bad_start_in_3'] for s in ss], '{:.1f}') if sup else '-'} / {ss[0]['bad_start']}"
               f" | {refill_s} |")
     fifo = [r for r in results if r["mode"] == "fifo"]
+    reused = sorted({r["from"] for r in fifo if r.get("from")})
+    if reused:
+        lines += ["", f"FIFO's trials were not run again: they are the stored run's ({', '.join(reused)}; its own "
+                      "date and machine), with every trial, seed and fault the same. FIFO runs no supervisor code, "
+                      "so a change to the supervisor leaves them as they were."]
     if fifo:
         healthy = sum(t["steps"] for r in fifo for t in r["trials"] if t["kind"] == "healthy")
         total = sum(t["steps"] for r in fifo for t in r["trials"])
         lines += ["", f"The healthy trials alone used {healthy / total:.0%} of FIFO's env steps: a way that lets every "
                       "healthy trial run its course (stops none early, as FIFO and the supervisor do) cannot spend "
                       "less, whatever it does with the bad ones."]
+    for way in [m for m in modes if m.startswith("supervisor")]:
+        po = post_onset(results, way)
+        if po is None:
+            continue
+        lines += ["", f"**The bad trials {way} cannot save** (bad by construction, not `recovered`): env steps spent "
+                      f"after the fault's onset, restarts and rollbacks included, against FIFO's on the same trials: "
+                      f"{po['steps']:,} / {po['fifo_steps']:,} = **{po['ratio']:.2f}** (goal <= 0.2, with no healthy "
+                      f"trial stopped: {po['healthy_stopped']} stopped).", "",
+                  "| env | repetition | trial | after onset | FIFO's | end |", "| --- | ---: | --- | ---: | ---: | --- |"]
+        lines += [f"| {t['env']} | {t['rep'] + 1} | {t['label']} | {t['steps']:,} | {t['fifo_steps']:,} | {t['status']} |"
+                  for t in po["trials"]]
     lines += ["", "Per environment, env steps (mean over the repetitions) and the ratio to FIFO:", "",
               "| way | " + " | ".join(env_names) + " |", "| --- |" + " ---: |" * len(env_names)]
     for m in modes:
@@ -329,7 +424,16 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "sweep_efficiency.md"))
     p.add_argument("--runs", help="where the sweeps' run folders go (default: a temporary folder)")
     p.add_argument("--verbose", action="store_true", help="per-iteration progress lines")
+    p.add_argument("--healthy-count", type=int, help="a reduced run: only the first N healthy trials per env")
+    p.add_argument("--fifo-from", help="FIFO's trials from an earlier run's JSON instead of running them (FIFO runs "
+                                       "no supervisor code: a change to the supervisor leaves them as they were)")
+    p.add_argument("--render", metavar="JSON", help="no training: write the Markdown (and JSON) again from a run's "
+                                                    "JSON, with this version's tables")
     args = p.parse_args(argv)
+    if args.render:
+        return render(Path(args.render), args)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.load = [os.getloadavg()[0]]  # the machine's load when it starts and ends (shared machines)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in MODES]
     if bad:
@@ -344,7 +448,7 @@ def main(argv=None) -> int:
     ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
              logging_level=logging.WARNING)
     root = Path(args.runs or tempfile.mkdtemp(prefix="sweep_efficiency_")).resolve()
-    results = []
+    results = fifo_from(args.fifo_from, envmap, args) if args.fifo_from else []
     try:
         for rep in range(args.reps):
             for mode in modes:
@@ -357,8 +461,14 @@ def main(argv=None) -> int:
                           f"{s['best'][env]:.1f}, caught {s['caught']}/{s['bad']}, recovered {s['recovered']}, "
                           f"healthy stopped {s['killed_by_supervisor']}, ended by ASHA {s['ended_by_asha']}",
                           flush=True)
+                    po = post_onset(results, mode) if mode.startswith("supervisor") else None
+                    if po is not None:
+                        print(f"== {mode}: bad trials it cannot save so far: {po['steps']:,} env steps after onset "
+                              f"against FIFO's {po['fifo_steps']:,} = {po['ratio']:.2f}", flush=True)
     finally:
         ray.shutdown()
+    args.load.append(os.getloadavg()[0])
+    args.date = time.strftime("%Y-%m-%d %H:%M")
     md = markdown(results, args, envmap)
     print(md)
     out = Path(args.out)
@@ -367,6 +477,23 @@ def main(argv=None) -> int:
     raw = out.with_suffix(".json")
     raw.write_text(json.dumps({"args": vars(args), "results": results}, indent=1, default=str))
     print(f"written to {out} (every trial's figures: {raw}); run folders under {root}")
+    return 0
+
+
+def render(raw_path: Path, cli) -> int:
+    """``--render``: the run's own arguments and trials (FIFO's taken again from ``--fifo-from``), tables again."""
+    raw = json.loads(raw_path.read_text())
+    args = argparse.Namespace(**raw["args"])
+    envmap = {e: s for e, s in envs(args).items() if e in args.envs.split(",")}
+    results = [r for r in raw["results"] if not r.get("from")]
+    if getattr(args, "fifo_from", None):
+        results = fifo_from(args.fifo_from, envmap, args) + results
+    md = markdown(results, args, envmap)
+    out = raw_path.with_suffix(".md")
+    out.write_text(md)
+    raw_path.write_text(json.dumps({"args": vars(args), "results": results}, indent=1, default=str))
+    print(md)
+    print(f"written to {out} and {raw_path}")
     return 0
 
 

@@ -174,13 +174,14 @@ class AlertSender:
     def observe(self, trial_id: str, seq: int, iteration: int, findings: list[dict], actions: list[dict]) -> int:
         """One trial's verdict: enqueue the alerts it opens; returns how many."""
         n = 0
-        taken = ", ".join(a.get("action", "?") for a in actions) or "none"
+        taken = ", ".join(a.get("action", "?") + (f" ({a['module']})" if a.get("module") not in (None, "default_policy")
+                                                 else "") for a in actions) or "none"
         for f in findings:
             det, sev = f.get("detector") or "?", f.get("severity") or "info"
             for d in self.dests:
                 if not d.wants(det, sev):
                     continue
-                key = (d.index, trial_id, det)
+                key = (d.index, trial_id, det, f.get("module"))  # each module's latch its own
                 latch = self._latch.get(key)
                 fresh = latch is None or seq - latch[1] > self.quiet or seq < latch[1]
                 if fresh or _RANK.get(sev, 0) > latch[0]:
@@ -214,13 +215,17 @@ class AlertSender:
     def _finding_alert(self, trial_id: str, iteration: int, f: dict, taken: str) -> Alert:
         sev, det = f.get("severity") or "info", f.get("detector") or "?"
         at = str(iteration) if iteration is not None and iteration >= 0 else "-"  # cluster findings: no iteration
+        module = f.get("module")
         lines = [f"run: {self.run}", f"trial: {trial_id}", f"iteration: {at}", f"detector: {det}",
                  f"severity: {sev}", f"message: {f.get('message', '')}", f"action: {taken}"]
+        if module is not None:  # the policy it is about (multi-agent); none: the trial's own
+            lines.insert(2, f"module: {module}")
+        where = f"{trial_id} module {module}" if module not in (None, "default_policy") else trial_id
         if self.dashboard_url:
             from urllib.parse import quote
 
             lines.append(f"dashboard: {self.dashboard_url}/#/trial/{quote(trial_id, safe='')}")
-        return Alert("finding", f"[rl-supervisor] {sev}: {det} on {trial_id}" + (f" (iteration {at})" if at != "-" else ""),
+        return Alert("finding", f"[rl-supervisor] {sev}: {det} on {where}" + (f" (iteration {at})" if at != "-" else ""),
                      "\n".join(lines), sev, self.run, trial_id, iteration, det)
 
     def _put(self, d: _Destination, alert: Alert) -> None:

@@ -24,7 +24,8 @@ from typing import Mapping
 
 #: Detectors that judge any RL training stream.
 GENERIC = frozenset(("non_finite", "loss_explosion", "gradient_explosion", "reward_collapse", "plateau",
-                     "worker_fault", "generalization_gap", "metrics_missing"))
+                     "worker_fault", "generalization_gap", "metrics_missing", "data_poisoned",
+                     "obs_out_of_range"))
 _PG = frozenset(("entropy_collapse", "value_collapse", "gradient_vanishing"))  # actor-critic policy gradient
 _Q = frozenset(("q_divergence", "td_error_explosion"))  # learned Q-functions with target networks
 

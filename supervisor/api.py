@@ -40,11 +40,17 @@ def normalize_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     from supervisor.keymaps import flatten, map_keys, number
     from supervisor.metrics import RESULT_PATHS, drop_no_data
 
+    from supervisor import modules
+
     flat = flatten(metrics) if any(isinstance(v, dict) for v in metrics.values()) else metrics
     out = map_keys(flat, keep_nan_returns=True)[0]
     for k in RESULT_PATHS.keys() & flat.keys() - out.keys():  # already-normalized names (env_steps_lifetime)
         v = number(flat[k])
         if v is not None:
+            out[k] = v
+    for k, raw in flat.items():  # several policies: modules/<id>/<normalized name>, each its own stream
+        p = modules.parse(k) if isinstance(k, str) else None
+        if p is not None and p[1] in RESULT_PATHS and (v := number(raw)) is not None:
             out[k] = v
     return drop_no_data(out)
 

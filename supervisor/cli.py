@@ -58,14 +58,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 def _note_untested_ray(handler, args) -> None:
     """Commands that attach to Ray (``uses_ray(args)`` in their module) say once, on stderr, when the installed
-    Ray is outside the tested range (``actors/compat.py``); reading the version imports no Ray."""
+    Ray is outside the tested range (``supervisor/ray_release.py``); reading the version imports no Ray."""
     uses_ray = getattr(sys.modules.get(handler.__module__), "uses_ray", None)
     if uses_ray is None or not uses_ray(args):
         return
-    try:
-        from actors.compat import warn_if_untested
-    except ImportError:  # no Ray side installed: the command says so itself
-        return
+    from supervisor.ray_release import warn_if_untested
+
     warn_if_untested()
 
 

@@ -402,8 +402,13 @@ def build_status(ray_nodes: Iterable[Mapping[str, Any]] | None, node_rows: Itera
             health = {"score": h.get("score"), "worst_severity": h.get("worst_severity")}
         else:
             health = {"score": h, "worst_severity": None}
+        per = h.get("modules") if isinstance(h, Mapping) and isinstance(h.get("modules"), Mapping) else {}
         out_trials.append({"trial_id": t.get("trial_id"), "status": t.get("status"), "health": health,
                            "node_id": t.get("node_id"), "run_id": t.get("run_id"),
                            "iteration": t.get("iteration"), "iteration_time_s": t.get("iteration_time_s"),
-                           "episode_return_mean": t.get("episode_return_mean")})
+                           "episode_return_mean": t.get("episode_return_mean"),
+                           # each module (a multi-agent trial's policy) with its own health
+                           "modules": [{"module": m, "trained": bool(mh.get("trained", True)),
+                                        "health": {"score": mh.get("score"), "worst_severity": mh.get("worst_severity")}}
+                                       for m, mh in sorted(per.items()) if isinstance(mh, Mapping)]})
     return {"nodes": nodes, "trials": out_trials}

@@ -62,6 +62,30 @@ class AlertDestination(BaseModel):
         return v
 
 
+class HangConfig(BaseModel):
+    """``supervisor.hang``: when an iteration counts as hung (``trial_hung``)."""
+
+    model_config = _STRICT
+    enabled: bool = True
+    factor: float = Field(10.0, ge=1, le=10_000, description="an iteration may take this many times the trial's "
+                                                               "median iteration time")
+    floor_s: float = Field(300.0, gt=0, le=10**7, description="... and never less than this (seconds)")
+    heartbeat_s: float = Field(5.0, gt=0, le=3600, description="how often a trial tells the supervisor its phase")
+
+
+class DataGuardConfig(BaseModel):
+    """``supervisor.data_guard``: the env runners' check of every sampled batch (``data_poisoned``,
+    ``obs_out_of_range``, the ``quarantine`` action)."""
+
+    model_config = _STRICT
+    enabled: bool = True
+    hold: bool = Field(True, description="hold non-finite episodes out of the train batch and replay buffer from "
+                                         "the iteration they appear, before any decision")
+    range_factor: float = Field(10.0, gt=0, le=10**6, description="an observation feature this many range widths "
+                                                                  "beyond its range seen so far is out of range")
+    warmup_steps: int = Field(1000, ge=0, le=_BIG, description="clean steps seen before the range is judged")
+
+
 class SupervisorConfig(BaseModel):
     """The ``supervisor:`` section. Every key has a default."""
 
@@ -104,6 +128,8 @@ class SupervisorConfig(BaseModel):
     lost_after_s: float = Field(600.0, gt=0, le=30 * 86400,
                                 description="a run none of whose trials reported for max(10 x their median "
                                             "iteration time, this) seconds is closed as lost (its driver died)")
+    hang: HangConfig = Field(default_factory=HangConfig)
+    data_guard: DataGuardConfig = Field(default_factory=DataGuardConfig)
 
     @field_validator("ladders")
     @classmethod
@@ -185,6 +211,92 @@ def _check_config_values(config: dict[str, Any]) -> None:
             config[key] = int(val)
 
 
+POLICY_LAYOUTS = ("per_agent", "shared")
+SHARED_POLICY = "shared"
+
+
+class MultiAgentConfig(BaseModel):
+    """The ``multi_agent:`` section: the trial's policies (RLlib RLModules), which agent each one acts for,
+    and which ones learn. Every policy is supervised as its own stream.
+
+    - ``policies``: ``per_agent`` (one policy per agent, named after the agent id), ``shared`` (one policy,
+      ``shared``, for every agent: self-play), a list of policy ids, or a mapping of policy id to that
+      policy's own config values (RLlib's ``algorithm_config_overrides_per_module``; ``{}`` for none);
+    - ``mapping``: agent id -> policy id, or ``package.module:function`` (RLlib's
+      ``policy_mapping_fn(agent_id, episode, **kwargs)``); not needed when each agent has a policy of its
+      own id or when there is one policy;
+    - ``policies_to_train``: the policies that learn (default: all); the others are frozen (an opponent):
+      recorded, never judged nor changed.
+    """
+
+    model_config = _STRICT
+    policies: str | list[str] | dict[str, dict[str, Any] | None] = "per_agent"
+    mapping: dict[str | int, str] | str | None = None
+    policies_to_train: list[str] | None = None
+
+    @field_validator("policies")
+    @classmethod
+    def _policies(cls, v):
+        if isinstance(v, str):
+            if v not in POLICY_LAYOUTS:
+                raise ValueError(f"must be per_agent, shared, a list of policy ids or a mapping of policy id to "
+                                 f"its config (got {v!r})")
+            return v
+        ids = list(v)
+        if not ids:
+            raise ValueError("must name at least one policy")
+        for pid in ids:
+            if not isinstance(pid, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", pid):
+                raise ValueError(f"policy id {pid!r}: must be letters, digits, _ . - only")
+        if isinstance(v, list):
+            if len(set(ids)) != len(ids):
+                raise ValueError("a policy is listed twice")
+            return v
+        out = {}
+        for pid, over in v.items():
+            over = dict(over or {})
+            try:
+                _check_config_values(over)
+            except ValueError as e:
+                raise ValueError(f"multi_agent.policies.{pid}.{str(e).removeprefix('config.')}") from None
+            out[pid] = over
+        return out
+
+    @field_validator("mapping")
+    @classmethod
+    def _mapping(cls, v):
+        if isinstance(v, str) and ":" not in v:
+            raise ValueError(f"give agent: policy pairs, or package.module:function (got {v!r})")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        ids = self.policy_ids()
+        if isinstance(self.policies, str) and self.mapping is not None:
+            raise ValueError(f"multi_agent.mapping: not with policies: {self.policies} (it maps the agents itself)")
+        if isinstance(self.mapping, dict):
+            for agent, pid in self.mapping.items():
+                if ids is not None and pid not in ids:
+                    raise ValueError(f"multi_agent.mapping.{agent}: unknown policy {pid!r} (policies: "
+                                     f"{', '.join(ids)})")
+        if self.policies_to_train is not None and ids is not None:
+            for pid in self.policies_to_train:
+                if pid not in ids:
+                    raise ValueError(f"multi_agent.policies_to_train: unknown policy {pid!r} (policies: "
+                                     f"{', '.join(ids)})")
+        return self
+
+    def policy_ids(self) -> list[str] | None:
+        """The policy ids the file names (None for ``per_agent``: the env's agent ids)."""
+        if self.policies == "shared":
+            return [SHARED_POLICY]
+        return None if self.policies == "per_agent" else list(self.policies)
+
+    def overrides(self) -> dict[str, dict[str, Any]]:
+        """Per policy, its own config values."""
+        return {p: dict(o) for p, o in self.policies.items() if o} if isinstance(self.policies, dict) else {}
+
+
 class Experiment(BaseModel):
     model_config = _STRICT
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
@@ -195,6 +307,7 @@ class Experiment(BaseModel):
     stop: StopConfig
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
     seed: int | None = Field(None, ge=0, lt=2**31)  # what every seeded library takes
+    multi_agent: MultiAgentConfig | None = None
     # where checkpoints, TensorBoard files and store snapshots are kept (supervisor.storage); None: the run folder
     storage: str | None = None
 
@@ -430,16 +543,22 @@ def read_yaml(path: str | Path, what: str = "mapping of keys") -> dict:
     return data
 
 
+def check_import(path: str, source: str, key: str) -> None:
+    """``package.module:name`` imports and has ``name``."""
+    mod, _, name = path.partition(":")
+    try:
+        module = importlib.import_module(mod)
+    except Exception as e:  # any import failure is the user's code, not our crash
+        raise InputError(source, key, f"cannot import module {mod!r} ({e.__class__.__name__}: {e})")
+    if not hasattr(module, name):
+        raise InputError(source, key, f"module {mod!r} has no {name!r}")
+
+
 def check_env(env: str, source: str) -> None:
-    """A registered gymnasium id, or an importable ``package.module:ClassName``."""
+    """A registered gymnasium id, or an importable ``package.module:ClassName`` (a gymnasium env, an RLlib
+    ``MultiAgentEnv``, or a PettingZoo env class or constructor)."""
     if ":" in env:
-        mod, _, cls = env.partition(":")
-        try:
-            module = importlib.import_module(mod)
-        except Exception as e:  # any import failure is the user's env, not our crash
-            raise InputError(source, "env", f"cannot import module {mod!r} ({e.__class__.__name__}: {e})")
-        if not hasattr(module, cls):
-            raise InputError(source, "env", f"module {mod!r} has no {cls!r}")
+        check_import(env, source, "env")
         return
     import gymnasium
 
@@ -470,6 +589,8 @@ def load_experiment(path: str | Path, sets: list[str] | None = None, model: type
         raise _blame_set(_first_error(e, source), sets) from None
     try:
         check_env(exp.env, source)
+        if exp.multi_agent is not None and isinstance(exp.multi_agent.mapping, str):
+            check_import(exp.multi_agent.mapping, source, "multi_agent.mapping")
     except InputError as e:
         raise _blame_set(e, sets) from None
     if exp.supervisor.profile:  # read and checked now, before Ray starts

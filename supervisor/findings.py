@@ -26,6 +26,9 @@ class Finding:
     threshold: float | None = None
     iteration: int = -1
     details: dict = field(default_factory=dict)
+    #: The module (a multi-agent trial's policy) whose stream it judged; None for the trial's own findings
+    #: (env runners, nodes, crashes). Set by the engine, which knows the stream; detectors never do.
+    module: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

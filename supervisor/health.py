@@ -33,11 +33,15 @@ class HealthScore:
                 for d, (s, sev) in self.last.items()}
 
     def score(self, seq: int) -> float:
-        out = 1.0
-        for p in self.components(seq).values():
-            out *= 1.0 - min(1.0, p)
-        return round(out, 4)
+        return _score(self.components(seq))
 
     def snapshot(self, seq: int) -> dict:
-        return {"score": self.score(seq), "worst_severity": self.worst_ever,
-                "components": self.components(seq)}
+        comps = self.components(seq)
+        return {"score": _score(comps), "worst_severity": self.worst_ever, "components": comps}
+
+
+def _score(components: dict[str, float]) -> float:
+    out = 1.0
+    for p in components.values():
+        out *= 1.0 - min(1.0, p)
+    return round(out, 4)

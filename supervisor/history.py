@@ -130,6 +130,7 @@ class History:
             self._push(name, a, x, self._derived.get(name))
 
     def _append_known(self, metrics) -> None:
+        cap = self.capacity
         for a, x, dv, name in zip(self._cols, metrics.values(), self._dvs, self._schema):
             if x.__class__ is float:
                 if x - x != 0.0:  # NaN or +-inf
@@ -141,7 +142,13 @@ class History:
             if a is None:  # first finite value of this metric: a new buffer, and a new schema
                 a = self._vals[name] = array("d")
                 self._schema = None
-            self._push(name, a, x, dv)
+                self._push(name, a, x, dv)
+            elif dv:
+                self._push(name, a, x, dv)
+            else:  # _push without views, inline: ~30 metrics a report
+                a.append(x)
+                if len(a) > cap:
+                    del a[0]
 
     def _push(self, name: str, a: array, x: float, dv) -> None:
         a.append(x)

@@ -31,7 +31,8 @@ import math
 import re
 from typing import Any, Iterable, Mapping
 
-from supervisor.metrics import RESULT_PATHS, drop_no_data, module_id_of, normalize_result
+from supervisor import modules
+from supervisor.metrics import RESULT_PATHS, drop_no_data, module_ids_of, normalize_result
 
 # normalized name -> the keys that mean it, best first (lowercase).
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -227,10 +228,15 @@ def map_keys(flat: Mapping[str, Any], nested: Mapping | None = None,
     if is_rllib(flat):
         result = nested if nested is not None else unflatten(flat)
         metrics.update(normalize_result(result, "scan")["metrics"])
-        mid = module_id_of(result)
+        mids = module_ids_of(result)
+        mid = mids[0]
+        if len(mids) == 1 and mid != modules.DEFAULT:
+            # a log of one shared policy (self-play, a team): judged as that policy's stream, as live
+            for k, v in modules.module_view(metrics, mid).items():
+                metrics.setdefault(k, v)
         # what normalize_result read (or deliberately dropped: a NaN return with no episode) is settled
         handled = {name for name, path in RESULT_PATHS.items() if path.format(m=mid) in flat}
-        handled.update(path.format(m=mid) for path in RESULT_PATHS.values())  # its keys are not "ignored"
+        handled.update(path.format(m=m) for m in mids for path in RESULT_PATHS.values())  # not "ignored"
         if dropped is not None:  # normalize_result drops no-data NaNs itself: count them here
             dropped.extend(n for n in EPISODE_STATS if n not in metrics and n in RESULT_PATHS
                            and (v := number(flat.get(RESULT_PATHS[n].format(m=mid)))) is not None and math.isnan(v))

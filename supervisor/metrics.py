@@ -10,6 +10,8 @@ import math
 import time
 from typing import Any, Mapping
 
+from supervisor import modules
+
 # normalized name -> path in RLlib's (new API stack) result dict.
 # "{m}" is the module id (single-agent: "default_policy").
 RESULT_PATHS: dict[str, str] = {
@@ -63,6 +65,9 @@ RESULT_PATHS: dict[str, str] = {
     "replay_sampled_lifetime": "replay_buffer/num_env_steps_sampled_lifetime",
     # DQN's epsilon lives in the env runners' modules; the callback copies it here (actors/algos.py).
     "epsilon": "supervisor_extra/epsilon",
+    # Remote learner actors RLlib counts healthy, of how many (num_learners >= 1; the callback copies them).
+    "healthy_learners": "supervisor_extra/healthy_learners",
+    "learners": "supervisor_extra/learners",
     # SAC: entropy temperature, its loss and target; mean log-prob of the policy's own actions.
     "alpha": "learners/{m}/alpha_value",
     "alpha_loss": "learners/{m}/alpha_loss",
@@ -80,6 +85,20 @@ RESULT_PATHS: dict[str, str] = {
     "healthy_env_runners": "fault_tolerance/num_healthy_workers",
     "env_runner_restarts": "fault_tolerance/num_remote_worker_restarts",
     "env_runners_dropped": "fault_tolerance/num_env_runners_dropped_lifetime",
+    # The data guard on the env runners (actors/data_guard.py): what it checked and found this iteration.
+    "data_guard_steps": "env_runners/data_guard/steps",
+    "data_guard_poisoned": "env_runners/data_guard/poisoned_episodes",
+    "data_guard_nan_rewards": "env_runners/data_guard/nonfinite_rewards",
+    "data_guard_nan_obs": "env_runners/data_guard/nonfinite_obs",
+    "data_guard_nan_actions": "env_runners/data_guard/nonfinite_actions",
+    "data_guard_out_of_range": "env_runners/data_guard/out_of_range_steps",
+    "data_guard_range_feature": "env_runners/data_guard/out_of_range_feature",
+    "data_guard_range_features": "env_runners/data_guard/out_of_range_features",
+    "data_guard_range_excess": "env_runners/data_guard/range_excess",
+    "data_guard_dropped": "env_runners/data_guard/dropped_episodes",
+    "data_guard_dropped_steps": "env_runners/data_guard/dropped_steps",
+    "data_guard_quarantine": "env_runners/data_guard/quarantine",
+    "data_guard_check_s": "env_runners/data_guard/check_s",
 }
 
 # normalized name -> (source name, sign): filled from another metric when RLlib does not report it.
@@ -113,13 +132,16 @@ def _iteration(x: Any) -> int:
     return int(v) if v is not None and math.isfinite(v) and 0 <= v < 2**62 else 0
 
 
-def module_id_of(result: Mapping[str, Any]) -> str:
+def module_ids_of(result: Mapping[str, Any]) -> list[str]:
+    """The RLModules a result speaks of: its learners' and its env runners' per-module returns, in order."""
+    out: dict[str, None] = {}
     learners = result.get("learners") if isinstance(result, Mapping) else None
     if isinstance(learners, Mapping):
-        for mid in learners:
-            if mid != "__all_modules__":
-                return mid
-    return "default_policy"
+        out.update((str(m), None) for m in learners if m != "__all_modules__")
+    returns = get_path(result, "env_runners/module_episode_returns_mean") if isinstance(result, Mapping) else None
+    if isinstance(returns, Mapping):
+        out.update((str(m), None) for m in returns)
+    return list(out) or [modules.DEFAULT]
 
 
 #: What RLlib reports as NaN when no episode finished in the iteration (episodes longer than the
@@ -128,6 +150,8 @@ EPISODE_METRICS = ("episode_return_mean", "episode_return_max", "episode_return_
 
 
 HYPERPARAMETERS = ("lr", "entropy_coeff", "kl_coeff")
+#: What the env runners' data guard counted (actors/data_guard.py).
+DATA_GUARD_METRICS = tuple(k for k in RESULT_PATHS if k.startswith("data_guard_"))
 #: The metrics the learner reports (as opposed to the env runners and timers).
 LEARNER_METRICS = tuple(k for k, path in RESULT_PATHS.items() if path.startswith("learners/"))
 
@@ -138,6 +162,8 @@ def drop_no_data(metrics: dict) -> dict:
     variance that is undefined (NaN: constant targets) or noise (a negligible value error), and the derived
     policy/value gradient ratio when its denominator is 0 (a value loss clipped on every sample has no
     gradient; dividing by it is not a training fault)."""
+    for k in [k for k in DATA_GUARD_METRICS if k in metrics and math.isnan(metrics[k])]:
+        del metrics[k]  # the guard logged nothing (no sample this iteration): counts, not evidence
     n = metrics.get("num_episodes")
     # 0 (or NaN: async APPO/IMPALA) finished episodes: no data. Without a count the NaN may be a NaN reward
     # (a loop that averages returns over a buffer of finished episodes): evidence, kept.
@@ -146,7 +172,10 @@ def drop_no_data(metrics: dict) -> dict:
             v = metrics.get(k)
             if v is not None and math.isnan(v):
                 del metrics[k]
-    if any(math.isnan(metrics.get(k, 0.0)) for k in HYPERPARAMETERS):
+    steps = metrics.get("data_guard_steps")
+    everything_held = steps is not None and steps > 0 and metrics.get("data_guard_dropped_steps") == steps
+    if everything_held or any(math.isnan(metrics.get(k, 0.0)) for k in HYPERPARAMETERS):
+        # (the data guard held every sample of the iteration out: the learner updated on an empty batch)
         # A hyperparameter is never NaN: a learner that did no update this iteration (APPO, IMPALA when
         # their learner queue is empty) reports NaN for every learner statistic. No data, not a fault.
         for k in [k for k in LEARNER_METRICS if k in metrics and math.isnan(metrics[k])]:
@@ -204,6 +233,21 @@ def _negligible_error(metrics: dict) -> bool:
 
 
 EVAL_METRICS = ("eval_return_mean", "eval_num_episodes")
+#: Multi-agent: what belongs to one module (its learner) and what to the trial (env runners, timers, the team).
+MODULE_PATHS = {k: p for k, p in RESULT_PATHS.items() if "{m}" in p}
+TRIAL_PATHS = {k: p for k, p in RESULT_PATHS.items() if "{m}" not in p}
+
+
+def _module_metrics(result: Mapping[str, Any], m: str | None, paths: Mapping[str, str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, path in paths.items():
+        v = _to_float(get_path(result, path.format(m=m)))
+        if v is not None:
+            out[name] = v
+    for name, (src, sign) in DERIVED.items():
+        if name not in out and src in out:
+            out[name] = sign * out[src]
+    return out
 
 
 def normalize_result(result: Mapping[str, Any], trial_id: str, node_id: str | None = None,
@@ -215,16 +259,29 @@ def normalize_result(result: Mapping[str, Any], trial_id: str, node_id: str | No
     after it: with ``eval_interval`` (the config's ``evaluation_interval``) they are kept only on
     the iterations that evaluated.
     """
-    m = module_id_of(result)
-    metrics: dict[str, float] = {}
-    for name, path in RESULT_PATHS.items():
-        v = _to_float(get_path(result, path.format(m=m)))
-        if v is not None:
-            metrics[name] = v
-    for name, (src, sign) in DERIVED.items():
-        if name not in metrics and src in metrics:
-            metrics[name] = sign * metrics[src]
-    drop_no_data(metrics)
+    ids = module_ids_of(result)
+    if ids == [modules.DEFAULT]:
+        metrics = _module_metrics(result, modules.DEFAULT, RESULT_PATHS)
+        drop_no_data(metrics)
+    else:  # multi-agent: the trial's own metrics plain, each module's under modules/<id>/
+        metrics = _module_metrics(result, None, TRIAL_PATHS)
+        episodes = metrics.get("num_episodes")
+        drop_no_data(metrics)
+        for mid in ids:
+            own = _module_metrics(result, mid, MODULE_PATHS)
+            ret = _to_float(get_path(result, f"env_runners/module_episode_returns_mean/{mid}"))
+            if ret is not None:
+                own["episode_return_mean"] = ret
+            if episodes is not None:  # a NaN return of an iteration that finished no episode: no data
+                own["num_episodes"] = episodes
+            drop_no_data(own)
+            own.pop("num_episodes", None)
+            metrics.update((modules.key(mid, k), v) for k, v in own.items())
+        agents = get_path(result, "env_runners/agent_episode_returns_mean")
+        for aid, v in (agents.items() if isinstance(agents, Mapping) else ()):
+            v = _to_float(v)
+            if v is not None and not (math.isnan(v) and episodes is not None and not episodes > 0):
+                metrics[modules.agent_key(aid)] = v
     if metrics.get("eval_return_mean") is not None and math.isnan(metrics["eval_return_mean"]):
         del metrics["eval_return_mean"]  # an evaluation that finished no episode: no data
     it = _iteration(result.get("training_iteration"))

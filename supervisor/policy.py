@@ -66,6 +66,15 @@ DEFAULT_LADDERS: dict[str, list[list[str]]] = {
     "no_learning": [["increase_lr"], ["increase_lr"], ["stop_trial"]],
     "premature_convergence": [["rollback", "boost_entropy"], ["stop_trial"]],
     "worker_fault": [["alert"]],
+    # The data guard (env runners): hold the poisoned episodes out, then stop if the env goes on producing them
+    # (outside the weights: no rollback or lr can help).
+    "data_poisoned": [["quarantine"], ["stop_trial"]],
+    "obs_out_of_range": [["quarantine"], ["stop_trial"]],
+    # Events (Engine.crash, Engine.hung): a crash the supervisor can act on (non-finite values in the update,
+    # an update blow-up) restarts with a lower lr; one it cannot (an env that raises) is retried once and
+    # stopped if it repeats the same way. A hung trial is restarted through Tune.
+    "trial_crashed": [["reduce_lr", "restart_trial"], ["reduce_lr", "restart_trial"], ["stop_trial"]],
+    "trial_hung": [["restart_trial"], ["stop_trial"]],
     # The fix (early stopping at the best evaluation, more env variety) is the experimenter's call: alert.
     "generalization_gap": [["alert"]],
     # APPO/IMPALA: a lost or lagging weight sync. Push the weights past it; if it stays lost, a restart
@@ -78,8 +87,12 @@ DEFAULT_LADDERS: dict[str, list[list[str]]] = {
 #: severity or the ladders: they have no ladder (supervisor.config refuses one).
 RECORD_ONLY = frozenset({"metrics_missing"})
 # When several detectors fire at once, act on the root cause first.
-PRIORITY = ["non_finite", "loss_explosion", "gradient_explosion", "q_divergence", "td_error_explosion", "kl_spike",
-            "update_too_large", "value_collapse", "gradient_vanishing", "entropy_saturated", "entropy_collapse",
+# A crash or a hang first (the trial is dead or stuck), then poisoned data (what the learner is fed), then the
+# learner. update_too_large (the trial's own config against its kl_target) before kl_spike (the KL against its
+# history): at iteration 1 both fire on a config bad from the start, and the config is the cause.
+PRIORITY = ["trial_crashed", "trial_hung", "data_poisoned", "obs_out_of_range", "non_finite", "loss_explosion",
+            "gradient_explosion", "q_divergence", "td_error_explosion", "update_too_large", "kl_spike",
+            "value_collapse", "gradient_vanishing", "entropy_saturated", "entropy_collapse",
             "alpha_collapse", "alpha_runaway", "premature_convergence", "no_learning", "value_loss_clipped",
             "reward_collapse", "exploration_too_short", "kl_controller_stuck",
             "advantage_anomaly", "policy_lag", "worker_fault", "straggler", "memory_pressure", "gpu_fault", "node_down", "generalization_gap",
@@ -105,6 +118,7 @@ class PolicyState:
     rungs: dict[str, int] = field(default_factory=dict)
     action_seqs: deque = field(default_factory=deque)
     last_action_seq: int | None = None
+    last_cooldown: int | None = None  # the last action's own cooldown (ActionSpec.cooldown), if it has one
     ineffective: set = field(default_factory=set)
     # detector -> (finding, need): a warning not confirmed yet (need "act"), or one whose stop waits for
     # more evidence (need "stop")
@@ -184,12 +198,17 @@ class EscalationPolicy:
         return algorithms.ladders(algorithm).get(detector) or self.ladders.get(detector, [["alert"]])
 
     def decide(self, state: PolicyState, seq: int, findings: list[Finding],
-               algorithm: str | None = None, streak: Callable[[str], int] | None = None) -> Decision | None:
+               algorithm: str | None = None, streak: Callable[[str], int] | None = None,
+               event: bool = False) -> Decision | None:
+        """``streak(detector)``: the consecutive reports behind its alarm (a stop needs evidence,
+        ``may_end``). ``event``: the findings are an event between iterations (a crash, a hang), not an
+        iteration's: no cooldown (the trial is dead or stuck; there is no effect to wait for)."""
         actionable = [f for f in findings if severity_rank(f.severity) >= severity_rank("warning")
                       and f.detector not in RECORD_ONLY]
         if not actionable:
             return None
-        if state.last_action_seq is not None and seq - state.last_action_seq <= self.cooldown:
+        cooldown = self.cooldown if state.last_cooldown is None else state.last_cooldown
+        if not event and state.last_action_seq is not None and seq - state.last_action_seq <= cooldown:
             return None
         order = {d: i for i, d in enumerate(PRIORITY)}
         actionable.sort(key=lambda f: (-severity_rank(f.severity), order.get(f.detector, len(order))))
@@ -242,4 +261,11 @@ class EscalationPolicy:
         if any(ACTIONS[a].counts_toward_limit for a in d.actions):  # alerts are free
             state.action_seqs.append(seq)
             state.last_action_seq = seq
+            state.last_cooldown = action_cooldown(d.actions)
         return d
+
+
+def action_cooldown(names) -> int | None:
+    """The cooldown a step of actions sets: the longest of its actions' own (None: the policy's)."""
+    own = [ACTIONS[a].cooldown for a in names if ACTIONS[a].counts_toward_limit]
+    return None if not own or any(c is None for c in own) else max(own)

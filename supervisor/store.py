@@ -36,13 +36,15 @@ CREATE TABLE IF NOT EXISTS reports (
 CREATE TABLE IF NOT EXISTS findings (
     id INTEGER PRIMARY KEY AUTOINCREMENT, trial_id TEXT, seq INTEGER, iteration INTEGER,
     detector TEXT NOT NULL, severity TEXT NOT NULL, metric TEXT, value REAL, threshold REAL,
-    message TEXT NOT NULL, details TEXT, time REAL NOT NULL);
-CREATE UNIQUE INDEX IF NOT EXISTS findings_once ON findings (trial_id, seq, detector);
+    message TEXT NOT NULL, details TEXT, time REAL NOT NULL, module TEXT);
+CREATE UNIQUE INDEX IF NOT EXISTS findings_once_per_module ON findings (trial_id, seq, detector, IFNULL(module, ''));
 CREATE TABLE IF NOT EXISTS interventions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, trial_id TEXT NOT NULL, seq INTEGER NOT NULL, iteration INTEGER NOT NULL,
     action TEXT NOT NULL, params TEXT NOT NULL, reason TEXT NOT NULL, detector TEXT,
-    outcome TEXT NOT NULL DEFAULT 'pending', applied TEXT, verified INTEGER, judged_seq INTEGER, time REAL NOT NULL);
-CREATE UNIQUE INDEX IF NOT EXISTS interventions_once ON interventions (trial_id, seq, action);
+    outcome TEXT NOT NULL DEFAULT 'pending', applied TEXT, verified INTEGER, judged_seq INTEGER, time REAL NOT NULL,
+    module TEXT);
+CREATE UNIQUE INDEX IF NOT EXISTS interventions_once_per_module ON interventions (trial_id, seq, action,
+    IFNULL(module, ''));
 CREATE TABLE IF NOT EXISTS checkpoints (
     trial_id TEXT NOT NULL, seq INTEGER NOT NULL, iteration INTEGER NOT NULL, path TEXT NOT NULL,
     hparams TEXT, time REAL NOT NULL, PRIMARY KEY (trial_id, seq));
@@ -63,12 +65,21 @@ CREATE TABLE IF NOT EXISTS requests (
 
 # PRAGMA user_version of a store this code writes. 0: a store from before versions were recorded (its
 # tables are those of version 1). Each migration brings a store from the version before it to its own.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATIONS = {
     1: "",  # the unversioned stores of earlier releases: SCHEMA as it was, nothing to change
     2: """CREATE TABLE IF NOT EXISTS requests (
               id INTEGER PRIMARY KEY AUTOINCREMENT, trial_id TEXT NOT NULL, action TEXT NOT NULL,
               params TEXT NOT NULL, reason TEXT NOT NULL, time REAL NOT NULL, taken_seq INTEGER);""",
+    # the module (a multi-agent trial's policy) a finding or an intervention is about; NULL: the trial
+    3: """ALTER TABLE findings ADD COLUMN module TEXT;
+          ALTER TABLE interventions ADD COLUMN module TEXT;
+          DROP INDEX IF EXISTS findings_once;
+          DROP INDEX IF EXISTS interventions_once;
+          CREATE UNIQUE INDEX IF NOT EXISTS findings_once_per_module ON findings (trial_id, seq, detector,
+              IFNULL(module, ''));
+          CREATE UNIQUE INDEX IF NOT EXISTS interventions_once_per_module ON interventions (trial_id, seq, action,
+              IFNULL(module, ''));""",
 }
 
 
@@ -166,6 +177,7 @@ class Store:
         self.migrated_from: int | None = None  # the schema version an older store was migrated from
         self.readonly = readonly
         self._commits = 0
+        self.commit_s = 0.0  # time spent committing (synchronous=FULL: an fsync each)
         self._closed = threading.Event()
         if readonly:
             self.db = self._connect_readonly()
@@ -237,6 +249,8 @@ class Store:
             if self._depth == 1:
                 with self.db:
                     yield
+                    t0 = time.perf_counter()
+                self.commit_s += time.perf_counter() - t0  # the commit: its fsync (benchmarks/ingestion.py)
                 self._commits += 1
                 if self._commits % 64 == 0 and not self.readonly:
                     self._bound_wal()
@@ -300,28 +314,64 @@ class Store:
         says what is a replay."""
         row = (report["trial_id"], seq, report["iteration"], report.get("time") or time.time(),
                report.get("node_id"), dumps(report["metrics"]))
-        tid = report["trial_id"]
+        if self._depth:  # inside the caller's transaction (the engine's, per report or per batch)
+            return self._record_iteration(row, seq, findings, interventions)
+        with self.transaction():
+            return self._record_iteration(row, seq, findings, interventions)
+
+    def _record_iteration(self, row: tuple, seq: int, findings: Iterable[dict], interventions: Iterable[dict]
+                          ) -> list[int] | None:
+        tid = row[0]
+        ids = []
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO reports (trial_id, seq, iteration, time, node_id, metrics) VALUES (?,?,?,?,?,?)",
+            row)
+        if cur.rowcount == 0:
+            return None  # a replay of a report already stored
+        for f in findings:
+            self.db.execute(
+                "INSERT OR IGNORE INTO findings (trial_id, seq, iteration, detector, severity, metric, value, "
+                "threshold, message, details, time, module) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (tid, seq, f["iteration"], f["detector"], f["severity"], f.get("metric"), _num(f.get("value")),
+                 _num(f.get("threshold")), f["message"], dumps(f.get("details") or {}), time.time(),
+                 f.get("module")))
+        for iv in interventions:
+            c = self.db.execute(
+                "INSERT OR IGNORE INTO interventions (trial_id, seq, iteration, action, params, reason, detector, "
+                "time, module) VALUES (?,?,?,?,?,?,?,?,?)",
+                (tid, seq, iv["iteration"], iv["action"], dumps(iv.get("params") or {}), iv["reason"],
+                 iv.get("detector"), time.time(), iv.get("module")))
+            ids.append(c.lastrowid)
+        return ids
+
+    def record_event(self, trial_id: str, seq: int, findings: Iterable[dict], interventions: Iterable[dict]
+                     ) -> list[int]:
+        """Findings and decided interventions of an event between reports (a crash, a hang) at ``seq``, a
+        sequence number of its own (no report row: the iteration never reported); intervention ids."""
         ids = []
         with self.transaction():
-            cur = self.db.execute(
-                "INSERT OR IGNORE INTO reports (trial_id, seq, iteration, time, node_id, metrics) VALUES (?,?,?,?,?,?)",
-                row)
-            if cur.rowcount == 0:
-                return None  # a replay of a report already stored
             for f in findings:
                 self.db.execute(
                     "INSERT OR IGNORE INTO findings (trial_id, seq, iteration, detector, severity, metric, value, "
                     "threshold, message, details, time) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (tid, seq, f["iteration"], f["detector"], f["severity"], f.get("metric"), _num(f.get("value")),
-                     _num(f.get("threshold")), f["message"], dumps(f.get("details") or {}), time.time()))
+                    (trial_id, seq, f["iteration"], f["detector"], f["severity"], f.get("metric"),
+                     _num(f.get("value")), _num(f.get("threshold")), f["message"], dumps(f.get("details") or {}),
+                     time.time()))
             for iv in interventions:
                 c = self.db.execute(
                     "INSERT OR IGNORE INTO interventions (trial_id, seq, iteration, action, params, reason, detector, "
-                    "time) VALUES (?,?,?,?,?,?,?,?)",
-                    (tid, seq, iv["iteration"], iv["action"], dumps(iv.get("params") or {}), iv["reason"],
-                     iv.get("detector"), time.time()))
+                    "applied, time) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (trial_id, seq, iv["iteration"], iv["action"], dumps(iv.get("params") or {}), iv["reason"],
+                     iv.get("detector"), dumps(iv["applied"]) if iv.get("applied") is not None else None,
+                     time.time()))
                 ids.append(c.lastrowid)
         return ids
+
+    def last_event_seq(self, trial_id: str) -> int:
+        """The highest seq of the trial's findings and interventions (events take seqs of their own)."""
+        row = self.db.execute("SELECT MAX(s) FROM (SELECT MAX(seq) AS s FROM findings WHERE trial_id=? UNION ALL "
+                              "SELECT MAX(seq) FROM interventions WHERE trial_id=?)", (trial_id, trial_id)).fetchone()
+        return -1 if row is None or row[0] is None else int(row[0])
 
     def add_request(self, trial_id: str, action: str, params: dict, reason: str) -> int:
         """A manual action (dashboard) waiting for the trial's next verdict: kept across actor restarts."""
@@ -344,10 +394,10 @@ class Store:
         with self.transaction():
             self.db.execute(
                 "INSERT OR IGNORE INTO findings (trial_id, seq, iteration, detector, severity, metric, value, threshold,"
-                " message, details, time) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " message, details, time, module) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (trial_id, seq, f.get("iteration", -1), f["detector"], f["severity"], f.get("metric"),
                  _num(f.get("value")), _num(f.get("threshold")), f["message"], dumps(f.get("details") or {}),
-                 time.time()))
+                 time.time(), f.get("module")))
 
     def set_intervention(self, iv_id: int, **cols: Any) -> None:
         self._update("interventions", "id", {"outcome", "applied", "verified", "judged_seq"}, iv_id, cols)
@@ -508,7 +558,7 @@ class Store:
 
     def undelivered(self, trial_id: str, seq: int) -> list[dict]:
         """Actions decided at ``seq`` that no trial has said it applied yet (alerts need no applying)."""
-        rows = self._rows("SELECT id, action, params, reason, detector, iteration FROM interventions "
+        rows = self._rows("SELECT id, action, params, reason, detector, iteration, module FROM interventions "
                           "WHERE trial_id=? AND seq=? AND applied IS NULL AND action!='alert' ORDER BY id",
                           (trial_id, seq))
         return self._decode(rows, ("params",), False)
@@ -528,8 +578,8 @@ class Store:
         """(iteration, value) of one metric over a trial's reports, where it was reported (the evaluation
         return: only on evaluation iterations)."""
         return [(r[0], r[1]) for r in self.db.execute(
-            "SELECT iteration, json_extract(metrics, '$.' || ?) AS v FROM reports WHERE trial_id=? AND v IS NOT NULL "
-            "ORDER BY seq", (name, trial_id))]
+            """SELECT iteration, json_extract(metrics, '$."' || ? || '"') AS v FROM reports WHERE trial_id=? """
+            "AND v IS NOT NULL ORDER BY seq", (name, trial_id))]
 
     def alerts(self) -> list[dict]:
         try:

@@ -54,9 +54,13 @@ class TensorBoardLog:
             w = self._writer(trial_id)
             for k, v in metrics.items():
                 if isinstance(v, (int, float)) and math.isfinite(v):
-                    w.add_scalar(f"metrics/{k}", v, iteration)
+                    # a multi-agent trial's modules and agents under their own sections: modules/<id>/<name>
+                    w.add_scalar(k if k.startswith(("modules/", "agents/")) else f"metrics/{k}", v, iteration)
             if sup and isinstance(sup.get("health_score"), (int, float)):
                 w.add_scalar("supervisor/health_score", sup["health_score"], iteration)
+                for m, score in (sup.get("module_health") or {}).items():
+                    if isinstance(score, (int, float)):
+                        w.add_scalar(f"supervisor/health_score/{m}", score, iteration)
                 for text in sup.get("finding_text") or sup.get("findings") or []:
                     w.add_text("supervisor/findings", str(text), iteration)
                 for a in sup.get("actions") or []:
@@ -83,6 +87,21 @@ class TensorBoardLog:
         except Exception as e:
             log.warning("TensorBoard files not copied to %s: %s", self.storage, e)
             return False
+
+    def event(self, trial_id: str, iteration: int, finding: dict | None, actions: list | None = None) -> None:
+        """A finding between iterations (a crash, a hang) and what was decided about it, as text."""
+        if self.broken or not finding:
+            return
+        try:
+            w = self._writer(trial_id)
+            w.add_text("supervisor/findings", f"{finding.get('detector')} ({finding.get('severity')}): "
+                                              f"{finding.get('message')}", iteration)
+            for a in actions or []:
+                w.add_text("supervisor/actions", f"{a.get('action')}: {a.get('reason')}", iteration)
+            w.flush()
+        except Exception:
+            log.exception("TensorBoard event files could not be written; the run goes on without them")
+            self.broken = True
 
     def close(self) -> None:
         for w in self._writers.values():

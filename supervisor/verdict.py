@@ -62,7 +62,8 @@ class Verdict:
 
     # ------------------------------------------------------------------ the wire
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        d = self.__dict__  # one per report: the field names are looked up once (_FIELDS)
+        return {k: d[k] for k in _FIELDS}
 
     @classmethod
     def from_dict(cls, d: Any) -> "Verdict":
@@ -93,3 +94,6 @@ class Verdict:
         out.stop = any(v.stop for v in vs)
         out.restart = any(v.restart for v in vs)
         return out
+
+
+_FIELDS = tuple(f.name for f in fields(Verdict))

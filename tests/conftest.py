@@ -23,6 +23,8 @@ RAY_FLOOR = [
     "test_tune::test_sweep_cli_stops_repairs_and_restarts_through_tune",  # Tune's error file, CombinedStopper
     "test_run_e2e::test_divergent_run_is_flagged_rolled_back_and_recovers",  # `supervise run`, run registry
     "test_job_submit",  # `ray start`, `ray job submit`, `supervise status` on a real head
+    "test_multiagent::test_reduce_lr_changes_only_its_module",  # a per-module override config, each optimizer
+    "test_multiagent::test_one_modules_rollback_from_run_storage_on_s3",  # one module's state kept over a restore
 ]
 
 #: Test modules that touch Ray (import ray or actors, or start it through the CLI) but stay off the floor
@@ -48,6 +50,11 @@ NOT_ON_FLOOR = {
     "test_nodisk_cluster": "nodes without a shared disk and a lost node: minutes; public `ray start`",
     "test_bounded_actor": "the actor's memory over many runs and node joins: public actor and Cluster API",
     "test_detached_actor": "the detached actor's restart and rebuild: public actor API",
+    "test_crash_core": "the Ray-free core, and the actor's service in-process (no Ray started)",
+    "test_crash_e2e": "DQN, a Tune sweep with a crash and a hang: minutes; the data guard logs through "
+                      "compat.log_per_iteration and reads Tune's error file through compat, both on the floor",
+    "test_multiagent": "runs, sweeps and two learners repeat the floor's per-module change and rollback",
+    "test_multiagent_core": "the engine per module and the actor's own class, in-process: no Ray internal",
     "test_blind_stale_rllib": "kills APPO's EnvRunnerStateServer (Ray 2.60's pull-based weight sync); its weight "
                               "pushes and seq nos are the floor's rollback path (test_interventions)",
 }

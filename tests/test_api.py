@@ -197,9 +197,10 @@ def test_cleanrl_ppo_lr_jump_is_flagged_rolled_back_and_cut(tmp_path):
     from tests.envs.cleanrl_ppo import train
 
     run = tmp_path / "cleanrl"
-    # No KL penalty in this loop: its KL spikes go straight to rollback + reduce_lr.
-    sup = Supervisor(run, algorithm="ppo", settings={
-        "ladders": {"kl_spike": [["rollback", "reduce_lr"], ["rollback", "reduce_lr"], ["stop_trial"]]}})
+    # No KL penalty in this loop: its KL trouble goes straight to rollback + reduce_lr (update_too_large, which
+    # fires beside kl_spike on an lr jump, acts first: supervisor.policy.PRIORITY).
+    ladder = [["rollback", "reduce_lr"], ["rollback", "reduce_lr"], ["stop_trial"]]
+    sup = Supervisor(run, algorithm="ppo", settings={"ladders": {"kl_spike": ladder, "update_too_large": ladder}})
     st, lrs = {}, {}
 
     def ready(ctx):

@@ -437,3 +437,45 @@ def test_a_long_trial_comes_in_pages_and_the_page_shows_all_of_it(tmp_path, dash
     expect(page.locator("#charts")).to_have_attribute("data-points", str(n + 1), timeout=30_000)
     assert not page.errors, page.errors
     w.close()
+
+
+def test_a_multi_agent_trial_page_has_a_module_selector(tmp_path, dashboard, page):
+    """Each module (policy) its own charts, findings and interventions; the trial's own beside them."""
+    w = Writer(tmp_path)
+    w.engine.register_trial("PPO_ma_00000", w.run_id, config={
+        "algorithm": "PPO", "modules": {"p0": {"trained": True}, "p1": {"trained": True}}})
+
+    def ma(i: int, p1_loss: float | None = None) -> dict:
+        out = {"episode_return_mean": 40.0 + 2 * i, "num_episodes": 10.0, "env_steps_lifetime": 400.0 * (i + 1)}
+        for m in ("p0", "p1"):
+            h = healthy(i)
+            for k in ("total_loss", "policy_loss", "vf_loss", "entropy", "kl", "kl_coeff", "lr", "grad_norm",
+                      "episode_return_mean"):
+                out[f"modules/{m}/{k}"] = h[k] / 2 if k == "episode_return_mean" else h[k]
+        if p1_loss is not None:
+            out["modules/p1/total_loss"] = p1_loss
+        return out
+
+    for i in range(6):
+        v = w.report("PPO_ma_00000", ma(i))
+        if v.checkpoint:
+            w.engine.record_checkpoint("PPO_ma_00000", i, i + 1, f"/ckpt/{i}", {})
+    v = w.report("PPO_ma_00000", ma(6, p1_loss=float("inf")))
+    assert {f["module"] for f in v.findings} == {"p1"}
+    url = dashboard("--run", str(tmp_path))
+    page.goto(url + "#/trial/PPO_ma_00000")
+    sel = page.locator("#module-select")
+    expect(sel).to_have_value("p0")
+    expect(sel.locator("option")).to_have_count(3)  # p0, p1, the trial's own
+    expect(page.locator("#chart-losses canvas")).to_have_count(1)
+    expect(page.locator("#findings-count")).to_have_text("0")  # p0 is healthy
+    sel.select_option("p1")
+    row = page.locator("#findings tbody tr").filter(has_text="non_finite")
+    expect(row).to_have_count(1)
+    expect(row.locator("td").nth(1)).to_have_text("p1")
+    expect(page.locator("#interventions tbody tr").filter(has_text="reduce_lr")).to_have_count(1)
+    expect(page.locator("#chart-losses .mk[data-severity='critical']")).to_have_count(1)
+    sel.select_option("")  # the whole trial: every module's findings, with its module
+    expect(page.locator("#findings-count")).to_have_text("1")
+    assert not page.errors, page.errors
+    w.close()

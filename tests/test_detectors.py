@@ -538,3 +538,30 @@ def test_plateau_is_reported_once_per_plateau():
     higher = [{"episode_return_mean": 230.0 + float(rng.normal(0, 1))} for _ in range(120)]
     found = [f for f in run_detectors(build_detectors(), stall[:120] + climb + higher) if f.detector == "plateau"]
     assert len(found) == 2 and found[1].value > 200, [(f.iteration, f.value) for f in found]
+
+
+def _probed(det: Detector) -> bool:
+    """``Detector.alarmed`` as it was first written: any attribute (or dict value) that has ``reported`` at
+    warning or worse and is ``on``, found by probing every attribute."""
+    for v in det.__dict__.values():
+        for a in (v.values() if isinstance(v, dict) else (v,)):
+            if getattr(a, "reported", None) in ("warning", "critical") and getattr(a, "on", False):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("fault", ["loss_explosion", "advantage_anomaly", "kl_controller_stuck", "value_collapse"])
+def test_alarm_table_agrees_with_probing_every_attribute(fault):
+    """The suite reads its alarms from a table (the engine asks several times a report); it must name the
+    same detectors as probing each one, through onset, alarm and a detector reset on its own."""
+    suite, history = build_detectors(), History()
+    seen = set()
+    for i, m in enumerate(faulty_stream(fault, n=120, onset=60, seed=3)):
+        suite.observe(i + 1, m, history)
+        if i == 90:
+            for d in suite:
+                d.reset()  # not through the suite: its table must notice
+        expect = {d.name for d in suite if _probed(d)}
+        assert suite.alarmed() == expect == {d.name for d in suite if d.alarmed()}
+        seen |= expect
+    assert fault in seen  # the alarm did come on: the comparison covered it

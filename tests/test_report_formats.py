@@ -62,7 +62,7 @@ def test_markdown(run_dir, capsys):
     assert "non_finite" in md and "rollback" in md and "reduce_lr" in md
     assert "### Findings" in md and "### Interventions" in md
     # table rows keep their column count: pipes in text are escaped
-    header = "| iteration | severity | detector | metric | value | message |"
+    header = "| iteration | module | severity | detector | metric | value | message |"
     assert header in md
 
 

@@ -271,12 +271,33 @@ class SupervisorTuneCallback(Callback):
         tid = trial.trial_id
         self.restarts[tid] = self.restarts.get(tid, 0) + 1
         asked = _restart_requested(trial)
-        if asked:
+        told = self._crashed(trial)
+        if asked or (told and told.get("action") == "restart"):
             self.supervisor_restarts[tid] = self.supervisor_restarts.get(tid, 0) + 1
         ckpt = getattr(trial, "checkpoint", None)
         where = f"from checkpoint {Path(ckpt.path).name}" if ckpt is not None else "from scratch (no checkpoint yet)"
-        why = "the supervisor asked for a restart" if asked else "the trial failed"
-        self._print(f"[cyan]{tid}[/cyan] [bold yellow]restarting {where}[/]: {why}")
+        why = ("the supervisor asked for a restart" if asked and not told else
+               f"the supervisor restarts it: {told['reason']}" if told and told.get("reason") else "the trial failed")
+        self._print(f"[cyan]{tid}[/cyan] [bold yellow]restarting {where}[/]: {_esc(why)}")
+
+    def _crashed(self, trial) -> dict | None:
+        """The supervisor's account of a trial's failure: what the trial told it before its process ended (a
+        crash, or a hang the supervisor ended itself), or, when it could not, the crash told now from Tune's
+        error text. Printed, and written to TensorBoard. None for the supervisor's own restarts."""
+        from supervisor.crash import report_from_text
+
+        tail = compat.latest_failure(trial)
+        if not tail or ("RestartRequested" in tail and "after a crash" not in tail):
+            return None
+        report = report_from_text(tail)
+        report["source"] = "driver"
+        told = self._call("trial_crashed", self.run_id, trial.trial_id, report, self.run_info)
+        f = (told or {}).get("finding") or {}
+        if f.get("message"):
+            self._print(f"[cyan]{trial.trial_id}[/cyan] [bold red]{f['detector']}[/]: {_esc(f['message'])}")
+            if self.tensorboard:
+                self._tb_log().event(trial.trial_id, int(f.get("iteration") or 0), f, told.get("actions"))
+        return told
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         tid = trial.trial_id
@@ -289,6 +310,7 @@ class SupervisorTuneCallback(Callback):
         self._finish(tid, status)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._crashed(trial)
         self._finish(trial.trial_id, "errored")
         if getattr(trial, "error_file", None):
             self._print(f"[cyan]{trial.trial_id}[/cyan] error: {trial.error_file}")
@@ -362,6 +384,12 @@ class SupervisorTuneCallback(Callback):
 def _restart_requested(trial) -> bool:
     """Was the trial's latest failure the supervisor's RestartRequested?"""
     return compat.trial_failed_with(trial, "RestartRequested")
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(str(text))
 
 
 def _short(v) -> str:

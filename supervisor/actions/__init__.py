@@ -16,6 +16,7 @@ from supervisor.actions.boost_entropy import BoostEntropy
 from supervisor.actions.control import Alert, RestartTrial, StopTrial
 from supervisor.actions.extend_exploration import ExtendExploration
 from supervisor.actions.increase_lr import IncreaseLR
+from supervisor.actions.quarantine import Quarantine
 from supervisor.actions.raise_alpha import RaiseAlpha
 from supervisor.actions.raise_kl_coeff import RaiseKLCoeff
 from supervisor.actions.raise_vf_clip import RaiseVFClip
@@ -26,11 +27,12 @@ from supervisor.actions.set_target_entropy import SetTargetEntropy
 from supervisor.actions.slow_target_updates import SlowTargetUpdates
 from supervisor.actions.sync_weights import SyncWeights
 from supervisor.actions.tighten_grad_clip import TightenGradClip
+from supervisor.modules import DEFAULT, packed
 
 ACTIONS: dict[str, ActionSpec] = {spec.name: spec for spec in (
     Alert(), ReduceLR(), IncreaseLR(), BoostEntropy(), ReduceEntropy(), RaiseKLCoeff(), TightenGradClip(),
     RaiseVFClip(), RaiseAlpha(), SetTargetEntropy(), ExtendExploration(), SlowTargetUpdates(), SyncWeights(),
-    Rollback(), RestartTrial(), StopTrial(),
+    Rollback(), Quarantine(), RestartTrial(), StopTrial(),
 )}
 NAMES: tuple[str, ...] = tuple(ACTIONS)
 
@@ -49,11 +51,27 @@ def default_params(overrides: Mapping[str, Mapping[str, float]] | None = None) -
 
 
 def apply(applier: Applier, action: Mapping[str, Any]) -> dict:
-    """Apply one verdict action; never raises (an action that cannot apply is reported, not fatal)."""
+    """Apply one verdict action; never raises (an action that cannot apply is reported, not fatal).
+
+    ``action["module"]`` names the module it is for (a multi-agent trial's policy): only that module
+    changes. None is the whole trial: a hyperparameter action then changes every trained module, each
+    from its own value (``before``/``after`` per module: ``{"modules": {...}}``)."""
     name, params = action["action"], action.get("params") or {}
-    entry: dict[str, Any] = {"id": action.get("id"), "action": name, "ok": True}
+    module = action.get("module")
+    entry: dict[str, Any] = {"id": action.get("id"), "action": name, "ok": True, "module": module}
+    reason = action.get("reason") or ""
     try:
-        entry.update(get(name).apply(applier, params, action.get("reason") or ""))
+        spec = get(name)
+        several = applier.modules() if hasattr(applier, "modules") else [DEFAULT]
+        if module is not None and hasattr(applier, "for_module"):
+            entry.update(spec.apply(applier.for_module(module), params, reason))
+        elif module is None and spec.per_module and several != [DEFAULT] and hasattr(applier, "for_module"):
+            done = {m: spec.apply(applier.for_module(m), params, reason) for m in several}
+            entry.update(before=packed({m: d["before"] for m, d in done.items()}),
+                         after=packed({m: d["after"] for m, d in done.items()}),
+                         changed={m: d["changed"] for m, d in done.items() if d["changed"]})
+        else:
+            entry.update(spec.apply(applier, params, reason))
     except Exception as e:
         entry.update(ok=False, error=f"{e.__class__.__name__}: {e}")
     return entry

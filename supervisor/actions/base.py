@@ -48,9 +48,13 @@ class Applier(Protocol):
     def request_stop(self, reason: str) -> None: ...
     def request_restart(self, reason: str) -> None: ...
     def alert(self, reason: str) -> None: ...
+    def quarantine(self, reason: str) -> dict: ...
     # RLlib only (APPO, IMPALA): the learner's weights to every env runner now; returns ``verified``
     # (each runner holds them) and what it did. Others lack it: the action is recorded as not applied.
     def sync_weights(self) -> dict: ...
+    # Optional, for trials of several modules (RLlib multi-agent): ``for_module(m)`` is an applier whose
+    # hparams/set_hparams/rollback touch module ``m`` only; ``modules()`` the modules an action for the
+    # whole trial changes (those trained). An applier without them has one module.
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,9 @@ class ActionSpec:
         effect: ``"stop"`` or ``"restart"`` for actions that end the trial's process.
         manual: may be requested by hand (dashboard).
         applies_after_end: still meaningful when the trial ended before hearing the verdict.
+        needs_checkpoint: goes out with the trial's newest healthy checkpoint (rollback).
+        cooldown: iterations the policy waits after it before acting again (None: the policy's
+            ``cooldown``); 0 for an action whose effect shows in the very next iteration.
     """
 
     name: ClassVar[str] = ""
@@ -81,6 +88,13 @@ class ActionSpec:
     manual: bool = False
     applies_after_end: bool = False
     needs_checkpoint: bool = False
+    cooldown: int | None = None
+
+    @property
+    def per_module(self) -> bool:
+        """A hyperparameter action (``plan`` then ``set_hparams``): for the whole trial of a multi-module
+        trial it is applied to each trained module from that module's own values."""
+        return type(self).apply is ActionSpec.apply
 
     def plan(self, current: Mapping[str, float | None], params: Mapping[str, Any]) -> dict[str, float | None]:
         """New hyperparameter values from the current ones (hyperparameter actions only)."""

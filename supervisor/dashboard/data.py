@@ -47,11 +47,17 @@ def _json_col(s: Any) -> Any:
         return None
 
 
+def _crash(findings: list[dict]) -> dict | None:
+    from supervisor.report.build import _crash as crash_of
+
+    return crash_of(findings)
+
+
 def _finding(row: dict) -> dict:
     out = {"id": row["id"], "kind": "finding", "trial_id": row["trial_id"], "seq": row["seq"],
            "iteration": row["iteration"], "detector": row["detector"], "severity": row["severity"],
            "metric": row["metric"], "value": row["value"], "threshold": row["threshold"],
-           "message": row["message"], "time": row["time"]}
+           "message": row["message"], "time": row["time"], "module": row.get("module")}
     if row["detector"] == MetricsMissing.name:  # which detectors it left blind: the trial page lists them
         out["blind"] = {b["detector"]: b["metrics"] for b in blind_detectors([row])}
     return out
@@ -64,7 +70,8 @@ def _intervention(row: dict) -> dict:
     return {"id": row["id"], "kind": "intervention", "trial_id": row["trial_id"], "seq": row["seq"],
             "iteration": row["iteration"], "action": row["action"], "params": params, "reason": row["reason"],
             "detector": row["detector"], "outcome": row["outcome"],
-            "verified": None if row["verified"] is None else bool(row["verified"]), "time": row["time"]}
+            "verified": None if row["verified"] is None else bool(row["verified"]), "time": row["time"],
+            "module": row.get("module")}
 
 
 def _compute(row: dict, final: Any, spec: Any) -> dict | None:
@@ -247,12 +254,13 @@ class RunView:
                     arr.append(None)
         summary = next((t for t in self.trials if t["trial_id"] == trial_id), None)
         health = _json_col(row["health"]) or {}
+        crash = _crash([{**f, "details": _json_col(f.get("details")) or {}} for f in rows])
         return {"trial": summary or {"trial_id": trial_id, "status": row["status"]},
                 "config": _json_col(row["config"]) or {}, "overrides": _json_col(row["overrides"]) or {},
                 "health": health if isinstance(health, dict) else {},
                 "reports": {**cols, "metrics": metrics}, "findings": findings, "interventions": ivs,
                 "blind": blind_detectors(rows),
-                "checkpoints": cps, "history": True,
+                "checkpoints": cps, "history": True, "crash": crash,
                 "page": {"since_seq": since_seq, "limit": limit, "more": more,
                          "next_since_seq": cols["seq"][-1] if more else None}}
 

@@ -332,6 +332,9 @@ class Handler(BaseHTTPRequestHandler):
         reason = str(reason)[:200] if reason else ""
         reason = "manual (dashboard)" + (f": {reason}" if reason else "")
         params: dict = {}
+        module = body.get("module")  # a multi-agent trial's policy (the trial page's module selector)
+        if module is not None and (not isinstance(module, str) or not module or len(module) > 200):
+            return self._error(400, "module: a module id (string)")
         if action == "set_lr":
             lr = body.get("lr")
             if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0 \
@@ -342,7 +345,7 @@ class Handler(BaseHTTPRequestHandler):
         hub = self.server.hub
         if action == "set_lr":
             view = hub.view_of(tid)
-            cur = view.latest_metric(tid, "lr") if view else None
+            cur = view.latest_metric(tid, f"modules/{module}/lr" if module else "lr") if view else None
             if cur is None or cur <= 0:
                 return self._error(HTTPStatus.CONFLICT, "the trial's current lr is not known yet")
             lr = float(body["lr"])
@@ -350,6 +353,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self._error(HTTPStatus.CONFLICT, f"lr is already {cur:g}")
             action = "reduce_lr" if lr < cur else "increase_lr"
             params = {"factor": lr / cur, "min_lr": lr, "max_lr": lr}  # the clamp makes it exact
+        if module:
+            params["module"] = module  # the engine hands the action out for that module only
         try:
             ok = self.server.actor_call(tid, action, params, reason)
         except Exception as e:

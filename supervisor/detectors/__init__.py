@@ -14,13 +14,14 @@ cluster instead, for :class:`supervisor.cluster.ClusterState`.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from supervisor.detectors._common import check_band
 from supervisor.detectors.advantage_anomaly import AdvantageAnomaly
 from supervisor.detectors.alpha_collapse import AlphaCollapse
 from supervisor.detectors.alpha_runaway import AlphaRunaway
 from supervisor.detectors.base import Detector, Latch
+from supervisor.detectors.data_poisoned import DataPoisoned
 from supervisor.detectors.entropy_collapse import EntropyCollapse
 from supervisor.detectors.exploration_too_short import ExplorationTooShort
 from supervisor.detectors.entropy_saturated import EntropySaturated
@@ -36,6 +37,7 @@ from supervisor.detectors.metrics_missing import MetricsMissing
 from supervisor.detectors.no_learning import NoLearning
 from supervisor.detectors.node_down import NodeDown
 from supervisor.detectors.non_finite import NonFinite
+from supervisor.detectors.obs_out_of_range import ObsOutOfRange
 from supervisor.detectors.options import DetectorOptionError, DetectorOptions
 from supervisor.detectors.plateau import Plateau
 from supervisor.detectors.policy_lag import PolicyLag
@@ -45,6 +47,8 @@ from supervisor.detectors.reward_collapse import RewardCollapse
 from supervisor.detectors.straggler import Straggler
 from supervisor.detectors.suite import DetectorSuite
 from supervisor.detectors.td_error_explosion import TDErrorExplosion
+from supervisor.detectors.trial_crashed import TrialCrashed
+from supervisor.detectors.trial_hung import TrialHung
 from supervisor.detectors.update_too_large import UpdateTooLarge
 from supervisor.detectors.value_collapse import ValueCollapse
 from supervisor.detectors.value_loss_clipped import ValueLossClipped
@@ -59,9 +63,13 @@ DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (
     # off-policy (DQN, SAC): supervisor.algorithms says which detectors run on which algorithm
     QDivergence, TDErrorExplosion, AlphaCollapse, AlphaRunaway, ExplorationTooShort,
     GeneralizationGap,  # only with evaluation results (evaluation_interval)
+    DataPoisoned, ObsOutOfRange,  # the env runners' data guard (actors/data_guard.py)
     PolicyLag,  # APPO, IMPALA: env runners sampling with weights far behind the learner's
     MetricsMissing,  # the others' needed metrics never arrived: records only, never acts
 )}
+# Judging events between a trial's reports, not its metrics: a crash (Engine.crash) and an iteration that
+# never ends (Engine.hung, on the supervisor's clock). Set through ``supervisor.hang``, not options here.
+EVENT_DETECTORS = {cls.name: cls for cls in (TrialCrashed, TrialHung)}
 # Judging the cluster (heartbeats, ray.nodes(), trials' iteration times), not one trial's metrics:
 # run by supervisor.cluster.ClusterState.
 CLUSTER_DETECTORS = {cls.name: cls for cls in (NodeDown, MemoryPressure, GpuFault, Straggler)}
@@ -103,7 +111,7 @@ def check_overrides(overrides: Mapping[str, Any] | None) -> None:
 def build_detectors(overrides: Mapping[str, Mapping] | None = None,
                     profile: Mapping[str, Mapping[str, float]] | None = None,
                     priors: Priors | Mapping | None = None,
-                    algorithm: str | None = None) -> DetectorSuite:
+                    algorithm: str | None = None, scopes: Iterable[str] | None = None) -> DetectorSuite:
     """Instantiate every registered detector, in registry order, as one suite.
 
     Args:
@@ -120,12 +128,15 @@ def build_detectors(overrides: Mapping[str, Mapping] | None = None,
             mapping the Ray side sends); every detector reads them as ``self.priors``.
         algorithm: the trial's RLlib algorithm (default: the priors'): only the detectors that apply to it
             (``supervisor.algorithms``) are built; unknown: every one.
+        scopes: only the detectors of these scopes (:attr:`Detector.scope`); None: every one (logs judged
+            as one stream: ``supervise scan``, the benchmarks).
     """
     from supervisor import algorithms
 
     priors = priors if isinstance(priors, Priors) else Priors.from_dict(priors)
     algorithm = algorithm or priors.algorithm
-    enabled = {n: kw for n, kw in _enabled(overrides).items() if algorithms.applies(n, algorithm)}
+    enabled = {n: kw for n, kw in _enabled(overrides).items() if algorithms.applies(n, algorithm)
+               and (scopes is None or DETECTORS[n].scope in scopes)}
     if profile is not None and not isinstance(profile, Mapping):
         raise ValueError(f"profile must be a mapping of metric -> band, got {type(profile).__name__}")
     out: list[Detector] = []
@@ -146,7 +157,8 @@ def build_detectors(overrides: Mapping[str, Mapping] | None = None,
     return DetectorSuite(out)
 
 
-__all__ = ["CLUSTER_DETECTORS", "DETECTORS", "Detector", "DetectorOptionError", "DetectorOptions", "DetectorSuite", "Latch",
+__all__ = ["CLUSTER_DETECTORS", "DETECTORS", "EVENT_DETECTORS", "DataPoisoned", "ObsOutOfRange", "TrialCrashed",
+           "TrialHung", "Detector", "DetectorOptionError", "DetectorOptions", "DetectorSuite", "Latch",
            "build_detectors", "check_overrides", "detector_options",
            "AdvantageAnomaly", "EntropyCollapse", "GradientExplosion", "GradientVanishing",
            "KLControllerStuck", "KLSpike", "LossExplosion", "NonFinite", "Plateau", "RewardCollapse",

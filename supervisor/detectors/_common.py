@@ -20,7 +20,7 @@ from typing import Mapping
 
 from pydantic import Field, model_validator
 
-from supervisor.detectors.base import Detector, Latch
+from supervisor.detectors.base import Alarm, Detector, Latch  # noqa: F401 (Alarm re-exported to detectors)
 from supervisor.detectors.options import BandOption, Count, DetectorOptions, Metrics, Number, at_least, positive
 from supervisor.findings import Finding, severity_rank
 from supervisor.history import LOG_EPS, LOG_LOG_EPS, History
@@ -39,6 +39,8 @@ def value_of(metrics: Mapping[str, float], name: str) -> float | None:
     v = metrics.get(name)
     if v.__class__ is float:  # the common case, without the general checks
         return v if v - v == 0.0 else None
+    if v is None:  # absent (another algorithm's metric): ~a third of the calls
+        return None
     return finite(v)
 
 
@@ -218,49 +220,6 @@ class RollingMedian:
             self.added = 0
         self._hist_id, self._iters, self._pushed = id(history), history.iterations, pushed
         return view.out if view is not None else []
-
-
-class Alarm:
-    """A Latch that also re-reports at once when the severity rises while it is on."""
-
-    def __init__(self, enter: int = 1, exit: int = 3, repeat: int = 10):
-        self.latch = Latch(enter, exit, repeat)
-        self.reported: str | None = None
-
-    def reset(self) -> None:
-        self.latch.reset()
-        self.reported = None
-
-    @property
-    def on(self) -> bool:
-        return self.latch.on
-
-    def quiet(self) -> bool:
-        """``update(False)``, cheaply: an alarm that is off stays off (and owes no finding)."""
-        latch = self.latch
-        if latch.on or latch.enter < 1:
-            return self.update(False)
-        latch._hits = 0
-        return False
-
-    def update(self, triggered: bool, severity: str = "warning") -> bool:
-        """Feed one iteration (with the severity it would have); True when a finding is due now."""
-        if not triggered and not self.latch.on and self.latch.enter >= 1:  # stays off
-            self.latch._hits = 0
-            self.reported = None
-            return False
-        due = self.latch.update(triggered)
-        if not self.latch.on:
-            self.reported = None
-            return False
-        if due:
-            self.reported = severity if self.reported is None else max(
-                self.reported, severity, key=severity_rank)
-            return True
-        if triggered and self.reported is not None and severity_rank(severity) > severity_rank(self.reported):
-            self.reported = severity
-            return True
-        return False
 
 
 class AlarmOptions(DetectorOptions):

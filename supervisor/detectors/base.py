@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Mapping
 
 from supervisor.detectors.options import DetectorOptions
-from supervisor.findings import Finding
+from supervisor.findings import Finding, severity_rank
 from supervisor.history import History
 from supervisor.priors import Priors
 
@@ -53,6 +53,52 @@ class Latch:
         return triggered and self._since % self.repeat == 0
 
 
+LOUD = ("warning", "critical")  # the severities an alarm acts at
+
+
+class Alarm:
+    """A Latch that also re-reports at once when the severity rises while it is on."""
+
+    def __init__(self, enter: int = 1, exit: int = 3, repeat: int = 10):
+        self.latch = Latch(enter, exit, repeat)
+        self.reported: str | None = None
+
+    def reset(self) -> None:
+        self.latch.reset()
+        self.reported = None
+
+    @property
+    def on(self) -> bool:
+        return self.latch.on
+
+    def quiet(self) -> bool:
+        """``update(False)``, cheaply: an alarm that is off stays off (and owes no finding)."""
+        latch = self.latch
+        if latch.on or latch.enter < 1:
+            return self.update(False)
+        latch._hits = 0
+        return False
+
+    def update(self, triggered: bool, severity: str = "warning") -> bool:
+        """Feed one iteration (with the severity it would have); True when a finding is due now."""
+        if not triggered and not self.latch.on and self.latch.enter >= 1:  # stays off
+            self.latch._hits = 0
+            self.reported = None
+            return False
+        due = self.latch.update(triggered)
+        if not self.latch.on:
+            self.reported = None
+            return False
+        if due:
+            self.reported = severity if self.reported is None else max(
+                self.reported, severity, key=severity_rank)
+            return True
+        if triggered and self.reported is not None and severity_rank(severity) > severity_rank(self.reported):
+            self.reported = severity
+            return True
+        return False
+
+
 class Detector:
     """Base class. Subclasses set ``name`` and ``Options`` (their declared options, with defaults
     and ranges) and implement ``__call__``.
@@ -64,6 +110,11 @@ class Detector:
     name: ClassVar[str] = ""
     Options: ClassVar[type[DetectorOptions]] = DetectorOptions
     warmup: int = 0  # iterations of a metric's history needed before judging it
+    #: Which stream of a trial it judges (``supervisor.engine``): ``"module"``, a policy's learner (each module
+    #: of a multi-agent trial has its own suite); ``"trial"``, the trial's env runners and evaluation;
+    #: ``"any"``, whichever stream it is given (a module's return, and a multi-agent trial's team return);
+    #: ``"every"``, one in every judged stream, about that stream's own detectors (``metrics_missing``).
+    scope: ClassVar[str] = "module"
     #: The metrics it judges, as groups of alternatives (it reads any one of a group): while no metric of a
     #: group it needs has arrived, it is blind (``metrics_missing`` says so). Empty: it judges whatever comes.
     needs: ClassVar[tuple[tuple[str, ...], ...]] = ()
@@ -84,11 +135,21 @@ class Detector:
     def alarmed(self) -> bool:
         """True while one of this detector's alarms is on at warning or worse, between its repeated
         reports too: a fault that persists is still a fault in the iterations it is not re-reported."""
-        for v in self.__dict__.values():
-            for a in (v.values() if isinstance(v, dict) else (v,)):
-                if getattr(a, "reported", None) in ("warning", "critical") and getattr(a, "on", False):
-                    return True
-        return False
+        return any(a.reported in LOUD and a.latch.on for a in self.alarms())
+
+    def _alarms_held(self) -> list[tuple[str, Any]]:
+        """``(attribute, value)`` of the attributes that hold this detector's :class:`Alarm` objects,
+        directly or as a dict's values. Detectors create their alarms in ``reset``. Type checks only:
+        probing every attribute for ``reported`` goes through the options' (pydantic) slow path."""
+        return [(k, v) for k, v in self.__dict__.items() if isinstance(v, Alarm) or (
+            isinstance(v, dict) and any(isinstance(a, Alarm) for a in v.values()))]
+
+    def alarms(self) -> list[Alarm]:
+        """This detector's alarms (see :meth:`_alarms_held`)."""
+        out = []
+        for _, v in self._alarms_held():
+            out += [a for a in v.values() if isinstance(a, Alarm)] if isinstance(v, dict) else [v]
+        return out
 
     def corroborate(self, finding: Finding) -> Finding:
         """``finding`` (this detector's, ``details["unconfirmed"]``) as a warning, now that another
@@ -98,12 +159,7 @@ class Detector:
     def streak(self) -> int:
         """How many consecutive reports back the alarm that is on now (at warning or worse): the
         evidence behind it, a rule's own patience included. 0 when none is on."""
-        best = 0
-        for v in self.__dict__.values():
-            for a in (v.values() if isinstance(v, dict) else (v,)):
-                if getattr(a, "reported", None) in ("warning", "critical") and getattr(a, "on", False):
-                    best = max(best, a.latch._hits)
-        return best
+        return max((a.latch._hits for a in self.alarms() if a.reported in LOUD and a.latch.on), default=0)
 
     def reset(self) -> None:
         """Forget hysteresis state (after a rollback the stream starts over)."""

@@ -54,6 +54,7 @@ class MetricsMissing(Detector):
     """
 
     name = "metrics_missing"
+    scope = "every"  # each stream's own suite (a policy's, the trial's): it watches the detectors beside it
     Options = MetricsMissingOptions
 
     def __init__(self, **options):
@@ -152,8 +153,9 @@ def result_path(metric: str) -> str:
 
 def blind_detectors(findings: Iterable[Mapping[str, Any]]) -> list[dict]:
     """A trial's blind detectors, from its stored ``metrics_missing`` findings (their ``details``, a dict or
-    the store's JSON text): ``[{"detector", "metrics", "iteration"}]``, in the order they were found."""
-    out: dict[str, dict] = {}
+    the store's JSON text): ``[{"detector", "metrics", "iteration", "module"}]``, in the order they were found
+    (``module``: the stream it is blind in, as on the finding; a multi-agent trial's policies apart)."""
+    out: dict[tuple, dict] = {}
     for f in findings:
         if f.get("detector") != MetricsMissing.name:
             continue
@@ -165,8 +167,8 @@ def blind_detectors(findings: Iterable[Mapping[str, Any]]) -> list[dict]:
                 details = None
         blind = details.get("blind") if isinstance(details, Mapping) else None
         for det, metrics in (blind.items() if isinstance(blind, Mapping) else ()):
-            out.setdefault(str(det), {"detector": str(det), "metrics": [str(m) for m in metrics or ()],
-                                      "iteration": f.get("iteration")})
+            out.setdefault((f.get("module"), str(det)), {"detector": str(det), "metrics": [str(m) for m in metrics or ()],
+                                                         "iteration": f.get("iteration"), "module": f.get("module")})
     return list(out.values())
 
 
@@ -175,4 +177,10 @@ def blind_line(blind: list[dict]) -> str | None:
     if not blind:
         return None
     return "blind detectors (metrics never arrived, metrics_missing): " + ", ".join(
-        f"{b['detector']} ({' or '.join(b['metrics'])})" for b in blind)
+        f"{_in(b.get('module'))}{b['detector']} ({' or '.join(b['metrics'])})" for b in blind)
+
+
+def _in(module: Any) -> str:
+    """A multi-agent trial's policy before the detector (``p1/entropy_collapse``); nothing for a single-agent
+    trial's one module or the trial's own stream."""
+    return f"{module}/" if module is not None and module != "default_policy" else ""

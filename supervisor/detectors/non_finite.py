@@ -21,6 +21,7 @@ class NonFinite(Detector):
     """
 
     name = "non_finite"
+    scope = "any"
     Options = NonFiniteOptions
 
     def __call__(self, iteration: int, metrics: Mapping[str, float], history: History) -> list[Finding]:

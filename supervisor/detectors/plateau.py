@@ -56,6 +56,7 @@ class Plateau(Detector):
     """
 
     name = "plateau"
+    scope = "any"
     needs = (("episode_return_mean",),)
     band_metrics = ("episode_return_mean",)
     Options = PlateauOptions

@@ -89,6 +89,7 @@ class RewardCollapse(Detector):
     """
 
     name = "reward_collapse"
+    scope = "any"
     needs = (("episode_return_mean",),)
     band_metrics = ("episode_return_mean",)
     Options = RewardCollapseOptions

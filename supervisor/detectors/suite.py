@@ -8,9 +8,10 @@ through :class:`DetectorSuite`.
 
 from __future__ import annotations
 
+from operator import is_not
 from typing import Iterable, Iterator, Mapping
 
-from supervisor.detectors.base import Detector
+from supervisor.detectors.base import LOUD, Alarm, Detector
 from supervisor.findings import Finding
 from supervisor.history import History
 
@@ -29,17 +30,19 @@ class DetectorSuite:
     def __init__(self, detectors: Iterable[Detector], catch_errors: bool = True):
         self.detectors: list[Detector] = list(detectors)
         self.catch_errors = catch_errors
+        self._table: tuple | None = None  # see _alarm_table
 
     @classmethod
     def build(cls, overrides: Mapping[str, Mapping] | None = None,
               profile: Mapping[str, Mapping[str, float]] | None = None, priors=None,
-              algorithm: str | None = None) -> "DetectorSuite":
+              algorithm: str | None = None, scopes=None) -> "DetectorSuite":
         """Every registered detector that applies to the trial's algorithm (``algorithm``, else the priors';
-        all when unknown) with its defaults, the ``overrides``, the ``profile`` and the ``priors`` (see
+        all when unknown; only those of ``scopes`` when given) with its defaults, the ``overrides``, the
+        ``profile`` and the ``priors`` (see
         :func:`supervisor.detectors.build_detectors`)."""
         from supervisor.detectors import build_detectors
 
-        return build_detectors(overrides, profile, priors, algorithm)
+        return build_detectors(overrides, profile, priors, algorithm, scopes)
 
     def __call__(self, iteration: int, metrics: Mapping[str, float], history: History) -> list[Finding]:
         """Every detector's findings on this iteration (``history`` is the past before it)."""
@@ -77,16 +80,48 @@ class DetectorSuite:
 
     def alarmed(self) -> set[str]:
         """The detectors whose warning or critical alarm is still on (see :meth:`Detector.alarmed`)."""
-        return {d.name for d in self.detectors if d.alarmed()}
+        alarms, custom, _ = self._alarm_table()
+        out = {name for name, a, latch in alarms if latch.on and a.reported in LOUD}
+        for d in custom:
+            if d.alarmed():
+                out.add(d.name)
+        return out
 
     def streak(self, name: str) -> int:
         """The evidence behind detector ``name``'s alarm, in consecutive reports (see :meth:`Detector.streak`)."""
         return max((d.streak() for d in self.detectors if d.name == name), default=0)
 
+    def _alarm_table(self) -> tuple:
+        """Every detector's alarms as ``(detector name, alarm, its latch)``, the detectors that judge ``alarmed``
+        their own way, and what the table was read from. The engine asks ``alarmed`` several times per
+        report: reading the alarms from every detector's attributes each time was most of its cost.
+        Alarms are made in ``reset``: the table is read again when an attribute that held them holds
+        another object (a detector reset on its own)."""
+        t = self._table
+        if t is not None:
+            attrs, keys, held = t[2]
+            if any(map(is_not, map(dict.get, attrs, keys), held)):  # at C speed
+                t = None
+        if t is None:
+            alarms, custom, attrs, keys, held = [], [], [], [], []
+            for d in self.detectors:
+                if type(d).alarmed is not Detector.alarmed:
+                    custom.append(d)
+                    continue
+                for k, v in d._alarms_held():
+                    attrs.append(d.__dict__)
+                    keys.append(k)
+                    held.append(v)
+                    alarms += [(d.name, a, a.latch) for a in (v.values() if isinstance(v, dict) else (v,))
+                               if isinstance(a, Alarm)]
+            t = self._table = (alarms, custom, (attrs, keys, held))
+        return t
+
     def reset(self) -> None:
         """Forget every detector's state (after a rollback the stream starts over)."""
         for det in self.detectors:
             det.reset()
+        self._table = None
 
     @property
     def names(self) -> list[str]:

@@ -1,4 +1,5 @@
-"""worker_fault: RLlib's env-runner fault tolerance had to step in (restarts, dropped or missing runners)."""
+"""worker_fault: RLlib's env-runner fault tolerance had to step in (restarts, dropped or missing runners), or a
+remote learner died."""
 
 from __future__ import annotations
 
@@ -29,7 +30,12 @@ class WorkerFault(Detector):
     * dropped: ``env_runners_dropped`` rose: warning;
     * missing: ``healthy_env_runners`` is below the most this trial has had
       (its expected fleet): warning, critical when none is left, or when at
-      most ``critical_fraction`` of the fleet is.
+      most ``critical_fraction`` of the fleet is;
+    * learner lost: ``healthy_learners`` is below ``learners`` (remote learner
+      actors, ``num_learners >= 2``: RLlib's actor manager marked one dead):
+      warning, critical at most ``critical_fraction`` of them (DDP cannot
+      update without every learner; the supervisor's changes still reach the
+      live ones).
 
     A counter that goes down (a restarted trial starts counting again) is a
     new baseline, not a fault. "missing" is a state and is latched (on at
@@ -45,8 +51,9 @@ class WorkerFault(Detector):
     """
 
     name = "worker_fault"
+    scope = "trial"
     needs = (("healthy_env_runners", "env_runner_restarts", "env_runners_dropped"),)
-    metrics = ("healthy_env_runners", "env_runner_restarts", "env_runners_dropped")
+    metrics = ("healthy_env_runners", "env_runner_restarts", "env_runners_dropped", "healthy_learners", "learners")
     Options = WorkerFaultOptions
 
     def __init__(self, **options):
@@ -56,6 +63,7 @@ class WorkerFault(Detector):
 
     def reset(self) -> None:
         self._alarm = Alarm(*self._latch_args)
+        self._learner_alarm = Alarm(*self._latch_args)
 
     @staticmethod
     def _previous(history, metric: str) -> float | None:
@@ -65,9 +73,18 @@ class WorkerFault(Detector):
         healthy = value_of(metrics, "healthy_env_runners")
         restarts = value_of(metrics, "env_runner_restarts")
         dropped = value_of(metrics, "env_runners_dropped")
-        if healthy is None and restarts is None and dropped is None:
-            return []
+        learners, live = value_of(metrics, "learners"), value_of(metrics, "healthy_learners")
         out: list[Finding] = []
+        if learners is not None and live is not None:
+            lost = live < learners
+            sev = "critical" if lost and live <= self.critical_fraction * learners else "warning"
+            if self._learner_alarm.update(lost, sev):
+                out.append(self.finding(
+                    iteration, sev, "healthy_learners", live,
+                    f"worker_fault: {fmt(live)} of {fmt(learners)} learners alive; a learner actor died (its "
+                    "updates stop; changes still reach the others)", learners, learners=learners))
+        if healthy is None and restarts is None and dropped is None:
+            return out
         if restarts is not None:
             prev = self._previous(history, "env_runner_restarts")
             new = restarts - (prev if prev is not None and prev <= restarts else 0.0)

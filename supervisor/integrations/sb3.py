@@ -114,6 +114,10 @@ class SB3Applier:
         raise NotImplementedError("a Stable-Baselines3 learn() cannot be restarted by the supervisor; "
                                   "it rolls back or stops instead")
 
+    def quarantine(self, reason: str) -> dict:
+        raise NotImplementedError("Stable-Baselines3 has no data guard on its sampling: the supervisor cannot drop "
+                                  "poisoned episodes; it stops the trial instead")
+
     def alert(self, reason: str) -> None:
         self.alerts.append(reason)
         log.warning("supervisor alert: %s", reason)

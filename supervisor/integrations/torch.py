@@ -134,6 +134,10 @@ class TorchApplier:
         raise NotImplementedError("a hand-written loop cannot be restarted by the supervisor; "
                                   "it rolls back (rollback) or stops (stop_trial) instead")
 
+    def quarantine(self, reason: str) -> dict:
+        raise NotImplementedError("a hand-written loop has no data guard on its sampling: the supervisor cannot drop "
+                                  "poisoned episodes; it stops the trial instead")
+
     def alert(self, reason: str) -> None:
         self.alerts.append(reason)
         log.warning("supervisor alert: %s", reason)

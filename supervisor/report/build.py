@@ -11,6 +11,8 @@ from typing import Any
 from supervisor.detectors.metrics_missing import blind_detectors
 from supervisor.errors import InputError
 from supervisor.jsonsafe import json_safe
+from supervisor.modules import DEFAULT, key
+from supervisor.modules import is_multi as modules_in
 from supervisor.store import SchemaError, Store, loads
 
 
@@ -74,12 +76,14 @@ def _build(store: Store, run_dir: str | Path) -> dict:
                 "final": final,
                 "health": {"score": t["health_score"], "worst_severity": t["worst_severity"],
                            "components": health.get("components", {})},
-                "findings": [{"iteration": f["iteration"], "detector": f["detector"], "severity": f["severity"],
-                              "metric": f["metric"], "value": json_safe(f["value"]), "message": f["message"],
-                              "threshold": json_safe(f["threshold"])} for f in rows],
+                "modules": modules_of(t, health, store.latest_report(tid)),
+                "findings": [{"iteration": f["iteration"], "module": f.get("module"), "detector": f["detector"],
+                              "severity": f["severity"], "metric": f["metric"], "value": json_safe(f["value"]),
+                              "message": f["message"], "threshold": json_safe(f["threshold"])}
+                             for f in rows],
                 "blind": blind_detectors(rows),
-                "interventions": [{"iteration": i["iteration"], "action": i["action"], "params": i["params"],
-                                   "reason": i["reason"], "outcome": i["outcome"],
+                "interventions": [{"iteration": i["iteration"], "module": i.get("module"), "action": i["action"],
+                                   "params": i["params"], "reason": i["reason"], "outcome": i["outcome"],
                                    "verified": None if i["verified"] is None else bool(i["verified"])}
                                   for i in store.interventions(tid)],
             })
@@ -93,6 +97,9 @@ def _build(store: Store, run_dir: str | Path) -> dict:
                 "path": best["path"], "iteration": best["iteration"], "metric": best["metric"],
                 "value": json_safe(best["value"])}
             trials[-1]["compute"] = compute_account(trials[-1], spec)
+            crash = _crash(store.findings(tid))
+            if crash is not None:
+                trials[-1]["crash"] = crash
             if t["status"] == "recovered":
                 trials[-1]["recovery"] = _recovery(store, tid, trials[-1])
         nodes = [{"node_id": n["node_id"], "alive": bool(n["alive"]), "address": n["address"],
@@ -109,6 +116,24 @@ def _build(store: Store, run_dir: str | Path) -> dict:
                 "trials": trials, "nodes": nodes, "cluster_findings": cluster, "alerts": alerts}
     finally:
         store.close()
+
+
+def modules_of(trial_row: dict, health: dict, latest: dict | None) -> list[dict]:
+    """A trial's modules as the report lists them: ``{"module", "trained", "health", "final"}`` each (one,
+    ``default_policy``, for a single-agent trial or a store written before modules were recorded)."""
+    per = health.get("modules") if isinstance(health.get("modules"), dict) else {}
+    metrics = (latest or {}).get("metrics") or {}
+    if not per:
+        per = {DEFAULT: {"score": trial_row["health_score"], "worst_severity": trial_row["worst_severity"],
+                         "components": health.get("components", {}), "trained": True}}
+    out = []
+    for m, h in sorted(per.items()):
+        ret = metrics.get(key(m, "episode_return_mean")) if modules_in(metrics) else metrics.get("episode_return_mean")
+        out.append({"module": m, "trained": bool(h.get("trained", True)),
+                    "health": {"score": h.get("score"), "worst_severity": h.get("worst_severity", "ok"),
+                               "components": h.get("components", {})},
+                    "final": {"episode_return_mean": json_safe(ret) if isinstance(ret, (int, float)) else None}})
+    return out
 
 
 def compute_account(trial: dict, spec: dict) -> dict:
@@ -136,6 +161,21 @@ def _recovery(store: Store, trial_id: str, trial: dict) -> dict:
                 at = (r["metrics"] or {}).get("episode_return_mean", at)
     return {"fault_iteration": first["iteration"] if first else None, "return_at_fault": json_safe(at),
             "return_reached": trial["final"].get("episode_return_mean")}
+
+
+def _crash(findings: list[dict]) -> dict | None:
+    """The trial's newest crash, explained: its exception, the cause with its evidence, where (node,
+    iteration, phase) and the innermost frames by origin; ``crashes``: how many it had."""
+    crashes = [f for f in findings if f["detector"] == "trial_crashed"]
+    if not crashes:
+        return None
+    f = crashes[-1]
+    d = f.get("details") or {}
+    cause = d.get("cause") or {}
+    return {"exception": d.get("exception"), "message": d.get("exception_message"), "iteration": f["iteration"],
+            "node_id": d.get("node_id"), "phase": d.get("phase"), "cause": cause.get("kind"),
+            "cause_text": cause.get("summary"), "actionable": cause.get("actionable"),
+            "evidence": cause.get("evidence") or [], "frames": d.get("frames") or {}, "crashes": len(crashes)}
 
 
 def _loads(s):

@@ -22,6 +22,21 @@ def _params(p: Mapping | None) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in (p or {}).items() if k != "hparams")
 
 
+def _module(x) -> str:
+    """A finding's or intervention's module: "-" for the trial's own."""
+    return "-" if x is None else str(x)
+
+
+def _module_rows(t: Mapping) -> list[list]:
+    """A trial's modules: module, trained, health, worst severity, final return."""
+    return [[m["module"], "yes" if m.get("trained", True) else "no (frozen)", _score(m.get("health") or {}),
+             (m.get("health") or {}).get("worst_severity") or "ok", (m.get("final") or {}).get("episode_return_mean")]
+            for m in t.get("modules") or []]
+
+
+MODULE_HEAD = ["module", "trained", "health", "worst severity", "final return"]
+
+
 def _verified(v) -> str:
     return {True: "yes", False: "NO", None: "-"}.get(v, str(v))
 

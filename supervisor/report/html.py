@@ -19,7 +19,7 @@ import math
 from typing import Any, Mapping
 
 from supervisor.report.text import compute_line, extras_lines
-from supervisor.report.cells import _actions, _counts, _fmt, _params, _score, _verified
+from supervisor.report.cells import MODULE_HEAD, _module, _module_rows, _actions, _counts, _fmt, _params, _score, _verified
 
 # (panel title, metrics drawn in it, log y-axis when all values are positive)
 PANELS: list[tuple[str, tuple[str, ...], bool]] = [
@@ -240,19 +240,24 @@ def render_html(rep: dict, series: Mapping[str, Mapping[str, list]] | None = Non
                            f'src="data:image/png;base64,{b64}">')
             elif plots:
                 out.append('<p class="muted">no metrics reported yet</p>')
+        out.append("<h3>Modules</h3>")
+        out.append(_table(MODULE_HEAD, [[_e(c) for c in row] for row in _module_rows(t)], num={2, 4}))
         out.append("<h3>Findings</h3>")
         if t["findings"]:
-            out.append(_table(["iteration", "severity", "detector", "metric", "value", "threshold", "message"],
-                              [[_e(f["iteration"]), _sev(f["severity"]), _e(f["detector"]), _e(f["metric"] or "-"),
-                                _e(f["value"]), _e(f.get("threshold")), f'<span class="msg">{_e(f["message"])}</span>']
-                               for f in t["findings"]], num={0, 4, 5}))
+            out.append(_table(["iteration", "module", "severity", "detector", "metric", "value", "threshold",
+                               "message"],
+                              [[_e(f["iteration"]), _e(_module(f.get("module"))), _sev(f["severity"]),
+                                _e(f["detector"]), _e(f["metric"] or "-"), _e(f["value"]), _e(f.get("threshold")),
+                                f'<span class="msg">{_e(f["message"])}</span>']
+                               for f in t["findings"]], num={0, 5, 6}))
         else:
             out.append('<p class="muted">none</p>')
         out.append("<h3>Interventions</h3>")
         if t["interventions"]:
-            out.append(_table(["iteration", "action", "params", "outcome", "verified", "reason"],
-                              [[_e(i["iteration"]), _e(i["action"]), _e(_params(i["params"])), _e(i["outcome"]),
-                                _e(_verified(i.get("verified"))), f'<span class="msg">{_e(i["reason"])}</span>']
+            out.append(_table(["iteration", "module", "action", "params", "outcome", "verified", "reason"],
+                              [[_e(i["iteration"]), _e(_module(i.get("module"))), _e(i["action"]),
+                                _e(_params(i["params"])), _e(i["outcome"]), _e(_verified(i.get("verified"))),
+                                f'<span class="msg">{_e(i["reason"])}</span>']
                                for i in t["interventions"]], num={0}))
         else:
             out.append('<p class="muted">none</p>')

@@ -8,7 +8,8 @@ from supervisor.report.text import compute_line, extras_lines
 import html
 from typing import Any
 
-from supervisor.report.cells import _actions, _counts, _fmt, _params, _score, _verified
+from supervisor.report.cells import (MODULE_HEAD, _actions, _counts, _fmt, _module, _module_rows, _params, _score,
+                                     _verified)
 
 
 def _md(x: Any) -> str:
@@ -41,18 +42,20 @@ def render_markdown(rep: dict) -> str:
         lines.append(f"{_md(t['status'])}, {_md(t['iterations'])} iterations, health {_score(t['health'])} "
                      f"(worst {_md(t['health'].get('worst_severity') or 'ok')}); {compute_line(t['compute'])}")
         lines += ["", *(_md(x) for x in extras_lines(t))] if extras_lines(t) else []
+        lines += ["", "### Modules", ""]
+        lines += _md_table(MODULE_HEAD, _module_rows(t))
         lines += ["", "### Findings", ""]
         if t["findings"]:
-            lines += _md_table(["iteration", "severity", "detector", "metric", "value", "message"],
-                               [[f["iteration"], f["severity"], f["detector"], f["metric"] or "-", f["value"],
-                                 f["message"]] for f in t["findings"]])
+            lines += _md_table(["iteration", "module", "severity", "detector", "metric", "value", "message"],
+                               [[f["iteration"], _module(f.get("module")), f["severity"], f["detector"],
+                                 f["metric"] or "-", f["value"], f["message"]] for f in t["findings"]])
         else:
             lines.append("none")
         lines += ["", "### Interventions", ""]
         if t["interventions"]:
-            lines += _md_table(["iteration", "action", "params", "outcome", "verified", "reason"],
-                               [[i["iteration"], i["action"], _params(i["params"]), i["outcome"],
-                                 _verified(i.get("verified")), i["reason"]] for i in t["interventions"]])
+            lines += _md_table(["iteration", "module", "action", "params", "outcome", "verified", "reason"],
+                               [[i["iteration"], _module(i.get("module")), i["action"], _params(i["params"]),
+                                 i["outcome"], _verified(i.get("verified")), i["reason"]] for i in t["interventions"]])
         else:
             lines.append("none")
     if rep.get("nodes"):

@@ -41,13 +41,22 @@ def render_text(rep: dict) -> str:
         if rec and rec.get("return_at_fault") is not None:
             lines.append(f"  recovered: return {_num(rec['return_at_fault'])} when the supervisor acted (iteration "
                          f"{rec['fault_iteration']}), {_num(rec['return_reached'])} at the end")
-        lines += _findings_lines(t["findings"], "iter", "iteration", 4)
+        multi = any(m["module"] != "default_policy" for m in t.get("modules") or [])
+        if multi:
+            lines.append("  modules:")
+            for m in t["modules"]:
+                h = m.get("health") or {}
+                score = f"{h['score']:.2f}" if isinstance(h.get("score"), (int, float)) else "-"
+                lines.append(f"    {m['module']:<20} {'trained' if m.get('trained', True) else 'frozen':<8} health "
+                             f"{score} (worst {h.get('worst_severity') or 'ok'}), final return "
+                             f"{_num((m.get('final') or {}).get('episode_return_mean'))}")
+        lines += _findings_lines(t["findings"], "iter", "iteration", 4, multi)
         if t["interventions"]:
             lines.append("  interventions:")
             for i in t["interventions"]:
                 params = ", ".join(f"{k}={v}" for k, v in i["params"].items() if k not in ("hparams",))
                 ver = {True: "verified", False: "NOT verified", None: "unverified"}[i["verified"]]
-                lines.append(f"    iter {i['iteration']:>4}  {i['action']:<18} {params}")
+                lines.append(f"    iter {i['iteration']:>4}  {_tag(i, multi)}{i['action']:<18} {params}")
                 lines.append(f"               outcome {i['outcome']}, {ver}; reason: {i['reason']}")
         else:
             lines.append("  interventions: none")
@@ -77,6 +86,20 @@ def extras_lines(t: dict) -> list[str]:
     if ev:
         out.append(f"evaluation: return {_num(t['final'].get('eval_return_mean'))} at iteration "
                    f"{ev['last_iteration']} ({ev['evaluations']} evaluations, best {_num(ev['best'])})")
+    crash = t.get("crash")
+    if crash:
+        n = f" (crash {crash['crashes']})" if crash.get("crashes", 1) > 1 else ""
+        where = ", ".join(x for x in (f"iteration {crash['iteration']}" if crash.get("iteration") is not None else "",
+                                      f"node {str(crash['node_id'])[:12]}" if crash.get("node_id") else "",
+                                      f"phase {crash['phase']}" if crash.get("phase") else "") if x)
+        out.append(f"crashed{n}: {crash['exception']}: {crash.get('message') or ''} ({where})")
+        out.append(f"cause: {crash.get('cause_text') or crash.get('cause')}")
+        for ev in (crash.get("evidence") or [])[1:]:
+            out.append(f"  evidence: {ev}")
+        for origin, frames in (crash.get("frames") or {}).items():
+            shown = "; ".join(f"{str(fr.get('file', '?')).rsplit('/', 1)[-1]}:{fr.get('line')} {fr.get('function')}"
+                              for fr in frames)
+            out.append(f"  {origin} frames (innermost first): {shown}")
     best = t.get("best_checkpoint")
     if best:
         out.append(f"best checkpoint: {best['path']} (iteration {best['iteration']}, {best['metric']} "
@@ -84,12 +107,17 @@ def extras_lines(t: dict) -> list[str]:
     return out
 
 
-def _findings_lines(findings: list, label: str, key: str, width: int) -> list[str]:
-    """A trial's findings, one line each, under the run report's or the scan's step label."""
+def _findings_lines(findings: list, label: str, key: str, width: int, multi: bool = False) -> list[str]:
+    """A trial's findings, one line each, under the run report's or the scan's step label (a multi-agent
+    trial's: each with its module, or "trial")."""
     if not findings:
         return ["  findings: none"]
-    return ["  findings:"] + [f"    {label} {f[key]!s:>{width}}  {f['severity']:<8} {f['detector']:<20} {f['message']}"
-                              for f in findings]
+    return ["  findings:"] + [f"    {label} {f[key]!s:>{width}}  {_tag(f, multi)}{f['severity']:<8} {f['detector']:<20} "
+                              f"{f['message']}" for f in findings]
+
+
+def _tag(item: dict, multi: bool) -> str:
+    return f"[{item.get('module') or 'trial'}] " if multi else ""
 
 
 def _num(x) -> str:
@@ -218,6 +246,13 @@ def render_status(st: Mapping[str, Any]) -> str:
             lines.append(f"  {str(t.get('trial_id'))[:28]:<28}  {str(t.get('status')):<10}  "
                          f"{t.get('iteration') if t.get('iteration') is not None else '-':>5}  {score:>6}  "
                          f"{str(h.get('worst_severity') or '-'):<8}  {str(t.get('node_id') or '-')[:12]}")
+            mods = t.get("modules") or []
+            if len(mods) > 1 or any(m.get("module") != "default_policy" for m in mods):
+                for m in mods:  # a multi-agent trial: each policy's own health
+                    mh = m.get("health") or {}
+                    ms = f"{mh['score']:.2f}" if isinstance(mh.get("score"), (int, float)) else "-"
+                    lines.append(f"    module {str(m.get('module'))[:19]:<19}  {'trained' if m.get('trained', True) else 'frozen':<10}"
+                                 f"  {'':>5}  {ms:>6}  {str(mh.get('worst_severity') or '-'):<8}")
     finds = st.get("findings") or []
     if finds:
         lines.append("recent cluster findings:")

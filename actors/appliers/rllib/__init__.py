@@ -17,10 +17,13 @@ learner (``num_learners=0``) or remote learner actors (``num_learners>=1``).
 from actors.appliers.rllib.applier import RLlibApplier
 from actors.appliers.rllib.checkpoints import checkpoint_hparams, save_checkpoint
 from actors.appliers.rllib.exploration import exploration_epsilon, extra_metrics, set_exploration
-from actors.appliers.rllib.hparams import HPARAM_KEYS, current_hparams, set_hparams
+from actors.appliers.rllib.hparams import (HPARAM_KEYS, current_hparams, learner_hparams, modules_of, set_hparams,
+                                          trained_modules)
 from actors.appliers.rllib.rollback import rollback
-from actors.appliers.rllib.weights import env_runner_weights, module_weights, rollback_reached_runners, weights_finite
+from actors.appliers.rllib.weights import (env_runner_weights, learners_equal, module_weights, rollback_reached_runners,
+                                          weights_finite)
 
 __all__ = ["HPARAM_KEYS", "RLlibApplier", "checkpoint_hparams", "current_hparams", "env_runner_weights",
-           "exploration_epsilon", "extra_metrics", "module_weights", "rollback", "rollback_reached_runners",
-           "save_checkpoint", "set_exploration", "set_hparams", "weights_finite"]
+           "exploration_epsilon", "extra_metrics", "learner_hparams", "learners_equal", "module_weights", "modules_of",
+           "rollback", "rollback_reached_runners", "save_checkpoint", "set_exploration", "set_hparams",
+           "trained_modules", "weights_finite"]

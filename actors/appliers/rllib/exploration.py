@@ -79,12 +79,24 @@ def set_exploration(algo, epsilon: float, timesteps: Optional[int] = None) -> Op
 
 def extra_metrics(algorithm) -> dict:
     """Values the result lacks, read where RLlib keeps them: ``epsilon``, the current exploration epsilon
-    of the env runners that sample (DQN). Never raises: missing data is not a fault."""
+    of the env runners that sample (DQN); with remote learners, ``healthy_learners`` and ``learners`` (a
+    learner actor that died). Never raises: missing data is not a fault."""
+    from actors.appliers.rllib.remote import learner_fleet
+
+    out = {}
+    try:
+        healthy, total = learner_fleet(algorithm)
+        if getattr(algorithm.learner_group, "_worker_manager", None) is not None:
+            out.update(healthy_learners=float(healthy), learners=float(total))
+    except Exception:
+        pass
     spec = algorithms.get(name_of(algorithm))
     if spec is None or "epsilon" not in spec.hparams:
-        return {}
+        return out
     try:
         eps = exploration_epsilon(algorithm)
     except Exception:
-        return {}
-    return {"epsilon": eps} if eps is not None and math.isfinite(eps) else {}
+        return out
+    if eps is not None and math.isfinite(eps):
+        out["epsilon"] = eps
+    return out

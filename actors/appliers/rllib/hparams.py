@@ -31,6 +31,7 @@ from typing import Any, Dict, Optional
 
 from supervisor import actions as _actions
 from supervisor import algorithms
+from supervisor.modules import DEFAULT, packed
 
 from actors import compat
 from actors.algos import name_of
@@ -83,6 +84,14 @@ def _read_hparams(learner, module_id=None, keys=None) -> Dict[str, Optional[floa
         elif k in _CONFIG_KEYS:
             out[k] = to_float(getattr(cfg, k, None))
     return out
+
+
+def _module_ids(learner) -> list:
+    return list(learner.module.keys())
+
+
+def _trained_modules(learner) -> list:
+    return [m for m in learner.module.keys() if learner.should_module_be_updated(m)]
 
 
 def _optimizer_lr(learner, opt) -> Optional[float]:
@@ -171,22 +180,53 @@ def _algo_keys(algo) -> tuple:
     return spec.hparams if spec is not None else _PPO_KEYS
 
 
-def current_hparams(algo, module_id: Optional[str] = None) -> Dict[str, Optional[float]]:
-    """Hyperparameters in effect on the (first) learner, for ``module_id``
-    (default: ``default_policy`` or the first module): the ones the algorithm has
-    (``supervisor.algorithms``); DQN's ``epsilon`` is read off the env runners."""
+def current_hparams(algo, module_id: Optional[str] = None) -> Dict[str, Any]:
+    """Hyperparameters in effect on the (first) learner: the ones the algorithm has (``supervisor.algorithms``);
+    DQN's ``epsilon`` is read off the env runners. For ``module_id``; None: the only module's, or, with several
+    modules, each module's as ``{"modules": {module_id: {...}}}`` (``supervisor.modules``)."""
     keys = _algo_keys(algo)
     learner_keys = tuple(k for k in keys if k != "epsilon")
+    if module_id is None:
+        ids = foreach_learner(algo, _module_ids)[0]
+        if len(ids) > 1:
+            return packed({m: current_hparams(algo, m) for m in ids})
     out = foreach_learner(algo, _read_hparams, module_id=module_id, keys=learner_keys)[0]
     if "epsilon" in keys:
         out["epsilon"] = exploration_epsilon(algo)
     return {k: out.get(k) for k in keys}
 
 
-def set_hparams(algo, values: Dict[str, Any], module_id: Optional[str] = None) -> Dict[str, Optional[float]]:
+def learner_hparams(algo, module_id: Optional[str] = None) -> list:
+    """``current_hparams`` of one module as each learner has it (``num_learners >= 2``: one entry per learner,
+    in the learner group's order): what verifies that a change reached every learner."""
+    keys = tuple(k for k in _algo_keys(algo) if k != "epsilon")
+    return foreach_learner(algo, _read_hparams, module_id=module_id, keys=keys)
+
+
+def modules_of(algo) -> list:
+    """The algorithm's RLModules (its learners')."""
+    return foreach_learner(algo, _module_ids)[0]
+
+
+def trained_modules(algo) -> list:
+    """The modules its learners update (RLlib's ``policies_to_train``)."""
+    return foreach_learner(algo, _trained_modules)[0]
+
+
+def set_hparams(algo, values: Dict[str, Any], module_id: Optional[str] = None) -> Dict[str, Any]:
     """Apply several hyperparameters (of :data:`HPARAM_KEYS`, those the algorithm has) in one call
-    to every learner (``epsilon``: every env runner, optionally with ``epsilon_timesteps``);
-    returns the hparams now in effect."""
+    to every learner (``epsilon``: every env runner, optionally with ``epsilon_timesteps``), for
+    ``module_id`` (None: every module); ``{"modules": {module_id: {...}}}`` sets each module its own.
+    Returns the hparams now in effect (as ``current_hparams``)."""
+    per = values.get("modules") if isinstance(values, dict) else None
+    if isinstance(per, dict):
+        flat = {k: v for k, v in values.items() if k != "modules"}
+        if flat:  # a flat part of a per-module mapping is the default module's (supervisor.modules)
+            per = {**per, DEFAULT: {**flat, **per.get(DEFAULT, {})}}
+        for m, hp in per.items():
+            if hp and (module_id is None or m == module_id):
+                set_hparams(algo, hp, m)
+        return current_hparams(algo, module_id)
     values = dict(values)
     eps_steps = values.pop("epsilon_timesteps", None)
     unknown = set(values) - set(HPARAM_KEYS)
@@ -229,11 +269,13 @@ def set_hparams(algo, values: Dict[str, Any], module_id: Optional[str] = None) -
             raise ValueError(f"epsilon must be <= 1, got {values['epsilon']!r}")
     if clean:
         foreach_learner(algo, _apply_hparams, values=clean, module_id=module_id)
+        # one module of several: its own override entry, not the config the others share
+        own = module_id if module_id is not None and len(modules_of(algo)) > 1 else None
         for k, v in clean.items():
             if k == "grad_clip" or (k not in NOT_REAPPLIED and getattr(algo.config, k, None) is not None):
-                driver_config_set(algo, k, v)
+                driver_config_set(algo, k, v, own)
         if "kl_coeff" in clean and clean["kl_coeff"] > 0:
-            driver_config_set(algo, "use_kl_loss", True)
+            driver_config_set(algo, "use_kl_loss", True, own)
     if eps is not None:
         set_exploration(algo, eps, eps_steps)
     return current_hparams(algo, module_id)

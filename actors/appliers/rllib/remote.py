@@ -39,13 +39,20 @@ def _unwrap(values: List[Any], where: str) -> List[Any]:
 
 
 def foreach_learner(algo, fn: Callable, **kwargs) -> List[Any]:
-    """Run ``fn(learner, **kwargs)`` on every learner; raise on any error."""
+    """Run ``fn(learner, **kwargs)`` on every healthy learner, one result each in the learner group's order;
+    raise on an error inside ``fn``. A learner actor that died is skipped (RLlib's actor manager marks it
+    unhealthy and leaves it out from then on): a dead learner never blocks a change on the others, and
+    ``learner_fleet`` reports it (the ``worker_fault`` detector)."""
+    from ray.exceptions import RayActorError
+
     _ensure_pickle_by_value()
     results = algo.learner_group.foreach_learner(functools.partial(_guarded, fn, kwargs))
     out = []
     for r in results:
         if not r.ok:
             err = r.get()
+            if isinstance(err, RayActorError):
+                continue  # dead: skipped, reported through learner_fleet
             if isinstance(err, BaseException):
                 raise err
             raise RuntimeError(f"learner call failed: {err!r}")
@@ -53,6 +60,15 @@ def foreach_learner(algo, fn: Callable, **kwargs) -> List[Any]:
     if not out:
         raise RuntimeError("no healthy learner answered")
     return _unwrap(out, f"learner call {getattr(fn, '__name__', fn)}")
+
+
+def learner_fleet(algo) -> tuple[int, int]:
+    """(healthy learners, learners): remote learner actors as RLlib's actor manager counts them; a local
+    learner is (1, 1)."""
+    manager = getattr(algo.learner_group, "_worker_manager", None)
+    if manager is None:
+        return 1, 1
+    return manager.num_healthy_actors(), manager.num_actors()
 
 
 def foreach_env_runner(group, fn: Callable, *, local: bool = True, remote_ids=None, timeout_s=None, **kwargs) -> List[Any]:
@@ -123,18 +139,28 @@ def config_set(cfg, key: str, value) -> None:
 
 
 def learner_config_set(learner, module_id: str, key: str, value) -> None:
-    """Set a config key on the learner's config and on the cached per-module
-    override config (what ``get_config_for_module`` returns), if any."""
-    config_set(learner.config, key, value)
-    override = compat.per_module_config(learner.config, module_id)
+    """Set a config key for ``module_id`` where ``get_config_for_module`` reads it. With one module: the
+    learner's config (and its cached per-module copy, if any). With several: that module's own entry in
+    ``algorithm_config_overrides_per_module`` (and its cached copy), never the config the other modules
+    share."""
+    cfg = learner.config
+    if len(list(learner.module.keys())) > 1:
+        cfg.algorithm_config_overrides_per_module.setdefault(module_id, {})[key] = value
+    else:
+        config_set(cfg, key, value)
+    override = compat.per_module_config(cfg, module_id)
     if override is not None:
         config_set(override, key, value)
 
 
-def driver_config_set(algo, key: str, value) -> None:
-    """Mirror a change into ``algo.config`` (frozen) so that checkpoints and
-    rebuilt learners see it. Best effort."""
+def driver_config_set(algo, key: str, value, module_id: Optional[str] = None) -> None:
+    """Mirror a change into ``algo.config`` (frozen) so that checkpoints and rebuilt learners see it; a
+    change of one module of several into that module's ``algorithm_config_overrides_per_module``. Best
+    effort."""
     try:
-        config_set(algo.config, key, value)
+        if module_id is not None:
+            algo.config.algorithm_config_overrides_per_module.setdefault(module_id, {})[key] = value
+        else:
+            config_set(algo.config, key, value)
     except Exception:  # pragma: no cover - never fail an intervention on this
         pass

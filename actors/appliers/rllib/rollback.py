@@ -17,6 +17,7 @@ import time
 from typing import Any, Dict, Optional
 
 from supervisor.actions.base import changed
+from supervisor.modules import DEFAULT, by_module, packed
 from supervisor.storage import display, is_uri, open_fs
 
 from actors import compat
@@ -125,6 +126,29 @@ def _push_weights_to_env_runners(algo, timeout_s: float) -> Dict[str, Any]:
     return info
 
 
+def _keep_modules(learner, modules) -> int:
+    """Before a restore: keep these modules' weights and optimizer state on the learner itself (no copy
+    leaves its process)."""
+    from ray.rllib.core import COMPONENT_OPTIMIZER, COMPONENT_RL_MODULE
+
+    state = learner.get_state(components=[f"{COMPONENT_RL_MODULE}/{m}" for m in modules] + [COMPONENT_OPTIMIZER])
+    state[COMPONENT_OPTIMIZER] = {k: v for k, v in state[COMPONENT_OPTIMIZER].items() if v["module_id"] in modules}
+    state.pop("should_module_be_updated", None)
+    state["weights_seq_no"] = 0  # 0: always applied
+    learner._supervisor_kept = state
+    return len(modules)
+
+
+def _put_back_modules(learner) -> int:
+    state = learner.__dict__.pop("_supervisor_kept", None)
+    if state is None:
+        raise RuntimeError("no modules kept on this learner")
+    seq = compat.weights_seq_no(learner)
+    learner.set_state(state)
+    compat.set_weights_seq_no(learner, seq)
+    return 1
+
+
 def push_learner_weights(algo, timeout_s: float) -> Dict[str, Any]:
     """``sync_weights``: one snapshot of the learner's weights, pushed to every env runner (local and remote,
     and eval) tagged with the learner's seq no, and verified on each against that snapshot: APPO's and
@@ -153,6 +177,7 @@ def rollback(
     path: str,
     hparams: Optional[Dict[str, Any]] = None,
     *,
+    module: Optional[str] = None,
     timeout_s: float = 60.0,
 ) -> Dict[str, Any]:
     """Roll the learner(s) back to a checkpoint written by :func:`save_checkpoint`.
@@ -160,17 +185,25 @@ def rollback(
     * Restores only the ``learner_group`` component (RL module weights and
       optimizer state) in-process, so the iteration counter, the lifetime
       sample counters and the env runners' connector state keep going.
+    * ``module``: only that RLModule goes back (a multi-agent trial's sick policy); the other modules keep
+      their weights and optimizer state (kept on each learner across the restore, then put back).
+      None: every module.
     * Keeps the learner's weights sequence number monotonic (old + 1) and pushes
       the restored weights to every env runner (see
       :func:`_push_weights_to_env_runners`).
     * Hyperparameters: a restore brings back the optimizer's lr from the
       checkpoint for one update only and leaves entropy/KL/grad-clip as they
-      were, so the values in effect before the rollback are re-applied, with
-      ``hparams`` (any of lr, entropy_coeff, kl_coeff, grad_clip; or the
-      string ``"checkpoint"`` for the values saved with the checkpoint)
-      applied on top.
+      were, so the values in effect before the rollback are re-applied (each module its own), with
+      ``hparams`` (any of lr, entropy_coeff, kl_coeff, grad_clip, flat or per module as
+      ``supervisor.modules`` writes them; or the string ``"checkpoint"`` for the values saved with the
+      checkpoint) applied on top.
+    * With several learners (``num_learners >= 2``) every learner is restored, and ``learners_equal`` says
+      whether they hold the same weights afterwards.
     """
     from ray.rllib.core import COMPONENT_LEARNER_GROUP
+
+    from actors.appliers.rllib.hparams import modules_of
+    from actors.appliers.rllib.weights import learners_equal
 
     t0 = time.perf_counter()
     path = os.fspath(path)
@@ -183,18 +216,26 @@ def rollback(
         hparams = checkpoint_hparams(path)
         if hparams is None:
             raise ValueError(f"{path} has no {HPARAMS_SIDECAR}")
-    if hparams is not None:
-        hparams = {k: v for k, v in hparams.items() if k not in NOT_REAPPLIED}
-        unknown = set(hparams) - set(HPARAM_KEYS)
+    hparams = by_module(hparams) if hparams is not None else {}
+    for m, hp in hparams.items():
+        unknown = set(hp) - set(HPARAM_KEYS)
         if unknown:
             raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)} in rollback hparams")
+    ids = modules_of(algo)
+    if module is not None and module not in ids:
+        raise ValueError(f"unknown module {module!r}; the learners have {ids}")
+    others = [m for m in ids if m != module] if module is not None else []
 
     before = current_hparams(algo)
     old_seq = max(foreach_learner(algo, _learner_seq_no))
 
     t_restore = time.perf_counter()
+    if others:
+        foreach_learner(algo, _keep_modules, modules=others)
     algo.restore_from_path(f"{fs_path.rstrip('/')}/{COMPONENT_LEARNER_GROUP}", component=COMPONENT_LEARNER_GROUP,
                            filesystem=fs)
+    if others:
+        foreach_learner(algo, _put_back_modules)
     restore_s = time.perf_counter() - t_restore
 
     # Learner.set_state lowered the seq no to the checkpoint's; keep it
@@ -206,27 +247,43 @@ def rollback(
     sync_info = _push_weights_to_env_runners(algo, timeout_s)
     sync_s = time.perf_counter() - t_sync
 
-    target = {k: before[k] for k in HPARAM_KEYS if k in before and k not in NOT_REAPPLIED
-              and (before[k] is not None or k == "grad_clip")}
-    # Learned values the learner keeps outside its module and optimizers (SAC's log_alpha) are not in
-    # the restored state: they come back from the checkpoint's sidecar.
-    saved = checkpoint_hparams(path) or {}
-    target.update({k: saved[k] for k in _LEARNED if k in before and saved.get(k) is not None})
-    if hparams:
-        target.update(hparams)
+    saved = by_module(checkpoint_hparams(path))
+    target: Dict[str, Dict[str, Any]] = {}
+    for m, was in by_module(before).items():
+        if len(ids) == 1:
+            m = ids[0]
+        t = {k: was[k] for k in HPARAM_KEYS if k in was and k not in NOT_REAPPLIED
+             and (was[k] is not None or k == "grad_clip")}
+        # Learned values the learner keeps outside its module and optimizers (SAC's log_alpha) are not in
+        # the restored state: they come back from the checkpoint's sidecar.
+        own = saved.get(m) or (saved.get(DEFAULT) if len(ids) == 1 else None) or {}
+        if module is None or m == module:
+            t.update({k: own[k] for k in _LEARNED if k in was and own.get(k) is not None})
+        t.update({k: v for k, v in (hparams.get(m) or (hparams.get(DEFAULT) if len(ids) == 1 else None) or {}).items()
+                  if k not in NOT_REAPPLIED})
+        target[m] = t
     # The checkpoint's optimizer state carries its own lr: always rewrite.
-    after = set_hparams(algo, target)
+    after = set_hparams(algo, packed(target) if len(ids) > 1 else target.get(ids[0], {}))
 
     return {
         "action": "rollback",
         "checkpoint": path,
+        "module": module,
         "before": before,
         "after": after,
-        "changed": changed(before, after),
-        "hparams_reapplied": target,
+        "changed": _changed(before, after),
+        "hparams_reapplied": packed(target),
         "weights_seq_no": new_seq,
+        "learners_equal": learners_equal(algo),
         "sync": sync_info,
         "restore_s": restore_s,
         "sync_s": sync_s,
         "total_s": time.perf_counter() - t0,
     }
+
+
+def _changed(before: Dict[str, Any], after: Dict[str, Any]) -> Dict[str, Any]:
+    b, a = by_module(before), by_module(after)
+    if set(b) | set(a) <= {DEFAULT}:
+        return changed(before, after)
+    return {m: c for m in a if (c := changed(b.get(m, {}), a[m]))}

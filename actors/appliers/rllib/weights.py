@@ -22,7 +22,9 @@ from actors.appliers.rllib.remote import foreach_env_runner, foreach_learner
 def _learner_weights(learner) -> Dict[str, np.ndarray]:
     out = {}
     for mid in learner.module.keys():
-        for k, v in learner.module[mid].state_dict().items():
+        m = learner.module[mid]
+        m = m.unwrapped() if hasattr(m, "unwrapped") else m  # num_learners >= 2: the module inside DDP
+        for k, v in m.state_dict().items():
             out[f"{mid}/{k}"] = v.detach().cpu().numpy().copy()
     return out
 
@@ -94,3 +96,11 @@ def weights_finite(algo, *, include_env_runners: bool = False) -> bool:
     if include_env_runners:
         dicts += list(env_runner_weights(algo).values())
     return all(np.isfinite(a).all() for d in dicts for a in d.values() if np.issubdtype(a.dtype, np.number))
+
+
+def learners_equal(algo) -> bool:
+    """True when every learner holds the same weights (one learner: trivially). With ``num_learners >= 2``
+    DDP keeps them equal step by step; a rollback must leave them so."""
+    dicts = foreach_learner(algo, _learner_weights)
+    first = dicts[0]
+    return all(d.keys() == first.keys() and all(np.array_equal(d[k], first[k]) for k in first) for d in dicts[1:])

@@ -602,12 +602,16 @@
     if (location.hash !== trialHref(id)) return; // navigated away meanwhile
     destroyCharts();
     S.trial = { id, detail, summary: detail.trial, charts: [] };
+    S.trial.modules = modulesOf(detail);
+    S.trial.module = S.trial.modules.length ? S.trial.modules[0] : null;
     const y = window.scrollY;
     $('main').replaceChildren(
       el('div', { class: 'crumbs' }, el('a', { href: '#/', text: 'Overview' }), ' / trial'),
       el('section', { class: 'panel', id: 'trial-head' }),
+      crashPanel(detail.crash),
       controlsPanel(id),
       el('div', { class: 'panel-head panel', id: 'chart-legend' }, el('h2', { text: 'Training signals' }),
+        moduleSelect(),
         el('span', { class: 'count', text: 'x axis: iteration · drag to zoom, double-click to reset' }),
         el('div', { class: 'legend-marks' },
           el('span', { class: 'lm' }, el('span', { class: 'sw critical' }), 'critical finding'),
@@ -628,6 +632,41 @@
     }
     renderTrialHead(); renderTrialEvents();
     if (keepScroll) window.scrollTo(0, y);
+  }
+
+  // ---- modules: a multi-agent trial's policies, each its own stream (metrics modules/<id>/<name>)
+  function modulesOf(detail) {
+    const out = new Set();
+    for (const k of Object.keys((detail.reports && detail.reports.metrics) || {})) {
+      if (k.startsWith('modules/')) out.add(k.slice(8, k.lastIndexOf('/')));
+    }
+    return Array.from(out).sort();
+  }
+
+  function moduleSelect() {
+    const mods = S.trial.modules;
+    if (!mods.length) return null;
+    const sel = el('select', { id: 'module-select', 'aria-label': 'Module' },
+      mods.map((m) => el('option', { value: m, text: 'module ' + m })),
+      el('option', { value: '', text: 'whole trial (team return; every module\u2019s findings)' }));
+    sel.value = S.trial.module || '';
+    sel.addEventListener('change', () => {
+      S.trial.module = sel.value || null;
+      destroyCharts(); buildCharts(); renderTrialEvents();
+    });
+    return sel;
+  }
+
+  function inModule(o) {
+    // the selected module's findings and interventions and the trial's own (module null); all for the whole trial
+    const m = S.trial && S.trial.module;
+    return !S.trial || !S.trial.modules.length || o.module == null || !m || o.module === m;
+  }
+
+  function metricKey(rep, key) {
+    const m = S.trial && S.trial.module;
+    if (m && rep.metrics['modules/' + m + '/' + key]) return 'modules/' + m + '/' + key;
+    return key;
   }
 
   function renderTrialHead() {
@@ -674,7 +713,8 @@
         const r = await fetch('/api/action', {
           method: 'POST', cache: 'no-store',
           headers: { 'Content-Type': 'application/json', Authorization: 'Bearer ' + token.value },
-          body: JSON.stringify(Object.assign({ trial_id: id, action, reason: reason.value }, extra || {})),
+          body: JSON.stringify(Object.assign({ trial_id: id, action, reason: reason.value },
+            S.trial && S.trial.module ? { module: S.trial.module } : {}, extra || {})),
         });
         let d = {}; try { d = await r.json(); } catch (e) { /* empty */ }
         if (r.ok) { msg.className = 'ctl-msg ok'; msg.textContent = 'Queued ' + d.queued.action + ': ' + (d.note || ''); }
@@ -710,7 +750,7 @@
 
   // ---- charts
   function seriesValues(rep, key, log) {
-    const arr = rep.metrics[key];
+    const arr = rep.metrics[metricKey(rep, key)];
     if (!arr) return rep.seq.map(() => null);
     return arr.map((v) => {
       v = num(v);
@@ -733,11 +773,13 @@
     const xOf = (o) => (o.seq != null ? o.seq : iterToSeq.get(o.iteration));
     for (const f of d.findings) {
       if (f.severity !== 'critical' && f.severity !== 'warning') continue;
+      if (!inModule(f)) continue;
       const x = xOf(f);
       if (x == null) continue;
       out.push({ x, cls: f.severity, kind: 'finding', sev: f.severity, title: f.severity + ' · ' + f.detector + ' · iter ' + f.iteration + '\n' + f.message });
     }
     for (const iv of d.interventions) {
+      if (!inModule(iv)) continue;
       const x = xOf(iv);
       if (x == null) continue;
       out.push({ x, cls: 'iv', kind: 'intervention', sev: 'action', title: 'intervention · ' + iv.action + paramsText(iv.params, ' (') + (paramsText(iv.params) ? ')' : '') + ' · iter ' + iv.iteration + '\n' + iv.reason + '\noutcome: ' + iv.outcome });
@@ -857,6 +899,23 @@
     S.trial.charts = [];
   }
 
+  // The trial's newest crash, explained (trial_crashed): exception, cause and evidence, innermost frames by origin.
+  function crashPanel(c) {
+    if (!c) return el('span');
+    const where = [c.iteration != null ? 'iteration ' + c.iteration : null, c.node_id ? 'node ' + String(c.node_id).slice(0, 12) : null,
+      c.phase ? 'phase ' + c.phase : null].filter(Boolean).join(', ');
+    const frames = Object.entries(c.frames || {}).map(([origin, fs]) => el('li', null,
+      el('strong', { text: origin + ': ' }),
+      el('span', { class: 'mono', text: fs.map((f) => String(f.file || '?').split('/').pop() + ':' + f.line + ' ' + f.function).join(' \u2190 ') })));
+    return el('section', { class: 'panel', id: 'crash' },
+      el('div', { class: 'panel-head' }, el('h2', { text: 'Crash' + (c.crashes > 1 ? ' (' + c.crashes + ')' : '') }), el('span', { class: 'count', text: where })),
+      el('div', { class: 'panel-body' },
+        el('p', null, sev('critical'), ' ', el('span', { class: 'mono', text: c.exception + ': ' + (c.message || '') })),
+        el('p', { text: 'Cause: ' + (c.cause_text || c.cause) }),
+        (c.evidence || []).length > 1 ? el('ul', null, c.evidence.slice(1).map((e) => el('li', { text: e }))) : el('span'),
+        el('ul', { class: 'frames' }, frames)));
+  }
+
   // detectors left blind by metrics that never arrived (metrics_missing findings, live ones included)
   function renderBlind(findings) {
     const box = $('blind');
@@ -864,7 +923,8 @@
     const blind = new Map();
     for (const f of findings) {
       if (f.detector !== 'metrics_missing' || !f.blind) continue;
-      for (const [det, ms] of Object.entries(f.blind)) if (!blind.has(det)) blind.set(det, ms);
+      const pre = f.module == null || f.module === 'default_policy' ? '' : f.module + '/';  // a policy's, apart
+      for (const [det, ms] of Object.entries(f.blind)) if (!blind.has(pre + det)) blind.set(pre + det, ms);
     }
     box.className = blind.size ? 'blind' : 'hidden';
     box.replaceChildren(...(blind.size ? [el('span', { class: 'muted', text: 'Blind detectors (their metrics never arrived):' }),
@@ -876,26 +936,30 @@
     const d = S.trial.detail;
     const fBox = $('findings-table'), iBox = $('iv-table');
     if (!fBox || !iBox) return;
-    $('findings-count').textContent = String(d.findings.length);
+    const multi = S.trial.modules.length > 0;
+    const modCell = (o) => (multi ? el('td', { class: 'mono', text: o.module == null ? 'trial' : o.module }) : null);
+    const modHead = () => (multi ? el('th', { text: 'Module' }) : null);
+    const shownF = d.findings.filter(inModule), shownI = d.interventions.filter(inModule);
+    $('findings-count').textContent = String(shownF.length);
     renderBlind(d.findings);
-    $('iv-count').textContent = String(d.interventions.length);
-    const findings = d.findings.slice().reverse();
+    $('iv-count').textContent = String(shownI.length);
+    const findings = shownF.slice().reverse();
     fBox.replaceChildren(findings.length
       ? el('table', { class: 'events', id: 'findings' },
-        el('thead', null, el('tr', null, el('th', { class: 'num', text: 'Iter' }), el('th', { text: 'Severity' }), el('th', { text: 'Detector' }),
+        el('thead', null, el('tr', null, el('th', { class: 'num', text: 'Iter' }), modHead(), el('th', { text: 'Severity' }), el('th', { text: 'Detector' }),
           el('th', { text: 'Metric' }), el('th', { class: 'num', text: 'Value' }), el('th', { text: 'Message' }))),
         el('tbody', null, findings.map((f) => el('tr', null,
-          el('td', { class: 'num', text: String(f.iteration) }), el('td', null, sev(f.severity)),
+          el('td', { class: 'num', text: String(f.iteration) }), modCell(f), el('td', null, sev(f.severity)),
           el('td', { class: 'mono', text: f.detector }), el('td', { class: 'mono', text: f.metric || '–' }),
           el('td', { class: 'num', text: fmt(f.value) }), el('td', { class: 'msg', text: f.message })))))
       : el('div', { class: 'panel-body' }, el('div', { class: 'empty' }, el('strong', { text: 'No findings' }), 'Every detector is quiet on this trial.')));
-    const ivs = d.interventions.slice().reverse();
+    const ivs = shownI.slice().reverse();
     iBox.replaceChildren(ivs.length
       ? el('table', { class: 'events', id: 'interventions' },
-        el('thead', null, el('tr', null, el('th', { class: 'num', text: 'Iter' }), el('th', { text: 'Action' }), el('th', { text: 'Params' }),
+        el('thead', null, el('tr', null, el('th', { class: 'num', text: 'Iter' }), modHead(), el('th', { text: 'Action' }), el('th', { text: 'Params' }),
           el('th', { text: 'Outcome' }), el('th', { text: 'Reason' }))),
         el('tbody', null, ivs.map((iv) => el('tr', null,
-          el('td', { class: 'num', text: String(iv.iteration) }), el('td', { class: 'mono', text: iv.action }),
+          el('td', { class: 'num', text: String(iv.iteration) }), modCell(iv), el('td', { class: 'mono', text: iv.action }),
           el('td', { class: 'params', text: paramsText(iv.params) || '–' }),
           el('td', null, el('span', { class: 'outcome ' + String(iv.outcome), text: iv.outcome }),
             iv.verified === true ? el('span', { class: 'muted', text: ' · verified' }) : iv.verified === false ? el('span', { class: 'muted', text: ' · not verified' }) : null),
