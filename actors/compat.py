@@ -37,6 +37,7 @@ ITEMS = {
     "Learner._named_optimizers": "the learner's optimizers cannot be listed by name",
     "Learner._learner_connector": "sup_advantage_* describe standardized advantages, not raw ones",
     "MetricsLogger.log_value(clear_on_reduce=)": "sup_ metrics pile up over the run instead of one iteration",
+    "Stats._prev_merge_values": "a trial Tune restores from a checkpoint counts its env steps twice",
     "TorchLearner._grad_scalers": "gradient norms under mixed precision are reported scaled",
     "MultiRLModule._rl_modules": "env runners' per-module weights and exploration cannot be read",
     "EnvRunner._weights_seq_no": "a rollback cannot make the env runners take the restored weights",
@@ -203,6 +204,62 @@ def log_per_iteration(metrics, key, value, reduce: str, window=None) -> None:
     if _CLEAR_ON_REDUCE:
         kw["clear_on_reduce"] = True
     metrics.log_value(key, value, **kw)
+
+
+def settle_restored_lifetime_counts(algo) -> int:
+    """After a restore (Tune restarting a trial from its checkpoint), make the algorithm count each env runner's
+    lifetime env steps once; returns how many baselines it set (0 where Ray needs none).
+
+    Before RLlib's ``LifetimeSumStats`` (Ray 2.50.1), an EnvRunner keeps ``num_env_steps_sampled_lifetime`` in its
+    own MetricsLogger, and ``SingleAgentEnvRunner.set_state`` restores the checkpoint's count there; the
+    algorithm's root logger restores the same count (``env_runners/...``), and on each merge adds how much a
+    runner's count grew since it last merged that runner's ``Stats`` (``_prev_merge_values``, keyed by the Stats'
+    id, 0 for one not yet seen: every one after a restore). So the first iteration after a restore adds the
+    whole restored count a second time (2,500 env steps reported for 1,500 sampled). The baseline of each
+    runner's lifetime sums is set to what that runner holds now. Later releases keep no such baseline."""
+    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS
+
+    root = getattr(algo, "metrics", None)
+    under = getattr(root, "stats", {}).get(ENV_RUNNER_RESULTS)
+    if not isinstance(under, dict) or not any(
+            _is_lifetime_sum(s) and hasattr(s, "_prev_merge_values") for _, s in _walk_stats(under)):
+        return 0  # this Ray's root logger merges lifetime sums without per-runner baselines
+    held = []
+    group = getattr(algo, "env_runner_group", None)
+    if getattr(algo, "env_runner", None) is not None:
+        held.append(_lifetime_sums(algo.env_runner))
+    if group is not None and group.num_remote_env_runners() > 0:
+        held += group.foreach_env_runner(_lifetime_sums, local_env_runner=False)
+    n = 0
+    for sums in held:
+        for path, (stats_id, value) in (sums or {}).items():
+            node = under
+            for part in path:
+                node = node.get(part) if isinstance(node, dict) else None
+            if node is not None and _is_lifetime_sum(node):
+                _attr(node, "_prev_merge_values", "Stats._prev_merge_values")[stats_id] = value
+                n += 1
+    return n
+
+
+def _walk_stats(tree: dict, path: tuple = ()):
+    for key, node in tree.items():
+        if isinstance(node, dict):
+            yield from _walk_stats(node, path + (key,))
+        else:
+            yield path + (key,), node
+
+
+def _is_lifetime_sum(stats) -> bool:
+    # Ray <= 2.50: ``Stats(reduce="sum", clear_on_reduce=False)`` with an infinite window is a lifetime count
+    return (getattr(stats, "_reduce_method", None) == "sum" and getattr(stats, "_clear_on_reduce", True) is False
+            and getattr(stats, "_inf_window", False))
+
+
+def _lifetime_sums(env_runner) -> dict:
+    """``{path: (Stats id, count)}`` of an env runner's lifetime sums (runs on the env runner)."""
+    return {path: (s.id_, s.peek()) for path, s in _walk_stats(env_runner.metrics.stats)
+            if _is_lifetime_sum(s) and hasattr(s, "id_")}
 
 
 # ---------------------------------------------------------------------------

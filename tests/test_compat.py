@@ -231,6 +231,44 @@ def test_env_runner_takes_pushed_weights_after_a_reset(ppo_config):
         er.stop()
 
 
+def test_restored_lifetime_counts_count_once(ppo_config):
+    """An algorithm's training iteration with its local env runner (sample, merge the runner's metrics into the
+    root logger, reduce, sync the count back), then the restore Tune does on a restart: a new runner and root
+    logger from their saved states. The first iteration after it adds what it sampled, once."""
+    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
+    from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
+
+    key = (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME)
+
+    def iteration(algo) -> float:
+        algo.env_runner.sample(num_timesteps=50, random_actions=True)
+        algo.metrics.aggregate([algo.env_runner.get_metrics()], key=ENV_RUNNER_RESULTS)
+        algo.metrics.reduce()
+        count = algo.metrics.peek(key)
+        algo.env_runner.set_state({NUM_ENV_STEPS_SAMPLED_LIFETIME: count})  # EnvRunnerGroup's sync
+        return float(count)
+
+    first = SimpleNamespace(env_runner=SingleAgentEnvRunner(config=ppo_config), metrics=MetricsLogger(root=True),
+                            env_runner_group=None)
+    again = None
+    try:
+        assert [iteration(first), iteration(first)] == [50.0, 100.0]
+        saved = first.metrics.get_state(), first.env_runner.get_state(not_components="rl_module")
+        again = SimpleNamespace(env_runner=SingleAgentEnvRunner(config=ppo_config), metrics=MetricsLogger(root=True),
+                                env_runner_group=None)
+        again.metrics.set_state(saved[0])
+        again.env_runner.set_state(saved[1])
+        reach(compat.settle_restored_lifetime_counts, again)
+        got = [iteration(again), iteration(again)]
+        canary("Stats._prev_merge_values", got == [150.0, 200.0],
+               f"no longer makes a restored algorithm count its env steps once (got {got})")
+    finally:
+        first.env_runner.stop()
+        if again is not None:
+            again.env_runner.stop()
+
+
 def test_multi_rl_module_members(ppo_config):
     from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 

@@ -117,6 +117,7 @@ class _Supervised:
 
     def load_checkpoint(self, checkpoint) -> None:
         super().load_checkpoint(checkpoint)
+        compat.settle_restored_lifetime_counts(self)  # Ray 2.50: else the env steps restored count twice
         cb = find_callback(self)
         if cb is None or cb.client is None:
             return
