@@ -478,8 +478,9 @@ class SupervisorService:
                 eng.store.record_finding(tid, rec)
             return
         eng.store.record_finding(None, rec)
-        if f["detector"] == "node_down" and f["severity"] != "info":
-            # the trials that were running there see it in their own findings too
+        if f["detector"] == "node_down" and f["severity"] == "critical":
+            # the trials that were running there see it in their own findings too, once Ray says the node is
+            # gone (late heartbeats alone are the node's: on a busy node the monitor is just slow)
             for st in eng.trials.values():
                 if st.node_id == f.get("node_id") and st.status == "running":
                     eng.store.record_finding(st.trial_id, rec)

@@ -408,6 +408,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "api_overhead": table_api,
     "learner_overhead": table_learner,
     "soak": table_soak,
+    "actor_stall": table_actor_stall,
 }
 
 _REGION = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /table:(?P=name) -->)", re.S)

@@ -301,7 +301,8 @@ def test_node_loss_is_reported_and_the_trial_restarts_from_its_checkpoint_elsewh
     iterations = 7
     cfg = (PPOConfig().environment("CartPole-v1")
            .training(lr=3e-4, train_batch_size_per_learner=500, minibatch_size=250, num_epochs=1)
-           .env_runners(num_env_runners=0).debugging(seed=1))
+           .env_runners(num_env_runners=0).debugging(seed=1)
+           .reporting(min_time_s_per_iteration=1))  # a quiet machine trains 7 iterations in 3 s: time to kill
     run_dir = tmp_path / "node-loss"
     st = supervised_trainable_config(cfg, run_dir, name="node-loss", settings={"checkpoint_every": 1},
                                      max_failures=3, quiet=True)
