@@ -103,8 +103,11 @@ def test_planted_fault_is_flagged_acted_on_and_verified(tmp_path, algo):
     # update, so the first that can show it is iteration 2 (1 for DQN/SAC, whose reports follow the update).
     assert first <= 3, bad
     assert {f["detector"] for f in bad if f["iteration"] == first} & FAULT_DETECTORS[algo], bad
-    acts = [i for i in applied if i["iteration"] == first and i["action"] != "alert"]
+    # acted on at once (a critical), or on the next report (a warning is confirmed by holding: supervisor.policy)
+    acts = [i for i in applied if first <= i["iteration"] <= first + 1 and i["action"] != "alert"]
     assert acts, t["interventions"]
+    first = acts[0]["iteration"]
+    acts = [i for i in acts if i["iteration"] == first]
     for i in acts:
         entry = i["applied"]
         assert entry and entry.get("ok"), i  # it reached the learner

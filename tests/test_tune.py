@@ -299,8 +299,11 @@ def test_sweep_cli_stops_repairs_and_restarts_through_tune(tmp_path):
     assert all(r["metrics"]["lr"] == pytest.approx(5.0 * 1e-4) for r in after), [r["metrics"]["lr"] for r in after]
     assert [r["iteration"] for r in after] == list(range(resumed, 7))  # then on to the end, each once
     pids = list(dict.fromkeys(r["pid"] for r in rows))
-    assert len(pids) == 2  # a new process: Tune's results after the restart come from it
-    assert min(r["training_iteration"] for r in rows if r["pid"] == pids[1]) == resumed
+    # a new process: Tune's results after the restart come from it (Tune sometimes rewrites the trial's
+    # result.json from the restored checkpoint on: then only the new process's rows are left)
+    assert len(pids) == 2 or min(r["training_iteration"] for r in rows) == resumed, [
+        (r["training_iteration"], r["pid"]) for r in rows]
+    assert min(r["training_iteration"] for r in rows if r["pid"] == pids[-1]) == resumed
 
     # lr=1e5: restarted from scratch with lr 10, diverged again, stopped by the StabilityStopper early
     s, rows = trials[by_lr["huge"]], tune[by_lr["huge"]][1]
