@@ -101,7 +101,7 @@ def test_planted_fault_is_flagged_acted_on_and_verified(tmp_path, algo):
     first = bad[0]["iteration"]
     # The fault is in the config from the first update; an iteration reports what it measured during its
     # update, so the first that can show it is iteration 2 (1 for DQN/SAC, whose reports follow the update).
-    assert first <= 3, bad
+    assert first <= 3 + lag, bad  # APPO/IMPALA: their learner's results arrive up to report_lag reports late
     assert {f["detector"] for f in bad if f["iteration"] == first} & FAULT_DETECTORS[algo], bad
     # acted on at once (a critical), or on the next report (a warning is confirmed by holding: supervisor.policy)
     acts = [i for i in applied if first <= i["iteration"] <= first + 1 and i["action"] != "alert"]

@@ -41,7 +41,6 @@ config:
   minibatch_size: 250
   num_epochs: 2
   num_env_runners: 0
-  min_time_s_per_iteration: 1  # a quiet machine runs the ten iterations in 16 s: time for the node's loss
 stop:
   iterations: {ITERATIONS}
 supervisor:
