@@ -372,8 +372,10 @@ class Engine:
         for r in reports:
             metrics = r["metrics"] if isinstance(r["metrics"], dict) else {}
             self._adapt(state, metrics)
-            for st in _ordered(state):
-                view = _view(state, st, metrics)
+            streams = _ordered(state)
+            views = modules.views(metrics, [st.module for st in streams])
+            for st in streams:
+                view = views[st.module]
                 st.detectors.observe(r["iteration"], view, st.history)
                 _note_start(st, view)
                 st.prev_lr = st.last_metrics.get("lr", st.prev_lr)
@@ -473,14 +475,18 @@ class Engine:
         findings: list[Finding] = []
         todo: list[dict] = []
         origin: list[Stream] = []  # the stream that decided each action (its repairs are judged there)
-        views = {}
         found: dict[str | None, list[Finding]] = {}
         streams = _ordered(state)
+        views = modules.views(metrics, [st.module for st in streams])
         for st in streams:  # every detector first: a stream's warning may be corroborated by the trial's
-            views[st.module] = view = _view(state, st, metrics)
+            view = views[st.module]
             found[st.module] = [replace(f, module=st.module) for f in st.detectors.observe(iteration, view, st.history)]
             _note_start(st, view)
-        shared = state.streams[None].detectors.alarmed()  # the trial's own alarms (env runners, evaluation)
+        # each stream's alarms as its detectors left them: nothing below changes them before a rollback resets
+        # them, and with a rollback neither the checkpoint nor the best is looked at
+        alarms = {st.module: st.detectors.alarmed() for st in streams}
+        shared = alarms[None]  # the trial's own alarms (env runners, evaluation)
+        any_alarm = set().union(*alarms.values())  # every stream's: state.alarmed()
         for st in streams:
             found_here, view = found[st.module], views[st.module]
             if st.pending:  # judged before deciding: an ineffective action is not chosen again
@@ -494,8 +500,8 @@ class Engine:
                 # a warning acts when confirmed (held, or corroborated by its own stream's or the trial's
                 # alarms; a single-agent trial's streams are one trial), the return alone never
                 # (supervisor.policy); one policy's alarms say nothing of another's, nor of the team return
-                alarmed = (st.detectors.alarmed() | shared if st.module is not None
-                           else state.alarmed() if not state.multi else shared)
+                alarmed = (alarms[st.module] | shared if st.module is not None
+                           else any_alarm if not state.multi else shared)
                 confirmed = self.policy.confirm(st.policy, found_here, alarmed, st.detectors.streak)
                 if confirmed:
                     decision = self.policy.decide(st.policy, seq, confirmed, algorithm=state.algorithm,
@@ -532,8 +538,8 @@ class Engine:
         every = self.settings.checkpoint_every
         checkpoint = (not todo and seq - state.last_trouble_seq >= every and (seq + 1) % every == 0
                       and _all_finite(metrics)
-                      and not state.alarmed())  # a persisting fault between its reports is no health
-        best = self._new_best(state, seq, metrics) if not todo else None
+                      and not any_alarm)  # a persisting fault between its reports is no health
+        best = self._new_best(state, seq, metrics, any_alarm) if not todo else None
         effects = {actions.get(a["action"]).effect for a in todo}
         stop, restart = "stop" in effects, "restart" in effects
         health = state.health(seq)
@@ -574,7 +580,7 @@ class Engine:
         return Verdict(iteration, found, todo, stop, restart, checkpoint, health, seq=seq, best=best,
                        repairing=repairing)
 
-    def _new_best(self, state: TrialState, seq: int, metrics: dict) -> dict | None:
+    def _new_best(self, state: TrialState, seq: int, metrics: dict, alarmed: set) -> dict | None:
         """A new best return on a healthy iteration (no warning or worse for ``checkpoint_every``
         iterations, every value finite): the trial saves it as its best checkpoint. Judged on the
         evaluation return once the trial reports one, else on the training return."""
@@ -591,7 +597,7 @@ class Engine:
             return None
         if not _all_finite(metrics):
             return None
-        if state.alarmed():  # last: a persisting fault between its reports is no health
+        if alarmed:  # last (every stream's alarms): a persisting fault between its reports is no health
             return None
         return {"metric": metric, "value": v}
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from itertools import repeat
 from math import log
 from typing import Iterable, Mapping
 
@@ -100,6 +101,9 @@ class History:
         self._schema: tuple | None = None  # the key order of the last report, and its buffers
         self._cols: tuple = ()
         self._dvs: tuple = ()
+        self._whole = False  # every metric of the schema has a buffer
+        self._lens = (0, 0)  # then: the shortest and longest of their buffers
+        self._with_views: tuple = ()  # (position in the schema, views) of its metrics with views
 
     def append(self, metrics: Mapping[str, float | None]) -> None:
         keys = tuple(metrics)
@@ -113,6 +117,10 @@ class History:
             self._schema = keys
             self._cols = tuple(vals.get(k) for k in keys)
             self._dvs = tuple(derived.get(k) for k in keys)
+            self._whole = bool(keys) and None not in self._cols
+            if self._whole:
+                self._lens = (min(map(len, self._cols)), max(map(len, self._cols)))
+            self._with_views = tuple((i, dv) for i, dv in enumerate(self._dvs) if dv)
         self.iterations += 1
 
     def _append_any(self, metrics) -> None:
@@ -130,8 +138,35 @@ class History:
             self._push(name, a, x, self._derived.get(name))
 
     def _append_known(self, metrics) -> None:
+        values = metrics.values()
+        if self._whole:
+            # the normal report: every value a finite number of a metric with a buffer. Appended and
+            # trimmed at C speed; only the metrics with views are visited one by one
+            try:
+                s = sum(values)
+                whole = s - s == 0.0  # NaN or +-inf (or a sum that overflowed: the slow path decides)
+            except (TypeError, OverflowError):
+                whole = False
+            if whole:
+                cols, cap = self._cols, self.capacity
+                list(map(_APPEND, cols, values))
+                lo, hi = self._lens
+                if lo >= cap:  # all full: the oldest out of each
+                    list(map(_POP, cols, repeat(0, len(cols))))
+                elif hi >= cap:
+                    for a in cols:
+                        if len(a) > cap:
+                            del a[0]
+                    self._lens = (min(map(len, cols)), cap)
+                else:
+                    self._lens = (lo + 1, hi + 1)
+                if self._with_views:
+                    xs = tuple(values)
+                    for i, dv in self._with_views:
+                        self._push_views(cols[i], float(xs[i]), dv)
+                return
         cap = self.capacity
-        for a, x, dv, name in zip(self._cols, metrics.values(), self._dvs, self._schema):
+        for a, x, dv, name in zip(self._cols, values, self._dvs, self._schema):
             if x.__class__ is float:
                 if x - x != 0.0:  # NaN or +-inf
                     continue
@@ -149,23 +184,30 @@ class History:
                 a.append(x)
                 if len(a) > cap:
                     del a[0]
+        if self._whole:
+            self._lens = (min(map(len, self._cols)), max(map(len, self._cols)))
 
     def _push(self, name: str, a: array, x: float, dv) -> None:
         a.append(x)
         if len(a) > self.capacity:
             del a[0]
         if dv:
-            for v in dv:
-                if v.__class__ is _TransformView:
-                    out = v.out
-                    if v.kind == "log":
-                        out.append(log(x) if x > LOG_EPS else LOG_LOG_EPS)
-                    else:
-                        out.append(abs(x))
-                    if len(out) > len(a):
-                        del out[0]
+            self._push_views(a, x, dv)
+
+    @staticmethod
+    def _push_views(a: array, x: float, dv) -> None:
+        """``x``, just stored in ``a``, into the metric's views."""
+        for v in dv:
+            if v.__class__ is _TransformView:
+                out = v.out
+                if v.kind == "log":
+                    out.append(log(x) if x > LOG_EPS else LOG_LOG_EPS)
                 else:
-                    v.push(x, a)
+                    out.append(abs(x))
+                if len(out) > len(a):
+                    del out[0]
+            else:
+                v.push(x, a)
 
     # ---- reading -----------------------------------------------------------------------------
     def values(self, metric: str):
@@ -242,3 +284,4 @@ class History:
 
 
 _EMPTY = array("d")
+_APPEND, _POP = array.append, array.pop

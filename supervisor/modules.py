@@ -17,11 +17,15 @@ Hyperparameters of several modules travel as ``{"modules": {module_id: {name: va
 
 from __future__ import annotations
 
+from operator import methodcaller
 from typing import Any, Mapping
 
 DEFAULT = "default_policy"
 MODULES = "modules/"
 AGENTS = "agents/"
+# key tests at C speed (``any(map(...))``): every report goes through them, once per stream
+_IS_MODULE_KEY = methodcaller("startswith", MODULES)
+_IS_PREFIXED = methodcaller("startswith", (MODULES, AGENTS))
 
 
 def key(module: str, name: str) -> str:
@@ -43,7 +47,7 @@ def parse(k: str) -> tuple[str, str] | None:
 
 def is_multi(metrics: Mapping[str, Any]) -> bool:
     """Whether a report is a multi-agent trial's (it has per-module keys)."""
-    return any(k.startswith(MODULES) for k in metrics)
+    return any(map(_IS_MODULE_KEY, metrics))
 
 
 def ids(metrics: Mapping[str, Any]) -> list[str]:
@@ -60,7 +64,19 @@ def ids(metrics: Mapping[str, Any]) -> list[str]:
 
 def trial_view(metrics: Mapping[str, float]) -> dict[str, float]:
     """The trial's own metrics: plain names only (single-agent: all of them)."""
+    if not any(map(_IS_PREFIXED, metrics)):
+        return dict(metrics)
     return {k: v for k, v in metrics.items() if not k.startswith((MODULES, AGENTS))}
+
+
+def views(metrics: Mapping[str, float], streams) -> dict[str | None, dict[str, float]]:
+    """What each of ``streams`` (module ids; None: the trial's own) sees of one report, each view made once:
+    :func:`module_view` of each module, :func:`trial_view` for None. A single-agent report's views of the
+    trial and of its module are the same (they are not to be modified)."""
+    if not is_multi(metrics):
+        own = trial_view(metrics)
+        return {m: own if m is None or m == DEFAULT else {} for m in streams}
+    return {m: trial_view(metrics) if m is None else module_view(metrics, m) for m in streams}
 
 
 def module_view(metrics: Mapping[str, float], module: str) -> dict[str, float]:
