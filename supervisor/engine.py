@@ -247,10 +247,12 @@ class Engine:
         return DetectorSuite.build(self.settings.detectors, self.profile, priors, algorithm=state.algorithm,
                                    scopes=scopes)
 
-    def _adapt(self, state: TrialState, metrics: dict) -> None:
+    def _adapt(self, state: TrialState, metrics: dict, plain: bool = False) -> bool:
         """A report that names modules the trial has no stream for (a trial that registered without its
-        modules, a policy added while training): their streams are built now."""
-        if modules.is_multi(metrics) and not state.multi:
+        modules, a policy added while training): their streams are built now. Returns whether the report
+        names modules (``modules.is_multi``; never when ``plain``: ``modules.plain``)."""
+        multi = not plain and modules.is_multi(metrics)
+        if multi and not state.multi:
             state.multi = True
             d = state.streams.get(modules.DEFAULT)
             if d is not None and d.history.iterations == 0:  # never reported: it was a guess
@@ -261,6 +263,7 @@ class Engine:
             for m in modules.ids(metrics):
                 if m not in state.streams:
                     self._stream(state, m)
+        return multi
 
     def register_trial(self, trial_id: str, run_id: str, node_id: str | None = None,
                        config: dict | None = None) -> dict:
@@ -371,9 +374,9 @@ class Engine:
         saved = {c["seq"] for c in cps}
         for r in reports:
             metrics = r["metrics"] if isinstance(r["metrics"], dict) else {}
-            self._adapt(state, metrics)
+            multi = self._adapt(state, metrics)
             streams = _ordered(state)
-            views = modules.views(metrics, [st.module for st in streams])
+            views = modules.views(metrics, [st.module for st in streams], multi)
             for st in streams:
                 view = views[st.module]
                 st.detectors.observe(r["iteration"], view, st.history)
@@ -468,7 +471,8 @@ class Engine:
                 "node_id": node_id,
                 "metrics": metrics}
 
-        self._adapt(state, metrics)
+        plain = modules.plain(metrics)  # a single-agent report (the streams' views are the metrics)
+        multi = self._adapt(state, metrics, plain)
         self._verify(state, metrics)
 
         # Every stream judged on its own: each module (its learner, its return), then the trial's own.
@@ -477,7 +481,7 @@ class Engine:
         origin: list[Stream] = []  # the stream that decided each action (its repairs are judged there)
         found: dict[str | None, list[Finding]] = {}
         streams = _ordered(state)
-        views = modules.views(metrics, [st.module for st in streams])
+        views = modules.views(metrics, [st.module for st in streams], multi, plain)
         for st in streams:  # every detector first: a stream's warning may be corroborated by the trial's
             view = views[st.module]
             found[st.module] = [replace(f, module=st.module) for f in st.detectors.observe(iteration, view, st.history)]
@@ -575,8 +579,8 @@ class Engine:
             self.flush(force=True)
         # A repair inside its outcome window: an early-stopping scheduler waits for the outcome
         # (actors.tune.scheduler) instead of judging a dip the repair itself caused.
-        repairing = not stop and any(actions.get(p.action).judged and actions.get(p.action).counts_toward_limit
-                                     for p in state.pending)
+        repairing = not stop and any(st.pending for st in streams) and any(
+            actions.get(p.action).judged and actions.get(p.action).counts_toward_limit for p in state.pending)
         return Verdict(iteration, found, todo, stop, restart, checkpoint, health, seq=seq, best=best,
                        repairing=repairing)
 

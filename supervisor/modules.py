@@ -45,6 +45,11 @@ def parse(k: str) -> tuple[str, str] | None:
     return (module, name) if sep and module and name else None
 
 
+def plain(metrics: Mapping[str, Any]) -> bool:
+    """Whether a report has plain names only (no module or agent keys): a single-agent trial's."""
+    return not any(map(_IS_PREFIXED, metrics))
+
+
 def is_multi(metrics: Mapping[str, Any]) -> bool:
     """Whether a report is a multi-agent trial's (it has per-module keys)."""
     return any(map(_IS_MODULE_KEY, metrics))
@@ -69,12 +74,14 @@ def trial_view(metrics: Mapping[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if not k.startswith((MODULES, AGENTS))}
 
 
-def views(metrics: Mapping[str, float], streams) -> dict[str | None, dict[str, float]]:
+def views(metrics: Mapping[str, float], streams, multi: bool | None = None, is_plain: bool = False
+          ) -> dict[str | None, dict[str, float]]:
     """What each of ``streams`` (module ids; None: the trial's own) sees of one report, each view made once:
-    :func:`module_view` of each module, :func:`trial_view` for None. A single-agent report's views of the
-    trial and of its module are the same (they are not to be modified)."""
-    if not is_multi(metrics):
-        own = trial_view(metrics)
+    :func:`module_view` of each module, :func:`trial_view` for None (``multi``: :func:`is_multi` of the
+    report, when known; ``is_plain``: :func:`plain`, when known, and then the views are ``metrics`` itself).
+    A single-agent report's views of the trial and of its module are the same; none is to be modified."""
+    if is_plain or not (is_multi(metrics) if multi is None else multi):
+        own = metrics if is_plain else trial_view(metrics)
         return {m: own if m is None or m == DEFAULT else {} for m in streams}
     return {m: trial_view(metrics) if m is None else module_view(metrics, m) for m in streams}
 

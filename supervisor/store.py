@@ -155,6 +155,22 @@ def loads(s: str | None) -> Any:
     return fix(orjson.loads(s))
 
 
+class _Nested:
+    """A transaction inside another: nothing to commit (``Store.transaction``)."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: "Store"):
+        self.store = store
+
+    def __enter__(self) -> None:
+        self.store._depth += 1
+
+    def __exit__(self, *exc) -> bool:
+        self.store._depth -= 1
+        return False
+
+
 class Store:
     """``background_checkpoints``: copy the WAL back into the database from a thread with its own
     connection every ``CHECKPOINT_S``, instead of inside whichever commit crosses SQLite's
@@ -240,10 +256,15 @@ class Store:
             self._checkpointer.join(timeout=5)
         self.db.close()
 
-    @contextmanager
     def transaction(self):
         """One transaction, however deeply nested: only the outermost commits.
         Batching many reports into one commit is what makes ingestion fast."""
+        if self._depth:  # inside one already (every report of a batch): a plain object, no generator
+            return _Nested(self)
+        return self._transaction()
+
+    @contextmanager
+    def _transaction(self):
         self._depth += 1
         try:
             if self._depth == 1:

@@ -40,6 +40,8 @@ class AlphaCollapse(OneRuleDetector):
     Options = AlphaCollapseOptions
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:
+        if "alpha" not in metrics:  # no entropy temperature (another algorithm)
+            return []
         a, h, t = (value_of(metrics, k) for k in ("alpha", "entropy", "target_entropy"))
         if a is None or h is None or t is None:
             return []

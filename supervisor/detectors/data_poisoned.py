@@ -38,6 +38,9 @@ class DataPoisoned(Detector):
         self._alarm = Alarm(1, 1, 1)
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:
+        if metrics.keys().isdisjoint(self.metrics):  # no data guard (or nothing it counted): no finding
+            self._alarm.quiet()
+            return []
         counts = {what: value_of(metrics, k) or 0.0 for k, what in PARTS}
         total = sum(counts.values())
         if not self._alarm.update(total > 0, "critical"):

@@ -11,6 +11,9 @@ from supervisor.detectors.options import Count, DetectorOptions, Number, at_leas
 from supervisor.findings import Finding
 
 
+Q_KEYS = ("q_max", "q_min", "q_mean")
+
+
 class QDivergenceOptions(DetectorOptions):
     k: Number = Field(2.0, gt=0)
     critical_k: Number = Field(20.0, gt=0)
@@ -58,6 +61,8 @@ class QDivergence(Detector):
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:
         known = self.scale.update(metrics)
+        if metrics.keys().isdisjoint(Q_KEYS):  # no Q-values reported (another algorithm)
+            return []
         q = {k: v for k in ("q_max", "q_min", "q_mean") if (v := value_of(metrics, k)) is not None}
         if not known or not q:
             return []
