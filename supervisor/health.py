@@ -36,6 +36,8 @@ class HealthScore:
         return _score(self.components(seq))
 
     def snapshot(self, seq: int) -> dict:
+        if not self.last:  # never a finding (most streams): nothing to decay
+            return {"score": 1.0, "worst_severity": self.worst_ever, "components": {}}
         comps = self.components(seq)
         return {"score": _score(comps), "worst_severity": self.worst_ever, "components": comps}
 

@@ -241,6 +241,40 @@ def test_incremental_state_matches_the_history():
         h.append(m)
 
 
+def test_history_keeps_each_metrics_last_finite_values_whatever_the_report():
+    """History.append takes a whole report of finite numbers at C speed and anything else value by value:
+    either way every metric keeps its last ``capacity`` finite values (ints as floats), and its views agree,
+    through reports of another shape, NaN/inf/None, metrics that start late, views made mid-run and the ring
+    wrapping."""
+    import copy
+    import random
+
+    rng = random.Random(3)
+    names = ["a", "b", "c", "d"]
+    h, want, viewed = History(capacity=7), {}, set()
+    for i in range(300):
+        keys = names if rng.random() < 0.8 else rng.sample(names, rng.randint(0, 4))
+        m = {}
+        for k in keys:
+            r = rng.random()
+            m[k] = (float("nan") if r < 0.04 else -math.inf if r < 0.06 else None if r < 0.08
+                    else rng.randint(1, 3) if r < 0.12 else rng.uniform(1e-3, 5.0))
+        if i < 5:
+            m.pop("d", None)  # "d" starts late
+        h.append(m)
+        for k, x in m.items():
+            if x is not None and math.isfinite(x):
+                want[k] = (want.get(k, []) + [float(x)])[-7:]
+        if i in (20, 150):
+            viewed.add(names[i % 4])
+        if i == 100:
+            h = copy.deepcopy(h)
+        for k in names:
+            assert list(h.values(k)) == want.get(k, []) and all(type(x) is float for x in h.values(k)), (i, k)
+            if k in viewed:
+                assert list(h.view(k, "abs")) == [abs(x) for x in want.get(k, [])], (i, k)
+
+
 def test_entropy_of_continuous_policies_is_left_alone():
     """Gaussian policies report negative entropies; there is no 'collapse to 0' to detect."""
     entropies = np.linspace(1.4, -2.0, 60)

@@ -103,7 +103,8 @@ class KLControllerStuck(Detector):
         ref = self.kl_target
         if ref is None and len(self._level) >= max(self.warmup, 1):
             lvl = self._level
-            ref = median(list(lvl)) if kl is not None and kl >= self.off_factor * min(lvl) else min(lvl)
+            lo = min(lvl)
+            ref = median(list(lvl)) if kl is not None and kl >= self.off_factor * lo else lo
         off = kl is not None and ref is not None and ref > 0 and kl >= max(self.off_factor * ref, self.min_kl)
         if kl is not None and not off:
             self._level.append(kl)
