@@ -8,7 +8,6 @@ through :class:`DetectorSuite`.
 
 from __future__ import annotations
 
-from operator import is_not
 from typing import Iterable, Iterator, Mapping
 
 from supervisor.detectors.base import LOUD, Alarm, Detector
@@ -31,6 +30,8 @@ class DetectorSuite:
         self.detectors: list[Detector] = list(detectors)
         self.catch_errors = catch_errors
         self._table: tuple | None = None  # see _alarm_table
+        # the detectors as last called, and their bound __call__ (cheaper to call than the instances)
+        self._calls: tuple[list, list] = ([], [])
 
     @classmethod
     def build(cls, overrides: Mapping[str, Mapping] | None = None,
@@ -47,13 +48,20 @@ class DetectorSuite:
     def __call__(self, iteration: int, metrics: Mapping[str, float], history: History) -> list[Finding]:
         """Every detector's findings on this iteration (``history`` is the past before it)."""
         out: list[Finding] = []
+        dets, calls = self._calls
+        if dets != self.detectors:  # the list changed (a detector added or replaced): bind them again
+            dets, calls = self._calls = (list(self.detectors), [d.__call__ for d in self.detectors])
         if not self.catch_errors:
-            for det in self.detectors:
-                out.extend(det(iteration, metrics, history))
+            for call in calls:
+                found = call(iteration, metrics, history)
+                if found:
+                    out += found
         else:
-            for det in self.detectors:
+            for det, call in zip(dets, calls):
                 try:
-                    out.extend(det(iteration, metrics, history))
+                    found = call(iteration, metrics, history)
+                    if found:
+                        out += found
                 except Exception as e:  # a detector bug must never take the supervisor down
                     out.append(Finding(det.name, "info", None, None,
                                        f"detector error: {e.__class__.__name__}: {e}", iteration=iteration))
@@ -100,7 +108,7 @@ class DetectorSuite:
         t = self._table
         if t is not None:
             attrs, keys, held = t[2]
-            if any(map(is_not, map(dict.get, attrs, keys), held)):  # at C speed
+            if list(map(dict.get, attrs, keys)) != held:  # at C speed: an attribute holds another object
                 t = None
         if t is None:
             alarms, custom, attrs, keys, held = [], [], [], [], []
