@@ -15,7 +15,7 @@ import math
 import sqlite3
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 from supervisor import actions, algorithms, modules, salvage
 from supervisor.actions import VERIFIABLE
@@ -486,11 +486,20 @@ class Engine:
             view = views[st.module]
             found[st.module] = [replace(f, module=st.module) for f in st.detectors.observe(iteration, view, st.history)]
             _note_start(st, view)
-        # each stream's alarms as its detectors left them: nothing below changes them before a rollback resets
-        # them, and with a rollback neither the checkpoint nor the best is looked at
-        alarms = {st.module: st.detectors.alarmed() for st in streams}
+        # each stream's alarms as its detectors left them, read once and only where asked: nothing below changes
+        # them before a rollback resets them, and with a rollback neither the checkpoint nor the best is looked at
+        alarms = {None: state.streams[None].detectors.alarmed()}
+
+        def alarms_of(sts) -> set:
+            out = set()
+            for s in sts:
+                a = alarms.get(s.module)
+                if a is None:
+                    a = alarms[s.module] = s.detectors.alarmed()
+                out |= a
+            return out
+
         shared = alarms[None]  # the trial's own alarms (env runners, evaluation)
-        any_alarm = set().union(*alarms.values())  # every stream's: state.alarmed()
         for st in streams:
             found_here, view = found[st.module], views[st.module]
             if st.pending:  # judged before deciding: an ineffective action is not chosen again
@@ -504,8 +513,8 @@ class Engine:
                 # a warning acts when confirmed (held, or corroborated by its own stream's or the trial's
                 # alarms; a single-agent trial's streams are one trial), the return alone never
                 # (supervisor.policy); one policy's alarms say nothing of another's, nor of the team return
-                alarmed = (alarms[st.module] | shared if st.module is not None
-                           else any_alarm if not state.multi else shared)
+                alarmed = (alarms_of((st,)) | shared if st.module is not None
+                           else alarms_of(streams) if not state.multi else shared)
                 confirmed = self.policy.confirm(st.policy, found_here, alarmed, st.detectors.streak)
                 if confirmed:
                     decision = self.policy.decide(st.policy, seq, confirmed, algorithm=state.algorithm,
@@ -542,8 +551,8 @@ class Engine:
         every = self.settings.checkpoint_every
         checkpoint = (not todo and seq - state.last_trouble_seq >= every and (seq + 1) % every == 0
                       and _all_finite(metrics)
-                      and not any_alarm)  # a persisting fault between its reports is no health
-        best = self._new_best(state, seq, metrics, any_alarm) if not todo else None
+                      and not alarms_of(streams))  # a persisting fault between its reports is no health
+        best = self._new_best(state, seq, metrics, lambda: alarms_of(streams)) if not todo else None
         effects = {actions.get(a["action"]).effect for a in todo}
         stop, restart = "stop" in effects, "restart" in effects
         health = state.health(seq)
@@ -584,7 +593,7 @@ class Engine:
         return Verdict(iteration, found, todo, stop, restart, checkpoint, health, seq=seq, best=best,
                        repairing=repairing)
 
-    def _new_best(self, state: TrialState, seq: int, metrics: dict, alarmed: set) -> dict | None:
+    def _new_best(self, state: TrialState, seq: int, metrics: dict, alarmed: Callable[[], set]) -> dict | None:
         """A new best return on a healthy iteration (no warning or worse for ``checkpoint_every``
         iterations, every value finite): the trial saves it as its best checkpoint. Judged on the
         evaluation return once the trial reports one, else on the training return."""
@@ -601,7 +610,7 @@ class Engine:
             return None
         if not _all_finite(metrics):
             return None
-        if alarmed:  # last (every stream's alarms): a persisting fault between its reports is no health
+        if alarmed():  # last (every stream's alarms): a persisting fault between its reports is no health
             return None
         return {"metric": metric, "value": v}
 
@@ -837,7 +846,7 @@ class Engine:
         """An hparam change is verified by the next report showing the new value, on the module it changed
         (algorithms whose learner reports lag their updates, APPO and IMPALA, get ``report_lag`` more
         reports: supervisor.algorithms)."""
-        if not state.pending:
+        if not any(st.pending for st in state.streams.values()):
             return
         spec = algorithms.get(state.algorithm)
         lag = spec.report_lag if spec is not None else 0
