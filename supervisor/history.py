@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from array import array
 from itertools import repeat
+from operator import delitem
 from math import log
 from typing import Iterable, Mapping
 
@@ -152,7 +153,7 @@ class History:
                 list(map(_APPEND, cols, values))
                 lo, hi = self._lens
                 if lo >= cap:  # all full: the oldest out of each
-                    list(map(_POP, cols, repeat(0, len(cols))))
+                    list(map(_DEL, cols, repeat(0, len(cols))))
                 elif hi >= cap:
                     for a in cols:
                         if len(a) > cap:
@@ -284,4 +285,4 @@ class History:
 
 
 _EMPTY = array("d")
-_APPEND, _POP = array.append, array.pop
+_APPEND, _DEL = array.append, delitem
