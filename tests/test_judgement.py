@@ -168,6 +168,19 @@ def test_explained_variance_of_a_negligible_error_is_no_collapse():
     assert firing(found)[0] == (32, "warning")
 
 
+
+def test_explained_variance_of_targets_that_stopped_varying_is_no_collapse():
+    """SB3's CSV (no target scale): a PPO critic learns (EV 0.6-0.9, value loss ~50, so its targets' variance
+    is ~250); from report 20 every episode is truncated at the time limit and bootstrapped, the targets are all
+    ~1/(1-gamma), the value loss falls 1e4-fold and EV sinks below -1 (a ratio of two vanishing variances): no
+    finding. The same EV with a value loss that did not fall is a critic that fails: warning at 20 + 2."""
+    learn = [{"explained_variance": 0.6 + 0.3 * (i % 2), "vf_loss": 50.0 - i} for i in range(20)]
+    capped = [{"explained_variance": -0.02 - 0.2 * i, "vf_loss": 0.3 * 0.5 ** i} for i in range(15)]
+    assert firing(run_detectors([ValueCollapse()], learn + capped), at_least="info") == []
+    failing = [{"explained_variance": -0.02 - 0.2 * i, "vf_loss": 40.0} for i in range(15)]
+    found = run_detectors([ValueCollapse()], learn + failing)
+    assert firing(found)[:2] == [(22, "warning"), (25, "critical")]  # critical once EV <= -1 (report 25)
+
 def test_entropy_of_a_policy_that_learned_may_sharpen_but_not_fall_off_a_cliff():
     def stream(cliff=None):
         out = []

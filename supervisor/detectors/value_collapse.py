@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 from pydantic import Field, model_validator
 
-from supervisor.detectors._common import Alarm, fmt, reference, value_of
+from supervisor.detectors._common import Alarm, fmt, median, reference, value_of
 from supervisor.detectors.base import Detector
 from supervisor.detectors.options import BandOption, Count, DetectorOptions, Number, at_least, positive
 from supervisor.findings import Finding
+
+#: Reports in the rolling median of the value targets' implied variance (one odd report is not the level).
+SPREAD_SMOOTH = 5
+#: 1 - EV is floored at this in the targets' variance: where the critic explains most of it, the loss (a mean
+#: over the update) over 1 - EV (before it) is too noisy to be a level (EV 0.98 or 0.99 is a factor of 2). The
+#: largest variance is then a lower bound, which can only make the rule judge more, never less.
+EXPLAINED_FLOOR = 0.5
+#: Targets whose variance fell below this fraction of the largest the run had (a spread under 10 %) have
+#: stopped varying: an explained variance of them is a ratio of two vanishing variances.
+SPREAD_VANISHED = 1e-2
 
 
 class ValueCollapseOptions(DetectorOptions):
@@ -49,7 +61,16 @@ class ValueCollapse(Detector):
       undefined (NaN: constant targets) or noise (a value error negligible
       against the reported ``value_target_scale``, e.g. A2C's 5-step batches
       inside 500-step episodes) never reaches it: it is no data
-      (``supervisor.metrics.drop_no_data``).
+      (``supervisor.metrics.drop_no_data``). So is an explained variance whose
+      targets stopped varying, judged in the writer's own units where it
+      reports no target scale (SB3's CSV): 1 - EV = error / Var(targets), so
+      each report's value loss (unclipped if reported) over 1 - EV (floored at
+      ``EXPLAINED_FLOOR``) is its targets' variance; once that is below ``SPREAD_VANISHED`` x the largest
+      target variance the run had (rolling median of ``SPREAD_SMOOTH``
+      reports), a falling EV is its denominator vanishing (every episode
+      truncated at the time limit and bootstrapped: targets all ~1/(1-gamma)),
+      not the critic failing: a failing critic's error grows, and with it
+      this variance.
     * vf_loss pinned: the last ``pin_window`` values of ``vf_loss`` (this one
       included) all equal within ``pin_tol`` (relative), while explained
       variance is within ``ev_zero`` of 0 (or, when it is not reported, the
@@ -96,8 +117,27 @@ class ValueCollapse(Detector):
         self._pin_alarm = Alarm(1, exit, repeat)
         self._ev_streak = 0
         self._learned = False
+        self._spread: deque = deque(maxlen=SPREAD_SMOOTH)  # the newest reports' implied target variances
+        self._spread_peak = 0.0  # the largest rolling median of them
 
-    def _ev_rule(self, iteration, ev, history) -> list[Finding]:
+    def _targets_vanished(self, ev: float, metrics) -> bool:
+        """Fold this report's implied target variance in; True when it has vanished against the largest
+        the run had (see the class doc): the EV is then no data."""
+        vf = value_of(metrics, "vf_loss_unclipped")
+        if vf is None:
+            vf = value_of(metrics, "vf_loss")
+        if vf is None or vf < 0:
+            return False
+        var = vf / max(1.0 - ev, EXPLAINED_FLOOR)
+        self._spread.append(var)
+        if len(self._spread) == SPREAD_SMOOTH and (var > self._spread_peak or not self._spread_peak):
+            # (a window's median cannot pass the peak when its newest value does not: at most 2 others can)
+            self._spread_peak = max(self._spread_peak, median(list(self._spread)))
+        return var < SPREAD_VANISHED * self._spread_peak
+
+    def _ev_rule(self, iteration, ev, history, vanished: bool = False) -> list[Finding]:
+        if vanished and ev < self.ev_floor:  # no data: neither evidence nor a clean report
+            return []
         if ev >= self.ev_floor:  # cannot trigger: skip the reference
             self._ev_streak = 0
             self._ev_alarm.update(False)
@@ -156,7 +196,7 @@ class ValueCollapse(Detector):
         ev = value_of(metrics, "explained_variance")
         vf = value_of(metrics, "vf_loss")
         if ev is not None:
-            out += self._ev_rule(iteration, ev, history)
+            out += self._ev_rule(iteration, ev, history, self._targets_vanished(ev, metrics))
         if vf is not None:
             out += self._pin_rule(iteration, vf, ev, history)
         return out
