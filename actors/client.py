@@ -85,7 +85,7 @@ class SupervisorClient:
             self._down_since = None
             return out
         except Exception as e:  # timeouts, a dead actor, a restarting actor: never the trial's problem
-            log.warning("supervisor unreachable (%s: %s); training continues", e.__class__.__name__, e)
+            log.warning("supervisor unreachable (%s: %s: %s); training continues", method, e.__class__.__name__, e)
             self._handle = None
             self._down_since = time.monotonic()
             return None

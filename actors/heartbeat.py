@@ -16,6 +16,7 @@ own training with it).
 from __future__ import annotations
 
 import logging
+import pickle
 import signal
 import threading
 import time
@@ -146,9 +147,13 @@ class Heartbeat:
                 actor, ref = None, None
 
 
-def _own_actor():
+def _own_actor() -> bytes | None:
+    """This process's actor handle, pickled. Sent as bytes, not as a handle: Ray would deserialize a handle
+    on the supervisor's event loop, and the first handle of a trainable class loads that class there (RLlib
+    and torch imported: seconds in which no report is answered). The supervisor unpickles it only to end
+    a hung trial, off its event loop and engine thread."""
     try:
-        return ray.get_runtime_context().current_actor
+        return pickle.dumps(ray.get_runtime_context().current_actor)
     except Exception:  # the driver: no actor to end from outside
         return None
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import threading
 import time
 from collections import deque
@@ -71,7 +72,8 @@ class SupervisorService:
         # that just ended, and the actor's memory stays bounded however many runs it serves.
         self.closed_trials: deque = deque(maxlen=256)
         self.snapshots: dict[str, StoreSnapshots] = {}  # runs whose storage is not their folder: copies of the store
-        self.trial_handles: dict[str, object] = {}  # trial id -> its Tune actor (a hung one is ended through it)
+        self.trial_handles: dict[str, bytes] = {}  # trial id -> its Tune actor, pickled (a hung one is ended through it)
+        self.to_end: deque = deque()  # (trial id, pickled handle) of hung trials to end (end_hung)
         # Trials found hung, each kept for its own hang bound: hangs that far apart on one node are "at
         # once" (their iterations started at different times); and the nodes already found (one finding
         # until their hangs age out).
@@ -299,8 +301,8 @@ class SupervisorService:
         return json_safe_event(out)
 
     def trial_heartbeat(self, run_id: str, trial_id: str, beat: dict, handle=None) -> dict:
-        """A trial's heartbeat (its phase and iteration; its actor handle when it is a Tune trial). A long
-        iteration's heartbeats keep its run from counting as lost."""
+        """A trial's heartbeat (its phase and iteration; its actor handle, pickled, when it is a Tune trial:
+        ``actors.heartbeat._own_actor``). A long iteration's heartbeats keep its run from counting as lost."""
         eng = self.runs.get(run_id)
         if eng is None:
             return {}
@@ -314,8 +316,6 @@ class SupervisorService:
         restarts them (a trial trained in a driver hears it in its next heartbeat's answer). Returns them
         and the node findings (many trials hung on one node within their hang bound: ``node_hung``, once
         per node until those hangs age out) for the cluster watch to store and list."""
-        import ray
-
         from supervisor.detectors.trial_hung import node_hung
 
         now = time.time() if now is None else now
@@ -332,11 +332,7 @@ class SupervisorService:
                 self._alert_event(run_id, h["trial_id"], h)
                 handle = self.trial_handles.pop(h["trial_id"], None)
                 if handle is not None:
-                    try:
-                        ray.kill(handle, no_restart=True)
-                        h["ended"] = True
-                    except Exception as e:
-                        log.warning("could not end hung trial %s: %s", h["trial_id"], e)
+                    self.to_end.append((h["trial_id"], handle))  # ended by end_hung, off the engine thread
                 found.append(h)
                 bound = float(((h.get("finding") or {}).get("details") or {}).get("bound_s") or 0.0)
                 self.recent_hung.append((now + bound, h))
@@ -347,6 +343,20 @@ class SupervisorService:
         new = [f for f in nodes if f["node_id"] not in self.hung_nodes]
         self.hung_nodes |= {f["node_id"] for f in new}
         return found, new
+
+    def end_hung(self) -> list[str]:
+        """End the hung trials ``check_hung`` found through their Tune actors, so Tune restarts them; the
+        trial ids ended. Unpickling a trial's handle may load its trainable class (RLlib, torch: seconds), so
+        the actor calls this from its housekeeping thread, never from the engine thread or the event loop."""
+        ended = []
+        while self.to_end:
+            trial_id, handle = self.to_end.popleft()
+            try:
+                ray.kill(pickle.loads(handle) if isinstance(handle, bytes) else handle, no_restart=True)
+                ended.append(trial_id)
+            except Exception as e:
+                log.warning("could not end hung trial %s: %s", trial_id, e)
+        return ended
 
     def _alert_event(self, run_id: str, trial_id: str, out: dict | None) -> None:
         sender = self.alerts.get(run_id)
@@ -616,6 +626,7 @@ class SupervisorActorImpl:
                 log.warning("housekeeping failed: %s", e)
             try:
                 _, node_found = self._run_on_engine(self.core.check_hung)
+                self.core.end_hung()
                 if node_found:  # many trials hung on one node: stored and listed as the node's finding
                     self._cluster_watch().record(node_found)
             except Exception as e:
