@@ -41,7 +41,9 @@ class AlgorithmSpec:
         hparams: the hyperparameters its learner exposes to actions.
         ladders: default ladders that differ from (or add to) ``supervisor.policy.DEFAULT_LADDERS``.
         report_lag: reports after a change that may still show the old value (APPO, IMPALA: the learner
-            updates asynchronously and a result carries the metrics of updates queued before the change).
+            updates asynchronously and a result carries the metrics of updates queued before the change;
+            measured 1 to 2 once ``actors/learner_results.py`` keeps the results current, 4 leaves room for
+            a loaded machine). A change still undecided when the trial ends stays ``verified`` null.
         instrumented: trained with the supervisor's instrumented learner (``actors/learner.py``, a
             ``PPOTorchLearner`` subclass); the others report RLlib's own learner values.
         reports: the learner metrics (normalized names, ``supervisor.metrics``) RLlib reports after every

@@ -15,6 +15,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from actors.learner_results import keep_current  # noqa: E402
 from actors.run import run_experiment  # noqa: E402
 from supervisor import algorithms  # noqa: E402
 from supervisor.config import load_experiment  # noqa: E402
@@ -116,7 +117,9 @@ def test_planted_fault_is_flagged_acted_on_and_verified(tmp_path, algo):
         elif i["action"] in ("reduce_lr", "boost_entropy", "raise_alpha", "extend_exploration"):
             shown = [(r["iteration"], {k: r["metrics"].get(k) for k in ("lr", "entropy_coeff", "alpha", "epsilon")})
                      for r in reports if r["iteration"] > first]
-            assert i["verified"] == 1, (i, shown)  # the next report (+ report_lag) showed the new value
+            # the next report (+ report_lag) showed the new value; undecided (None) only where the trial ended
+            # before report_lag + 1 reports followed the change (APPO's reports once trailed by a growing lag)
+            assert i["verified"] == 1 or (i["verified"] is None and len(shown) <= lag), (i, shown)
         if i["action"] == "reduce_lr":
             before, after = entry["before"]["lr"], entry["after"]["lr"]
             assert after == pytest.approx(before * 0.1)
@@ -148,6 +151,8 @@ def test_each_learner_takes_its_hyperparameters_and_rolls_back(tmp_path, algo):
     exp = load_experiment(path, SMALL[algo])
     a = build_config(exp, str(path), None).build_algo()
     try:
+        # APPO: its (remote) learner hands over results folded, not a backlog (actors/learner_results.py)
+        assert keep_current(a) == (algo == "APPO")
         a.train()
         hp = rllib.current_hparams(a)
         assert tuple(hp) == algorithms.ALGORITHMS[algo].hparams

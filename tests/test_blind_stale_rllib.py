@@ -79,7 +79,7 @@ def test_a_lost_weight_sync_is_flagged_pushed_and_then_restarted(local_ray, tmp_
     run = tmp_path / "stale"
     # 10 batches of 50 steps an iteration, each trained twice (APPO's circular buffer, here 4 batches: the
     # policy_lag level is max(8, 1.5 x 4) = 8): 20 learner updates an iteration, so a lost sync adds about that
-    # much lag an iteration (reported about half as fast: see docs/reference.md)
+    # much lag an iteration (reported as it grows: supervised, APPO's results are kept current)
     config = (APPOConfig().environment("CartPole-v1").env_runners(num_env_runners=1)
               .training(lr=0.0005, train_batch_size_per_learner=50, circular_buffer_num_batches=4)
               .reporting(min_time_s_per_iteration=0, min_sample_timesteps_per_iteration=500))

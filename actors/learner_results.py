@@ -1,0 +1,107 @@
+"""APPO's and IMPALA's learner results kept current: a report shows the learner as it is, not as it was.
+
+Their learner trains in its own thread (``_LearnerThread``) and hands the driver a reduced result per
+update through an unbounded queue (``learner._learner_thread_out_queue``); ``Learner.update`` takes one of
+them per batch the driver hands over. APPO's circular buffer trains each batch
+``circular_buffer_iterations_per_batch`` times (2 by default), so in RLlib 2.60 that queue grows by about one
+result per batch for the whole run and the learner values a report carries trail the learner by a growing
+number of updates. Measured on CartPole (2 batches an iteration): the queue held 2 more results after every
+iteration, and a change applied after iteration N first showed at about iteration 2N+1, so no fixed
+``report_lag`` covers it (older RLlib took every queued result and kept the newest).
+
+:func:`keep_current` puts :class:`NewestResults` in that queue's place on every learner (local or remote):
+each result the learner thread queues is folded, with RLlib's own aggregation (``MetricsLogger.aggregate``,
+as the algorithm itself folds learner results: counters add up, values are merged over the updates), into
+one pending result, and the driver's next ``get`` takes all of it. So every update is still counted once
+(RLlib 2.60 reported about half of APPO's trained env steps: the rest sat in the queue), and what an
+iteration reports is the learner's since the last report. Measured (same CartPole run): a change shows in
+the first or second report after it, and stays at that lag for the whole run.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+
+log = logging.getLogger(__name__)
+
+
+class NewestResults:
+    """Stands in for the learner thread's out-queue (the calls RLlib makes on it: ``put``, ``put_nowait``,
+    ``get``, ``get_nowait``, ``qsize``, ``empty``): what was put since the last ``get`` is one result."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._pending = None  # MetricsLogger folding the results put since the last get
+        self._count = 0
+
+    def put(self, item, block: bool = True, timeout: float | None = None) -> None:
+        from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
+
+        with self._cond:
+            if self._pending is None:
+                # a root logger: RLlib 2.60 asserts on an intermediate one's throughput stats; as each is
+                # used for one get only, its lifetime sums are still the updates' own (what reduce() hands on)
+                self._pending = MetricsLogger(root=True)
+            self._pending.aggregate([item])
+            self._count += 1
+            self._cond.notify_all()
+
+    def put_nowait(self, item) -> None:
+        self.put(item, block=False)
+
+    def get(self, block: bool = True, timeout: float | None = None):
+        with self._cond:
+            if block and not self._count:
+                self._cond.wait_for(lambda: self._count > 0, timeout=timeout)
+            if not self._count:
+                raise queue.Empty
+            pending, self._pending, self._count = self._pending, None, 0
+            return pending.reduce()
+
+    def get_nowait(self):
+        return self.get(block=False)
+
+    def qsize(self) -> int:
+        with self._cond:
+            return 1 if self._count else 0
+
+    def empty(self) -> bool:
+        return self.qsize() == 0
+
+
+def _install(learner) -> bool:
+    """On the learner (its own process): NewestResults in place of its thread's out-queue; False if it has
+    none (not APPO/IMPALA)."""
+    old = getattr(learner, "_learner_thread_out_queue", None)
+    if isinstance(old, NewestResults):
+        return True
+    thread = getattr(learner, "_learner_thread", None)
+    if not isinstance(old, queue.Queue) or getattr(thread, "_out_queue", None) is not old:
+        return False
+    new = NewestResults()
+    learner._learner_thread_out_queue = thread._out_queue = new
+    while True:  # anything queued before the swap (nothing, at algorithm init)
+        try:
+            new.put(old.get_nowait())
+        except queue.Empty:
+            return True
+
+
+def keep_current(algorithm) -> bool:
+    """Install :class:`NewestResults` on every learner of ``algorithm``; True where it took (APPO, IMPALA).
+    Never raises: without it the trial trains on, its reports trailing its learner as RLlib 2.60 has it."""
+    from actors.appliers.rllib.remote import foreach_learner
+
+    if getattr(algorithm, "learner_group", None) is None:
+        return False
+    try:
+        from ray import cloudpickle
+
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])  # remote learners need not import actors/
+        return all(foreach_learner(algorithm, _install))
+    except Exception:  # noqa: BLE001
+        log.warning("could not keep %s's learner results current", type(algorithm).__name__, exc_info=True)
+        return False
