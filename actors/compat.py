@@ -48,6 +48,7 @@ ITEMS = {
     "node:__internal_head__": "the head node cannot be found: the supervisor actor is not pinned there",
     "ray.experimental.internal_kv": "trials cannot find their run's settings in the cluster store",
     "fault_tolerance/num_env_runners_dropped_lifetime": "worker_fault cannot see sample requests lost to env runners",
+    "IMPALALearner._learner_thread_out_queue": "APPO's and IMPALA's reports trail their learner by a growing backlog",
 }
 
 #: Result keys the supervisor reads (``supervisor/metrics.py``) that RLlib reports only from a release on. On an
@@ -179,6 +180,26 @@ def set_weights_seq_no(obj, seq_no: int) -> int:
     _attr(obj, "_weights_seq_no", _seq_item(obj))
     obj._weights_seq_no = int(seq_no)
     return int(obj._weights_seq_no)
+
+
+def learner_results_queue(learner):
+    """The queue through which an APPO/IMPALA learner's thread hands the driver a result per update
+    (``actors/learner_results.py``), or None: a learner without one (not APPO/IMPALA; RLlib before the queue,
+    e.g. 2.50, keeps no backlog). RayMoved when the learner has it but its thread no longer writes into it."""
+    import queue
+
+    old = getattr(learner, "_learner_thread_out_queue", None)
+    if old is None:
+        return None
+    thread = getattr(learner, "_learner_thread", None)
+    if not hasattr(old, "put") or getattr(thread, "_out_queue", None) is not old:
+        raise RayMoved("IMPALALearner._learner_thread_out_queue", "is no longer what the learner thread writes into")
+    return old if isinstance(old, queue.Queue) or hasattr(old, "get") else None
+
+
+def set_learner_results_queue(learner, new) -> None:
+    """Make ``new`` the queue the learner's thread writes into and the learner reads from."""
+    learner._learner_thread_out_queue = learner._learner_thread._out_queue = new
 
 
 def _seq_item(obj) -> str:

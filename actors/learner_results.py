@@ -74,15 +74,16 @@ class NewestResults:
 
 def _install(learner) -> bool:
     """On the learner (its own process): NewestResults in place of its thread's out-queue; False if it has
-    none (not APPO/IMPALA)."""
-    old = getattr(learner, "_learner_thread_out_queue", None)
+    none (not APPO/IMPALA, or an RLlib that keeps no backlog)."""
+    from actors import compat
+
+    old = compat.learner_results_queue(learner)
     if isinstance(old, NewestResults):
         return True
-    thread = getattr(learner, "_learner_thread", None)
-    if not isinstance(old, queue.Queue) or getattr(thread, "_out_queue", None) is not old:
+    if old is None:
         return False
     new = NewestResults()
-    learner._learner_thread_out_queue = thread._out_queue = new
+    compat.set_learner_results_queue(learner, new)
     while True:  # anything queued before the swap (nothing, at algorithm init)
         try:
             new.put(old.get_nowait())

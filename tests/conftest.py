@@ -55,6 +55,8 @@ NOT_ON_FLOOR = {
                       "compat.log_per_iteration and reads Tune's error file through compat, both on the floor",
     "test_multiagent": "runs, sweeps and two learners repeat the floor's per-module change and rollback",
     "test_multiagent_core": "the engine per module and the actor's own class, in-process: no Ray internal",
+    "test_learner_results": "folds results with RLlib 2.60's MetricsLogger; the floor's RLlib has no results "
+                            "queue to replace (its canary in test_compat says so on the floor)",
     "test_blind_stale_rllib": "kills APPO's EnvRunnerStateServer (Ray 2.60's pull-based weight sync); its weight "
                               "pushes and seq nos are the floor's rollback path (test_interventions)",
 }

@@ -151,8 +151,11 @@ def test_each_learner_takes_its_hyperparameters_and_rolls_back(tmp_path, algo):
     exp = load_experiment(path, SMALL[algo])
     a = build_config(exp, str(path), None).build_algo()
     try:
-        # APPO: its (remote) learner hands over results folded, not a backlog (actors/learner_results.py)
-        assert keep_current(a) == (algo == "APPO")
+        # APPO: its (remote) learner hands over results folded, not a backlog (actors/learner_results.py); the
+        # floor's RLlib (2.50) has no such queue (compat.learner_results_queue): nothing to install
+        from packaging.version import Version
+
+        assert keep_current(a) == (algo == "APPO" and Version(ray.__version__) >= Version("2.60"))
         a.train()
         hp = rllib.current_hparams(a)
         assert tuple(hp) == algorithms.ALGORITHMS[algo].hparams

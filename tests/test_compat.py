@@ -431,3 +431,24 @@ def test_supervise_warns_once_outside_the_range(tmp_path):
     assert out.returncode == 2 and "outside the tested range" not in out.stderr, out
     assert compat.warn_if_untested() is (not compat.in_tested_range())
     assert compat.warn_if_untested() is False  # once per process
+
+
+def test_appo_learner_results_queue():
+    import gymnasium as gym
+    from ray.rllib.algorithms.appo import APPOConfig
+
+    from actors.learner_results import NewestResults
+
+    cfg = (APPOConfig().environment("CartPole-v1").env_runners(num_env_runners=0)
+           .training(train_batch_size_per_learner=64))
+    learner = cfg.build_learner(env=gym.make("CartPole-v1"))
+    q = reach(compat.learner_results_queue, learner)
+    # RLlib 2.60 queues a result per update (a backlog: actors/learner_results.py); a release with no such queue
+    # keeps no backlog and is left alone
+    canary("IMPALALearner._learner_thread_out_queue",
+           q is not None or not hasattr(learner, "_learner_thread_out_queue"), "is no longer a queue")
+    if q is not None:
+        new = NewestResults()
+        compat.set_learner_results_queue(learner, new)
+        canary("IMPALALearner._learner_thread_out_queue",
+               reach(compat.learner_results_queue, learner) is new, "cannot be replaced")
