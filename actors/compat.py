@@ -186,15 +186,13 @@ def learner_results_queue(learner):
     """The queue through which an APPO/IMPALA learner's thread hands the driver a result per update
     (``actors/learner_results.py``), or None: a learner without one (not APPO/IMPALA; RLlib before the queue,
     e.g. 2.50, keeps no backlog). RayMoved when the learner has it but its thread no longer writes into it."""
-    import queue
-
     old = getattr(learner, "_learner_thread_out_queue", None)
     if old is None:
         return None
     thread = getattr(learner, "_learner_thread", None)
-    if not hasattr(old, "put") or getattr(thread, "_out_queue", None) is not old:
+    if not (hasattr(old, "put") and hasattr(old, "get")) or getattr(thread, "_out_queue", None) is not old:
         raise RayMoved("IMPALALearner._learner_thread_out_queue", "is no longer what the learner thread writes into")
-    return old if isinstance(old, queue.Queue) or hasattr(old, "get") else None
+    return old
 
 
 def set_learner_results_queue(learner, new) -> None:

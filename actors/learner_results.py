@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import sys
 import threading
 
 log = logging.getLogger(__name__)
@@ -98,10 +97,7 @@ def keep_current(algorithm) -> bool:
 
     if getattr(algorithm, "learner_group", None) is None:
         return False
-    try:
-        from ray import cloudpickle
-
-        cloudpickle.register_pickle_by_value(sys.modules[__name__])  # remote learners need not import actors/
+    try:  # a remote learner imports this module and actors.compat, as it imports the supervised learner
         return all(foreach_learner(algorithm, _install))
     except Exception:  # noqa: BLE001
         log.warning("could not keep %s's learner results current", type(algorithm).__name__, exc_info=True)

@@ -352,7 +352,7 @@ class SupervisorService:
         while self.to_end:
             trial_id, handle = self.to_end.popleft()
             try:
-                ray.kill(pickle.loads(handle) if isinstance(handle, bytes) else handle, no_restart=True)
+                ray.kill(pickle.loads(handle), no_restart=True)
                 ended.append(trial_id)
             except Exception as e:
                 log.warning("could not end hung trial %s: %s", trial_id, e)
