@@ -165,18 +165,20 @@ class TrialState:
     def health(self, seq: int) -> dict:
         """The trial's health: its worst stream's score and severity; ``components`` of every stream (a
         multi-agent trial's module components as ``<module>/<detector>``), and ``modules``: each module's own."""
-        snaps = {m: s.health.snapshot(seq) for m, s in self.streams.items()}
-        if not snaps:
+        streams = self.streams
+        if not streams:
             return HealthScore().snapshot(seq)
+        snaps = {m: s.health.snapshot(seq) for m, s in streams.items()}
         components: dict[str, float] = {}
         for m, snap in snaps.items():
-            pre = f"{m}/" if self.multi and m is not None else ""
-            components.update((pre + d, p) for d, p in snap["components"].items())
-        out = {"score": min(s["score"] for s in snaps.values()),
-               "worst_severity": worst(s["worst_severity"] for s in snaps.values()),
-               "components": components,
-               "modules": {m: {**snaps[m], "trained": self.streams[m].trained} for m in snaps if m is not None}}
-        return out
+            c = snap["components"]
+            if c:  # most streams never had a finding
+                components.update(((f"{m}/{d}", p) for d, p in c.items()) if self.multi and m is not None else c)
+        snap = snaps.values()
+        return {"score": min([s["score"] for s in snap]),
+                "worst_severity": worst([s["worst_severity"] for s in snap]),
+                "components": components,
+                "modules": {m: {**s, "trained": streams[m].trained} for m, s in snaps.items() if m is not None}}
 
 
 def _algorithm_of(config: Any) -> str | None:

@@ -13,7 +13,7 @@ def severity_rank(severity: str) -> int:
 
 
 def worst(severities) -> str:
-    return max(severities, key=severity_rank, default="ok")
+    return max(severities, key=_RANK.__getitem__, default="ok")
 
 
 @dataclass(frozen=True)

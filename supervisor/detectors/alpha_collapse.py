@@ -36,6 +36,7 @@ class AlphaCollapse(OneRuleDetector):
     """
 
     name = "alpha_collapse"
+    called_with = ("alpha",)
     needs = (("alpha",), ("entropy",), ("target_entropy",))
     Options = AlphaCollapseOptions
 

@@ -38,6 +38,7 @@ class AlphaRunaway(OneRuleDetector):
     """
 
     name = "alpha_runaway"
+    called_with = ("alpha",)
     needs = (("alpha",),)
     Options = AlphaRunawayOptions
 

@@ -99,6 +99,21 @@ class Alarm:
         return False
 
 
+_BUILT: dict[tuple, tuple] = {}  # see Detector.__init__
+
+
+def _plain(x: Any) -> bool:
+    """Made of str, int, float, bool, None, tuples, lists and str-keyed dicts only (so ``repr`` says all)."""
+    c = x.__class__
+    if c is str or c is float or c is int or c is bool or x is None:
+        return True
+    if c is tuple or c is list:
+        return all(map(_plain, x))
+    if c is dict:
+        return all(k.__class__ is str and _plain(v) for k, v in x.items())
+    return False
+
+
 class Detector:
     """Base class. Subclasses set ``name`` and ``Options`` (their declared options, with defaults
     and ranges) and implement ``__call__``.
@@ -118,12 +133,24 @@ class Detector:
     #: The metrics it judges, as groups of alternatives (it reads any one of a group): while no metric of a
     #: group it needs has arrived, it is blind (``metrics_missing`` says so). Empty: it judges whatever comes.
     needs: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    #: Keys of a report one of which it must have to do anything on it: on a report with none of them its
+    #: call returns no finding and changes no state, so the suite skips it. Empty: it is always called.
+    called_with: ClassVar[tuple[str, ...]] = ()
     #: What the trial's config and spaces say before any history (set by the suite; empty when unknown).
     priors: Priors = Priors()
 
     def __init__(self, **options: Any):
-        self.options = self.Options.build(self.name, options)
-        self.__dict__.update(dict(self.options))
+        # Options of plain values are validated once per process and shared (read-only): every trial
+        # builds ~30 detectors, mostly with the same options, and validating them was most of that cost
+        key = (self.Options, self.name, repr(sorted(options.items()))) if _plain(options) else None
+        built = _BUILT.get(key) if key is not None else None
+        if built is None:
+            opts = self.Options.build(self.name, options)
+            built = (opts, dict(opts))
+            if key is not None and len(_BUILT) < 4096:
+                _BUILT[key] = built
+        self.options = built[0]
+        self.__dict__.update(built[1])
 
     def __call__(self, iteration: int, metrics: Mapping[str, float], history: History) -> list[Finding]:
         raise NotImplementedError

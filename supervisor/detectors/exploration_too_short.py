@@ -37,6 +37,7 @@ class ExplorationTooShort(OneRuleDetector):
     """
 
     name = "exploration_too_short"
+    called_with = ("epsilon",)
     needs = (("epsilon",), ("episode_return_mean",))
     Options = ExplorationTooShortOptions
 

@@ -42,6 +42,7 @@ class GeneralizationGap(Detector):
     """
 
     name = "generalization_gap"
+    called_with = ("eval_return_mean",)
     scope = "trial"
     needs = (("eval_return_mean",), ("episode_return_mean",))
     Options = GeneralizationGapOptions

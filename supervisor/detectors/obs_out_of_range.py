@@ -31,6 +31,7 @@ class ObsOutOfRange(Detector):
     """
 
     name = "obs_out_of_range"
+    called_with = ("data_guard_out_of_range",)
     metrics = ("data_guard_out_of_range",)
     Options = ObsOutOfRangeOptions
 

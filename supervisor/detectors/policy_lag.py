@@ -56,6 +56,7 @@ class PolicyLag(OneRuleDetector):
     """
 
     name = "policy_lag"
+    called_with = ("policy_lag",)
     needs = (("policy_lag",),)
     Options = PolicyLagOptions
 

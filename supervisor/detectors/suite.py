@@ -8,11 +8,15 @@ through :class:`DetectorSuite`.
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Iterable, Iterator, Mapping
 
 from supervisor.detectors.base import LOUD, Alarm, Detector
 from supervisor.findings import Finding
 from supervisor.history import History
+
+
+_ON = attrgetter("on")
 
 
 class DetectorSuite:
@@ -30,8 +34,7 @@ class DetectorSuite:
         self.detectors: list[Detector] = list(detectors)
         self.catch_errors = catch_errors
         self._table: tuple | None = None  # see _alarm_table
-        # the detectors as last called, and their bound __call__ (cheaper to call than the instances)
-        self._calls: tuple[list, list] = ([], [])
+        self._calls: tuple = (None, None, [], [])  # see _schedule
 
     @classmethod
     def build(cls, overrides: Mapping[str, Mapping] | None = None,
@@ -48,9 +51,10 @@ class DetectorSuite:
     def __call__(self, iteration: int, metrics: Mapping[str, float], history: History) -> list[Finding]:
         """Every detector's findings on this iteration (``history`` is the past before it)."""
         out: list[Finding] = []
-        dets, calls = self._calls
-        if dets != self.detectors:  # the list changed (a detector added or replaced): bind them again
-            dets, calls = self._calls = (list(self.detectors), [d.__call__ for d in self.detectors])
+        every, schema, dets, calls = self._calls
+        keys = tuple(metrics)
+        if keys != schema or every != self.detectors:  # new metrics, or a detector added or replaced
+            every, schema, dets, calls = self._calls = self._schedule(keys)
         if not self.catch_errors:
             for call in calls:
                 found = call(iteration, metrics, history)
@@ -66,6 +70,13 @@ class DetectorSuite:
                     out.append(Finding(det.name, "info", None, None,
                                        f"detector error: {e.__class__.__name__}: {e}", iteration=iteration))
         return self._corroborate(out) if out else out
+
+    def _schedule(self, keys: tuple) -> tuple[list, tuple, list, list]:
+        """``(the detectors, keys, the detectors to call on reports of these keys, their bound __call__)``:
+        a detector none of whose ``called_with`` keys a report has does nothing on it (another algorithm's,
+        or a feature the trial does not use), so it is not called (bound methods: cheaper to call)."""
+        dets = [d for d in self.detectors if not d.called_with or not set(d.called_with).isdisjoint(keys)]
+        return list(self.detectors), keys, dets, [d.__call__ for d in dets]
 
     def _corroborate(self, found: list[Finding]) -> list[Finding]:
         """A one-report spike (``details["unconfirmed"]``, info) is a warning when another detector
@@ -88,8 +99,10 @@ class DetectorSuite:
 
     def alarmed(self) -> set[str]:
         """The detectors whose warning or critical alarm is still on (see :meth:`Detector.alarmed`)."""
-        alarms, custom, _ = self._alarm_table()
-        out = {name for name, a, latch in alarms if latch.on and a.reported in LOUD}
+        alarms, custom, latches, _ = self._alarm_table()
+        # most reports find every alarm off: said at C speed before the alarms are looked at one by one
+        out = {name for name, a, latch in alarms if latch.on and a.reported in LOUD} if any(
+            map(_ON, latches)) else set()
         for d in custom:
             if d.alarmed():
                 out.add(d.name)
@@ -101,13 +114,13 @@ class DetectorSuite:
 
     def _alarm_table(self) -> tuple:
         """Every detector's alarms as ``(detector name, alarm, its latch)``, the detectors that judge ``alarmed``
-        their own way, and what the table was read from. The engine asks ``alarmed`` several times per
+        their own way, the latches alone, and what the table was read from. The engine asks ``alarmed`` several times per
         report: reading the alarms from every detector's attributes each time was most of its cost.
         Alarms are made in ``reset``: the table is read again when an attribute that held them holds
         another object (a detector reset on its own)."""
         t = self._table
         if t is not None:
-            attrs, keys, held = t[2]
+            attrs, keys, held = t[3]
             if list(map(dict.get, attrs, keys)) != held:  # at C speed: an attribute holds another object
                 t = None
         if t is None:
@@ -122,7 +135,7 @@ class DetectorSuite:
                     held.append(v)
                     alarms += [(d.name, a, a.latch) for a in (v.values() if isinstance(v, dict) else (v,))
                                if isinstance(a, Alarm)]
-            t = self._table = (alarms, custom, (attrs, keys, held))
+            t = self._table = (alarms, custom, [latch for _, _, latch in alarms], (attrs, keys, held))
         return t
 
     def reset(self) -> None:

@@ -51,6 +51,8 @@ class WorkerFault(Detector):
     """
 
     name = "worker_fault"
+    called_with = ("healthy_env_runners", "env_runner_restarts", "env_runners_dropped", "learners",
+                   "healthy_learners")
     scope = "trial"
     needs = (("healthy_env_runners", "env_runner_restarts", "env_runners_dropped"),)
     metrics = ("healthy_env_runners", "env_runner_restarts", "env_runners_dropped", "healthy_learners", "learners")
