@@ -236,8 +236,11 @@ class Engine:
         cfg = state.modules_config.get(module) or {} if module is not None else {}
         trained = cfg.get("trained", True) is not False
         priors = Priors.from_dict(cfg["priors"]) if isinstance(cfg.get("priors"), dict) else state.priors
-        s = Stream(module, History(self.settings.history), self._suite(state, module, trained, priors), trained,
-                   priors)
+        default = state.streams.get(modules.DEFAULT) if module is None and not state.multi else None
+        # a single-agent trial's own stream sees what its module sees (modules.views): one history for both,
+        # appended once a report (_append), until the trial turns out multi-agent (_adapt)
+        history = default.history if default is not None else History(self.settings.history)
+        s = Stream(module, history, self._suite(state, module, trained, priors), trained, priors)
         state.streams[module] = s
         return s
 
@@ -257,9 +260,11 @@ class Engine:
         if multi and not state.multi:
             state.multi = True
             d = state.streams.get(modules.DEFAULT)
+            t = state.streams[None]
+            if d is not None and d.history is t.history:  # from now on they see different views
+                t.history = copy.deepcopy(t.history)
             if d is not None and d.history.iterations == 0:  # never reported: it was a guess
                 del state.streams[modules.DEFAULT]
-            t = state.streams[None]
             t.detectors = self._suite(state, None, True, t.priors)
         if state.multi:
             for m in modules.ids(metrics):
@@ -381,18 +386,19 @@ class Engine:
             views = modules.views(metrics, [st.module for st in streams], multi)
             for st in streams:
                 view = views[st.module]
-                st.detectors.observe(r["iteration"], view, st.history)
+                st.detectors(r["iteration"], view, st.history)
                 _note_start(st, view)
                 st.prev_lr = st.last_metrics.get("lr", st.prev_lr)
                 st.last_metrics = view
+            _append(streams, views)
             state.last_seq, state.last_iteration, state.last_metrics = r["seq"], r["iteration"], metrics
             rb = rewinds.get(r["seq"])
             if rb is not None:  # a rollback went out with this report's verdict: the streams it took back
+                memo: dict = {}
                 for st in _rolled_back(state, rb):
-                    self._rewind(st)
+                    self._rewind(st, memo)
             if r["seq"] in saved:  # the checkpoint taken after this report
-                for st in state.streams.values():
-                    st.history_at_checkpoint = copy.deepcopy(st.history)
+                _save_histories(state)
 
     def _restore_policy(self, state: TrialState, ivs: list[dict]) -> None:
         """Each stream's escalation state as the policy left it: each stored decision climbed its detector's
@@ -486,8 +492,9 @@ class Engine:
         views = modules.views(metrics, [st.module for st in streams], multi, plain)
         for st in streams:  # every detector first: a stream's warning may be corroborated by the trial's
             view = views[st.module]
-            found[st.module] = [replace(f, module=st.module) for f in st.detectors.observe(iteration, view, st.history)]
+            found[st.module] = [replace(f, module=st.module) for f in st.detectors(iteration, view, st.history)]
             _note_start(st, view)
+        _append(streams, views)  # the histories after every stream judged (a single-agent trial's: one)
         # each stream's alarms as its detectors left them, read once and only where asked: nothing below changes
         # them before a rollback resets them, and with a rollback neither the checkpoint nor the best is looked at
         alarms = {None: state.streams[None].detectors.alarmed()}
@@ -546,9 +553,10 @@ class Engine:
         todo, origin = self._one_of_each(state, todo, origin)
         rb = next((a for a in todo if actions.get(a["action"]).needs_checkpoint), None)
         if rb is not None:  # the streams it takes back start over from the checkpoint
+            memo: dict = {}
             for st in _rolled_back(state, rb):
                 self._settle_before_rollback(state, st, seq)
-                self._rewind(st)
+                self._rewind(st, memo)
 
         every = self.settings.checkpoint_every
         checkpoint = (not todo and seq - state.last_trouble_seq >= every and (seq + 1) % every == 0
@@ -784,10 +792,11 @@ class Engine:
                  "iteration_time_s": t.last_metrics.get("time_this_iter_s")}
                 for t in self.trials.values()]
 
-    def _rewind(self, stream: Stream) -> None:
-        """After a rollback the stream is back at its checkpoint: so is the history its detectors judge against."""
+    def _rewind(self, stream: Stream, memo: dict | None = None) -> None:
+        """After a rollback the stream is back at its checkpoint: so is the history its detectors judge against
+        (streams rewound with one ``memo`` that shared a history share its copy)."""
         if stream.history_at_checkpoint is not None:
-            stream.history = copy.deepcopy(stream.history_at_checkpoint)
+            stream.history = copy.deepcopy(stream.history_at_checkpoint, memo)
         stream.detectors.reset()
 
     def acknowledge(self, trial_id: str, applied: Any) -> None:
@@ -960,8 +969,7 @@ class Engine:
         hparams = modules.packed(per)
         self.store.record_checkpoint(trial_id, seq, iteration, path, hparams)
         state.checkpoint = {"path": path, "seq": seq, "iteration": iteration, "hparams": hparams}
-        for st in state.streams.values():
-            st.history_at_checkpoint = copy.deepcopy(st.history)
+        _save_histories(state)
         return {"target": path}
 
     def record_best_checkpoint(self, trial_id: str, seq: int, iteration: int, path: str, metric: str, value: float,
@@ -1247,6 +1255,23 @@ def _rolled_back(state: TrialState, rb: dict) -> list[Stream]:
     if module is None or not state.multi or params.get("whole_trial") or module not in state.streams:
         return list(state.streams.values())
     return [state.streams[module]]
+
+
+def _append(streams: list[Stream], views: dict) -> None:
+    """Each stream's view of a report into its history, once per history (streams may share one)."""
+    done: set[int] = set()
+    for st in streams:
+        h = st.history
+        if id(h) not in done:
+            done.add(id(h))
+            h.append(views[st.module])
+
+
+def _save_histories(state: TrialState) -> None:
+    """Every stream's history as of the checkpoint just taken (a shared history copied once, still shared)."""
+    memo: dict = {}
+    for st in state.streams.values():
+        st.history_at_checkpoint = copy.deepcopy(st.history, memo)
 
 
 def _note_start(stream: Stream, metrics: dict) -> None:
