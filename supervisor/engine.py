@@ -492,7 +492,8 @@ class Engine:
         views = modules.views(metrics, [st.module for st in streams], multi, plain)
         for st in streams:  # every detector first: a stream's warning may be corroborated by the trial's
             view = views[st.module]
-            found[st.module] = [replace(f, module=st.module) for f in st.detectors(iteration, view, st.history)]
+            fs = st.detectors(iteration, view, st.history)
+            found[st.module] = [replace(f, module=st.module) for f in fs] if fs else fs
             _note_start(st, view)
         _append(streams, views)  # the histories after every stream judged (a single-agent trial's: one)
         # each stream's alarms as its detectors left them, read once and only where asked: nothing below changes
@@ -514,9 +515,10 @@ class Engine:
             if st.pending:  # judged before deciding: an ineffective action is not chosen again
                 self._judge(state, st, seq, found_here, view)
             decision = None
-            trouble = any(severity_rank(f.severity) >= severity_rank("warning") and f.detector not in RECORD_ONLY
-                          for f in found_here)  # a blind detector is no trouble in the training
-            if trouble or any(f.details.get("unconfirmed") for f in found_here):
+            trouble = found_here and any(severity_rank(f.severity) >= severity_rank("warning")
+                                         and f.detector not in RECORD_ONLY
+                                         for f in found_here)  # a blind detector is no trouble in the training
+            if trouble or found_here and any(f.details.get("unconfirmed") for f in found_here):
                 state.last_trouble_seq = seq  # a one-report spike is no health to checkpoint either
             if trouble or st.policy.waiting:
                 # a warning acts when confirmed (held, or corroborated by its own stream's or the trial's
@@ -551,7 +553,7 @@ class Engine:
                     origin.append(state.streams.get(a["module"]) or state.streams[None])
             state.requested = []
         todo, origin = self._one_of_each(state, todo, origin)
-        rb = next((a for a in todo if actions.get(a["action"]).needs_checkpoint), None)
+        rb = next((a for a in todo if actions.get(a["action"]).needs_checkpoint), None) if todo else None
         if rb is not None:  # the streams it takes back start over from the checkpoint
             memo: dict = {}
             for st in _rolled_back(state, rb):
@@ -563,10 +565,10 @@ class Engine:
                       and _all_finite(metrics)
                       and not alarms_of(streams))  # a persisting fault between its reports is no health
         best = self._new_best(state, seq, metrics, lambda: alarms_of(streams)) if not todo else None
-        effects = {actions.get(a["action"]).effect for a in todo}
+        effects = {actions.get(a["action"]).effect for a in todo} if todo else ()
         stop, restart = "stop" in effects, "restart" in effects
         health = state.health(seq)
-        found = [f.to_dict() for f in findings]
+        found = [f.to_dict() for f in findings] if findings else []
         with self.store.transaction():  # the report and the requests it hands out: one commit
             ids = self.store.record_iteration(norm, seq, found, todo)
             if ids is not None and requested:

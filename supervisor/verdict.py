@@ -9,6 +9,7 @@ understand each other: unknown keys are ignored, missing ones take their default
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from operator import itemgetter
 from typing import Any, Iterable, Mapping
 
 
@@ -62,8 +63,8 @@ class Verdict:
 
     # ------------------------------------------------------------------ the wire
     def to_dict(self) -> dict:
-        d = self.__dict__  # one per report: the field names are looked up once (_FIELDS)
-        return {k: d[k] for k in _FIELDS}
+        # one per report: the fields read at C speed, in their order
+        return dict(zip(_FIELDS, _VALUES(self.__dict__)))
 
     @classmethod
     def from_dict(cls, d: Any) -> "Verdict":
@@ -97,3 +98,4 @@ class Verdict:
 
 
 _FIELDS = tuple(f.name for f in fields(Verdict))
+_VALUES = itemgetter(*_FIELDS)
