@@ -422,9 +422,9 @@ class SpikeDetector(Detector):
                         self._streak[m] = 0
                     if self.sustain:
                         self._held[m] = 0
-                    alarm = self._alarms[m]
-                    if alarm.latch.on or alarm.latch._hits or alarm.latch.enter < 1:
-                        alarm.update(False)
+                    latch = self._alarms[m].latch
+                    if latch.on or latch._hits or latch.enter < 1:
+                        self._alarms[m].update(False)
                     continue
             ref = reference_from(vals, m, window=window, warmup=self.warmup, band=self.band,
                                  log=self.log, exclude_last=streak)
