@@ -423,3 +423,43 @@ def test_verdict_travels_as_a_dict_and_replays_fold_into_one(engine):
     both = Verdict.merged([bad, later])
     assert both.actions == bad.actions and both.seq == later.seq and both.health == later.health
     assert Verdict.merged([]) is None
+
+
+def test_a_single_agent_trial_keeps_one_history_for_its_two_streams(engine):
+    """Its own stream sees what its module sees: one history, appended once a report, still one after a
+    checkpoint and a rollback, and two once the trial turns out multi-agent (each then sees its own view)."""
+    state = engine.trials["t"]
+    own, module = state.streams[None], state.streams["default_policy"]
+    warm_up(engine, 6)
+    assert own.history is module.history and own.history.iterations == 6
+    assert own.history_at_checkpoint is module.history_at_checkpoint is not None
+    assert own.history.values("kl_coeff").tolist() == [0.2] * 6
+    v = send(engine, 6, diverged())
+    assert "rollback" in [a["action"] for a in v.actions]
+    assert own.history is module.history and own.history.iterations == 6  # back at the checkpoint (seq 5)
+    send(engine, 7, {**healthy(7), "modules/p1/entropy": 0.5})
+    assert state.multi and own.history is not module.history
+    assert own.history.iterations == module.history.iterations == 7
+
+
+def test_detectors_are_not_called_on_reports_without_their_keys():
+    from supervisor.detectors import Detector, DetectorSuite
+    from supervisor.history import History
+
+    class Counting(Detector):
+        name = "counting"
+        called_with = ("alpha",)
+
+        def __init__(self, **options):
+            super().__init__(**options)
+            self.calls = 0
+
+        def __call__(self, iteration, metrics, history):
+            self.calls += 1
+            return []
+
+    det = Counting()
+    suite = DetectorSuite([det])
+    for i, metrics in enumerate([{"kl": 0.1}, {"kl": 0.1, "alpha": 0.2}, {"kl": 0.1}, {"alpha": math.nan}]):
+        suite.observe(i, metrics, History())
+    assert det.calls == 2
