@@ -44,6 +44,8 @@ GAVE_UP = "cannot be saved: "
 
 
 def _int_in(x: Any, lo: int, hi: int, default: int) -> int:
+    if x.__class__ is int and lo <= x <= hi:  # the normal report (a bool is no int here)
+        return x
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or not lo <= x <= hi:
         return default
     return int(x)
