@@ -544,7 +544,8 @@ class Engine:
                 acts = self._materialize(state, st, decision, iteration)
                 todo += acts
                 origin += [st] * len(acts)
-            st.health.observe(seq, found_here)
+            if found_here:
+                st.health.observe(seq, found_here)
             findings += found_here
         requested = state.requested
         if requested:
