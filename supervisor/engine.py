@@ -263,8 +263,11 @@ class Engine:
             state.multi = True
             d = state.streams.get(modules.DEFAULT)
             t = state.streams[None]
-            if d is not None and d.history is t.history:  # from now on they see different views
-                t.history = copy.deepcopy(t.history)
+            if d is not None:  # from now on they see different views: each its own history (and checkpoint's)
+                if t.history is d.history:
+                    t.history = copy.deepcopy(t.history)
+                if t.history_at_checkpoint is not None and t.history_at_checkpoint is d.history_at_checkpoint:
+                    t.history_at_checkpoint = copy.deepcopy(t.history_at_checkpoint)
             if d is not None and d.history.iterations == 0:  # never reported: it was a guess
                 del state.streams[modules.DEFAULT]
             t.detectors = self._suite(state, None, True, t.priors)

@@ -439,6 +439,7 @@ def test_a_single_agent_trial_keeps_one_history_for_its_two_streams(engine):
     assert own.history is module.history and own.history.iterations == 6  # back at the checkpoint (seq 5)
     send(engine, 7, {**healthy(7), "modules/p1/entropy": 0.5})
     assert state.multi and own.history is not module.history
+    assert own.history_at_checkpoint is not module.history_at_checkpoint
     assert own.history.iterations == module.history.iterations == 7
 
 

@@ -114,8 +114,9 @@ class DetectorSuite:
 
     def _alarm_table(self) -> tuple:
         """Every detector's alarms as ``(detector name, alarm, its latch)``, the detectors that judge ``alarmed``
-        their own way, the latches alone, and what the table was read from. The engine asks ``alarmed`` several times per
-        report: reading the alarms from every detector's attributes each time was most of its cost.
+        their own way, the latches alone, and what the table was read from. The engine asks ``alarmed``
+        several times per report: reading the alarms from every detector's attributes each time was most of
+        its cost.
         Alarms are made in ``reset``: the table is read again when an attribute that held them holds
         another object (a detector reset on its own)."""
         t = self._table
