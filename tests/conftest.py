@@ -105,6 +105,6 @@ def pytest_unconfigure(config):
     alive = [f"{t.name}{' (daemon)' if t.daemon else ''}" for t in threading.enumerate()
              if t is not threading.main_thread()]
     if alive:
-        print(f"\nthreads alive at exit: {', '.join(alive)}", file=sys.stderr)
+        print(f"\nthreads alive when the session ended: {', '.join(alive)}", file=sys.stderr)
     faulthandler.enable(all_threads=True)
 
