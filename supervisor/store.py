@@ -8,11 +8,13 @@ All SQL is parameterized.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sqlite3
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
@@ -171,6 +173,19 @@ class _Nested:
         return False
 
 
+#: Stores whose background checkpointer runs (the thread holds its store: entries leave when it ends).
+_checkpointing: "weakref.WeakSet[Store]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_checkpointers() -> None:
+    """At interpreter exit, the checkpointers of stores nobody closed (a ``Supervisor`` left open, a process
+    ending on an error) stop first: a daemon thread still inside SQLite while the interpreter tears its modules
+    down can crash the process on its way out."""
+    for store in list(_checkpointing):
+        store._stop_checkpointer()
+
+
 class Store:
     """``background_checkpoints``: copy the WAL back into the database from a thread with its own
     connection every ``CHECKPOINT_S``, instead of inside whichever commit crosses SQLite's
@@ -214,6 +229,7 @@ class Store:
                 self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="wal-checkpoint",
                                                       daemon=True)
                 self._checkpointer.start()
+                _checkpointing.add(self)
         self.db.row_factory = sqlite3.Row
 
     def _connect_readonly(self) -> sqlite3.Connection:
@@ -250,10 +266,13 @@ class Store:
         finally:
             db.close()
 
-    def close(self) -> None:
+    def _stop_checkpointer(self) -> None:
         self._closed.set()
         if self._checkpointer is not None:
             self._checkpointer.join(timeout=5)
+
+    def close(self) -> None:
+        self._stop_checkpointer()
         self.db.close()
 
     def transaction(self):

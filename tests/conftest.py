@@ -9,6 +9,8 @@ least once, by its canary and by a test that depends on it working."""
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = str(Path(__file__).resolve().parents[1])
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
@@ -21,8 +23,7 @@ RAY_FLOOR = [
     "test_algos_e2e::test_each_learner_takes_its_hyperparameters_and_rolls_back",  # DQN, SAC, APPO learners
     "test_tune::test_trainable_takes_tunes_real_trial_id_and_sampled_values",  # Trainable._trial_info
     "test_tune::test_sweep_cli_stops_repairs_and_restarts_through_tune",  # Tune's error file, CombinedStopper
-    "test_run_e2e::test_divergent_run_is_flagged_rolled_back_and_recovers",  # `supervise run`, run registry
-    "test_job_submit",  # `ray start`, `ray job submit`, `supervise status` on a real head
+    "test_job_submit",  # `ray start`, `ray job submit` of `supervise run` (run registry), `supervise status`
     "test_multiagent::test_reduce_lr_changes_only_its_module",  # a per-module override config, each optimizer
     "test_multiagent::test_one_modules_rollback_from_run_storage_on_s3",  # one module's state kept over a restore
 ]
@@ -32,7 +33,8 @@ RAY_FLOOR = [
 NOT_ON_FLOOR = {
     "test_algos_e2e": "healthy and faulty runs of four algorithms: minutes; their learners are on the floor",
     "test_tune": "stopper and status units are Ray-free; the sweep and the trainable are on the floor",
-    "test_run_e2e": "the healthy and NaN runs repeat the divergent run's Ray path",
+    "test_run_e2e": "`supervise run` is on the floor under `ray job submit` (test_job_submit), its rollback "
+                    "in test_interventions",
     "test_api_ray": "the Python API: the same callback and actor as the floor's runs",
     "test_chaos": "kills the supervisor actor: Ray's actor restarts, no private item",
     "test_cluster": "multi-node: public ray.nodes() and Cluster; the head node resource has its canary",
@@ -81,3 +83,28 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if _floor_selected(Path(str(item.fspath)).stem, getattr(item, "originalname", item.name)):
             item.add_marker(pytest.mark.ray_floor)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sb3_logs_in_pytests_tmp(tmp_path_factory):
+    """Stable-Baselines3 makes a log folder for every ``learn`` (``SB3-<time>`` in the system's temp dir unless
+    SB3_LOGDIR names one): the tests' go with pytest's own temporary files."""
+    import os
+
+    if "SB3_LOGDIR" not in os.environ:
+        os.environ["SB3_LOGDIR"] = str(tmp_path_factory.mktemp("sb3-logs"))
+    yield
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """A crash while the interpreter shuts down, after the summary, shows only as exit status 139: the threads
+    still alive are named, and faulthandler (pytest's own stops with the session) dumps every thread's stack."""
+    import faulthandler
+    import threading
+
+    alive = [f"{t.name}{' (daemon)' if t.daemon else ''}" for t in threading.enumerate()
+             if t is not threading.main_thread()]
+    if alive:
+        print(f"\nthreads alive when the session ended: {', '.join(alive)}", file=sys.stderr)
+    faulthandler.enable(all_threads=True)
+

@@ -169,3 +169,24 @@ def test_a_store_from_a_newer_version_is_refused_in_one_line(tmp_path):
     assert p.returncode == 2, (p.returncode, p.stderr)
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "newer" in lines[0] and "supervisor.db" in lines[0], p.stderr
+
+
+def test_a_supervisor_left_open_stops_its_checkpointer_at_exit(tmp_path):
+    """A ``Supervisor`` never closed (its loop raised, the user forgot): its store's checkpoint thread is stopped
+    by the exit handlers, before the interpreter tears SQLite down under it; what was observed is on disk."""
+    script = f"""
+import atexit, threading
+from supervisor import Supervisor
+sup = Supervisor({str(tmp_path / 'run')!r})
+sup.observe(0, {{"total_loss": 1.0, "entropy": 0.5}})
+print(sorted(t.name for t in threading.enumerate()))
+atexit._run_exitfuncs()
+print(sorted(t.name for t in threading.enumerate()))
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 0, p.stderr[-2000:]
+    before, after = p.stdout.strip().splitlines()[-2:]
+    assert "wal-checkpoint" in before and "wal-checkpoint" not in after, p.stdout
+    db = sqlite3.connect(tmp_path / "run" / "supervisor.db")
+    assert db.execute("SELECT COUNT(*) FROM reports").fetchone()[0] == 1
