@@ -260,8 +260,11 @@ def _judging() -> str:
     top = ", ".join(f"`{t['function']}` {t['share']:.0%}" for t in j["profile_top"][:5])
     base = ""
     if "baseline_cpu_us_per_report" in j:
+        r = j["speedup"]  # baseline / this version
+        how = (f"{r:.2f}x less" if r >= 1.03 else f"{1 / r:.2f}x more" if r <= 0.97
+               else f"unchanged (ratio {r:.2f})")
         base = (f" against {_n(j['baseline_cpu_us_per_report'], 1)} µs for {j['baseline']} in the same run "
-                f"(interleaved): {j['speedup']:.2f}x less")
+                f"(interleaved): {how}")
     return (f"\n\nWhat the actor does per report (`{_meta('judging_profile')['command']}`, in-process, "
             f"{j['workload']}, {_meta('judging_profile')['date'][:10]}): {_n(j['cpu_us_per_report'], 1)} µs of CPU "
             f"per report{base}. Its share of the time: {parts}. Costliest functions: {top}.")
