@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ def write_results(name: str, markdown: str, figures: dict, results: Path = RESUL
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{name}.md").write_text(markdown if markdown.endswith("\n") else markdown + "\n")
     doc = {"benchmark": name,
-           "command": "python " + " ".join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+           "command": "python " + shlex.join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
            "date": time.strftime("%Y-%m-%d %H:%M"),
            "machine": {"cpus": os.cpu_count(), "arch": platform.machine(),
                        "load_average_1m": round(os.getloadavg()[0], 2)},
