@@ -95,6 +95,30 @@ def sb3_logs_in_pytests_tmp(tmp_path_factory):
         os.environ["SB3_LOGDIR"] = str(tmp_path_factory.mktemp("sb3-logs"))
     yield
 
+@pytest.fixture(scope="session")
+def divergent_run(tmp_path_factory):
+    """One sabotaged ``supervise run`` (real Ray, RLlib PPO, the CLI; the lr jumps to 5.0 for the update of
+    iteration 6), alerting a webhook on 127.0.0.1 and a destination that refuses connections: test_run_e2e judges
+    its repair, test_alerts_e2e its alerts (one run of the kind, not two, in CI's time).
+    Returns (run folder, the finished process, what the webhook received)."""
+    from tests.alert_server import Hook, refused_port
+    from tests.test_alerts_e2e import supervise
+    from tests.test_run_e2e import FAST
+
+    hook = Hook()
+    out = tmp_path_factory.mktemp("div") / "div"
+    bad = f"json://127.0.0.1:{refused_port()}/down"
+    try:
+        p = supervise("run", "experiments/cartpole_divergent.yaml", "--iterations", "10", "--out", str(out), *FAST,
+                      "--set", "config.lr=[[0, 0.0003], [4999, 0.0003], [5000, 5.0]]",
+                      "--set", "supervisor.checkpoint_every=2",
+                      "--set", f"supervisor.alerts=[{{url: '{hook.url}'}}, {{url: '{bad}'}}]",
+                      "--set", "supervisor.dashboard_url=http://127.0.0.1:8266")
+        received = list(hook.received)
+    finally:
+        hook.close()
+    return out, p, received
+
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
     """A crash while the interpreter shuts down, after the summary, shows only as exit status 139: the threads

@@ -1,19 +1,16 @@
-"""A real supervised run (real Ray, real RLlib PPO, the real CLI) alerting a real HTTP endpoint on 127.0.0.1."""
+"""A real supervised run (real Ray, real RLlib PPO, the real CLI) alerting a real HTTP endpoint on 127.0.0.1
+(``divergent_run`` in tests/conftest.py, the run test_run_e2e judges the repair of)."""
 
 import os
 import sqlite3
 
 import pytest
 
-from tests.alert_server import Hook, fields, refused_port
+from tests.alert_server import fields
 from tests.test_run_e2e import FAST, report
 from tests.test_run_e2e import supervise as _supervise
 
 pytestmark = pytest.mark.slow
-
-# the lr jumps to 5.0 for the update of iteration 5: findings from there on
-DIVERGE = ["--set", "config.lr=[[0, 0.0003], [3999, 0.0003], [4000, 5.0]]", "--set", "supervisor.checkpoint_every=2"]
-
 
 def supervise(*args):
     # one OpenMP thread: on a shared, oversubscribed machine GOMP's spinning threads stall training for minutes
@@ -27,18 +24,8 @@ def iteration_times(run_dir):
     return [(seq, t, it) for seq, t, it in rows]
 
 
-def test_planted_fault_alerts_once_per_latch_then_summary(tmp_path):
-    hook = Hook()
-    bad = f"json://127.0.0.1:{refused_port()}/down"
-    out = tmp_path / "alerted"
-    try:
-        p = supervise("run", "experiments/cartpole_divergent.yaml", "--iterations", "9", "--out", str(out),
-                      *FAST, *DIVERGE,
-                      "--set", f"supervisor.alerts=[{{url: '{hook.url}'}}, {{url: '{bad}'}}]",
-                      "--set", "supervisor.dashboard_url=http://127.0.0.1:8266")
-        received = list(hook.received)
-    finally:
-        hook.close()
+def test_planted_fault_alerts_once_per_latch_then_summary(divergent_run):
+    out, p, received = divergent_run  # tests/conftest.py: the sabotaged run, alerting the webhook and a refused port
     assert p.returncode in (0, 3), p.stdout[-3000:] + p.stderr[-3000:]
     (t,) = report(out)["trials"]
     worth = [f for f in t["findings"] if f["severity"] in ("warning", "critical")]

@@ -48,10 +48,8 @@ def test_healthy_run_has_no_false_alarm(tmp_path):
     assert b"report_timeout_s" not in pickled and b"run_info" not in pickled  # ...the supervisor's settings are not
 
 
-def test_divergent_run_is_flagged_rolled_back_and_recovers(tmp_path):
-    out = tmp_path / "div"
-    p = supervise("run", "experiments/cartpole_divergent.yaml", "--iterations", "10", "--out", str(out), *FAST,
-                  "--set", "config.lr=[[0, 0.0003], [4999, 0.0003], [5000, 5.0]]")
+def test_divergent_run_is_flagged_rolled_back_and_recovers(divergent_run):
+    out, p, _ = divergent_run  # (its alerts: test_alerts_e2e)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     (t,) = report(out)["trials"]
     # lr jumps to 5.0 for the update of iteration 6: flagged no later than iteration 7
