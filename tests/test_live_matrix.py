@@ -62,10 +62,16 @@ def outcome(run_dir: Path, trial_id: str, name: str, steps: int, status: str) ->
 
 
 def learn(tmp_path, algo, env, steps, seed=0, extra=(), **kw):
-    torch.set_num_threads(1)
-    model = ALGOS[algo]("MlpPolicy", env, seed=seed, device="cpu", **kw)
-    cb = SupervisorCallback(tmp_path / algo)
-    model.learn(steps, callback=CallbackList([*extra, cb]))
+    # SAC's and TD3's updates (256-400 wide MLPs, one a step) run 1.3-1.4x faster on two threads than on one
+    # here (2 cores, nothing else running); the others' small updates gain nothing
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2 if algo in ("sac", "td3") else 1)
+    try:
+        model = ALGOS[algo]("MlpPolicy", env, seed=seed, device="cpu", **kw)
+        cb = SupervisorCallback(tmp_path / algo)
+        model.learn(steps, callback=CallbackList([*extra, cb]))
+    finally:
+        torch.set_num_threads(threads)
     return model, cb
 
 
