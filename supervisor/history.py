@@ -105,7 +105,6 @@ class History:
         self._whole = False  # every metric of the schema has a buffer
         self._lens = (0, 0)  # then: the shortest and longest of their buffers
         self._with_views: tuple = ()  # (position in the schema, views) of its metrics with views
-        self._transforms: tuple = ()  # see _split_views
 
     def append(self, metrics: Mapping[str, float | None]) -> None:
         keys = tuple(metrics)
@@ -123,21 +122,7 @@ class History:
             if self._whole:
                 self._lens = (min(map(len, self._cols)), max(map(len, self._cols)))
             self._with_views = tuple((i, dv) for i, dv in enumerate(self._dvs) if dv)
-            self._transforms = self._split_views()
         self.iterations += 1
-
-    def _split_views(self) -> tuple:
-        """The schema's views by kind, for the normal report (``_append_known``): ``(positions, outputs,
-        bases)`` of its log views, the same of its abs views, and ``(position, view)`` of the others."""
-        logs, abss, others = ([], [], []), ([], [], []), []
-        for i, dv in self._with_views:
-            for v in dv:
-                if v.__class__ is _TransformView:
-                    for part, x in zip(logs if v.kind == "log" else abss, (i, v.out, self._cols[i])):
-                        part.append(x)
-                else:
-                    others.append((i, v))
-        return tuple(map(tuple, logs)), tuple(map(tuple, abss)), tuple(others)
 
     def _append_any(self, metrics) -> None:
         for name, x in metrics.items():
@@ -177,20 +162,9 @@ class History:
                 else:
                     self._lens = (lo + 1, hi + 1)
                 if self._with_views:
-                    # the log and abs views at C speed (log(max(x, LOG_EPS)) is the floored log of _TransformView);
-                    # a view is as long as its metric's buffer, so only a buffer that was full trims its views
                     xs = tuple(values)
-                    logs, abss, others = self._transforms
-                    for (pos, outs, bases), log_ in ((logs, True), (abss, False)):
-                        if outs:
-                            x = map(float, map(xs.__getitem__, pos))
-                            list(map(_APPEND, outs, map(log, map(max, x, repeat(LOG_EPS))) if log_ else map(abs, x)))
-                            if hi >= cap:
-                                for out, a in zip(outs, bases):
-                                    if len(out) > len(a):
-                                        del out[0]
-                    for i, v in others:
-                        v.push(float(xs[i]), cols[i])
+                    for i, dv in self._with_views:
+                        self._push_views(cols[i], float(xs[i]), dv)
                 return
         cap = self.capacity
         for a, x, dv, name in zip(self._cols, values, self._dvs, self._schema):
@@ -312,4 +286,3 @@ class History:
 
 _EMPTY = array("d")
 _APPEND, _DEL = array.append, delitem
-

@@ -23,13 +23,8 @@ class ReturnScale:
 
     def update(self, metrics: Mapping[str, float]) -> bool:
         """Feed one iteration; True once an episode has finished (the range is known)."""
-        n, r = metrics.get("episode_len_mean"), metrics.get("episode_return_mean")
-        if n.__class__ is float and r.__class__ is float:  # value_of's fast path, inline (every report, twice)
-            known = n - n == 0.0 and r - r == 0.0
-        else:
-            n, r = value_of(metrics, "episode_len_mean"), value_of(metrics, "episode_return_mean")
-            known = n is not None and r is not None
-        if known and n >= 1:
+        n, r = value_of(metrics, "episode_len_mean"), value_of(metrics, "episode_return_mean")
+        if n is not None and n >= 1 and r is not None:
             step = r / n
             self.lo = step if self.lo is None else min(self.lo, step)
             self.hi = step if self.hi is None else max(self.hi, step)
