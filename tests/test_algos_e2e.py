@@ -32,6 +32,11 @@ SMALL = {
     "APPO": ["config.min_sample_timesteps_per_iteration=500", "config.train_batch_size_per_learner=250"],
     "IMPALA": ["config.min_sample_timesteps_per_iteration=500", "config.train_batch_size_per_learner=250"],
 }
+# The whole runs train APPO and IMPALA on the driver's learner: RLlib's default remote learner starts one more
+# worker process (about 5 s of a 2-core machine per run). The remote learner, which reports late
+# (report_lag), is test_each_learner_takes_its_hyperparameters_and_rolls_back's (APPO, the default config)
+# and test_blind_stale_rllib's; every change reaches either through the same foreach_learner calls.
+RUN_LEARNER = {"APPO": ["config.num_learners=0"], "IMPALA": ["config.num_learners=0"]}
 FILES = {"DQN": "cartpole_dqn", "SAC": "pendulum_sac", "APPO": "cartpole_appo", "IMPALA": "cartpole_impala"}
 # what the planted fault must trip, per algorithm
 FAULT_DETECTORS = {
@@ -59,8 +64,8 @@ def local_ray():
 def supervised(tmp_path, algo: str, divergent: bool, iterations: int, *sets: str):
     name = FILES[algo] + ("_divergent" if divergent else "")
     path = ROOT / "experiments" / f"{name}.yaml"
-    exp = load_experiment(path, [*SMALL[algo], f"stop.iterations={iterations}", "stop.episode_return_mean=null",
-                                 "supervisor.checkpoint_every=1", *sets])
+    exp = load_experiment(path, [*SMALL[algo], *RUN_LEARNER.get(algo, []), f"stop.iterations={iterations}",
+                                 "stop.episode_return_mean=null", "supervisor.checkpoint_every=1", *sets])
     assert exp.algorithm == algo
     out = tmp_path / name
     code = run_experiment(exp, str(path), str(out), quiet=True)

@@ -442,13 +442,18 @@ def test_appo_learner_results_queue():
     cfg = (APPOConfig().environment("CartPole-v1").env_runners(num_env_runners=0)
            .training(train_batch_size_per_learner=64))
     learner = cfg.build_learner(env=gym.make("CartPole-v1"))
-    q = reach(compat.learner_results_queue, learner)
-    # RLlib 2.60 queues a result per update (a backlog: actors/learner_results.py); a release with no such queue
-    # keeps no backlog and is left alone
-    canary("IMPALALearner._learner_thread_out_queue",
-           q is not None or not hasattr(learner, "_learner_thread_out_queue"), "is no longer a queue")
-    if q is not None:
-        new = NewestResults()
-        compat.set_learner_results_queue(learner, new)
+    try:
+        q = reach(compat.learner_results_queue, learner)
+        # RLlib 2.60 queues a result per update (a backlog: actors/learner_results.py); a release with no such
+        # queue keeps no backlog and is left alone
         canary("IMPALALearner._learner_thread_out_queue",
-               reach(compat.learner_results_queue, learner) is new, "cannot be replaced")
+               q is not None or not hasattr(learner, "_learner_thread_out_queue"), "is no longer a queue")
+        if q is not None:
+            new = NewestResults()
+            compat.set_learner_results_queue(learner, new)
+            canary("IMPALALearner._learner_thread_out_queue",
+                   reach(compat.learner_results_queue, learner) is new, "cannot be replaced")
+    finally:
+        # its learner thread, left running, would outlive the test (RLlib 2.50's has no way to stop)
+        if hasattr(learner, "shutdown"):
+            learner.shutdown()

@@ -14,8 +14,10 @@ from tests.test_run_e2e import FAST, report
 
 pytestmark = pytest.mark.slow
 
+# three evaluation episodes are enough to show a gap this wide (the same finding, at the same iteration,
+# as with ten; the run takes 28 s instead of 35 s here)
 GAP = ["--set", "env=tests.envs.gap:GapCartPole",
-       "--set", "config.evaluation_interval=2", "--set", "config.evaluation_duration=10",
+       "--set", "config.evaluation_interval=2", "--set", "config.evaluation_duration=3",
        "--set", "config.evaluation_duration_unit=episodes",
        "--set", "config.evaluation_config={env_config: {reward_sign: -1}}",
        "--set", "supervisor.checkpoint_every=2"]

@@ -216,3 +216,5 @@ def test_every_ray_facing_test_module_is_on_the_floor_list_or_says_why_not():
         if test:
             assert re.search(rf"^def {test}\(", tests[module].read_text(), re.M), entry
     assert set(conftest.NOT_ON_FLOOR) <= set(tests)
+    for module, (param, why) in conftest.FLOOR_SKIPS.items():  # a parameter id of a floor module's tests
+        assert module in conftest.RAY_FLOOR and f'"{param}"' in tests[module].read_text() and why, module
