@@ -9,7 +9,8 @@ actor makes on its engine thread (normalization, detectors, policy, the store's 
 batch with synchronous=FULL, the wire form of the verdicts):
 
 1. CPU time per report (``time.process_time``: what the engine thread spends, robust to other load
-   on the machine), median of ``--reps`` fresh runs; with ``--baseline DIR`` (a checkout of another
+   on the machine), median of ``--reps`` fresh runs, and the same with every detector switched off (what
+   the path around them costs); with ``--baseline DIR`` (a checkout of another
    version, e.g. ``mkdir /tmp/before && git archive 755dcef supervisor actors benchmarks | tar -x -C
    /tmp/before``) the same workload through that version, the two interleaved, each in a child
    process of its own, and their ratio.
@@ -39,14 +40,17 @@ def workload(trials: int, iterations: int, batch: int, prefix: str) -> list[list
     return batches(trials, iterations, batch, prefix)
 
 
-def cpu_per_report(trials: int, iterations: int, batch: int) -> float:
-    """Microseconds of CPU per report through a fresh service and store (this process's code)."""
+def cpu_per_report(trials: int, iterations: int, batch: int, detectors_off: bool = False) -> float:
+    """Microseconds of CPU per report through a fresh service and store (this process's code); with
+    ``detectors_off`` every detector is switched off (``enabled: false``): what the path costs around them."""
     from actors.supervisor_actor import SupervisorService
+    from supervisor.detectors import DETECTORS
 
     bs = workload(trials, iterations, batch, "t")
+    settings = {"detectors": {d: {"enabled": False} for d in DETECTORS}} if detectors_off else None
     with tempfile.TemporaryDirectory(prefix="judging-") as tmp:
         svc = SupervisorService()
-        svc.open_run("bench", tmp, "bench", "bench")
+        svc.open_run("bench", tmp, "bench", "bench", settings)
         c0 = time.process_time()
         for b in bs:
             svc.report_batch("bench", b)
@@ -55,10 +59,11 @@ def cpu_per_report(trials: int, iterations: int, batch: int) -> float:
     return 1e6 * cpu / sum(map(len, bs))
 
 
-def child(root: Path, args) -> float:
+def child(root: Path, args, detectors_off: bool = False) -> float:
     """``cpu_per_report`` of the code under ``root``, in a process of its own."""
     out = subprocess.run([sys.executable, __file__, "--child", str(root), "--trials", str(args.trials),
-                          "--iterations", str(args.iterations), "--batch", str(args.batch)],
+                          "--iterations", str(args.iterations), "--batch", str(args.batch),
+                          *(["--detectors-off"] if detectors_off else [])],
                          capture_output=True, text=True, check=True, cwd=root)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -133,21 +138,26 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, help="a checkout of the version to compare with")
     ap.add_argument("--baseline-label", default=None, help="what the baseline is (e.g. a commit), for the results")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # measure the code under this root, print
+    ap.add_argument("--detectors-off", action="store_true", help=argparse.SUPPRESS)  # (with --child)
     args = ap.parse_args()
     if args.child:
         sys.path.insert(0, str(args.child.resolve()))
-        print(cpu_per_report(args.trials, args.iterations, args.batch))
+        print(cpu_per_report(args.trials, args.iterations, args.batch, args.detectors_off))
         return
     sys.path.insert(0, str(ROOT))
 
-    ours, base = [], []
-    for _ in range(args.reps):  # interleaved: load on the machine hits both alike
+    ours, off, base = [], [], []
+    for _ in range(args.reps):  # interleaved: load on the machine hits all alike
         ours.append(child(ROOT, args))
+        off.append(child(ROOT, args, detectors_off=True))
         if args.baseline:
             base.append(child(args.baseline.resolve(), args))
-    us = statistics.median(ours)
-    rows = [("CPU per report, us (this version)", f"{us:.1f}", f"{1e6 / us:,.0f} reports/s of engine CPU")]
+    us, us_off = statistics.median(ours), statistics.median(off)
+    rows = [("CPU per report, us (this version)", f"{us:.1f}", f"{1e6 / us:,.0f} reports/s of engine CPU"),
+            ("CPU per report, us (this version, every detector switched off)", f"{us_off:.1f}",
+             "the path around the detectors: normalization, history, policy, store, verdict")]
     figures = {"cpu_us_per_report": round(us, 2), "engine_reports_per_cpu_s": round(1e6 / us),
+               "cpu_us_per_report_detectors_off": round(us_off, 1),
                "reps": args.reps, "workload": f"{args.trials} trials x {args.iterations} iterations, "
                                               f"batches of {args.batch}, every detector on"}
     if base:

@@ -265,9 +265,22 @@ def _judging() -> str:
                else f"unchanged (ratio {r:.2f})")
         base = (f" against {_n(j['baseline_cpu_us_per_report'], 1)} µs for {j['baseline']} in the same run "
                 f"(interleaved): {how}")
+    off = ""
+    if "cpu_us_per_report_detectors_off" in j:
+        ing = _figures("ingestion")
+        ray_us = 1e6 / ing["noop_reports_per_s"]
+        fixed, budget = j["cpu_us_per_report_detectors_off"] + ray_us, 1e6 / 20_000
+        off = (f" With every detector switched off the same path costs {_n(j['cpu_us_per_report_detectors_off'], 1)} "
+               f"µs (normalization, history, policy, store, verdict), and Ray's own call {ray_us:.1f} µs per report "
+               f"(the no-op actor's {_n(ing['noop_reports_per_s'])}/s): {_n(fixed, 1)} µs "
+               + (f"against the {_n(budget)} µs per report that 20,000 reports/s allows, before any detector runs; "
+                  "meeting the goal needs the engine rebuilt (a batch's trials judged together), not faster "
+                  "detectors." if fixed >= budget else
+                  f"of the {_n(budget)} µs per report that 20,000 reports/s allows, leaving "
+                  f"{_n(budget - fixed, 1)} µs for every detector."))
     return (f"\n\nWhat the actor does per report (`{_meta('judging_profile')['command']}`, in-process, "
             f"{j['workload']}, {_meta('judging_profile')['date'][:10]}): {_n(j['cpu_us_per_report'], 1)} µs of CPU "
-            f"per report{base}. Its share of the time: {parts}. Costliest functions: {top}.")
+            f"per report{base}.{off} Its share of the time: {parts}. Costliest functions: {top}.")
 
 
 def table_api() -> str:
