@@ -32,10 +32,11 @@ SMALL = {
     "APPO": ["config.min_sample_timesteps_per_iteration=500", "config.train_batch_size_per_learner=250"],
     "IMPALA": ["config.min_sample_timesteps_per_iteration=500", "config.train_batch_size_per_learner=250"],
 }
-# The whole runs train APPO and IMPALA on the driver's learner: RLlib's default remote learner starts one more
-# worker process (about 5 s of a 2-core machine per run). The remote learner, which reports late
-# (report_lag), is test_each_learner_takes_its_hyperparameters_and_rolls_back's (APPO, the default config)
-# and test_blind_stale_rllib's; every change reaches either through the same foreach_learner calls.
+# The healthy runs train APPO and IMPALA on the driver's learner: RLlib's default remote learner starts one more
+# worker process (about 5 s of a 2-core machine per run). The runs with a planted fault keep the default remote
+# learner: a rollback that lands while the learner thread is mid-update kills that thread (RLlib 2.60 does not
+# serialize set_state with its updates); on the driver's learner the next update then waits forever on the
+# thread's full queue, on a remote one the trial trains on without learning (an open bug, the closing note).
 RUN_LEARNER = {"APPO": ["config.num_learners=0"], "IMPALA": ["config.num_learners=0"]}
 FILES = {"DQN": "cartpole_dqn", "SAC": "pendulum_sac", "APPO": "cartpole_appo", "IMPALA": "cartpole_impala"}
 # what the planted fault must trip, per algorithm
@@ -64,7 +65,8 @@ def local_ray():
 def supervised(tmp_path, algo: str, divergent: bool, iterations: int, *sets: str):
     name = FILES[algo] + ("_divergent" if divergent else "")
     path = ROOT / "experiments" / f"{name}.yaml"
-    exp = load_experiment(path, [*SMALL[algo], *RUN_LEARNER.get(algo, []), f"stop.iterations={iterations}",
+    learner = [] if divergent else RUN_LEARNER.get(algo, [])
+    exp = load_experiment(path, [*SMALL[algo], *learner, f"stop.iterations={iterations}",
                                  "stop.episode_return_mean=null", "supervisor.checkpoint_every=1", *sets])
     assert exp.algorithm == algo
     out = tmp_path / name
