@@ -34,7 +34,7 @@ from actors.client import SupervisorClient
 from actors.crash import OWN_ROOTS, crash_report, probe
 from actors.data_guard import EnvRunnerGuard, LostIterations
 from actors.heartbeat import Heartbeat, Phases
-from actors.learner_results import keep_current
+from actors.learner_results import guard_updates, keep_current
 from actors.priors import modules_of, priors_of
 from supervisor import actions
 from supervisor.actions import apply as apply_action
@@ -184,6 +184,7 @@ class SupervisorCallback(RLlibCallback):
         _wrap_stop(algorithm, self)
         if self.trial_config["algorithm"] in ASYNC_SAMPLING:
             keep_current(algorithm)  # report the learner's newest results, not RLlib 2.60's growing backlog
+            guard_updates(algorithm)  # a rollback waits for the learner thread's update (one mid-update killed it)
         reg = self.client.register(self.trial_id, _node_id(), self.trial_config,
                                    wait_s=info.get("register_wait_s", 20.0))
         hang = (info["run_info"].get("settings") or {}).get("hang") or {}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import sys
+import threading
 from pathlib import Path
 
 # The tested range (FLOOR, NEXT) and the installed release, read without Ray: the CLI checks them too.
@@ -49,6 +50,8 @@ ITEMS = {
     "ray.experimental.internal_kv": "trials cannot find their run's settings in the cluster store",
     "fault_tolerance/num_env_runners_dropped_lifetime": "worker_fault cannot see sample requests lost to env runners",
     "IMPALALearner._learner_thread_out_queue": "APPO's and IMPALA's reports trail their learner by a growing backlog",
+    "_LearnerThread._update_method": "a rollback can land while APPO's or IMPALA's learner thread is mid-update: "
+                                     "autograd's in-place check kills the thread and the trial stops learning",
 }
 
 #: Result keys the supervisor reads (``supervisor/metrics.py``) that RLlib reports only from a release on. On an
@@ -193,6 +196,50 @@ def learner_results_queue(learner):
     if not (hasattr(old, "put") and hasattr(old, "get")) or getattr(thread, "_out_queue", None) is not old:
         raise RayMoved("IMPALALearner._learner_thread_out_queue", "is no longer what the learner thread writes into")
     return old
+
+
+def guard_learner_thread(learner) -> bool:
+    """APPO's and IMPALA's learner thread updates the weights while a restore (a rollback) writes them in place
+    from the learner's own calls; RLlib does not serialize the two, and a restore landing mid-update fails the
+    update's backward pass and kills the thread. Puts a lock around each of the thread's updates (installed
+    when the algorithm starts, before any update), which :func:`pause_learner_thread` takes. False where the
+    learner has no such thread. Idempotent. RayMoved when the thread no longer updates through
+    ``_update_method``."""
+    thread = getattr(learner, "_learner_thread", None)
+    if thread is None:
+        return False
+    if getattr(learner, "_supervisor_update_lock", None) is not None:
+        return True
+    update = getattr(thread, "_update_method", None)
+    if not callable(update):
+        raise RayMoved("_LearnerThread._update_method", "is no longer how the learner thread updates")
+    lock = threading.Lock()  # released by resume, maybe from another thread of the learner's actor
+
+    def locked_update(*args, **kwargs):
+        with lock:
+            return update(*args, **kwargs)
+
+    thread._update_method = locked_update
+    learner._supervisor_update_lock = lock
+    return True
+
+
+def pause_learner_thread(learner) -> bool:
+    """Wait for the guarded learner thread's update in progress to end and hold the next until
+    :func:`resume_learner_thread`; False where there is no guard (nothing to pause)."""
+    lock = getattr(learner, "_supervisor_update_lock", None)
+    if lock is None:
+        return False
+    lock.acquire()
+    return True
+
+
+def resume_learner_thread(learner) -> bool:
+    lock = getattr(learner, "_supervisor_update_lock", None)
+    if lock is None or not lock.locked():
+        return False
+    lock.release()
+    return True
 
 
 def set_learner_results_queue(learner, new) -> None:

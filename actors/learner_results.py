@@ -71,6 +71,27 @@ class NewestResults:
         return self.qsize() == 0
 
 
+def _guard(learner) -> bool:
+    from actors import compat
+
+    return compat.guard_learner_thread(learner)
+
+
+def guard_updates(algorithm) -> bool:
+    """On every learner of ``algorithm`` (APPO, IMPALA), before its first update: a lock around its thread's
+    updates, which a rollback takes around its restore (``compat.guard_learner_thread``); True where it took.
+    Never raises: without it a rollback may land mid-update, as in RLlib itself."""
+    from actors.appliers.rllib.remote import foreach_learner
+
+    if getattr(algorithm, "learner_group", None) is None:
+        return False
+    try:
+        return all(foreach_learner(algorithm, _guard))
+    except Exception:  # noqa: BLE001
+        log.warning("could not guard %s's learner updates", type(algorithm).__name__, exc_info=True)
+        return False
+
+
 def _install(learner) -> bool:
     """On the learner (its own process): NewestResults in place of its thread's out-queue; False if it has
     none (not APPO/IMPALA, or an RLlib that keeps no backlog)."""

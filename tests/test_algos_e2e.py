@@ -34,9 +34,8 @@ SMALL = {
 }
 # The healthy runs train APPO and IMPALA on the driver's learner: RLlib's default remote learner starts one more
 # worker process (about 5 s of a 2-core machine per run). The runs with a planted fault keep the default remote
-# learner: a rollback that lands while the learner thread is mid-update kills that thread (RLlib 2.60 does not
-# serialize set_state with its updates); on the driver's learner the next update then waits forever on the
-# thread's full queue, on a remote one the trial trains on without learning (an open bug, the closing note).
+# learner, whose thread their rollback pauses (compat.pause_learner_thread: a restore that landed mid-update
+# killed it, and on the driver's learner the next update then waited forever).
 RUN_LEARNER = {"APPO": ["config.num_learners=0"], "IMPALA": ["config.num_learners=0"]}
 FILES = {"DQN": "cartpole_dqn", "SAC": "pendulum_sac", "APPO": "cartpole_appo", "IMPALA": "cartpole_impala"}
 # what the planted fault must trip, per algorithm

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -453,6 +454,23 @@ def test_appo_learner_results_queue():
             compat.set_learner_results_queue(learner, new)
             canary("IMPALALearner._learner_thread_out_queue",
                    reach(compat.learner_results_queue, learner) is new, "cannot be replaced")
+        # a rollback pauses the thread around its restore: the thread's next update waits for the resume
+        # (unpaused, a restore landing mid-update killed the thread: autograd's in-place check)
+        canary("_LearnerThread._update_method", reach(compat.guard_learner_thread, learner) is True,
+               "cannot be guarded")
+        thread = learner._learner_thread
+        update = thread._update_method
+        lock = learner._supervisor_update_lock
+        assert compat.guard_learner_thread(learner) and thread._update_method is update  # idempotent
+        assert compat.pause_learner_thread(learner) and lock.locked()
+        waited = threading.Event()
+        t = threading.Thread(target=lambda: (lock.acquire(), lock.release(), waited.set()))  # as the next update
+        t.start()
+        assert not waited.wait(0.5)  # held while paused
+        assert compat.resume_learner_thread(learner)
+        assert waited.wait(30)
+        t.join()
+        assert not compat.resume_learner_thread(learner)  # nothing paused
     finally:
         # its learner thread, left running, polls its empty buffer every 0.1 ms (~15 % of a core here) for the
         # rest of the session and is still running Python code while the interpreter shuts down

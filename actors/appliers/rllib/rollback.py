@@ -51,6 +51,14 @@ def _reset_env_runner_seq_no(env_runner) -> int:
     return compat.set_weights_seq_no(env_runner, 0)
 
 
+def _pause_learner_thread(learner) -> bool:
+    return compat.pause_learner_thread(learner)
+
+
+def _resume_learner_thread(learner) -> bool:
+    return compat.resume_learner_thread(learner)
+
+
 def _learner_snapshot(learner):
     """The learner's seq no, then its inference-only module state: what is pushed, and checked on the runners."""
     from ray.rllib.core import COMPONENT_RL_MODULE
@@ -230,12 +238,18 @@ def rollback(
     old_seq = max(foreach_learner(algo, _learner_seq_no))
 
     t_restore = time.perf_counter()
-    if others:
-        foreach_learner(algo, _keep_modules, modules=others)
-    algo.restore_from_path(f"{fs_path.rstrip('/')}/{COMPONENT_LEARNER_GROUP}", component=COMPONENT_LEARNER_GROUP,
-                           filesystem=fs)
-    if others:
-        foreach_learner(algo, _put_back_modules)
+    # APPO's and IMPALA's learner thread waits out the restore (one landing mid-update killed it)
+    paused = any(foreach_learner(algo, _pause_learner_thread))
+    try:
+        if others:
+            foreach_learner(algo, _keep_modules, modules=others)
+        algo.restore_from_path(f"{fs_path.rstrip('/')}/{COMPONENT_LEARNER_GROUP}",
+                               component=COMPONENT_LEARNER_GROUP, filesystem=fs)
+        if others:
+            foreach_learner(algo, _put_back_modules)
+    finally:
+        if paused:
+            foreach_learner(algo, _resume_learner_thread)
     restore_s = time.perf_counter() - t_restore
 
     # Learner.set_state lowered the seq no to the checkpoint's; keep it
