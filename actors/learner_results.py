@@ -71,27 +71,6 @@ class NewestResults:
         return self.qsize() == 0
 
 
-def _guard(learner) -> bool:
-    from actors import compat
-
-    return compat.guard_learner_thread(learner)
-
-
-def guard_updates(algorithm) -> bool:
-    """On every learner of ``algorithm`` (APPO, IMPALA), before its first update: a lock around its thread's
-    updates, which a rollback takes around its restore (``compat.guard_learner_thread``); True where it took.
-    Never raises: without it a rollback may land mid-update, as in RLlib itself."""
-    from actors.appliers.rllib.remote import foreach_learner
-
-    if getattr(algorithm, "learner_group", None) is None:
-        return False
-    try:
-        return all(foreach_learner(algorithm, _guard))
-    except Exception:  # noqa: BLE001
-        log.warning("could not guard %s's learner updates", type(algorithm).__name__, exc_info=True)
-        return False
-
-
 def _install(learner) -> bool:
     """On the learner (its own process): NewestResults in place of its thread's out-queue; False if it has
     none (not APPO/IMPALA, or an RLlib that keeps no backlog)."""
@@ -111,15 +90,29 @@ def _install(learner) -> bool:
             return True
 
 
-def keep_current(algorithm) -> bool:
-    """Install :class:`NewestResults` on every learner of ``algorithm``; True where it took (APPO, IMPALA).
-    Never raises: without it the trial trains on, its reports trailing its learner as RLlib 2.60 has it."""
+def _on_every_learner(algorithm, fn, what: str) -> bool:
+    """``fn`` on every learner of ``algorithm`` (local or remote); True where it took everywhere. Never raises."""
     from actors.appliers.rllib.remote import foreach_learner
 
     if getattr(algorithm, "learner_group", None) is None:
         return False
     try:  # a remote learner imports this module and actors.compat, as it imports the supervised learner
-        return all(foreach_learner(algorithm, _install))
+        return all(foreach_learner(algorithm, fn))
     except Exception:  # noqa: BLE001
-        log.warning("could not keep %s's learner results current", type(algorithm).__name__, exc_info=True)
+        log.warning("could not %s %s's learner", what, type(algorithm).__name__, exc_info=True)
         return False
+
+
+def keep_current(algorithm) -> bool:
+    """Install :class:`NewestResults` on every learner of ``algorithm``; True where it took (APPO, IMPALA).
+    Never raises: without it the trial trains on, its reports trailing its learner as RLlib 2.60 has it."""
+    return _on_every_learner(algorithm, _install, "keep the results current of")
+
+
+def guard_updates(algorithm) -> bool:
+    """On every learner of ``algorithm`` (APPO, IMPALA), before its first update: a lock around its thread's
+    updates, which a rollback takes around its restore (``compat.guard_learner_thread``); True where it took.
+    Never raises: without it a rollback may land mid-update, as in RLlib itself."""
+    from actors import compat
+
+    return _on_every_learner(algorithm, compat.guard_learner_thread, "guard the updates of")

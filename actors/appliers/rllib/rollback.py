@@ -51,14 +51,6 @@ def _reset_env_runner_seq_no(env_runner) -> int:
     return compat.set_weights_seq_no(env_runner, 0)
 
 
-def _pause_learner_thread(learner) -> bool:
-    return compat.pause_learner_thread(learner)
-
-
-def _resume_learner_thread(learner) -> bool:
-    return compat.resume_learner_thread(learner)
-
-
 def _learner_snapshot(learner):
     """The learner's seq no, then its inference-only module state: what is pushed, and checked on the runners."""
     from ray.rllib.core import COMPONENT_RL_MODULE
@@ -239,7 +231,7 @@ def rollback(
 
     t_restore = time.perf_counter()
     # APPO's and IMPALA's learner thread waits out the restore (one landing mid-update killed it)
-    paused = any(foreach_learner(algo, _pause_learner_thread))
+    paused = any(foreach_learner(algo, compat.pause_learner_thread))
     try:
         if others:
             foreach_learner(algo, _keep_modules, modules=others)
@@ -249,7 +241,7 @@ def rollback(
             foreach_learner(algo, _put_back_modules)
     finally:
         if paused:
-            foreach_learner(algo, _resume_learner_thread)
+            foreach_learner(algo, compat.resume_learner_thread)
     restore_s = time.perf_counter() - t_restore
 
     # Learner.set_state lowered the seq no to the checkpoint's; keep it
