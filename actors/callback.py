@@ -34,7 +34,7 @@ from actors.client import SupervisorClient
 from actors.crash import OWN_ROOTS, crash_report, probe
 from actors.data_guard import EnvRunnerGuard, LostIterations
 from actors.heartbeat import Heartbeat, Phases
-from actors.learner_results import guard_updates, keep_current
+from actors.learner_results import guard_updates, keep_current, learner_thread_crash
 from actors.priors import modules_of, priors_of
 from supervisor import actions
 from supervisor.actions import apply as apply_action
@@ -59,6 +59,21 @@ class RestartRequested(RuntimeError):
 
     def __str__(self) -> str:
         return f"RestartRequested: {super().__str__()}"
+
+
+class LearnerThreadDied(RuntimeError):
+    """APPO's or IMPALA's learner thread died in an update (``report``: its crash report, built in the learner's
+    process); RLlib lets the algorithm sample on without learning. Raised after the iteration, it is told as a
+    crash (a restart, then a stop if it repeats); unheard, it ends the trial with its cause."""
+
+    def __init__(self, message: str, report: dict | None = None):  # (message,): copyable and picklable, as Tune needs
+        super().__init__(message)
+        self.report = report or {}
+
+    @classmethod
+    def of(cls, report: dict) -> "LearnerThreadDied":
+        return cls(f"RLlib's learner thread died: {report.get('exception')}: "
+                   f"{str(report.get('message') or '')[:300]} (the trial can no longer learn)", report)
 
 
 class TrialHung(RestartRequested):
@@ -152,6 +167,7 @@ class SupervisorCallback(RLlibCallback):
         self.stop_reason: str | None = None  # the supervisor ended this trial after a crash or a hang
         self.verdict_stop_reason: str | None = None  # the reason of a verdict's stop_trial
         self.crash: dict | None = None  # the supervisor's decision on this process's crash
+        self.watch_learner_thread = False  # APPO/IMPALA with their learner thread guarded: its death is a crash
         self.quarantined = False
         self.guard: EnvRunnerGuard | None = None  # on an env runner: its data guard
         self._guard_mark: dict = {}  # the local guard's counts when the iteration in progress started
@@ -184,7 +200,9 @@ class SupervisorCallback(RLlibCallback):
         _wrap_stop(algorithm, self)
         if self.trial_config["algorithm"] in ASYNC_SAMPLING:
             keep_current(algorithm)  # report the learner's newest results, not RLlib 2.60's growing backlog
-            guard_updates(algorithm)  # a rollback waits for the learner thread's update (one mid-update killed it)
+            # a rollback waits for the learner thread's update (one mid-update killed it); the guard also keeps
+            # what killed the thread, which every step then checks for (RLlib samples on without learning)
+            self.watch_learner_thread = guard_updates(algorithm)
         reg = self.client.register(self.trial_id, _node_id(), self.trial_config,
                                    wait_s=info.get("register_wait_s", 20.0))
         hang = (info["run_info"].get("settings") or {}).get("hang") or {}
@@ -371,7 +389,12 @@ class SupervisorCallback(RLlibCallback):
                 return stop_result(self.stop_reason)
             self._guard_mark = self._local_guard_counts(algorithm)
             try:
-                return step()
+                out = step()
+                if self.watch_learner_thread:
+                    died = learner_thread_crash(algorithm)
+                    if died is not None:
+                        raise LearnerThreadDied.of(died)
+                return out
             except RestartRequested:
                 raise
             except Exception as exc:
@@ -399,8 +422,12 @@ class SupervisorCallback(RLlibCallback):
         if seen.get("nonfinite_obs_now"):
             guard["nonfinite_obs"] = guard.get("nonfinite_obs", 0) + seen["nonfinite_obs_now"]
         try:
-            report = crash_report(exc, node_id=_node_id(), iteration=int(getattr(algorithm, "iteration", 0) or 0) + 1,
-                                  phase=self.phases.failed_in or self.phases.phase, guard=guard)
+            iteration = int(getattr(algorithm, "iteration", 0) or 0) + 1
+            if isinstance(exc, LearnerThreadDied) and exc.report:  # described in the learner's process, where it died
+                report = {**exc.report, "node_id": _node_id(), "iteration": iteration, "guard": guard}
+            else:
+                report = crash_report(exc, node_id=_node_id(), iteration=iteration,
+                                      phase=self.phases.failed_in or self.phases.phase, guard=guard)
         except Exception:
             log.exception("could not describe the crash")
             return None

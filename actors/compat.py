@@ -50,6 +50,8 @@ ITEMS = {
     "ray.experimental.internal_kv": "trials cannot find their run's settings in the cluster store",
     "fault_tolerance/num_env_runners_dropped_lifetime": "worker_fault cannot see sample requests lost to env runners",
     "IMPALALearner._learner_thread_out_queue": "APPO's and IMPALA's reports trail their learner by a growing backlog",
+    "IMPALALearner._learner_thread": "a learner thread that died goes unnoticed: the trial samples on, learns "
+                                     "nothing, and RLlib 2.60's next wait for its results never ends",
     "_LearnerThread._update_method": "a rollback can land while APPO's or IMPALA's learner thread is mid-update: "
                                      "autograd's in-place check kills the thread and the trial stops learning",
 }
@@ -217,11 +219,54 @@ def guard_learner_thread(learner) -> bool:
 
     def locked_update(*args, **kwargs):
         with lock:
-            return update(*args, **kwargs)
+            try:
+                return update(*args, **kwargs)
+            except BaseException as e:  # the thread dies of it: kept for the crash report (learner_thread_death)
+                if getattr(learner, "_supervisor_thread_error", None) is None:
+                    learner._supervisor_thread_error = e
+                # RLlib 2.60's update() waits for this thread's results every few updates: forever, once it is
+                # dead. Kept open, every later update returns and the trial tells the death instead of hanging.
+                if hasattr(getattr(learner, "_agg_event", None), "wait"):
+                    learner._agg_event.set()
+                    learner._agg_event = _OPEN
+                raise
 
     thread._update_method = locked_update
     learner._supervisor_update_lock = lock
     return True
+
+
+class _Open:
+    """An event that stays set (what waits on a dead learner thread's results get)."""
+
+    def set(self) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+    def is_set(self) -> bool:
+        return True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return True
+
+
+_OPEN = _Open()
+
+
+def learner_thread_death(learner) -> BaseException | None:
+    """Why APPO's or IMPALA's learner thread is dead: the exception that ended it (recorded by the guard,
+    :func:`guard_learner_thread`), or a RuntimeError saying it ended without one; None while it runs, where the
+    learner has no such thread, or where RLlib stopped it (``Learner.shutdown``). RLlib itself never looks: the
+    algorithm samples on and its learner learns nothing."""
+    thread = getattr(learner, "_learner_thread", None)
+    if thread is None or not hasattr(thread, "is_alive"):
+        return None
+    if thread.is_alive() or getattr(thread, "stopped", False):
+        return None
+    return getattr(learner, "_supervisor_thread_error", None) or RuntimeError(
+        "RLlib's learner thread (_LearnerThread) ended without an error the supervisor saw")
 
 
 def pause_learner_thread(learner) -> bool:

@@ -116,3 +116,33 @@ def guard_updates(algorithm) -> bool:
     from actors import compat
 
     return _on_every_learner(algorithm, compat.guard_learner_thread, "guard the updates of")
+
+
+def _thread_crash(learner) -> dict | None:
+    """On the learner (its own process): the crash report of its dead learner thread, or None while it runs."""
+    from actors import compat
+    from actors.crash import crash_report
+
+    exc = compat.learner_thread_death(learner)
+    if exc is None:
+        return None
+    report = crash_report(exc, phase="learner thread")
+    report["source"] = "learner_thread"
+    return report
+
+
+def learner_thread_crash(algorithm) -> dict | None:
+    """The crash report of the first learner of ``algorithm`` (APPO, IMPALA; local or remote) whose learner
+    thread died, or None. RLlib lets the algorithm sample on while that learner learns nothing (and, on the
+    driver's learner, its next update waited forever: ``compat.guard_learner_thread`` wakes it). Never raises:
+    a learner that cannot be asked is not a death (a dead learner actor is ``worker_fault``'s)."""
+    from actors.appliers.rllib.remote import foreach_learner
+
+    if getattr(algorithm, "learner_group", None) is None:
+        return None
+    try:
+        return next((r for r in foreach_learner(algorithm, _thread_crash) if r), None)
+    except Exception:  # noqa: BLE001
+        log.warning("could not ask %s's learners about their learner threads", type(algorithm).__name__,
+                    exc_info=True)
+        return None

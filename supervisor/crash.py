@@ -294,4 +294,5 @@ def message(report: Mapping[str, Any], cause: Cause) -> str:
     where = f" in iteration {it}" if isinstance(it, int) else ""
     node = report.get("node_id")
     on = f" on node {str(node)[:12]}" if node else ""
-    return f"{head} (crashed{where}{on}; cause: {cause.summary})"
+    what = "RLlib's learner thread died" if report.get("source") == "learner_thread" else "crashed"
+    return f"{head} ({what}{where}{on}; cause: {cause.summary})"

@@ -459,6 +459,9 @@ def test_appo_learner_results_queue():
         canary("_LearnerThread._update_method", reach(compat.guard_learner_thread, learner) is True,
                "cannot be guarded")
         thread = learner._learner_thread
+        # a thread that died is told as a crash (RLlib samples on without learning): a live one is no death
+        canary("IMPALALearner._learner_thread", thread.is_alive() and reach(compat.learner_thread_death, learner) is None,
+               "is no longer the running thread the supervisor watches")
         update = thread._update_method
         lock = learner._supervisor_update_lock
         assert compat.guard_learner_thread(learner) and thread._update_method is update  # idempotent

@@ -114,3 +114,57 @@ def test_sweep_explains_a_crash_stops_its_repeat_and_restarts_a_hung_trial(tmp_p
     assert [i["action"] for i in hang["interventions"] if i["action"] != "alert"][:1] == ["restart_trial"]
     assert cb.restarts[hang["trial_id"]] == 1 and hang["iterations"] == 2  # Tune restarted it; it finished
     assert hang["status"] in ("completed", "recovered")
+
+
+@pytest.mark.parametrize("num_learners", [0, 1], ids=["local_learner", "remote_learner"])
+def test_appo_learner_thread_death_is_told_as_a_crash_then_stopped_when_it_repeats(tmp_path, num_learners):
+    # RLlib lets APPO sample on after its learner thread died; its next wait for the thread's results never
+    # ends (measured without the check: both runs hung in iteration 2, the remote one in the checkpoint's
+    # get_state). With it: the death is told as a crash in the iteration it is seen, restarted once, then stopped.
+    import faulthandler
+
+    from ray.rllib.algorithms.appo import APPOConfig
+
+    from actors.appliers.rllib.remote import foreach_learner
+    from actors.callback import RestartRequested
+    from actors.rllib import finish, supervise
+    from tests.envs.faulty import break_loss_after
+
+    cfg = (APPOConfig().environment("CartPole-v1").env_runners(num_env_runners=0)
+           .learners(num_learners=num_learners)
+           .training(train_batch_size_per_learner=250)
+           .reporting(min_time_s_per_iteration=0, min_sample_timesteps_per_iteration=500)
+           .debugging(seed=1))
+    run_dir = tmp_path / "appo"
+    faulthandler.dump_traceback_later(240, exit=True)  # a hang fails the run with every thread's stack
+    try:
+        outcomes = []
+        for attempt in range(2):  # the trial, then its restart (Tune's, in a sweep) with the same fault
+            algo = supervise(cfg, run_dir, settings={"checkpoint_every": 1}).build_algo()
+            try:
+                assert all(foreach_learner(algo, break_loss_after, updates=6))
+                for _ in range(8):
+                    try:
+                        result = algo.train()
+                    except RestartRequested as e:
+                        outcomes.append(("restart", str(e)))
+                        break
+                    if result["supervisor"]["stop"]:
+                        outcomes.append(("stop", finish(algo)))
+                        break
+            finally:
+                algo.stop()
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    assert [o[0] for o in outcomes] == ["restart", "stop"], outcomes
+    assert "planted: the loss broke" in outcomes[0][1] and outcomes[1][1] == "stopped"
+    (t,) = build_report(run_dir)["trials"]
+    crashed = [f for f in t["findings"] if f["detector"] == "trial_crashed"]
+    assert len(crashed) == 2, crashed
+    assert crashed[0]["message"].startswith("RuntimeError: planted: the loss broke (RLlib's learner thread died in "
+                                            "iteration "), crashed[0]
+    assert t["crash"]["exception"] == "RuntimeError" and t["crash"]["cause"] == "user_exception", t["crash"]
+    # the frames are the learner thread's, from the learner's own process: down to the planted loss
+    assert t["crash"]["frames"]["user"][0]["function"] == "broken", t["crash"]["frames"]
+    assert [i["action"] for i in t["interventions"] if i["action"] != "alert"] == ["restart_trial", "stop_trial"]
+    assert "repeats the same way" in t["interventions"][-1]["reason"]

@@ -57,3 +57,19 @@ class BrokenCartPole(CartPoleEnv):
             while True:
                 time.sleep(3600)
         return super().step(action)
+
+
+def break_loss_after(learner, updates: int) -> bool:
+    """On the learner: its loss raises from the update after ``updates`` (in APPO's learner thread)."""
+    compute = learner.compute_losses
+    done = [0]
+
+    def broken(*args, **kwargs):
+        done[0] += 1
+        if done[0] > updates:
+            raise RuntimeError("planted: the loss broke")
+        return compute(*args, **kwargs)
+
+    learner.compute_losses = broken
+    return True
+
