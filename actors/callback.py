@@ -424,7 +424,8 @@ class SupervisorCallback(RLlibCallback):
         try:
             iteration = int(getattr(algorithm, "iteration", 0) or 0) + 1
             if isinstance(exc, LearnerThreadDied) and exc.report:  # described in the learner's process, where it died
-                report = {**exc.report, "node_id": _node_id(), "iteration": iteration, "guard": guard}
+                report = {**exc.report, "node_id": exc.report.get("node_id") or _node_id(), "iteration": iteration,
+                          "guard": guard}
             else:
                 report = crash_report(exc, node_id=_node_id(), iteration=iteration,
                                       phase=self.phases.failed_in or self.phases.phase, guard=guard)

@@ -52,6 +52,8 @@ ITEMS = {
     "IMPALALearner._learner_thread_out_queue": "APPO's and IMPALA's reports trail their learner by a growing backlog",
     "IMPALALearner._learner_thread": "a learner thread that died goes unnoticed: the trial samples on, learns "
                                      "nothing, and RLlib 2.60's next wait for its results never ends",
+    "_LearnerThread.step": "what killed a learner thread outside its update goes unseen, and the waits on it stay "
+                           "closed",
     "_LearnerThread._update_method": "a rollback can land while APPO's or IMPALA's learner thread is mid-update: "
                                      "autograd's in-place check kills the thread and the trial stops learning",
 }
@@ -201,12 +203,16 @@ def learner_results_queue(learner):
 
 
 def guard_learner_thread(learner) -> bool:
-    """APPO's and IMPALA's learner thread updates the weights while a restore (a rollback) writes them in place
-    from the learner's own calls; RLlib does not serialize the two, and a restore landing mid-update fails the
-    update's backward pass and kills the thread. Puts a lock around each of the thread's updates (installed
-    when the algorithm starts, before any update), which :func:`pause_learner_thread` takes. False where the
-    learner has no such thread. Idempotent. RayMoved when the thread no longer updates through
-    ``_update_method``."""
+    """APPO's and IMPALA's learner thread, guarded (installed when the algorithm starts, before any update):
+
+    * a lock around each of its updates, which :func:`pause_learner_thread` takes: the thread updates the weights
+      while a restore (a rollback) writes them in place from the learner's own calls; RLlib does not serialize
+      the two, and a restore landing mid-update fails the update's backward pass and kills the thread;
+    * its death watched: what killed it is kept (:func:`learner_thread_death`), and the learner's waits on it
+      (:func:`_release_waits`) are released, or the next update would wait forever.
+
+    False where the learner has no such thread. Idempotent. RayMoved when the thread no longer updates through
+    ``_update_method`` or no longer loops over ``step``."""
     thread = getattr(learner, "_learner_thread", None)
     if thread is None:
         return False
@@ -215,25 +221,41 @@ def guard_learner_thread(learner) -> bool:
     update = getattr(thread, "_update_method", None)
     if not callable(update):
         raise RayMoved("_LearnerThread._update_method", "is no longer how the learner thread updates")
+    step = getattr(thread, "step", None)
+    if not callable(step):
+        raise RayMoved("_LearnerThread.step", "is no longer what the learner thread loops over")
     lock = threading.Lock()  # released by resume, maybe from another thread of the learner's actor
 
     def locked_update(*args, **kwargs):
         with lock:
-            try:
-                return update(*args, **kwargs)
-            except BaseException as e:  # the thread dies of it: kept for the crash report (learner_thread_death)
-                if getattr(learner, "_supervisor_thread_error", None) is None:
-                    learner._supervisor_thread_error = e
-                # RLlib 2.60's update() waits for this thread's results every few updates: forever, once it is
-                # dead. Kept open, every later update returns and the trial tells the death instead of hanging.
-                if hasattr(getattr(learner, "_agg_event", None), "wait"):
-                    learner._agg_event.set()
-                    learner._agg_event = _OPEN
-                raise
+            return update(*args, **kwargs)
+
+    def watched_step(*args, **kwargs):  # the whole step: an error after the update kills the thread too
+        try:
+            return step(*args, **kwargs)
+        except BaseException as e:
+            _thread_died(learner, e)
+            raise
 
     thread._update_method = locked_update
+    thread.step = watched_step  # looked up on every turn of the thread's loop (RLlib 2.50 and 2.60)
     learner._supervisor_update_lock = lock
     return True
+
+
+def _thread_died(learner, exc: BaseException) -> None:
+    """In the dying thread: keep its crash report (not the exception: its traceback would pin the batch), then
+    release what waits on the thread."""
+    if getattr(learner, "_supervisor_thread_crash", None) is None:
+        try:
+            from actors.crash import crash_report
+
+            report = crash_report(exc, phase="learner thread")
+        except Exception:  # noqa: BLE001 - the death is told in any case
+            report = {"exception": type(exc).__name__, "message": str(exc)[:2000], "frames": [],
+                      "phase": "learner thread"}
+        learner._supervisor_thread_crash = report
+    _release_waits(learner)
 
 
 class _Open:
@@ -252,12 +274,54 @@ class _Open:
         return True
 
 
+class _Discard:
+    """A queue that takes every batch and keeps none (what a dead learner thread's bounded in-queues become)."""
+
+    def put(self, item, block: bool = True, timeout: float | None = None) -> None:
+        pass
+
+    def put_nowait(self, item) -> None:
+        pass
+
+    def qsize(self) -> int:
+        return 0
+
+    def empty(self) -> bool:
+        return True
+
+    def full(self) -> bool:
+        return False
+
+
 _OPEN = _Open()
 
 
-def learner_thread_death(learner) -> BaseException | None:
-    """Why APPO's or IMPALA's learner thread is dead: the exception that ended it (recorded by the guard,
-    :func:`guard_learner_thread`), or a RuntimeError saying it ended without one; None while it runs, where the
+def _release_waits(learner) -> None:
+    """RLlib 2.60's ``update`` waits on the learner thread twice: for its results every ``broadcast_interval``
+    updates (``_agg_event``), and for room in its bounded in-queues (IMPALA's ``learner_queue_size`` queue, the GPU
+    loaders' queue). Once the thread is dead both waits are forever, on the driver's learner and in a learner
+    actor alike (the actor, stuck in one update, answers nothing else). Opened, the updates return and the trial
+    tells the death. RLlib 2.50's queues never block (a deque, a circular buffer) and it has no such event."""
+    import queue
+
+    event = getattr(learner, "_agg_event", None)
+    if hasattr(event, "wait") and event is not _OPEN:
+        event.set()  # a wait in progress returns
+        learner._agg_event = _OPEN
+    for name in ("_learner_thread_in_queue", "_gpu_loader_in_queue"):
+        old = getattr(learner, name, None)
+        if isinstance(old, queue.Queue):
+            setattr(learner, name, _Discard())
+            while True:  # an update blocked on a full queue in this moment: its put now completes
+                try:
+                    old.get_nowait()
+                except queue.Empty:
+                    break
+
+
+def learner_thread_death(learner) -> dict | None:
+    """The crash report of APPO's or IMPALA's dead learner thread (``actors/crash.py``, from the guard,
+    :func:`guard_learner_thread`; a RuntimeError's where it ended without one); None while it runs, where the
     learner has no such thread, or where RLlib stopped it (``Learner.shutdown``). RLlib itself never looks: the
     algorithm samples on and its learner learns nothing."""
     thread = getattr(learner, "_learner_thread", None)
@@ -265,8 +329,13 @@ def learner_thread_death(learner) -> BaseException | None:
         return None
     if thread.is_alive() or getattr(thread, "stopped", False):
         return None
-    return getattr(learner, "_supervisor_thread_error", None) or RuntimeError(
-        "RLlib's learner thread (_LearnerThread) ended without an error the supervisor saw")
+    report = getattr(learner, "_supervisor_thread_crash", None)
+    if report is None:
+        from actors.crash import crash_report
+
+        report = crash_report(RuntimeError("RLlib's learner thread (_LearnerThread) ended without an error the "
+                                           "supervisor saw"), phase="learner thread")
+    return dict(report)
 
 
 def pause_learner_thread(learner) -> bool:

@@ -121,13 +121,17 @@ def guard_updates(algorithm) -> bool:
 def _thread_crash(learner) -> dict | None:
     """On the learner (its own process): the crash report of its dead learner thread, or None while it runs."""
     from actors import compat
-    from actors.crash import crash_report
 
-    exc = compat.learner_thread_death(learner)
-    if exc is None:
+    report = compat.learner_thread_death(learner)
+    if report is None:
         return None
-    report = crash_report(exc, phase="learner thread")
     report["source"] = "learner_thread"
+    try:  # a remote learner's node, not the driver's
+        import ray
+
+        report["node_id"] = ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001
+        pass
     return report
 
 

@@ -26,7 +26,7 @@ RAY_FLOOR = [
     "test_job_submit",  # `ray start`, `ray job submit` of `supervise run` (run registry), `supervise status`
     "test_multiagent::test_reduce_lr_changes_only_its_module",  # a per-module override config, each optimizer
     "test_multiagent::test_one_modules_rollback_from_run_storage_on_s3",  # one module's state kept over a restore
-    "test_crash_e2e::test_appo_learner_thread_death_is_told_as_a_crash_then_stopped_when_it_repeats",  # its thread
+    "test_crash_e2e::test_learner_thread_death_is_told_as_a_crash_then_stopped_when_it_repeats",  # its thread
 ]
 
 #: Parameters of a floor module's tests that stay off the floor run, and why.

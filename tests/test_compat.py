@@ -462,6 +462,7 @@ def test_appo_learner_results_queue():
         # a thread that died is told as a crash (RLlib samples on without learning): a live one is no death
         canary("IMPALALearner._learner_thread", thread.is_alive() and reach(compat.learner_thread_death, learner) is None,
                "is no longer the running thread the supervisor watches")
+        canary("_LearnerThread.step", "step" in vars(thread), "cannot be watched")  # its death is seen from there
         update = thread._update_method
         lock = learner._supervisor_update_lock
         assert compat.guard_learner_thread(learner) and thread._update_method is update  # idempotent
@@ -479,6 +480,7 @@ def test_appo_learner_results_queue():
         # rest of the session and is still running Python code while the interpreter shuts down
         if hasattr(learner, "shutdown"):
             learner.shutdown()
+            assert compat.learner_thread_death(learner) is None  # stopped by RLlib: no death
         else:  # RLlib 2.50: no shutdown; the thread stops at its next item
             learner._learner_thread.stopped = True
             learner._learner_thread_in_queue.add(object())

@@ -116,44 +116,48 @@ def test_sweep_explains_a_crash_stops_its_repeat_and_restarts_a_hung_trial(tmp_p
     assert hang["status"] in ("completed", "recovered")
 
 
-@pytest.mark.parametrize("num_learners", [0, 1], ids=["local_learner", "remote_learner"])
-def test_appo_learner_thread_death_is_told_as_a_crash_then_stopped_when_it_repeats(tmp_path, num_learners):
-    # RLlib lets APPO sample on after its learner thread died; its next wait for the thread's results never
-    # ends (measured without the check: both runs hung in iteration 2, the remote one in the checkpoint's
-    # get_state). With it: the death is told as a crash in the iteration it is seen, restarted once, then stopped.
+@pytest.mark.parametrize("algo,num_learners", [("APPO", 0), ("APPO", 1), ("IMPALA", 0)],
+                         ids=["appo_local_learner", "appo_remote_learner", "impala_local_learner"])
+def test_learner_thread_death_is_told_as_a_crash_then_stopped_when_it_repeats(tmp_path, algo, num_learners):
+    # RLlib lets APPO and IMPALA sample on after their learner thread died, and its next wait on the thread never
+    # ends: for its results (APPO, measured without the check: both runs hung in iteration 2, the remote one in
+    # the checkpoint's get_state), or for room in its bounded in-queue (IMPALA: 12 updates an iteration, its queue
+    # holds 3). With it: the death is told as a crash in the iteration it is seen, restarted once, then stopped.
     import faulthandler
 
     from ray.rllib.algorithms.appo import APPOConfig
+    from ray.rllib.algorithms.impala import IMPALAConfig
 
     from actors.appliers.rllib.remote import foreach_learner
     from actors.callback import RestartRequested
     from actors.rllib import finish, supervise
     from tests.envs.faulty import break_loss_after
 
-    cfg = (APPOConfig().environment("CartPole-v1").env_runners(num_env_runners=0)
+    cfg = ((APPOConfig() if algo == "APPO" else IMPALAConfig()).environment("CartPole-v1")
+           .env_runners(num_env_runners=0)
            .learners(num_learners=num_learners)
            .training(train_batch_size_per_learner=250)
-           .reporting(min_time_s_per_iteration=0, min_sample_timesteps_per_iteration=500)
+           .reporting(min_time_s_per_iteration=0, min_sample_timesteps_per_iteration=500 if algo == "APPO" else 3000)
            .debugging(seed=1))
-    run_dir = tmp_path / "appo"
+    run_dir = tmp_path / algo.lower()
     faulthandler.dump_traceback_later(240, exit=True)  # a hang fails the run with every thread's stack
     try:
         outcomes = []
         for attempt in range(2):  # the trial, then its restart (Tune's, in a sweep) with the same fault
-            algo = supervise(cfg, run_dir, settings={"checkpoint_every": 1}).build_algo()
+            trainer = supervise(cfg, run_dir, settings={"checkpoint_every": 1}).build_algo()
             try:
-                assert all(foreach_learner(algo, break_loss_after, updates=6))
+                assert all(foreach_learner(trainer, break_loss_after, updates=6))
                 for _ in range(8):
                     try:
-                        result = algo.train()
+                        result = trainer.train()
                     except RestartRequested as e:
                         outcomes.append(("restart", str(e)))
                         break
                     if result["supervisor"]["stop"]:
-                        outcomes.append(("stop", finish(algo)))
+                        outcomes.append(("stop", finish(trainer)))
                         break
             finally:
-                algo.stop()
+                trainer.stop()
     finally:
         faulthandler.cancel_dump_traceback_later()
     assert [o[0] for o in outcomes] == ["restart", "stop"], outcomes
