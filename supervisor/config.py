@@ -579,6 +579,14 @@ def _blame_set(err: InputError, sets: list[str]) -> InputError:
     return err
 
 
+def blame_set_key(err: InputError, source: str, sets: list[str]) -> InputError:
+    """An error found later, once RLlib reads the config (an unknown parameter), on a key that ``--set`` gave
+    exactly: ``--set``'s, as :func:`load_experiment`'s are. An error on any other key stays the file's."""
+    if err.source == str(source) and err.key and any(err.key == item.split("=", 1)[0] for item in sets):
+        return _blame_set(err, sets)
+    return err
+
+
 def load_experiment(path: str | Path, sets: list[str] | None = None, model: type[Experiment] = Experiment) -> Experiment:
     source = str(path)
     sets = list(sets or [])

@@ -13,7 +13,6 @@ the network) and once more when the log closes, so ``tensorboard --logdir s3://.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from pathlib import Path
@@ -42,6 +41,9 @@ class TensorBoardLog:
         if w is None:
             from tensorboardX import SummaryWriter
 
+            # it warns of every NaN or inf it is given; here they are the data (a diverged loss), written on purpose
+            logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
+
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in trial_id)
             w = self._writers[trial_id] = SummaryWriter(str(self.root / safe), flush_secs=5)
         return w
@@ -53,7 +55,7 @@ class TensorBoardLog:
         try:
             w = self._writer(trial_id)
             for k, v in metrics.items():
-                if isinstance(v, (int, float)) and math.isfinite(v):
+                if isinstance(v, (int, float)):  # NaN and inf too: a non-finite loss is what a reader must see
                     # a multi-agent trial's modules and agents under their own sections: modules/<id>/<name>
                     w.add_scalar(k if k.startswith(("modules/", "agents/")) else f"metrics/{k}", v, iteration)
             if sup and isinstance(sup.get("health_score"), (int, float)):

@@ -41,6 +41,7 @@ CASES = [
     (GOOD + "algorithm: TD3\n", [], ["algorithm", "unknown algorithm", "TD3", "supported: PPO, APPO, IMPALA, DQN, SAC"]),
     (GOOD, ["--set", "config.gamma=7"], ["--set: config.gamma=7", "between 0 and 1"]),
     (GOOD, ["--set", "nokeyvalue"], ["--set", "KEY=VALUE"]),
+    (GOOD, ["--set", "config.not_a_ppo_key=3"], ["--set: config.not_a_ppo_key=3: unknown PPOConfig parameter"]),
     (GOOD, ["--iterations", "-4"], ["--iterations", "must be > 0 (got '-4')"]),
     (GOOD + "supervisor: {ladders: {non_finite: [[explode]]}}\n", [], ["supervisor.ladders", "unknown action"]),
     (GOOD + "supervisor: {detectors: {kl_spike: {window: -1}}}\n", [],

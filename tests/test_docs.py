@@ -134,6 +134,14 @@ def test_reference_lists_every_detector_and_action():
     assert not missing, f"docs/reference.md does not document: {missing}"
 
 
+def test_dashboard_doc_lists_its_manual_actions():
+    from supervisor.dashboard.server import ACTIONS
+
+    line = next(x for x in (ROOT / "docs" / "dashboard.md").read_text().splitlines() if x.startswith("Actions"))
+    named = [n for n in re.findall(r"`([a-z_]+)`", line) if n not in ("lr", "reduce_lr", "increase_lr")]
+    assert sorted(named) == sorted(ACTIONS), (line, ACTIONS)
+
+
 # ------------------------------------------------------------------ README
 
 

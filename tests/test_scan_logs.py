@@ -89,7 +89,7 @@ def test_own_run_folder_tensorboard(tmp_path):
     from benchmarks.synthetic import faulty_stream
     from supervisor.tensorboard import TensorBoardLog
 
-    stream = faulty_stream("gradient_explosion", n=40, onset=25, seed=3)  # (the writer keeps finite values only)
+    stream = faulty_stream("gradient_explosion", n=40, onset=25, seed=3)
     tb = TensorBoardLog(tmp_path)
     for it, m in enumerate(stream, start=1):
         tb.write("trial_a", it, {**m, "q_mean": 1.0 + it}, {"health_score": 1.0, "findings": ["x"]})
@@ -102,6 +102,23 @@ def test_own_run_folder_tensorboard(tmp_path):
     first = bad(res["findings"])[0]
     assert (first["step"], first["detector"]) == (26, "gradient_explosion")
     assert [s["path"] for s in res["skipped"]] == [str(tmp_path / "supervisor.db")]
+
+
+def test_own_tensorboard_keeps_a_non_finite_loss(tmp_path):
+    """The iteration whose loss diverged is in the event files (NaN/inf written as they were), so a scan of them
+    finds ``non_finite`` where the live run did."""
+    from benchmarks.synthetic import healthy_stream
+    from supervisor.tensorboard import TensorBoardLog
+
+    tb = TensorBoardLog(tmp_path)
+    for it, m in enumerate(healthy_stream(12, seed=4), start=1):
+        if it == 9:
+            m = {**m, "total_loss": float("inf"), "kl": float("nan")}
+        tb.write("trial_a", it, m, {"health_score": 1.0})
+    tb.close()
+    (t,) = scan(tmp_path)["trials"]
+    found = [f for f in bad(t["findings"]) if f["detector"] == "non_finite"]
+    assert found and found[0]["step"] == 9 and found[0]["severity"] == "critical", t["findings"]
 
 
 def test_tune_tbx_event_files_read_as_result_json(tmp_path):

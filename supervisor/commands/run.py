@@ -26,7 +26,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from supervisor.config import load_experiment, with_storage
+    from supervisor.config import blame_set_key, load_experiment, with_storage
     from supervisor.errors import InputError
 
     sets = list(args.set)
@@ -39,4 +39,7 @@ def run(args) -> int:
     exp = with_storage(load_experiment(args.experiment, sets), args.storage)
     from actors.run import run_experiment  # Ray is imported only once the input is known to be good
 
-    return run_experiment(exp, args.experiment, args.out, args.address, args.quiet, args.restore)
+    try:
+        return run_experiment(exp, args.experiment, args.out, args.address, args.quiet, args.restore)
+    except InputError as e:  # a config key RLlib refuses: --set's when --set gave it
+        raise blame_set_key(e, args.experiment, sets) from None

@@ -33,13 +33,16 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from supervisor.config import load_sweep, with_storage
+    from supervisor.config import blame_set_key, load_sweep, with_storage
     from supervisor.errors import InputError
 
     if args.max_concurrent is not None and args.max_concurrent <= 0:
         raise InputError("--max-concurrent", None, f"must be > 0 (got {args.max_concurrent})")
-    sweep = load_sweep(args.sweep, list(args.set) + (["supervisor.tensorboard=false"] if args.no_tensorboard else []))
-    sweep = with_storage(sweep, args.storage)
+    sets = list(args.set) + (["supervisor.tensorboard=false"] if args.no_tensorboard else [])
+    sweep = with_storage(load_sweep(args.sweep, sets), args.storage)
     from actors.tune import run_sweep  # Ray is imported only once the input is known to be good
 
-    return run_sweep(sweep, args.sweep, args.out, args.max_concurrent, args.address, args.quiet)
+    try:
+        return run_sweep(sweep, args.sweep, args.out, args.max_concurrent, args.address, args.quiet)
+    except InputError as e:  # a config key RLlib refuses: --set's when --set gave it
+        raise blame_set_key(e, args.sweep, sets) from None
