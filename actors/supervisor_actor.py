@@ -71,6 +71,8 @@ class SupervisorService:
         # The final state of the trials of closed runs, newest kept: `supervise status` still lists a run
         # that just ended, and the actor's memory stays bounded however many runs it serves.
         self.closed_trials: deque = deque(maxlen=256)
+        # finished runs, by their folder: the dashboard still opens their history (reports, findings, charts)
+        self.closed_runs: deque = deque(maxlen=64)
         self.snapshots: dict[str, StoreSnapshots] = {}  # runs whose storage is not their folder: copies of the store
         self.trial_handles: dict[str, bytes] = {}  # trial id -> its Tune actor, pickled (a hung one is ended through it)
         self.to_end: deque = deque()  # (trial id, pickled handle) of hung trials to end (end_hung)
@@ -152,6 +154,8 @@ class SupervisorService:
             eng.flush(force=True)
             spec = self.specs[run_id]
             eng.store.upsert_run(run_id, spec["name"], spec["kind"], status, ended=time.time())
+            self.closed_runs.append({"run_id": run_id, "status": status,
+                                     **{k: v for k, v in spec.items() if k in ("run_dir", "name", "kind")}})
             if sender is not None:
                 trials = [{**t, "final_return": (json_or_empty(t.get("final")) or {}).get("episode_return_mean")}
                           for t in eng.store.trials() if t.get("run_id") == run_id]
@@ -383,8 +387,9 @@ class SupervisorService:
 
     def snapshot(self) -> dict:
         """Runs and live trial state, for ``supervise status`` and the dashboard."""
-        return {"runs": [{"run_id": r, **{k: v for k, v in self.specs[r].items() if k in ("run_dir", "name", "kind")}}
-                         for r in self.runs],
+        open_runs = [{"run_id": r, **{k: v for k, v in self.specs[r].items() if k in ("run_dir", "name", "kind")}}
+                     for r in self.runs]
+        return {"runs": open_runs + [r for r in self.closed_runs if r["run_id"] not in self.runs],
                 "trials": self.trial_snapshot()}
 
     def trial_snapshot(self) -> list[dict]:

@@ -37,6 +37,9 @@ def test_same_folder_name_different_paths_get_different_engines_and_stores(tmp_p
     assert svc.runs[ra] is not svc.runs[rb]
     for rid in (ra, rb):
         svc.close_run(rid, "completed")
+    # finished, still listed by their folder: the live dashboard opens their history from there
+    assert [(r["run_id"], r["run_dir"], r["status"]) for r in svc.snapshot()["runs"]] == [
+        (ra, str(a), "completed"), (rb, str(b), "completed")]
     sa, sb = Store.open_readonly(a / "supervisor.db"), Store.open_readonly(b / "supervisor.db")
     assert [len(sa.reports(ra)), len(sb.reports(rb))] == [3, 1]
     assert sa.trials()[0]["trial_id"] == ra and sb.trials()[0]["trial_id"] == rb
