@@ -247,15 +247,19 @@ def _thread_died(learner, exc: BaseException) -> None:
     """In the dying thread: keep its crash report (not the exception: its traceback would pin the batch), then
     release what waits on the thread."""
     if getattr(learner, "_supervisor_thread_crash", None) is None:
-        try:
-            from actors.crash import crash_report
-
-            report = crash_report(exc, phase="learner thread")
-        except Exception:  # noqa: BLE001 - the death is told in any case
-            report = {"exception": type(exc).__name__, "message": str(exc)[:2000], "frames": [],
-                      "phase": "learner thread"}
-        learner._supervisor_thread_crash = report
+        learner._supervisor_thread_crash = _thread_report(exc)
     _release_waits(learner)
+
+
+def _thread_report(exc: BaseException) -> dict:
+    """The learner thread's crash report of ``exc`` (``actors/crash.py``), or its bare type and message where
+    describing it fails: the death is told in any case."""
+    try:
+        from actors.crash import crash_report
+
+        return crash_report(exc, phase="learner thread")
+    except Exception:  # noqa: BLE001
+        return {"exception": type(exc).__name__, "message": str(exc)[:2000], "frames": [], "phase": "learner thread"}
 
 
 class _Open:
@@ -329,12 +333,8 @@ def learner_thread_death(learner) -> dict | None:
         return None
     if thread.is_alive() or getattr(thread, "stopped", False):
         return None
-    report = getattr(learner, "_supervisor_thread_crash", None)
-    if report is None:
-        from actors.crash import crash_report
-
-        report = crash_report(RuntimeError("RLlib's learner thread (_LearnerThread) ended without an error the "
-                                           "supervisor saw"), phase="learner thread")
+    report = getattr(learner, "_supervisor_thread_crash", None) or _thread_report(
+        RuntimeError("RLlib's learner thread (_LearnerThread) ended without an error the supervisor saw"))
     return dict(report)
 
 

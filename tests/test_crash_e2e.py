@@ -143,7 +143,7 @@ def test_learner_thread_death_is_told_as_a_crash_then_stopped_when_it_repeats(tm
     faulthandler.dump_traceback_later(240, exit=True)  # a hang fails the run with every thread's stack
     try:
         outcomes = []
-        for attempt in range(2):  # the trial, then its restart (Tune's, in a sweep) with the same fault
+        for _ in range(2):  # the trial, then its restart (Tune's, in a sweep) with the same fault
             trainer = supervise(cfg, run_dir, settings={"checkpoint_every": 1}).build_algo()
             try:
                 assert all(foreach_learner(trainer, break_loss_after, updates=6))

@@ -72,4 +72,3 @@ def break_loss_after(learner, updates: int) -> bool:
 
     learner.compute_losses = broken
     return True
-
