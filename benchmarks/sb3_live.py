@@ -1,0 +1,198 @@
+"""Stock Stable-Baselines3 runs at full length under supervision, as a new user would run them.
+
+    python benchmarks/sb3_live.py [--seeds 0 1] [--only NAME ...] [--jobs 2] [--scale 1.0]
+
+Validation on what the detectors were not tuned on: issue 25's own table at its ORIGINAL length (the CI
+matrix, tests/test_live_matrix.py, runs the same algorithms on deliberately short budgets) and
+algorithm/env combinations never in the matrix (DQN on Acrobot and MountainCar, PPO/A2C/TD3 on Pendulum,
+SAC and PPO on MountainCarContinuous, PPO/A2C on FrozenLake's Discrete observations). Each run is
+``model.learn(N, callback=SupervisorCallback(run_dir))`` with SB3's DEFAULT hyperparameters (only the
+issue's PPO CartPole row sets ``n_steps=512``, as the issue did), ``device="cpu"``, one torch thread,
+each in its own process (``--jobs`` at once, 2 by default: the machine has 2 cores).
+
+Per run it records what the supervisor stored (the run's ``supervisor.db``): env steps done, reports,
+findings counted by severity and detector, interventions (action, detector, report and its env step),
+the final status, the final mean return (SB3's ``ep_info_buffer``, the last 100 episodes) and the run's
+CPU seconds. Every run here is healthy, or does what its defaults do without a fault (DQN on MountainCar
+never reaches the flag: no_learning/plateau are then true, and fine as info or warning, but an
+intervention or a stop is a false alarm). Writes ``benchmarks/results/sb3_live.md`` and ``.json``.
+``--scale`` multiplies every budget (0.1 for a quick smoke run; the results then say so). Run it alone
+on the machine: ~35 min of CPU at full length for one seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.results_io import write_results  # noqa: E402
+
+#: (name, algorithm, env, env steps, non-default args, why it is here)
+RUNS = [
+    ("dqn-cartpole", "dqn", "CartPole-v1", 60_000, {}, "issue 25 (stopped at 7,916 before)"),
+    ("a2c-cartpole", "a2c", "CartPole-v1", 60_000, {}, "issue 25 (stopped at 795 before)"),
+    ("ppo-cartpole", "ppo", "CartPole-v1", 100_000, {"n_steps": 512}, "issue 25 (stopped at 55,296 before)"),
+    ("sac-pendulum", "sac", "Pendulum-v1", 12_000, {}, "issue 25 (stopped at 415 before)"),
+    ("ppo-acrobot", "ppo", "Acrobot-v1", 100_000, {}, "issue 25 (clean before)"),
+    ("dqn-acrobot", "dqn", "Acrobot-v1", 60_000, {}, "never in the matrix"),
+    ("dqn-mountaincar", "dqn", "MountainCar-v0", 60_000, {}, "never in the matrix; does not learn with defaults"),
+    ("ppo-pendulum", "ppo", "Pendulum-v1", 100_000, {}, "never in the matrix; learns slowly with defaults"),
+    ("a2c-pendulum", "a2c", "Pendulum-v1", 100_000, {}, "never in the matrix"),
+    ("td3-pendulum", "td3", "Pendulum-v1", 12_000, {}, "matrix runs 2,000 steps"),
+    ("sac-mcc", "sac", "MountainCarContinuous-v0", 20_000, {}, "never in the matrix"),
+    ("ppo-frozenlake", "ppo", "FrozenLake-v1", 50_000, {}, "never in the matrix; Discrete observations"),
+    ("a2c-frozenlake", "a2c", "FrozenLake-v1", 50_000, {}, "never in the matrix; Discrete observations"),
+    ("ppo-mcc", "ppo", "MountainCarContinuous-v0", 50_000, {}, "never in the matrix; sparse reward"),
+]
+SEVERITIES = ("info", "warning", "critical")
+
+
+def train(name: str, algo: str, env: str, steps: int, kw: dict, seed: int, run_dir: Path) -> dict:
+    """One supervised run in this process; what the supervisor stored about it."""
+    import torch
+    from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
+
+    from supervisor.integrations.sb3 import SupervisorCallback
+    from supervisor.store import Store
+
+    torch.set_num_threads(1)
+    t0 = time.process_time()
+    model = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC, "td3": TD3}[algo](
+        "MlpPolicy", env, seed=seed, device="cpu", **kw)
+    cb = SupervisorCallback(run_dir)
+    model.learn(steps, callback=cb)
+    cpu = time.process_time() - t0
+    eps = [e["r"] for e in model.ep_info_buffer]
+    store = Store(run_dir / "supervisor.db")
+    try:
+        tid = cb.sup.trial_id
+        reports = store.reports(tid)
+        findings = store.findings(tid)
+        ivs = store.interventions(tid)
+    finally:
+        store.close()
+    env_step = {r["seq"]: int(r["metrics"].get("env_steps_lifetime", 0)) for r in reports}
+    by = {s: dict(sorted(Counter(f["detector"] for f in findings if f["severity"] == s).items()))
+          for s in SEVERITIES}
+    first = {}
+    for f in findings:
+        if f["severity"] != "info":
+            first.setdefault((f["severity"], f["detector"]), {
+                "severity": f["severity"], "detector": f["detector"], "report": f["seq"],
+                "env_step": env_step.get(f["seq"]), "metric": f["metric"], "value": f["value"],
+                "threshold": f["threshold"], "message": f["message"]})
+    return {"name": name, "algo": algo, "env": env, "seed": seed, "budget": steps, "kwargs": kw,
+            "steps": int(model.num_timesteps), "reports": len(reports), "findings": by,
+            "first_findings": list(first.values()),
+            "interventions": [{"action": i["action"], "detector": i["detector"], "report": i["seq"],
+                               "env_step": env_step.get(i["seq"]), "outcome": i["outcome"]}
+                              for i in ivs if i["action"] != "alert"],
+            "alerts": sum(i["action"] == "alert" for i in ivs), "status": cb.sup.status,
+            "final_return": round(sum(eps) / len(eps), 2) if eps else None, "episodes_in_mean": len(eps),
+            "cpu_s": round(cpu, 1)}
+
+
+def run_child(spec: dict, work: Path) -> dict:
+    """One run in a fresh process (its own CPU clock, its own torch threads)."""
+    run_dir = work / f"{spec['name']}-s{spec['seed']}"
+    cmd = [sys.executable, __file__, "--child", json.dumps(spec), "--work", str(run_dir)]
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode or not lines:
+        return {**spec, "error": f"exit {p.returncode}: {p.stderr.strip().splitlines()[-1:] or ''}"}
+    row = json.loads(lines[-1])
+    print(f"{row['name']} seed {row['seed']}: {row['steps']} steps, {row['status']}, "
+          f"{len(row['interventions'])} interventions, return {row['final_return']}, {row['cpu_s']} s CPU",
+          flush=True)
+    return row
+
+
+def fmt_counts(d: dict) -> str:
+    return ", ".join(f"{k} x{v}" for k, v in d.items()) or "-"
+
+
+def markdown(rows: list[dict], scale: float) -> str:
+    out = ["# Stock Stable-Baselines3 runs at full length, supervised (`benchmarks/sb3_live.py`)", "",
+           "SB3 default hyperparameters, `device=\"cpu\"`, `SupervisorCallback(run_dir)` and nothing else. "
+           "Findings: warning/critical by detector (count = reports it fired on); info counted. "
+           "Interventions: action (detector) @ env step."
+           + (f" **Budgets scaled by {scale}.**" if scale != 1 else ""), "",
+           "| run | seed | steps / budget | reports | warnings | criticals | info | interventions | status "
+           "| final return | CPU s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['name']} | {r['seed']} | error: {r['error']} |||||||||")
+            continue
+        ivs = "; ".join(f"{i['action']} ({i['detector']}) @ {i['env_step']}" for i in r["interventions"]) or "none"
+        out.append(f"| {r['algo'].upper()} {r['env']} | {r['seed']} | {r['steps']:,} / {r['budget']:,} "
+                   f"| {r['reports']} | {fmt_counts(r['findings']['warning'])} "
+                   f"| {fmt_counts(r['findings']['critical'])} | {sum(r['findings']['info'].values())} "
+                   f"| {ivs} | {r['status']} | {r['final_return']} | {r['cpu_s']} |")
+    firsts = [(r, f) for r in rows if "error" not in r for f in r["first_findings"]]
+    if firsts:
+        out += ["", "First warning/critical of each detector per run:", "",
+                "| run | seed | severity | detector | report @ env step | metric = value (threshold) | message |",
+                "|---|---|---|---|---|---|---|"]
+        for r, f in firsts:
+            msg = f["message"].replace("|", "/")
+            out.append(f"| {r['name']} | {r['seed']} | {f['severity']} | {f['detector']} | {f['report']} @ "
+                       f"{f['env_step']} | {f['metric']} = {f['value']} ({f['threshold']}) | {msg} |")
+    ok = [r for r in rows if "error" not in r]
+    clean = sum(not r["interventions"] and not r["findings"]["critical"] and r["status"] == "completed" for r in ok)
+    out += ["", f"{clean} of {len(ok)} runs completed with no intervention and no critical finding; "
+                f"{sum(r['cpu_s'] for r in ok):.0f} s of CPU in all."]
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--only", nargs="+", help="run names (default: all): " + ", ".join(r[0] for r in RUNS))
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every budget (smoke runs)")
+    ap.add_argument("--rows", help="also append each row to this JSONL file, and reuse rows already in it")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        s = json.loads(a.child)
+        print(json.dumps(train(s["name"], s["algo"], s["env"], s["steps"], s["kwargs"], s["seed"], Path(a.work))))
+        return
+    unknown = set(a.only or ()) - {r[0] for r in RUNS}
+    if unknown:
+        sys.exit(f"sb3_live.py: --only: unknown run(s) {sorted(unknown)}")
+    done = {}
+    if a.rows and Path(a.rows).exists():
+        for ln in Path(a.rows).read_text().splitlines():
+            r = json.loads(ln)
+            if "error" not in r:
+                done[(r["name"], r["seed"])] = r
+    specs = [{"name": n, "algo": al, "env": e, "steps": max(1, int(st * a.scale)), "kwargs": kw, "seed": seed}
+             for seed in a.seeds for n, al, e, st, kw, _ in RUNS if not a.only or n in a.only]
+    todo = [s for s in specs if (s["name"], s["seed"]) not in done]
+    with tempfile.TemporaryDirectory(prefix="sb3_live-") as tmp, ThreadPoolExecutor(a.jobs) as pool:
+        for row in pool.map(lambda s: run_child(s, Path(tmp)), todo):
+            done[(row["name"], row["seed"])] = row
+            if a.rows and "error" not in row:
+                with open(a.rows, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+    rows = [done[(s["name"], s["seed"])] for s in specs]
+    md = markdown(rows, a.scale)
+    print(md)
+    write_results("sb3_live", md, {"scale": a.scale, "runs": rows})
+
+
+if __name__ == "__main__":
+    main()
