@@ -162,6 +162,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="+", help="run names (default: all): " + ", ".join(r[0] for r in RUNS))
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every budget (smoke runs)")
+    ap.add_argument("--keep", help="keep each run's folder (supervisor.db, checkpoints) under this folder")
     ap.add_argument("--rows", help="also append each row to this JSONL file, and reuse rows already in it")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
@@ -183,7 +184,8 @@ def main() -> None:
              for seed in a.seeds for n, al, e, st, kw, _ in RUNS if not a.only or n in a.only]
     todo = [s for s in specs if (s["name"], s["seed"]) not in done]
     with tempfile.TemporaryDirectory(prefix="sb3_live-") as tmp, ThreadPoolExecutor(a.jobs) as pool:
-        for row in pool.map(lambda s: run_child(s, Path(tmp)), todo):
+        work = Path(a.keep) if a.keep else Path(tmp)
+        for row in pool.map(lambda s: run_child(s, work), todo):
             done[(row["name"], row["seed"])] = row
             if a.rows and "error" not in row:
                 with open(a.rows, "a") as f:

@@ -1,6 +1,7 @@
 """Stable-Baselines3 under supervision: real SB3 PPO on CartPole, real faults, the real report."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -109,3 +110,25 @@ def test_applier_reaches_lr_entropy_and_clip_and_says_what_it_cannot(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(saved, model.policy.parameters()))
     assert model.lr_schedule(1.0) == pytest.approx(3e-5) and model.ent_coef == pytest.approx(0.02)
     assert np.isclose(ap.hparams()["grad_clip"], 0.25)
+
+
+def test_explained_variance_is_pooled_over_the_rollouts_of_a_report():
+    """A2C's default rollout is 5 env steps: within one, the returns hardly vary, and SB3's per-rollout
+    explained variance is a ratio of two tiny variances (strongly negative for a critic that tracks the
+    returns well). Pooled over the ~256 samples a report holds it says what it says for PPO's rollouts."""
+    from stable_baselines3.common.utils import explained_variance
+
+    from supervisor.integrations.sb3 import pooled_explained_variance
+
+    rng = np.random.default_rng(0)
+    parts = []
+    for k in range(52):  # one report: 52 rollouts of 5 steps, each at its own return level
+        returns = 10.0 * np.sin(k / 5) + 0.01 * np.arange(5, dtype=np.float32)
+        values = returns + rng.normal(0, 0.5, 5)  # the critic is off by ~5 % of the returns' spread
+        parts.append((values.astype(np.float32), returns.astype(np.float32)))
+    per_rollout = [explained_variance(v, r) for v, r in parts]
+    assert np.median(per_rollout) < -100  # what the median of SB3's values said: a collapsed critic
+    assert pooled_explained_variance(parts) > 0.99
+    one = parts[:1]  # PPO: one rollout a report, SB3's own figure
+    assert pooled_explained_variance(one) == pytest.approx(float(explained_variance(*one[0])), rel=1e-5)
+    assert math.isnan(pooled_explained_variance([(np.ones(5), np.full(5, 3.0))]))  # constant returns: no data

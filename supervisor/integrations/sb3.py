@@ -10,8 +10,10 @@ env steps); off-policy ones (DQN, SAC, TD3) once every 1,000 env steps, not per 
 (``report_every`` sets the env steps instead). SB3 records ``train/*`` inside ``train()``, after the
 rollout, so a report goes out at the start of the rollout that follows the update that completed it,
 and the last one when training ends. It carries the mean of each ``train/*`` value over the updates
-since the previous report (the last value for the learning rate and other settings, the median for
-``explained_variance``; a NaN explained variance, SB3's value for a constant return, is no data), the
+since the previous report (the last value for the learning rate and other settings), on-policy the
+explained variance of every sample of the rollouts since the previous report, pooled
+(:func:`pooled_explained_variance`: SB3 logs it per rollout, and A2C's 5-step rollouts make that a ratio
+of two near-zero variances; NaN, a constant return, is no data), the
 episodes that finished since the previous report (their mean return and length, and ``num_episodes``:
 how many back it; SB3's own ``rollout/ep_rew_mean`` is a 100-episode window, which would count old
 episodes again in every report), the env steps, the entropy coefficient, and what the detectors judge
@@ -155,6 +157,8 @@ class SupervisorCallback(BaseCallback):
         self._updates_seen = 0
         self._steps_seen = 0
         self._targets: dict[str, float] = {}  # the newest rollout's value-target scale (on-policy)
+        self._ev_parts: list[tuple[np.ndarray, np.ndarray]] = []  # (values, returns) of each rollout since
+                                                                   # the last report (on-policy)
         self._rng = np.random.default_rng(0)  # replay samples for the Q statistics (not SB3's RNG)
         self._saved: list[Path] = []
 
@@ -188,6 +192,9 @@ class SupervisorCallback(BaseCallback):
         returns = getattr(buf, "returns", None)
         if isinstance(self.model, OnPolicyAlgorithm) and isinstance(returns, np.ndarray) and returns.size:
             self._targets = {"value_target_scale": float(np.mean(np.abs(returns)))}
+            values = getattr(buf, "values", None)
+            if isinstance(values, np.ndarray) and values.shape == returns.shape:
+                self._ev_parts.append((values.ravel().copy(), returns.ravel().copy()))
 
     def _on_step(self) -> bool:
         if self.applier is None:
@@ -249,6 +256,9 @@ class SupervisorCallback(BaseCallback):
         if self.sup is None or self.applier.stop_requested:
             return
         metrics = self.window.pop()
+        if self._ev_parts:
+            metrics["train/explained_variance"] = pooled_explained_variance(self._ev_parts)
+            self._ev_parts = []
         metrics.update(_q_stats(m, self._rng))
         metrics["env_steps_lifetime"] = float(m.num_timesteps)
         self.iteration += 1
@@ -270,6 +280,20 @@ class SupervisorCallback(BaseCallback):
         self._saved.append(path)
         while len(self._saved) > self.sup.settings.keep_checkpoints:
             self._saved.pop(0).unlink(missing_ok=True)
+
+
+def pooled_explained_variance(parts) -> float:
+    """1 - Var(returns - values) / Var(returns) over every sample of the rollouts since the last report
+    (``parts``: their (values, returns) arrays, the values the critic predicted when the rollout was
+    collected), SB3's own formula; NaN (no data) when the returns do not vary. SB3 logs it per rollout:
+    A2C's default rollout is 5 env steps, whose returns hardly vary (no episode ends in most of them), so
+    each one is a ratio of two near-zero variances (medians of -2 to -50 on FrozenLake, Pendulum and a
+    CartPole after a dip, all learning). Pooled over a report's ~256 samples it is the statistic it is
+    for PPO's 2,048-step rollouts (identical there: one rollout a report)."""
+    values = np.concatenate([v for v, _ in parts]).astype(float)
+    returns = np.concatenate([r for _, r in parts]).astype(float)
+    var = float(np.var(returns))
+    return float("nan") if var == 0 else float(1.0 - np.var(returns - values) / var)
 
 
 Q_SAMPLE = 256  # replay transitions the Q statistics are measured on
