@@ -123,7 +123,7 @@ def fmt_counts(d: dict) -> str:
     return ", ".join(f"{k} x{v}" for k, v in d.items()) or "-"
 
 
-def markdown(rows: list[dict], scale: float) -> str:
+def markdown(rows: list[dict], scale: float, before: list[dict] | None = None, before_label: str = "") -> str:
     out = ["# Stock Stable-Baselines3 runs at full length, supervised (`benchmarks/sb3_live.py`)", "",
            "SB3 default hyperparameters, `device=\"cpu\"`, `SupervisorCallback(run_dir)` and nothing else. "
            "Findings: warning/critical by detector (count = reports it fired on); info counted. "
@@ -153,6 +153,15 @@ def markdown(rows: list[dict], scale: float) -> str:
     clean = sum(not r["interventions"] and not r["findings"]["critical"] and r["status"] == "completed" for r in ok)
     out += ["", f"{clean} of {len(ok)} runs completed with no intervention and no critical finding; "
                 f"{sum(r['cpu_s'] for r in ok):.0f} s of CPU in all."]
+    if before:
+        out += ["", f"## Before: {before_label}", "",
+                "| run | seed | steps / budget | warnings | criticals | interventions | status | final return |",
+                "|---|---|---|---|---|---|---|---|"]
+        for r in before:
+            ivs = "; ".join(f"{i['action']} ({i['detector']}) @ {i['env_step']}" for i in r["interventions"]) or "none"
+            out.append(f"| {r['algo'].upper()} {r['env']} | {r['seed']} | {r['steps']:,} / {r['budget']:,} "
+                       f"| {fmt_counts(r['findings']['warning'])} | {fmt_counts(r['findings']['critical'])} "
+                       f"| {ivs} | {r['status']} | {r['final_return']} |")
     return "\n".join(out)
 
 
@@ -164,6 +173,8 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every budget (smoke runs)")
     ap.add_argument("--keep", help="keep each run's folder (supervisor.db, checkpoints) under this folder")
     ap.add_argument("--rows", help="also append each row to this JSONL file, and reuse rows already in it")
+    ap.add_argument("--before", help="JSONL rows of an earlier version (from --rows) to set beside these")
+    ap.add_argument("--before-label", default="an earlier version", help="what --before was run on")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -191,9 +202,17 @@ def main() -> None:
                 with open(a.rows, "a") as f:
                     f.write(json.dumps(row) + "\n")
     rows = [done[(s["name"], s["seed"])] for s in specs]
-    md = markdown(rows, a.scale)
+    before = None
+    if a.before:
+        wanted = {(s["name"], s["seed"]) for s in specs}
+        before = [r for r in map(json.loads, Path(a.before).read_text().splitlines())
+                  if "error" not in r and (r["name"], r["seed"]) in wanted]
+        order = {(s["name"], s["seed"]): i for i, s in enumerate(specs)}
+        before.sort(key=lambda r: order[(r["name"], r["seed"])])
+    md = markdown(rows, a.scale, before, a.before_label)
     print(md)
-    write_results("sb3_live", md, {"scale": a.scale, "runs": rows})
+    write_results("sb3_live", md, {"scale": a.scale, "runs": rows,
+                                   **({"before": {"label": a.before_label, "runs": before}} if before else {})})
 
 
 if __name__ == "__main__":

@@ -181,6 +181,18 @@ def test_explained_variance_of_targets_that_stopped_varying_is_no_collapse():
     found = run_detectors([ValueCollapse()], learn + failing)
     assert firing(found)[:2] == [(22, "warning"), (25, "critical")]  # critical once EV <= -1 (report 25)
 
+def test_explained_variance_that_sinks_with_its_targets_spread_and_the_loss_is_no_collapse():
+    """SB3's PPO on a solved CartPole (n_steps 512): from report 20 each rollout holds one episode truncated at
+    500, the targets hardly vary (implied variance ~2 % of its peak, above the 1 % that counts as vanished) and
+    EV sinks to -0.17 while the value loss falls from ~40 to 2.5: the denominator, not the critic. No finding.
+    The same EV with a value loss that holds its level is a critic that fails: warning once patience is met."""
+    learn = [{"explained_variance": 0.6 + 0.3 * (i % 2), "vf_loss": 50.0 - i} for i in range(20)]
+    capped = [{"explained_variance": -0.17, "vf_loss": 2.5} for _ in range(10)]
+    assert firing(run_detectors([ValueCollapse()], learn + capped), at_least="info") == []
+    holding = [{"explained_variance": -0.17, "vf_loss": 40.0} for _ in range(10)]
+    assert firing(run_detectors([ValueCollapse()], learn + holding))[:1] == [(22, "warning")]
+
+
 def test_entropy_of_a_policy_that_learned_may_sharpen_but_not_fall_off_a_cliff():
     def stream(cliff=None):
         out = []
