@@ -50,6 +50,10 @@ def read_monitor(path: Path, text: str, per_step: int = MONITOR_EPISODES_PER_STE
     if not {"r", "l"} <= cols:
         raise InputError(str(path), f"line {start + 1}", "a monitor.csv header must have the columns r and l "
                                                         f"(got: {', '.join(sorted(cols)) or 'none'})")
+    fused = [c for c in reader.fieldnames or [] if number(c) is not None]
+    if fused:  # a lost newline: the first episode's numbers became column names (the episode would be lost)
+        raise InputError(str(path), f"line {start + 1}", f"the header runs into a data row (numeric column names "
+                                                        f"{', '.join(fused[:3])}): a newline is missing")
     last = max((i for i, ln in enumerate(body) if ln.strip()), default=-1)
     episodes: list[tuple[float, float, float | None]] = []
     try:

@@ -26,8 +26,8 @@ Inputs (:func:`load`):
   line, pivoted per step), a JSON array of metric objects, or a Hugging Face
   ``trainer_state.json`` (its ``log_history``).
 
-Step: the first of :data:`~supervisor.keymaps.STEP_KEYS` the log has, else
-the line index. Consecutive rows with the same step are merged into one
+Step: the first of :data:`~supervisor.keymaps.STEP_KEYS` the log has (up to
+case and spacing: ``time/total timesteps``), else the line index. Consecutive rows with the same step are merged into one
 iteration (a Trainer's train and eval entries at one step), a step that goes
 backwards is judged in file order (several runs appended to one file), and
 either is reported once per log as a warning. NaN episode returns (no
@@ -49,7 +49,7 @@ from supervisor.errors import InputError
 from supervisor.eventfiles import is_event_file, own_run, read_scalars, to_records
 from supervisor.jsonsafe import json_safe
 from supervisor.keymaps import (ALIASES, PREFIXES, STEP_KEYS, flatten, is_rllib, lookup, map_keys, number,
-                                rank_ignored, unflatten)
+                                rank_ignored, step_column, unflatten)
 from supervisor.logformats import (is_event_stream, is_monitor, pivot_events, read_monitor, source_kind,
                                    trainer_state_history)
 
@@ -108,26 +108,30 @@ def _build(trial_id: str, source: str, fmt: str, records: Iterable[tuple[dict, d
         return log
     flats = [flat for flat, _ in records]
     log.source_kind = kind or source_kind(fmt, flats)
-    key = next((k for k in STEP_KEYS if any(k in flat for flat in flats)), None)
+    key = step_column({k for flat in flats for k in flat})
     log.step_key = key
     ignored: dict[str, None] = {}
     mapped: set[str] = set()
     dropped: list[str] = []
     no_episode = empty = 0
-    merged = backwards = 0
+    merged = backwards = stepless = 0
     first_back = None
     prev = None
     for i, (flat, nested) in enumerate(records):
         step = _step_value(flat.get(key)) if key else None
+        carried = step is None and key is not None and prev is not None
         if step is None:
-            step = prev if (key and prev is not None) else i
+            step = prev if carried else i
         n_dropped = len(dropped)
         m, ign = map_keys(flat, nested, dropped)
         no_episode += len(dropped) > n_dropped
         ignored.update(dict.fromkeys(ign))
         mapped.update(k for k in flat if k not in ign)
         if log.steps and step == log.steps[-1]:
-            merged += 1
+            if carried:
+                stepless += 1
+            else:
+                merged += 1
             log.metrics[-1].update(m)  # one iteration logged over several lines
         elif not m:
             empty += len(dropped) == n_dropped  # (a row of NaN returns only is counted as such, above)
@@ -140,12 +144,15 @@ def _build(trial_id: str, source: str, fmt: str, records: Iterable[tuple[dict, d
         prev = step
     # keys that never mapped anywhere (a key mapped in one line is not "ignored")
     log.ignored, log.ignored_more, log.ignored_config = rank_ignored(
-        (k for k in ignored if k not in STEP_KEYS and k not in mapped), _MAX_IGNORED)
+        (k for k in ignored if k not in STEP_KEYS and k != key and k not in mapped), _MAX_IGNORED)
     where = f"step '{key}'" if key else "the line index"
     if merged:
         rows = "1 row repeats" if merged == 1 else f"{merged} rows repeat"
         log.warnings.append(f"{rows} the {where} value of the row before: merged into one iteration each "
                             f"(later values win)")
+    if stepless:  # e.g. SB3 dumps without a finished episode, in a log stepped by its episode count
+        rows = "1 row has" if stepless == 1 else f"{stepless} rows have"
+        log.warnings.append(f"{rows} no {where} value: merged into the iteration before each (later values win)")
     if backwards:
         row, before, after = first_back
         log.warnings.append(f"{where} goes backwards {backwards} time(s), first at row {row} ({before} -> {after}): "
