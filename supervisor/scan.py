@@ -50,8 +50,8 @@ from supervisor.eventfiles import is_event_file, own_run, read_scalars, to_recor
 from supervisor.jsonsafe import json_safe
 from supervisor.keymaps import (ALIASES, PREFIXES, STEP_KEYS, flatten, is_rllib, lookup, map_keys, number,
                                 rank_ignored, step_column, unflatten)
-from supervisor.logformats import (is_event_stream, is_monitor, pivot_events, read_monitor, source_kind,
-                                   trainer_state_history)
+from supervisor.logformats import (is_event_stream, is_monitor, join_eval_dumps, pivot_events, read_monitor,
+                                   source_kind, trainer_state_history)
 
 __all__ = ["ALIASES", "PREFIXES", "STEP_KEYS", "Log", "Scanned", "analyze", "flatten", "load", "load_file",
            "load_tensorboard", "lookup", "map_record", "number", "read", "scan", "unflatten"]
@@ -108,6 +108,10 @@ def _build(trial_id: str, source: str, fmt: str, records: Iterable[tuple[dict, d
         return log
     flats = [flat for flat, _ in records]
     log.source_kind = kind or source_kind(fmt, flats)
+    n_records, joined = len(records), 0
+    if log.source_kind == "stable-baselines3":
+        records, joined = join_eval_dumps(records)
+        flats = [flat for flat, _ in records]
     key = step_column({k for flat in flats for k in flat})
     log.step_key = key
     ignored: dict[str, None] = {}
@@ -160,12 +164,16 @@ def _build(trial_id: str, source: str, fmt: str, records: Iterable[tuple[dict, d
     if no_episode:
         rows = "1 row has" if no_episode == 1 else f"{no_episode} rows have"
         log.notes.append(f"{rows} NaN episode returns (no episode finished yet): no data, not judged")
-    log.rows = len(records)
+    if joined:
+        pairs = "1 EvalCallback dump was" if joined == 1 else f"{joined} EvalCallback dumps were"
+        log.notes.append(f"{pairs} joined with the rollout row after it (the update's train/* and the rollout's "
+                         f"rollout/* of one iteration, split by a mid-rollout dump)")
+    log.rows = n_records
     if empty:
         log.dropped += empty
-        msg = (f"{empty} of {len(records)} rows hold no value a detector reads (only unknown keys, text or empty "
+        msg = (f"{empty} of {n_records} rows hold no value a detector reads (only unknown keys, text or empty "
                f"cells): not judged")
-        (log.warnings if 2 * empty > len(records) and log.metrics else log.notes).append(msg)
+        (log.warnings if 2 * empty > n_records and log.metrics else log.notes).append(msg)
     if not log.metrics:
         seen = sorted({k for flat in flats for k in flat})
         log.error = f"no known metric keys (saw: {', '.join(seen[:8])}{', ...' if len(seen) > 8 else ''})"

@@ -365,6 +365,25 @@ def test_step_column_matched_up_to_case_and_spacing():
     assert [f["step"] for f in res["findings"]] == [int(src[f["row"]]["time/total timesteps"]) for f in res["findings"]]
 
 
+def test_sb3_eval_dump_is_joined_with_the_rollout_row_after_it():
+    # SB3's EvalCallback dumps mid-rollout: its row holds eval/* and the last update's train/*, the rollout's
+    # own row after it rollout/* and no train/*. Read apart, the update sat at a step of its own with no return
+    # (no value scale to judge its value loss by) and the rollout row had no learner statistics.
+    path = CORPUS / "sb3_progress" / "wheelrunner_ppo_progress.csv"
+    src = rows(path)
+    log = load(path)[1][0]
+    evals = [i for i, r in enumerate(src) if r["eval/mean_reward"]]
+    assert evals and all(not src[i + 1]["train/loss"] and src[i + 1]["rollout/ep_rew_mean"] for i in evals)
+    assert log.steps == [int(r["time/total_timesteps"]) for r in src if r["rollout/ep_rew_mean"]]
+    for i in evals:
+        m = log.metrics[log.steps.index(int(src[i + 1]["time/total_timesteps"]))]
+        assert (m["total_loss"], m["episode_return_mean"]) == (float(src[i]["train/loss"]),
+                                                               float(src[i + 1]["rollout/ep_rew_mean"]))
+    assert log.notes == [f"{len(evals)} EvalCallback dumps were joined with the rollout row after it (the update's "
+                         f"train/* and the rollout's rollout/* of one iteration, split by a mid-rollout dump)"]
+    assert log.rows == len(src)
+
+
 def test_sb3_log_without_a_timestep_column_is_stepped_by_its_episode_count(tmp_path):
     # sottsout/SAC_PROJECT logged a subset of SB3's keys: no time/total_timesteps, only time/episodes,
     # and train-only dumps between episodes (empty rollout columns); it was stepped by the line index
