@@ -83,7 +83,10 @@ class LossExplosion(SpikeDetector):
 
     def __call__(self, iteration, metrics, history):
         self._history = history  # the recent returns, for the value-scale bar (read only on a trigger)
-        return super().__call__(iteration, metrics, history)
+        try:
+            return super().__call__(iteration, metrics, history)
+        finally:
+            self._history = None  # a rollback replaces the history: never hold the old one
 
     def _value_bar(self, metrics) -> tuple[float, tuple[str, str]] | None:
         """The value loss below which it is no explosion, and (the bar's terms, why); None: no scale known.
