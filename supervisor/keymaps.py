@@ -107,10 +107,31 @@ _MODULE_PREFIX = re.compile(r"^(?:learners/[^/]+/|info/learner/[^/]+/learner_sta
 _REWARD_COMPONENT = re.compile(r"^rewards/([^/]+?)(?:/mean)?$")
 REWARD_COMPONENT = "reward_component/"
 
-# The step column, best first; the scan uses the first one a log has (else the line index).
+# The step column, best first; the scan uses the first one a log has (else the line index). SB3's cumulative
+# episode count is last: the axis of an SB3 log that records no timestep column (a logger given a subset of keys).
 STEP_KEYS = ("step", "global_step", "training_iteration", "_step", "iteration", "Iteration", "train/global_step",
              "time/total_timesteps", "total_timesteps", "misc/total_timesteps", "nupdates", "misc/nupdates",
-             "timesteps_total", "total/steps", "steps", "TimestepsSoFar", "epoch")
+             "timesteps_total", "total/steps", "steps", "TimestepsSoFar", "epoch", "time/episodes")
+
+
+def _column_form(key: str) -> str:
+    return "_".join(key.strip().lower().split())
+
+
+_STEP_RANK: dict[str, int] = {}
+for _i, _k in enumerate(STEP_KEYS):
+    _STEP_RANK.setdefault(_column_form(_k), _i)
+
+
+def step_column(columns: Iterable[str]) -> str | None:
+    """The step column among a log's ``columns``: the first of :data:`STEP_KEYS` present as written, else the
+    best-ranked one present up to case and spacing (a hand-written logger's ``time/total timesteps``)."""
+    cols = columns if isinstance(columns, (set, frozenset, dict)) else set(columns)
+    exact = next((k for k in STEP_KEYS if k in cols), None)
+    if exact is not None:
+        return exact
+    ranked = [(_STEP_RANK[f], c) for c in cols if isinstance(c, str) and (f := _column_form(c)) in _STEP_RANK]
+    return min(ranked)[1] if ranked else None
 
 # No episode finished yet: RLlib (both stacks) and SB3 report these as NaN. "No data", never a fault.
 EPISODE_STATS = ("episode_return_mean", "episode_return_max", "episode_return_min", "episode_len_mean")

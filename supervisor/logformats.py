@@ -50,6 +50,10 @@ def read_monitor(path: Path, text: str, per_step: int = MONITOR_EPISODES_PER_STE
     if not {"r", "l"} <= cols:
         raise InputError(str(path), f"line {start + 1}", "a monitor.csv header must have the columns r and l "
                                                         f"(got: {', '.join(sorted(cols)) or 'none'})")
+    fused = [c for c in reader.fieldnames or [] if number(c) is not None]
+    if fused:  # a lost newline: the first episode's numbers became column names (the episode would be lost)
+        raise InputError(str(path), f"line {start + 1}", f"the header runs into a data row (numeric column names "
+                                                        f"{', '.join(fused[:3])}): a newline is missing")
     last = max((i for i, ln in enumerate(body) if ln.strip()), default=-1)
     episodes: list[tuple[float, float, float | None]] = []
     try:
@@ -82,6 +86,31 @@ def read_monitor(path: Path, text: str, per_step: int = MONITOR_EPISODES_PER_STE
             rec["success_rate"] = math.fsum(succ) / len(succ)
         out.append(rec)
     return out
+
+
+def join_eval_dumps(records: list[tuple[dict, Any]]) -> tuple[list[tuple[dict, Any]], int]:
+    """SB3's ``EvalCallback`` dumps the logger in the middle of a rollout: that row holds ``eval/*`` and the
+    last update's ``train/*``, and the rollout's own row right after it holds ``rollout/*`` and no ``train/*``.
+    Together they are one iteration, as every other row is (its rollout and the update before it): each such
+    pair is joined at the rollout row's step. Returns the records and how many pairs were joined."""
+    def has(flat: dict, prefix: str) -> bool:
+        return any(str(k).startswith(prefix) for k in flat)
+
+    out: list[tuple[dict, Any]] = []
+    joined = i = 0
+    while i < len(records):
+        flat, nested = records[i]
+        if (i + 1 < len(records) and has(flat, "eval/") and not has(flat, "rollout/")
+                and has(records[i + 1][0], "rollout/") and not has(records[i + 1][0], "train/")):
+            nxt, nxt_nested = records[i + 1]
+            both = {**nested, **nxt_nested} if isinstance(nested, dict) and isinstance(nxt_nested, dict) else None
+            out.append(({**flat, **nxt}, both))
+            joined += 1
+            i += 2
+            continue
+        out.append((flat, nested))
+        i += 1
+    return out, joined
 
 
 def is_event_stream(objs: Sequence[dict]) -> bool:

@@ -220,9 +220,15 @@ def target_scale(metrics: Mapping[str, float], gamma: float = GAMMA) -> tuple[fl
     ret, length = _finite(metrics.get("episode_return_mean")), _finite(metrics.get("episode_len_mean"))
     if ret is None or length is None or length < 1 or ret == 0:
         return None
-    g = 1.0 - gamma
-    s = abs(ret) / length / g * (1.0 - (1.0 - gamma ** length) / (length * g))
+    s = returns_value_scale(ret, length, gamma)
     return (s, f"the returns' value scale (gamma {gamma:g})") if s > 0 else None
+
+
+def returns_value_scale(ret: float, length: float, gamma: float = GAMMA) -> float:
+    """The mean discounted value over an episode of return ``ret`` and ``length`` steps, its rewards spread
+    evenly: r / (1 - gamma) x (1 - (1 - gamma^L) / (L (1 - gamma))), r = |ret| / L."""
+    g = 1.0 - gamma
+    return abs(ret) / length / g * (1.0 - (1.0 - gamma ** length) / (length * g))
 
 
 def _negligible_error(metrics: dict) -> bool:

@@ -26,8 +26,8 @@ Inputs (:func:`load`):
   line, pivoted per step), a JSON array of metric objects, or a Hugging Face
   ``trainer_state.json`` (its ``log_history``).
 
-Step: the first of :data:`~supervisor.keymaps.STEP_KEYS` the log has, else
-the line index. Consecutive rows with the same step are merged into one
+Step: the first of :data:`~supervisor.keymaps.STEP_KEYS` the log has (up to
+case and spacing: ``time/total timesteps``), else the line index. Consecutive rows with the same step are merged into one
 iteration (a Trainer's train and eval entries at one step), a step that goes
 backwards is judged in file order (several runs appended to one file), and
 either is reported once per log as a warning. NaN episode returns (no
@@ -49,9 +49,9 @@ from supervisor.errors import InputError
 from supervisor.eventfiles import is_event_file, own_run, read_scalars, to_records
 from supervisor.jsonsafe import json_safe
 from supervisor.keymaps import (ALIASES, PREFIXES, STEP_KEYS, flatten, is_rllib, lookup, map_keys, number,
-                                rank_ignored, unflatten)
-from supervisor.logformats import (is_event_stream, is_monitor, pivot_events, read_monitor, source_kind,
-                                   trainer_state_history)
+                                rank_ignored, step_column, unflatten)
+from supervisor.logformats import (is_event_stream, is_monitor, join_eval_dumps, pivot_events, read_monitor,
+                                   source_kind, trainer_state_history)
 
 __all__ = ["ALIASES", "PREFIXES", "STEP_KEYS", "Log", "Scanned", "analyze", "flatten", "load", "load_file",
            "load_tensorboard", "lookup", "map_record", "number", "read", "scan", "unflatten"]
@@ -108,26 +108,34 @@ def _build(trial_id: str, source: str, fmt: str, records: Iterable[tuple[dict, d
         return log
     flats = [flat for flat, _ in records]
     log.source_kind = kind or source_kind(fmt, flats)
-    key = next((k for k in STEP_KEYS if any(k in flat for flat in flats)), None)
+    n_records, joined = len(records), 0
+    if log.source_kind == "stable-baselines3":
+        records, joined = join_eval_dumps(records)
+        flats = [flat for flat, _ in records]
+    key = step_column({k for flat in flats for k in flat})
     log.step_key = key
     ignored: dict[str, None] = {}
     mapped: set[str] = set()
     dropped: list[str] = []
     no_episode = empty = 0
-    merged = backwards = 0
+    merged = backwards = stepless = 0
     first_back = None
     prev = None
     for i, (flat, nested) in enumerate(records):
         step = _step_value(flat.get(key)) if key else None
+        carried = step is None and key is not None and prev is not None
         if step is None:
-            step = prev if (key and prev is not None) else i
+            step = prev if carried else i
         n_dropped = len(dropped)
         m, ign = map_keys(flat, nested, dropped)
         no_episode += len(dropped) > n_dropped
         ignored.update(dict.fromkeys(ign))
         mapped.update(k for k in flat if k not in ign)
         if log.steps and step == log.steps[-1]:
-            merged += 1
+            if carried:
+                stepless += 1
+            else:
+                merged += 1
             log.metrics[-1].update(m)  # one iteration logged over several lines
         elif not m:
             empty += len(dropped) == n_dropped  # (a row of NaN returns only is counted as such, above)
@@ -140,12 +148,15 @@ def _build(trial_id: str, source: str, fmt: str, records: Iterable[tuple[dict, d
         prev = step
     # keys that never mapped anywhere (a key mapped in one line is not "ignored")
     log.ignored, log.ignored_more, log.ignored_config = rank_ignored(
-        (k for k in ignored if k not in STEP_KEYS and k not in mapped), _MAX_IGNORED)
+        (k for k in ignored if k not in STEP_KEYS and k != key and k not in mapped), _MAX_IGNORED)
     where = f"step '{key}'" if key else "the line index"
     if merged:
         rows = "1 row repeats" if merged == 1 else f"{merged} rows repeat"
         log.warnings.append(f"{rows} the {where} value of the row before: merged into one iteration each "
                             f"(later values win)")
+    if stepless:  # e.g. SB3 dumps without a finished episode, in a log stepped by its episode count
+        rows = "1 row has" if stepless == 1 else f"{stepless} rows have"
+        log.warnings.append(f"{rows} no {where} value: merged into the iteration before each (later values win)")
     if backwards:
         row, before, after = first_back
         log.warnings.append(f"{where} goes backwards {backwards} time(s), first at row {row} ({before} -> {after}): "
@@ -153,12 +164,16 @@ def _build(trial_id: str, source: str, fmt: str, records: Iterable[tuple[dict, d
     if no_episode:
         rows = "1 row has" if no_episode == 1 else f"{no_episode} rows have"
         log.notes.append(f"{rows} NaN episode returns (no episode finished yet): no data, not judged")
-    log.rows = len(records)
+    if joined:
+        pairs = "1 EvalCallback dump was" if joined == 1 else f"{joined} EvalCallback dumps were"
+        log.notes.append(f"{pairs} joined with the rollout row after it (the update's train/* and the rollout's "
+                         f"rollout/* of one iteration, split by a mid-rollout dump)")
+    log.rows = n_records
     if empty:
         log.dropped += empty
-        msg = (f"{empty} of {len(records)} rows hold no value a detector reads (only unknown keys, text or empty "
+        msg = (f"{empty} of {n_records} rows hold no value a detector reads (only unknown keys, text or empty "
                f"cells): not judged")
-        (log.warnings if 2 * empty > len(records) and log.metrics else log.notes).append(msg)
+        (log.warnings if 2 * empty > n_records and log.metrics else log.notes).append(msg)
     if not log.metrics:
         seen = sorted({k for flat in flats for k in flat})
         log.error = f"no known metric keys (saw: {', '.join(seen[:8])}{', ...' if len(seen) > 8 else ''})"

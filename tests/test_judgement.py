@@ -17,7 +17,7 @@ from supervisor.detectors.reward_collapse import RewardCollapse
 from supervisor.detectors.value_collapse import ValueCollapse
 from supervisor.engine import Engine
 from supervisor.integrations.cadence import ReportWindow
-from supervisor.metrics import drop_no_data
+from supervisor.metrics import drop_no_data, returns_value_scale
 from supervisor.store import Store
 
 
@@ -120,6 +120,61 @@ def test_a_value_loss_growing_with_its_targets_is_info_and_an_explosion_beyond_t
     assert "value_target_scale" in found[0].message
     found = firing(run_detectors([LossExplosion()], value_loss_stream(lr_jump=100)))
     assert found[0] == (100, "critical")
+
+
+def concentrated_reward_stream(n=60, onset=15, ev_high=0.01, explode_at=None):
+    """An SB3 PPO log (hirokame/Gym_Wheelrunner's shape): no target scale, returns ~10 rising to ~40 over
+    ~23-step episodes whose reward is a rare +100 transition. From ``onset`` on, two rollouts in three
+    hold some (value loss ~600 each, up to ~1,800 as the return grows; explained variance ~0: the critic
+    has not learned them), the others none (~3, EV 0.5-0.9)."""
+    rng = random.Random(7)
+    out = []
+    for i in range(n):
+        ret, length = 10.0 + 30.0 * max(0, i - 30) / (n - 30), 23.0 + rng.random()
+        high = i >= onset and i % 3 != 1
+        events = 1 + rng.randrange(int(ret // 15) + 1)  # more of them as the return grows
+        vf = (600.0 * events if high else 3.0) * math.exp(rng.gauss(0, 0.1))
+        ev = ev_high if high else 0.5 + 0.4 * rng.random()
+        if i == explode_at:  # a critic that diverges: 1e4 x its targets' squared scale
+            vf = 1e4 * returns_value_scale(ret, length) ** 2
+        out.append({"total_loss": 0.5 * vf - 0.01, "policy_loss": -0.01 + 0.005 * rng.gauss(0, 1),
+                    "vf_loss": vf, "explained_variance": ev, "episode_return_mean": ret,
+                    "episode_len_mean": length})
+    return out
+
+
+def test_a_value_loss_of_rare_large_rewards_is_no_explosion_and_a_divergence_still_is():
+    found = run_detectors([LossExplosion()], concentrated_reward_stream())
+    assert firing(found) == []
+    assert firing(found, at_least="info")[0] == (15, "info") and "concentrated" in found[0].message
+    # the same critic diverging (1e4 x its targets' squared scale) fires at once
+    assert firing(run_detectors([LossExplosion()], concentrated_reward_stream(explode_at=40)))[0] == (40, "critical")
+    # errors that vary more than twice the targets (EV < -1): a critic gone wild, no allowance for rare rewards
+    assert firing(run_detectors([LossExplosion()], concentrated_reward_stream(ev_high=-2.0)))[0] == (15, "critical")
+
+
+def return_jump_stream(explode=False):
+    """An SB3 DQN log (mmmorfa/Model1's shape): no Q-values, no explained variance; returns ~30 over ~6.5-step
+    episodes until exploration ends at 40, when the 100-episode mean jumps to 266, then falls back (28-93)
+    while the Huber TD loss climbs after the Q-values (3 -> 161 at 50, 78 at 51)."""
+    rng = random.Random(3)
+    out = [{"total_loss": 3.0 * math.exp(rng.gauss(0, 0.15)), "episode_return_mean": 30.0 + 5 * rng.gauss(0, 1),
+            "episode_len_mean": 6.5} for _ in range(40)]
+    rets = (266.0, 93.2, 75.8, 58.7, 46.0, 59.5, 125.0, 125.7, 55.3, 27.7, 38.5, 32.6)
+    lens = (15.8, 10.5, 10.4, 8.2, 7.5, 7.9, 10.2, 9.0, 6.6, 5.7, 6.9, 7.2)
+    losses = (3.7, 10.7, 12.1, 19.0, 21.7, 35.0, 26.0, 44.0, 64.8, 61.3, 161.3, 78.1)
+    for ret, length, loss in zip(rets, lens, losses):
+        out.append({"total_loss": loss, "episode_return_mean": ret, "episode_len_mean": length})
+    if explode:  # the TD loss at 1e4 x the squared scale of the targets after the jump
+        out[-2]["total_loss"] = 1e4 * returns_value_scale(266.0, 15.8) ** 2
+    return out
+
+
+def test_a_td_loss_following_a_return_jump_is_measured_against_the_new_returns():
+    found = run_detectors([LossExplosion()], return_jump_stream())
+    assert firing(found) == []  # the 100-episode mean (38.5 at 50) lags the Q-values fitted on 266
+    assert [(f.iteration, f.details.get("vetoed")) for f in found] == [(50, True)]
+    assert firing(run_detectors([LossExplosion()], return_jump_stream(explode=True)))[0] == (50, "critical")
 
 
 def test_a_clipped_value_loss_is_judged_on_its_own_history():

@@ -354,10 +354,63 @@ def test_steps_going_backwards_and_repeating_are_warned_once(tmp_path):
     assert r.returncode == 0 and r.stdout.count("warning:") == 2 and r.stdout.count("goes backwards") == 1
 
 
+def test_step_column_matched_up_to_case_and_spacing():
+    # BoogaQ/PPO-exploration's own logger.py writes SB3-style keys with "time/total timesteps" (a space):
+    # the scan read its 47 updates at steps 0..46 (the line index) and listed the column as ignored
+    path = CORPUS / "custom_progress" / "boogaq_ppo_progress.csv"
+    src = rows(path)
+    res, t = one(path)
+    assert t["step_key"] == "time/total timesteps" and "time/total timesteps" not in t["ignored_keys"]
+    assert load(path)[1][0].steps == [int(r["time/total timesteps"]) for r in src]
+    assert [f["step"] for f in res["findings"]] == [int(src[f["row"]]["time/total timesteps"]) for f in res["findings"]]
+
+
+def test_sb3_eval_dump_is_joined_with_the_rollout_row_after_it():
+    # SB3's EvalCallback dumps mid-rollout: its row holds eval/* and the last update's train/*, the rollout's
+    # own row after it rollout/* and no train/*. Read apart, the update sat at a step of its own with no return
+    # (no value scale to judge its value loss by) and the rollout row had no learner statistics.
+    path = CORPUS / "sb3_progress" / "wheelrunner_ppo_progress.csv"
+    src = rows(path)
+    log = load(path)[1][0]
+    evals = [i for i, r in enumerate(src) if r["eval/mean_reward"]]
+    assert evals and all(not src[i + 1]["train/loss"] and src[i + 1]["rollout/ep_rew_mean"] for i in evals)
+    assert log.steps == [int(r["time/total_timesteps"]) for r in src if r["rollout/ep_rew_mean"]]
+    for i in evals:
+        m = log.metrics[log.steps.index(int(src[i + 1]["time/total_timesteps"]))]
+        assert (m["total_loss"], m["episode_return_mean"]) == (float(src[i]["train/loss"]),
+                                                               float(src[i + 1]["rollout/ep_rew_mean"]))
+    assert log.notes == [f"{len(evals)} EvalCallback dumps were joined with the rollout row after it (the update's "
+                         f"train/* and the rollout's rollout/* of one iteration, split by a mid-rollout dump)"]
+    assert log.rows == len(src)
+
+
+def test_sb3_log_without_a_timestep_column_is_stepped_by_its_episode_count(tmp_path):
+    # sottsout/SAC_PROJECT logged a subset of SB3's keys: no time/total_timesteps, only time/episodes,
+    # and train-only dumps between episodes (empty rollout columns); it was stepped by the line index
+    path = CORPUS / "sb3_progress" / "sac_goal_progress.csv"
+    src = rows(path)
+    t = one(path)[1]
+    log = load(path)[1][0]
+    episodes = [int(r["time/episodes"]) for r in src if r["time/episodes"]]
+    assert t["step_key"] == "time/episodes" and log.steps == episodes
+    stepless = [r for r in src if not r["time/episodes"]]
+    assert t["warnings"] == [f"{len(stepless)} rows have no step 'time/episodes' value: merged into the iteration "
+                             f"before each (later values win)"]
+    i = next(i for i, r in enumerate(src) if not r["time/episodes"])  # its losses land on the episode before
+    j = log.steps.index(int(src[i - 1]["time/episodes"]))
+    assert log.metrics[j]["vf_loss"] == float(src[i]["train/critic_loss"])
+    # an exact step column still wins over the episode count
+    p = tmp_path / "progress.csv"
+    p.write_text("time/episodes,time/total_timesteps,rollout/ep_rew_mean\n1,100,5.0\n2,200,6.0\n")
+    assert load(p)[1][0].step_key == "time/total_timesteps"
+
+
 BAD = [
     ("monitor.csv", '#{"t_start": 0, "env_id": "CartPole-v1"}\nr,l,t\n', "no episodes"),
     ("a.monitor.csv", '#{"t_start": 0}\nreward,len\n1,2\n', "columns r and l"),
     ("b.monitor.csv", '#{"t_start": 0}\nr,l,t\n1.0,10,0.1\nabc,10,0.2\n2.0,10,0.3\n', "line 4"),
+    # KangHyoeun/usv_drl_project's logs/monitor.csv: "r,l,t-74851.744894,1000,7.552467" (a newline lost)
+    ("c.monitor.csv", '#{"t_start": 0}\nr,l,t-74851.7,1000,7.55\n96528.2,213,8.88\n', "header runs into a data row"),
     ("events.jsonl", '{"step": 1, "name": "kl", "value": 0.1}\n{"step": "x", "name": "kl", "value": 0.1}\n',
      "event 2"),
 ]

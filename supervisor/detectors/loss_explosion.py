@@ -5,12 +5,15 @@ from __future__ import annotations
 from pydantic import Field
 
 from supervisor.detectors._common import SpikeDetector, SpikeOptions, fmt, value_of
-from supervisor.metrics import GAMMA, target_scale
+from supervisor.metrics import GAMMA, returns_value_scale, target_scale
 from supervisor.detectors.options import Number, positive
 
 #: Losses with a value-regression part: their scale follows the square of the value targets' (an unclipped
 #: value loss as returns grow, a TD loss with its Q-values).
 VALUE_DRIVEN = frozenset(("total_loss", "vf_loss", "vf_loss_unclipped", "q_loss", "q_twin_loss"))
+#: The episodes a logged mean return covers at most (SB3's ``stats_window_size``, RLlib's smoothing window):
+#: with returns of one sign, no episode behind the mean holds more than this many times it.
+MEAN_EPISODES = 100
 
 
 class LossExplosionOptions(SpikeOptions):
@@ -47,8 +50,14 @@ class LossExplosion(SpikeDetector):
     |``q_mean``|, else estimated from the return and the episode length with the trial's discount:
     :func:`supervisor.metrics.target_scale`): an RMS error of ~30 % of the targets (a critic predicting 0
     everywhere scores ~s^2). Below that the finding is ``info``. Without any of them the history rule
-    alone decides. A ``policy_loss`` whose advantages are not normalized (A2C) scales with the critic's
-    errors: within sqrt(value loss), while the value loss is below that bar, it is ``info`` too.
+    alone decides. Estimated from a log's returns, s is their largest over the reference window (a DQN
+    whose 100-episode mean return jumps 38 -> 266 and falls back while its TD loss follows the Q-values
+    fitted on 266), and where ``explained_variance`` >= -1 the bar allows targets concentrated in a few
+    large rewards the critic has not learned: ``driver_fraction`` x M x s, M the largest episode |return|
+    (an SB3 PPO critic whose value loss is ~3 on most rollouts and ~600 on each that holds a rare +100
+    reward, explained variance ~0 there, mean return ~10); see :meth:`_value_bar`. A ``policy_loss``
+    whose advantages are not normalized (A2C) scales with the critic's errors: within sqrt(value loss),
+    while the value loss is below that bar, it is ``info`` too.
 
     Args:
         metrics: losses to watch. Default ("total_loss", "policy_loss").
@@ -70,6 +79,63 @@ class LossExplosion(SpikeDetector):
     band_metrics = ("total_loss", "policy_loss", "vf_loss_unclipped")
     Options = LossExplosionOptions
 
+    _history = None
+
+    def __call__(self, iteration, metrics, history):
+        self._history = history  # the recent returns, for the value-scale bar (read only on a trigger)
+        try:
+            return super().__call__(iteration, metrics, history)
+        finally:
+            self._history = None  # a rollback replaces the history: never hold the old one
+
+    def _value_bar(self, metrics) -> tuple[float, tuple[str, str]] | None:
+        """The value loss below which it is no explosion, and (the bar's terms, why); None: no scale known.
+
+        A reported target scale s (``value_target_scale``, |``q_mean``|): ``driver_fraction`` x s^2. From
+        the returns (logs), s follows the recent returns' upper level, not a lagging mean (the values
+        follow the returns they were fitted on): the largest
+        :func:`~supervisor.metrics.returns_value_scale` over the reference window, this iteration
+        included; bar ``driver_fraction`` x s^2. Where the critic before the update is no worse than a guess
+        uncorrelated with its targets (``explained_variance`` >= -1: its errors vary at most twice as much
+        as the targets), the targets may be a few large rewards it has not learned rather than a spread: a
+        target is at most the largest discounted sum an episode holds, M, so their mean square is at most
+        M x s (a critic that knows nothing of them scores that); bar ``driver_fraction`` x M x s. M: the
+        largest |``episode_return_max``| / |``episode_return_min``| in the window, else ``MEAN_EPISODES``
+        x the largest |mean return| (one episode holding all the return the mean covers)."""
+        gamma = self.priors.gamma or GAMMA
+        got = target_scale(metrics, gamma)
+        if got is None:
+            return None
+        s, name = got
+        if name in ("value_target_scale", "|q_mean|"):
+            return self.driver_fraction * s * s, (f"({name}={fmt(s)})^2", f"an RMS error under "
+                                                  f"{fmt(100 * self.driver_fraction ** 0.5)}% of its targets")
+        h, w = self._history, self.window
+        past = (lambda k: list(h.view(k)[-w:])) if h is not None else (lambda k: [])
+        rets = past("episode_return_mean") + [metrics["episode_return_mean"]]
+        lens = past("episode_len_mean") + [metrics["episode_len_mean"]]
+        if len(lens) != len(rets):  # not reported together: every return over this iteration's length
+            lens = [lens[-1]] * len(rets)
+        s = max([returns_value_scale(g, n, gamma) for g, n in zip(rets, lens) if g == g and n >= 1] + [s])
+        ev = value_of(metrics, "explained_variance")
+        if ev is None or ev < -1.0:  # no sign of targets the critic could not know, or a critic gone wild
+            return self.driver_fraction * s * s, (f"(the recent returns' value scale, gamma {gamma:g}: {fmt(s)})^2",
+                                                  f"an RMS error under {fmt(100 * self.driver_fraction ** 0.5)}% "
+                                                  f"of its targets")
+        ext = [abs(x) for k in ("episode_return_max", "episode_return_min")
+               for x in past(k) + [value_of(metrics, k)] if x is not None and x == x]
+        if ext:
+            big, how = max(ext), "the largest episode |return|"
+        else:
+            big = MEAN_EPISODES * max(abs(g) for g in rets if g == g)
+            how = f"{MEAN_EPISODES} x the largest mean |return|"
+        big = max(big, s)
+        return self.driver_fraction * big * s, (
+            f"max|target| ({how}: {fmt(big)}) x mean|target| (the recent returns' value scale, gamma {gamma:g}: "
+            f"{fmt(s)})", f"explained variance {fmt(ev)} >= -1, a critic no worse than a guess uncorrelated with "
+                          f"its targets, and under {fmt(self.driver_fraction)} of the mean square of targets "
+                          f"concentrated in a few large rewards")
+
     def _veto(self, metric, value, metrics):
         if metric == "policy_loss":
             return self._driven_policy_loss(value, metrics)
@@ -77,21 +143,19 @@ class LossExplosion(SpikeDetector):
             return None
         if self.priors.vf_clip_param is not None and metric in ("total_loss", "vf_loss"):
             return None  # the writer clips its value loss: it cannot grow with the targets
-        got = target_scale(metrics, self.priors.gamma or GAMMA)
+        got = self._value_bar(metrics)
         if got is None:
             return None
-        s, name = got
-        bar = self.driver_fraction * s * s
+        bar, (what, why) = got
         if value >= bar:
             return None
-        return (f"below {fmt(self.driver_fraction)} x ({name}={fmt(s)})^2 = {fmt(bar)}: an RMS error under "
-                f"{fmt(100 * self.driver_fraction ** 0.5)}% of its targets, a value loss growing with them, not an "
-                f"explosion")
+        return f"below {fmt(self.driver_fraction)} x {what} = {fmt(bar)}: {why}, a value loss growing with them, " \
+               f"not an explosion"
 
     def _driven_policy_loss(self, value, metrics):
         """A policy-gradient loss scales with its advantages; where they are not normalized (A2C) they
         are the critic's errors, of RMS sqrt(value loss). A policy loss within that, while the value loss
-        itself is not exploded (below ``driver_fraction`` x its targets' scale^2), is driven by the critic
+        itself is not exploded (below the bar of :meth:`_value_bar`), is driven by the critic
         (a rare terminal state in a run of identical steps), not exploded. Writers that clip the value
         loss (RLlib's PPO: ``vf_clip_param``) normalize their advantages: no such allowance."""
         if self.priors.vf_clip_param is not None:
@@ -100,8 +164,8 @@ class LossExplosion(SpikeDetector):
         vf = value_of(metrics, "vf_loss") if vf is None else vf
         if vf is None or vf <= 0 or abs(value) >= vf ** 0.5:
             return None
-        got = target_scale(metrics, self.priors.gamma or GAMMA)
-        if got is not None and vf >= self.driver_fraction * got[0] ** 2:
+        got = self._value_bar(metrics)
+        if got is not None and vf >= got[0]:
             return None  # the critic exploded too: the policy loss with it is a fault
         return (f"|policy_loss| is within the advantages' scale sqrt(vf_loss) = {fmt(vf ** 0.5)} while the value "
                 f"loss is not exploded: a policy loss driven by the critic's errors, not an explosion")
