@@ -164,6 +164,33 @@ def test_q_divergence_silent_while_q_learns_the_return_scale_and_fires_past_it()
     assert _run(QDivergence(), healthy[:3] + [_cartpole(3, -300.0)]) == [(4, "warning")]  # Q < 0 with rewards >= 0  # no episode yet: no bound, no judgement
 
 
+def test_q_divergence_leaves_room_for_sacs_entropy_bonus():
+    """Soft Q-values hold alpha x the policy's entropy per step: SB3's SAC on MountainCarContinuous (rewards
+    -0.03 a step: [-3.4, 0]) reached q_max +6.8 at 6,000 steps of a healthy run (sb3_live, seed 1) and drew
+    reduce_lr. With its entropy coefficient reported and the action space known, the top rises by
+    alpha_max x H / (1 - gamma); a real divergence still fires."""
+    from supervisor.priors import Priors
+
+    def mcc(i, q, alpha=None):
+        m = {"episode_return_mean": -30.0, "episode_len_mean": 999.0, "q_mean": q / 2, "q_max": q, "q_min": -1.0}
+        if alpha is not None:
+            m["entropy_coeff"] = alpha
+        return m
+
+    def det(priors=True):
+        d = QDivergence()
+        if priors:
+            d.priors = Priors.from_dict({"algorithm": "SAC", "action_kind": "continuous", "action_dim": 1})
+        return d
+
+    alphas = [1.0 * 0.995 ** i for i in range(20)]              # SB3's auto coefficient from 1, decaying
+    soft = [mcc(i, 6.8, a) for i, a in enumerate(alphas)]
+    assert _run(det(), soft) == []
+    assert _run(det(), [mcc(i, 6.8) for i in range(20)])[:1] == [(1, "warning")]  # no coefficient: no room
+    assert _run(det(priors=False), soft)[:1] == [(1, "warning")]                    # no max entropy: no room
+    assert _run(det(), soft[:10] + [mcc(10, 1e3, alphas[10])]) == [(11, "critical")]  # past the bonus too
+
+
 def test_td_error_explosion():
     healthy = [_cartpole(i, min(100.0, 1.5 * i)) for i in range(80)]
     assert _run(TDErrorExplosion(), healthy) == []

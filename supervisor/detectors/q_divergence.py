@@ -12,6 +12,7 @@ from supervisor.findings import Finding
 
 
 Q_KEYS = ("q_max", "q_min", "q_mean")
+ALPHA_KEYS = ("alpha", "entropy_coeff")  # SAC's entropy coefficient (RLlib, SB3)
 
 
 class QDivergenceOptions(DetectorOptions):
@@ -39,6 +40,15 @@ class QDivergence(Detector):
     q_max > 300 or q_min < -200. A healthy DQN moves its Q-values from 0 up
     towards 100 (overestimating a little on the way).
 
+    Soft Q-values (SAC) also hold the entropy bonus, alpha x the policy's
+    entropy per step: where the run reports its entropy coefficient
+    (``alpha``, ``entropy_coeff``) and the priors know the action space's
+    maximum entropy H, the top rises by the largest coefficient seen x H /
+    (1 - ``gamma``) (SB3's SAC on MountainCarContinuous: rewards of -0.03 a
+    step allow [-3.4, 0], yet a healthy run's q_max reached +6.8 at 6,000
+    steps: the bonus of a policy that still explores). The bottom is left as
+    it is: a sharp policy's entropy has no floor to widen it by.
+
     Args:
         k: distance outside the range, in units of S, for a warning. Default 2.
         critical_k: the same for critical. Default 20.
@@ -58,9 +68,14 @@ class QDivergence(Detector):
 
     def reset(self) -> None:
         self._alarm = Alarm(self.patience, self.exit, self.repeat)
+        self._alpha = 0.0  # the largest entropy coefficient seen (the bonus the Q-values may hold)
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:
         known = self.scale.update(metrics)
+        for k in ALPHA_KEYS:
+            a = value_of(metrics, k)
+            if a is not None and a > self._alpha:
+                self._alpha = a
         if metrics.keys().isdisjoint(Q_KEYS):  # no Q-values reported (another algorithm)
             return []
         q = {k: v for k in ("q_max", "q_min", "q_mean") if (v := value_of(metrics, k)) is not None}
@@ -68,6 +83,8 @@ class QDivergence(Detector):
             return []
         lo, hi = self.scale.q_range
         s = self.scale.scale
+        bonus = self._alpha * max(self.priors.max_entropy or 0.0, 0.0) / (1.0 - self.gamma)
+        hi += bonus
         # how far outside [lo, hi] each Q statistic is, in units of S
         out = {k: max(v - hi, lo - v, 0.0) / s for k, v in q.items()}
         metric, d = max(out.items(), key=lambda kv: kv[1])
@@ -79,5 +96,7 @@ class QDivergence(Detector):
             iteration, sev, metric, q[metric],
             f"Q-value divergence: {metric}={fmt(q[metric])} is {fmt(d)} x {fmt(s)} outside [{fmt(lo)}, {fmt(hi)}], "
             f"the range the rewards seen allow (average per-step reward in [{fmt(self.scale.lo)}, "
-            f"{fmt(self.scale.hi)}], gamma {self.gamma:g})",
+            f"{fmt(self.scale.hi)}], gamma {self.gamma:g}"
+            + (f"; the entropy bonus up to {fmt(bonus)}: alpha {fmt(self._alpha)} x max entropy "
+               f"{fmt(self.priors.max_entropy)})" if bonus else ")"),
             hi + self.k * s if q[metric] > hi else lo - self.k * s, q_range=[lo, hi], scale=s)]
