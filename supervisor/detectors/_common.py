@@ -355,7 +355,7 @@ class SpikeDetector(Detector):
         self._kind = "log" if self.log else None
         self._vetoes = {m: Alarm(1, self.exit, 10 * self.repeat) for m in self.metrics}
 
-    def _veto(self, metric: str, value: float, metrics) -> str | None:
+    def _veto(self, metric: str, value: float, metrics, history: History) -> str | None:
         """Why a value that triggers the rule is nonetheless no fault (then it is an ``info`` finding, and
         it joins the reference as a normal value); None: it is one. Subclasses override."""
         return None
@@ -441,7 +441,7 @@ class SpikeDetector(Detector):
                     triggered = triggered or held
             elif self.sustain:
                 self._held[m] = 0
-            if triggered and (why := self._veto(m, v, metrics)) is not None:
+            if triggered and (why := self._veto(m, v, metrics, history)) is not None:
                 self._streak[m] = self._held[m] = 0
                 self._alarms[m].update(False)
                 if self._vetoes[m].update(True, "info"):

@@ -79,16 +79,7 @@ class LossExplosion(SpikeDetector):
     band_metrics = ("total_loss", "policy_loss", "vf_loss_unclipped")
     Options = LossExplosionOptions
 
-    _history = None
-
-    def __call__(self, iteration, metrics, history):
-        self._history = history  # the recent returns, for the value-scale bar (read only on a trigger)
-        try:
-            return super().__call__(iteration, metrics, history)
-        finally:
-            self._history = None  # a rollback replaces the history: never hold the old one
-
-    def _value_bar(self, metrics) -> tuple[float, tuple[str, str]] | None:
+    def _value_bar(self, metrics, history) -> tuple[float, tuple[str, str]] | None:
         """The value loss below which it is no explosion, and (the bar's terms, why); None: no scale known.
 
         A reported target scale s (``value_target_scale``, |``q_mean``|): ``driver_fraction`` x s^2. From
@@ -110,7 +101,7 @@ class LossExplosion(SpikeDetector):
         if name in ("value_target_scale", "|q_mean|"):
             return self.driver_fraction * s * s, (f"({name}={fmt(s)})^2", f"an RMS error under "
                                                   f"{fmt(100 * self.driver_fraction ** 0.5)}% of its targets")
-        h, w = self._history, self.window
+        h, w = history, self.window
         past = (lambda k: list(h.view(k)[-w:])) if h is not None else (lambda k: [])
         rets = past("episode_return_mean") + [metrics["episode_return_mean"]]
         lens = past("episode_len_mean") + [metrics["episode_len_mean"]]
@@ -136,14 +127,14 @@ class LossExplosion(SpikeDetector):
                           f"its targets, and under {fmt(self.driver_fraction)} of the mean square of targets "
                           f"concentrated in a few large rewards")
 
-    def _veto(self, metric, value, metrics):
+    def _veto(self, metric, value, metrics, history):
         if metric == "policy_loss":
-            return self._driven_policy_loss(value, metrics)
+            return self._driven_policy_loss(value, metrics, history)
         if metric not in VALUE_DRIVEN:
             return None
         if self.priors.vf_clip_param is not None and metric in ("total_loss", "vf_loss"):
             return None  # the writer clips its value loss: it cannot grow with the targets
-        got = self._value_bar(metrics)
+        got = self._value_bar(metrics, history)
         if got is None:
             return None
         bar, (what, why) = got
@@ -152,7 +143,7 @@ class LossExplosion(SpikeDetector):
         return f"below {fmt(self.driver_fraction)} x {what} = {fmt(bar)}: {why}, a value loss growing with them, " \
                f"not an explosion"
 
-    def _driven_policy_loss(self, value, metrics):
+    def _driven_policy_loss(self, value, metrics, history):
         """A policy-gradient loss scales with its advantages; where they are not normalized (A2C) they
         are the critic's errors, of RMS sqrt(value loss). A policy loss within that, while the value loss
         itself is not exploded (below the bar of :meth:`_value_bar`), is driven by the critic
@@ -164,7 +155,7 @@ class LossExplosion(SpikeDetector):
         vf = value_of(metrics, "vf_loss") if vf is None else vf
         if vf is None or vf <= 0 or abs(value) >= vf ** 0.5:
             return None
-        got = self._value_bar(metrics)
+        got = self._value_bar(metrics, history)
         if got is not None and vf >= got[0]:
             return None  # the critic exploded too: the policy loss with it is a fault
         return (f"|policy_loss| is within the advantages' scale sqrt(vf_loss) = {fmt(vf ** 0.5)} while the value "

@@ -72,12 +72,12 @@ class QDivergence(Detector):
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:
         known = self.scale.update(metrics)
-        for k in ALPHA_KEYS:
+        if metrics.keys().isdisjoint(Q_KEYS):  # no Q-values reported (another algorithm)
+            return []
+        for k in ALPHA_KEYS:  # reported beside the Q-values (SAC)
             a = value_of(metrics, k)
             if a is not None and a > self._alpha:
                 self._alpha = a
-        if metrics.keys().isdisjoint(Q_KEYS):  # no Q-values reported (another algorithm)
-            return []
         q = {k: v for k in ("q_max", "q_min", "q_mean") if (v := value_of(metrics, k)) is not None}
         if not known or not q:
             return []
