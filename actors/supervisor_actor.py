@@ -56,6 +56,11 @@ class StoreUnavailable(RuntimeError):
     """A report was not stored (the run's database could not commit); the caller must send it again."""
 
 
+def _run_entry(run_id: str, spec: dict) -> dict:
+    """A run as ``snapshot`` lists it: its id, folder, name and kind."""
+    return {"run_id": run_id, **{k: v for k, v in spec.items() if k in ("run_dir", "name", "kind")}}
+
+
 class SupervisorService:
     """The actor's state and logic. Not thread-safe by design: in the actor every call runs on its one
     engine thread; in a test, call it from one thread."""
@@ -154,8 +159,7 @@ class SupervisorService:
             eng.flush(force=True)
             spec = self.specs[run_id]
             eng.store.upsert_run(run_id, spec["name"], spec["kind"], status, ended=time.time())
-            self.closed_runs.append({"run_id": run_id, "status": status,
-                                     **{k: v for k, v in spec.items() if k in ("run_dir", "name", "kind")}})
+            self.closed_runs.append({**_run_entry(run_id, spec), "status": status})
             if sender is not None:
                 trials = [{**t, "final_return": (json_or_empty(t.get("final")) or {}).get("episode_return_mean")}
                           for t in eng.store.trials() if t.get("run_id") == run_id]
@@ -387,9 +391,8 @@ class SupervisorService:
 
     def snapshot(self) -> dict:
         """Runs and live trial state, for ``supervise status`` and the dashboard."""
-        open_runs = [{"run_id": r, **{k: v for k, v in self.specs[r].items() if k in ("run_dir", "name", "kind")}}
-                     for r in self.runs]
-        return {"runs": open_runs + [r for r in self.closed_runs if r["run_id"] not in self.runs],
+        return {"runs": [_run_entry(r, self.specs[r]) for r in self.runs]
+                + [r for r in self.closed_runs if r["run_id"] not in self.runs],
                 "trials": self.trial_snapshot()}
 
     def trial_snapshot(self) -> list[dict]:

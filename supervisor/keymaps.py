@@ -133,6 +133,7 @@ def step_column(columns: Iterable[str]) -> str | None:
     ranked = [(_STEP_RANK[f], c) for c in cols if isinstance(c, str) and (f := _column_form(c)) in _STEP_RANK]
     return min(ranked)[1] if ranked else None
 
+
 # No episode finished yet: RLlib (both stacks) and SB3 report these as NaN. "No data", never a fault.
 EPISODE_STATS = ("episode_return_mean", "episode_return_max", "episode_return_min", "episode_len_mean")
 # ... except when the "return" is an RLHF reward (TRL, RLDK): every step scores completions, so a NaN

@@ -101,24 +101,25 @@ class LossExplosion(SpikeDetector):
         if name in ("value_target_scale", "|q_mean|"):
             return self.driver_fraction * s * s, (f"({name}={fmt(s)})^2", f"an RMS error under "
                                                   f"{fmt(100 * self.driver_fraction ** 0.5)}% of its targets")
-        h, w = history, self.window
-        past = (lambda k: list(h.view(k)[-w:])) if h is not None else (lambda k: [])
+        def past(k):  # the reference window's values (the history holds finite ones only), this one's last
+            return list(history.view(k)[-self.window:])
+
         rets = past("episode_return_mean") + [metrics["episode_return_mean"]]
         lens = past("episode_len_mean") + [metrics["episode_len_mean"]]
         if len(lens) != len(rets):  # not reported together: every return over this iteration's length
             lens = [lens[-1]] * len(rets)
-        s = max([returns_value_scale(g, n, gamma) for g, n in zip(rets, lens) if g == g and n >= 1] + [s])
+        s = max([returns_value_scale(g, n, gamma) for g, n in zip(rets, lens) if n >= 1] + [s])
         ev = value_of(metrics, "explained_variance")
         if ev is None or ev < -1.0:  # no sign of targets the critic could not know, or a critic gone wild
             return self.driver_fraction * s * s, (f"(the recent returns' value scale, gamma {gamma:g}: {fmt(s)})^2",
                                                   f"an RMS error under {fmt(100 * self.driver_fraction ** 0.5)}% "
                                                   f"of its targets")
         ext = [abs(x) for k in ("episode_return_max", "episode_return_min")
-               for x in past(k) + [value_of(metrics, k)] if x is not None and x == x]
+               for x in past(k) + [value_of(metrics, k)] if x is not None]
         if ext:
             big, how = max(ext), "the largest episode |return|"
         else:
-            big = MEAN_EPISODES * max(abs(g) for g in rets if g == g)
+            big = MEAN_EPISODES * max(map(abs, rets))
             how = f"{MEAN_EPISODES} x the largest mean |return|"
         big = max(big, s)
         return self.driver_fraction * big * s, (
