@@ -143,6 +143,9 @@ def _runs() -> dict[str, Run]:
         ("pendulum_long", "Pendulum-v1", {"max_episode_steps": 2500},
          "default config, max_episode_steps 2500 (episodes longer than a train batch)"),
         ("mcc", "MountainCarContinuous-v0", {}, "default config"),
+        # MuJoCo (pip install -e '.[mujoco]'): returns in the thousands, early terminations (Hopper), none (HalfCheetah)
+        ("hopper", "Hopper-v5", {}, "default config"),
+        ("halfcheetah", "HalfCheetah-v5", {}, "default config"),
     ):
         for s in (1, 2, 3):
             r[f"{prefix}_healthy_s{s}"] = Run("healthy", "healthy", None, s, how, env=env,

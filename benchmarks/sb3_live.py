@@ -5,7 +5,8 @@
 Validation on what the detectors were not tuned on: issue 25's own table at its ORIGINAL length (the CI
 matrix, tests/test_live_matrix.py, runs the same algorithms on deliberately short budgets) and
 algorithm/env combinations never in the matrix (DQN on Acrobot and MountainCar, PPO/A2C/TD3 on Pendulum,
-SAC and PPO on MountainCarContinuous, PPO/A2C on FrozenLake's Discrete observations). Each run is
+SAC and PPO on MountainCarContinuous, PPO/A2C on FrozenLake's Discrete observations, and MuJoCo's Hopper,
+HalfCheetah, Walker2d and InvertedPendulum with PPO, A2C, SAC and TD3: ``pip install -e '.[mujoco]'``). Each run is
 ``model.learn(N, callback=SupervisorCallback(run_dir))`` with SB3's DEFAULT hyperparameters (only the
 issue's PPO CartPole row sets ``n_steps=512``, as the issue did), ``device="cpu"``, one torch thread,
 each in its own process (``--jobs`` at once, 2 by default: the machine has 2 cores).
@@ -54,7 +55,15 @@ RUNS = [
     ("ppo-frozenlake", "ppo", "FrozenLake-v1", 50_000, {}, "never in the matrix; Discrete observations"),
     ("a2c-frozenlake", "a2c", "FrozenLake-v1", 50_000, {}, "never in the matrix; Discrete observations"),
     ("ppo-mcc", "ppo", "MountainCarContinuous-v0", 50_000, {}, "never in the matrix; sparse reward"),
+    # MuJoCo (pip install -e '.[mujoco]'): returns in the thousands, early terminations, 6-17 features
+    ("ppo-hopper", "ppo", "Hopper-v5", 100_000, {}, "MuJoCo, never tuned on"),
+    ("sac-hopper", "sac", "Hopper-v5", 20_000, {}, "MuJoCo, never tuned on"),
+    ("td3-halfcheetah", "td3", "HalfCheetah-v5", 20_000, {}, "MuJoCo, never tuned on; no terminations"),
+    ("ppo-halfcheetah", "ppo", "HalfCheetah-v5", 100_000, {}, "MuJoCo, never tuned on"),
+    ("a2c-walker2d", "a2c", "Walker2d-v5", 100_000, {}, "MuJoCo, never tuned on"),
+    ("ppo-invpendulum", "ppo", "InvertedPendulum-v5", 50_000, {}, "MuJoCo; the return reaches its cap and stays"),
 ]
+MUJOCO = ("-v5",)  # the rows that need MuJoCo
 SEVERITIES = ("info", "warning", "critical")
 
 
@@ -194,6 +203,11 @@ def main() -> None:
     specs = [{"name": n, "algo": al, "env": e, "steps": max(1, int(st * a.scale)), "kwargs": kw, "seed": seed}
              for seed in a.seeds for n, al, e, st, kw, _ in RUNS if not a.only or n in a.only]
     todo = [s for s in specs if (s["name"], s["seed"]) not in done]
+    if any(s["env"].endswith(MUJOCO) for s in todo):
+        try:
+            import mujoco  # noqa: F401
+        except ImportError:
+            sys.exit("sb3_live.py: the MuJoCo rows need MuJoCo: pip install -e '.[mujoco]' (or --only other rows)")
     with tempfile.TemporaryDirectory(prefix="sb3_live-") as tmp, ThreadPoolExecutor(a.jobs) as pool:
         work = Path(a.keep) if a.keep else Path(tmp)
         for row in pool.map(lambda s: run_child(s, work), todo):

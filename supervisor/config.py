@@ -554,6 +554,10 @@ def check_import(path: str, source: str, key: str) -> None:
         raise InputError(source, key, f"module {mod!r} has no {name!r}")
 
 
+# gymnasium's own extras, by where a registered env lives
+GYM_EXTRAS = (("gymnasium.envs.mujoco.", "mujoco"), ("gymnasium.envs.box2d.", "box2d"), ("ale_py", "atari"))
+
+
 def check_env(env: str, source: str) -> None:
     """A registered gymnasium id, or an importable ``package.module:ClassName`` (a gymnasium env, an RLlib
     ``MultiAgentEnv``, or a PettingZoo env class or constructor)."""
@@ -563,10 +567,22 @@ def check_env(env: str, source: str) -> None:
     import gymnasium
 
     try:
-        gymnasium.spec(env)
+        spec = gymnasium.spec(env)
     except Exception:
         raise InputError(source, "env", f"unknown environment {env!r} (not a registered gymnasium id, "
                                         "nor package.module:ClassName)")
+    # A registered id whose package is missing (MuJoCo, Box2D, Atari) would only fail inside an env runner,
+    # once Ray is up: its module is imported here (not the env made), as gymnasium.make would.
+    if isinstance(spec.entry_point, str):
+        from gymnasium.envs.registration import load_env_creator
+
+        try:
+            load_env_creator(spec.entry_point)
+        except Exception as e:
+            extra = next((x for prefix, x in GYM_EXTRAS if spec.entry_point.startswith(prefix)), None)
+            hint = f"; pip install 'gymnasium[{extra}]'" if extra and "pip install" not in str(e) else ""
+            raise InputError(source, "env", f"environment {env!r} is registered but cannot be loaded here "
+                                            f"({e.__class__.__name__}: {e}){hint}")
 
 
 def _blame_set(err: InputError, sets: list[str]) -> InputError:

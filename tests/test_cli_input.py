@@ -98,6 +98,26 @@ def test_set_errors_name_set_and_numbers_are_checked(tmp_path, capsys, extra, mu
     assert not (tmp_path / "run").exists()
 
 
+def test_registered_env_whose_package_is_missing_is_bad_input(tmp_path, capsys):
+    """A registered id whose module cannot be imported (MuJoCo, Box2D or Atari not installed) is refused before
+    Ray starts, not found inside an env runner."""
+    import gymnasium
+
+    from supervisor.cli import main
+
+    gymnasium.register("SupervisorTestMissingDep-v0", entry_point="no_such_pkg_for_the_test.envs:Env")
+    try:
+        path = write(tmp_path, GOOD.replace("CartPole-v1", "SupervisorTestMissingDep-v0"))
+        rc = main(["run", path, "--out", str(tmp_path / "run")])
+    finally:
+        gymnasium.registry.pop("SupervisorTestMissingDep-v0", None)
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"{path}: env: environment 'SupervisorTestMissingDep-v0' is registered but cannot be "
+                          "loaded here (ModuleNotFoundError: No module named 'no_such_pkg_for_the_test')"), err
+    assert not (tmp_path / "run").exists()
+
+
 def test_integer_keys_refuse_fractions_in_the_file(tmp_path):
     from supervisor.config import load_experiment
     from supervisor.errors import InputError
