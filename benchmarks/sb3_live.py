@@ -6,7 +6,8 @@ Validation on what the detectors were not tuned on: issue 25's own table at its 
 matrix, tests/test_live_matrix.py, runs the same algorithms on deliberately short budgets) and
 algorithm/env combinations never in the matrix (DQN on Acrobot and MountainCar, PPO/A2C/TD3 on Pendulum,
 SAC and PPO on MountainCarContinuous, PPO/A2C on FrozenLake's Discrete observations, and MuJoCo's Hopper,
-HalfCheetah, Walker2d and InvertedPendulum with PPO, A2C, SAC and TD3: ``pip install -e '.[mujoco]'``). Each run is
+HalfCheetah, Walker2d and InvertedPendulum with PPO, A2C, SAC and TD3: ``pip install -e '.[mujoco]'``; Box2D's
+LunarLander (discrete and continuous) and BipedalWalker with PPO, DQN, A2C, SAC and TD3: ``'.[box2d]'``). Each run is
 ``model.learn(N, callback=SupervisorCallback(run_dir))`` with SB3's DEFAULT hyperparameters (only the
 issue's PPO CartPole row sets ``n_steps=512``, as the issue did), ``device="cpu"``, one torch thread,
 each in its own process (``--jobs`` at once, 2 by default: the machine has 2 cores).
@@ -62,8 +63,16 @@ RUNS = [
     ("ppo-halfcheetah", "ppo", "HalfCheetah-v5", 100_000, {}, "MuJoCo, never tuned on"),
     ("a2c-walker2d", "a2c", "Walker2d-v5", 100_000, {}, "MuJoCo, never tuned on"),
     ("ppo-invpendulum", "ppo", "InvertedPendulum-v5", 50_000, {}, "MuJoCo; the return reaches its cap and stays"),
+    # Box2D (pip install -e '.[box2d]'): crash penalties (-100), shaped rewards from -200 up
+    ("ppo-lunarlander", "ppo", "LunarLander-v3", 200_000, {}, "Box2D, never tuned on"),
+    ("dqn-lunarlander", "dqn", "LunarLander-v3", 100_000, {}, "Box2D, never tuned on"),
+    ("a2c-lunarlander", "a2c", "LunarLander-v3", 200_000, {}, "Box2D, never tuned on"),
+    ("sac-lunarlandercont", "sac", "LunarLanderContinuous-v3", 20_000, {}, "Box2D, never tuned on"),
+    ("ppo-bipedalwalker", "ppo", "BipedalWalker-v3", 200_000, {}, "Box2D; a fall costs -100"),
+    ("td3-bipedalwalker", "td3", "BipedalWalker-v3", 20_000, {}, "Box2D; a fall costs -100"),
 ]
 MUJOCO = ("-v5",)  # the rows that need MuJoCo
+BOX2D = ("LunarLander-v3", "LunarLanderContinuous-v3", "BipedalWalker-v3")  # the rows that need Box2D
 SEVERITIES = ("info", "warning", "critical")
 
 
@@ -208,6 +217,11 @@ def main() -> None:
             import mujoco  # noqa: F401
         except ImportError:
             sys.exit("sb3_live.py: the MuJoCo rows need MuJoCo: pip install -e '.[mujoco]' (or --only other rows)")
+    if any(s["env"] in BOX2D for s in todo):
+        try:
+            import Box2D  # noqa: F401
+        except ImportError:
+            sys.exit("sb3_live.py: the Box2D rows need Box2D: pip install -e '.[box2d]' (or --only other rows)")
     with tempfile.TemporaryDirectory(prefix="sb3_live-") as tmp, ThreadPoolExecutor(a.jobs) as pool:
         work = Path(a.keep) if a.keep else Path(tmp)
         for row in pool.map(lambda s: run_child(s, work), todo):

@@ -57,7 +57,8 @@ SKIP = frozenset({"env_steps_lifetime", "time_total_s", "num_episodes", "healthy
 # Scale metrics: banded in log space when all values are positive.
 LOG_METRICS = frozenset({"grad_norm", "grad_norm_max", "grad_norm_mean", "grad_norm_policy", "grad_norm_value",
                          "grad_norm_ratio", "kl", "approx_kl", "kl_coeff", "lr", "entropy_coeff", "vf_loss",
-                         "vf_loss_unclipped", "advantage_std", "value_target_scale", "advantage_kurtosis"})
+                         "vf_loss_unclipped", "advantage_std", "value_target_scale", "value_target_rms",
+                         "advantage_kurtosis"})
 # The high edge is "what a healthy run reaches" (the plateau target): not widened.
 HIGHER_IS_BETTER = frozenset({"episode_return_mean", "episode_return_max", "episode_return_min", "episode_len_mean"})
 BOUNDS = {"explained_variance": (None, 1.0), "clip_fraction": (0.0, 1.0)}

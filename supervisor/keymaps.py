@@ -83,6 +83,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "advantage_skew": ("advantage_skew", "sup_advantage_skew"),
     "advantage_kurtosis": ("advantage_kurtosis", "sup_advantage_kurtosis"),
     "value_target_scale": ("value_target_scale", "sup_value_target_scale"),
+    "value_target_rms": ("value_target_rms", "sup_value_target_rms"),
     # Q-value statistics (DDPG/TD3/SAC/DQN); baselines DDPG logs rollout/Q_mean, RLlib's old stack mean_q/max_q/min_q.
     "q_mean": ("q_mean", "qf_mean", "mean_q"),
     "q_max": ("q_max", "qf_max", "max_q"),

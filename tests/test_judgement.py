@@ -122,6 +122,39 @@ def test_a_value_loss_growing_with_its_targets_is_info_and_an_explosion_beyond_t
     assert found[0] == (100, "critical")
 
 
+def rare_penalty_stream(n=40, explode_at=None, ev=0.3):
+    """SB3's PPO on BipedalWalker with its target RMS reported (``benchmarks/sb3_live.py``, seed 0, measured per
+    rollout): most 2,048-step rollouts hold no fall (total loss ~0.05, target scale ~4.8, RMS ~4.9); every
+    fourth holds a fall's -100 (total loss 4-76, scale 5.4-10, RMS 8-18: a few large targets the critic has not
+    learned, EV 0-0.56). From ``explode_at`` on the critic diverges: loss 1e5, EV -40."""
+    rng = random.Random(11)
+    out = []
+    for i in range(n):
+        fall = i % 4 == 1
+        m = {"total_loss": (30.0 if fall else 0.05) * math.exp(rng.gauss(0, 0.3)),
+             "policy_loss": -0.01 + 0.003 * rng.gauss(0, 1), "value_target_scale": 6.0 if fall else 4.8,
+             "value_target_rms": 13.0 if fall else 4.9, "explained_variance": ev if fall else 0.6}
+        if explode_at is not None and i >= explode_at:
+            m.update(total_loss=1e5 * math.exp(rng.gauss(0, 0.2)), explained_variance=-40.0)
+        out.append(m)
+    return out
+
+
+def test_a_loss_within_its_targets_mean_square_is_no_explosion_where_the_critic_is_no_worse_than_a_guess():
+    """A rare large target (a fall's -100) the critic has not learned: the loss of predicting 0 (the targets'
+    mean square, ``value_target_rms``^2) is the bar while EV >= -1; the mean |target| alone (scale^2 ~36 x 0.1)
+    made each fall rollout a critical loss_explosion, and the run was stopped (sb3_live, PPO BipedalWalker
+    seed 0, at 51,201 steps). A critic that diverges (EV far below -1, a loss far above the RMS^2) still is."""
+    found = run_detectors([LossExplosion()], rare_penalty_stream())
+    assert firing(found) == [] and firing(found, at_least="info")
+    assert any("value_target_rms" in f.message for f in found)
+    rows = [{k: v for k, v in m.items() if k != "value_target_rms"} for m in rare_penalty_stream()]
+    assert firing(run_detectors([LossExplosion()], rows))  # the mean |target| alone: what stopped the run
+    assert firing(run_detectors([LossExplosion()], rare_penalty_stream(explode_at=30)))[0] == (30, "critical")
+    # a critic worse than a guess uncorrelated with its targets gets the ordinary bar, 0.1 x RMS^2
+    assert firing(run_detectors([LossExplosion()], rare_penalty_stream(ev=-3.0)))
+
+
 def concentrated_reward_stream(n=60, onset=15, ev_high=0.01, explode_at=None):
     """An SB3 PPO log (hirokame/Gym_Wheelrunner's shape): no target scale, returns ~10 rising to ~40 over
     ~23-step episodes whose reward is a rare +100 transition. From ``onset`` on, two rollouts in three

@@ -55,9 +55,11 @@ class LossExplosion(SpikeDetector):
     fitted on 266), and where ``explained_variance`` >= -1 the bar allows targets concentrated in a few
     large rewards the critic has not learned: ``driver_fraction`` x M x s, M the largest episode |return|
     (an SB3 PPO critic whose value loss is ~3 on most rollouts and ~600 on each that holds a rare +100
-    reward, explained variance ~0 there, mean return ~10); see :meth:`_value_bar`. A ``policy_loss``
-    whose advantages are not normalized (A2C) scales with the critic's errors: within sqrt(value loss),
-    while the value loss is below that bar, it is ``info`` too.
+    reward, explained variance ~0 there, mean return ~10). A reported root mean square of the targets
+    (``value_target_rms``, SB3's integration) is s itself, and where ``explained_variance`` >= -1 the bar is
+    its square, what a critic predicting 0 scores (BipedalWalker's -100 for a fall); see :meth:`_value_bar`. A
+    ``policy_loss`` whose advantages are not normalized (A2C) scales with the critic's errors: within
+    sqrt(value loss), while the value loss is below that bar, it is ``info`` too.
 
     Args:
         metrics: losses to watch. Default ("total_loss", "policy_loss").
@@ -82,6 +84,11 @@ class LossExplosion(SpikeDetector):
     def _value_bar(self, metrics, history) -> tuple[float, tuple[str, str]] | None:
         """The value loss below which it is no explosion, and (the bar's terms, why); None: no scale known.
 
+        A reported root mean square of the targets r (``value_target_rms``, what a critic predicting 0 scores):
+        where the critic is no worse than a guess uncorrelated with its targets (``explained_variance`` >= -1),
+        r^2 itself, the loss of predicting 0 (targets concentrated in a few large values it has not learned:
+        SB3's PPO on BipedalWalker, a fall's -100 in a rollout of ~5, value loss 30-140 at r^2 140-190 and EV
+        0.03-0.56, 0.1-0.8 on the other rollouts); otherwise ``driver_fraction`` x r^2.
         A reported target scale s (``value_target_scale``, |``q_mean``|): ``driver_fraction`` x s^2. From
         the returns (logs), s follows the recent returns' upper level, not a lagging mean (the values
         follow the returns they were fitted on): the largest
@@ -93,13 +100,25 @@ class LossExplosion(SpikeDetector):
         M x s (a critic that knows nothing of them scores that); bar ``driver_fraction`` x M x s. M: the
         largest |``episode_return_max``| / |``episode_return_min``| in the window, else ``MEAN_EPISODES``
         x the largest |mean return| (one episode holding all the return the mean covers)."""
+        df = fmt(self.driver_fraction)
+        rms = value_of(metrics, "value_target_rms")
+        if rms is not None and rms > 0:
+            ev = value_of(metrics, "explained_variance")
+            if ev is not None and ev >= -1.0:
+                return rms * rms, (f"(value_target_rms={fmt(rms)})^2", f"explained variance {fmt(ev)} >= -1, a "
+                                   f"critic no worse than a guess uncorrelated with its targets, and no worse than "
+                                   f"predicting 0 (which scores their mean square: a few large targets it has not "
+                                   f"learned)")
+            return self.driver_fraction * rms * rms, (f"{df} x (value_target_rms={fmt(rms)})^2", f"an RMS error "
+                                                      f"under {fmt(100 * self.driver_fraction ** 0.5)}% of its "
+                                                      f"targets' RMS")
         gamma = self.priors.gamma or GAMMA
         got = target_scale(metrics, gamma)
         if got is None:
             return None
         s, name = got
         if name in ("value_target_scale", "|q_mean|"):
-            return self.driver_fraction * s * s, (f"({name}={fmt(s)})^2", f"an RMS error under "
+            return self.driver_fraction * s * s, (f"{df} x ({name}={fmt(s)})^2", f"an RMS error under "
                                                   f"{fmt(100 * self.driver_fraction ** 0.5)}% of its targets")
         def past(k):  # the reference window's values (the history holds finite ones only), this one's last
             return list(history.view(k)[-self.window:])
@@ -111,7 +130,8 @@ class LossExplosion(SpikeDetector):
         s = max([returns_value_scale(g, n, gamma) for g, n in zip(rets, lens) if n >= 1] + [s])
         ev = value_of(metrics, "explained_variance")
         if ev is None or ev < -1.0:  # no sign of targets the critic could not know, or a critic gone wild
-            return self.driver_fraction * s * s, (f"(the recent returns' value scale, gamma {gamma:g}: {fmt(s)})^2",
+            return self.driver_fraction * s * s, (f"{df} x (the recent returns' value scale, gamma {gamma:g}: "
+                                                  f"{fmt(s)})^2",
                                                   f"an RMS error under {fmt(100 * self.driver_fraction ** 0.5)}% "
                                                   f"of its targets")
         ext = [abs(x) for k in ("episode_return_max", "episode_return_min")
@@ -123,7 +143,7 @@ class LossExplosion(SpikeDetector):
             how = f"{MEAN_EPISODES} x the largest mean |return|"
         big = max(big, s)
         return self.driver_fraction * big * s, (
-            f"max|target| ({how}: {fmt(big)}) x mean|target| (the recent returns' value scale, gamma {gamma:g}: "
+            f"{df} x max|target| ({how}: {fmt(big)}) x mean|target| (the recent returns' value scale, gamma {gamma:g}: "
             f"{fmt(s)})", f"explained variance {fmt(ev)} >= -1, a critic no worse than a guess uncorrelated with "
                           f"its targets, and under {fmt(self.driver_fraction)} of the mean square of targets "
                           f"concentrated in a few large rewards")
@@ -141,7 +161,7 @@ class LossExplosion(SpikeDetector):
         bar, (what, why) = got
         if value >= bar:
             return None
-        return f"below {fmt(self.driver_fraction)} x {what} = {fmt(bar)}: {why}, a value loss growing with them, " \
+        return f"below {what} = {fmt(bar)}: {why}, a value loss growing with them, " \
                f"not an explosion"
 
     def _driven_policy_loss(self, value, metrics, history):

@@ -17,11 +17,12 @@ of two near-zero variances; NaN, a constant return, is no data), the
 episodes that finished since the previous report (their mean return and length, and ``num_episodes``:
 how many back it; SB3's own ``rollout/ep_rew_mean`` is a 100-episode window, which would count old
 episodes again in every report), the env steps, the entropy coefficient, and what the detectors judge
-the losses against: ``value_target_scale`` (mean |return target| of the newest rollout: PPO's and A2C's
-unclipped value loss grows with it) and, off-policy, ``q_mean`` / ``q_max`` / ``q_min`` of the greedy
-action on a sample of the replay buffer (a TD loss grows with its Q-values; they also let
-``q_divergence`` compare them with the returns). The trial registers its priors: the algorithm (PPO,
-DQN, SAC; A2C and TD3 run every detector), the action space, PPO's clip range. Actions then apply
+the losses against: ``value_target_scale`` (mean |return target| of the newest rollout: PPO's and A2C's unclipped
+value loss grows with it), ``value_target_rms`` (their root mean square: what a critic predicting 0 scores, large
+where a few targets are, BipedalWalker's -100 for a fall) and, off-policy, ``q_mean`` / ``q_max`` / ``q_min`` of
+the greedy action on a sample of the replay buffer (a TD loss grows with its Q-values; they also let
+``q_divergence`` compare them with the returns). The trial registers its priors: the algorithm (PPO, DQN, SAC; A2C
+and TD3 run every detector), the action space, PPO's clip range. Actions then apply
 before the next rollout is collected.
 
 What the applier reaches (:class:`SB3Applier`): ``lr`` (``model.learning_rate`` and ``model.lr_schedule``,
@@ -156,7 +157,7 @@ class SupervisorCallback(BaseCallback):
         self.iteration = 0  # reports sent
         self._updates_seen = 0
         self._steps_seen = 0
-        self._targets: dict[str, float] = {}  # the newest rollout's value-target scale (on-policy)
+        self._targets: dict[str, float] = {}  # the newest rollout's value-target scale and RMS (on-policy)
         self._ev_parts: list[tuple[np.ndarray, np.ndarray]] = []  # (values, returns) of each rollout since
                                                                    # the last report (on-policy)
         self._rng = np.random.default_rng(0)  # replay samples for the Q statistics (not SB3's RNG)
@@ -191,7 +192,8 @@ class SupervisorCallback(BaseCallback):
         buf = getattr(self.model, "rollout_buffer", None)
         returns = getattr(buf, "returns", None)
         if isinstance(self.model, OnPolicyAlgorithm) and isinstance(returns, np.ndarray) and returns.size:
-            self._targets = {"value_target_scale": float(np.mean(np.abs(returns)))}
+            self._targets = {"value_target_scale": float(np.mean(np.abs(returns))),
+                             "value_target_rms": float(np.sqrt(np.mean(np.square(returns, dtype=float))))}
             values = getattr(buf, "values", None)
             if isinstance(values, np.ndarray) and values.shape == returns.shape:
                 self._ev_parts.append((values.ravel().copy(), returns.ravel().copy()))
