@@ -39,6 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.results_io import write_results  # noqa: E402
+from supervisor.config import check_env  # noqa: E402
+from supervisor.errors import InputError  # noqa: E402
 
 #: (name, algorithm, env, env steps, non-default args, why it is here)
 RUNS = [
@@ -71,8 +73,6 @@ RUNS = [
     ("ppo-bipedalwalker", "ppo", "BipedalWalker-v3", 200_000, {}, "Box2D; a fall costs -100"),
     ("td3-bipedalwalker", "td3", "BipedalWalker-v3", 20_000, {}, "Box2D; a fall costs -100"),
 ]
-MUJOCO = ("-v5",)  # the rows that need MuJoCo
-BOX2D = ("LunarLander-v3", "LunarLanderContinuous-v3", "BipedalWalker-v3")  # the rows that need Box2D
 SEVERITIES = ("info", "warning", "critical")
 
 
@@ -212,16 +212,11 @@ def main() -> None:
     specs = [{"name": n, "algo": al, "env": e, "steps": max(1, int(st * a.scale)), "kwargs": kw, "seed": seed}
              for seed in a.seeds for n, al, e, st, kw, _ in RUNS if not a.only or n in a.only]
     todo = [s for s in specs if (s["name"], s["seed"]) not in done]
-    if any(s["env"].endswith(MUJOCO) for s in todo):
+    for env in sorted({s["env"] for s in todo}):  # MuJoCo's and Box2D's rows need their extras
         try:
-            import mujoco  # noqa: F401
-        except ImportError:
-            sys.exit("sb3_live.py: the MuJoCo rows need MuJoCo: pip install -e '.[mujoco]' (or --only other rows)")
-    if any(s["env"] in BOX2D for s in todo):
-        try:
-            import Box2D  # noqa: F401
-        except ImportError:
-            sys.exit("sb3_live.py: the Box2D rows need Box2D: pip install -e '.[box2d]' (or --only other rows)")
+            check_env(env, "sb3_live.py")
+        except InputError as e:
+            sys.exit(f"{e} (pip install -e '.[mujoco]' / '.[box2d]', or --only other rows)")
     with tempfile.TemporaryDirectory(prefix="sb3_live-") as tmp, ThreadPoolExecutor(a.jobs) as pool:
         work = Path(a.keep) if a.keep else Path(tmp)
         for row in pool.map(lambda s: run_child(s, work), todo):
