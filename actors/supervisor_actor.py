@@ -586,6 +586,7 @@ class SupervisorActorImpl:
         self._loading: dict[tuple[str, str], asyncio.Future] = {}  # (run, trial) -> its rebuild in progress
         self._latency_ms: deque = deque(maxlen=65536)  # recent verdict latencies inside the actor
         self._busy_s, self._batches, self._judged = 0.0, 0, 0  # judging time, batches and reports since reset
+        self._cpu_s = 0.0  # of the judging time, the engine thread's CPU (the rest: waiting for a core, the fsync)
         self._commit_s0 = 0.0  # the stores' commit time at the last reset
         self._watch = None
         self._stop = threading.Event()
@@ -728,6 +729,13 @@ class SupervisorActorImpl:
 
     def _judge(self, items: list) -> list[tuple]:
         """On the engine thread: one ``report_batch`` per run of the queued reports."""
+        c0 = time.thread_time()
+        try:
+            return self._judge_runs(items)
+        finally:
+            self._cpu_s += time.thread_time() - c0
+
+    def _judge_runs(self, items: list) -> list[tuple]:
         by_run: dict[str, list] = {}
         for run_id, rep, fut in items:
             by_run.setdefault(run_id, []).append((rep, fut))
@@ -750,12 +758,13 @@ class SupervisorActorImpl:
         xs = sorted(self._latency_ms)
         commit_s = sum(e.store.commit_s for e in list(self.core.runs.values()))
         busy = {"judging_ms_per_report": 1000 * self._busy_s / max(self._judged, 1),
+                "judging_cpu_ms_per_report": 1000 * self._cpu_s / max(self._judged, 1),
                 "reports_per_batch": self._judged / max(self._batches, 1),
                 # of the judging time, the store's commits (an fsync each): what more CPU does not shorten
                 "commit_ms_per_report": 1000 * max(commit_s - self._commit_s0, 0.0) / max(self._judged, 1)}
         if reset:
             self._latency_ms.clear()
-            self._busy_s, self._batches, self._judged = 0.0, 0, 0
+            self._busy_s, self._batches, self._judged, self._cpu_s = 0.0, 0, 0, 0.0
             self._commit_s0 = commit_s
         if not xs:
             return {"n": 0, **busy}

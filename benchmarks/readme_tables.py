@@ -227,10 +227,11 @@ def table_load() -> str:
         _row(f"ingestion, reports/s (batches of {ing['batch']}, every detector on; a no-op actor: "
              f"{_n(ing['noop_reports_per_s'])})", _n(ing["reports_per_s"]),
              goal(ing["reports_per_s"] >= 20_000, ">= 20,000")),
-        *([_row("judging time per report inside the actor in the latency test (of which the store's commits, "
-                f"one fsync per batch of {ing['reports_per_batch']:.1f})",
-                f"{ing['judging_ms_per_report']:.3f} ms ({ing['commit_ms_per_report']:.3f})",
-                goal(ing["judging_ms_per_report"] <= 0.2, "<= 0.2 ms"))] if "commit_ms_per_report" in ing else []),
+        *([_row("judging time per report inside the actor in the latency test (of which the engine thread's CPU; "
+                f"the store's commits, one fsync per batch of {ing['reports_per_batch']:.1f})",
+                f"{ing['judging_ms_per_report']:.3f} ms ({ing['judging_cpu_ms_per_report']:.3f}; "
+                f"{ing['commit_ms_per_report']:.3f})",
+                goal(ing["judging_ms_per_report"] <= 0.2, "<= 0.2 ms"))] if "judging_cpu_ms_per_report" in ing else []),
         _row(f"verdict latency inside the actor, p50 / p99, {ing['concurrent_trials']:,} trials at 1 report/s",
              f"{p50:.2f} / {p99:.2f} ms", lat_goal),
         _row("verdict round trip seen by the trials, p50 / p99 (a no-op actor: "

@@ -176,6 +176,23 @@ def test_worker_fault_reports_restarts_drops_and_a_shrinking_fleet():
     assert feed(WorkerFault(), [ft(2, 5, 0), ft(2, 5, 0), ft(2, 0, 0), ft(2, 0, 0)])[1:] == []
 
 
+def test_worker_fault_reads_a_timed_out_request_from_a_whole_fleet_as_load_until_it_persists():
+    """RLlib drops a sample request that does not answer within its timeout (a busy machine: two trainings
+    sharing the cores did it to a healthy Hopper run). With every runner healthy and none restarted that
+    is info; dropped on ``persist`` iterations in a row, every iteration trains on part of its samples:
+    a warning. A drop with a runner lost or restarted stays a warning at once."""
+    once = [ft(4, 0, 0)] * 3 + [ft(4, 0, 1)] + [ft(4, 0, 1)] * 5 + [ft(4, 0, 2)]
+    got = [(f.iteration, f.severity) for f in feed(WorkerFault(), once)]
+    assert got == [(4, "info"), (10, "info")]  # two isolated drops: load, never a warning
+    held = [ft(4, 0, 0)] * 3 + [ft(4, 0, 1), ft(4, 0, 2), ft(4, 0, 4), ft(4, 0, 5), ft(4, 0, 5), ft(4, 0, 6)]
+    got = [(f.iteration, f.severity, f.details["consecutive"]) for f in feed(WorkerFault(), held)]
+    assert got == [(4, "info", 1), (5, "info", 2), (6, "warning", 3), (7, "warning", 4), (9, "info", 1)]
+    assert [(f.iteration, f.severity) for f in feed(WorkerFault(persist=1), held)][:1] == [(4, "warning")]
+    with_restart = [ft(4, 0, 0)] * 3 + [ft(4, 1, 1)]
+    assert {(f.metric, f.severity) for f in feed(WorkerFault(), with_restart)} == {
+        ("env_runner_restarts", "warning"), ("env_runners_dropped", "warning")}
+
+
 # ---------------------------------------------------------------------------------- a real 3-node cluster
 
 WORKER = {"num_cpus": 1}

@@ -13,6 +13,7 @@ from supervisor.findings import Finding
 
 class WorkerFaultOptions(DetectorOptions):
     critical_fraction: Number = Field(0.5, ge=0, lt=1)
+    persist: Count = at_least(1, 3)
     exit: Count = at_least(1, 3)
     repeat: Count = positive(10)
 
@@ -27,7 +28,12 @@ class WorkerFault(Detector):
 
     * restarts: ``env_runner_restarts`` rose since the previous iteration
       (or is above 0 on a trial's first report): warning;
-    * dropped: ``env_runners_dropped`` rose: warning;
+    * dropped: ``env_runners_dropped`` rose (a sample request that did not
+      answer within RLlib's timeout: the iteration trained without it): a
+      warning when a runner restarted or the fleet is short this iteration,
+      or when requests were dropped on ``persist`` consecutive iterations;
+      otherwise ``info``: one slow answer from a fleet that is whole is load
+      (a busy machine), not a fault;
     * missing: ``healthy_env_runners`` is below the most this trial has had
       (its expected fleet): warning, critical when none is left, or when at
       most ``critical_fraction`` of the fleet is;
@@ -46,6 +52,8 @@ class WorkerFault(Detector):
     Args:
         critical_fraction: healthy share of the fleet at or below which a
             shortfall is critical. Default 0.5.
+        persist: consecutive iterations with dropped requests (the fleet
+            whole, no restart) before they are a warning. Default 3.
         exit: iterations without a shortfall before it clears. Default 3.
         repeat: iterations between reports of a lasting shortfall. Default 10.
     """
@@ -66,6 +74,7 @@ class WorkerFault(Detector):
     def reset(self) -> None:
         self._alarm = Alarm(*self._latch_args)
         self._learner_alarm = Alarm(*self._latch_args)
+        self._dropping = 0  # consecutive iterations with dropped requests
 
     @staticmethod
     def _previous(history, metric: str) -> float | None:
@@ -87,26 +96,40 @@ class WorkerFault(Detector):
                     "updates stop; changes still reach the others)", learners, learners=learners))
         if healthy is None and restarts is None and dropped is None:
             return out
+        restarted = short = False
         if restarts is not None:
             prev = self._previous(history, "env_runner_restarts")
             new = restarts - (prev if prev is not None and prev <= restarts else 0.0)
             if new > 0:
+                restarted = True
                 out.append(self.finding(
                     iteration, "warning", "env_runner_restarts", restarts,
                     f"worker_fault: {fmt(new)} env runner restart(s) this iteration ({fmt(restarts)} so far); "
                     "RLlib replaced crashed env runners", prev if prev is not None else 0.0, new=new))
-        if dropped is not None:
-            prev = self._previous(history, "env_runners_dropped")
-            if prev is not None and dropped > prev:
-                out.append(self.finding(
-                    iteration, "warning", "env_runners_dropped", dropped,
-                    f"worker_fault: {fmt(dropped - prev)} env runner request(s) dropped this iteration "
-                    f"({fmt(dropped)} so far): runners died or timed out while sampling", prev,
-                    new=dropped - prev))
         if healthy is not None:
             seen = history.values("healthy_env_runners")
             fleet = max(healthy, max(seen)) if len(seen) else healthy
             short = healthy < fleet
+        if dropped is not None:
+            prev = self._previous(history, "env_runners_dropped")
+            if prev is not None and dropped > prev:
+                self._dropping += 1
+                held = self._dropping >= self.persist
+                if restarted or short or held:
+                    sev, why = "warning", ("runners died or timed out while sampling" if not held else
+                                           f"requests dropped on {self._dropping} iterations in a row: runners "
+                                           "too slow or stuck, every iteration trains on part of its samples")
+                else:
+                    sev, why = "info", ("a runner did not answer in time; every runner is healthy and none "
+                                        "restarted: load, a warning if it happens on "
+                                        f"{self.persist} iterations in a row")
+                out.append(self.finding(
+                    iteration, sev, "env_runners_dropped", dropped,
+                    f"worker_fault: {fmt(dropped - prev)} env runner request(s) dropped this iteration "
+                    f"({fmt(dropped)} so far): {why}", prev, new=dropped - prev, consecutive=self._dropping))
+            else:
+                self._dropping = 0
+        if healthy is not None:
             sev = "warning"
             if short and (healthy <= 0 or healthy <= self.critical_fraction * fleet):
                 sev = "critical"
