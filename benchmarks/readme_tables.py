@@ -92,7 +92,9 @@ def table_detection() -> str:
     before = _figures(BEFORE_25) if (RESULTS / f"{BEFORE_25}.json").is_file() else None
     rows = _detection_rows(f)
     if before:  # right under today's supervisor row
-        rows[1:1] = _detection_rows(before, " (before issue 25)", only_ours=True)
+        then = before["totals"][0]["healthy_iterations"]
+        rows[1:1] = _detection_rows(before, " (before issue 25" + (f", on the {then:,} iterations recorded then)"
+                                                                  if then != iters else ")"), only_ours=True)
     return "\n".join(out + rows)
 
 

@@ -180,6 +180,14 @@ def _runs() -> dict[str, Run]:
         r[f"{a}_lr_high"] = Run("other_algos", "bad_start", "lr_too_high", 2,
                                 ", ".join(f"{k} {v}" for k, v in high.items()), env=env, algorithm=algo,
                                 iterations=20, training=high)
+    # -- (d') other algorithms on harder envs (Box2D, MuJoCo, Acrobot), RLlib defaults, 20 iterations; never tuned
+    #    on before they were recorded: seed 1 tune, seed 2 held-out
+    for algo, env in (("DQN", "LunarLander-v3"), ("APPO", "LunarLander-v3"), ("IMPALA", "Acrobot-v1"),
+                      ("SAC", "HalfCheetah-v5")):
+        for s in (1, 2):
+            r[f"{algo.lower()}_{env.split('-')[0].lower()}_healthy_s{s}"] = Run(
+                "other_algos_envs", "healthy", None, s, "RLlib default config", env=env, algorithm=algo,
+                split="held-out" if s == 2 else "tune", iterations=20)
     # -- (e) multi-agent: two agents of RLlib's MultiAgentCartPole, PPO, 12 iterations; each policy its own
     #    stream. Faults are planted in one policy's own config (algorithm_config_overrides_per_module).
     two = {0: "p0", 1: "p1"}

@@ -18,7 +18,11 @@ step each episode ends and its ``losses/*`` once per update. So the
 iterations are the steps of the non-episode tags (every update), and the
 per-episode tags (returns and lengths logged at steps the update tags do not
 have) are gathered into the update that follows them: mean, min and max of
-the returns, mean length, episode count. A run that logs only episode
+the returns, mean length, episode count. A tag logged only at the steps
+episodes end (CleanRL's DQN writes ``charts/epsilon`` with each episode) goes
+with them, its newest value into the update that follows: on the clock it
+would make each episode an iteration, a single episode's return a point of
+evidence. A run that logs only episode
 statistics is judged at their own steps. Tune's ``TBXLoggerCallback`` prefix
 ``ray/tune/`` is dropped, so Tune's event files read as its ``result.json``.
 """
@@ -105,11 +109,21 @@ def to_records(series: dict[str, dict[int, list[float]]]) -> tuple[list[dict], l
     warnings; notes)."""
     warnings: list[str] = []
     notes: list[str] = []
-    clock = sorted({s for tag, steps in series.items() if not _is_episode_tag(tag) for s in steps})
-    episodic = {tag: steps for tag, steps in series.items()
-                if _is_episode_tag(tag) and clock and not set(steps) <= set(clock)}
-    if not clock:  # episode statistics only: judged at their own steps
+    ends = {s for tag, steps in series.items() if _is_episode_tag(tag) for s in steps}
+    # a tag logged only where episodes end (CleanRL's DQN writes charts/epsilon with each episode) is the
+    # episodes' context, not an update: on the clock it would make every episode an iteration of its own
+    with_episodes = {tag for tag, steps in series.items()
+                     if ends and not _is_episode_tag(tag) and set(steps) <= ends}
+    clock = sorted({s for tag, steps in series.items()
+                    if not _is_episode_tag(tag) and tag not in with_episodes for s in steps})
+    own = not clock
+    if clock:
+        episodic = {tag: steps for tag, steps in series.items()
+                    if (_is_episode_tag(tag) or tag in with_episodes) and not set(steps) <= set(clock)}
+    else:  # episode statistics only: judged at their own steps, a step's episodes counted there
+        with_episodes = set()
         clock = sorted({s for steps in series.values() for s in steps})
+        episodic = {tag: steps for tag, steps in series.items() if _is_episode_tag(tag) and _per_episode(tag, steps)}
     records = {s: {"step": s} for s in clock}
     again = 0
     for tag, steps in series.items():
@@ -132,20 +146,34 @@ def to_records(series: dict[str, dict[int, list[float]]]) -> tuple[list[dict], l
             bins.setdefault(clock[i], []).extend(vals)
         is_return = _lookup_name(tag) == "episode_return_mean"
         for s, vals in bins.items():
-            finite = [v for v in vals if not math.isnan(v)] or vals
             rec = records[s]
+            if tag in with_episodes:  # the newest value, as the update saw it
+                rec[tag] = vals[-1]
+                continue
+            finite = [v for v in vals if not math.isnan(v)] or vals
             rec[tag] = math.fsum(finite) / len(finite)
             if is_return:
                 rec.setdefault("episode_return_min", min(finite))
                 rec.setdefault("episode_return_max", max(finite))
                 rec.setdefault("num_episodes", len(vals))
     if episodic:
-        names = ", ".join(sorted(episodic))
-        notes.append(f"per-episode values ({names}) gathered into the iteration that follows each episode "
-                     f"(mean, min, max, count)")
+        names = ", ".join(sorted(t for t in episodic if t not in with_episodes))
+        notes.append(f"per-episode values ({names}) " + ("judged at their own steps, the episodes that end at a "
+                                                         "step together (mean, min, max, count)" if own else
+                                                         "gathered into the iteration that follows each episode "
+                                                         "(mean, min, max, count)"))
+    if with_episodes & set(episodic):
+        notes.append(f"values logged only where episodes end ({', '.join(sorted(with_episodes & set(episodic)))}) "
+                     f"taken into the iteration that follows (the newest)")
     if late:
         notes.append(f"{late} per-episode value(s) after the last iteration: not judged")
     return [records[s] for s in clock], warnings, notes
+
+
+def _per_episode(tag: str, steps: dict[int, list[float]]) -> bool:
+    """Values of one episode each: CleanRL's name for them (``charts/episodic_return``), or several values at
+    one step (episodes of parallel envs ending together; a running mean is logged once a step)."""
+    return "episodic" in tag.lower() or any(len(v) > 1 for v in steps.values())
 
 
 def _lookup_name(tag: str) -> str | None:

@@ -49,11 +49,13 @@ ALIASES: dict[str, tuple[str, ...]] = {
                            "minreturn"),
     "episode_len_mean": ("episode_len_mean", "episodic_length", "ep_len_mean", "eplenmean", "episode_length_mean",
                          "episode_length", "episode_steps"),
-    "total_loss": ("total_loss", "loss", "ppo/loss/total", "loss/total"),
+    # CleanRL's DQN: losses/td_loss (its only loss, as SB3's DQN train/loss)
+    "total_loss": ("total_loss", "loss", "ppo/loss/total", "loss/total", "td_loss"),
     "policy_loss": ("policy_loss", "pg_loss", "policy_gradient_loss", "actor_loss", "ppo/loss/policy",
                     "loss/policy_avg", "loss/policy", "loss_actor", "loss_pol_surr"),
     "vf_loss": ("vf_loss", "value_loss", "critic_loss", "v_loss", "value_function_loss", "ppo/loss/value",
-                "loss/value_avg", "loss/value", "loss_critic", "loss_vf_loss"),
+                "loss/value_avg", "loss/value", "loss_critic", "loss_vf_loss",
+                "qf_loss", "qf1_loss"),  # CleanRL's SAC (the mean of its two critics' losses), TD3, DDPG
     "vf_loss_unclipped": ("vf_loss_unclipped",),
     "entropy": ("entropy", "policy_entropy", "entropy_mean", "ent", "ppo/policy/entropy", "policy/entropy_avg",
                 "policy/entropy", "-train/entropy_loss", "loss_ent"),
@@ -85,7 +87,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "value_target_scale": ("value_target_scale", "sup_value_target_scale"),
     "value_target_rms": ("value_target_rms", "sup_value_target_rms"),
     # Q-value statistics (DDPG/TD3/SAC/DQN); baselines DDPG logs rollout/Q_mean, RLlib's old stack mean_q/max_q/min_q.
-    "q_mean": ("q_mean", "qf_mean", "mean_q"),
+    # CleanRL: losses/q_values (DQN: the taken actions' Q on the batch), losses/qf1_values (SAC, TD3, DDPG)
+    "q_mean": ("q_mean", "qf_mean", "mean_q", "q_values", "qf1_values"),
     "q_max": ("q_max", "qf_max", "max_q"),
     "q_min": ("q_min", "qf_min", "min_q"),
     "time_this_iter_s": ("time_this_iter_s",),

@@ -45,7 +45,11 @@ def test_a_report_window_folds_updates_and_the_new_episodes():
     assert m["train/learning_rate"] == 4e-3       # a setting: the one in effect now
     assert m["train/explained_variance"] == 0.1   # the median of the defined ones (tiny batches are heavy-tailed)
     assert (m["num_episodes"], m["episode_return_mean"], m["episode_len_mean"], m["env_steps"]) == (2, 20, 20, 1000)
-    assert not w.due and w.pop()["num_episodes"] == 0.0  # a fresh window; no episode: no return
+    assert m["env_steps_lifetime"] == 1000
+    w.step(300)
+    m = w.pop()
+    assert not w.due and m["num_episodes"] == 0.0  # a fresh window; no episode: no return
+    assert (m["env_steps"], m["env_steps_lifetime"]) == (300, 1300)  # the run's steps go on across windows
     w.add({"train/loss": 1.0})
     w.add({"train/loss": float("inf")})
     assert math.isinf(w.pop()["train/loss"])  # a non-finite loss in any update is what the window says

@@ -98,6 +98,27 @@ def test_entropy_saturated_names_the_bonus():
     assert fired(run_detectors(suite(PENDULUM), wide), "entropy_saturated")[0][0] == 2
 
 
+def test_entropy_saturated_waits_for_a_reward_signal():
+    """A sparse-reward task before its first success (RLlib's IMPALA on Acrobot, default config: -500, the
+    episode cap, on every episode for 21k steps): no return differs, so the policy gradient has no signal
+    and the default bonus holds the entropy at its maximum. That is no fault of the bonus: one info note,
+    no warning; from the first return that differs the rule judges again, with the same patience."""
+    acrobot = {**CARTPOLE, "action_dim": 3}
+    flat = stream(8, entropy=0.995 * math.log(3), entropy_coeff=0.01, episode_return_mean=-500.0,
+                  episode_return_min=-500.0, episode_return_max=-500.0)
+    f = [(x.iteration, x.severity, x.details.get("no_signal")) for x in run_detectors(suite(acrobot), flat)
+         if x.detector == "entropy_saturated"]
+    assert f == [(2, "info", True)]  # three reports (the rule's patience) with the same return: no signal
+    # a first success at iteration 8: the returns differ from then on, and the saturation is the bonus's
+    later = flat + stream(6, seed=1, entropy=0.995 * math.log(3), entropy_coeff=0.01, episode_return_mean=-400.0,
+                          episode_return_min=-500.0, episode_return_max=-120.0)
+    assert fired(run_detectors(suite(acrobot), later), "entropy_saturated") == [(2, "info"), (10, "warning")]
+    # no return reported at all: no evidence of a missing signal, the rule as before
+    assert fired(run_detectors(suite(acrobot), stream(8, entropy=0.995 * math.log(3), entropy_coeff=0.01,
+                                                            episode_return_mean=float("nan"))),
+                 "entropy_saturated")[0][0] == 2
+
+
 def test_no_learning_when_frozen():
     got = fired(run_detectors(suite(), stream(8, approx_kl=3e-8, clip_fraction=0.0)), "no_learning")
     assert got == [(2, "warning")]

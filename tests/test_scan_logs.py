@@ -68,6 +68,68 @@ def test_cleanrl_event_files_values_and_episode_gathering():
     assert "charts/SPS" in log.ignored and "losses/old_approx_kl" in log.ignored
 
 
+def test_cleanrl_dqn_epsilon_logged_with_each_episode_does_not_make_episodes_iterations(tmp_path):
+    """CleanRL's dqn.py writes charts/epsilon with every finished episode, and its losses every 100 steps once
+    learning starts. Epsilon on the clock made each episode an iteration of its own, a single random episode a
+    point of evidence: three short random CartPole episodes in a row read as a collapse (a healthy third-party
+    run got 3 criticals). The updates are the iterations; the episodes and their epsilon go with the update
+    that follows them."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = tmp_path / "CartPole-v1__dqn__1__1700000002"
+    w = SummaryWriter(str(run))
+    ends, rets = [], []
+    step, k = 0, 0
+    while step < 3000:
+        step += 7 + (k * 13) % 23  # episodes of uneven length, never ending on an update's step
+        if step % 100 == 0:
+            step += 1
+        k += 1
+        ends.append(step)
+        rets.append(float(step % 37 + 9))
+        w.add_scalar("charts/episodic_return", rets[-1], step)
+        w.add_scalar("charts/episodic_length", 20.0, step)
+        w.add_scalar("charts/epsilon", 1.0 - step / 10_000, step)
+    updates = list(range(1000, 3001, 100))  # learning_starts 1000, train every step, log every 100
+    for s in updates:
+        w.add_scalar("losses/td_loss", 0.5, s)
+        w.add_scalar("losses/q_values", 2.0 + s / 1000, s)
+        w.add_scalar("charts/SPS", 900.0, s)
+    w.close()
+    (log,) = load(run)[1]
+    assert log.steps == updates
+    for i, s in enumerate(log.steps):
+        prev = log.steps[i - 1] if i else -1
+        mine = [(e, r) for e, r in zip(ends, rets) if prev < e <= s]
+        m = log.metrics[i]
+        assert m["q_mean"] == pytest.approx(2.0 + s / 1000) and m["total_loss"] == pytest.approx(0.5)
+        if mine:
+            assert m["num_episodes"] == len(mine)
+            assert m["episode_return_mean"] == pytest.approx(sum(r for _, r in mine) / len(mine))
+            assert m["epsilon"] == pytest.approx(1.0 - mine[-1][0] / 10_000)  # the newest, as the update saw it
+    assert any("charts/epsilon" in n for n in log.notes)
+
+
+def test_per_episode_returns_of_parallel_envs_at_one_step_are_those_episodes(tmp_path):
+    """A run that logs only episode statistics is judged at their steps; CleanRL's vectorized scripts log every
+    env's finished episode at the same global step: those are several episodes (mean, min, max, count), not
+    one value logged again."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = tmp_path / "HalfCheetah-v4__ppo__1__1700000003"
+    w = SummaryWriter(str(run))
+    for s in (1000, 2000, 3000):
+        for env in range(4):
+            w.add_scalar("charts/episodic_return", float(s + env), s)
+            w.add_scalar("charts/episodic_length", 1000.0, s)
+    w.close()
+    (log,) = load(run)[1]
+    assert log.steps == [1000, 2000, 3000] and not log.warnings
+    for s, m in zip(log.steps, log.metrics):
+        assert (m["num_episodes"], m["episode_return_min"], m["episode_return_max"]) == (4, s, s + 3)
+        assert m["episode_return_mean"] == pytest.approx(s + 1.5)
+
+
 def test_cleanrl_planted_fault_found_at_its_step_as_file_run_and_folder_of_runs():
     (event_file,) = LR_JUMP.glob("events.out.tfevents.*")
     for path in (event_file, LR_JUMP):
@@ -297,10 +359,12 @@ def test_fail_on_is_a_ci_gate(tmp_path):
 
 
 def test_the_third_party_corpus_as_one_folder():
-    """benchmarks/corpus (other people's logs, nine writers) scanned as a user would scan a folder of logs:
+    """benchmarks/corpus (other people's logs, every writer in it) scanned as a user would scan a folder of logs:
     every log its index lists is read, the rest (its docs and index) is listed with a reason."""
     root = Path(__file__).resolve().parents[1] / "benchmarks" / "corpus"
     files = [f["file"] for f in json.loads((root / "corpus.json").read_text())["files"]]
+    # a TensorBoard run is its folder (CleanRL's runs/<run name>), as tensorboard --logdir shows it
+    files = [str(Path(f).parent) if Path(f).name.startswith("events.out.tfevents.") else f for f in files]
     res = read(root)
     assert sorted(Path(lg.source).relative_to(root).as_posix() for lg in res.logs) == sorted(files)
     skipped = {Path(s["path"]).name: s["reason"] for s in res.skipped}

@@ -23,6 +23,11 @@ class EntropySaturated(OneRuleDetector):
     A healthy run's entropy falls from its maximum within the first iterations (CartPole: 0.97 x ln 2
     at iteration 3 with entropy_coeff 0.01).
 
+    Not while every episode so far has returned the same (a sparse-reward task before its first
+    success: Acrobot's -500 every episode): the policy gradient then has no signal to act on and any
+    positive bonus holds the entropy at its maximum, whatever its size; lowering it would not help.
+    That is said once, as ``info``; the rule judges again from the first return that differs.
+
     Args:
         fraction: share of log(n) that counts as saturated (discrete). Default 0.99.
         continuous_margin: nats per dimension above the initial entropy (continuous). Default 0.7.
@@ -32,6 +37,10 @@ class EntropySaturated(OneRuleDetector):
     name = "entropy_saturated"
     needs = (("entropy",), ("entropy_coeff",))
     Options = EntropySaturatedOptions
+
+    def reset(self) -> None:
+        super().reset()
+        self._told = False  # the no-signal note is given once
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:
         e, coeff, p = value_of(metrics, "entropy"), value_of(metrics, "entropy_coeff"), self.priors
@@ -43,6 +52,18 @@ class EntropySaturated(OneRuleDetector):
         else:
             limit = self.fraction * p.max_entropy
             hit = e >= limit
+        same = _one_return(metrics, history, self.patience) if hit else None
+        if same is not None:
+            self._due(False)
+            if self._told:
+                return []
+            self._told = True
+            return [self.finding(iteration, "info", "entropy", e,
+                                 f"entropy at its maximum ({fmt(e / p.max_entropy)}x {fmt(p.max_entropy)}), but "
+                                 f"every episode so far returned {fmt(same)}: no reward signal for the policy "
+                                 f"gradient yet (a sparse-reward task before its first success), so the entropy "
+                                 f"bonus is not what holds the policy; judged again once a return differs", limit,
+                                 max_entropy=p.max_entropy, no_signal=True)]
         if not self._due(hit):
             return []
         return [self.finding(iteration, "warning", "entropy", e,
@@ -50,3 +71,26 @@ class EntropySaturated(OneRuleDetector):
                              f"{fmt(p.max_entropy)} with entropy_coeff={fmt(coeff)}: the entropy bonus dominates "
                              f"the loss and keeps the policy random; lower entropy_coeff", limit,
                              max_entropy=p.max_entropy)]
+
+
+_RETURNS = ("episode_return_min", "episode_return_max", "episode_return_mean")
+
+
+def _one_return(metrics, history, reports: int) -> float | None:
+    """The one return every episode so far had (the extremes of every report, this one included, equal,
+    over at least ``reports`` reports with a return), or None: they differ, or too few returns were
+    reported yet to say (no evidence either way)."""
+    lo = hi = None
+    n = 0
+    for name in _RETURNS:
+        xs = list(history.values(name))
+        v = value_of(metrics, name)
+        if v is not None:
+            xs.append(v)
+        if xs:
+            n = max(n, len(xs))
+            a, b = min(xs), max(xs)
+            lo, hi = (a, b) if lo is None else (min(lo, a), max(hi, b))
+    if n < reports or hi - lo > 1e-9 * max(1.0, abs(hi)):
+        return None
+    return hi

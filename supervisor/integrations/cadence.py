@@ -56,6 +56,7 @@ class ReportWindow:
         if every < 1:
             raise ValueError(f"every must be >= 1 env step (got {every!r})")
         self.every = int(every)
+        self.lifetime = 0  # env steps since the window was made (never cleared)
         self.clear()
 
     def clear(self) -> None:
@@ -98,6 +99,7 @@ class ReportWindow:
     def step(self, n: int = 1) -> None:
         """``n`` env steps taken (all envs together)."""
         self.steps += int(n)
+        self.lifetime += int(n)
 
     @property
     def due(self) -> bool:
@@ -123,5 +125,6 @@ class ReportWindow:
                 out["episode_return_min"] = min(finite)
             out["episode_len_mean"] = sum(self.lengths) / n
         out["env_steps"] = float(self.steps)
+        out["env_steps_lifetime"] = float(self.lifetime)  # the run's env steps (its compute account)
         self.clear()
         return out

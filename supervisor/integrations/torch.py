@@ -21,8 +21,10 @@ by ``lr_scale``, the factor the supervisor's changes add up to.
 When to report (the supervisor's unit of judgement is a report: its warm-ups, patience and windows
 count reports). On-policy (PPO, A2C): once per rollout/update, as above, with the episodes that finished
 in that rollout: ``episode_return_mean`` over them only (CleanRL's ``charts/episodic_return``) and
-``num_episodes`` (how many back it), plus ``value_target_scale`` (mean |return target|) when the value
-loss is not clipped, so that its growth with the returns is not read as an explosion. Off-policy (DQN,
+``num_episodes`` (how many back it), plus ``value_target_scale`` (mean |return target|) and
+``value_target_rms`` (their root mean square) when the value loss is not clipped, so that its growth
+with the returns, or a rollout whose few large targets (a rare terminal penalty) the critic has not
+learned yet, is not read as an explosion. Off-policy (DQN,
 SAC): once every N env steps (1,000 is RLlib's DQN iteration), not per gradient step, with the mean of
 each loss over the gradient steps in between and the Q-values' scale (``q_mean``);
 :class:`supervisor.integrations.cadence.ReportWindow` does the folding::
