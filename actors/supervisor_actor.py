@@ -586,7 +586,7 @@ class SupervisorActorImpl:
         self._loading: dict[tuple[str, str], asyncio.Future] = {}  # (run, trial) -> its rebuild in progress
         self._latency_ms: deque = deque(maxlen=65536)  # recent verdict latencies inside the actor
         self._busy_s, self._batches, self._judged = 0.0, 0, 0  # judging time, batches and reports since reset
-        self._cpu_s = 0.0  # of the judging time, the engine thread's CPU (the rest: waiting for a core, the fsync)
+        self._cpu_s = 0.0  # of the judging time, the engine thread's CPU (the rest: the fsyncs, waiting for a core)
         self._commit_s0 = 0.0  # the stores' commit time at the last reset
         self._watch = None
         self._stop = threading.Event()
@@ -711,10 +711,11 @@ class SupervisorActorImpl:
                 items, self._queue = self._queue, []
                 t0 = time.perf_counter()
                 try:
-                    results = await self._on_engine(self._judge, items)
+                    results, cpu = await self._on_engine(self._judge, items)
                 except BaseException as e:  # the engine thread is gone (shutdown): nobody waits forever
-                    results = [(fut, e) for _, _, fut in items]
+                    results, cpu = [(fut, e) for _, _, fut in items], 0.0
                 self._busy_s += time.perf_counter() - t0
+                self._cpu_s += cpu  # here, with the other counters: verdict_latency resets them on this thread
                 self._batches += 1
                 self._judged += len(items)
                 for fut, out in results:
@@ -727,13 +728,12 @@ class SupervisorActorImpl:
         finally:
             self._judging = False
 
-    def _judge(self, items: list) -> list[tuple]:
-        """On the engine thread: one ``report_batch`` per run of the queued reports."""
+    def _judge(self, items: list) -> tuple[list[tuple], float]:
+        """On the engine thread: one ``report_batch`` per run of the queued reports; (the futures with their
+        verdicts or errors, the engine thread's CPU seconds for it)."""
         c0 = time.thread_time()
-        try:
-            return self._judge_runs(items)
-        finally:
-            self._cpu_s += time.thread_time() - c0
+        results = self._judge_runs(items)
+        return results, time.thread_time() - c0
 
     def _judge_runs(self, items: list) -> list[tuple]:
         by_run: dict[str, list] = {}

@@ -22,7 +22,9 @@ the returns, mean length, episode count. A tag logged only at the steps
 episodes end (CleanRL's DQN writes ``charts/epsilon`` with each episode) goes
 with them, its newest value into the update that follows: on the clock it
 would make each episode an iteration, a single episode's return a point of
-evidence. A run that logs only episode
+evidence. A run that logs only episode statistics is judged at their steps;
+CleanRL's per-episode values there (``episodic`` in the tag) that share a
+step are the episodes of parallel envs, counted together. A run that logs only episode
 statistics is judged at their own steps. Tune's ``TBXLoggerCallback`` prefix
 ``ray/tune/`` is dropped, so Tune's event files read as its ``result.json``.
 """
@@ -111,7 +113,9 @@ def to_records(series: dict[str, dict[int, list[float]]]) -> tuple[list[dict], l
     notes: list[str] = []
     ends = {s for tag, steps in series.items() if _is_episode_tag(tag) for s in steps}
     # a tag logged only where episodes end (CleanRL's DQN writes charts/epsilon with each episode) is the
-    # episodes' context, not an update: on the clock it would make every episode an iteration of its own
+    # episodes' context, not an update: on the clock it would make every episode an iteration of its own.
+    # With no other tag (a logger that writes everything at once, SB3's or Tune's, beside its running mean of
+    # the return) the run is judged at its own steps, as one that logs only episode statistics
     with_episodes = {tag for tag, steps in series.items()
                      if ends and not _is_episode_tag(tag) and set(steps) <= ends}
     clock = sorted({s for tag, steps in series.items()
@@ -123,7 +127,7 @@ def to_records(series: dict[str, dict[int, list[float]]]) -> tuple[list[dict], l
     else:  # episode statistics only: judged at their own steps, a step's episodes counted there
         with_episodes = set()
         clock = sorted({s for steps in series.values() for s in steps})
-        episodic = {tag: steps for tag, steps in series.items() if _is_episode_tag(tag) and _per_episode(tag, steps)}
+        episodic = {tag: steps for tag, steps in series.items() if _is_episode_tag(tag) and _per_episode(tag)}
     records = {s: {"step": s} for s in clock}
     again = 0
     for tag, steps in series.items():
@@ -170,10 +174,11 @@ def to_records(series: dict[str, dict[int, list[float]]]) -> tuple[list[dict], l
     return [records[s] for s in clock], warnings, notes
 
 
-def _per_episode(tag: str, steps: dict[int, list[float]]) -> bool:
-    """Values of one episode each: CleanRL's name for them (``charts/episodic_return``), or several values at
-    one step (episodes of parallel envs ending together; a running mean is logged once a step)."""
-    return "episodic" in tag.lower() or any(len(v) > 1 for v in steps.values())
+def _per_episode(tag: str) -> bool:
+    """Values of one episode each, by CleanRL's name for them (``charts/episodic_return``): several at one
+    step are the episodes of parallel envs that ended together. Any other tag's values at a step already
+    seen are a resumed run's, the later one wins."""
+    return "episodic" in tag.lower()
 
 
 def _lookup_name(tag: str) -> str | None:

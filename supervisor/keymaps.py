@@ -54,8 +54,10 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "policy_loss": ("policy_loss", "pg_loss", "policy_gradient_loss", "actor_loss", "ppo/loss/policy",
                     "loss/policy_avg", "loss/policy", "loss_actor", "loss_pol_surr"),
     "vf_loss": ("vf_loss", "value_loss", "critic_loss", "v_loss", "value_function_loss", "ppo/loss/value",
-                "loss/value_avg", "loss/value", "loss_critic", "loss_vf_loss",
-                "qf_loss", "qf1_loss"),  # CleanRL's SAC (the mean of its two critics' losses), TD3, DDPG
+                "loss/value_avg", "loss/value", "loss_critic", "loss_vf_loss"),
+    # a Q-function's loss (RLlib's learners/<m>/qf_loss); CleanRL's SAC logs the mean of its two critics'
+    # losses/qf_loss, TD3 and DDPG losses/qf1_loss
+    "q_loss": ("q_loss", "qf_loss", "qf1_loss"),
     "vf_loss_unclipped": ("vf_loss_unclipped",),
     "entropy": ("entropy", "policy_entropy", "entropy_mean", "ent", "ppo/policy/entropy", "policy/entropy_avg",
                 "policy/entropy", "-train/entropy_loss", "loss_ent"),

@@ -50,6 +50,10 @@ def test_a_report_window_folds_updates_and_the_new_episodes():
     m = w.pop()
     assert not w.due and m["num_episodes"] == 0.0  # a fresh window; no episode: no return
     assert (m["env_steps"], m["env_steps_lifetime"]) == (300, 1300)  # the run's steps go on across windows
+    resumed = ReportWindow(every=10, start=5000)  # a loop resumed at global step 5,000
+    resumed.step(10)
+    resumed.add({"train/loss": 1.0})
+    assert resumed.pop()["env_steps_lifetime"] == 5010
     w.add({"train/loss": 1.0})
     w.add({"train/loss": float("inf")})
     assert math.isinf(w.pop()["train/loss"])  # a non-finite loss in any update is what the window says

@@ -113,6 +113,10 @@ def test_entropy_saturated_waits_for_a_reward_signal():
     later = flat + stream(6, seed=1, entropy=0.995 * math.log(3), entropy_coeff=0.01, episode_return_mean=-400.0,
                           episode_return_min=-500.0, episode_return_max=-120.0)
     assert fired(run_detectors(suite(acrobot), later), "entropy_saturated") == [(2, "info"), (10, "warning")]
+    # reports that finished no episode repeat a windowed mean: no evidence that every episode returned it
+    repeats = stream(8, entropy=0.995 * math.log(3), entropy_coeff=0.01, episode_return_mean=-300.0,
+                     num_episodes=0.0)
+    assert fired(run_detectors(suite(acrobot), repeats), "entropy_saturated") == [(2, "warning")]
     # no return reported at all: no evidence of a missing signal, the rule as before
     assert fired(run_detectors(suite(acrobot), stream(8, entropy=0.995 * math.log(3), entropy_coeff=0.01,
                                                             episode_return_mean=float("nan"))),

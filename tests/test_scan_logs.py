@@ -110,6 +110,16 @@ def test_cleanrl_dqn_epsilon_logged_with_each_episode_does_not_make_episodes_ite
     assert any("charts/epsilon" in n for n in log.notes)
 
 
+def test_cleanrl_off_policy_keys_map_to_the_q_learner_names():
+    """CleanRL's SAC/TD3/DDPG keys: the critic's Q estimate and loss under the names RLlib's Q-learners report
+    (q_mean, q_loss), never the PPO critic's vf_loss; SAC's qf_loss (both critics) before qf1_loss."""
+    from supervisor.keymaps import map_keys
+
+    sac = {"losses/qf1_values": 3.0, "losses/qf_loss": 0.5, "losses/qf1_loss": 0.7, "losses/actor_loss": -3.0}
+    assert map_keys(sac)[0] == {"q_mean": 3.0, "q_loss": 0.5, "policy_loss": -3.0}
+    assert map_keys({"losses/qf1_values": 3.0, "losses/qf1_loss": 0.7})[0] == {"q_mean": 3.0, "q_loss": 0.7}
+
+
 def test_per_episode_returns_of_parallel_envs_at_one_step_are_those_episodes(tmp_path):
     """A run that logs only episode statistics is judged at their steps; CleanRL's vectorized scripts log every
     env's finished episode at the same global step: those are several episodes (mean, min, max, count), not
@@ -128,6 +138,22 @@ def test_per_episode_returns_of_parallel_envs_at_one_step_are_those_episodes(tmp
     for s, m in zip(log.steps, log.metrics):
         assert (m["num_episodes"], m["episode_return_min"], m["episode_return_max"]) == (4, s, s + 3)
         assert m["episode_return_mean"] == pytest.approx(s + 1.5)
+
+
+def test_a_logger_writing_every_tag_at_once_keeps_its_steps_and_a_resumed_step_is_the_later_value():
+    """SB3's and Tune's event files hold every tag at the steps they log a running mean of the return at: those
+    steps are the iterations, and a step written twice (a run resumed from a checkpoint) keeps its later
+    values, with a warning: a running mean written again is no second episode."""
+    from supervisor.eventfiles import to_records
+
+    series = {"rollout/ep_rew_mean": {100: [10.0], 200: [20.0, 21.0], 300: [30.0]},
+              "train/loss": {100: [1.0], 200: [1.1, 1.2], 300: [1.3]},
+              "train/approx_kl": {100: [0.01], 200: [0.02, 0.03], 300: [0.01]}}
+    records, warnings, notes = to_records(series)
+    assert [r["step"] for r in records] == [100, 200, 300]
+    assert records[1] == {"step": 200, "rollout/ep_rew_mean": 21.0, "train/loss": 1.2, "train/approx_kl": 0.03}
+    assert all("num_episodes" not in r for r in records) and not notes
+    assert warnings == ["3 value(s) logged again at a step already seen (a resumed run?): the later value wins"]
 
 
 def test_cleanrl_planted_fault_found_at_its_step_as_file_run_and_folder_of_runs():

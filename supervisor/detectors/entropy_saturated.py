@@ -38,21 +38,29 @@ class EntropySaturated(OneRuleDetector):
     needs = (("entropy",), ("entropy_coeff",))
     Options = EntropySaturatedOptions
 
+    def __init__(self, **options):
+        super().__init__(**options)
+        # the returns seen on reports that finished episodes: kept across a rollback (what the task's
+        # episodes returned before it is still what they return)
+        self._lo = self._hi = None
+        self._seen = 0
+
     def reset(self) -> None:
         super().reset()
-        self._told = False  # the no-signal note is given once
+        self._told = False  # the no-signal note is given once (again after a rollback)
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:
         e, coeff, p = value_of(metrics, "entropy"), value_of(metrics, "entropy_coeff"), self.priors
         if e is None or not coeff or coeff <= 0 or p.max_entropy is None:
             return []
+        self._returns(metrics)
         if p.action_kind == "continuous":
             limit = p.max_entropy + self.continuous_margin * (p.action_dim or 1)
             hit = e > limit
         else:
             limit = self.fraction * p.max_entropy
             hit = e >= limit
-        same = _one_return(metrics, history, self.patience) if hit else None
+        same = self._hi if hit and self._one_return() else None
         if same is not None:
             self._due(False)
             if self._told:
@@ -72,25 +80,24 @@ class EntropySaturated(OneRuleDetector):
                              f"the loss and keeps the policy random; lower entropy_coeff", limit,
                              max_entropy=p.max_entropy)]
 
+    def _returns(self, metrics) -> None:
+        """Fold this report's returns in, when it finished episodes (a report that finished none repeats a
+        windowed mean: no new evidence)."""
+        n = value_of(metrics, "num_episodes")
+        if n is not None and n <= 0:
+            return
+        xs = [v for k in _RETURNS if (v := value_of(metrics, k)) is not None]
+        if not xs:
+            return
+        self._seen += 1
+        lo, hi = min(xs), max(xs)
+        self._lo = lo if self._lo is None else min(self._lo, lo)
+        self._hi = hi if self._hi is None else max(self._hi, hi)
+
+    def _one_return(self) -> bool:
+        """Every episode so far returned the same (the extremes of ``patience`` reports or more, equal); False
+        while fewer reports said (no evidence either way)."""
+        return self._seen >= self.patience and self._hi - self._lo <= 1e-9 * max(1.0, abs(self._hi))
+
 
 _RETURNS = ("episode_return_min", "episode_return_max", "episode_return_mean")
-
-
-def _one_return(metrics, history, reports: int) -> float | None:
-    """The one return every episode so far had (the extremes of every report, this one included, equal,
-    over at least ``reports`` reports with a return), or None: they differ, or too few returns were
-    reported yet to say (no evidence either way)."""
-    lo = hi = None
-    n = 0
-    for name in _RETURNS:
-        xs = list(history.values(name))
-        v = value_of(metrics, name)
-        if v is not None:
-            xs.append(v)
-        if xs:
-            n = max(n, len(xs))
-            a, b = min(xs), max(xs)
-            lo, hi = (a, b) if lo is None else (min(lo, a), max(hi, b))
-    if n < reports or hi - lo > 1e-9 * max(1.0, abs(hi)):
-        return None
-    return hi

@@ -33,7 +33,9 @@ class WorkerFault(Detector):
       warning when a runner restarted or the fleet is short this iteration,
       or when requests were dropped on ``persist`` consecutive iterations;
       otherwise ``info``: one slow answer from a fleet that is whole is load
-      (a busy machine), not a fault;
+      (a busy machine), not a fault. The count of iterations in a row starts
+      over after a rollback (the drops since the checkpoint arrive as one
+      rise); a report without the counter leaves it as it is;
     * missing: ``healthy_env_runners`` is below the most this trial has had
       (its expected fleet): warning, critical when none is left, or when at
       most ``critical_fraction`` of the fleet is;

@@ -50,13 +50,15 @@ class ReportWindow:
 
     Args:
         every: env steps a report needs (``due`` once that many were taken since the last one).
+        start: env steps the run took before this window was made (a loop resumed from a checkpoint
+            passes its global step): ``env_steps_lifetime`` counts on from it.
     """
 
-    def __init__(self, every: int):
+    def __init__(self, every: int, start: int = 0):
         if every < 1:
             raise ValueError(f"every must be >= 1 env step (got {every!r})")
         self.every = int(every)
-        self.lifetime = 0  # env steps since the window was made (never cleared)
+        self.lifetime = int(start)  # the run's env steps (never cleared)
         self.clear()
 
     def clear(self) -> None:
