@@ -146,6 +146,8 @@ def _runs() -> dict[str, Run]:
         # MuJoCo (pip install -e '.[mujoco]'): returns in the thousands, early terminations (Hopper), none (HalfCheetah)
         ("hopper", "Hopper-v5", {}, "default config"),
         ("halfcheetah", "HalfCheetah-v5", {}, "default config"),
+        # Box2D (pip install -e '.[box2d]'): a crash ends an episode at -100, a landing at +100
+        ("lunarlander", "LunarLander-v3", {}, "default config"),
     ):
         for s in (1, 2, 3):
             r[f"{prefix}_healthy_s{s}"] = Run("healthy", "healthy", None, s, how, env=env,
