@@ -134,7 +134,7 @@ def onset_of(meta: dict, rows: list[dict]) -> dict:
 
 
 def record(name: str, meta: dict, iterations: int, out: Path) -> dict:
-    from actors.algos import extra_metrics
+    from actors.appliers.rllib import extra_metrics
     from benchmarks.record_runs import train_streams, write_streams
 
     t0 = time.time()

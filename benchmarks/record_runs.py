@@ -424,8 +424,11 @@ def record(name: str, iterations: int | None, out: Path) -> dict:
     if run.multi is not None:
         out = out / MULTI_DIR
         out.mkdir(parents=True, exist_ok=True)
+    from actors.appliers.rllib import extra_metrics
+
     algo, priors = build(name)
-    rows, raws = train_streams(algo, name, n)
+    # what the live callback adds to a result (DQN's epsilon; remote learners' fleet), as it adds it
+    rows, raws = train_streams(algo, name, n, extra=extra_metrics)
     return {**write_streams(out, name, rows, raws), **static_meta(name), "iterations": len(rows),
             **onset_of(run, rows), "seconds": round(time.time() - t0, 1), "priors": priors}
 

@@ -230,6 +230,24 @@ def test_exploration_too_short():
     assert _run(ExplorationTooShort(), [it(0.02, 20.0)] * 8) == []  # never saw the random level
 
 
+def test_exploration_too_short_judges_points_of_episodes_not_single_episodes():
+    """RLlib's default DQN on LunarLander (held-out recording): past its 10k-step exploration each report
+    finishes one ~1,000-step episode, returning anywhere in -280..+30. Three single episodes near the random
+    level are no evidence of a policy that learned nothing: a point needs 5 new episodes."""
+    def it(eps, ret, n):
+        return {"epsilon": eps, "episode_return_mean": ret, "num_episodes": float(n)}
+
+    early = [it(1.0, -188.0, 10), it(0.9, -167.0, 11)]  # the random level: -177.5
+    singles = [-103.0, -119.0, -277.0, -129.0, -65.0, -188.0, -202.0, -77.0, -33.0, -42.0]  # as recorded
+    assert _run(ExplorationTooShort(), early + [it(0.05, r, 1) for r in singles]) == []
+    # five episodes a report at the random level, epsilon at its floor: a point a report, a warning at the third
+    stuck = early + [it(0.05, -180.0, 5)] * 4
+    assert _run(ExplorationTooShort(), stuck) == [(6, "warning")]  # epsilon stopped falling at report 4
+    # one episode a report: the same evidence takes five reports a point
+    slow = early + [it(0.05, -180.0, 1)] * 16
+    assert [i for i, _ in _run(ExplorationTooShort(), slow)] == [17]
+
+
 # --------------------------------------------------------------------------- actions
 
 

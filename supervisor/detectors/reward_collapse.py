@@ -47,6 +47,34 @@ def new_episodes(metrics) -> float | None:
     return None
 
 
+class EpisodePoints:
+    """Returns folded into *points*: the episode-weighted mean return of consecutive reports that together
+    finished at least ``episodes`` new episodes (see :func:`new_episodes`); a report whose writer does not
+    say how many is a point of its own, and one that finished none adds nothing (it repeats an old return)."""
+
+    def __init__(self, episodes: int):
+        self.episodes = episodes
+        self._acc, self._n = 0.0, 0.0
+
+    def add(self, metrics, ret: float | None) -> float | None:
+        """This report's return ``ret`` folded in; the point it completes, if it does."""
+        if ret is None:
+            return None
+        n = new_episodes(metrics)
+        if n is None:
+            self._acc, self._n = 0.0, 0.0
+            return ret
+        if n <= 0:
+            return None
+        self._acc += ret * n
+        self._n += n
+        if self._n < self.episodes:
+            return None
+        point = self._acc / self._n
+        self._acc, self._n = 0.0, 0.0
+        return point
+
+
 class RewardCollapse(Detector):
     """Warn when ``episode_return_mean`` collapses far below the level the run had reached.
 
@@ -102,7 +130,7 @@ class RewardCollapse(Detector):
     def reset(self) -> None:
         self._alarm = Alarm(*self._latch_args)
         self._streak = 0
-        self._acc, self._acc_n = 0.0, 0.0  # episodes not in a point yet
+        self._pts = EpisodePoints(self.episodes)  # episodes not in a point yet
         self._points: deque = deque(maxlen=self.window + 1)  # the newest points not judged collapsed
         self._smooth: deque = deque(maxlen=self.smooth)
         self._best = self._base = None  # remembered over the whole run (beyond the history ring)
@@ -132,22 +160,7 @@ class RewardCollapse(Detector):
 
     def _point(self, metrics) -> float | None:
         """Fold this report in; the new point's value once it holds enough episodes, else None."""
-        v = value_of(metrics, "episode_return_mean")
-        if v is None:
-            return None
-        n = new_episodes(metrics)
-        if n is None:  # unknown count: every report is a point
-            self._acc, self._acc_n = 0.0, 0.0
-            return v
-        if n <= 0:
-            return None  # a return with no new episode behind it repeats an old one
-        self._acc += v * n
-        self._acc_n += n
-        if self._acc_n < self.episodes:
-            return None
-        p = self._acc / self._acc_n
-        self._acc, self._acc_n = 0.0, 0.0
-        return p
+        return self._pts.add(metrics, value_of(metrics, "episode_return_mean"))
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:
         if not self._seeded:
