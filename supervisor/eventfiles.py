@@ -24,8 +24,7 @@ with them, its newest value into the update that follows: on the clock it
 would make each episode an iteration, a single episode's return a point of
 evidence. A run that logs only episode statistics is judged at their steps;
 CleanRL's per-episode values there (``episodic`` in the tag) that share a
-step are the episodes of parallel envs, counted together. A run that logs only episode
-statistics is judged at their own steps. Tune's ``TBXLoggerCallback`` prefix
+step are the episodes of parallel envs, counted together. Tune's ``TBXLoggerCallback`` prefix
 ``ray/tune/`` is dropped, so Tune's event files read as its ``result.json``.
 """
 

@@ -5,6 +5,9 @@
 * :func:`reference` is "what is normal for this metric": the robust center
   and scale of the run's own recent history, or, while that history is still
   shorter than the warm-up, of a band learned from healthy runs (calibration).
+* :class:`EpisodePoints` folds reported returns into points backed by enough
+  new episodes (:func:`new_episodes`): the unit of evidence of the rules that
+  judge returns.
 * :class:`Alarm` wraps :class:`~supervisor.detectors.base.Latch` so that a
   persisting fault is reported at entry, every ``repeat`` iterations after,
   and at once when it escalates (warning -> critical).
@@ -487,3 +490,46 @@ class SpikeDetector(Detector):
         return replace(finding, severity="warning", details=details,
                        message=finding.message.replace("; one report so far: a warning if it holds on the next",
                                                        "; another detector agrees on this report"))
+
+
+# --- points of evidence: returns backed by enough new episodes -----------------------------------
+
+
+def new_episodes(metrics) -> float | None:
+    """How many newly finished episodes back this report's return: ``num_episodes``, else the env steps
+    over the mean episode length, else None (unknown: the report counts as one point of evidence)."""
+    n = value_of(metrics, "num_episodes")
+    if n is not None:
+        return max(n, 0.0)
+    steps, length = value_of(metrics, "env_steps"), value_of(metrics, "episode_len_mean")
+    if steps is not None and length is not None and length >= 1:
+        return steps / length
+    return None
+
+
+class EpisodePoints:
+    """Returns folded into *points*: the episode-weighted mean return of consecutive reports that together
+    finished at least ``episodes`` new episodes (see :func:`new_episodes`); a report whose writer does not
+    say how many is a point of its own, and one that finished none adds nothing (it repeats an old return)."""
+
+    def __init__(self, episodes: int):
+        self.episodes = episodes
+        self._acc, self._n = 0.0, 0.0
+
+    def add(self, metrics, ret: float | None) -> float | None:
+        """This report's return ``ret`` folded in; the point it completes, if it does."""
+        if ret is None:
+            return None
+        n = new_episodes(metrics)
+        if n is None:
+            self._acc, self._n = 0.0, 0.0
+            return ret
+        if n <= 0:
+            return None
+        self._acc += ret * n
+        self._n += n
+        if self._n < self.episodes:
+            return None
+        point = self._acc / self._n
+        self._acc, self._n = 0.0, 0.0
+        return point

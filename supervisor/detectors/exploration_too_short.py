@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from supervisor.detectors._common import AlarmOptions, OneRuleDetector, fmt, median, value_of
+from supervisor.detectors._common import AlarmOptions, EpisodePoints, OneRuleDetector, fmt, median, value_of
 from supervisor.detectors.options import Count, Number, at_least, fraction, positive
-from supervisor.detectors.reward_collapse import EpisodePoints
 from supervisor.findings import Finding
 
 

@@ -7,7 +7,7 @@ from collections import deque
 
 from pydantic import Field, model_validator
 
-from supervisor.detectors._common import Alarm, band_for, fmt, median, noise_scale, value_of
+from supervisor.detectors._common import Alarm, EpisodePoints, band_for, fmt, median, noise_scale, value_of
 from supervisor.detectors.base import Detector
 from supervisor.detectors.options import BandOption, Count, DetectorOptions, Number, at_least, fraction, positive
 from supervisor.findings import Finding
@@ -33,46 +33,6 @@ class RewardCollapseOptions(DetectorOptions):
             raise ValueError(f"need drop_fraction < critical_fraction (got drop_fraction={self.drop_fraction:g}, "
                              f"critical_fraction={self.critical_fraction:g})")
         return self
-
-
-def new_episodes(metrics) -> float | None:
-    """How many newly finished episodes back this report's return: ``num_episodes``, else the env steps
-    over the mean episode length, else None (unknown: the report counts as one point of evidence)."""
-    n = value_of(metrics, "num_episodes")
-    if n is not None:
-        return max(n, 0.0)
-    steps, length = value_of(metrics, "env_steps"), value_of(metrics, "episode_len_mean")
-    if steps is not None and length is not None and length >= 1:
-        return steps / length
-    return None
-
-
-class EpisodePoints:
-    """Returns folded into *points*: the episode-weighted mean return of consecutive reports that together
-    finished at least ``episodes`` new episodes (see :func:`new_episodes`); a report whose writer does not
-    say how many is a point of its own, and one that finished none adds nothing (it repeats an old return)."""
-
-    def __init__(self, episodes: int):
-        self.episodes = episodes
-        self._acc, self._n = 0.0, 0.0
-
-    def add(self, metrics, ret: float | None) -> float | None:
-        """This report's return ``ret`` folded in; the point it completes, if it does."""
-        if ret is None:
-            return None
-        n = new_episodes(metrics)
-        if n is None:
-            self._acc, self._n = 0.0, 0.0
-            return ret
-        if n <= 0:
-            return None
-        self._acc += ret * n
-        self._n += n
-        if self._n < self.episodes:
-            return None
-        point = self._acc / self._n
-        self._acc, self._n = 0.0, 0.0
-        return point
 
 
 class RewardCollapse(Detector):
