@@ -162,6 +162,9 @@ class Supervisor:
         self.seq = int(reg.get("next_seq", 0))
         self.overrides: dict = dict(reg.get("overrides") or {})  # what the supervisor changed before a resume
         self.checkpoint: dict | None = reg.get("checkpoint")  # the newest healthy checkpoint it knows
+        # the loop's training wall time (the compute account), counted on from a resumed trial's last report
+        prior = reg.get("time_total_s")
+        self._clock = time.time() - (float(prior) if isinstance(prior, (int, float)) and prior >= 0 else 0.0)
         self.applied: list[dict] = []  # applied entries the supervisor has not taken yet (sent again)
         self.last: Verdict | None = None
         self.stopped = False
@@ -177,8 +180,12 @@ class Supervisor:
         if not isinstance(metrics, Mapping):
             raise TypeError(f"metrics must be a mapping of name -> number, got {type(metrics).__name__}")
         self._acknowledge(applied)  # before the report, which verifies the change
-        report = {"trial_id": self.trial_id, "seq": self.seq, "iteration": int(iteration), "time": time.time(),
-                  "metrics": normalize_metrics(metrics)}
+        now = time.time()
+        norm = normalize_metrics(metrics)
+        if "time_total_s" not in norm:  # the loop's own figure when it gives one (an RLlib result)
+            norm["time_total_s"] = round(now - self._clock, 3)
+        report = {"trial_id": self.trial_id, "seq": self.seq, "iteration": int(iteration), "time": now,
+                  "metrics": norm}
         try:
             raw = self._backend.report(report)
         except Exception as e:  # the store's disk, a detector bug outside the engine's guard, ...

@@ -297,7 +297,8 @@ class Engine:
         state.iter_started, state.clock_iteration, state.beat, state.hung_iteration, state.told = None, None, {}, \
             None, None
         return {"next_seq": state.last_seq + 1, "overrides": modules.packed(state.overrides), "checkpoint": state.checkpoint,
-                "stop": state.stop_reason, "quarantine": state.quarantined}
+                "stop": state.stop_reason, "quarantine": state.quarantined,
+                "time_total_s": (state.last_metrics or {}).get("time_total_s")}  # a resumed loop's clock goes on
 
     def _rebuild(self, trial_id: str, run_id: str) -> TrialState | None:
         """Rebuild a trial's state from the store (after the actor restarted or the trial was restarted)."""

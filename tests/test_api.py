@@ -165,6 +165,33 @@ def test_resume_continues_the_trial_and_close_stops(tmp_path):
     assert rep["run"]["status"] == "stopped" and rep["trials"][0]["iterations"] == 4
 
 
+def test_compute_account_counts_the_loops_wall_time_across_a_resume(tmp_path):
+    """A loop that reports no ``time_total_s`` (SB3, HF, CleanRL, plain loops) still has its training wall
+    time in the report's compute account, counted on after a resume; a loop's own figure wins."""
+    import time
+
+    run = tmp_path / "run"
+    sup = Supervisor(run, trial_id="t0")
+    for i in range(3):
+        time.sleep(0.2)
+        sup.observe(i, ppo_metrics(i))
+    sup.close("errored")
+    first = report(run)["trials"][0]["compute"]["wall_s"]
+    assert 0.6 <= first < 5.0
+    sup = Supervisor(run, trial_id="t0")
+    time.sleep(0.3)
+    sup.observe(3, ppo_metrics(3))
+    sup.close()
+    rep = report(run)
+    assert first + 0.3 <= rep["trials"][0]["compute"]["wall_s"] < first + 5.0
+    assert rep["run"]["compute"]["wall_s"] == rep["trials"][0]["compute"]["wall_s"]
+    own = tmp_path / "own"
+    sup = Supervisor(own, trial_id="t0")
+    sup.observe(0, {**ppo_metrics(0), "time_total_s": 1234.5})
+    sup.close()
+    assert report(own)["trials"][0]["compute"]["wall_s"] == 1234.5
+
+
 def test_bad_settings_and_profile_are_one_clear_error(tmp_path):
     with pytest.raises(InputError, match=r"settings: checkpoint_every: must be > 0 \(got 0\)"):
         Supervisor(tmp_path / "a", settings={"checkpoint_every": 0})
