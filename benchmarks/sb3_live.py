@@ -73,7 +73,50 @@ RUNS = [
     ("ppo-bipedalwalker", "ppo", "BipedalWalker-v3", 200_000, {}, "Box2D; a fall costs -100"),
     ("td3-bipedalwalker", "td3", "BipedalWalker-v3", 20_000, {}, "Box2D; a fall costs -100"),
 ]
+#: rl-baselines3-zoo's tuned hyperparameters (DLR-RM/rl-baselines3-zoo hyperparams/{ppo,a2c,dqn}.yml at
+#: 208b6fd, c6c209e and ce95481): what most SB3 users actually train with. Several envs at once
+#: (``n_envs``), VecNormalize (``normalize``: observations and rewards), gSDE, RMSprop, linear schedules
+#: (``lin_X``), ``gradient_steps: -1``, ``learning_starts: 0``. Budgets are the zoo's ``n_timesteps`` where
+#: this machine allows, else cut (the ``why`` says so). ``python benchmarks/sb3_live.py --zoo``.
+ZOO_RUNS = [
+    ("zoo-ppo-cartpole", "ppo", "CartPole-v1", 100_000,
+     {"n_envs": 8, "n_steps": 32, "batch_size": 256, "gae_lambda": 0.8, "gamma": 0.98, "n_epochs": 20,
+      "ent_coef": 0.0, "learning_rate": "lin_0.001", "clip_range": "lin_0.2"}, "zoo, tuned; its full budget"),
+    ("zoo-ppo-pendulum", "ppo", "Pendulum-v1", 100_000,
+     {"n_envs": 4, "n_steps": 1024, "gae_lambda": 0.95, "gamma": 0.9, "n_epochs": 10, "ent_coef": 0.0,
+      "learning_rate": 1e-3, "clip_range": 0.2, "use_sde": True, "sde_sample_freq": 4}, "zoo, tuned; gSDE"),
+    ("zoo-ppo-acrobot", "ppo", "Acrobot-v1", 200_000,
+     {"normalize": True, "n_envs": 16, "n_steps": 256, "gae_lambda": 0.94, "gamma": 0.99, "n_epochs": 4,
+      "ent_coef": 0.0}, "zoo; VecNormalize; 200k of its 1M steps"),
+    ("zoo-a2c-cartpole", "a2c", "CartPole-v1", 200_000, {"n_envs": 8, "ent_coef": 0.0},
+     "zoo; 200k of its 500k steps"),
+    ("zoo-a2c-acrobot", "a2c", "Acrobot-v1", 200_000, {"normalize": True, "n_envs": 16, "ent_coef": 0.0},
+     "zoo; VecNormalize; 200k of its 500k steps"),
+    ("zoo-a2c-pendulum", "a2c", "Pendulum-v1", 200_000,
+     {"normalize": True, "n_envs": 8, "ent_coef": 0.0, "max_grad_norm": 0.5, "n_steps": 8, "gae_lambda": 0.9,
+      "vf_coef": 0.4, "gamma": 0.9, "use_rms_prop": True, "normalize_advantage": False,
+      "learning_rate": "lin_7e-4", "use_sde": True, "policy_kwargs": {"log_std_init": -2, "ortho_init": False}},
+     "zoo, tuned; VecNormalize, gSDE, RMSprop; 200k of its 1M steps"),
+    ("zoo-dqn-cartpole", "dqn", "CartPole-v1", 50_000,
+     {"learning_rate": 2.3e-3, "batch_size": 64, "buffer_size": 100_000, "learning_starts": 1000, "gamma": 0.99,
+      "target_update_interval": 10, "train_freq": 256, "gradient_steps": 128, "exploration_fraction": 0.16,
+      "exploration_final_eps": 0.04, "policy_kwargs": {"net_arch": [256, 256]}},
+     "zoo; 128 gradient steps every 256 env steps; its full budget"),
+    ("zoo-dqn-acrobot", "dqn", "Acrobot-v1", 50_000,
+     {"learning_rate": 6.3e-4, "batch_size": 128, "buffer_size": 50_000, "learning_starts": 0, "gamma": 0.99,
+      "target_update_interval": 250, "train_freq": 4, "gradient_steps": -1, "exploration_fraction": 0.12,
+      "exploration_final_eps": 0.1, "policy_kwargs": {"net_arch": [256, 256]}},
+     "zoo, tuned; learning_starts 0; 50k of its 100k steps"),
+]
 SEVERITIES = ("info", "warning", "critical")
+
+
+def _schedule(v):
+    """The zoo's ``lin_X``: X decayed linearly to 0 over training (SB3's progress_remaining)."""
+    if isinstance(v, str) and v.startswith("lin_"):
+        x = float(v[4:])
+        return lambda progress_remaining: progress_remaining * x
+    return v
 
 
 def train(name: str, algo: str, env: str, steps: int, kw: dict, seed: int, run_dir: Path) -> dict:
@@ -86,8 +129,19 @@ def train(name: str, algo: str, env: str, steps: int, kw: dict, seed: int, run_d
 
     torch.set_num_threads(1)
     t0 = time.process_time()
+    hp = {k: _schedule(v) for k, v in json.loads(json.dumps(kw)).items()}  # a copy: SB3 adds to policy_kwargs
+    n_envs, normalize = hp.pop("n_envs", None), hp.pop("normalize", False)
+    if n_envs or normalize:  # as rl_zoo3 builds it: Monitor inside each env, VecNormalize outside
+        from stable_baselines3.common.env_util import make_vec_env
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        env_obj = make_vec_env(env, n_envs=n_envs or 1, seed=seed)
+        if normalize:
+            env_obj = VecNormalize(env_obj, gamma=hp.get("gamma", 0.99))
+    else:
+        env_obj = env
     model = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC, "td3": TD3}[algo](
-        "MlpPolicy", env, seed=seed, device="cpu", **kw)
+        "MlpPolicy", env_obj, seed=seed, device="cpu", **hp)
     cb = SupervisorCallback(run_dir)
     model.learn(steps, callback=cb)
     cpu = time.process_time() - t0
@@ -141,9 +195,13 @@ def fmt_counts(d: dict) -> str:
     return ", ".join(f"{k} x{v}" for k, v in d.items()) or "-"
 
 
-def markdown(rows: list[dict], scale: float, before: list[dict] | None = None, before_label: str = "") -> str:
-    out = ["# Stock Stable-Baselines3 runs at full length, supervised (`benchmarks/sb3_live.py`)", "",
-           "SB3 default hyperparameters, `device=\"cpu\"`, `SupervisorCallback(run_dir)` and nothing else. "
+def markdown(rows: list[dict], scale: float, before: list[dict] | None = None, before_label: str = "",
+             zoo: bool = False) -> str:
+    out = ["# Stable-Baselines3 runs with rl-baselines3-zoo's tuned hyperparameters, supervised "
+           "(`benchmarks/sb3_live.py --zoo`)" if zoo else
+           "# Stock Stable-Baselines3 runs at full length, supervised (`benchmarks/sb3_live.py`)", "",
+           ("rl-baselines3-zoo's hyperparameters (`ZOO_RUNS`: several envs, VecNormalize, gSDE, schedules)"
+            if zoo else "SB3 default hyperparameters") + ", `device=\"cpu\"`, `SupervisorCallback(run_dir)` and nothing else. "
            "Findings: warning/critical by detector (count = reports it fired on); info counted. "
            "Interventions: action (detector) @ env step."
            + (f" **Budgets scaled by {scale}.**" if scale != 1 else ""), "",
@@ -186,13 +244,15 @@ def markdown(rows: list[dict], scale: float, before: list[dict] | None = None, b
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--only", nargs="+", help="run names (default: all): " + ", ".join(r[0] for r in RUNS))
+    ap.add_argument("--only", nargs="+", help="run names (default: all): " + ", ".join(r[0] for r in RUNS + ZOO_RUNS))
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every budget (smoke runs)")
     ap.add_argument("--keep", help="keep each run's folder (supervisor.db, checkpoints) under this folder")
     ap.add_argument("--rows", help="also append each row to this JSONL file, and reuse rows already in it")
     ap.add_argument("--before", help="JSONL rows of an earlier version (from --rows) to set beside these")
     ap.add_argument("--before-label", default="an earlier version", help="what --before was run on")
+    ap.add_argument("--zoo", action="store_true", help="rl-baselines3-zoo's tuned hyperparameters (ZOO_RUNS) "
+                    "instead of SB3's defaults")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -200,7 +260,8 @@ def main() -> None:
         s = json.loads(a.child)
         print(json.dumps(train(s["name"], s["algo"], s["env"], s["steps"], s["kwargs"], s["seed"], Path(a.work))))
         return
-    unknown = set(a.only or ()) - {r[0] for r in RUNS}
+    runs = ZOO_RUNS if a.zoo else RUNS
+    unknown = set(a.only or ()) - {r[0] for r in runs}
     if unknown:
         sys.exit(f"sb3_live.py: --only: unknown run(s) {sorted(unknown)}")
     done = {}
@@ -210,7 +271,7 @@ def main() -> None:
             if "error" not in r:
                 done[(r["name"], r["seed"])] = r
     specs = [{"name": n, "algo": al, "env": e, "steps": max(1, int(st * a.scale)), "kwargs": kw, "seed": seed}
-             for seed in a.seeds for n, al, e, st, kw, _ in RUNS if not a.only or n in a.only]
+             for seed in a.seeds for n, al, e, st, kw, _ in runs if not a.only or n in a.only]
     todo = [s for s in specs if (s["name"], s["seed"]) not in done]
     for env in sorted({s["env"] for s in todo}):  # MuJoCo's and Box2D's rows need their extras
         try:
@@ -232,9 +293,9 @@ def main() -> None:
                   if "error" not in r and (r["name"], r["seed"]) in wanted]
         order = {(s["name"], s["seed"]): i for i, s in enumerate(specs)}
         before.sort(key=lambda r: order[(r["name"], r["seed"])])
-    md = markdown(rows, a.scale, before, a.before_label)
+    md = markdown(rows, a.scale, before, a.before_label, zoo=a.zoo)
     print(md)
-    write_results("sb3_live", md, {"scale": a.scale, "runs": rows,
+    write_results("sb3_live_zoo" if a.zoo else "sb3_live", md, {"scale": a.scale, "runs": rows,
                                    **({"before": {"label": a.before_label, "runs": before}} if before else {})})
 
 

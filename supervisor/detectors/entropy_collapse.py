@@ -83,6 +83,9 @@ class EntropyCollapse(Detector):
     def __init__(self, **options):
         super().__init__(**options)
         self._latch_args = (self.patience, self.exit, self.repeat)
+        # The run's starting return: taken from its first returns as they arrive (the history keeps only
+        # the newest 256 reports, so read later it would be some later return) and kept across a rollback.
+        self._start: float | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -94,16 +97,11 @@ class EntropyCollapse(Detector):
         self._scanned = False
         self._streak = 0
         self._loud = 0  # consecutive reports at warning or worse (a learned, info-level low entropy is none)
-        self._start: float | None = None  # the run's starting return
 
     def _learned(self, history) -> float | None:
         """The current return (median of the last 3) when it is well above the run's start, else None."""
         xs = history.values("episode_return_mean")
-        if self._start is None:
-            if len(xs) < 3:
-                return None
-            self._start = median(xs[:3])
-        if len(xs) < 3:
+        if self._start is None or len(xs) < 3:
             return None
         now = median(xs[-3:])
         return now if now - self._start >= self.learned * max(abs(now), abs(self._start), 1e-9) else None
@@ -127,6 +125,8 @@ class EntropyCollapse(Detector):
         return self._loud if self._alarm.on and self._alarm.reported in LOUD else 0
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:
+        if self._start is None and history.count("episode_return_mean") >= 3:
+            self._start = median(history.values("episode_return_mean")[:3])
         e = value_of(metrics, "entropy")
         if e is None:
             return []

@@ -39,7 +39,9 @@ class PrematureConvergence(OneRuleDetector):
 
     def reset(self) -> None:
         super().reset()
-        self._start: float | None = None
+        # the run's starting return, kept across a rollback: the history then holds only the newest 256
+        # reports, whose first returns are not the run's start
+        self._start: float | None = getattr(self, "_start", None)
         self._seen = 0
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:

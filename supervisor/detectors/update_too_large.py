@@ -22,7 +22,9 @@ class UpdateTooLarge(OneRuleDetector):
     Rule (a prior: needs no history): with the trial's ``kl_target`` (RLlib's PPO default 0.01 when the
     config is not known), warning when approx_kl (or, on a live RLlib trial, its mean KL) exceeds ``kl_factor`` x kl_target,
     or the clip fraction exceeds ``clip_fraction`` (most samples outside the ``1 +- clip_param`` ratio
-    band), on ``patience`` consecutive iterations; critical when the KL exceeds ``critical_kl_factor`` x
+    band; where the KL is reported, only beside a KL past kl_target: a policy that moved less than its
+    target only met a narrow band, e.g. a clip range scheduled down to 0), on ``patience`` consecutive
+    iterations; critical when the KL exceeds ``critical_kl_factor`` x
     kl_target. A healthy PPO update stays within a few kl_targets (recorded healthy CartPole, Acrobot,
     Pendulum and MountainCarContinuous runs: approx_kl at most 7.6x, clip fraction at most 0.27); an lr
     far too high puts it 86-170x past from iteration 1, with clip fractions of 0.8-0.9.
@@ -50,7 +52,9 @@ class UpdateTooLarge(OneRuleDetector):
             return []
         target = self.priors.kl_target or self.default_kl_target
         over_kl = kl is not None and kl > self.kl_factor * target
-        over_clip = cf is not None and cf > self.clip_fraction
+        # a clip fraction beside a KL within the target is a narrow band, not a far move (SB3's clip range
+        # scheduled to 0: rl-zoo's lin_0.2 clips every sample of its last updates at approx_kl ~1e-6)
+        over_clip = cf is not None and cf > self.clip_fraction and (kl is None or kl > target)
         sev = "critical" if kl is not None and kl > self.critical_kl_factor * target else "warning"
         if not self._due(over_kl or over_clip, sev):
             return []

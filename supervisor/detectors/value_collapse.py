@@ -20,16 +20,17 @@ EXPLAINED_FLOOR = 0.5
 #: Targets whose variance fell below this fraction of the largest the run had (a spread under 10 %) have
 #: stopped varying: an explained variance of them is a ratio of two vanishing variances.
 SPREAD_VANISHED = 1e-2
-#: Targets whose variance fell below this fraction of the largest while the critic's error fell too (its value
-#: loss below ``ERROR_FELL`` x its median over the EV window): the explained variance sank because its
-#: denominator did (a solved run whose every rollout holds one episode truncated at the time limit), not
-#: because the critic fails: a failing critic's error grows, or at least holds.
+#: Targets whose variance fell below this fraction of the largest while the critic's error did not grow (its
+#: value loss below ``ERROR_FELL`` x its median over the EV window): the explained variance sank because its
+#: denominator did (a solved run whose every rollout holds one episode truncated at the time limit; a
+#: sparse-reward task whose rollouts without a reward event have targets of ~2-10 % of the variance of those
+#: with one), not because the critic fails: a failing critic's error grows.
 SPREAD_FELL = 0.1
-ERROR_FELL = 0.5
+ERROR_FELL = 1.0
 
 
 class ValueCollapseOptions(DetectorOptions):
-    ev_floor: Number = 0.0
+    ev_floor: Number = -0.1
     drop: Number = positive(0.5)
     critical_ev: Number = -1.0
     patience: Count = at_least(1, 3)
@@ -77,10 +78,12 @@ class ValueCollapse(Detector):
       truncated at the time limit and bootstrapped: targets all ~1/(1-gamma)),
       not the critic failing: a failing critic's error grows, and with it
       this variance. So is one whose targets' variance fell below ``SPREAD_FELL`` x that largest one
-      while the value loss fell below ``ERROR_FELL`` x its median over the last ``window`` reports: the
+      while the value loss is below its median over the last ``window`` reports (``ERROR_FELL``): the
       EV sank with its denominator, the critic's error did not grow (SB3's PPO on a solved CartPole,
       each 512-step rollout one episode truncated at 500: targets' variance 1.6 % of its peak, value
-      loss 2.5 against ~40, EV -0.17).
+      loss 2.5 against ~40, EV -0.17; CleanRL's PPO on a sparse-reward grid world, its 512-step rollouts
+      holding 0-4 episode ends: EV -1 to -8 on rollouts whose targets had 1-13 % of the peak variance,
+      the value loss at or under its median).
     * vf_loss pinned: the last ``pin_window`` values of ``vf_loss`` (this one
       included) all equal within ``pin_tol`` (relative), while explained
       variance is within ``ev_zero`` of 0 (or, when it is not reported, the
@@ -94,7 +97,13 @@ class ValueCollapse(Detector):
 
     Args:
         ev_floor: explained variance below which it can have collapsed.
-            Default 0.0.
+            Default -0.1: a critic that predicts the targets' mean scores 0,
+            and -0.1 if it misses that mean by a third of their standard
+            deviation; it tracks their level, as A2C's critic on 5-step
+            bootstrapped targets does for most of a healthy CartPole run
+            (rl-zoo's settings: |EV| < 0.05 on 73 % of its reports, the
+            targets' variance 1-4 % of their mean square). A failing critic
+            loses the level too, and its EV falls far below 0.
         drop: fall below the recent level needed. Default 0.5.
         critical_ev: explained variance for critical. Default -1.0.
         patience: consecutive iterations for the EV rule. Default 3.
