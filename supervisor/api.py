@@ -21,6 +21,7 @@ the cluster dashboard. Nothing here imports Ray.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -164,7 +165,8 @@ class Supervisor:
         self.checkpoint: dict | None = reg.get("checkpoint")  # the newest healthy checkpoint it knows
         # the loop's training wall time (the compute account), counted on from a resumed trial's last report
         prior = reg.get("time_total_s")
-        self._clock = time.time() - (float(prior) if isinstance(prior, (int, float)) and prior >= 0 else 0.0)
+        self._prior_s = float(prior) if isinstance(prior, (int, float)) and math.isfinite(prior) and prior >= 0 else 0.0
+        self._opened = time.monotonic()  # not the wall clock: an NTP step or a suspend must not move it
         self.applied: list[dict] = []  # applied entries the supervisor has not taken yet (sent again)
         self.last: Verdict | None = None
         self.stopped = False
@@ -183,7 +185,7 @@ class Supervisor:
         now = time.time()
         norm = normalize_metrics(metrics)
         if "time_total_s" not in norm:  # the loop's own figure when it gives one (an RLlib result)
-            norm["time_total_s"] = round(now - self._clock, 3)
+            norm["time_total_s"] = round(self._prior_s + time.monotonic() - self._opened, 3)
         report = {"trial_id": self.trial_id, "seq": self.seq, "iteration": int(iteration), "time": now,
                   "metrics": norm}
         try:

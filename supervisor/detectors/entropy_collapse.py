@@ -83,14 +83,15 @@ class EntropyCollapse(Detector):
     def __init__(self, **options):
         super().__init__(**options)
         self._latch_args = (self.patience, self.exit, self.repeat)
-        # The run's starting return: taken from its first returns as they arrive (the history keeps only
-        # the newest 256 reports, so read later it would be some later return) and kept across a rollback.
+        # The run's early entropy and starting return: taken as they arrive (the history keeps only the newest
+        # 256 reports: read later, or again from a rewound history, they would be later values) and kept across
+        # a rollback (``reset`` leaves them).
+        self._ref: float | None = None
         self._start: float | None = None
         self.reset()
 
     def reset(self) -> None:
         self._alarm = Alarm(*self._latch_args)
-        self._ref = None
         self._continuous = self.continuous  # None: unknown until a negative entropy shows up
         if self._continuous is None and self.priors.action_kind is not None:
             self._continuous = self.priors.action_kind == "continuous"

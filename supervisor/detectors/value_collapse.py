@@ -83,7 +83,7 @@ class ValueCollapse(Detector):
       each 512-step rollout one episode truncated at 500: targets' variance 1.6 % of its peak, value
       loss 2.5 against ~40, EV -0.17; CleanRL's PPO on a sparse-reward grid world, its 512-step rollouts
       holding 0-4 episode ends: EV -1 to -8 on rollouts whose targets had 1-13 % of the peak variance,
-      the value loss at or under its median).
+      the value loss under its median).
     * vf_loss pinned: the last ``pin_window`` values of ``vf_loss`` (this one
       included) all equal within ``pin_tol`` (relative), while explained
       variance is within ``ev_zero`` of 0 (or, when it is not reported, the
@@ -97,13 +97,16 @@ class ValueCollapse(Detector):
 
     Args:
         ev_floor: explained variance below which it can have collapsed.
-            Default -0.1: a critic that predicts the targets' mean scores 0,
-            and -0.1 if it misses that mean by a third of their standard
-            deviation; it tracks their level, as A2C's critic on 5-step
-            bootstrapped targets does for most of a healthy CartPole run
-            (rl-zoo's settings: |EV| < 0.05 on 73 % of its reports, the
-            targets' variance 1-4 % of their mean square). A failing critic
-            loses the level too, and its EV falls far below 0.
+            Default -0.1. EV = 1 - Var(targets - predictions) / Var(targets):
+            a critic whose predictions barely vary scores ~0 whatever its
+            level, and -0.1 when they scatter, uncorrelated with the targets,
+            by a third of the targets' standard deviation. That is A2C's
+            critic on 5-step bootstrapped targets for most of a healthy
+            CartPole run (rl-zoo's settings: |EV| < 0.05 on 73 % of its
+            reports, the targets' variance 1-4 % of their mean square): it
+            explains none of their small spread and adds little noise. A
+            failing critic's predictions scatter, and its EV falls far
+            below 0. ``critical_ev`` must not be above it.
         drop: fall below the recent level needed. Default 0.5.
         critical_ev: explained variance for critical. Default -1.0.
         patience: consecutive iterations for the EV rule. Default 3.
