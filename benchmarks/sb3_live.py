@@ -76,7 +76,8 @@ RUNS = [
 #: rl-baselines3-zoo's tuned hyperparameters (DLR-RM/rl-baselines3-zoo hyperparams/{ppo,a2c,dqn}.yml at
 #: 208b6fd, c6c209e and ce95481): what most SB3 users actually train with. Several envs at once
 #: (``n_envs``), VecNormalize (``normalize``: observations and rewards), gSDE, RMSprop, linear schedules
-#: (``lin_X``), ``gradient_steps: -1``, ``learning_starts: 0``. Budgets are the zoo's ``n_timesteps`` where
+#: (``lin_X``), ``gradient_steps: -1``, ``learning_starts: 0``, Gaussian action noise (``noise_std``); and
+#: sac.yml, td3.yml at c94924e and a02f4fb. Budgets are the zoo's ``n_timesteps`` where
 #: this machine allows, else cut (the ``why`` says so). ``python benchmarks/sb3_live.py --zoo``.
 ZOO_RUNS = [
     ("zoo-ppo-cartpole", "ppo", "CartPole-v1", 100_000,
@@ -107,6 +108,16 @@ ZOO_RUNS = [
       "target_update_interval": 250, "train_freq": 4, "gradient_steps": -1, "exploration_fraction": 0.12,
       "exploration_final_eps": 0.1, "policy_kwargs": {"net_arch": [256, 256]}},
      "zoo, tuned; learning_starts 0; 50k of its 100k steps"),
+    ("zoo-sac-pendulum", "sac", "Pendulum-v1", 20_000, {"learning_rate": 1e-3}, "zoo; its full budget"),
+    ("zoo-sac-mcc", "sac", "MountainCarContinuous-v0", 50_000,
+     {"learning_rate": 3e-4, "buffer_size": 50_000, "batch_size": 512, "ent_coef": 0.1, "train_freq": 32,
+      "gradient_steps": 32, "gamma": 0.9999, "tau": 0.01, "learning_starts": 0, "use_sde": True,
+      "policy_kwargs": {"log_std_init": -3.67, "net_arch": [64, 64]}},
+     "zoo, tuned; gSDE, a fixed entropy coefficient 0.1, gamma 0.9999; its full budget"),
+    ("zoo-td3-pendulum", "td3", "Pendulum-v1", 20_000,
+     {"gamma": 0.98, "buffer_size": 200_000, "learning_starts": 10_000, "noise_std": 0.1, "gradient_steps": -1,
+      "train_freq": [1, "episode"], "learning_rate": 1e-3, "policy_kwargs": {"net_arch": [400, 300]}},
+     "zoo (its Pendulum-v0 entry); Gaussian action noise, an update per episode; its full budget"),
 ]
 SEVERITIES = ("info", "warning", "critical")
 
@@ -130,7 +141,9 @@ def train(name: str, algo: str, env: str, steps: int, kw: dict, seed: int, run_d
     torch.set_num_threads(1)
     t0 = time.process_time()
     hp = {k: _schedule(v) for k, v in json.loads(json.dumps(kw)).items()}  # a copy: SB3 adds to policy_kwargs
-    n_envs, normalize = hp.pop("n_envs", None), hp.pop("normalize", False)
+    n_envs, normalize, noise_std = hp.pop("n_envs", None), hp.pop("normalize", False), hp.pop("noise_std", None)
+    if isinstance(hp.get("train_freq"), list):  # rl-zoo's [1, "episode"]
+        hp["train_freq"] = tuple(hp["train_freq"])
     if n_envs or normalize:  # as rl_zoo3 builds it: Monitor inside each env, VecNormalize outside
         from stable_baselines3.common.env_util import make_vec_env
         from stable_baselines3.common.vec_env import VecNormalize
@@ -140,6 +153,13 @@ def train(name: str, algo: str, env: str, steps: int, kw: dict, seed: int, run_d
             env_obj = VecNormalize(env_obj, gamma=hp.get("gamma", 0.99))
     else:
         env_obj = env
+    if noise_std is not None:  # rl-zoo's noise_type normal: Gaussian action noise of noise_std per dimension
+        import gymnasium as gym
+        import numpy as np
+        from stable_baselines3.common.noise import NormalActionNoise
+
+        dims = gym.make(env).action_space.shape[0]
+        hp["action_noise"] = NormalActionNoise(np.zeros(dims), noise_std * np.ones(dims))
     model = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC, "td3": TD3}[algo](
         "MlpPolicy", env_obj, seed=seed, device="cpu", **hp)
     cb = SupervisorCallback(run_dir)

@@ -14,6 +14,7 @@ from supervisor.detectors.entropy_collapse import EntropyCollapse
 from supervisor.detectors.kl_controller_stuck import KLControllerStuck
 from supervisor.detectors.loss_explosion import LossExplosion
 from supervisor.detectors.premature_convergence import PrematureConvergence
+from supervisor.detectors.q_divergence import QDivergence
 from supervisor.detectors.reward_collapse import RewardCollapse
 from supervisor.detectors.update_too_large import UpdateTooLarge
 from supervisor.detectors.value_collapse import ValueCollapse
@@ -346,6 +347,25 @@ def test_the_starting_return_is_the_runs_own_past_the_historys_reach():
     run_detectors([pc], stream()[:10])
     pc.reset()
     assert pc._start == -500 + 420 * 1 / 150
+
+
+def test_q_values_are_judged_at_the_trials_own_discount():
+    """rl-zoo's SAC on MountainCarContinuous trains with gamma 0.9999: judged at the default 0.99 its Q-values
+    (q_max 112-149 with per-step rewards up to 0.32) were 2-3x outside [.., 46]: reduce_lr, slow_target_updates,
+    then a stop. The trial's own discount (its priors) now sets the range; a gamma set in the settings wins."""
+    stream = [{"episode_return_mean": 30.0, "episode_len_mean": 100.0, "q_max": 112.0, "q_min": 0.0,
+               "q_mean": 50.0} for _ in range(3)]
+
+    def det(priors=None, **options):
+        d = QDivergence(**options)
+        if priors is not None:
+            d.priors = priors
+            d.reset()  # as build_detectors does once it has set the priors
+        return d
+
+    assert firing(run_detectors([det()], stream))[:1] == [(0, "warning")]  # 0.99: [0, 30], q_max 2.7 S above
+    assert firing(run_detectors([det(Priors(gamma=0.9999))], stream), at_least="info") == []
+    assert firing(run_detectors([det(Priors(gamma=0.9999), gamma=0.99)], stream))[:1] == [(0, "warning")]
 
 
 def test_a_clip_fraction_beside_a_kl_within_its_target_is_a_narrow_band_not_a_large_update():

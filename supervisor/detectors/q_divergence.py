@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from supervisor.detectors._common import Alarm, fmt, value_of
-from supervisor.detectors._returns import ReturnScale
+from supervisor.detectors._returns import ReturnScale, discount
 from supervisor.detectors.base import Detector
 from supervisor.detectors.options import Count, DetectorOptions, Number, at_least, positive
 from supervisor.findings import Finding
@@ -52,7 +52,8 @@ class QDivergence(Detector):
     Args:
         k: distance outside the range, in units of S, for a warning. Default 2.
         critical_k: the same for critical. Default 20.
-        gamma: the discount (RLlib's DQN/SAC default 0.99). Default 0.99.
+        gamma: the discount. Default: the trial's own (its config, through the priors), else 0.99
+            (RLlib's and SB3's default); given here, it overrides the config's.
         patience: consecutive iterations needed. Default 1.
         exit, repeat: Latch hysteresis. Default 3, 10.
     """
@@ -68,6 +69,7 @@ class QDivergence(Detector):
 
     def reset(self) -> None:
         self._alarm = Alarm(self.patience, self.exit, self.repeat)
+        self.scale.gamma = discount(self)  # the priors are set before reset (build_detectors)
         self._alpha = 0.0  # the largest entropy coefficient seen (the bonus the Q-values may hold)
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:
@@ -83,7 +85,7 @@ class QDivergence(Detector):
             return []
         lo, hi = self.scale.q_range
         s = self.scale.scale
-        bonus = self._alpha * max(self.priors.max_entropy or 0.0, 0.0) / (1.0 - self.gamma)
+        bonus = self._alpha * max(self.priors.max_entropy or 0.0, 0.0) / (1.0 - self.scale.gamma)
         hi += bonus
         # how far outside [lo, hi] each Q statistic is, in units of S
         out = {k: max(v - hi, lo - v, 0.0) / s for k, v in q.items()}
@@ -96,7 +98,7 @@ class QDivergence(Detector):
             iteration, sev, metric, q[metric],
             f"Q-value divergence: {metric}={fmt(q[metric])} is {fmt(d)} x {fmt(s)} outside [{fmt(lo)}, {fmt(hi)}], "
             f"the range the rewards seen allow (average per-step reward in [{fmt(self.scale.lo)}, "
-            f"{fmt(self.scale.hi)}], gamma {self.gamma:g}"
+            f"{fmt(self.scale.hi)}], gamma {self.scale.gamma:g}"
             + (f"; the entropy bonus up to {fmt(bonus)}: alpha {fmt(self._alpha)} x max entropy "
                f"{fmt(self.priors.max_entropy)})" if bonus else ")"),
             hi + self.k * s if q[metric] > hi else lo - self.k * s, q_range=[lo, hi], scale=s)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from supervisor.detectors._common import Alarm, fmt, median, value_of
-from supervisor.detectors._returns import ReturnScale
+from supervisor.detectors._returns import ReturnScale, discount
 from supervisor.detectors.base import Detector
 from supervisor.detectors.options import Count, DetectorOptions, Number, at_least, positive
 from supervisor.findings import Finding
@@ -39,7 +39,8 @@ class TDErrorExplosion(Detector):
         ratio: times the median of its history. Default 20.
         return_fraction: fraction of the return bound needed. Default 0.5.
         critical_k: times the return bound for critical. Default 10.
-        gamma: the discount. Default 0.99.
+        gamma: the discount. Default: the trial's own (its config, through the priors), else 0.99;
+            given here, it overrides the config's.
         window: iterations in the median. Default 20.
         warmup: history values before the history rule applies. Default 3.
         exit, repeat: Latch hysteresis. Default 3, 10.
@@ -56,6 +57,7 @@ class TDErrorExplosion(Detector):
 
     def reset(self) -> None:
         self._alarm = Alarm(1, self.exit, self.repeat)
+        self.scale.gamma = discount(self)  # the priors are set before reset (build_detectors)
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:
         bound = self.scale.scale if self.scale.update(metrics) else None
