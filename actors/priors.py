@@ -18,7 +18,8 @@ def priors_of(algorithm, module: str | None = None) -> dict:
     # by name_of: a Tune trainable's class is SupervisedDQN, its algorithm DQN
     out = {"algorithm": name_of(algorithm) or (getattr(cfg, "algo_class", None) and cfg.algo_class.__name__)}
     own = (getattr(cfg, "algorithm_config_overrides_per_module", None) or {}).get(module) or {}
-    for key in ("kl_target", "clip_param", "vf_clip_param", "use_kl_loss", "grad_clip", "log_gradients"):
+    # gamma: the scale of Q-values and value targets (q_divergence, td_error_explosion, loss_explosion)
+    for key in ("kl_target", "clip_param", "vf_clip_param", "use_kl_loss", "grad_clip", "log_gradients", "gamma"):
         out[key] = own.get(key, getattr(cfg, key, None))
     # what decides which metrics RLlib reports (supervisor.algorithms.reported: metrics_missing)
     out["reporter"] = "rllib"

@@ -75,15 +75,19 @@ def supervised(tmp_path, algo: str, divergent: bool, iterations: int, *sets: str
     try:
         applied = {i["id"]: i for i in store.interventions(trial["trial_id"])}
         reports = store.reports(trial["trial_id"])
+        config = json.loads(store.trial(trial["trial_id"])["config"] or "{}")
     finally:
         store.close()
+    trial["registered"] = config
     return code, trial, list(applied.values()), reports
 
 
 @pytest.mark.parametrize("algo", ["DQN", "SAC", "APPO", "IMPALA"])
 def test_healthy_run_has_no_false_alarm(tmp_path, algo):
     n = 4
-    code, t, _, reports = supervised(tmp_path, algo, False, n)
+    # DQN's at a discount of its own: the Q-values are judged at the trial's gamma (its priors), not 0.99
+    code, t, _, reports = supervised(tmp_path, algo, False, n, *(["config.gamma=0.98"] if algo == "DQN" else []))
+    assert t["registered"]["priors"]["gamma"] == (0.98 if algo == "DQN" else 0.99)
     assert code == 0 and t["status"] == "completed" and t["iterations"] == n, t
     assert [f for f in t["findings"] if f["severity"] != "info"] == []
     assert t["interventions"] == []

@@ -19,6 +19,7 @@ from supervisor.detectors.reward_collapse import RewardCollapse
 from supervisor.detectors.update_too_large import UpdateTooLarge
 from supervisor.detectors.value_collapse import ValueCollapse
 from supervisor.engine import Engine
+from supervisor.history import History
 from supervisor.integrations.cadence import ReportWindow
 from supervisor.metrics import drop_no_data, returns_value_scale
 from supervisor.priors import Priors
@@ -347,6 +348,23 @@ def test_the_starting_return_is_the_runs_own_past_the_historys_reach():
     run_detectors([pc], stream()[:10])
     pc.reset()
     assert pc._start == -500 + 420 * 1 / 150
+
+
+def test_the_kl_coefficients_early_reference_is_kept_across_a_rollback():
+    """kl_controller_stuck's critical rule compares the coefficient with its early reference (the median of
+    the first ``warmup`` values). A rollback resets the detector and rewinds the history, which keeps the newest
+    256 reports: read again from it, the reference was a later coefficient (here 0.01, where it drifted from
+    1.0 in 4.5 % steps, no moves), and a coefficient that then fell ten times by 40 % read as a warning,
+    6e-3 x 0.01, not as the collapse it is, 6e-5 x the run's start."""
+    drift = [{"kl_coeff": 0.955 ** min(i, 100)} for i in range(300)]
+    fall = [{"kl_coeff": 0.955 ** 100 * 0.6 ** (i + 1)} for i in range(10)]
+    det = KLControllerStuck()
+    history = History()
+    assert firing(run_detectors([det], drift, history)) == []
+    assert det._ref == 0.955 ** 2  # the median of the first five
+    det.reset()  # a rollback: the history it sees next is the rewound one, its first values gone
+    assert det._ref == 0.955 ** 2
+    assert firing(run_detectors([det], fall, history, start=300)) == [(309, "critical")]
 
 
 def test_q_values_are_judged_at_the_trials_own_discount():

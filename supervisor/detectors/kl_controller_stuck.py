@@ -87,13 +87,16 @@ class KLControllerStuck(Detector):
     def __init__(self, **options):
         super().__init__(**options)
         self._latch_args = (1, self.exit, self.repeat)
+        # the early reference: taken once the first ``warmup`` values are in, and kept across a rollback
+        # (``reset`` leaves it): read again from a rewound history, which keeps the newest 256 reports, it
+        # would be a later coefficient, and a collapse from the run's start would read as none
+        self._ref: float | None = None
         self.reset()
 
     def reset(self) -> None:
         self._alarm = Alarm(*self._latch_args)
         self._still_alarm = Alarm(*self._latch_args)
         self._dir, self._streak, self._start = 0, 0, None
-        self._ref = None
         self._moved = False  # the coefficient changed at least once: there is a controller
         self._level: deque = deque(maxlen=self.window)  # KL values not off (rule 2's reference)
         self._off, self._back, self._off_coef = 0, 0, None
