@@ -66,7 +66,16 @@ def _rows(db: Path, sql: str) -> list[tuple]:
         con.close()
 
 
-def _wait(what: str, fn, proc: subprocess.Popen, timeout_s: float = 240.0):
+def _where(db: Path) -> str:
+    """What the store holds: where a sweep that did not get somewhere stood."""
+    return (f"reports (seq, iteration, node) {_rows(db, 'SELECT seq, iteration, node_id FROM reports')}; checkpoints "
+            f"{_rows(db, 'SELECT iteration, path FROM checkpoints')}; findings "
+            f"{_rows(db, 'SELECT iteration, detector, severity FROM findings')}; interventions "
+            f"{_rows(db, 'SELECT iteration, action FROM interventions')}; trials "
+            f"{_rows(db, 'SELECT trial_id, status, node_id FROM trials')}")
+
+
+def _wait(what: str, fn, proc: subprocess.Popen, db: Path, timeout_s: float = 240.0):
     deadline = time.monotonic() + timeout_s
     while True:
         got = fn()
@@ -74,9 +83,12 @@ def _wait(what: str, fn, proc: subprocess.Popen, timeout_s: float = 240.0):
             return got
         if proc.poll() is not None:
             out, err = proc.communicate()
-            raise AssertionError(f"the sweep ended ({proc.returncode}) before {what}:\n{out[-3000:]}\n{err[-3000:]}")
+            raise AssertionError(f"the sweep ended ({proc.returncode}) before {what}; {_where(db)}:\n"
+                                 f"{out[-3000:]}\n{err[-3000:]}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} after {timeout_s} s")
+            proc.kill()  # the sweep this test started: its output says where it stood
+            out, err = proc.communicate()
+            raise AssertionError(f"no {what} after {timeout_s} s; {_where(db)}:\n{out[-3000:]}\n{err[-3000:]}")
         time.sleep(0.5)
 
 
@@ -103,7 +115,7 @@ def test_sweep_survives_a_lost_node_with_storage_on_s3_and_nothing_on_shared_dis
         # node A runs the trial until a health-gated checkpoint is in storage and the trial is past it
         ckpt_it = _wait("a checkpoint in storage", lambda: [
             it for (it,) in _rows(db, "SELECT iteration FROM checkpoints WHERE iteration > 0 AND path LIKE 's3://%'")
-            if _rows(db, f"SELECT 1 FROM reports WHERE iteration > {it}")], driver)[-1]
+            if _rows(db, f"SELECT 1 FROM reports WHERE iteration > {it}")], driver, db)[-1]
         phases["node A trained"] = time.monotonic() - t0
         cluster.kill_node("nodeA")  # preempted: its process group, the trial's process with it
         killed_after = max(i for (i,) in _rows(db, "SELECT iteration FROM reports"))
