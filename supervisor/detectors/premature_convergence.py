@@ -37,11 +37,14 @@ class PrematureConvergence(OneRuleDetector):
     needs = (("episode_return_mean",), ("entropy",))
     Options = PrematureConvergenceOptions
 
+    def __init__(self, **options):
+        super().__init__(**options)
+        # the run's starting return: taken once its first returns are in, and kept across a rollback (``reset``
+        # leaves it): the history then holds only the newest 256 reports, whose first returns are not the start
+        self._start: float | None = None
+
     def reset(self) -> None:
         super().reset()
-        # the run's starting return, kept across a rollback: the history then holds only the newest 256
-        # reports, whose first returns are not the run's start
-        self._start: float | None = getattr(self, "_start", None)
         self._seen = 0
 
     def __call__(self, iteration, metrics, history) -> list[Finding]:
